@@ -1,0 +1,81 @@
+"""Cleardesk: the approvals and exceptions workbench for finance teams."""
+from __future__ import annotations
+
+import os
+
+from flask import Flask, g, jsonify, render_template, request
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+
+from app.config import load_config
+from app.extensions import csrf, db, htmx, login_manager, migrate
+
+
+def create_app(config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(load_config(app.instance_path, config))
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+
+    # Every model must be imported before migrations or queries look at the metadata.
+    from app import models  # noqa: F401
+    from app.audit import models as audit_models  # noqa: F401
+    from app.outbox import models as outbox_models  # noqa: F401
+    from app import unit_of_work  # noqa: F401  (installs the rollback listener)
+
+    from app.auth.routes import bp as auth_bp
+    from app.auth.session import install_login
+    from app.items.routes import bp as items_bp
+    from app.queues.routes import bp as queues_bp
+    from app.web import install_web
+
+    install_login(app)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(queues_bp)
+    app.register_blueprint(items_bp)
+    install_web(app)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+
+    @app.get("/healthz")
+    def healthz():
+        body = {"database": "ok"}
+        status = 200
+        try:
+            db.session.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            body["database"] = f"error: {exc.__class__.__name__}"
+            status = 503
+        try:
+            from app.jobs import redis_connection
+
+            redis_connection().ping()
+            body["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            body["redis"] = f"error: {exc.__class__.__name__}"
+        body["status"] = "ok" if status == 200 else "error"
+        return jsonify(body), status
+
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite: WAL so readers do not block the writer, a busy timeout because the web server
+    and the workers write at the same time, and enforced foreign keys."""
+    module = type(dbapi_connection).__module__
+    if not module.startswith("sqlite3"):
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

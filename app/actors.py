@@ -1,0 +1,52 @@
+"""Who is acting: every write-path function takes one of these explicitly."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from app.models import User
+
+
+class ActorType(str, enum.Enum):
+    USER = "user"
+    EMAIL_LINK = "email_link"
+    POLICY = "policy"
+    API = "api"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    type: ActorType
+    user: User | None = None
+    label: str = ""
+    ip: str | None = None
+    user_agent: str | None = None
+    # For an API token or the policy engine, the one tenant it may act in.
+    tenant_id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_user(cls, user: User, ip: str | None = None, user_agent: str | None = None) -> Actor:
+        return cls(ActorType.USER, user=user, label=user.email, ip=ip, user_agent=user_agent)
+
+    @classmethod
+    def system(cls, label: str = "system") -> Actor:
+        return cls(ActorType.SYSTEM, label=label)
+
+    @property
+    def user_id(self) -> int | None:
+        return self.user.id if self.user else None
+
+    def tenant_ids(self) -> set[int]:
+        """Tenants this actor may see; the one place tenant reach is decided."""
+        if self.user is not None:
+            return {m.tenant_id for m in self.user.memberships}
+        if self.tenant_id is not None:
+            return {self.tenant_id}
+        return set()  # the system actor reaches tenants only through explicit ids
+
+    def roles_in(self, tenant_id: int) -> set[str]:
+        if self.user is None:
+            return set()
+        return self.user.roles_in(tenant_id)

@@ -1,0 +1,1 @@
+"""Administration of tenants, people, roles and limits."""

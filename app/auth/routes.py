@@ -1,0 +1,72 @@
+"""Sign-in, sign-out and switching the tenant the user is working in."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from app.auth.forms import EmptyForm, LoginForm
+from app.auth.services import SignInRefused, authenticate, record_logout
+from app.unit_of_work import commit
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
+            return target
+    return url_for("queues.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("queues.home"))
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        ip, agent = request.remote_addr, request.user_agent.string
+        try:
+            user = authenticate(form.email.data, form.password.data, ip, agent)
+        except SignInRefused as refused:
+            commit()  # the failure count and its audit event are kept
+            error = refused.message
+        else:
+            commit()
+            session.clear()  # a fresh session (and CSRF token) on sign-in
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")), code=303)
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("auth/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    record_logout(current_user, request.remote_addr, request.user_agent.string)
+    commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"), code=303)
+
+
+@bp.post("/tenant")
+@login_required
+def switch_tenant():
+    form = EmptyForm()
+    tenant_id = request.form.get("tenant_id", type=int)
+    if not form.validate_on_submit():
+        abort(400)
+    if not tenant_id:
+        session.pop("tenant_id", None)  # all of my tenants
+    elif current_user.membership_in(tenant_id) is None:
+        abort(404)
+    else:
+        session["tenant_id"] = tenant_id
+    return redirect(_safe_next(request.form.get("next")), code=303)

@@ -1,0 +1,172 @@
+"""Command-line entry points: seeding, users, tokens, audit verification, and the RQ processes."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sys
+import time
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from app.actors import Actor
+from app.extensions import db
+from app.unit_of_work import commit
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(seed_demo_command)
+    app.cli.add_command(create_user_command)
+    app.cli.add_command(create_token_command)
+    app.cli.add_command(audit_cli)
+    app.cli.add_command(worker_command)
+    app.cli.add_command(cron_command)
+    app.cli.add_command(relay_outbox_command)
+
+
+@click.command("seed-demo")
+@click.option("--items", default=3000, show_default=True, help="How many work items to create.")
+@click.option("--if-empty", is_flag=True, help="Do nothing (and succeed) if there is data.")
+def seed_demo_command(items: int, if_empty: bool) -> None:
+    """Create the demo tenants, users and work items (refused when APP_ENV=production)."""
+    from app.demo.seed import DEMO_PASSWORD, USERS, SeedRefused, seed_demo
+
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"  {done:,} / {total:,} items ({time.monotonic() - started:.0f}s)", err=True)
+
+    try:
+        result = seed_demo(items=items, progress=progress)
+    except SeedRefused as refused:
+        db.session.rollback()
+        if if_empty and current_app.config["APP_ENV"] != "production":
+            click.echo(f"Demo data not seeded: {refused}")
+            return
+        raise click.ClickException(str(refused)) from None
+    commit()
+    click.echo(f"Seeded {result['tenants']} tenants, {result['users']} users and "
+               f"{result['items']:,} items in {time.monotonic() - started:.1f}s.")
+    click.echo(f"Demo users (password '{DEMO_PASSWORD}'): " + ", ".join(u[0] for u in USERS))
+
+
+@click.command("create-user")
+@click.option("--email", required=True)
+@click.option("--name", default=None)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--tenant", "tenant_slugs", multiple=True, help="Tenant slug (repeatable).")
+@click.option("--role", "roles", multiple=True, help="Role in those tenants (repeatable).")
+@click.option("--limit", "approval_limit", default="0", show_default=True)
+def create_user_command(email, name, password, tenant_slugs, roles, approval_limit) -> None:
+    """Create a user, optionally with roles and an approval limit in some tenants."""
+    from app.admin.services import grant_membership
+    from app.auth.services import create_user
+    from app.errors import DomainError
+    from app.models import Tenant
+
+    actor = Actor.system("cli")
+    try:
+        user = create_user(actor, email=email, name=name or email, password=password)
+        for slug in tenant_slugs:
+            tenant = db.session.scalars(select(Tenant).where(Tenant.slug == slug)).one_or_none()
+            if tenant is None:
+                raise click.ClickException(f"No tenant '{slug}'.")
+            grant_membership(actor, user=user, tenant=tenant, roles=list(roles),
+                             approval_limit=approval_limit)
+    except DomainError as error:
+        db.session.rollback()
+        detail = "; ".join(f"{k} {v}" for k, v in getattr(error, "fields", {}).items())
+        raise click.ClickException(f"{error.message} {detail}".strip()) from None
+    commit()
+    click.echo(f"Created {user.email}.")
+
+
+@click.command("create-token")
+@click.option("--tenant", "slug", required=True, help="Tenant slug.")
+@click.option("--name", default="cli", show_default=True)
+@click.option("--scope", "scopes", multiple=True,
+              default=("items:read", "items:write", "decisions:write"), show_default=True)
+def create_token_command(slug: str, name: str, scopes: tuple[str, ...]) -> None:
+    """Print a new API token for a tenant. Only its hash is stored; it cannot be shown again."""
+    from app.audit.services import record_event
+    from app.models import ApiToken, Tenant
+
+    tenant = db.session.scalars(select(Tenant).where(Tenant.slug == slug)).one_or_none()
+    if tenant is None:
+        raise click.ClickException(f"No tenant '{slug}'.")
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    token = f"cd_{prefix}_{secret}"
+    row = ApiToken(tenant_id=tenant.id, name=name, prefix=prefix,
+                   token_hash=hashlib.sha256(token.encode()).hexdigest(), scopes=list(scopes))
+    db.session.add(row)
+    db.session.flush()
+    record_event(Actor.system("cli"), "api_token.created", tenant_id=tenant.id,
+                 data={"token_id": row.id, "prefix": prefix, "name": name,
+                       "scopes": list(scopes)})
+    commit()
+    click.echo(token)
+
+
+audit_cli = AppGroup("audit", help="The audit trail.")
+
+
+@audit_cli.command("verify")
+def audit_verify_command() -> None:
+    """Verify every chain; exit 1 naming the first bad event of each broken chain."""
+    from app.audit.services import verify_all
+    from app.models import Tenant
+
+    names = {t.id: t.slug for t in db.session.scalars(select(Tenant))}
+    started = time.monotonic()
+    reports = verify_all()
+    total = sum(r.events for r in reports)
+    bad = [r for r in reports if not r.ok]
+    for r in reports:
+        name = names.get(r.chain_id, "global" if r.chain_id == 0 else f"chain {r.chain_id}")
+        status = "ok" if r.ok else f"BROKEN: {r.problem}"
+        click.echo(f"{name:>12}: {r.events:>9,} events {status}")
+    elapsed = time.monotonic() - started
+    click.echo(f"Verified {total:,} events in {elapsed:.2f}s.")
+    if bad:
+        sys.exit(1)
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--with-scheduler/--without-scheduler", default=True)
+def worker_command(burst: bool, with_scheduler: bool) -> None:
+    """Run one RQ worker inside the app context (jobs use the app's database and config)."""
+    from rq import Worker
+
+    from app.jobs import job_queue, redis_connection
+
+    # The worker forks a work-horse per job; no database connection may cross the fork.
+    db.engine.dispose()
+    worker = Worker([job_queue()], connection=redis_connection())
+    worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+
+
+@click.command("cron")
+def cron_command() -> None:
+    """Run the periodic scheduler (exactly one per deployment): enqueues PERIODIC_JOBS."""
+    from pydoc import locate
+
+    from rq.cron import CronScheduler
+
+    from app.jobs import PERIODIC_JOBS, redis_connection
+
+    scheduler = CronScheduler(connection=redis_connection())
+    for path, interval in PERIODIC_JOBS:
+        scheduler.register(locate(path), queue_name=current_app.config["RQ_QUEUE"], interval=interval)
+    scheduler.start()
+
+
+@click.command("relay-outbox")
+def relay_outbox_command() -> None:
+    """Relay outbox messages to RQ now (the periodic sweep does this every 30 seconds)."""
+    from app.outbox.services import pending_message_ids, relay
+
+    click.echo(f"Relayed {relay(pending_message_ids())} messages.")

@@ -1,0 +1,66 @@
+"""Configuration read from the environment, with safe defaults for local use."""
+import os
+import secrets
+import time
+from pathlib import Path
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+def _default_database_url(instance_path: str) -> str:
+    return "sqlite:///" + str(Path(instance_path) / "cleardesk.sqlite3")
+
+
+def load_config(instance_path: str, overrides: dict | None = None) -> dict:
+    env = os.environ
+    app_env = (overrides or {}).get("APP_ENV", env.get("APP_ENV", "development"))
+    secret_key = env.get("SECRET_KEY")
+    if not secret_key:
+        if app_env == "production":
+            raise ConfigError("SECRET_KEY must be set when APP_ENV=production")
+        secret_key = _dev_secret_key(instance_path)
+    config = {
+        "APP_ENV": app_env,
+        "SECRET_KEY": secret_key,
+        "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL") or _default_database_url(instance_path),
+        "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "RQ_QUEUE": env.get("RQ_QUEUE", "default"),
+        "SMTP_HOST": env.get("SMTP_HOST", "127.0.0.1"),
+        "SMTP_PORT": int(env.get("SMTP_PORT", "8025")),
+        "APP_BASE_URL": env.get("APP_BASE_URL", "http://127.0.0.1:5000"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": app_env == "production",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": app_env == "production",
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
+        "LOGIN_MAX_FAILURES": 5,
+        "LOGIN_LOCKOUT_SECONDS": 15 * 60,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    }
+    if overrides:
+        config.update(overrides)
+    return config
+
+
+def _dev_secret_key(instance_path: str) -> str:
+    """A per-checkout random key kept in instance/, so dev sessions survive restarts."""
+    path = Path(instance_path) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: the web server and the workers start together; exactly one writes the key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.01)
+        raise ConfigError(f"{path} is empty; delete it to make a new one")
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key

@@ -1,0 +1,1 @@
+"""Billing exceptions and partner settlement disputes."""

@@ -1,0 +1,1 @@
+"""The item page: everything about one item, and the forms that act on it."""

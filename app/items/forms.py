@@ -1,0 +1,16 @@
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, IntegerField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
+
+
+class ActionForm(FlaskForm):
+    action = HiddenField(validators=[DataRequired(), Length(max=32)])
+    version = IntegerField(validators=[Optional()])
+    comment = TextAreaField(validators=[Optional(), Length(max=5000)])
+    resolution_code = StringField(validators=[Optional(), Length(max=64)])
+    adjustment_amount = StringField(validators=[Optional(), Length(max=32)])
+    assignee_id = IntegerField(validators=[Optional()])
+
+
+class CommentForm(FlaskForm):
+    comment = TextAreaField("Comment", validators=[DataRequired(), Length(max=5000)])

@@ -1,0 +1,81 @@
+"""What the item page shows: the item, its steps, its timeline, and the actions open to the
+viewer. Read-only; the write path decides again when an action is posted."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.actors import Actor
+from app.audit.models import AuditEvent
+from app.extensions import db
+from app.items.forms import ActionForm, CommentForm
+from app.models import Kind, Role, User, WorkItem
+from app.work import kinds
+from app.work.services import scoped_items
+from app.work.states import (
+    ACTION_LABELS,
+    ACTION_ROLES,
+    COMMENT_ROLES,
+    FINAL_STATES,
+    WORKER_ROLES,
+    actions_from,
+)
+
+# Actions that need a text, and what the text box is called for them.
+NEEDS_TEXT = {
+    "reject": "Reason", "request_info": "What do you need?", "resubmit": "Your answer",
+    "escalate": "Why escalate?", "wait_on_customer": "What are you waiting for?",
+}
+
+
+def available_actions(actor: Actor, item: WorkItem) -> list[dict]:
+    roles = actor.roles_in(item.tenant_id)
+    out = []
+    for action in actions_from(item.kind, item.state):
+        if action == "expire":
+            continue
+        if action in ("resubmit", "withdraw"):
+            if actor.user_id != item.requester_id:
+                continue
+        elif not roles & ACTION_ROLES[item.kind][action]:
+            continue
+        out.append({"name": action, "label": ACTION_LABELS[action],
+                    "text_label": NEEDS_TEXT.get(action),
+                    "danger": action in ("reject", "escalate", "withdraw")})
+    return out
+
+
+def item_context(actor: Actor, item: WorkItem) -> dict:
+    events = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.chain_id == item.tenant_id,
+                                 AuditEvent.item_id == item.id).order_by(AuditEvent.seq)
+    ).all()
+    user_ids = {e.actor_id for e in events} | {e.on_behalf_of_id for e in events}
+    users = {u.id: u for u in db.session.scalars(
+        select(User).where(User.id.in_({u for u in user_ids if u})))}
+    others = db.session.scalars(
+        scoped_items(actor)
+        .where(WorkItem.tenant_id == item.tenant_id, WorkItem.counterparty == item.counterparty,
+               WorkItem.id != item.id,
+               WorkItem.state.not_in(FINAL_STATES[item.kind]))
+        .order_by(WorkItem.created_at.desc()).limit(10)
+    ).all()
+    roles = actor.roles_in(item.tenant_id)
+    final = item.state in FINAL_STATES[item.kind]
+    return {
+        "item": item,
+        "tenant": item.tenant,
+        "subtype_label": kinds.SUBTYPES[item.kind].get(item.subtype, item.subtype),
+        "details": item.details or {},
+        "events": events,
+        "users": users,
+        "others": others,
+        "actions": available_actions(actor, item),
+        "can_claim": not final and item.assignee_id is None and bool(roles & WORKER_ROLES[item.kind]),
+        "can_release": not final and item.assignee_id is not None and (
+            item.assignee_id == actor.user_id or Role.MANAGER.value in roles),
+        "can_comment": bool(roles & COMMENT_ROLES),
+        "action_form": ActionForm(formdata=None),
+        "comment_form": CommentForm(formdata=None),
+        "resolution_codes": kinds.RESOLUTION_CODES,
+        "Kind": Kind,
+    }

@@ -1,0 +1,300 @@
+"""Shared models: tenants, people and their memberships, and the work items of every kind."""
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.types import Money, UTCDateTime, utcnow
+
+# BIGINT on PostgreSQL (a million items and many millions of events); SQLite needs INTEGER
+# for its rowid alias to autoincrement.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Role(str, enum.Enum):
+    REQUESTER = "requester"
+    APPROVER = "approver"
+    ANALYST = "analyst"
+    MANAGER = "manager"
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+
+
+class Kind(str, enum.Enum):
+    APPROVAL = "approval"
+    BILLING_EXCEPTION = "billing_exception"
+    SETTLEMENT_DISPUTE = "settlement_dispute"
+
+    @property
+    def label(self) -> str:
+        return {
+            "approval": "Approval",
+            "billing_exception": "Billing exception",
+            "settlement_dispute": "Settlement dispute",
+        }[self.value]
+
+
+class Priority(str, enum.Enum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class SlaState(str, enum.Enum):
+    ON_TRACK = "on_track"
+    AT_RISK = "at_risk"
+    BREACHED = "breached"
+    MET = "met"
+    PAUSED = "paused"
+
+
+class Tenant(db.Model):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+    calendar_country: Mapped[str] = mapped_column(String(2))
+    # Working hours as "HH:MM" local time, working days as ISO weekday numbers (1 = Monday).
+    working_days: Mapped[list] = mapped_column(JSON, default=lambda: [1, 2, 3, 4, 5])
+    work_start: Mapped[str] = mapped_column(String(5), default="09:00")
+    work_end: Mapped[str] = mapped_column(String(5), default="17:00")
+    is_reseller: Mapped[bool] = mapped_column(Boolean, default=False)
+    brand_name: Mapped[str | None] = mapped_column(String(200))
+    brand_color: Mapped[str | None] = mapped_column(String(7))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def display_name(self) -> str:
+        return self.brand_name or self.name
+
+    def __repr__(self) -> str:
+        return f"<Tenant {self.slug}>"
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped to end every session of this user (password change, deactivation).
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="user", foreign_keys="Membership.user_id", lazy="selectin"
+    )
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return self.active
+
+    def get_id(self) -> str:  # Flask-Login: a bumped epoch invalidates old sessions
+        return f"{self.id}:{self.session_epoch}"
+
+    def membership_in(self, tenant_id: int) -> Membership | None:
+        for m in self.memberships:
+            if m.tenant_id == tenant_id:
+                return m
+        return None
+
+    def roles_in(self, tenant_id: int) -> set[str]:
+        m = self.membership_in(tenant_id)
+        return m.role_set if m else set()
+
+    def __repr__(self) -> str:
+        return f"<User {self.email}>"
+
+
+class Membership(db.Model):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "tenant_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    approval_limit: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))
+    delegate_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    delegate_from: Mapped[date | None] = mapped_column(Date)
+    delegate_until: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+    delegate: Mapped[User | None] = relationship(foreign_keys=[delegate_id])
+    roles: Mapped[list[MembershipRole]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def role_set(self) -> set[str]:
+        return {r.role for r in self.roles}
+
+    def delegates_to(self, user_id: int, on: date) -> bool:
+        return (
+            self.delegate_id == user_id
+            and self.delegate_from is not None
+            and self.delegate_until is not None
+            and self.delegate_from <= on <= self.delegate_until
+        )
+
+
+class MembershipRole(db.Model):
+    __tablename__ = "membership_roles"
+
+    membership_id: Mapped[int] = mapped_column(
+        ForeignKey("memberships.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+
+
+class WorkItem(db.Model):
+    """One row per piece of work; `kind` says which state machine and detail fields apply."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source_system", "external_ref"),
+        Index("ix_work_items_queue", "tenant_id", "state", "sla_due_at", "id"),
+        Index("ix_work_items_assignee", "assignee_id", "state"),
+        Index("ix_work_items_created", "tenant_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    subtype: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(300))
+    external_ref: Mapped[str] = mapped_column(String(128))
+    source_system: Mapped[str] = mapped_column(String(64))
+    counterparty: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(32))
+    product_line: Mapped[str | None] = mapped_column(String(64))
+    partner_type: Mapped[str | None] = mapped_column(String(32))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3))
+    priority: Mapped[str] = mapped_column(String(10), default=Priority.NORMAL.value)
+    risk_score: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(32))
+    requester_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sla_state: Mapped[str | None] = mapped_column(String(16))
+    policy_version: Mapped[int | None] = mapped_column(Integer)
+    # Kind-specific fields, checked against app.work.kinds.DETAIL_FIELDS when written.
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Money that dashboards add up is kept in typed columns rather than in `details`.
+    amount_at_risk: Mapped[Decimal | None] = mapped_column(Money)  # billing exceptions
+    claimed_amount: Mapped[Decimal | None] = mapped_column(Money)  # disputes
+    calculated_amount: Mapped[Decimal | None] = mapped_column(Money)  # disputes
+    adjustment_amount: Mapped[Decimal | None] = mapped_column(Money)  # partially accepted
+    resolution_code: Mapped[str | None] = mapped_column(String(64))
+    last_actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    last_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+    requester: Mapped[User | None] = relationship(foreign_keys=[requester_id])
+    assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id])
+    last_actor: Mapped[User | None] = relationship(foreign_keys=[last_actor_id])
+    steps: Mapped[list[ApprovalStep]] = relationship(
+        back_populates="item", order_by="ApprovalStep.position", cascade="all, delete-orphan"
+    )
+
+    @property
+    def delta(self) -> Decimal | None:
+        if self.claimed_amount is None or self.calculated_amount is None:
+            return None
+        return self.claimed_amount - self.calculated_amount
+
+    @property
+    def kind_label(self) -> str:
+        return Kind(self.kind).label
+
+    def current_step(self) -> ApprovalStep | None:
+        for step in self.steps:
+            if step.state == StepState.OPEN.value:
+                return step
+        return None
+
+    def __repr__(self) -> str:
+        return f"<WorkItem {self.id} {self.kind} {self.state}>"
+
+
+class StepState(str, enum.Enum):
+    WAITING = "waiting"  # a later step, not yet open
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class ApprovalStep(db.Model):
+    __tablename__ = "approval_steps"
+    __table_args__ = (UniqueConstraint("item_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(20))
+    min_limit: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))
+    state: Mapped[str] = mapped_column(String(16), default=StepState.WAITING.value)
+    approver_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # named approver
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    on_behalf_of_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    comment: Mapped[str | None] = mapped_column(Text)
+
+    item: Mapped[WorkItem] = relationship(back_populates="steps")
+    approver: Mapped[User | None] = relationship(foreign_keys=[approver_id])
+    decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])
+    on_behalf_of: Mapped[User | None] = relationship(foreign_keys=[on_behalf_of_id])
+
+
+class ApiToken(db.Model):
+    """A source system's credential for one tenant; only a SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    tenant: Mapped[Tenant] = relationship()

@@ -1,0 +1,81 @@
+"""Writing outbox messages in the caller's transaction, and relaying them to RQ."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from app.audit.chain import jsonable
+from app.extensions import db
+from app.outbox.models import OutboxMessage
+from app.types import utcnow
+
+log = logging.getLogger(__name__)
+
+# topic -> dotted paths of functions taking (message) and run by the worker, in order.
+# Later capabilities (policy evaluation, mail, webhooks) add their handlers here.
+HANDLERS: dict[str, list[str]] = {
+    "item.created": [],
+    "item.state_changed": [],
+}
+
+_PENDING_KEY = "cleardesk_outbox_pending"
+# A message relayed this long ago but still not processed is relayed again by the sweep.
+RELAY_STALE_AFTER = timedelta(minutes=5)
+
+
+def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessage:
+    """Queue a side effect in the current transaction; it leaves only if the transaction commits."""
+    if topic not in HANDLERS:
+        raise ValueError(f"unknown outbox topic {topic!r}")
+    message = OutboxMessage(topic=topic, payload=jsonable(payload), tenant_id=tenant_id)
+    db.session.add(message)
+    db.session.info.setdefault(_PENDING_KEY, []).append(message)
+    return message
+
+
+def relay(message_ids: list[int]) -> int:
+    """Enqueue a delivery job per message, with a fixed job id so a message is queued once at a
+    time. A Redis outage only delays delivery: the periodic sweep relays what is left."""
+    from app.jobs import enqueue
+
+    relayed = []
+    for message_id in message_ids:
+        try:
+            enqueue("app.outbox.jobs.deliver_message", message_id, job_id=f"outbox-{message_id}")
+        except Exception as exc:  # Redis down: the sweep will relay it later
+            log.warning("outbox relay of %s deferred: %s", message_id, exc)
+            break
+        relayed.append(message_id)
+    if relayed:
+        db.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(relayed))
+            .values(relayed_at=utcnow())
+        )
+        db.session.commit()
+    return len(relayed)
+
+
+def pending_message_ids(limit: int = 500) -> list[int]:
+    stale = utcnow() - RELAY_STALE_AFTER
+    return list(
+        db.session.scalars(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.processed_at.is_(None))
+            .where(or_(OutboxMessage.relayed_at.is_(None), OutboxMessage.relayed_at < stale))
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+    )
+
+
+def take_pending(session) -> list[int]:
+    """Ids of the messages this session wrote; call after the commit that saved them."""
+    messages = session.info.pop(_PENDING_KEY, None) or []
+    return [m.id for m in messages if m.id is not None]
+
+
+def forget_pending(session) -> None:
+    session.info.pop(_PENDING_KEY, None)

@@ -1,0 +1,1 @@
+"""Role-aware work queues over every kind of work."""

@@ -1,0 +1,118 @@
+"""What every page shares: the actor of a request, the fragment-or-page decision, navigation,
+security headers and the error pages."""
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from flask import Flask, Response, render_template, request, session
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+from jinja2_fragments.flask import render_block
+
+from app.actors import Actor
+from app.errors import DomainError
+from app.models import Role
+
+
+def current_actor() -> Actor:
+    return Actor.for_user(current_user._get_current_object(), request.remote_addr,
+                          request.user_agent.string)
+
+
+def wants_fragment() -> bool:
+    """True for an htmx request that swaps part of a page; a boosted navigation (a link or
+    form that htmx upgraded) wants the whole page."""
+    return (request.headers.get("HX-Request") == "true"
+            and request.headers.get("HX-Boosted") != "true")
+
+
+def render_page(template: str, block: str | None = None, status: int = 200, **context):
+    """One template serves the full page and, for htmx, just the block that changes."""
+    if block and wants_fragment():
+        body = render_block(template, block, **context)
+    else:
+        body = render_template(template, **context)
+    response = Response(body, status=status)
+    response.headers.add("Vary", "HX-Request")
+    return response
+
+
+def current_tenant_id() -> int | None:
+    tenant_id = session.get("tenant_id")
+    if tenant_id and current_user.is_authenticated and current_user.membership_in(tenant_id):
+        return tenant_id
+    return None
+
+
+def _nav_context() -> dict:
+    if not current_user.is_authenticated:
+        return {}
+    memberships = sorted(current_user.memberships, key=lambda m: m.tenant.name)
+    tenant_id = current_tenant_id()
+    roles: set[str] = set()
+    for m in memberships:
+        if tenant_id is None or m.tenant_id == tenant_id:
+            roles |= m.role_set
+    current = next((m.tenant for m in memberships if m.tenant_id == tenant_id), None)
+    return {
+        "nav_memberships": memberships,
+        "nav_tenant": current,
+        "nav_roles": roles,
+        "Role": Role,
+    }
+
+
+def localtime(value, tenant) -> str:
+    """A stored UTC time shown in the tenant's timezone."""
+    if value is None:
+        return "—"
+    local = value.astimezone(ZoneInfo(tenant.timezone))
+    return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()
+
+
+def install_web(app: Flask) -> None:
+    app.context_processor(_nav_context)
+    app.add_template_filter(localtime)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+        )
+        return response
+
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError):
+        if wants_fragment():
+            response = Response(render_template("_flash_one.html", category="error",
+                                                message=error.message), status=error.status)
+            # Show the message in the page's message area rather than in the swap target.
+            response.headers["HX-Retarget"] = "#messages"
+            response.headers["HX-Reswap"] = "afterbegin"
+            return response
+        template = {404: "errors/404.html", 403: "errors/403.html"}.get(
+            error.status, "errors/conflict.html")
+        return render_template(template, message=error.message), error.status
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(error: CSRFError):
+        return render_template("errors/400.html", message=
+                               "This form has expired or did not come from Cleardesk. "
+                               "Reload the page and try again."), 400
+
+    for status in (400, 403, 404, 405, 500):
+        app.register_error_handler(status, _make_error_page(status))
+
+
+def _make_error_page(status: int):
+    template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/400.html"
+
+    def handler(error):
+        return render_template(template, message=getattr(error, "description", None)), status
+
+    return handler

@@ -1,0 +1,1 @@
+"""Work items of every kind: states, the write path, tenant scoping."""

@@ -1,0 +1,45 @@
+"""One entry for "do this action on that item", used by the browser, email links, the API and
+the CLI alike; it routes to the kind's service function, which holds the rules."""
+from __future__ import annotations
+
+from app.actors import Actor
+from app.approvals import services as approvals
+from app.errors import InvalidTransition
+from app.exceptions import services as exceptions
+from app.models import Kind, WorkItem
+from app.work import services as work
+
+
+def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = None,
+            resolution_code: str | None = None, adjustment_amount=None,
+            expected_version: int | None = None, assignee_id: int | None = None) -> WorkItem:
+    if action == "claim":
+        return work.claim_item(actor, item_id, expected_version)
+    if action == "release":
+        return work.release_item(actor, item_id, expected_version)
+    if action == "reassign":
+        return work.reassign_item(actor, item_id, assignee_id or 0, expected_version)
+    item = work.get_item(actor, item_id)
+    v = expected_version
+    if item.kind == Kind.APPROVAL.value:
+        if action == "approve":
+            return approvals.approve_step(actor, item_id, comment=comment, expected_version=v)
+        if action == "reject":
+            return approvals.reject_approval(actor, item_id, reason=comment, expected_version=v)
+        if action == "request_info":
+            return approvals.request_info(actor, item_id, question=comment, expected_version=v)
+        if action == "resubmit":
+            return approvals.resubmit(actor, item_id, answer=comment, expected_version=v)
+        if action == "withdraw":
+            return approvals.withdraw(actor, item_id, comment=comment, expected_version=v)
+    elif item.kind == Kind.BILLING_EXCEPTION.value:
+        if action in ("investigate", "resolve", "wait_on_customer", "escalate"):
+            return exceptions.act_on_exception(actor, item_id, action, comment=comment,
+                                               resolution_code=resolution_code,
+                                               expected_version=v)
+    elif item.kind == Kind.SETTLEMENT_DISPUTE.value:
+        if action in ("review", "accept", "reject", "partially_accept", "escalate"):
+            return exceptions.act_on_dispute(actor, item_id, action, comment=comment,
+                                             adjustment_amount=adjustment_amount,
+                                             expected_version=v)
+    raise InvalidTransition(f"'{action}' is not an action on {item.kind_label.lower()}s.")

@@ -1,0 +1,118 @@
+"""What each kind of work carries: its subtypes, its typed detail fields, its codes."""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+from app.errors import ValidationFailed
+from app.models import Kind
+
+SUBTYPES: dict[str, dict[str, str]] = {
+    Kind.APPROVAL.value: {
+        "discount": "Discount",
+        "non_standard_terms": "Non-standard terms",
+        "credit_memo": "Credit memo",
+        "refund": "Refund",
+        "write_off": "Write-off",
+        "purchase_request": "Purchase request",
+        "invoice_release": "Invoice release",
+        "vendor_bill": "Vendor bill",
+    },
+    Kind.BILLING_EXCEPTION.value: {
+        "tax_validation_failed": "Tax validation failed",
+        "usage_not_reconciled": "Usage not reconciled",
+        "payment_failed": "Payment failed",
+        "duplicate_invoice": "Duplicate invoice",
+        "delayed_first_invoice": "Delayed first invoice",
+        "price_mismatch": "Price mismatch",
+    },
+    Kind.SETTLEMENT_DISPUTE.value: {
+        "partner_margin": "Partner margin",
+        "commission": "Commission",
+        "rebate": "Rebate",
+        "service_credit": "Service-credit claim",
+    },
+}
+
+# Typed detail fields per kind, kept in WorkItem.details. `str`, `Decimal` (stored as a string)
+# and `int` are the types used.
+DETAIL_FIELDS: dict[str, dict[str, type]] = {
+    Kind.APPROVAL.value: {
+        "discount_pct": Decimal,
+        "payment_terms_days": int,
+        "standard_terms_days": int,
+        "reason": str,
+        "contract_term_months": int,
+    },
+    Kind.BILLING_EXCEPTION.value: {
+        "invoice_number": str,
+        "failing_check": str,
+        "source_record": str,
+        "customer_account": str,
+    },
+    Kind.SETTLEMENT_DISPUTE.value: {
+        "period": str,
+        "partner_id": str,
+        "statement_ref": str,
+    },
+}
+
+RESOLUTION_CODES = {
+    "corrected_in_billing": "Corrected in billing system",
+    "credit_issued": "Credit issued",
+    "customer_paid": "Customer paid",
+    "duplicate_voided": "Duplicate voided",
+    "written_off": "Written off",
+    "no_action_needed": "No action needed",
+}
+
+# Until tenant policies set SLA targets, these wall-clock targets apply per kind.
+DEFAULT_SLA = {
+    Kind.APPROVAL.value: timedelta(hours=24),
+    Kind.BILLING_EXCEPTION.value: timedelta(hours=48),
+    Kind.SETTLEMENT_DISPUTE.value: timedelta(hours=72),
+}
+
+# Approvals above this amount (in the tenant's currency) need a second step.
+SECOND_STEP_ABOVE = Decimal("50000.00")
+
+
+def clean_details(kind: str, details: dict | None) -> dict:
+    """Check detail fields against their kind's schema; return them as stored JSON values."""
+    schema = DETAIL_FIELDS[kind]
+    errors: dict[str, str] = {}
+    cleaned: dict = {}
+    for name, value in (details or {}).items():
+        expected = schema.get(name)
+        if expected is None:
+            errors[name] = f"is not a field of {Kind(kind).label.lower()} items"
+            continue
+        if value is None:
+            continue
+        try:
+            if expected is Decimal:
+                cleaned[name] = str(Decimal(str(value)))
+            elif expected is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                cleaned[name] = int(value)
+            else:
+                cleaned[name] = str(value)
+        except (ValueError, InvalidOperation):
+            errors[name] = f"must be a {expected.__name__.lower()}"
+    if errors:
+        raise ValidationFailed("Some details are not valid.", errors)
+    return cleaned
+
+
+def parse_money(value, field: str = "amount") -> Decimal:
+    try:
+        amount = Decimal(str(value).replace(",", "").strip())
+    except (InvalidOperation, AttributeError):
+        raise ValidationFailed(f"{field} is not a number", {field: "must be a number"}) from None
+    if not amount.is_finite() or amount.as_tuple().exponent < -2:
+        raise ValidationFailed(f"{field} has more than two decimals",
+                               {field: "at most two decimals"})
+    if abs(amount) >= Decimal("1e16"):
+        raise ValidationFailed(f"{field} is too large", {field: "too large"})
+    return amount.quantize(Decimal("0.01"))

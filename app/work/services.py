@@ -1,0 +1,391 @@
+"""The one write path for work items: every change of state, assignment and comment, from any
+entry point, goes through these functions. They check tenant, permission, state and version,
+write the audit event and outbox messages in the caller's transaction, and never commit."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.actors import Actor, ActorType
+from app.audit.services import record_event
+from app.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from app.extensions import db
+from app.models import ApprovalStep, Kind, Membership, Priority, Role, StepState, Tenant, User, WorkItem
+from app.outbox.services import add_message
+from app.types import utcnow
+from app.work import kinds
+from app.work.states import (
+    ACTION_ROLES,
+    COMMENT_ROLES,
+    FINAL_STATES,
+    INITIAL_STATE,
+    TRANSITIONS,
+    WAITING_STATES,
+    WORKER_ROLES,
+    target_state,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Tenant scoping: the one place a query of tenant data is limited to what the actor may see.
+
+
+def scoped_items(actor: Actor) -> Select:
+    return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
+
+
+def get_item(actor: Actor, item_id: int) -> WorkItem:
+    """The item if the actor's tenants include it; otherwise NotFound (no hint that it exists)."""
+    item = db.session.scalars(
+        scoped_items(actor).where(WorkItem.id == item_id).options(selectinload(WorkItem.steps))
+    ).one_or_none()
+    if item is None:
+        raise NotFound("No such item.")
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by every change.
+
+
+def describe_user(user: User | None) -> str:
+    return user.name if user else "someone"
+
+
+def _stamp(when) -> str:
+    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "an unknown time"
+
+
+def _check_version(item: WorkItem, expected_version: int | None) -> None:
+    if expected_version is not None and item.version != expected_version:
+        raise _conflict_for(item)
+
+
+def _conflict_for(item: WorkItem) -> Conflict:
+    who = describe_user(item.last_actor)
+    when = _stamp(item.last_action_at)
+    if item.state in FINAL_STATES[item.kind]:
+        return Conflict(f"Already {item.state.replace('_', ' ')} by {who} at {when}.")
+    return Conflict(f"This item was changed by {who} at {when}; reload to see the change.")
+
+
+def _flush_or_conflict(item: WorkItem) -> None:
+    """Flush with the version check; a concurrent writer turns into a clear Conflict."""
+    item_id = item.id
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        fresh = db.session.get(WorkItem, item_id, populate_existing=True)
+        raise _conflict_for(fresh) from None
+
+
+def _touch(item: WorkItem, actor: Actor) -> None:
+    now = utcnow()
+    item.last_actor_id = actor.user_id
+    item.last_action_at = now
+    if item.first_action_at is None:
+        item.first_action_at = now
+
+
+def _require_member(actor: Actor, item: WorkItem) -> set[str]:
+    if item.tenant_id not in actor.tenant_ids():
+        raise NotFound("No such item.")
+    return actor.roles_in(item.tenant_id)
+
+
+def _money(item: WorkItem, amount: Decimal) -> str:
+    return f"{item.currency} {amount:,.2f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating items.
+
+
+def create_item(
+    actor: Actor,
+    *,
+    tenant_id: int,
+    kind: str,
+    subtype: str,
+    title: str,
+    external_ref: str,
+    source_system: str,
+    counterparty: str,
+    amount,
+    currency: str | None = None,
+    region: str | None = None,
+    product_line: str | None = None,
+    partner_type: str | None = None,
+    priority: str = Priority.NORMAL.value,
+    details: dict | None = None,
+    amount_at_risk=None,
+    claimed_amount=None,
+    calculated_amount=None,
+    requester_id: int | None = None,
+) -> tuple[WorkItem, bool]:
+    """Create an item, idempotent on (tenant, source system, external reference): posting the
+    same one again returns the existing item and False."""
+    if tenant_id not in actor.tenant_ids() and actor.type is not ActorType.SYSTEM:
+        raise NotFound("No such tenant.")
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant.")
+    errors: dict[str, str] = {}
+    if kind not in kinds.SUBTYPES:
+        raise ValidationFailed("Unknown kind of work.", {"kind": "unknown kind"})
+    if actor.type is ActorType.USER:
+        roles = actor.roles_in(tenant_id)
+        allowed = {Role.REQUESTER.value} if kind == Kind.APPROVAL.value else {
+            Role.ANALYST.value, Role.MANAGER.value}
+        if not roles & allowed:
+            raise PermissionDenied("Your roles in this tenant do not let you raise this work.")
+        if kind == Kind.APPROVAL.value:
+            requester_id = actor.user_id
+    if subtype not in kinds.SUBTYPES[kind]:
+        errors["subtype"] = "unknown subtype for this kind"
+    for name, value in (("title", title), ("external_ref", external_ref),
+                        ("source_system", source_system), ("counterparty", counterparty)):
+        if not value or not str(value).strip():
+            errors[name] = "is required"
+    if priority not in {p.value for p in Priority}:
+        errors["priority"] = "unknown priority"
+    if currency and currency != tenant.currency:
+        errors["currency"] = f"this tenant works in {tenant.currency}"
+    if errors:
+        raise ValidationFailed("The item is not valid.", errors)
+    amount = kinds.parse_money(amount)
+    clean = kinds.clean_details(kind, details)
+
+    existing = db.session.scalars(
+        select(WorkItem).where(
+            WorkItem.tenant_id == tenant_id,
+            WorkItem.source_system == source_system,
+            WorkItem.external_ref == external_ref,
+        )
+    ).one_or_none()
+    if existing is not None:
+        return existing, False
+
+    now = utcnow()
+    item = WorkItem(
+        tenant_id=tenant_id, kind=kind, subtype=subtype, title=title.strip(),
+        external_ref=external_ref, source_system=source_system, counterparty=counterparty,
+        region=region, product_line=product_line, partner_type=partner_type,
+        amount=amount, currency=tenant.currency, priority=priority,
+        state=INITIAL_STATE[kind], requester_id=requester_id, created_at=now,
+        sla_due_at=now + kinds.DEFAULT_SLA[kind], sla_state="on_track", details=clean,
+        last_actor_id=actor.user_id, last_action_at=now,
+    )
+    if kind == Kind.BILLING_EXCEPTION.value:
+        item.amount_at_risk = kinds.parse_money(amount_at_risk if amount_at_risk is not None
+                                                else amount, "amount_at_risk")
+    if kind == Kind.SETTLEMENT_DISPUTE.value:
+        item.claimed_amount = kinds.parse_money(claimed_amount if claimed_amount is not None
+                                                else amount, "claimed_amount")
+        item.calculated_amount = kinds.parse_money(
+            calculated_amount if calculated_amount is not None else Decimal("0"),
+            "calculated_amount")
+    if kind == Kind.APPROVAL.value:
+        item.steps = default_steps(amount)
+    db.session.add(item)
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except Exception as exc:  # a concurrent create of the same reference won the race
+        from sqlalchemy.exc import IntegrityError
+
+        if not isinstance(exc, IntegrityError):
+            raise
+        existing = db.session.scalars(
+            select(WorkItem).where(
+                WorkItem.tenant_id == tenant_id,
+                WorkItem.source_system == source_system,
+                WorkItem.external_ref == external_ref,
+            )
+        ).one()
+        return existing, False
+    record_event(actor, "item.created", tenant_id=tenant_id, item_id=item.id,
+                 to_state=item.state,
+                 data={"kind": kind, "subtype": subtype, "amount": amount,
+                       "currency": item.currency, "external_ref": external_ref,
+                       "source_system": source_system})
+    add_message("item.created", {"item_id": item.id}, tenant_id)
+    return item, True
+
+
+def default_steps(amount: Decimal) -> list[ApprovalStep]:
+    """An approver step; above SECOND_STEP_ABOVE a manager step too, with a limit that covers
+    the whole amount. Tenant policies (routing rules) replace this when they exist."""
+    first = ApprovalStep(position=1, role=Role.APPROVER.value,
+                         min_limit=min(amount, kinds.SECOND_STEP_ABOVE),
+                         state=StepState.OPEN.value)
+    if amount <= kinds.SECOND_STEP_ABOVE:
+        return [first]
+    second = ApprovalStep(position=2, role=Role.MANAGER.value, min_limit=amount,
+                          state=StepState.WAITING.value)
+    return [first, second]
+
+
+# ---------------------------------------------------------------------------------------------
+# State transitions.
+
+
+def transition(
+    actor: Actor,
+    item: WorkItem,
+    action: str,
+    *,
+    comment: str | None = None,
+    expected_version: int | None = None,
+    on_behalf_of_id: int | None = None,
+    data: dict | None = None,
+    before_flush: Callable[[WorkItem], None] | None = None,
+) -> WorkItem:
+    """Move an item by `action` according to its kind's transition table. Kind-specific rules
+    (steps, codes, amounts) are checked by the caller and applied in `before_flush`."""
+    from_state = item.state
+    to_state = target_state(item.kind, from_state, action)
+    if to_state is None:
+        if _is_repeat(item, action, actor):
+            return item  # a double click or a retried job: nothing more to do
+        if action in {a for a in TRANSITIONS[item.kind].values()} and (
+            from_state in FINAL_STATES[item.kind]
+        ):
+            raise _conflict_for(item)
+        raise InvalidTransition(
+            f"Cannot {action.replace('_', ' ')} an item that is {from_state.replace('_', ' ')}."
+        )
+    _check_version(item, expected_version)
+    now = utcnow()
+    item.state = to_state
+    _touch(item, actor)
+    if to_state in FINAL_STATES[item.kind]:
+        item.resolved_at = now
+        item.sla_state = "breached" if item.sla_due_at and now > item.sla_due_at else "met"
+    elif to_state in WAITING_STATES:
+        item.sla_state = "paused"
+    elif from_state in WAITING_STATES:
+        item.sla_state = "on_track"
+    if before_flush:
+        before_flush(item)
+    _flush_or_conflict(item)
+    record_event(actor, f"item.{action}", tenant_id=item.tenant_id, item_id=item.id,
+                 from_state=from_state, to_state=to_state, comment=comment,
+                 on_behalf_of_id=on_behalf_of_id, data=data)
+    add_message("item.state_changed",
+                {"item_id": item.id, "from": from_state, "to": to_state, "action": action},
+                item.tenant_id)
+    return item
+
+
+def _is_repeat(item: WorkItem, action: str, actor: Actor) -> bool:
+    reached = {dst for (_src, dst), name in TRANSITIONS[item.kind].items() if name == action}
+    return item.state in reached and item.last_actor_id == actor.user_id and (
+        actor.user_id is not None or item.last_actor_id is None
+    )
+
+
+def require_action_role(actor: Actor, item: WorkItem, action: str) -> set[str]:
+    roles = _require_member(actor, item)
+    needed = ACTION_ROLES[item.kind].get(action, frozenset())
+    if actor.type is ActorType.USER and not roles & needed:
+        raise PermissionDenied(
+            f"Your roles in {item.tenant.display_name} do not allow you to "
+            f"{action.replace('_', ' ')} this item."
+        )
+    return roles
+
+
+# ---------------------------------------------------------------------------------------------
+# Assignment and comments.
+
+
+def claim_item(actor: Actor, item_id: int, expected_version: int | None = None) -> WorkItem:
+    """Take an unassigned item. Two people claiming at once: exactly one wins; the other is
+    told who has it."""
+    item = get_item(actor, item_id)
+    roles = _require_member(actor, item)
+    if not roles & WORKER_ROLES[item.kind]:
+        raise PermissionDenied("Your roles do not let you work this kind of item.")
+    if item.state in FINAL_STATES[item.kind]:
+        raise InvalidTransition(f"This item is already {item.state.replace('_', ' ')}.")
+    if item.assignee_id == actor.user_id:
+        return item
+    if item.assignee_id is not None:
+        raise Conflict(f"Already claimed by {describe_user(item.assignee)} at "
+                       f"{_stamp(item.claimed_at)}.")
+    _check_version(item, expected_version)
+    item.assignee_id = actor.user_id
+    item.claimed_at = utcnow()
+    _touch(item, actor)
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        fresh = db.session.get(WorkItem, item_id, populate_existing=True)
+        if fresh.assignee_id is not None:
+            raise Conflict(f"Already claimed by {describe_user(fresh.assignee)} at "
+                           f"{_stamp(fresh.claimed_at)}.") from None
+        raise _conflict_for(fresh) from None
+    record_event(actor, "item.claimed", tenant_id=item.tenant_id, item_id=item.id,
+                 data={"assignee_id": actor.user_id})
+    return item
+
+
+def release_item(actor: Actor, item_id: int, expected_version: int | None = None) -> WorkItem:
+    item = get_item(actor, item_id)
+    roles = _require_member(actor, item)
+    if item.assignee_id is None:
+        return item
+    if item.assignee_id != actor.user_id and Role.MANAGER.value not in roles:
+        raise PermissionDenied(f"Only {describe_user(item.assignee)} or a manager can release it.")
+    _check_version(item, expected_version)
+    previous = item.assignee_id
+    item.assignee_id = None
+    item.claimed_at = None
+    _touch(item, actor)
+    _flush_or_conflict(item)
+    record_event(actor, "item.released", tenant_id=item.tenant_id, item_id=item.id,
+                 data={"previous_assignee_id": previous})
+    return item
+
+
+def reassign_item(actor: Actor, item_id: int, assignee_id: int,
+                  expected_version: int | None = None) -> WorkItem:
+    item = get_item(actor, item_id)
+    roles = _require_member(actor, item)
+    if Role.MANAGER.value not in roles:
+        raise PermissionDenied("Only a manager can reassign work.")
+    target = db.session.scalars(
+        select(Membership).where(Membership.tenant_id == item.tenant_id,
+                                 Membership.user_id == assignee_id)
+    ).one_or_none()
+    if target is None or not target.user.active or not target.role_set & WORKER_ROLES[item.kind]:
+        raise ValidationFailed("That person cannot work this item.",
+                               {"assignee_id": "not a member who works this kind of item"})
+    _check_version(item, expected_version)
+    previous = item.assignee_id
+    item.assignee_id = assignee_id
+    item.claimed_at = utcnow()
+    _touch(item, actor)
+    _flush_or_conflict(item)
+    record_event(actor, "item.reassigned", tenant_id=item.tenant_id, item_id=item.id,
+                 data={"previous_assignee_id": previous, "assignee_id": assignee_id})
+    return item
+
+
+def add_comment(actor: Actor, item_id: int, text: str) -> None:
+    item = get_item(actor, item_id)
+    roles = _require_member(actor, item)
+    if actor.type is ActorType.USER and not roles & COMMENT_ROLES:
+        raise PermissionDenied("Your roles do not let you comment.")
+    text = (text or "").strip()
+    if not text:
+        raise ValidationFailed("Write a comment first.", {"comment": "is required"})
+    if len(text) > 5000:
+        raise ValidationFailed("That comment is too long.", {"comment": "at most 5000 characters"})
+    record_event(actor, "item.commented", tenant_id=item.tenant_id, item_id=item.id, comment=text)
