@@ -10,7 +10,7 @@ from app.extensions import db
 from app.items.forms import ActionForm, CommentForm
 from app.models import Kind, Role, User, WorkItem
 from app.work import kinds
-from app.work.services import scoped_items
+from app.work.services import open_items, scoped_items
 from app.work.states import (
     ACTION_LABELS,
     ACTION_ROLES,
@@ -55,8 +55,7 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
     others = db.session.scalars(
         scoped_items(actor)
         .where(WorkItem.tenant_id == item.tenant_id, WorkItem.counterparty == item.counterparty,
-               WorkItem.id != item.id,
-               WorkItem.state.not_in(FINAL_STATES[item.kind]))
+               WorkItem.id != item.id, open_items())
         .order_by(WorkItem.created_at.desc()).limit(10)
     ).all()
     roles = actor.roles_in(item.tenant_id)

@@ -8,8 +8,8 @@ from sqlalchemy import or_, select
 from app.actors import Actor
 from app.extensions import db
 from app.models import Role, WorkItem
-from app.work.services import scoped_items
-from app.work.states import FINAL_STATES, WORKER_ROLES
+from app.work.services import open_items, scoped_items
+from app.work.states import WORKER_ROLES
 
 PAGE_SIZE = 50
 
@@ -28,13 +28,6 @@ QUEUES = {
 }
 
 
-def _open_condition():
-    return or_(*[
-        (WorkItem.kind == kind) & WorkItem.state.not_in(states)
-        for kind, states in FINAL_STATES.items()
-    ])
-
-
 def queues_for(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
     roles = _roles(actor, tenant_id)
     out = [QUEUES["mine"], QUEUES["unassigned"]]
@@ -50,7 +43,7 @@ def _roles(actor: Actor, tenant_id: int | None) -> dict[int, set[str]]:
 
 def queue_items(actor: Actor, queue: str, tenant_id: int | None,
                 before_id: int | None = None) -> list[WorkItem]:
-    query = scoped_items(actor).where(_open_condition())
+    query = scoped_items(actor).where(open_items())
     if tenant_id:
         query = query.where(WorkItem.tenant_id == tenant_id)
     roles_by_tenant = _roles(actor, tenant_id)

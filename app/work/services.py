@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -35,6 +35,12 @@ from app.work.states import (
 
 def scoped_items(actor: Actor) -> Select:
     return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
+
+
+def open_items():
+    """A condition true for items not yet in a final state of their kind."""
+    return or_(*[(WorkItem.kind == kind) & WorkItem.state.not_in(states)
+                 for kind, states in FINAL_STATES.items()])
 
 
 def get_item(actor: Actor, item_id: int) -> WorkItem:

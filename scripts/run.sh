@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make run`: the app with demo data on SQLite, a local Redis, one RQ worker, the scheduler
+# and the web server. Ctrl-C stops everything it started.
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+cd "$ROOT"
+ensure_venv
+
+PORT="${PORT:-5000}"
+RUN_DIR="$ROOT/.run"
+mkdir -p "$RUN_DIR" "$ROOT/instance"
+PIDS=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${REDIS_URL:-}" ]; then
+  REDIS_PORT="${REDIS_PORT:-6390}"
+  start_redis "$REDIS_PORT" "$RUN_DIR/redis"
+  PIDS+=("$REDIS_PID")
+  export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+fi
+
+FLASK=("$VENV/bin/flask" --app wsgi)
+"${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+"${FLASK[@]}" seed-demo --if-empty
+
+"${FLASK[@]}" worker > "$RUN_DIR/worker.log" 2>&1 & PIDS+=($!)
+"${FLASK[@]}" cron > "$RUN_DIR/cron.log" 2>&1 & PIDS+=($!)
+"$VENV/bin/gunicorn" --workers 2 --bind "127.0.0.1:$PORT" --access-logfile - wsgi:app \
+  > "$RUN_DIR/web.log" 2>&1 & PIDS+=($!)
+wait_for_port "$PORT" 30 || { cat "$RUN_DIR/web.log" >&2; exit 1; }
+
+cat <<MSG
+
+  Cleardesk is running at http://127.0.0.1:$PORT
+
+  Sign in with any demo user; the password is 'demo-password':
+    admin@cleardesk.demo      approver@cleardesk.demo   analyst@cleardesk.demo
+    manager@cleardesk.demo    auditor@cleardesk.demo    requester@cleardesk.demo
+    approver.contoso@cleardesk.demo   (contoso only)
+
+  Logs: .run/web.log, .run/worker.log, .run/cron.log.  Ctrl-C stops everything.
+
+MSG
+wait -n "${PIDS[@]}"
+echo "a process stopped; shutting down (see .run/*.log)" >&2
+exit 1

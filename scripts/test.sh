@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make test`: installs what is missing, starts a throwaway Redis and PostgreSQL on spare
+# ports, and runs the whole suite on SQLite and then on PostgreSQL. Stops what it started,
+# also on failure; exits non-zero if either run failed.
+set -uo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+cd "$ROOT"
+ensure_venv || exit 1
+
+WORK="$(mktemp -d /tmp/cleardesk-test.XXXXXX)"
+chmod 755 "$WORK"
+REDIS_PID=""
+PG_STOP=()
+cleanup() {
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
+  [ ${#PG_STOP[@]} -gt 0 ] && "${PG_STOP[@]}" >/dev/null 2>&1
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+CHROMIUM="$(find_chromium)" || exit 1
+REDIS_PORT="$(free_port)"
+start_redis "$REDIS_PORT" "$WORK/redis" || exit 1
+PG_PORT="$(free_port)"
+start_postgres "$PG_PORT" "$WORK/pg" || exit 1
+
+export CLEARDESK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export CLEARDESK_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk"
+export CLEARDESK_TEST_CHROMIUM="$CHROMIUM"
+export PYTHONDONTWRITEBYTECODE=1
+
+status=0
+for database in sqlite postgresql; do
+  say "test suite on $database"
+  CLEARDESK_TEST_DB="$database" "$PY" -m pytest -p no:cacheprovider "$@"
+  rc=$?
+  [ $rc -ne 0 ] && status=$rc
+done
+if [ $status -eq 0 ]; then say "all tests passed on SQLite and PostgreSQL"; else say "tests FAILED"; fi
+exit $status

@@ -1,0 +1,182 @@
+"""Fixtures: the app on a real database (SQLite or PostgreSQL, chosen by CLEARDESK_TEST_DB),
+a real Redis, and factories for tenants, users and items.
+
+`make test` starts the servers and sets CLEARDESK_TEST_REDIS_URL, CLEARDESK_TEST_POSTGRES_URL
+and CLEARDESK_TEST_CHROMIUM; the suite runs once per database."""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from decimal import Decimal
+
+import pytest
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.actors import Actor
+from app.admin.services import grant_membership
+from app.auth.services import create_user
+from app.extensions import db
+from app.models import Tenant
+from app.unit_of_work import commit
+from app.work.services import create_item
+
+DATABASE = os.environ.get("CLEARDESK_TEST_DB", "sqlite")
+PASSWORD = "correct horse battery staple"
+
+
+def _require_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.exit(f"{name} is not set: run the suite with `make test`", returncode=2)
+    return value
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    if DATABASE == "postgresql":
+        url = _require_env("CLEARDESK_TEST_POSTGRES_URL")
+    else:
+        url = "sqlite:///" + str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _require_env("CLEARDESK_TEST_REDIS_URL")
+
+
+@pytest.fixture
+def config(database_url, redis_url, tmp_path) -> dict:
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "RQ_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
+        "TESTING": True,
+        "SERVER_NAME": None,
+        # Tests that exercise the relay turn it on; the rest need no queue traffic.
+        "OUTBOX_RELAY_ON_COMMIT": False,
+    }
+
+
+@pytest.fixture
+def app(config):
+    app = create_app(config)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        _empty_tables()
+        db.engine.dispose()
+
+
+def _empty_tables() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+            conn.execute(text("DELETE FROM sqlite_sequence")) if conn.execute(
+                text("SELECT name FROM sqlite_master WHERE name='sqlite_sequence'")
+            ).first() else None
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+SYSTEM = Actor.system("tests")
+
+
+@pytest.fixture
+def make_tenant(app):
+    def make(slug="northwind", currency="USD", timezone="America/New_York", country="US"):
+        tenant = Tenant(slug=slug, name=slug.title(), currency=currency, timezone=timezone,
+                        calendar_country=country)
+        db.session.add(tenant)
+        commit()
+        return tenant
+
+    return make
+
+
+@pytest.fixture
+def make_user(app):
+    def make(email, tenants=None, roles=("approver",), limit="100000", name=None):
+        """tenants: Tenant objects the user gets `roles` and `limit` in."""
+        user = create_user(SYSTEM, email=email, name=name or email.split("@")[0].title(),
+                           password=PASSWORD)
+        for tenant in tenants or []:
+            grant_membership(SYSTEM, user=user, tenant=tenant, roles=list(roles),
+                             approval_limit=limit)
+        commit()
+        db.session.refresh(user)
+        return user
+
+    return make
+
+
+_refs = iter(range(1, 10**9))
+
+
+@pytest.fixture
+def make_item(app):
+    def make(tenant, kind="approval", amount="1000.00", requester=None, subtype=None, **extra):
+        defaults = {"approval": "discount", "billing_exception": "payment_failed",
+                    "settlement_dispute": "commission"}
+        if kind == "settlement_dispute":
+            extra.setdefault("claimed_amount", amount)
+            extra.setdefault("calculated_amount", str(Decimal(amount) * Decimal("0.6")))
+        item, _created = create_item(
+            SYSTEM, tenant_id=tenant.id, kind=kind, subtype=subtype or defaults[kind],
+            title=f"Test {kind}", external_ref=f"T-{next(_refs)}", source_system="tests",
+            counterparty="Acme Labs", amount=amount,
+            requester_id=requester.id if requester else None, **extra)
+        commit()
+        return item
+
+    return make
+
+
+def actor(user) -> Actor:
+    return Actor.for_user(user, ip="127.0.0.1", user_agent="pytest")
+
+
+CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|"X-CSRFToken": "([^"]+)"')
+
+
+def csrf_from(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1) or match.group(2)
+
+
+class AuthActions:
+    def __init__(self, client):
+        self.client = client
+
+    def login(self, email, password=PASSWORD):
+        page = self.client.get("/login")
+        return self.client.post("/login", data={"email": email, "password": password,
+                                                "csrf_token": csrf_from(page.text)})
+
+    def csrf(self, path="/"):
+        return csrf_from(self.client.get(path, follow_redirects=True).text)
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
