@@ -44,7 +44,7 @@ class Actor:
             return {m.tenant_id for m in self.user.memberships}
         if self.tenant_id is not None:
             return {self.tenant_id}
-        return set()  # the system actor reaches tenants only through explicit ids
+        return set()  # the system actor is not a member; scoped_items lets it reach any item
 
     def roles_in(self, tenant_id: int) -> set[str]:
         if self.user is None:

@@ -62,6 +62,7 @@ def config(database_url, redis_url, tmp_path) -> dict:
         "SERVER_NAME": None,
         # Tests that exercise the relay turn it on; the rest need no queue traffic.
         "OUTBOX_RELAY_ON_COMMIT": False,
+        "ARGON2_PROFILE": "fast-for-tests",
     }
 
 

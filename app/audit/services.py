@@ -137,32 +137,36 @@ def verify_chain(chain_id: int, batch: int = 5000) -> ChainReport:
         .order_by(AuditEvent.seq, AuditEvent.id)
         .execution_options(yield_per=batch)
     )
-    for row in db.session.execute(stmt):
-        fields = row._asdict()
-        seq = fields["seq"]
-        if seq < expected_seq:
-            return ChainReport(chain_id, count, False,
-                               f"event #{seq} (id {fields['id']}) repeats a sequence number: "
-                               "an event was inserted", seq)
-        if seq > expected_seq:
-            return ChainReport(chain_id, count, False,
-                               f"event #{expected_seq} is missing: deleted", expected_seq)
-        content_ok = event_hash(fields) == fields["hash"]
-        if fields["prev_hash"] != prev_hash:
-            if content_ok:
+    result = db.session.execute(stmt)
+    try:
+        for row in result:
+            fields = row._asdict()
+            seq = fields["seq"]
+            if seq < expected_seq:
                 return ChainReport(chain_id, count, False,
-                                   f"event #{seq} does not link to event #{seq - 1}: "
-                                   "an event before it was replaced", seq)
-            return ChainReport(chain_id, count, False, _broken_link(fields, seq), seq)
-        if not content_ok:
-            if _original_seq(fields, seq) is not None:
+                                   f"event #{seq} (id {fields['id']}) repeats a sequence number: "
+                                   "an event was inserted", seq)
+            if seq > expected_seq:
+                return ChainReport(chain_id, count, False,
+                                   f"event #{expected_seq} is missing: deleted", expected_seq)
+            content_ok = event_hash(fields) == fields["hash"]
+            if fields["prev_hash"] != prev_hash:
+                if content_ok:
+                    return ChainReport(chain_id, count, False,
+                                       f"event #{seq} does not link to event #{seq - 1}: "
+                                       "an event before it was replaced", seq)
                 return ChainReport(chain_id, count, False, _broken_link(fields, seq), seq)
-            return ChainReport(chain_id, count, False,
-                               f"event #{seq} was edited: its content no longer matches its hash",
-                               seq)
-        prev_hash = fields["hash"]
-        expected_seq += 1
-        count += 1
+            if not content_ok:
+                if _original_seq(fields, seq) is not None:
+                    return ChainReport(chain_id, count, False, _broken_link(fields, seq), seq)
+                return ChainReport(chain_id, count, False,
+                                   f"event #{seq} was edited: its content no longer matches its hash",
+                                   seq)
+            prev_hash = fields["hash"]
+            expected_seq += 1
+            count += 1
+    finally:
+        result.close()  # a server-side cursor on PostgreSQL
     head = db.session.get(AuditChainHead, chain_id)
     if head is not None and head.last_seq > count:
         return ChainReport(chain_id, count, False,

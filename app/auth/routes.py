@@ -43,6 +43,14 @@ def login():
     return render_template("auth/login.html", form=form, error=error), status
 
 
+@bp.get("/ping")
+@login_required
+def ping():
+    """The cheapest signed-in page (session and user load, nothing else): the ceiling that
+    `make bench` measures the real pages against."""
+    return "ok", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
 @bp.post("/logout")
 @login_required
 def logout():

@@ -110,9 +110,11 @@ def parse_money(value, field: str = "amount") -> Decimal:
         amount = Decimal(str(value).replace(",", "").strip())
     except (InvalidOperation, AttributeError):
         raise ValidationFailed(f"{field} is not a number", {field: "must be a number"}) from None
-    if not amount.is_finite() or amount.as_tuple().exponent < -2:
-        raise ValidationFailed(f"{field} has more than two decimals",
-                               {field: "at most two decimals"})
+    if not amount.is_finite():
+        raise ValidationFailed(f"{field} is not a number", {field: "must be a number"})
     if abs(amount) >= Decimal("1e16"):
         raise ValidationFailed(f"{field} is too large", {field: "too large"})
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValidationFailed(f"{field} has more than two decimals",
+                               {field: "at most two decimals"})
     return amount.quantize(Decimal("0.01"))

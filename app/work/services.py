@@ -34,6 +34,8 @@ from app.work.states import (
 
 
 def scoped_items(actor: Actor) -> Select:
+    if actor.type is ActorType.SYSTEM:
+        return select(WorkItem)  # jobs and CLI commands work across tenants by item id
     return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
 
 
@@ -98,7 +100,7 @@ def _touch(item: WorkItem, actor: Actor) -> None:
 
 
 def _require_member(actor: Actor, item: WorkItem) -> set[str]:
-    if item.tenant_id not in actor.tenant_ids():
+    if actor.type is not ActorType.SYSTEM and item.tenant_id not in actor.tenant_ids():
         raise NotFound("No such item.")
     return actor.roles_in(item.tenant_id)
 
@@ -289,10 +291,21 @@ def transition(
 
 
 def _is_repeat(item: WorkItem, action: str, actor: Actor) -> bool:
-    reached = {dst for (_src, dst), name in TRANSITIONS[item.kind].items() if name == action}
-    return item.state in reached and item.last_actor_id == actor.user_id and (
-        actor.user_id is not None or item.last_actor_id is None
-    )
+    """True when the item's last recorded change is this same action by this same actor."""
+    from app.audit.models import AuditEvent
+
+    last = db.session.execute(
+        select(AuditEvent.action, AuditEvent.actor_type, AuditEvent.actor_id,
+               AuditEvent.actor_label)
+        .where(AuditEvent.chain_id == item.tenant_id, AuditEvent.item_id == item.id,
+               AuditEvent.action.startswith("item."),
+               AuditEvent.action.not_in(("item.commented", "item.claimed", "item.released",
+                                         "item.reassigned")))
+        .order_by(AuditEvent.seq.desc()).limit(1)
+    ).one_or_none()
+    return (last is not None and last.action == f"item.{action}"
+            and last.actor_type == actor.type.value and last.actor_id == actor.user_id
+            and last.actor_label == (actor.label or actor.type.value))
 
 
 def require_action_role(actor: Actor, item: WorkItem, action: str) -> set[str]:
