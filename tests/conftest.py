@@ -11,6 +11,8 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from flask.globals import _cv_app
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import text
 
@@ -89,8 +91,22 @@ def _empty_tables() -> None:
             ).first() else None
 
 
+class FreshContextClient(FlaskClient):
+    """Each request in its own app context, as on a real server: the `app` fixture keeps a
+    context pushed for the test body, which Flask would otherwise reuse for requests, sharing
+    `g` (Flask-Login's user, Flask-WTF's token) between them."""
+
+    def open(self, *args, **kwargs):
+        token = _cv_app.set(None)
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            _cv_app.reset(token)
+
+
 @pytest.fixture
 def client(app):
+    app.test_client_class = FreshContextClient
     return app.test_client()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, url_for
 from flask_login import login_required
 
-from app.errors import DomainError
+from app.errors import DomainError, NotFound
 from app.items.forms import ActionForm, CommentForm
 from app.items.views import item_context
 from app.unit_of_work import commit
@@ -37,7 +37,8 @@ def act(item_id: int):
                 expected_version=form.version.data, assignee_id=form.assignee_id.data)
         commit()
     except DomainError as error:
-        if wants_fragment():
+        # NotFound stays a 404: redirecting would send the person to a page that is not there.
+        if wants_fragment() or isinstance(error, NotFound):
             raise
         flash(error.message, "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)

@@ -29,9 +29,9 @@ QUEUES = {
 
 
 def queues_for(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
-    roles = _roles(actor, tenant_id)
+    roles_by_tenant = _roles(actor, tenant_id)
     out = [QUEUES["mine"], QUEUES["unassigned"]]
-    if Role.MANAGER.value in roles:
+    if any(Role.MANAGER.value in roles for roles in roles_by_tenant.values()):
         out.append(QUEUES["team"])
     return out
 

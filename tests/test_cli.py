@@ -1,0 +1,305 @@
+"""The command line of DESIGN §9: seed-demo, create-user, create-token and audit verify."""
+import hashlib
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app import create_app
+from app.audit.models import AuditEvent
+from app.extensions import db
+from app.models import ApiToken, Membership, Tenant, User, WorkItem
+from app.types import utcnow
+from app.unit_of_work import commit
+from app.work import kinds
+from app.work.services import add_comment
+from app.work.states import FINAL_STATES
+from tests.conftest import FreshContextClient, SYSTEM, csrf_from
+
+# Enough items that every subtype of every kind appears (18 subtypes; the rarest kind,
+# settlement disputes, gets about a fifth of the items), yet seeded in a second or two.
+DEMO_ITEMS = 300
+
+DEMO_TENANTS = {
+    "northwind": ("USD", "America/New_York"),
+    "contoso": ("EUR", "Europe/Berlin"),
+    "fabrikam": ("GBP", "Europe/London"),
+}
+ALL = set(DEMO_TENANTS)
+DEMO_USERS = {
+    "admin@cleardesk.demo": ("admin", ALL),
+    "approver@cleardesk.demo": ("approver", ALL),
+    "analyst@cleardesk.demo": ("analyst", ALL),
+    "manager@cleardesk.demo": ("manager", ALL),
+    "auditor@cleardesk.demo": ("auditor", ALL),
+    "requester@cleardesk.demo": ("requester", ALL),
+    "approver.contoso@cleardesk.demo": ("approver", {"contoso"}),
+}
+
+
+def _sign_in(app, email: str, password: str):
+    app.test_client_class = FreshContextClient
+    client = app.test_client()
+    page = client.get("/login")
+    response = client.post("/login", data={"email": email, "password": password,
+                                           "csrf_token": csrf_from(page.text)})
+    return client, response
+
+
+def _count(model) -> int:
+    return db.session.scalar(select(func.count()).select_from(model))
+
+
+def _counts() -> dict:
+    return {m.__name__: _count(m) for m in (Tenant, User, Membership, WorkItem, AuditEvent)}
+
+
+@pytest.fixture
+def seeded(runner):
+    result = runner.invoke(args=["seed-demo", "--items", str(DEMO_ITEMS)])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# seed-demo
+
+
+def test_seed_demo_creates_the_three_demo_tenants(seeded):
+    tenants = {t.slug: (t.currency, t.timezone) for t in db.session.scalars(select(Tenant))}
+    assert tenants == DEMO_TENANTS
+
+
+def test_seed_demo_creates_the_seven_demo_users_with_their_roles(seeded):
+    users = {}
+    for user in db.session.scalars(select(User)):
+        roles = {m.tenant.slug: m.role_set for m in user.memberships}
+        (role,) = set().union(*roles.values())
+        users[user.email] = (role, set(roles))
+    assert users == DEMO_USERS
+    assert "Demo users" in seeded.output
+
+
+def test_seed_demo_creates_the_requested_items_of_every_kind_and_subtype(seeded):
+    assert _count(WorkItem) == DEMO_ITEMS
+    present = set(db.session.execute(select(WorkItem.kind, WorkItem.subtype).distinct()))
+    expected = {(kind, subtype) for kind, subtypes in kinds.SUBTYPES.items()
+                for subtype in subtypes}
+    assert present == expected
+    per_tenant = dict(db.session.execute(
+        select(Tenant.slug, func.count(WorkItem.id)).join(WorkItem.tenant)
+        .group_by(Tenant.slug)).all())
+    assert per_tenant == {slug: DEMO_ITEMS // 3 for slug in DEMO_TENANTS}
+
+
+def test_seed_demo_items_carry_90_days_of_history(seeded):
+    now = utcnow()
+    created = list(db.session.scalars(select(WorkItem.created_at)))
+    oldest, newest = min(created), max(created)
+    assert timedelta(days=86) <= now - oldest <= timedelta(days=91)
+    assert now - newest <= timedelta(days=5)
+    assert newest <= now
+    assert len({c.date() for c in created}) >= 50  # spread over the period, not bunched
+
+    items = db.session.scalars(select(WorkItem)).all()
+    closed = [i for i in items if i.state in FINAL_STATES[i.kind]]
+    still_open = [i for i in items if i.state not in FINAL_STATES[i.kind]]
+    assert closed and still_open
+    assert all(i.resolved_at and i.created_at <= i.resolved_at <= now for i in closed)
+    # Each item's history is in its tenant's audit chain: created, and claimed/decided.
+    events = dict(db.session.execute(
+        select(AuditEvent.item_id, func.count()).where(AuditEvent.item_id.is_not(None))
+        .group_by(AuditEvent.item_id)).all())
+    assert all(events.get(i.id, 0) >= 3 for i in closed)
+    assert all(events.get(i.id, 0) >= 1 for i in still_open)
+
+
+def test_audit_verify_passes_after_seed_demo(seeded, runner):
+    result = runner.invoke(args=["audit", "verify"])
+
+    assert result.exit_code == 0, result.output
+    for slug in DEMO_TENANTS:
+        assert f"{slug}:" in result.output
+    assert "BROKEN" not in result.output
+
+
+def test_every_demo_user_signs_in_through_the_form_with_demo_password(seeded, app):
+    for email in DEMO_USERS:
+        client, response = _sign_in(app, email, "demo-password")
+        assert response.status_code == 303, email
+        assert client.get("/queues/mine").status_code == 200, email
+
+
+def test_demo_passwords_are_argon2_hashes(seeded):
+    hashes = set(db.session.scalars(select(User.password_hash)))
+    assert all(h.startswith("$argon2id$") for h in hashes)
+
+
+def test_a_second_seed_demo_is_refused_and_adds_nothing(seeded, runner):
+    before = _counts()
+
+    result = runner.invoke(args=["seed-demo", "--items", "10"])
+
+    assert result.exit_code != 0
+    assert "already has tenants" in result.output
+    db.session.rollback()
+    assert _counts() == before
+
+
+def test_seed_demo_if_empty_succeeds_and_adds_nothing_when_there_is_data(seeded, runner):
+    before = _counts()
+
+    result = runner.invoke(args=["seed-demo", "--items", "10", "--if-empty"])
+
+    assert result.exit_code == 0, result.output
+    assert "not seeded" in result.output
+    db.session.rollback()
+    assert _counts() == before
+
+
+@pytest.fixture
+def production_app(config, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "a-production-secret-for-this-test-only")
+    production = create_app({**config, "APP_ENV": "production"})
+    yield production
+    with production.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("flags", [[], ["--if-empty"]], ids=["plain", "if-empty"])
+def test_seed_demo_is_refused_in_production(app, production_app, flags):
+    assert production_app.config["APP_ENV"] == "production"
+
+    # `flask` pushes the app's context for a command; the test runner leaves that to us.
+    with production_app.app_context():
+        result = production_app.test_cli_runner().invoke(
+            args=["seed-demo", "--items", "10", *flags])
+
+    assert result.exit_code != 0
+    assert "production" in result.output
+    assert _count(Tenant) == 0 and _count(User) == 0
+
+
+def test_production_needs_a_secret_key(config, monkeypatch):
+    from app.config import ConfigError
+
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app({**config, "APP_ENV": "production"})
+
+
+# ---------------------------------------------------------------------------------------------
+# create-token
+
+
+def test_create_token_prints_a_token_and_stores_only_its_sha256(runner, make_tenant):
+    tenant = make_tenant("northwind")
+
+    result = runner.invoke(args=["create-token", "--tenant", "northwind"])
+
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert token.startswith("cd_") and len(token) > 40
+    db.session.expire_all()
+    row = db.session.scalars(select(ApiToken)).one()
+    assert row.tenant_id == tenant.id
+    assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    secret = token.split("_", 2)[2]
+    stored = db.session.execute(text("SELECT * FROM api_tokens")).one()
+    assert not any(secret in str(value) for value in stored)
+    audit = db.session.execute(text("SELECT * FROM audit_events")).all()
+    assert not any(secret in str(value) for row in audit for value in row)
+
+
+def test_create_token_prints_a_different_token_each_time(runner, make_tenant):
+    make_tenant("northwind")
+    first = runner.invoke(args=["create-token", "--tenant", "northwind"]).output.strip()
+    second = runner.invoke(args=["create-token", "--tenant", "northwind"]).output.strip()
+    assert first != second
+    assert _count(ApiToken) == 2
+
+
+def test_create_token_for_an_unknown_tenant_fails_with_a_message(runner, make_tenant):
+    make_tenant("northwind")
+
+    result = runner.invoke(args=["create-token", "--tenant", "nowhere"])
+
+    assert result.exit_code != 0
+    assert "No tenant 'nowhere'" in result.output
+    assert "cd_" not in result.output
+    db.session.rollback()
+    assert _count(ApiToken) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# create-user
+
+
+def test_create_user_creates_a_member_who_can_sign_in(runner, app, make_tenant):
+    tenant = make_tenant("northwind")
+    password = "a long enough password"
+
+    result = runner.invoke(args=[
+        "create-user", "--email", "x@y.z", "--password", password,
+        "--tenant", "northwind", "--role", "approver", "--limit", "5000"])
+
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    user = db.session.scalars(select(User).where(User.email == "x@y.z")).one()
+    (membership,) = user.memberships
+    assert membership.tenant_id == tenant.id
+    assert membership.role_set == {"approver"}
+    assert membership.approval_limit == Decimal("5000.00")
+    assert user.password_hash.startswith("$argon2")
+    _client, response = _sign_in(app, "x@y.z", password)
+    assert response.status_code == 303
+
+
+def test_create_user_with_an_unknown_tenant_fails_and_creates_no_one(runner, make_tenant):
+    make_tenant("northwind")
+
+    result = runner.invoke(args=[
+        "create-user", "--email", "x@y.z", "--password", "a long enough password",
+        "--tenant", "nowhere", "--role", "approver"])
+
+    assert result.exit_code != 0
+    assert "No tenant 'nowhere'" in result.output
+    # A real CLI process ends here and its transaction with it; so does this test's.
+    db.session.rollback()
+    assert _count(User) == 0
+
+
+def test_create_user_refuses_a_short_password_with_a_message(runner):
+    result = runner.invoke(args=["create-user", "--email", "x@y.z", "--password", "short"])
+    assert result.exit_code != 0
+    assert "12 characters" in result.output
+    db.session.rollback()
+    assert _count(User) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# audit verify
+
+
+def test_audit_verify_exits_1_and_names_an_event_whose_comment_was_edited(
+        runner, make_tenant, make_item):
+    tenant = make_tenant("northwind")
+    item = make_item(tenant)
+    add_comment(SYSTEM, item.id, "Checked against the contract")
+    commit()
+    seq = db.session.scalar(select(AuditEvent.seq).where(AuditEvent.action == "item.commented"))
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+    db.session.execute(text("UPDATE audit_events SET comment = 'Nothing to see here' "
+                            "WHERE chain_id = :chain AND seq = :seq"),
+                       {"chain": tenant.id, "seq": seq})
+    db.session.commit()
+    result = runner.invoke(args=["audit", "verify"])
+
+    assert result.exit_code == 1
+    assert f"event #{seq} was edited" in result.output
+    broken = [line for line in result.output.splitlines() if "BROKEN" in line]
+    assert len(broken) == 1 and "northwind" in broken[0]
