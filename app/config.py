@@ -38,6 +38,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "REMEMBER_COOKIE_SECURE": app_env == "production",
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
         "LOGIN_MAX_FAILURES": 5,
+        "LOGIN_MAX_FAILURES_PER_IP": 50,
         "LOGIN_LOCKOUT_SECONDS": 15 * 60,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     }

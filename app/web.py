@@ -37,6 +37,16 @@ def render_page(template: str, block: str | None = None, status: int = 200, **co
     return response
 
 
+def message_fragment(message: str, status: int, category: str = "error") -> Response:
+    """An htmx answer that shows `message` in the page's message area instead of swapping the
+    request's target (htmx swaps error responses only when told where)."""
+    response = Response(render_template("_flash_one.html", category=category, message=message),
+                        status=status)
+    response.headers["HX-Retarget"] = "#messages"
+    response.headers["HX-Reswap"] = "afterbegin"
+    return response
+
+
 def current_tenant_id() -> int | None:
     tenant_id = session.get("tenant_id")
     if tenant_id and current_user.is_authenticated and current_user.membership_in(tenant_id):
@@ -89,21 +99,23 @@ def install_web(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
         if wants_fragment():
-            response = Response(render_template("_flash_one.html", category="error",
-                                                message=error.message), status=error.status)
-            # Show the message in the page's message area rather than in the swap target.
-            response.headers["HX-Retarget"] = "#messages"
-            response.headers["HX-Reswap"] = "afterbegin"
-            return response
+            return message_fragment(error.message, error.status)
         template = {404: "errors/404.html", 403: "errors/403.html"}.get(
             error.status, "errors/conflict.html")
         return render_template(template, message=error.message), error.status
 
     @app.errorhandler(CSRFError)
     def _csrf_error(error: CSRFError):
-        return render_template("errors/400.html", message=
-                               "This form has expired or did not come from Cleardesk. "
-                               "Reload the page and try again."), 400
+        if not current_user.is_authenticated and request.endpoint != "auth.login":
+            # Most often an expired session: sign in again rather than a dead button.
+            from app.auth.session import sign_in_redirect
+
+            return sign_in_redirect()
+        message = ("This form has expired or did not come from Cleardesk. "
+                   "Reload the page and try again.")
+        if request.headers.get("HX-Request") == "true":
+            return message_fragment(message, 400)
+        return render_template("errors/400.html", message=message), 400
 
     for status in (400, 403, 404, 405, 500):
         app.register_error_handler(status, _make_error_page(status))
@@ -113,6 +125,9 @@ def _make_error_page(status: int):
     template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/400.html"
 
     def handler(error):
-        return render_template(template, message=getattr(error, "description", None)), status
+        message = getattr(error, "description", None)
+        if request.headers.get("HX-Request") == "true":
+            return message_fragment(message or "That did not work.", status)
+        return render_template(template, message=message), status
 
     return handler

@@ -1,6 +1,7 @@
 """Authenticating people, with throttling that every sign-in path shares."""
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import timedelta
 
@@ -12,12 +13,15 @@ from app.audit.services import record_event
 from app.auth.passwords import check_password, hash_password
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import User
+from app.models import LoginThrottle, User
 from app.types import utcnow
 
 
 class SignInRefused(PermissionDenied):
     pass
+
+
+GENERIC_REFUSAL = "That email and password do not match an active account."
 
 
 def find_user_by_email(email: str) -> User | None:
@@ -26,38 +30,65 @@ def find_user_by_email(email: str) -> User | None:
     ).one_or_none()
 
 
+def _throttle(key: str) -> LoginThrottle:
+    row = db.session.get(LoginThrottle, key, with_for_update=True)
+    if row is None:
+        row = LoginThrottle(key=key, failures=0, window_started_at=utcnow())
+        db.session.add(row)
+    return row
+
+
+def _keys(email: str, ip: str | None) -> tuple[str, str]:
+    digest = hashlib.sha256(email.encode("utf-8")).hexdigest()[:64]
+    return f"email:{digest}", f"ip:{ip or 'unknown'}"[:80]
+
+
 def authenticate(email: str, password: str, ip: str | None, user_agent: str | None) -> User:
-    """Check a password. Failures count per account; after LOGIN_MAX_FAILURES in a row the
-    account is locked for LOGIN_LOCKOUT_SECONDS. Every outcome is audited (caller commits)."""
+    """Check a password. After LOGIN_MAX_FAILURES failures in a row for one email (whether or
+    not an account has it), or LOGIN_MAX_FAILURES_PER_IP within the lockout period from one
+    address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. Every outcome is audited; the
+    caller commits, also on refusal, so counts and events are kept."""
+    config = current_app.config
     now = utcnow()
+    email = (email or "").strip().lower()[:254]
     user = find_user_by_email(email)
-    label = (email or "").strip().lower()[:254]
-    actor = Actor(ActorType.USER, user=user, label=label, ip=ip, user_agent=user_agent)
-    generic = "That email and password do not match an active account."
-    if user is None:
-        check_password(None, password)
-        record_event(actor, "auth.login_failed", tenant_id=None, data={"reason": "unknown email"})
-        raise SignInRefused(generic)
-    if user.locked_until and user.locked_until > now:
-        minutes = math.ceil((user.locked_until - now).total_seconds() / 60)
-        record_event(actor, "auth.login_refused", tenant_id=None, data={"reason": "locked"})
+    actor = Actor(ActorType.USER, user=user, label=email, ip=ip, user_agent=user_agent)
+    lockout = timedelta(seconds=config["LOGIN_LOCKOUT_SECONDS"])
+    email_key, ip_key = _keys(email, ip)
+    by_email, by_ip = _throttle(email_key), _throttle(ip_key)
+    if by_ip.window_started_at < now - lockout:
+        by_ip.failures, by_ip.window_started_at = 0, now
+
+    locked = [t.locked_until for t in (by_email, by_ip) if t.locked_until and t.locked_until > now]
+    if locked:
+        minutes = math.ceil((max(locked) - now).total_seconds() / 60)
+        record_event(actor, "auth.login_refused", tenant_id=None,
+                     data={"reason": "locked", "by": "email" if by_email.locked_until in locked
+                           else "address"})
         raise SignInRefused(
-            f"Too many failed sign-ins. This account is locked; try again in {minutes} minute"
+            f"Too many failed sign-ins. Sign-in is locked; try again in {minutes} minute"
             f"{'s' if minutes != 1 else ''}."
         )
-    if not check_password(user.password_hash, password) or not user.active:
-        reason = "wrong password" if user.active else "deactivated"
-        user.failed_logins += 1
-        data = {"reason": reason, "failures": user.failed_logins}
-        record_event(actor, "auth.login_failed", tenant_id=None, data=data)
-        if user.failed_logins >= current_app.config["LOGIN_MAX_FAILURES"]:
-            user.locked_until = now + timedelta(seconds=current_app.config["LOGIN_LOCKOUT_SECONDS"])
-            user.failed_logins = 0
-            record_event(actor, "auth.locked", tenant_id=None,
-                         data={"until": user.locked_until})
-        raise SignInRefused(generic)
-    user.failed_logins = 0
-    user.locked_until = None
+    if user is None or not user.active or not check_password(user.password_hash, password):
+        if user is None:
+            check_password(None, password)  # the same time as a real check
+        reason = "unknown email" if user is None else (
+            "deactivated" if not user.active else "wrong password")
+        by_email.failures += 1
+        by_ip.failures += 1
+        record_event(actor, "auth.login_failed", tenant_id=None,
+                     data={"reason": reason, "failures": by_email.failures})
+        for throttle, limit, kind in ((by_email, config["LOGIN_MAX_FAILURES"], "email"),
+                                      (by_ip, config["LOGIN_MAX_FAILURES_PER_IP"], "address")):
+            if throttle.failures >= limit:
+                throttle.locked_until = now + lockout
+                throttle.failures = 0
+                throttle.window_started_at = now
+                record_event(actor, "auth.locked", tenant_id=None,
+                             data={"by": kind, "until": throttle.locked_until})
+        raise SignInRefused(GENERIC_REFUSAL)
+    by_email.failures = 0
+    by_email.locked_until = None
     user.last_login_at = now
     record_event(actor, "auth.login", tenant_id=None)
     return user
@@ -81,3 +112,8 @@ def create_user(actor: Actor, *, email: str, name: str, password: str) -> User:
     db.session.flush()
     record_event(actor, "user.created", tenant_id=None, data={"user_id": user.id, "email": email})
     return user
+
+
+def email_throttle(email: str) -> LoginThrottle | None:
+    """The throttle row of an email (for admins' views and tests)."""
+    return db.session.get(LoginThrottle, _keys(email.strip().lower(), None)[0])

@@ -1,8 +1,9 @@
 """Flask-Login wiring: loading the user from the session, and what an anonymous request gets."""
 from __future__ import annotations
 
-from flask import Flask, redirect, request, url_for
-from flask_login import current_user
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, flash, redirect, request, url_for
 
 from app.extensions import db, login_manager
 from app.models import User
@@ -27,12 +28,22 @@ def install_login(app: Flask) -> None:
 
     @login_manager.unauthorized_handler
     def unauthorized():
-        target = url_for("auth.login", next=request.full_path if request.method == "GET" else None)
-        if request.headers.get("HX-Request") == "true":
-            # A fragment request must not get the login page swapped into the page.
-            response = app.response_class(status=401)
-            response.headers["HX-Redirect"] = target
-            return response
-        return redirect(target)
+        flash(login_manager.login_message, login_manager.login_message_category)
+        return sign_in_redirect()
 
-    app.jinja_env.globals["current_user"] = current_user
+
+def sign_in_redirect():
+    """Send an anonymous request to the sign-in page, coming back to where it was."""
+    if request.headers.get("HX-Request") == "true":
+        # Come back to the page the fragment belongs to, not the fragment's own URL.
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        back = current.path + (f"?{current.query}" if current.query else "") if current.path else None
+    else:
+        back = request.full_path if request.method == "GET" else None
+    target = url_for("auth.login", next=back)
+    if request.headers.get("HX-Request") == "true":
+        # A fragment request must not get the login page swapped into the page.
+        response = current_app.response_class(status=401)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)

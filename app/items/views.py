@@ -27,6 +27,33 @@ NEEDS_TEXT = {
 }
 
 
+EVENT_LABELS = {
+    "item.created": "created the item",
+    "item.claimed": "claimed",
+    "item.released": "released",
+    "item.reassigned": "reassigned",
+    "item.commented": "commented",
+    "approval.step_approved": "approved a step",
+    "item.approve": "approved",
+    "item.reject": "rejected",
+    "item.request_info": "asked for information",
+    "item.resubmit": "answered and resubmitted",
+    "item.withdraw": "withdrew the request",
+    "item.expire": "expired",
+    "item.investigate": "started investigating",
+    "item.resolve": "resolved",
+    "item.wait_on_customer": "is waiting on the customer",
+    "item.escalate": "escalated",
+    "item.review": "started the review",
+    "item.accept": "accepted",
+    "item.partially_accept": "partially accepted",
+}
+
+
+def event_label(action: str) -> str:
+    return EVENT_LABELS.get(action, action.split(".")[-1].replace("_", " "))
+
+
 def available_actions(actor: Actor, item: WorkItem) -> list[dict]:
     roles = actor.roles_in(item.tenant_id)
     out = []
@@ -64,7 +91,7 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "item": item,
         "tenant": item.tenant,
         "subtype_label": kinds.SUBTYPES[item.kind].get(item.subtype, item.subtype),
-        "details": item.details or {},
+        "details": kinds.labelled_details(item.details or {}),
         "events": events,
         "users": users,
         "others": others,
@@ -77,4 +104,5 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "comment_form": CommentForm(formdata=None),
         "resolution_codes": kinds.RESOLUTION_CODES,
         "Kind": Kind,
+        "event_label": event_label,
     }

@@ -57,6 +57,31 @@ DETAIL_FIELDS: dict[str, dict[str, type]] = {
     },
 }
 
+DETAIL_LABELS = {
+    "discount_pct": ("Discount", "{}%"),
+    "payment_terms_days": ("Payment terms", "{} days"),
+    "standard_terms_days": ("Standard terms", "{} days"),
+    "contract_term_months": ("Contract term", "{} months"),
+    "reason": ("Requester's reason", "{}"),
+    "invoice_number": ("Invoice", "{}"),
+    "failing_check": ("Failing check", "{}"),
+    "source_record": ("Source record", "{}"),
+    "customer_account": ("Customer account", "{}"),
+    "period": ("Period", "{}"),
+    "partner_id": ("Partner", "{}"),
+    "statement_ref": ("Partner statement", "{}"),
+}
+
+
+def labelled_details(details: dict) -> list[tuple[str, str]]:
+    """Detail fields as (label, shown value), in schema order."""
+    out = []
+    for name, value in details.items():
+        label, shape = DETAIL_LABELS.get(name, (name.replace("_", " ").capitalize(), "{}"))
+        out.append((label, shape.format(value)))
+    return out
+
+
 RESOLUTION_CODES = {
     "corrected_in_billing": "Corrected in billing system",
     "credit_issued": "Credit issued",

@@ -7,15 +7,13 @@ from sqlalchemy import select
 
 from app import create_app
 from app.audit.models import GLOBAL_CHAIN, AuditEvent
+from app.auth.services import email_throttle
 from app.extensions import db
 from app.models import WorkItem
 from app.unit_of_work import commit
 from tests.conftest import PASSWORD, csrf_from
 
 GENERIC_REFUSAL = "That email and password do not match an active account."
-
-
-
 
 
 @pytest.fixture
@@ -146,8 +144,7 @@ def test_five_failed_sign_ins_lock_the_account_even_against_the_right_password(
     assert "locked" in response.text
     assert GENERIC_REFUSAL not in response.text
     assert not _is_signed_in(client)
-    db.session.refresh(approver)
-    assert approver.locked_until is not None
+    assert email_throttle("approver@example.com").locked_until is not None
 
 
 def test_failed_sign_ins_and_the_lock_are_audited_in_the_global_chain(client, auth, approver):
@@ -175,12 +172,11 @@ def test_four_failures_do_not_lock(client, auth, approver):
 def test_successful_sign_in_resets_the_failure_count(client, auth, approver):
     for _ in range(3):
         auth.login("approver@example.com", "not the password at all")
-    db.session.refresh(approver)
-    assert approver.failed_logins == 3
+    assert email_throttle("approver@example.com").failures == 3
 
     assert auth.login("approver@example.com").status_code == 303
-    db.session.refresh(approver)
-    assert approver.failed_logins == 0
+    db.session.expire_all()
+    assert email_throttle("approver@example.com").failures == 0
 
     client.post("/logout", data={"csrf_token": auth.csrf("/queues/mine")})
     # Had the count not been reset, the second of these would lock the account.
@@ -188,6 +184,22 @@ def test_successful_sign_in_resets_the_failure_count(client, auth, approver):
         auth.login("approver@example.com", "not the password at all")
     assert auth.login("approver@example.com").status_code == 303
     assert _events("auth.locked") == []
+
+
+def test_an_unknown_email_locks_like_a_known_one_so_locks_reveal_no_accounts(client, auth):
+    for _ in range(5):
+        assert auth.login("nobody@example.com", "guess guess guess").status_code == 401
+    response = auth.login("nobody@example.com", "guess guess guess")
+    assert response.status_code == 401 and "locked" in response.text
+
+
+def test_one_address_spraying_many_accounts_is_locked_out(client, auth, app, approver):
+    app.config["LOGIN_MAX_FAILURES_PER_IP"] = 6
+    for n in range(6):
+        auth.login(f"target{n}@example.com", "guess guess guess")
+    response = auth.login("approver@example.com")
+    assert response.status_code == 401 and "locked" in response.text
+    assert [e.data["by"] for e in _events("auth.locked")] == ["address"]
 
 
 def test_deactivated_user_cannot_sign_in(client, auth, approver):
@@ -223,7 +235,7 @@ def test_sign_in_without_csrf_token_is_refused_and_changes_nothing(client, appro
     assert right.status_code == wrong.status_code == 400
     assert not _is_signed_in(client)
     db.session.refresh(approver)
-    assert approver.failed_logins == 0
+    assert email_throttle("approver@example.com") is None
     assert approver.last_login_at is None
     auth_events = select(AuditEvent).where(AuditEvent.action.like("auth.%"))
     assert db.session.scalars(auth_events).all() == []
@@ -382,3 +394,11 @@ def test_session_cookie_is_secure_in_production(config, monkeypatch, approver):
         with production.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_ping_answers_ok_only_when_signed_in(client, auth, approver):
+    signed_out = client.get("/ping")
+    assert signed_out.status_code == 302 and "/login" in signed_out.headers["Location"]
+    auth.login("approver@example.com")
+    signed_in = client.get("/ping")
+    assert signed_in.status_code == 200 and signed_in.text == "ok"

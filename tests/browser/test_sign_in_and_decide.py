@@ -73,7 +73,7 @@ def test_approver_signs_in_claims_and_approves_without_a_page_reload(page, appro
     timeline = panel.locator("ol.timeline > li")
     expect(timeline).to_have_count(3)  # created, claimed, approved
     expect(timeline.last).to_contain_text("Avery Approver")
-    expect(timeline.last.locator(".action")).to_have_text("approve")
+    expect(timeline.last.locator(".action")).to_have_text("approved")
     expect(timeline.last).to_contain_text("pending → approved")
     expect(panel).to_contain_text("This item is closed.")
     page.screenshot(path=SCREENSHOT, full_page=True)

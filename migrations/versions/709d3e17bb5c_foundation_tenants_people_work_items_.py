@@ -1,8 +1,8 @@
 """foundation: tenants, people, work items, steps, audit, outbox
 
-Revision ID: fcddf0ec1635
+Revision ID: 709d3e17bb5c
 Revises: 
-Create Date: 2026-11-27 12:04:15.327018
+Create Date: 2026-11-27 12:18:31.752922
 
 """
 from alembic import op
@@ -11,8 +11,9 @@ import sqlalchemy as sa
 import app.types
 
 
+
 # revision identifiers, used by Alembic.
-revision = 'fcddf0ec1635'
+revision = '709d3e17bb5c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -25,6 +26,13 @@ def upgrade():
     sa.Column('last_seq', sa.BigInteger(), nullable=False),
     sa.Column('last_hash', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('chain_id', name=op.f('pk_audit_chain_heads'))
+    )
+    op.create_table('login_throttles',
+    sa.Column('key', sa.String(length=80), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
+    sa.Column('window_started_at', app.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', app.types.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_login_throttles'))
     )
     op.create_table('tenants',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -50,8 +58,6 @@ def upgrade():
     sa.Column('password_hash', sa.String(length=255), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('session_epoch', sa.Integer(), nullable=False),
-    sa.Column('failed_logins', sa.Integer(), nullable=False),
-    sa.Column('locked_until', app.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_login_at', app.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', app.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
@@ -242,5 +248,6 @@ def downgrade():
     op.drop_table('api_tokens')
     op.drop_table('users')
     op.drop_table('tenants')
+    op.drop_table('login_throttles')
     op.drop_table('audit_chain_heads')
     # ### end Alembic commands ###

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `make bench`: seeds a throwaway PostgreSQL with BENCH_ITEMS demo items, serves the app with
+# gunicorn (2 sync workers) on loopback and measures a trivial signed-in endpoint (the
+# ceiling) and the real pages against it; see bench/README.md. Stops what it started.
+#
+#   BENCH_ITEMS        items to seed (default 100000)
+#   BENCH_DURATION     seconds of load per endpoint (default 10)
+#   BENCH_CONNECTIONS  concurrent connections (default 8)
+#   BENCH_CLIENT       auto | wrk | python (default auto: wrk if it is or can be installed)
+#   BENCH_VERIFY=1     also time `flask audit verify` on the seeded data
+set -uo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+cd "$ROOT"
+ensure_venv || exit 1
+
+ITEMS="${BENCH_ITEMS:-100000}"
+CLIENT="${BENCH_CLIENT:-auto}"
+WORKERS=2
+
+WORK="$(mktemp -d /tmp/cleardesk-bench.XXXXXX)"
+chmod 755 "$WORK"
+REDIS_PID=""
+WEB_PID=""
+PG_STOP=()
+cleanup() {
+  [ -n "$WEB_PID" ] && kill "$WEB_PID" 2>/dev/null
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
+  [ ${#PG_STOP[@]} -gt 0 ] && "${PG_STOP[@]}" >/dev/null 2>&1
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$CLIENT" != python ] && ! command -v wrk >/dev/null 2>&1; then
+  apt_install wrk || say "wrk not available; using the Python load client"
+fi
+
+REDIS_PORT="$(free_port)"
+start_redis "$REDIS_PORT" "$WORK/redis" || exit 1
+PG_PORT="$(free_port)"
+start_postgres "$PG_PORT" "$WORK/pg" || exit 1
+
+export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk"
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export SECRET_KEY="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
+export PYTHONDONTWRITEBYTECODE=1
+
+FLASK=("$VENV/bin/flask" --app wsgi)
+"${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+
+say "seeding $ITEMS items on PostgreSQL"
+started=$EPOCHREALTIME
+"${FLASK[@]}" seed-demo --items "$ITEMS" || exit 1
+SEED_SECONDS="$("$PY" -c "print(round($EPOCHREALTIME - $started, 2))")"
+
+VERIFY_ARGS=()
+if [ "${BENCH_VERIFY:-0}" = 1 ]; then
+  say "flask audit verify"
+  started=$EPOCHREALTIME
+  "${FLASK[@]}" audit verify | tail -n 1 || exit 1
+  VERIFY_ARGS=(--verify-seconds "$("$PY" -c "print(round($EPOCHREALTIME - $started, 2))")")
+fi
+
+WEB_PORT="$(free_port)"
+say "gunicorn with $WORKERS workers on 127.0.0.1:$WEB_PORT"
+"$VENV/bin/gunicorn" --workers "$WORKERS" --bind "127.0.0.1:$WEB_PORT" wsgi:app \
+  > "$WORK/gunicorn.log" 2>&1 &
+WEB_PID=$!
+wait_for_port "$WEB_PORT" 30 || { cat "$WORK/gunicorn.log" >&2; exit 1; }
+
+say "measuring"
+"$PY" bench/run_bench.py --url "http://127.0.0.1:$WEB_PORT" --client "$CLIENT" \
+  --duration "${BENCH_DURATION:-10}" --connections "${BENCH_CONNECTIONS:-8}" \
+  --items "$ITEMS" --seed-seconds "$SEED_SECONDS" --workers "$WORKERS" "${VERIFY_ARGS[@]}"
+status=$?
+[ $status -ne 0 ] && tail -n 40 "$WORK/gunicorn.log" >&2
+exit $status
