@@ -26,6 +26,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app import models  # noqa: F401
     from app.audit import models as audit_models  # noqa: F401
     from app.outbox import models as outbox_models  # noqa: F401
+    from app.queues import models as queue_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.auth.routes import bp as auth_bp

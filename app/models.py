@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -184,15 +185,30 @@ class MembershipRole(db.Model):
     role: Mapped[str] = mapped_column(String(20), primary_key=True)
 
 
+# Kept in step with app.work.states.OPEN_STATES (a test checks); the models cannot import it.
+OPEN_STATE_VALUES = ("escalated", "info_requested", "investigating", "open", "pending",
+                     "under_review", "waiting_on_customer")
+OPEN_CONDITION_SQL = "state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATE_VALUES) + ")"
+
+
 class WorkItem(db.Model):
     """One row per piece of work; `kind` says which state machine and detail fields apply."""
 
     __tablename__ = "work_items"
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_system", "external_ref"),
-        Index("ix_work_items_queue", "tenant_id", "state", "sla_due_at", "id"),
-        Index("ix_work_items_assignee", "assignee_id", "state"),
         Index("ix_work_items_created", "tenant_id", "created_at"),
+        # Queues read open items only: partial indexes keep them small at millions of rows.
+        *[
+            Index(f"ix_work_items_open_{name}", *columns,
+                  postgresql_where=text(OPEN_CONDITION_SQL), sqlite_where=text(OPEN_CONDITION_SQL))
+            for name, columns in (
+                ("sla", ("tenant_id", "kind", "sla_due_at", "id")),
+                ("amount", ("tenant_id", "kind", "amount", "id")),
+                ("created", ("tenant_id", "kind", "created_at", "id")),
+                ("assignee", ("assignee_id", "sla_due_at", "id")),
+            )
+        ],
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

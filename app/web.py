@@ -11,6 +11,7 @@ from jinja2_fragments.flask import render_block
 
 from app.actors import Actor
 from app.errors import DomainError
+from app.extensions import db
 from app.models import Role
 
 
@@ -98,6 +99,7 @@ def install_web(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
+        db.session.rollback()  # the unit of work failed; nothing of it is kept
         if wants_fragment():
             return message_fragment(error.message, error.status)
         template = {404: "errors/404.html", 403: "errors/403.html"}.get(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from sqlalchemy import Select, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.actors import Actor, ActorType
@@ -23,6 +23,7 @@ from app.work.states import (
     COMMENT_ROLES,
     FINAL_STATES,
     INITIAL_STATE,
+    OPEN_STATES,
     TRANSITIONS,
     WAITING_STATES,
     WORKER_ROLES,
@@ -40,9 +41,9 @@ def scoped_items(actor: Actor) -> Select:
 
 
 def open_items():
-    """A condition true for items not yet in a final state of their kind."""
-    return or_(*[(WorkItem.kind == kind) & WorkItem.state.not_in(states)
-                 for kind, states in FINAL_STATES.items()])
+    """A condition true for items not yet in a final state of their kind (the condition the
+    queue indexes are partial on)."""
+    return WorkItem.state.in_(OPEN_STATES)
 
 
 def get_item(actor: Actor, item_id: int) -> WorkItem:
@@ -80,15 +81,25 @@ def _conflict_for(item: WorkItem) -> Conflict:
     return Conflict(f"This item was changed by {who} at {when}; reload to see the change.")
 
 
+def _committed_state(item_id: int, describe: Callable[[WorkItem], Conflict]) -> Conflict:
+    """Describe what a concurrent writer committed, read on a connection of its own: this
+    transaction failed its flush and is left for the caller (a request, a job, or a bulk
+    action's savepoint) to roll back."""
+    with Session(db.engine) as fresh_session:
+        fresh = fresh_session.scalars(
+            select(WorkItem).where(WorkItem.id == item_id)
+            .options(joinedload(WorkItem.last_actor), joinedload(WorkItem.assignee))
+        ).one()
+        return describe(fresh)
+
+
 def _flush_or_conflict(item: WorkItem) -> None:
     """Flush with the version check; a concurrent writer turns into a clear Conflict."""
     item_id = item.id
     try:
         db.session.flush()
     except StaleDataError:
-        db.session.rollback()
-        fresh = db.session.get(WorkItem, item_id, populate_existing=True)
-        raise _conflict_for(fresh) from None
+        raise _committed_state(item_id, _conflict_for) from None
 
 
 def _touch(item: WorkItem, actor: Actor) -> None:
@@ -335,8 +346,7 @@ def claim_item(actor: Actor, item_id: int, expected_version: int | None = None) 
     if item.assignee_id == actor.user_id:
         return item
     if item.assignee_id is not None:
-        raise Conflict(f"Already claimed by {describe_user(item.assignee)} at "
-                       f"{_stamp(item.claimed_at)}.")
+        raise _claim_conflict(item)
     _check_version(item, expected_version)
     item.assignee_id = actor.user_id
     item.claimed_at = utcnow()
@@ -344,15 +354,17 @@ def claim_item(actor: Actor, item_id: int, expected_version: int | None = None) 
     try:
         db.session.flush()
     except StaleDataError:
-        db.session.rollback()
-        fresh = db.session.get(WorkItem, item_id, populate_existing=True)
-        if fresh.assignee_id is not None:
-            raise Conflict(f"Already claimed by {describe_user(fresh.assignee)} at "
-                           f"{_stamp(fresh.claimed_at)}.") from None
-        raise _conflict_for(fresh) from None
+        raise _committed_state(item_id, _claim_conflict) from None
     record_event(actor, "item.claimed", tenant_id=item.tenant_id, item_id=item.id,
                  data={"assignee_id": actor.user_id})
     return item
+
+
+def _claim_conflict(item: WorkItem) -> Conflict:
+    if item.assignee_id is not None:
+        return Conflict(f"Already claimed by {describe_user(item.assignee)} at "
+                        f"{_stamp(item.claimed_at)}.")
+    return _conflict_for(item)
 
 
 def release_item(actor: Actor, item_id: int, expected_version: int | None = None) -> WorkItem:

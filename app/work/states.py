@@ -100,6 +100,12 @@ FINAL_STATES: dict[str, frozenset[str]] = {
 }
 FINAL_STATES = {k: frozenset(s.value for s in v) for k, v in FINAL_STATES.items()}
 
+# No state is final for one kind and open for another, so "open" is one list of states:
+# queue queries and their partial indexes use it.
+ALL_STATES = frozenset(s.value for enum_ in STATE_ENUMS.values() for s in enum_)
+OPEN_STATES = tuple(sorted(ALL_STATES - frozenset().union(*FINAL_STATES.values())))
+assert not set(OPEN_STATES) & frozenset().union(*FINAL_STATES.values())
+
 # States in which the item waits on someone outside finance (the SLA clock pauses).
 WAITING_STATES = frozenset({A.INFO_REQUESTED.value, E.WAITING_ON_CUSTOMER.value})
 

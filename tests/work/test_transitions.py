@@ -125,3 +125,11 @@ def test_waiting_on_someone_outside_pauses_the_sla_state(make_tenant, make_item)
     transition(SYSTEM, item, "investigate")
     commit()
     assert item.sla_state == "on_track"
+
+
+def test_open_states_are_the_ones_the_queue_indexes_are_partial_on():
+    from app.models import OPEN_STATE_VALUES
+    from app.work.states import OPEN_STATES
+
+    assert tuple(sorted(OPEN_STATE_VALUES)) == OPEN_STATES
+    assert "pending" in OPEN_STATES and "approved" not in OPEN_STATES
