@@ -13,6 +13,7 @@ from app.actors import Actor
 from app.errors import DomainError
 from app.extensions import db
 from app.models import Role
+from app.types import utcnow
 
 
 def current_actor() -> Actor:
@@ -81,9 +82,43 @@ def localtime(value, tenant) -> str:
     return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()
 
 
+def _duration(seconds: float) -> str:
+    minutes = int(abs(seconds) // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {mins}m"
+    return f"{mins}m"
+
+
+def sla_info(item) -> dict:
+    """The SLA badge: its state and a short text with the time left or overdue."""
+    state = item.sla_state or "on_track"
+    if item.resolved_at is not None:
+        return {"state": state, "text": "met" if state == "met" else "breached"}
+    if state == "paused":
+        return {"state": state, "text": "paused"}
+    if item.sla_due_at is None:
+        return {"state": state, "text": "no SLA"}
+    left = (item.sla_due_at - utcnow()).total_seconds()
+    if left < 0:
+        return {"state": "breached", "text": f"overdue {_duration(left)}"}
+    return {"state": state, "text": f"{_duration(left)} left"}
+
+
+def subtype_label(kind: str, subtype: str) -> str:
+    from app.work.kinds import SUBTYPES
+
+    return SUBTYPES.get(kind, {}).get(subtype, subtype.replace("_", " "))
+
+
 def install_web(app: Flask) -> None:
     app.context_processor(_nav_context)
     app.add_template_filter(localtime)
+    app.add_template_filter(sla_info)
+    app.add_template_global(subtype_label)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

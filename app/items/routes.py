@@ -1,12 +1,17 @@
 """Item detail and actions. Thin: parse the form, call the write path, render or redirect."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, url_for
+import json
+from urllib.parse import urlencode
+
+from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_login import login_required
 
 from app.errors import DomainError, NotFound
 from app.items.forms import ActionForm, CommentForm
 from app.items.views import item_context
+from app.queues.routes import queue_row_update
+from app.queues.views import QUEUES
 from app.unit_of_work import commit
 from app.web import current_actor, render_page, wants_fragment
 from app.work.actions import perform
@@ -15,12 +20,30 @@ from app.work.services import add_comment, get_item
 bp = Blueprint("items", __name__, url_prefix="/items")
 
 
+def _queue_context() -> dict | None:
+    """When the item is shown in a queue's pane, the queue and its filters travel with the
+    panel's forms, so an action can update that queue's row and counts."""
+    source = request.form if request.method == "POST" else request.args
+    name = source.get("queue")
+    if not name or name not in QUEUES:
+        return None
+    if request.method == "POST":
+        filters = source.get("filters", "")
+    else:
+        filters = urlencode([(k, v) for k, v in request.args.items(multi=True) if k != "queue"])
+    return {"queue": name, "filters": filters}
+
+
+def _panel(actor, item_id: int):
+    item = get_item(actor, item_id)
+    return render_page("items/detail.html", "panel", queue_ctx=_queue_context(),
+                       **item_context(actor, item))
+
+
 @bp.get("/<int:item_id>")
 @login_required
 def detail(item_id: int):
-    actor = current_actor()
-    item = get_item(actor, item_id)
-    return render_page("items/detail.html", "panel", **item_context(actor, item))
+    return _panel(current_actor(), item_id)
 
 
 @bp.post("/<int:item_id>/act")
@@ -43,10 +66,7 @@ def act(item_id: int):
         flash(error.message, "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
     if wants_fragment():
-        item = get_item(actor, item_id)
-        response = render_page("items/detail.html", "panel", **item_context(actor, item))
-        response.headers["HX-Trigger"] = "cleardesk:item-changed"
-        return response
+        return _after_action(actor, item_id)
     flash("Done.", "success")
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
@@ -62,6 +82,19 @@ def comment(item_id: int):
     add_comment(actor, item_id, form.comment.data)
     commit()
     if wants_fragment():
-        item = get_item(actor, item_id)
-        return render_page("items/detail.html", "panel", **item_context(actor, item))
+        return _panel(actor, item_id)
     return redirect(url_for("items.detail", item_id=item_id), code=303)
+
+
+def _after_action(actor, item_id: int):
+    """The new panel; in a queue's pane also the row (updated, or gone when the item left the
+    queue) and the queue counts, swapped out of band, and an event that moves the focus."""
+    response = _panel(actor, item_id)
+    context = _queue_context()
+    left = False
+    if context:
+        extra, left = queue_row_update(actor, context["queue"], context["filters"], item_id)
+        response.set_data(response.get_data(as_text=True) + extra)
+    response.headers["HX-Trigger"] = json.dumps({"cleardesk:acted": {"id": item_id,
+                                                                      "left": left}})
+    return response

@@ -67,6 +67,7 @@ def available_actions(actor: Actor, item: WorkItem) -> list[dict]:
             continue
         out.append({"name": action, "label": ACTION_LABELS[action],
                     "text_label": NEEDS_TEXT.get(action),
+                    "optional_label": None if action in NEEDS_TEXT else "Comment (optional)",
                     "danger": action in ("reject", "escalate", "withdraw")})
     return out
 

@@ -1,11 +1,28 @@
-"""Queue pages. Thin: pick the queue, ask the view for its rows, render."""
+"""Queue pages. Thin: read the filters, ask the views for rows, call the write path, render."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, request, url_for
-from flask_login import login_required
+from urllib.parse import parse_qs, urlencode
 
-from app.queues.views import PAGE_SIZE, queue_items, queues_for
-from app.web import current_actor, current_tenant_id, render_page
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import login_required
+from werkzeug.datastructures import MultiDict
+
+from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
+from app.queues.forms import BulkForm, SaveViewForm
+from app.queues.services import BULK_ACTIONS, bulk_act, delete_view, save_view, views_of
+from app.queues.views import (
+    PAGE_SIZE,
+    QUEUES,
+    assignable_people,
+    in_queue,
+    queue_counts,
+    queue_items,
+    queues_for,
+)
+from app.unit_of_work import commit
+from app.web import current_actor, current_tenant_id, render_page, wants_fragment
+from app.work import kinds
+from app.work.services import get_item, scoped_items
 
 bp = Blueprint("queues", __name__)
 
@@ -16,16 +33,159 @@ def home():
     return redirect(url_for("queues.show", name="mine"))
 
 
+def _queue_or_404(actor, name: str, tenant_id):
+    queue = next((q for q in queues_for(actor, tenant_id) if q.name == name), None)
+    if queue is None:
+        abort(404)
+    return queue
+
+
+def queue_context(actor, name: str, args) -> dict:
+    """Everything a queue page or fragment renders, for the queue `name` filtered by `args`."""
+    tenant_id = current_tenant_id()
+    queue = _queue_or_404(actor, name, tenant_id)
+    filters = QueueFilters.parse(args, actor.tenant_ids())
+    cursor = args.get("after") or None
+    try:
+        items = queue_items(actor, name, tenant_id, filters, cursor, PAGE_SIZE + 1)
+    except BadCursor:
+        abort(400, "That page link is not valid; reload the queue.")
+    more = len(items) > PAGE_SIZE
+    items = items[:PAGE_SIZE]
+    return {
+        "queue": queue,
+        "queues": queues_for(actor, tenant_id),
+        "items": items,
+        "filters": filters,
+        "next_cursor": filters.cursor_for(items[-1]) if more else None,
+        "after": cursor,
+        "sorts": SORTS,
+        "ages": AGES,
+        "sla_states": SLA_STATES,
+        "subtypes": kinds.SUBTYPES,
+        "kinds": {k: v for k, v in (("approval", "Approval"),
+                                    ("billing_exception", "Billing exception"),
+                                    ("settlement_dispute", "Settlement dispute"))},
+        "bulk_actions": BULK_ACTIONS,
+        "people": assignable_people(actor, tenant_id),
+        "tenants": sorted((m.tenant for m in actor.user.memberships), key=lambda t: t.name),
+        "bulk_form": BulkForm(formdata=None),
+        "save_form": SaveViewForm(formdata=None),
+        "views": views_of(actor),
+        "page_size": PAGE_SIZE,
+    }
+
+
 @bp.get("/queues/<name>")
 @login_required
 def show(name: str):
     actor = current_actor()
+    context = queue_context(actor, name, request.args)
+    if wants_fragment() and request.args.get("after"):
+        block = "rows"  # "load more": just the next rows
+    elif wants_fragment() and request.headers.get("HX-Target") == "queue-results":
+        block = "results"  # a filter changed: the table, not the whole page
+    else:
+        block = None
+        context["counts"] = queue_counts(actor, current_tenant_id())
+    return render_page("queues/queue.html", block, **context)
+
+
+@bp.get("/queues/counts")
+@login_required
+def counts():
+    actor = current_actor()
     tenant_id = current_tenant_id()
-    available = queues_for(actor, tenant_id)
-    queue = next((q for q in available if q.name == name), None)
-    if queue is None:
-        abort(404)
-    items = queue_items(actor, name, tenant_id, request.args.get("before", type=int))
-    return render_page("queues/queue.html", "rows" if request.args.get("before") else None,
-                       queue=queue, queues=available, items=items,
-                       more=len(items) == PAGE_SIZE)
+    return render_page("queues/_counts.html", None, queues=queues_for(actor, tenant_id),
+                       counts=queue_counts(actor, tenant_id),
+                       queue=QUEUES.get(request.args.get("current", ""), None))
+
+
+@bp.post("/queues/<name>/bulk")
+@login_required
+def bulk(name: str):
+    actor = current_actor()
+    form = BulkForm()
+    if not form.validate_on_submit():
+        abort(400)
+    ids = request.form.getlist("selected_ids", type=int)
+    result = bulk_act(actor, ids, form.action.data, assignee_id=form.assignee_id.data)
+    commit()
+    titles = {}
+    if result.refused:
+        titles = {i.id: i.title for i in _titles(actor, [r[0] for r in result.refused])}
+    verb = BULK_ACTIONS.get(form.action.data, form.action.data).lower()
+    if result.done:
+        flash(f"{len(result.done)} item{'s' if len(result.done) != 1 else ''} "
+              f"{'were' if len(result.done) != 1 else 'was'} {_past(verb)}.", "success")
+    for item_id, reason in result.refused:
+        flash(f"#{item_id} {titles.get(item_id, '')}: not {_past(verb)}: {reason}", "error")
+    args = MultiDict(parse_qs(form.filters.data or ""))
+    target = url_for("queues.show", name=name) + (f"?{urlencode(args, doseq=True)}" if args else "")
+    if wants_fragment():
+        context = queue_context(actor, name, args)
+        context["counts"] = queue_counts(actor, current_tenant_id())
+        context["bulk_result"] = result
+        return render_page("queues/queue.html", "bulk_response", **context)
+    return redirect(target, code=303)
+
+
+def _past(verb: str) -> str:
+    return {"approve": "approved", "release": "released", "reassign": "reassigned",
+            "claim": "claimed"}.get(verb, verb)
+
+
+def _titles(actor, ids):
+    from app.extensions import db
+    from app.models import WorkItem
+
+    return db.session.scalars(scoped_items(actor).where(WorkItem.id.in_(ids))).all()
+
+
+@bp.post("/queues/<name>/views")
+@login_required
+def save(name: str):
+    actor = current_actor()
+    form = SaveViewForm()
+    if not form.validate_on_submit():
+        flash("Name the view to save it.", "error")
+        return redirect(url_for("queues.show", name=name), code=303)
+    _queue_or_404(actor, form.queue.data, current_tenant_id())
+    view = save_view(actor, form.name.data, form.queue.data, form.filters.data or "")
+    commit()
+    flash(f"Saved the view “{view.name}”.", "success")
+    return redirect(_view_url(view), code=303)
+
+
+@bp.post("/queues/views/<int:view_id>/delete")
+@login_required
+def delete(view_id: int):
+    # CSRFProtect has already checked the token of this POST.
+    delete_view(current_actor(), view_id)
+    commit()
+    flash("View deleted.", "info")
+    return redirect(url_for("queues.home"), code=303)
+
+
+def _view_url(view) -> str:
+    return url_for("queues.show", name=view.queue) + (f"?{view.query}" if view.query else "")
+
+
+def queue_row_update(actor, name: str, filters_qs: str, item_id: int) -> tuple[str, bool]:
+    """Out-of-band HTML for an item's row in a queue after an action, and whether it left."""
+    tenant_id = current_tenant_id()
+    if name not in {q.name for q in queues_for(actor, tenant_id)}:
+        return "", False
+    filters = QueueFilters.parse(MultiDict(parse_qs(filters_qs)), actor.tenant_ids())
+    queue = QUEUES[name]
+    if in_queue(actor, name, tenant_id, filters, item_id):
+        item = get_item(actor, item_id)
+        html = render_template("queues/_row_oob.html", item=item, queue=queue, filters=filters)
+        left = False
+    else:
+        html = f'<tr id="row-{item_id}" hx-swap-oob="delete"></tr>'
+        left = True
+    html += render_template("queues/_counts.html", oob=True, queue=queue,
+                            queues=queues_for(actor, tenant_id),
+                            counts=queue_counts(actor, tenant_id))
+    return html, left

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import or_
+from sqlalchemy import false, func, or_, select
+from sqlalchemy.orm import joinedload
 
 from app.actors import Actor
 from app.extensions import db
-from app.models import Role, WorkItem
+from app.models import Kind, Membership, MembershipRole, Role, User, WorkItem
+from app.queues.filters import QueueFilters
 from app.work.services import open_items, scoped_items
 from app.work.states import WORKER_ROLES
 
@@ -19,51 +21,108 @@ class QueueDef:
     name: str
     title: str
     empty: str
+    kind: str | None = None
 
 
 QUEUES = {
     "mine": QueueDef("mine", "My work", "Nothing is assigned to you. Claim work from Unassigned."),
     "unassigned": QueueDef("unassigned", "Unassigned", "No unassigned work you can take."),
-    "team": QueueDef("team", "Team", "Your team has no open work."),
+    "team": QueueDef("team", "Team", "Your teams have no open work."),
+    "approvals": QueueDef("approvals", "Approvals", "No open approvals.", Kind.APPROVAL.value),
+    "exceptions": QueueDef("exceptions", "Billing exceptions", "No open billing exceptions.",
+                           Kind.BILLING_EXCEPTION.value),
+    "disputes": QueueDef("disputes", "Settlement disputes", "No open settlement disputes.",
+                         Kind.SETTLEMENT_DISPUTE.value),
 }
 
 
+def _roles_by_tenant(actor: Actor, tenant_id: int | None) -> dict[int, set[str]]:
+    tenants = [tenant_id] if tenant_id else sorted(actor.tenant_ids())
+    return {t: actor.roles_in(t) for t in tenants}
+
+
+def _works(roles: set[str], kind: str) -> bool:
+    return bool(roles & WORKER_ROLES[kind])
+
+
 def queues_for(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
-    roles_by_tenant = _roles(actor, tenant_id)
-    out = [QUEUES["mine"], QUEUES["unassigned"]]
-    if any(Role.MANAGER.value in roles for roles in roles_by_tenant.values()):
+    """The queues the viewer's roles grant, in the current tenant (or all of theirs)."""
+    roles = _roles_by_tenant(actor, tenant_id)
+    out = [QUEUES["mine"]]
+    if any(_works(r, kind) for r in roles.values() for kind in WORKER_ROLES):
+        out.append(QUEUES["unassigned"])
+    if any(Role.MANAGER.value in r for r in roles.values()):
         out.append(QUEUES["team"])
+    for name in ("approvals", "exceptions", "disputes"):
+        if any(_works(r, QUEUES[name].kind) for r in roles.values()):
+            out.append(QUEUES[name])
     return out
 
 
-def _roles(actor: Actor, tenant_id: int | None) -> dict[int, set[str]]:
-    tenants = [tenant_id] if tenant_id else sorted(actor.tenant_ids())
-    return {t: actor.roles_in(t) for t in tenants} if tenants else {}
+def queue_condition(actor: Actor, queue: str, tenant_id: int | None):
+    """The SQL condition of a queue for this viewer (tenant scoping is applied separately)."""
+    roles = _roles_by_tenant(actor, tenant_id)
+    workable = [
+        (WorkItem.tenant_id == t) & (WorkItem.kind == kind)
+        for t, r in roles.items() for kind in WORKER_ROLES if _works(r, kind)
+    ]
+    if queue == "mine":
+        return WorkItem.assignee_id == actor.user_id
+    if queue == "unassigned":
+        return (WorkItem.assignee_id.is_(None)) & (or_(*workable) if workable else false())
+    if queue == "team":
+        managed = [t for t, r in roles.items() if Role.MANAGER.value in r]
+        return WorkItem.tenant_id.in_(managed) if managed else false()
+    kind = QUEUES[queue].kind
+    tenants = [t for t, r in roles.items() if _works(r, kind)]
+    return (WorkItem.kind == kind) & WorkItem.tenant_id.in_(tenants) if tenants else false()
 
 
-def queue_items(actor: Actor, queue: str, tenant_id: int | None,
-                before_id: int | None = None) -> list[WorkItem]:
-    query = scoped_items(actor).where(open_items())
+def _base(actor: Actor, queue: str, tenant_id: int | None):
+    query = scoped_items(actor).where(open_items(), queue_condition(actor, queue, tenant_id))
     if tenant_id:
         query = query.where(WorkItem.tenant_id == tenant_id)
-    roles_by_tenant = _roles(actor, tenant_id)
-    if queue == "mine":
-        query = query.where(WorkItem.assignee_id == actor.user_id)
-    elif queue == "unassigned":
-        # Only the kinds the viewer's roles can work, tenant by tenant.
-        allowed = [
-            (WorkItem.tenant_id == t) & (WorkItem.kind == kind)
-            for t, roles in roles_by_tenant.items()
-            for kind, workers in WORKER_ROLES.items() if roles & workers
-        ]
-        if not allowed:
-            return []
-        query = query.where(WorkItem.assignee_id.is_(None), or_(*allowed))
-    elif queue == "team":
-        managed = [t for t, roles in roles_by_tenant.items() if Role.MANAGER.value in roles]
-        if not managed:
-            return []
-        query = query.where(WorkItem.tenant_id.in_(managed))
-    if before_id:
-        query = query.where(WorkItem.id < before_id)
-    return list(db.session.scalars(query.order_by(WorkItem.id.desc()).limit(PAGE_SIZE)))
+    return query
+
+
+def queue_items(actor: Actor, queue: str, tenant_id: int | None, filters: QueueFilters,
+                cursor: str | None = None, limit: int = PAGE_SIZE) -> list[WorkItem]:
+    query = _base(actor, queue, tenant_id).where(*filters.conditions(actor.user_id))
+    if cursor:
+        query = query.where(*filters.after(cursor))
+    query = query.options(joinedload(WorkItem.assignee)).order_by(*filters.order_by())
+    return list(db.session.scalars(query.limit(limit)))
+
+
+def in_queue(actor: Actor, queue: str, tenant_id: int | None, filters: QueueFilters,
+             item_id: int) -> bool:
+    """Does the item (still) belong in this filtered queue? Decides whether a row stays."""
+    query = _base(actor, queue, tenant_id).where(*filters.conditions(actor.user_id),
+                                                 WorkItem.id == item_id)
+    return db.session.scalar(select(query.exists())) or False
+
+
+def queue_counts(actor: Actor, tenant_id: int | None) -> dict[str, int]:
+    """Open items per queue, one query per queue (a handful, whatever the number of rows)."""
+    counts = {}
+    for queue in queues_for(actor, tenant_id):
+        query = _base(actor, queue.name, tenant_id).with_only_columns(func.count())
+        counts[queue.name] = db.session.scalar(query.order_by(None))
+    return counts
+
+
+def assignable_people(actor: Actor, tenant_id: int | None) -> list[User]:
+    """People a manager can reassign work to: active members with a working role in the
+    tenants the manager manages."""
+    roles = _roles_by_tenant(actor, tenant_id)
+    managed = [t for t, r in roles.items() if Role.MANAGER.value in r]
+    if not managed:
+        return []
+    workers = {r for rs in WORKER_ROLES.values() for r in rs}
+    return list(db.session.scalars(
+        select(User).join(Membership, Membership.user_id == User.id)
+        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .where(Membership.tenant_id.in_(managed), MembershipRole.role.in_(workers),
+               User.active.is_(True))
+        .distinct().order_by(User.name)
+    ))

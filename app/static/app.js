@@ -1,17 +1,143 @@
-// Small behaviours the pages share; everything works without them.
+// Behaviours the pages share; every page also works without them.
 document.addEventListener("change", (event) => {
   const select = event.target.closest(".tenant-switcher select");
   if (select) select.form.requestSubmit();
 });
 
-// Keyboard shortcuts: a key on a button with data-shortcut presses it, unless typing.
+// ---- Queue page: selection, the detail pane, keyboard ------------------------------------
+const queue = {
+  rows: () => Array.from(document.querySelectorAll("#rows tr.queue-row")),
+  current: () => document.querySelector("#rows tr.queue-row.current"),
+  lastChecked: null,
+
+  setCurrent(row, open) {
+    for (const r of queue.rows()) r.classList.remove("current");
+    if (!row) return;
+    row.classList.add("current");
+    row.scrollIntoView({ block: "nearest" });
+    if (open) queue.open(row);
+  },
+  open(row) {
+    htmx.ajax("GET", row.dataset.paneUrl, { target: "#pane", swap: "innerHTML" });
+  },
+  move(step) {
+    const rows = queue.rows();
+    if (!rows.length) return;
+    const index = rows.indexOf(queue.current());
+    const next = rows[Math.min(rows.length - 1, Math.max(0, index + step))] || rows[0];
+    queue.setCurrent(next, false);
+  },
+  updateSelected() {
+    const count = document.querySelectorAll("#rows input[name=selected_ids]:checked").length;
+    const label = document.querySelector(".selected-count");
+    if (label) label.textContent = `${count} selected`;
+  },
+};
+
+// Shift-click selects a range of rows.
+document.addEventListener("click", (event) => {
+  const box = event.target.closest("#rows input[name=selected_ids]");
+  if (box) {
+    const boxes = Array.from(document.querySelectorAll("#rows input[name=selected_ids]"));
+    if (event.shiftKey && queue.lastChecked) {
+      const [a, b] = [boxes.indexOf(queue.lastChecked), boxes.indexOf(box)].sort((x, y) => x - y);
+      for (const other of boxes.slice(a, b + 1)) other.checked = box.checked;
+    }
+    queue.lastChecked = box;
+    queue.updateSelected();
+    return;
+  }
+  if (event.target.closest("#select-all")) {
+    const all = event.target.checked;
+    for (const b of document.querySelectorAll("#rows input[name=selected_ids]")) b.checked = all;
+    queue.updateSelected();
+    return;
+  }
+  const link = event.target.closest("#rows a.open-item");
+  if (link) queue.setCurrent(link.closest("tr"), false);
+});
+
+// After an action in the pane: the row left the queue → open the next one.
+document.body.addEventListener("cleardesk:acted", (event) => {
+  const detail = event.detail || {};
+  if (!detail.left) return;
+  const rows = queue.rows();
+  const current = document.querySelector(`#row-${detail.id}`);
+  let next = null;
+  if (current) {
+    const index = rows.indexOf(current);
+    next = rows[index + 1] || rows[index - 1] || null;
+  } else {
+    next = queue.current() || rows[0] || null;
+  }
+  if (next) queue.setCurrent(next, true);
+});
+
+// Before an action's response removes the row, remember which row comes next.
+document.body.addEventListener("htmx:oobBeforeSwap", (event) => {
+  const target = event.detail.target;
+  if (target && target.matches && target.matches("tr.queue-row") && target.classList.contains("current")) {
+    const rows = queue.rows();
+    const index = rows.indexOf(target);
+    const next = rows[index + 1] || rows[index - 1];
+    if (next) next.classList.add("next-current");
+  }
+});
+document.body.addEventListener("htmx:afterSettle", () => {
+  const pending = document.querySelector("#rows tr.next-current");
+  if (pending) {
+    pending.classList.remove("next-current");
+    queue.setCurrent(pending, true);
+  }
+  queue.updateSelected();
+});
+
+// Keyboard shortcuts, unless typing in a field.
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const tag = (event.target.tagName || "").toLowerCase();
-  if (["input", "textarea", "select"].includes(tag)) return;
-  const button = document.querySelector(`[data-shortcut="${event.key}"]`);
-  if (button) {
-    event.preventDefault();
-    button.click();
+  if (["input", "textarea", "select"].includes(tag) || event.target.isContentEditable) return;
+  const inQueue = !!document.getElementById("queue-page");
+  const press = (selector) => {
+    const el = document.querySelector(selector);
+    if (el) { event.preventDefault(); el.click(); }
+    return !!el;
+  };
+  switch (event.key) {
+    case "j": if (inQueue) { event.preventDefault(); queue.move(1); } break;
+    case "k": if (inQueue) { event.preventDefault(); queue.move(-1); } break;
+    case "Enter": {
+      const row = queue.current();
+      if (inQueue && row) { event.preventDefault(); queue.open(row); }
+      break;
+    }
+    case "x": {
+      const row = queue.current();
+      const box = row && row.querySelector("input[name=selected_ids]");
+      if (box) { event.preventDefault(); box.checked = !box.checked; queue.lastChecked = box; queue.updateSelected(); }
+      break;
+    }
+    case "a": press("#item-panel button[data-action=approve]"); break;
+    case "c": press("#item-panel button[data-action=claim], #item-panel button[data-action=release]"); break;
+    case "r": {
+      const reason = document.querySelector("#item-panel form:has(button[data-action=reject]) textarea");
+      if (reason) { event.preventDefault(); reason.focus(); }
+      break;
+    }
+    case "?": {
+      const dialog = document.getElementById("shortcuts");
+      if (dialog) { event.preventDefault(); dialog.showModal(); }
+      break;
+    }
+    default: break;
+  }
+});
+
+// Filter URLs carry only the filters that are set, so they read well when shared.
+document.body.addEventListener("htmx:configRequest", (event) => {
+  if (!event.detail.elt || event.detail.elt.id !== "filters") return;
+  const params = event.detail.parameters;
+  for (const [key, value] of Array.from(params.entries())) {
+    if (value === "" || (key === "sort" && value === "sla")) params.delete(key);
   }
 });

@@ -1,0 +1,18 @@
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, IntegerField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+
+
+class BulkForm(FlaskForm):
+    """The selection arrives as repeated `selected_ids` fields (read with getlist)."""
+
+    action = HiddenField(validators=[DataRequired(), Length(max=16)])
+    assignee_id = IntegerField(validators=[Optional()])
+    queue = HiddenField(validators=[Optional(), Length(max=32)])
+    filters = HiddenField(validators=[Optional(), Length(max=1000)])
+
+
+class SaveViewForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=80)])
+    queue = HiddenField(validators=[DataRequired(), Length(max=32)])
+    filters = HiddenField(validators=[Optional(), Length(max=1000)])
