@@ -186,6 +186,7 @@ class AuthActions:
         self.client = client
 
     def login(self, email, password=PASSWORD):
+        self.client.delete_cookie("session")  # sign in afresh, also when switching users
         page = self.client.get("/login")
         return self.client.post("/login", data={"email": email, "password": password,
                                                 "csrf_token": csrf_from(page.text)})

@@ -57,40 +57,40 @@ document.addEventListener("click", (event) => {
   if (link) queue.setCurrent(link.closest("tr"), false);
 });
 
-// After an action in the pane: the row left the queue → open the next one.
-document.body.addEventListener("cleardesk:acted", (event) => {
-  const detail = event.detail || {};
-  if (!detail.left) return;
-  const rows = queue.rows();
-  const current = document.querySelector(`#row-${detail.id}`);
-  let next = null;
-  if (current) {
-    const index = rows.indexOf(current);
-    next = rows[index + 1] || rows[index - 1] || null;
-  } else {
-    next = queue.current() || rows[0] || null;
-  }
-  if (next) queue.setCurrent(next, true);
-});
-
-// Before an action's response removes the row, remember which row comes next.
+// When an action's response replaces or removes the current row (out of band), keep the focus
+// on that row, or move it to the next one when the item left the queue.
+let focusAfterSwap = null;
 document.body.addEventListener("htmx:oobBeforeSwap", (event) => {
   const target = event.detail.target;
-  if (target && target.matches && target.matches("tr.queue-row") && target.classList.contains("current")) {
-    const rows = queue.rows();
-    const index = rows.indexOf(target);
-    const next = rows[index + 1] || rows[index - 1];
-    if (next) next.classList.add("next-current");
-  }
+  if (!target || !target.matches || !target.matches("tr.queue-row.current")) return;
+  const rows = queue.rows();
+  const index = rows.indexOf(target);
+  const next = rows[index + 1] || rows[index - 1];
+  focusAfterSwap = { id: target.id, nextId: next ? next.id : null };
 });
 document.body.addEventListener("htmx:afterSettle", () => {
-  const pending = document.querySelector("#rows tr.next-current");
-  if (pending) {
-    pending.classList.remove("next-current");
-    queue.setCurrent(pending, true);
+  if (focusAfterSwap) {
+    const same = document.getElementById(focusAfterSwap.id);
+    const next = focusAfterSwap.nextId && document.getElementById(focusAfterSwap.nextId);
+    queue.setCurrent(same || next || null, false);
+    focusAfterSwap = null;
   }
   queue.updateSelected();
 });
+
+// Act on the current row from the keyboard: the pane shows the result (and its timeline).
+queue.act = (action) => {
+  const row = queue.current();
+  if (!row) return false;
+  const page = document.getElementById("queue-page");
+  const filters = new URLSearchParams(new URL(row.dataset.paneUrl, location.href).search);
+  filters.delete("queue");
+  htmx.ajax("POST", `/items/${row.dataset.itemId}/act`, {
+    source: row, target: "#pane", swap: "innerHTML",
+    values: { action, queue: page.dataset.queue, filters: filters.toString() },
+  });
+  return true;
+};
 
 // Keyboard shortcuts, unless typing in a field.
 document.addEventListener("keydown", (event) => {
@@ -117,11 +117,32 @@ document.addEventListener("keydown", (event) => {
       if (box) { event.preventDefault(); box.checked = !box.checked; queue.lastChecked = box; queue.updateSelected(); }
       break;
     }
-    case "a": press("#item-panel button[data-action=approve]"); break;
-    case "c": press("#item-panel button[data-action=claim], #item-panel button[data-action=release]"); break;
+    case "a":
+      if (inQueue) { if (queue.act("approve")) event.preventDefault(); }
+      else press("#item-panel button[data-action=approve]");
+      break;
+    case "c": {
+      const row = queue.current();
+      if (inQueue && row) {
+        event.preventDefault();
+        const assigned = row.querySelector("td.assignee").textContent.trim() !== "—";
+        queue.act(assigned ? "release" : "claim");
+      } else press("#item-panel button[data-action=claim], #item-panel button[data-action=release]");
+      break;
+    }
     case "r": {
-      const reason = document.querySelector("#item-panel form:has(button[data-action=reject]) textarea");
-      if (reason) { event.preventDefault(); reason.focus(); }
+      // Rejecting needs a reason: open the item and put the cursor in the reason box.
+      const focusReason = () => {
+        const reason = document.querySelector("#item-panel form:has(button[data-action=reject]) textarea");
+        if (reason) reason.focus();
+        return !!reason;
+      };
+      const row = queue.current();
+      event.preventDefault();
+      if (inQueue && row && !document.querySelector(`#item-panel[data-item-id="${row.dataset.itemId}"]`)) {
+        queue.open(row);
+        document.body.addEventListener("htmx:afterSettle", focusReason, { once: true });
+      } else focusReason();
       break;
     }
     case "?": {
