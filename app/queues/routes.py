@@ -172,7 +172,8 @@ def _view_url(view) -> str:
 
 
 def queue_row_update(actor, name: str, filters_qs: str, item_id: int) -> tuple[str, bool]:
-    """Out-of-band HTML for an item's row in a queue after an action, and whether it left."""
+    """Out-of-band HTML for an item's row in a queue after an action, and whether it left.
+    Rows travel inside <template>: a bare <tr> outside a table is dropped by the parser."""
     tenant_id = current_tenant_id()
     if name not in {q.name for q in queues_for(actor, tenant_id)}:
         return "", False
@@ -183,7 +184,7 @@ def queue_row_update(actor, name: str, filters_qs: str, item_id: int) -> tuple[s
         html = render_template("queues/_row_oob.html", item=item, queue=queue, filters=filters)
         left = False
     else:
-        html = f'<tr id="row-{item_id}" hx-swap-oob="delete"></tr>'
+        html = f'<template><tr id="row-{item_id}" hx-swap-oob="delete"></tr></template>'
         left = True
     html += render_template("queues/_counts.html", oob=True, queue=queue,
                             queues=queues_for(actor, tenant_id),
