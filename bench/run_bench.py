@@ -24,6 +24,9 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 EMAIL = "approver@cleardesk.demo"
+MANAGER = "manager@cleardesk.demo"  # the Team queue (every open item) is the deepest queue
+FRAGMENT = {"HX-Request": "true", "HX-Target": "queue-results"}
+PAGE_SIZE = 50
 PASSWORD = "demo-password"
 # Flask-Login's "strong" session protection ties the session to the address and user agent,
 # so every request of a run, the sign-in included, sends the same one.
@@ -38,9 +41,9 @@ class BenchError(RuntimeError):
 # --- signing in --------------------------------------------------------------------------
 
 def _request(host: str, port: int, method: str, path: str, cookie: str = "",
-             body: str | None = None) -> tuple[int, dict, str]:
+             body: str | None = None, extra: dict | None = None) -> tuple[int, dict, str]:
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    headers = {"User-Agent": USER_AGENT}
+    headers = {"User-Agent": USER_AGENT, **(extra or {})}
     if cookie:
         headers["Cookie"] = cookie
     if body is not None:
@@ -65,7 +68,7 @@ def _cookie_header(jar: dict) -> str:
     return "; ".join(f"{k}={v}" for k, v in jar.items())
 
 
-def sign_in(host: str, port: int) -> str:
+def sign_in(host: str, port: int, email: str = EMAIL) -> str:
     """Sign in through the real form; return the Cookie header of the signed-in session."""
     status, response, page = _request(host, port, "GET", "/login")
     if status != 200:
@@ -75,7 +78,7 @@ def sign_in(host: str, port: int) -> str:
         re.search(r'value="([^"]+)"[^>]*name="csrf_token"', page)
     if not match:
         raise BenchError("no csrf_token on the login page")
-    form = urlencode({"csrf_token": match.group(1), "email": EMAIL, "password": PASSWORD})
+    form = urlencode({"csrf_token": match.group(1), "email": email, "password": PASSWORD})
     status, response, _ = _request(host, port, "POST", "/login", _cookie_header(jar), form)
     if status not in (302, 303):
         raise BenchError(f"POST /login answered {status}, not a redirect: sign-in failed")
@@ -97,13 +100,29 @@ def pick_item(host: str, port: int, cookie: str) -> int:
     return int(match.group(1))
 
 
+def deep_page(host: str, port: int, cookie: str, base: str, page: int) -> tuple[str, int]:
+    """Follow the queue's own "load more" links to page `page` (or the last page there is);
+    return that page's path and its number. Keyset cursors cannot be jumped to: walking is
+    what a person scrolling does, and it checks every link on the way."""
+    path, reached = base, 1
+    while reached < page:
+        status, _, body = _request(host, port, "GET", path, cookie, extra={"HX-Request": "true"})
+        if status != 200:
+            raise BenchError(f"GET {path} answered {status} while walking to page {page}")
+        more = re.search(r'hx-get="([^"]*after=[^"]*)"', body)
+        if not more:
+            break
+        path, reached = more.group(1).replace("&amp;", "&"), reached + 1
+    return path, reached
+
+
 # --- load: the Python client -------------------------------------------------------------
 
 def _connection_loop(args: tuple) -> tuple[list[float], int, int]:
     """One connection's closed loop: request, wait for the answer, repeat until the deadline.
     Returns latencies in seconds of the 200s, the count of other answers and of failures."""
-    host, port, path, cookie, seconds = args
-    headers = {"User-Agent": USER_AGENT, "Cookie": cookie}
+    host, port, path, cookie, seconds, extra = args
+    headers = {"User-Agent": USER_AGENT, "Cookie": cookie, **extra}
     latencies: list[float] = []
     other = failed = 0
     conn = http.client.HTTPConnection(host, port, timeout=30)
@@ -131,10 +150,11 @@ def _connection_loop(args: tuple) -> tuple[list[float], int, int]:
 
 
 def run_python(pool, host: str, port: int, path: str, cookie: str, seconds: float,
-               connections: int) -> dict:
+               connections: int, extra: dict | None = None) -> dict:
     # A process per connection, so the client's GIL does not become the ceiling.
     started = time.perf_counter()
-    parts = pool.map(_connection_loop, [(host, port, path, cookie, seconds)] * connections)
+    parts = pool.map(_connection_loop,
+                     [(host, port, path, cookie, seconds, extra or {})] * connections)
     elapsed = time.perf_counter() - started
     latencies = sorted(x for lat, _, _ in parts for x in lat)
     other = sum(o for _, o, _ in parts)
@@ -164,11 +184,12 @@ def _wrk_ms(value: str) -> float:
 
 
 def run_wrk(wrk: str, host: str, port: int, path: str, cookie: str, seconds: float,
-            connections: int) -> dict:
+            connections: int, extra: dict | None = None) -> dict:
     threads = max(1, min(connections, 4))
+    headers = [arg for k, v in (extra or {}).items() for arg in ("-H", f"{k}: {v}")]
     command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                "--latency", "--timeout", "30s", "-H", f"Cookie: {cookie}",
-               "-H", f"User-Agent: {USER_AGENT}", f"http://{host}:{port}{path}"]
+               "-H", f"User-Agent: {USER_AGENT}", *headers, f"http://{host}:{port}{path}"]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          timeout=seconds + 60).stdout
     try:
@@ -203,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-seconds", type=float, default=None)
     parser.add_argument("--verify-seconds", type=float, default=None)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (for the report)")
+    parser.add_argument("--deep-page", type=int, default=1000,
+                        help="the queue page compared with the first (keyset paging)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "latest.json"))
     args = parser.parse_args(argv)
 
@@ -221,24 +244,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--client wrk, but wrk is not installed")
 
     cookie = sign_in(host, port)
+    manager = sign_in(host, port, MANAGER)
     item_id = pick_item(host, port, cookie)
-    endpoints = [("ceiling", "/ping"), ("unassigned queue", "/queues/unassigned"),
-                 ("item detail", f"/items/{item_id}")]
+    filtered = "/queues/approvals?min_amount=1000&sort=amount"
+    print(f"  walking the Team queue to page {args.deep_page}", file=sys.stderr)
+    deep_path, deep_reached = deep_page(host, port, manager, "/queues/team", args.deep_page)
+    # (name, path, session, extra headers)
+    endpoints = [
+        ("ceiling", "/ping", cookie, {}),
+        ("unassigned queue", "/queues/unassigned", cookie, {}),
+        ("filtered fragment", filtered, cookie, FRAGMENT),
+        ("item detail", f"/items/{item_id}", cookie, {}),
+        ("team page 1", "/queues/team", manager, FRAGMENT),
+        (f"team page {deep_reached}", deep_path, manager, {"HX-Request": "true"}),
+    ]
 
     results = []
     pool = None
     if client == "python":
         pool = multiprocessing.get_context("fork").Pool(args.connections)
     try:
-        for name, path in endpoints:
-            print(f"  {name:<17} GET {path}: {args.warmup:g}s warm-up, {args.duration:g}s "
+        for name, path, session, extra in endpoints:
+            print(f"  {name:<17} GET {path[:60]}: {args.warmup:g}s warm-up, {args.duration:g}s "
                   f"x {args.connections} connections ({client})", file=sys.stderr)
             if client == "wrk":
                 def measure(seconds):
-                    return run_wrk(wrk, host, port, path, cookie, seconds, args.connections)
+                    return run_wrk(wrk, host, port, path, session, seconds, args.connections,
+                                   extra)
             else:
                 def measure(seconds):
-                    return run_python(pool, host, port, path, cookie, seconds, args.connections)
+                    return run_python(pool, host, port, path, session, seconds,
+                                      args.connections, extra)
             if args.warmup:
                 measure(args.warmup)
             results.append({"name": name, "path": path, **measure(args.duration)})
@@ -254,6 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = results[0]["rps"]
     for r in results:
         r["ratio"] = r["rps"] / ceiling if ceiling else None
+    first, deep = results[-2], results[-1]
+    checks = {
+        "filtered fragment >= 0.25 x ceiling": results[2]["ratio"] >= 0.25,
+        "filtered fragment p99 < 100 ms": results[2]["p99_ms"] < 100,
+        f"page {deep_reached} p50 <= 1.5 x page 1 p50": deep["p50_ms"] <= 1.5 * first["p50_ms"],
+    }
 
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -269,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "endpoints": results,
+        "deep_page": deep_reached,
+        "goals": checks,
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +335,7 @@ def print_table(report: dict) -> None:
         print(f"audit verify took {report['audit_verify_seconds']:.1f}s.")
     print(f"gunicorn {report['gunicorn_workers']} sync workers; {report['client']}, "
           f"{report['connections']} connections, {report['duration_s']:g}s per endpoint.\n")
-    rows = [(f"{r['name']:<17} {r['path']}", r) for r in report["endpoints"]]
+    rows = [(f"{r['name']:<17} {r['path'][:50]}", r) for r in report["endpoints"]]
     width = max(len("endpoint"), *(len(label) for label, _ in rows))
     header = (f"{'endpoint':<{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} "
               f"{'errors':>6}")
@@ -301,6 +345,10 @@ def print_table(report: dict) -> None:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
         print(f"{label:<{width}} {r['rps']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{ratio:>6} {r['errors']:>6}")
+    if report.get("goals"):
+        print()
+        for goal, met in report["goals"].items():
+            print(f"  {'met ' if met else 'MISSED'}  {goal}")
 
 
 def _git_commit() -> str | None:

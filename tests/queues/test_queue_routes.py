@@ -324,3 +324,23 @@ def test_contoso_only_approver_cannot_act_on_northwind_items_by_bulk(world, make
     db.session.expire_all()
     assert db.session.get(WorkItem, secret.id).state == "pending"
     assert db.session.get(WorkItem, secret.id).amount == Decimal("1000.00")
+
+
+def test_a_manager_reassigns_from_the_item_panel(world, make_item, client, auth):
+    nw, co, p = world
+    item = _item(make_item, nw, "Hand this over", p["requester"])
+    auth.login("approver@x.test")
+    assert 'data-action="reassign"' not in client.get(f"/items/{item.id}").text
+    auth.login("manager@x.test")
+    page = client.get(f"/items/{item.id}").text
+    assert 'data-action="reassign"' in page and "Approver" in page
+    token = csrf_from(page)
+    client.post(f"/items/{item.id}/act", data={"csrf_token": token, "action": "reassign",
+                                               "assignee_id": p["approver"].id})
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item.id).assignee_id == p["approver"].id
+    # An analyst does not work approvals: refused, nothing changes.
+    client.post(f"/items/{item.id}/act", data={"csrf_token": token, "action": "reassign",
+                                               "assignee_id": p["analyst"].id})
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item.id).assignee_id == p["approver"].id
