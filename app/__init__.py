@@ -29,6 +29,8 @@ def create_app(config: dict | None = None) -> Flask:
     from app.queues import models as queue_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
+    from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
+    from app.audit.routes import bp as audit_bp
     from app.auth.routes import bp as auth_bp
     from app.auth.session import install_login
     from app.items.routes import bp as items_bp
@@ -39,6 +41,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(queues_bp)
     app.register_blueprint(items_bp)
+    app.register_blueprint(audit_bp)
     install_web(app)
 
     from app.cli import register_cli

@@ -8,6 +8,7 @@ from rq import Queue, Retry
 # Periodic jobs, declared once: (dotted function path, interval in seconds).
 PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.outbox.jobs.relay_pending", 30),
+    ("app.audit.jobs.anchor_chains", 3600),
 ]
 
 DEFAULT_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])

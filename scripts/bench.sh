@@ -8,6 +8,11 @@
 #   BENCH_CONNECTIONS  concurrent connections (default 8)
 #   BENCH_CLIENT       auto | wrk | python (default auto: wrk if it is or can be installed)
 #   BENCH_VERIFY=1     also time `flask audit verify` on the seeded data
+#   BENCH_PARTS        which parts to run, comma-separated (default pages,audit):
+#                        pages  the page benchmark above
+#                        audit  audit verify on BENCH_AUDIT_EVENTS chained events (default
+#                               1000000), and BENCH_DECISIONS decisions (default 2400) with
+#                               and without the hash chain, BENCH_WRITERS at once (default 1,4)
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -47,6 +52,19 @@ export SECRET_KEY="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 export PYTHONDONTWRITEBYTECODE=1
 
 FLASK=("$VENV/bin/flask" --app wsgi)
+PARTS=",${BENCH_PARTS:-pages,audit},"
+status=0
+
+if [[ "$PARTS" == *,audit,* ]]; then
+  say "audit trail: verify rate and the cost of the hash chain (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_audit" >/dev/null
+  AUDIT_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_audit"
+  DATABASE_URL="$AUDIT_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  DATABASE_URL="$AUDIT_URL" "$PY" bench/audit_bench.py --events "${BENCH_AUDIT_EVENTS:-1000000}" \
+    --decisions "${BENCH_DECISIONS:-2400}" --writers "${BENCH_WRITERS:-1,4}" || status=1
+fi
+[[ "$PARTS" == *,pages,* ]] || exit $status
+
 "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
 
 say "seeding $ITEMS items on PostgreSQL"
@@ -73,6 +91,7 @@ say "measuring"
 "$PY" bench/run_bench.py --url "http://127.0.0.1:$WEB_PORT" --client "$CLIENT" \
   --duration "${BENCH_DURATION:-10}" --connections "${BENCH_CONNECTIONS:-8}" \
   --items "$ITEMS" --seed-seconds "$SEED_SECONDS" --workers "$WORKERS" "${VERIFY_ARGS[@]}"
-status=$?
-[ $status -ne 0 ] && tail -n 40 "$WORK/gunicorn.log" >&2
+pages_status=$?
+[ $pages_status -ne 0 ] && tail -n 40 "$WORK/gunicorn.log" >&2
+[ $pages_status -ne 0 ] && status=$pages_status
 exit $status

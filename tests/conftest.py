@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from app import create_app
 from app.actors import Actor
@@ -82,13 +83,69 @@ def _empty_tables() -> None:
     tables = [t.name for t in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # The audit tables' triggers refuse TRUNCATE; replica mode skips user triggers for
+            # this transaction only (the test role is a superuser).
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
-            for name in tables:
-                conn.execute(text(f"DELETE FROM {name}"))
+            with audit_triggers_dropped(conn):
+                for name in tables:
+                    conn.execute(text(f"DELETE FROM {name}"))
             conn.execute(text("DELETE FROM sqlite_sequence")) if conn.execute(
                 text("SELECT name FROM sqlite_master WHERE name='sqlite_sequence'")
             ).first() else None
+
+
+APPEND_ONLY_TABLES = ("audit_events", "audit_anchors")
+
+
+def drop_audit_triggers(conn) -> list[str]:
+    """Drop the append-only triggers of the audit tables, as someone with the owner's rights
+    could; return their stored definitions, to create them again."""
+    if conn.dialect.name == "postgresql":
+        query = ("SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                 "JOIN pg_class c ON c.oid = t.tgrelid "
+                 "WHERE NOT t.tgisinternal AND c.relname IN :tables")
+        drop = "DROP TRIGGER {name} ON {table}"
+    else:
+        query = ("SELECT name, tbl_name, sql FROM sqlite_master "
+                 "WHERE type = 'trigger' AND tbl_name IN :tables")
+        drop = "DROP TRIGGER {name}"
+    triggers = conn.execute(text(query).bindparams(bindparam("tables", expanding=True)),
+                            {"tables": list(APPEND_ONLY_TABLES)}).all()
+    assert triggers, "the audit tables have no append-only triggers"
+    for name, table, _definition in triggers:
+        conn.execute(text(drop.format(name=name, table=table)))
+    return [definition for _name, _table, definition in triggers]
+
+
+def create_triggers(conn, definitions: list[str]) -> None:
+    for definition in definitions:
+        conn.execute(text(definition))
+
+
+@contextmanager
+def audit_triggers_dropped(conn):
+    definitions = drop_audit_triggers(conn)
+    try:
+        yield
+    finally:
+        create_triggers(conn, definitions)
+
+
+@pytest.fixture
+def without_audit_triggers(app):
+    """For tampering tests: the audit rows may be changed and removed through SQL during the
+    test; the triggers are back afterwards."""
+    db.session.commit()  # hold no lock on the audit tables while their triggers go
+    with db.engine.begin() as conn:
+        definitions = drop_audit_triggers(conn)
+    try:
+        yield
+    finally:
+        db.session.rollback()
+        with db.engine.begin() as conn:
+            create_triggers(conn, definitions)
 
 
 class FreshContextClient(FlaskClient):

@@ -285,7 +285,7 @@ def test_create_user_refuses_a_short_password_with_a_message(runner):
 
 
 def test_audit_verify_exits_1_and_names_an_event_whose_comment_was_edited(
-        runner, make_tenant, make_item):
+        runner, make_tenant, make_item, without_audit_triggers):
     tenant = make_tenant("northwind")
     item = make_item(tenant)
     add_comment(SYSTEM, item.id, "Checked against the contract")

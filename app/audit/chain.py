@@ -40,3 +40,37 @@ def event_hash(fields: dict) -> str:
         payload["occurred_at"] = occurred.isoformat()
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+# The same encoding as event_hash, written out for verifying millions of rows: no dict per
+# event, one shared encoder, the keys in the order json.dumps(sort_keys=True) puts them. A
+# property test holds it to event_hash for arbitrary events.
+_string = json.encoder.encode_basestring  # what json.dumps uses with ensure_ascii=False
+_data = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_sha256 = hashlib.sha256
+
+
+def _text(value) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _number(value) -> str:
+    return "null" if value is None else int.__repr__(value)
+
+
+def values_hash(chain_id, seq, tenant_id, occurred_at, actor_type, actor_id, actor_label,
+                on_behalf_of_id, action, item_id, from_state, to_state, comment, data,
+                prev_hash) -> str:
+    """event_hash of these field values (occurred_at a datetime or its ISO string)."""
+    if isinstance(occurred_at, datetime):
+        occurred_at = occurred_at.isoformat()
+    encoded = (
+        f'{{"action":{_string(action)},"actor_id":{_number(actor_id)},'
+        f'"actor_label":{_string(actor_label)},"actor_type":{_string(actor_type)},'
+        f'"chain_id":{_number(chain_id)},"comment":{_text(comment)},"data":{_data(data)},'
+        f'"from_state":{_text(from_state)},"item_id":{_number(item_id)},'
+        f'"occurred_at":{_string(occurred_at)},"on_behalf_of_id":{_number(on_behalf_of_id)},'
+        f'"prev_hash":{_string(prev_hash)},"seq":{_number(seq)},'
+        f'"tenant_id":{_number(tenant_id)},"to_state":{_text(to_state)}}}'
+    )
+    return _sha256(encoded.encode("utf-8")).hexdigest()

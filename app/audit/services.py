@@ -1,14 +1,32 @@
-"""Writing audit events into the chain, and proving a chain was not altered."""
+"""Writing audit events into the chain, proving a chain was not altered (and anchoring how far
+it was proven), alerting admins when it was, and the auditors' own audited actions."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, false, func, insert, or_, select, update
 
 from app.actors import Actor
-from app.audit.chain import event_hash, jsonable
-from app.audit.models import GENESIS_HASH, GLOBAL_CHAIN, AuditChainHead, AuditEvent
+from app.audit.chain import HASHED_FIELDS, event_hash, jsonable, values_hash
+from app.audit.formats import event_columns
+from app.audit.models import (
+    GENESIS_HASH,
+    GLOBAL_CHAIN,
+    AuditAlert,
+    AuditAnchor,
+    AuditChainHead,
+    AuditEvent,
+    AuditExport,
+    ExportFormat,
+    ExportStatus,
+)
+from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
+from app.models import Role, Tenant
+from app.outbox.services import add_message
 from app.types import utcnow
 
 
@@ -78,12 +96,15 @@ def record_event(
         "prev_hash": prev_hash,
     }
     fields["hash"] = event_hash(fields)
-    db.session.execute(insert(AuditEvent).values(**fields))
-    db.session.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.chain_id == chain_id)
-        .values(last_hash=fields["hash"])
-    )
+    move_head = (update(AuditChainHead).where(AuditChainHead.chain_id == chain_id)
+                 .values(last_hash=fields["hash"]))
+    if db.session.get_bind().dialect.name == "postgresql":
+        # One round trip for both while the head row is locked: every other writer of this
+        # tenant waits for this transaction, so its statements are the chain's real cost.
+        db.session.execute(move_head.add_cte(insert(AuditEvent).values(**fields).cte("event")))
+    else:
+        db.session.execute(insert(AuditEvent).values(**fields))
+        db.session.execute(move_head)
     return fields
 
 
@@ -94,13 +115,13 @@ class ChainReport:
     ok: bool
     problem: str | None = None
     bad_seq: int | None = None
+    last_hash: str | None = None  # of the last event that verified
 
 
-_VERIFY_COLUMNS = [getattr(AuditEvent, name) for name in (
-    "chain_id", "seq", "tenant_id", "occurred_at", "actor_type", "actor_id", "actor_label",
-    "on_behalf_of_id", "action", "item_id", "from_state", "to_state", "comment", "data",
-    "prev_hash", "hash", "id",
-)]
+def _verify_columns(dialect: str) -> list:
+    """What the walk reads: the exported columns (plain values, no ORM, no per-row type
+    conversion; see app.audit.formats) and the id."""
+    return [*event_columns(dialect), AuditEvent.__table__.c.id]
 
 
 def _original_seq(fields: dict, around: int, window: int = 2000) -> int | None:
@@ -123,63 +144,289 @@ def _broken_link(fields: dict, seq: int) -> str:
     return f"event #{seq} was #{original}: events were reordered or renumbered"
 
 
-def verify_chain(chain_id: int, batch: int = 5000) -> ChainReport:
+def _explain(row, expected_seq: int, prev_hash: str) -> tuple[str, int]:
+    """Name what is wrong with the first event that broke the walk (the slow, careful path)."""
+    fields = dict(zip([*HASHED_FIELDS, "hash", "id"], row))
+    fields["occurred_at"] = fields["occurred_at"].isoformat() + "+00:00"
+    fields["data"] = json.loads(fields["data"])
+    seq = fields["seq"]
+    if seq < expected_seq:
+        return (f"event #{seq} (id {fields['id']}) repeats a sequence number: "
+                "an event was inserted", seq)
+    if seq > expected_seq:
+        return f"event #{expected_seq} is missing: deleted", expected_seq
+    content_ok = event_hash(fields) == fields["hash"]
+    if fields["prev_hash"] != prev_hash:
+        if content_ok:
+            return (f"event #{seq} does not link to event #{seq - 1}: "
+                    "an event before it was replaced", seq)
+        return _broken_link(fields, seq), seq
+    if _original_seq(fields, seq) is not None:
+        return _broken_link(fields, seq), seq
+    return f"event #{seq} was edited: its content no longer matches its hash", seq
+
+
+def latest_anchor(chain_id: int) -> AuditAnchor | None:
+    return db.session.scalars(
+        select(AuditAnchor).where(AuditAnchor.chain_id == chain_id)
+        .order_by(AuditAnchor.seq.desc(), AuditAnchor.id.desc()).limit(1)
+    ).first()
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def verify_chain(chain_id: int, batch: int = 10000) -> ChainReport:
     """Walk one chain in sequence order and name the first event that breaks it:
     an edited event (its hash no longer matches), a deleted one (a gap), an inserted one (a
-    repeated sequence number, or a renumbered chain), a reordered pair, or a chain that ends
-    before its head says it should (events cut off the end)."""
+    repeated sequence number, or a renumbered chain), a reordered pair, a chain that ends
+    before its latest anchor or its head says it should (events cut off the end), or one
+    rewritten since it was anchored.
+
+    The walk stops at the head as read first, so events committed meanwhile are not taken
+    for forgeries; events beyond the head are looked for at the end, in an order that is
+    safe against concurrent writers (an event and its head move in one transaction)."""
+    head = db.session.execute(
+        select(AuditChainHead.last_seq, AuditChainHead.last_hash)
+        .where(AuditChainHead.chain_id == chain_id)
+    ).one_or_none()
+    anchor = latest_anchor(chain_id)
+    anchor_seq = anchor.seq if anchor is not None else 0
+    anchored_hash = None
+    connection = db.session.connection()
+    table = AuditEvent.__table__.c
+    stmt = (select(*_verify_columns(connection.dialect.name))
+            .where(table.chain_id == chain_id).order_by(table.seq, table.id))
+    if head is not None:
+        stmt = stmt.where(table.seq <= head.last_seq)
     expected_seq = 1
     prev_hash = GENESIS_HASH
-    count = 0
-    stmt = (
-        select(*_VERIFY_COLUMNS)
-        .where(AuditEvent.chain_id == chain_id)
-        .order_by(AuditEvent.seq, AuditEvent.id)
-        .execution_options(yield_per=batch)
-    )
-    result = db.session.execute(stmt)
+    loads = json.loads
+    # Core, not the ORM: a server-side cursor on PostgreSQL, and rows as plain tuples.
+    result = connection.execute(stmt.execution_options(yield_per=batch))
     try:
         for row in result:
-            fields = row._asdict()
-            seq = fields["seq"]
-            if seq < expected_seq:
-                return ChainReport(chain_id, count, False,
-                                   f"event #{seq} (id {fields['id']}) repeats a sequence number: "
-                                   "an event was inserted", seq)
-            if seq > expected_seq:
-                return ChainReport(chain_id, count, False,
-                                   f"event #{expected_seq} is missing: deleted", expected_seq)
-            content_ok = event_hash(fields) == fields["hash"]
-            if fields["prev_hash"] != prev_hash:
-                if content_ok:
-                    return ChainReport(chain_id, count, False,
-                                       f"event #{seq} does not link to event #{seq - 1}: "
-                                       "an event before it was replaced", seq)
-                return ChainReport(chain_id, count, False, _broken_link(fields, seq), seq)
-            if not content_ok:
-                if _original_seq(fields, seq) is not None:
-                    return ChainReport(chain_id, count, False, _broken_link(fields, seq), seq)
-                return ChainReport(chain_id, count, False,
-                                   f"event #{seq} was edited: its content no longer matches its hash",
-                                   seq)
-            prev_hash = fields["hash"]
+            (chain, seq, tenant_id, occurred_at, actor_type, actor_id, actor_label,
+             on_behalf_of_id, action, item_id, from_state, to_state, comment, data,
+             row_prev_hash, row_hash, _id) = row
+            if seq != expected_seq or row_prev_hash != prev_hash or row_hash != values_hash(
+                    chain, seq, tenant_id, occurred_at.isoformat() + "+00:00", actor_type,
+                    actor_id, actor_label, on_behalf_of_id, action, item_id, from_state,
+                    to_state, comment, loads(data), row_prev_hash):
+                problem, bad_seq = _explain(row, expected_seq, prev_hash)
+                return ChainReport(chain_id, expected_seq - 1, False, problem, bad_seq,
+                                   prev_hash)
+            if seq == anchor_seq:
+                anchored_hash = row_hash
+            prev_hash = row_hash
             expected_seq += 1
-            count += 1
     finally:
-        result.close()  # a server-side cursor on PostgreSQL
-    head = db.session.get(AuditChainHead, chain_id)
+        result.close()
+    count = expected_seq - 1
+
+    def broken(problem: str, bad_seq: int) -> ChainReport:
+        return ChainReport(chain_id, count, False, problem, bad_seq, prev_hash)
+
+    if anchor is not None and anchor_seq > count:
+        return broken(f"the chain ends at #{count} but it was anchored at #{anchor_seq} on "
+                      f"{_when(anchor.anchored_at)}: events were cut off the end", count + 1)
+    if anchor is not None and anchored_hash != anchor.hash:
+        return broken(f"event #{anchor_seq} no longer has the hash anchored on "
+                      f"{_when(anchor.anchored_at)}: the chain was rewritten up to it",
+                      anchor_seq)
     if head is not None and head.last_seq > count:
-        return ChainReport(chain_id, count, False,
-                           f"the chain ends at #{count} but its head records #{head.last_seq}: "
-                           "events were cut off the end", count + 1)
-    if head is not None and (head.last_seq < count or head.last_hash != prev_hash):
-        return ChainReport(chain_id, count, False,
-                           f"the chain runs to #{count} but its head records #{head.last_seq}: "
-                           "events were added after the head", head.last_seq + 1)
-    return ChainReport(chain_id, count, True)
+        return broken(f"the chain ends at #{count} but its head records #{head.last_seq}: "
+                      "events were cut off the end", count + 1)
+    if head is not None and head.last_hash != prev_hash:
+        return broken(f"event #{count} does not have the hash its head records: "
+                      "the chain was altered at its end", count)
+    beyond = db.session.scalar(select(func.max(AuditEvent.seq))
+                               .where(AuditEvent.chain_id == chain_id)) or 0
+    now_head = db.session.scalar(select(AuditChainHead.last_seq)
+                                 .where(AuditChainHead.chain_id == chain_id))
+    if now_head is not None and beyond > now_head:
+        return broken(f"the chain runs to #{beyond} but its head records #{now_head}: "
+                      "events were added after the head", now_head + 1)
+    return ChainReport(chain_id, count, True, last_hash=prev_hash)
+
+
+def chain_ids() -> list[int]:
+    ids = set(db.session.scalars(select(AuditChainHead.chain_id)))
+    ids |= set(db.session.scalars(select(AuditEvent.chain_id).distinct()))
+    return sorted(ids)
 
 
 def verify_all() -> list[ChainReport]:
-    chain_ids = set(db.session.scalars(select(AuditChainHead.chain_id)))
-    chain_ids |= set(db.session.scalars(select(AuditEvent.chain_id).distinct()))
-    return [verify_chain(c) for c in sorted(chain_ids)]
+    return [verify_chain(c) for c in chain_ids()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Who may read a tenant's trail: its auditors and admins. The one place that decides it.
+
+AUDIT_ROLES = frozenset({Role.AUDITOR.value, Role.ADMIN.value})
+
+
+def audit_tenant_ids(actor: Actor) -> list[int]:
+    """Tenants whose audit trail the actor may read, in a stable order."""
+    return sorted(t for t in actor.tenant_ids() if actor.roles_in(t) & AUDIT_ROLES)
+
+
+def require_audit_tenant(actor: Actor, tenant_id: int | None) -> Tenant:
+    """The tenant if the actor audits or administers it; NotFound for a tenant the actor is
+    not a member of (no hint that it exists), PermissionDenied for one they only work in."""
+    if tenant_id is None or tenant_id not in actor.tenant_ids():
+        raise NotFound("No such tenant.")
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant.")
+    if not actor.roles_in(tenant_id) & AUDIT_ROLES:
+        raise PermissionDenied(f"Only auditors and admins of {tenant.display_name} can read "
+                               "its audit trail.")
+    return tenant
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchoring and alerts.
+
+ANCHOR_ACTOR = "audit-anchor"
+
+
+def anchor_chain(chain_id: int) -> ChainReport:
+    """Verify one chain; record how far it verified (an anchor), or raise an alert."""
+    report = verify_chain(chain_id)
+    if report.ok:
+        if report.events:
+            db.session.add(AuditAnchor(chain_id=chain_id, seq=report.events,
+                                       hash=report.last_hash, anchored_at=utcnow()))
+            db.session.flush()
+    else:
+        raise_alert(report)
+    return report
+
+
+def raise_alert(report: ChainReport) -> AuditAlert | None:
+    """An alert for the admins of the chain's tenant (of any tenant for the global chain),
+    written with its audit event and an outbox message (mail is another issue). A problem
+    already alerted and not yet acknowledged is not raised again."""
+    already = db.session.scalar(
+        select(AuditAlert.id).where(AuditAlert.chain_id == report.chain_id,
+                                    AuditAlert.acknowledged_at.is_(None),
+                                    AuditAlert.problem == report.problem).limit(1))
+    if already is not None:
+        return None
+    tenant_id = None if report.chain_id == GLOBAL_CHAIN else report.chain_id
+    alert = AuditAlert(chain_id=report.chain_id, tenant_id=tenant_id, raised_at=utcnow(),
+                       problem=report.problem, bad_seq=report.bad_seq)
+    db.session.add(alert)
+    db.session.flush()
+    details = {"alert_id": alert.id, "chain_id": report.chain_id, "problem": report.problem,
+               "bad_seq": report.bad_seq}
+    record_event(Actor.system(ANCHOR_ACTOR), "audit.verification_failed", tenant_id=tenant_id,
+                 data=details)
+    add_message("audit.verification_failed", details, tenant_id)
+    return alert
+
+
+def anchor_all() -> list[ChainReport]:
+    return [anchor_chain(c) for c in chain_ids()]
+
+
+def open_alerts_for(actor: Actor) -> Select:
+    """Unacknowledged alerts of the tenants the actor administers (the global chain's too,
+    for anyone who administers a tenant)."""
+    admin_of = [t for t in actor.tenant_ids() if Role.ADMIN.value in actor.roles_in(t)]
+    if not admin_of:
+        return select(AuditAlert).where(false())
+    return (select(AuditAlert)
+            .where(AuditAlert.acknowledged_at.is_(None),
+                   or_(AuditAlert.tenant_id.in_(admin_of), AuditAlert.tenant_id.is_(None)))
+            .order_by(AuditAlert.raised_at.desc()))
+
+
+def acknowledge_alert(actor: Actor, alert_id: int) -> AuditAlert:
+    alert = db.session.get(AuditAlert, alert_id)
+    if alert is None:
+        raise NotFound("No such alert.")
+    if alert.tenant_id is None:
+        allowed = any(Role.ADMIN.value in actor.roles_in(t) for t in actor.tenant_ids())
+    else:
+        if alert.tenant_id not in actor.tenant_ids():
+            raise NotFound("No such alert.")
+        allowed = Role.ADMIN.value in actor.roles_in(alert.tenant_id)
+    if not allowed:
+        raise PermissionDenied("Only an admin can acknowledge an audit alert.")
+    if alert.acknowledged_at is not None:
+        return alert
+    alert.acknowledged_at = utcnow()
+    alert.acknowledged_by_id = actor.user_id
+    record_event(actor, "audit.alert_acknowledged", tenant_id=alert.tenant_id,
+                 data={"alert_id": alert.id, "problem": alert.problem})
+    return alert
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports and other copies of the trail leaving the building; each one is itself audited.
+
+MAX_EXPORT_DAYS = 3660
+
+
+def local_day_bounds(tenant: Tenant, date_from: date | None, date_to: date | None):
+    """[start of date_from, start of the day after date_to) in the tenant's timezone, in UTC."""
+    zone = ZoneInfo(tenant.timezone)
+    starts_at = (datetime.combine(date_from, time(0), zone).astimezone(UTC)
+                 if date_from else None)
+    ends_before = (datetime.combine(date_to + timedelta(days=1), time(0), zone).astimezone(UTC)
+                   if date_to else None)
+    return starts_at, ends_before
+
+
+def request_export(actor: Actor, *, tenant_id: int, export_format: str,
+                   date_from: date | None = None, date_to: date | None = None) -> AuditExport:
+    """Ask for an export of a tenant's events in a range of its local dates; the job that
+    writes the file leaves through the outbox once this transaction commits."""
+    tenant = require_audit_tenant(actor, tenant_id)
+    if export_format not in {f.value for f in ExportFormat}:
+        raise ValidationFailed("Choose CSV or JSON Lines.", {"format": "csv or jsonl"})
+    if date_from and date_to and date_from > date_to:
+        raise ValidationFailed("The range ends before it starts.",
+                               {"date_to": "on or after the start"})
+    if date_from and date_to and (date_to - date_from).days > MAX_EXPORT_DAYS:
+        raise ValidationFailed("Export at most ten years at once.", {"date_to": "too far"})
+    starts_at, ends_before = local_day_bounds(tenant, date_from, date_to)
+    export = AuditExport(tenant_id=tenant.id, requested_by_id=actor.user_id,
+                         requested_at=utcnow(), format=export_format, date_from=date_from,
+                         date_to=date_to, starts_at=starts_at, ends_before=ends_before,
+                         status=ExportStatus.QUEUED.value, progress=0)
+    db.session.add(export)
+    db.session.flush()
+    record_event(actor, "audit.export_requested", tenant_id=tenant.id,
+                 data={"export_id": export.id, "format": export_format,
+                       "date_from": date_from, "date_to": date_to})
+    add_message("audit.export_requested", {"export_id": export.id}, tenant.id)
+    return export
+
+
+def get_own_export(actor: Actor, export_id: int) -> AuditExport:
+    """An export, for the person who asked for it while they still audit that tenant; to
+    anyone else it does not exist."""
+    export = db.session.get(AuditExport, export_id)
+    if (export is None or actor.user_id is None or export.requested_by_id != actor.user_id
+            or not actor.roles_in(export.tenant_id) & AUDIT_ROLES):
+        raise NotFound("No such export.")
+    return export
+
+
+def record_export_download(actor: Actor, export: AuditExport) -> None:
+    if export.status != ExportStatus.DONE.value:
+        raise InvalidTransition("This export is not ready yet.")
+    record_event(actor, "audit.export_downloaded", tenant_id=export.tenant_id,
+                 data={"export_id": export.id, "sha256": export.sha256,
+                       "events": export.total})
+
+
+def record_access_review_export(actor: Actor, tenant_id: int) -> Tenant:
+    tenant = require_audit_tenant(actor, tenant_id)
+    record_event(actor, "audit.access_review_exported", tenant_id=tenant.id,
+                 data={"format": "csv"})
+    return tenant

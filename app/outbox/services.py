@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 HANDLERS: dict[str, list[str]] = {
     "item.created": [],
     "item.state_changed": [],
+    # The export job starts once the request that asked for it has committed.
+    "audit.export_requested": ["app.audit.jobs.start_export"],
+    # A periodic verification failed; the admins' banner reads the alert row, mail is later.
+    "audit.verification_failed": [],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

@@ -40,7 +40,7 @@ def test_each_event_links_to_the_previous_hash(chain):
         assert current.prev_hash == previous.hash
 
 
-def test_an_edited_event_is_named(chain):
+def test_an_edited_event_is_named(chain, without_audit_triggers):
     _sql("UPDATE audit_events SET comment = 'nothing to see' WHERE chain_id = :c AND seq = 4",
          c=chain.id)
     report = verify_chain(chain.id)
@@ -48,14 +48,14 @@ def test_an_edited_event_is_named(chain):
     assert "event #4 was edited" in report.problem
 
 
-def test_a_deleted_event_is_named(chain):
+def test_a_deleted_event_is_named(chain, without_audit_triggers):
     _sql("DELETE FROM audit_events WHERE chain_id = :c AND seq = 3", c=chain.id)
     report = verify_chain(chain.id)
     assert not report.ok and report.bad_seq == 3
     assert "event #3 is missing: deleted" in report.problem
 
 
-def test_reordered_events_are_named(chain):
+def test_reordered_events_are_named(chain, without_audit_triggers):
     _sql("UPDATE audit_events SET seq = -1 WHERE chain_id = :c AND seq = 3", c=chain.id)
     _sql("UPDATE audit_events SET seq = 3 WHERE chain_id = :c AND seq = 5", c=chain.id)
     _sql("UPDATE audit_events SET seq = 5 WHERE chain_id = :c AND seq = -1", c=chain.id)
@@ -64,7 +64,7 @@ def test_reordered_events_are_named(chain):
     assert "event #3 was #5: events were reordered" in report.problem
 
 
-def test_an_inserted_event_is_named(chain):
+def test_an_inserted_event_is_named(chain, without_audit_triggers):
     # A forger shifts the later events up and slips a well-formed event in at #4.
     last = db.session.scalar(select(AuditEvent).where(AuditEvent.chain_id == chain.id,
                                                       AuditEvent.seq == 3))
@@ -82,7 +82,7 @@ def test_an_inserted_event_is_named(chain):
     assert "event #5 was #4: an event was inserted before it" in report.problem
 
 
-def test_an_event_with_a_repeated_sequence_number_is_named(chain):
+def test_an_event_with_a_repeated_sequence_number_is_named(chain, without_audit_triggers):
     if db.engine.dialect.name == "postgresql" or db.engine.dialect.name == "sqlite":
         # The unique (chain, seq) constraint already refuses it; drop it as a forger would.
         with db.engine.begin() as conn:
@@ -108,14 +108,15 @@ def test_an_event_with_a_repeated_sequence_number_is_named(chain):
                               "uq_audit_events_chain_id_seq UNIQUE (chain_id, seq)"))
 
 
-def test_events_cut_off_the_end_are_detected_against_the_head(chain):
+def test_events_cut_off_the_end_are_detected_against_the_head(chain, without_audit_triggers):
     _sql("DELETE FROM audit_events WHERE chain_id = :c AND seq >= 6", c=chain.id)
     report = verify_chain(chain.id)
     assert not report.ok and report.bad_seq == 6
     assert "events were cut off the end" in report.problem
 
 
-def test_audit_verify_command_exits_non_zero_naming_the_event(chain, runner):
+def test_audit_verify_command_exits_non_zero_naming_the_event(chain, runner,
+                                                            without_audit_triggers):
     ok = runner.invoke(args=["audit", "verify"])
     assert ok.exit_code == 0, ok.output
     _sql("UPDATE audit_events SET actor_label = 'someone else' WHERE chain_id = :c AND seq = 2",
