@@ -1,0 +1,112 @@
+"""Business-time arithmetic, by property: for the three demo tenants' calendars, across
+weekends, public holidays and daylight-saving changes."""
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.sla.calendar import BusinessCalendar
+
+CALENDARS = {
+    "northwind": BusinessCalendar("America/New_York", "US"),
+    "contoso": BusinessCalendar("Europe/Berlin", "DE"),
+    "fabrikam": BusinessCalendar("Europe/London", "GB", start=time(8, 30), end=time(17, 30)),
+}
+moments = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 31),
+                       timezones=st.just(UTC))
+durations = st.integers(min_value=0, max_value=60 * 8 * 15).map(lambda m: timedelta(minutes=m))
+calendars = st.sampled_from(sorted(CALENDARS))
+common = settings(max_examples=150, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+
+
+def _inside_or_closing(cal, moment):
+    window = cal.window(moment.astimezone(cal.tz).date())
+    return window is not None and window[0] <= moment <= window[1]
+
+
+@common
+@given(calendars, moments, durations)
+def test_a_due_time_never_falls_outside_working_time(name, start, duration):
+    cal = CALENDARS[name]
+    due = cal.add(start, duration)
+    assert due >= start
+    assert _inside_or_closing(cal, due)
+
+
+@common
+@given(calendars, moments, durations)
+def test_adding_then_measuring_gives_back_the_same_amount(name, start, duration):
+    cal = CALENDARS[name]
+    assert cal.between(start, cal.add(start, duration)) == duration
+
+
+@common
+@given(calendars, moments, durations, durations)
+def test_a_pause_adds_exactly_its_length(name, start, first, pause):
+    """Waiting on someone outside stops the clock: the due time moves by the paused
+    business time, no more and no less."""
+    cal = CALENDARS[name]
+    target = timedelta(hours=16)
+    paused_at = cal.add(start, first)
+    resumed_at = cal.add(paused_at, pause)
+    due_without_pause = cal.add(start, target)
+    due_with_pause = cal.add(start, target + cal.between(paused_at, resumed_at))
+    assert cal.between(due_without_pause, due_with_pause) == cal.between(paused_at, resumed_at)
+
+
+@common
+@given(calendars, moments, moments)
+def test_business_time_between_is_antisymmetric_and_additive(name, a, b):
+    cal = CALENDARS[name]
+    assert cal.between(a, b) == -cal.between(b, a)
+    middle = min(a, b) + (max(a, b) - min(a, b)) / 2
+    assert cal.between(min(a, b), max(a, b)) == (cal.between(min(a, b), middle)
+                                                  + cal.between(middle, max(a, b)))
+
+
+@pytest.mark.parametrize("name, day", [
+    ("northwind", date(2026, 7, 3)),   # Independence Day observed (a Friday)
+    ("northwind", date(2026, 11, 26)),  # Thanksgiving
+    ("contoso", date(2026, 10, 3)),    # German Unity Day (a Saturday anyway)
+    ("contoso", date(2026, 12, 25)),
+    ("fabrikam", date(2026, 12, 28)),  # Boxing Day substitute
+])
+def test_public_holidays_are_not_working_days(name, day):
+    assert not CALENDARS[name].is_working_day(day)
+
+
+@pytest.mark.parametrize("name, spring, autumn", [
+    ("northwind", date(2026, 3, 8), date(2026, 11, 1)),
+    ("contoso", date(2026, 3, 29), date(2026, 10, 25)),
+    ("fabrikam", date(2026, 3, 29), date(2026, 10, 25)),
+])
+def test_working_days_keep_their_length_across_daylight_saving_changes(name, spring, autumn):
+    cal = CALENDARS[name]
+    hours = (datetime.combine(date.min, cal.end) - datetime.combine(date.min, cal.start))
+    for change in (spring, autumn):
+        # The Monday after each change: a full working day, in local hours.
+        monday = change + timedelta(days=(7 - change.weekday()) % 7 or 7)
+        opens, closes = cal.window(monday)
+        assert closes - opens == hours
+        assert opens.astimezone(cal.tz).time() == cal.start
+        # A day's work from Friday before the change ends at the same local hour on Monday.
+        friday = change - timedelta(days=(change.weekday() - 4) % 7)
+        start = datetime.combine(friday, time(13, 0), cal.tz)
+        due = cal.add(start, hours)
+        assert due.astimezone(cal.tz).time() == time(13, 0)
+        assert due.astimezone(cal.tz).date() > change
+
+
+def test_a_weekend_is_skipped_and_an_evening_start_waits_for_the_morning():
+    cal = CALENDARS["contoso"]
+    friday_evening = datetime(2026, 11, 27, 20, 0, tzinfo=cal.tz)
+    due = cal.add(friday_evening, timedelta(hours=2))
+    assert due == datetime(2026, 11, 30, 11, 0, tzinfo=cal.tz)
+    assert cal.add(friday_evening, timedelta(0)) == datetime(2026, 11, 30, 9, 0, tzinfo=cal.tz)
+
+
+def test_a_calendar_without_working_hours_is_refused():
+    with pytest.raises(ValueError):
+        BusinessCalendar("UTC", None, start=time(17), end=time(9))
