@@ -110,3 +110,24 @@ def test_a_weekend_is_skipped_and_an_evening_start_waits_for_the_morning():
 def test_a_calendar_without_working_hours_is_refused():
     with pytest.raises(ValueError):
         BusinessCalendar("UTC", None, start=time(17), end=time(9))
+
+
+def test_sla_due_and_state_follow_business_time_and_priority():
+    from app.models import Tenant
+    from app.sla.services import sla_due_at, sla_state_at
+
+    tenant = Tenant(slug="contoso", name="Contoso", currency="EUR", timezone="Europe/Berlin",
+                    calendar_country="DE", working_days=[1, 2, 3, 4, 5], work_start="09:00",
+                    work_end="17:00")
+    tz = CALENDARS["contoso"].tz
+    friday_3pm = datetime(2026, 11, 27, 15, 0, tzinfo=tz)
+    due = sla_due_at(tenant, "approval", "normal", friday_3pm)  # 8 business hours
+    assert due == datetime(2026, 11, 30, 15, 0, tzinfo=tz)
+    assert sla_due_at(tenant, "approval", "urgent", friday_3pm) == datetime(
+        2026, 11, 27, 17, 0, tzinfo=tz)
+    assert sla_state_at(tenant, "approval", "normal", due, friday_3pm) == "on_track"
+    # Monday 1 pm: 2 of 8 hours left, the at-risk line (25% left) is crossed.
+    assert sla_state_at(tenant, "approval", "normal", due,
+                        datetime(2026, 11, 30, 13, 0, tzinfo=tz)) == "at_risk"
+    assert sla_state_at(tenant, "approval", "normal", due,
+                        datetime(2026, 11, 30, 15, 0, tzinfo=tz)) == "breached"
