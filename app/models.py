@@ -203,10 +203,16 @@ class WorkItem(db.Model):
             Index(f"ix_work_items_open_{name}", *columns,
                   postgresql_where=text(OPEN_CONDITION_SQL), sqlite_where=text(OPEN_CONDITION_SQL))
             for name, columns in (
+                # Per tenant and kind, for single-tenant views; across tenants, for the rest:
+                # ordered scans that stop after one page.
                 ("sla", ("tenant_id", "kind", "sla_due_at", "id")),
                 ("amount", ("tenant_id", "kind", "amount", "id")),
                 ("created", ("tenant_id", "kind", "created_at", "id")),
+                ("sla_all", ("sla_due_at", "id")),
+                ("amount_all", ("amount", "id")),
+                ("created_all", ("created_at", "id")),
                 ("assignee", ("assignee_id", "sla_due_at", "id")),
+                ("counterparty", ("tenant_id", "counterparty")),
             )
         ],
     )

@@ -264,6 +264,9 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
     for chain in chains.values():
         chain.close()
     if writer.postgres:
+        # Fresh statistics: the planner picks the queue indexes only if it knows the table.
+        for table in ("work_items", "approval_steps", "audit_events", "memberships"):
+            db.session.execute(text(f"ANALYZE {table}"))
         for table in ("work_items", "approval_steps", "audit_events"):
             db.session.execute(text(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
