@@ -9,7 +9,15 @@ from werkzeug.datastructures import MultiDict
 
 from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
 from app.queues.forms import BulkForm, SaveViewForm
-from app.queues.services import BULK_ACTIONS, bulk_act, delete_view, save_view, views_of
+from app.extensions import db
+from app.queues.services import (
+    BULK_ACTIONS,
+    NothingDone,
+    bulk_act,
+    delete_view,
+    save_view,
+    views_of,
+)
 from app.queues.views import (
     PAGE_SIZE,
     QUEUES,
@@ -105,12 +113,17 @@ def counts():
 @login_required
 def bulk(name: str):
     actor = current_actor()
+    _queue_or_404(actor, name, current_tenant_id())
     form = BulkForm()
     if not form.validate_on_submit():
         abort(400)
     ids = request.form.getlist("selected_ids", type=int)
-    result = bulk_act(actor, ids, form.action.data, assignee_id=form.assignee_id.data)
-    commit()
+    try:
+        result = bulk_act(actor, ids, form.action.data, assignee_id=form.assignee_id.data)
+        commit()
+    except NothingDone as refused:
+        db.session.rollback()
+        result = refused.result
     titles = {}
     if result.refused:
         titles = {i.id: i.title for i in _titles(actor, [r[0] for r in result.refused])}
@@ -126,7 +139,8 @@ def bulk(name: str):
         context = queue_context(actor, name, args)
         context["counts"] = queue_counts(actor, current_tenant_id())
         context["bulk_result"] = result
-        return render_page("queues/queue.html", "bulk_response", **context)
+        return render_page("queues/queue.html", "bulk_response",
+                           status=200 if result.done else 403, **context)
     return redirect(target, code=303)
 
 
@@ -136,7 +150,6 @@ def _past(verb: str) -> str:
 
 
 def _titles(actor, ids):
-    from app.extensions import db
     from app.models import WorkItem
 
     return db.session.scalars(scoped_items(actor).where(WorkItem.id.in_(ids))).all()

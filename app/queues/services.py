@@ -23,6 +23,17 @@ class BulkResult:
     refused: list[tuple[int, str]] = field(default_factory=list)  # (item id, reason)
 
 
+class NothingDone(DomainError):
+    """Every item of the selection was refused: the caller rolls back, so not even the bulk
+    request's own audit event is kept, and reports each refusal."""
+
+    status = 403
+
+    def __init__(self, result: BulkResult):
+        super().__init__("None of the selected items could be changed.")
+        self.result = result
+
+
 def bulk_act(actor: Actor, item_ids: list[int], action: str, *,
              assignee_id: int | None = None, comment: str | None = None) -> BulkResult:
     """Apply one action to a selection in one transaction. Each item goes through the same
@@ -52,6 +63,8 @@ def bulk_act(actor: Actor, item_ids: list[int], action: str, *,
             result.refused.append((item_id, reason))
         else:
             result.done.append(item_id)
+    if not result.done:
+        raise NothingDone(result)
     return result
 
 

@@ -344,3 +344,20 @@ def test_a_manager_reassigns_from_the_item_panel(world, make_item, client, auth)
                                                "assignee_id": p["analyst"].id})
     db.session.expire_all()
     assert db.session.get(WorkItem, item.id).assignee_id == p["approver"].id
+
+
+def test_a_bulk_action_refused_for_every_item_changes_nothing_not_even_the_log(
+        world, make_item, client, auth):
+    nw, co, p = world
+    item = _item(make_item, nw, "Not yours to approve", p["requester"])
+    auth.login("req@x.test")  # a requester: may not approve anything, least of all their own
+    events_before = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    response = _bulk(client, auth, "mine", [item.id], "approve")
+    page = client.get(response.headers["Location"]).text
+    assert "not approved" in page
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item.id).state == "pending"
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == events_before
+    assert client.post("/queues/unknown/bulk", data={
+        "csrf_token": auth.csrf("/queues/mine"), "action": "approve",
+        "selected_ids": [item.id]}).status_code == 404
