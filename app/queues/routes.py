@@ -42,9 +42,11 @@ def home():
 
 
 def _queue_or_404(actor, name: str, tenant_id):
+    """The queue if the viewer's roles grant it: 404 for no such queue, 403 for one that
+    exists but is not theirs."""
     queue = next((q for q in queues_for(actor, tenant_id) if q.name == name), None)
     if queue is None:
-        abort(404)
+        abort(404 if name not in QUEUES else 403)
     return queue
 
 

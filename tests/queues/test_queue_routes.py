@@ -289,7 +289,7 @@ def test_team_queue_is_for_managers(world, make_item, client, auth):
     nw, co, p = world
     _item(make_item, nw, "Team item", p["requester"])
     auth.login("approver@x.test")
-    assert client.get("/queues/team").status_code == 404
+    assert client.get("/queues/team").status_code == 403
     auth.login("manager@x.test")
     assert _titles(client.get("/queues/team").text) == ["Team item"]
 
