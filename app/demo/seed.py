@@ -32,6 +32,7 @@ from app.models import (
     User,
     WorkItem,
 )
+from app.sla.services import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
 from app.work.states import FINAL_STATES
 
@@ -317,8 +318,9 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
     source = rng.choice(SOURCES[kind])
     age_days = (today - day).days
     stays_open = rng.random() < (0.7 if age_days <= 3 else 0.03)
-    sla = kinds.DEFAULT_SLA[kind]
-    due = created + sla
+    priority = rng.choices(["low", "normal", "high", "urgent"], [2, 6, 2, 0.5])[0]
+    sla = sla_target(kind, priority)
+    due = sla_due_at(tenant, kind, priority, created)
     requester = people["requester"][0]
     worker_pool = people["approver"] if kind == Kind.APPROVAL.value else people["analyst"]
     manager = people["manager"][0]
@@ -330,7 +332,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         product_line=rng.choice(PRODUCT_LINES),
         partner_type=rng.choice(PARTNER_TYPES) if kind == Kind.SETTLEMENT_DISPUTE.value else None,
         amount=amount, currency=tenant.currency,
-        priority=rng.choices(["low", "normal", "high", "urgent"], [2, 6, 2, 0.5])[0],
+        priority=priority,
         risk_score=rng.randint(1, 100), state=None,
         requester_id=requester.id if kind == Kind.APPROVAL.value else None,
         assignee_id=None, created_at=created, claimed_at=None, first_action_at=None,
@@ -386,7 +388,10 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
                     or amount <= Decimal("25000")]
         worker = rng.choice(eligible)
     late = rng.random() < 0.12
-    hours = rng.uniform(0.3, sla.total_seconds() / 3600 * (2.5 if late else 0.8) / 3)
+    # Business hours from arrival to decision: most within the target, about one in eight late.
+    target_hours = sla.total_seconds() / 3600
+    hours = rng.uniform(0.3, target_hours * 0.9) if not late else rng.uniform(
+        target_hours * 1.05, target_hours * 2.5)
     claimed = clock.later(created, rng.uniform(0.1, max(0.2, hours / 2)), rng)
     decided = clock.later(claimed, hours / 2 + 0.1, rng)
     version = 1
@@ -406,8 +411,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
                 state, version = to, version + 1
                 row.update(last_actor_id=worker.id, last_action_at=decided)
         row["state"] = state
-        row["sla_state"] = ("breached" if now > due else
-                            "at_risk" if now > created + sla * 0.75 else "on_track")
+        row["sla_state"] = sla_state_at(tenant, kind, priority, due, now)
     else:
         row.update(assignee_id=worker.id, claimed_at=claimed, first_action_at=claimed)
         events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,

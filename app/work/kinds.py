@@ -1,7 +1,6 @@
 """What each kind of work carries: its subtypes, its typed detail fields, its codes."""
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from app.errors import ValidationFailed
@@ -89,13 +88,6 @@ RESOLUTION_CODES = {
     "duplicate_voided": "Duplicate voided",
     "written_off": "Written off",
     "no_action_needed": "No action needed",
-}
-
-# Until tenant policies set SLA targets, these wall-clock targets apply per kind.
-DEFAULT_SLA = {
-    Kind.APPROVAL.value: timedelta(hours=24),
-    Kind.BILLING_EXCEPTION.value: timedelta(hours=48),
-    Kind.SETTLEMENT_DISPUTE.value: timedelta(hours=72),
 }
 
 # Approvals above this amount (in the tenant's currency) need a second step.

@@ -16,6 +16,7 @@ from app.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, 
 from app.extensions import db
 from app.models import ApprovalStep, Kind, Membership, Priority, Role, StepState, Tenant, User, WorkItem
 from app.outbox.services import add_message
+from app.sla.services import sla_due_at
 from app.types import utcnow
 from app.work import kinds
 from app.work.states import (
@@ -196,7 +197,7 @@ def create_item(
         region=region, product_line=product_line, partner_type=partner_type,
         amount=amount, currency=tenant.currency, priority=priority,
         state=INITIAL_STATE[kind], requester_id=requester_id, created_at=now,
-        sla_due_at=now + kinds.DEFAULT_SLA[kind], sla_state="on_track", details=clean,
+        sla_due_at=sla_due_at(tenant, kind, priority, now), sla_state="on_track", details=clean,
         last_actor_id=actor.user_id, last_action_at=now,
     )
     if kind == Kind.BILLING_EXCEPTION.value:
