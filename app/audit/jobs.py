@@ -36,9 +36,12 @@ def start_export(message) -> None:
     from app.jobs import DEFAULT_RETRY, job_queue
 
     export_id = message.payload["export_id"]
-    job_queue().enqueue("app.audit.jobs.run_export", export_id,
-                        job_id=f"audit-export-{export_id}", retry=DEFAULT_RETRY,
-                        job_timeout=EXPORT_TIMEOUT)
+    queue = job_queue()
+    # Job ids are global in Redis: the queue's name keeps two deployments (or two test runs)
+    # that share a Redis from taking each other's export jobs.
+    queue.enqueue("app.audit.jobs.run_export", export_id,
+                  job_id=f"audit-export-{queue.name}-{export_id}", retry=DEFAULT_RETRY,
+                  job_timeout=EXPORT_TIMEOUT)
 
 
 def run_export(export_id: int) -> str:
