@@ -27,6 +27,8 @@ def create_app(config: dict | None = None) -> Flask:
     from app.audit import models as audit_models  # noqa: F401
     from app.outbox import models as outbox_models  # noqa: F401
     from app.queues import models as queue_models  # noqa: F401
+    from app.approvals import models as approval_models  # noqa: F401
+    from app.mail import models as mail_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -41,6 +43,11 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(queues_bp)
     app.register_blueprint(items_bp)
+    from app.approvals.routes import install_email_links
+    from app.mail.routes import bp as mail_bp
+
+    install_email_links(app)
+    app.register_blueprint(mail_bp)
     app.register_blueprint(audit_bp)
     install_web(app)
 

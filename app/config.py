@@ -29,6 +29,19 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "RQ_QUEUE": env.get("RQ_QUEUE", "default"),
         "SMTP_HOST": env.get("SMTP_HOST", "127.0.0.1"),
         "SMTP_PORT": int(env.get("SMTP_PORT", "8025")),
+        "SMTP_USE_TLS": env.get("SMTP_USE_TLS", "").lower() in ("1", "true", "yes"),
+        "SMTP_USERNAME": env.get("SMTP_USERNAME") or None,
+        "SMTP_PASSWORD": env.get("SMTP_PASSWORD") or None,
+        "SMTP_TIMEOUT": float(env.get("SMTP_TIMEOUT", "15")),
+        "MAIL_FROM": env.get("MAIL_FROM", "cleardesk@localhost"),
+        # Email-link approvals: how long a link lives, the amount above which acting on one
+        # needs a signed-in approver, when (as a fraction of the SLA window left) the one
+        # reminder goes, and the local hour after which the daily digest goes.
+        "EMAIL_LINK_TTL_HOURS": int(env.get("EMAIL_LINK_TTL_HOURS", "72")),
+        "EMAIL_LINK_STEP_UP_ABOVE": env.get("EMAIL_LINK_STEP_UP_ABOVE", "100000"),
+        "EMAIL_REMINDER_AT_SLA_LEFT": float(env.get("EMAIL_REMINDER_AT_SLA_LEFT", "0.5")),
+        "EMAIL_DIGEST_ENABLED": env.get("EMAIL_DIGEST_ENABLED", "1").lower() in ("1", "true", "yes"),
+        "EMAIL_DIGEST_HOUR": int(env.get("EMAIL_DIGEST_HOUR", "8")),
         "APP_BASE_URL": env.get("APP_BASE_URL", "http://127.0.0.1:5000"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

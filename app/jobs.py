@@ -9,6 +9,8 @@ from rq import Queue, Retry
 PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.outbox.jobs.relay_pending", 30),
     ("app.audit.jobs.anchor_chains", 3600),
+    ("app.approvals.jobs.send_sla_reminders", 300),
+    ("app.approvals.jobs.send_daily_digests", 3600),
 ]
 
 DEFAULT_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])

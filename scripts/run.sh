@@ -25,6 +25,14 @@ if [ -z "${REDIS_URL:-}" ]; then
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 fi
 
+if [ -z "${SMTP_HOST:-}" ]; then
+  # A local mail sink: every mail the app sends is printed to .run/mail.log (and listed for
+  # admins at /admin/mail/), so email approvals can be tried without a mail server.
+  export SMTP_HOST=127.0.0.1 SMTP_PORT="${SMTP_PORT:-8025}"
+  "$PY" -u -m aiosmtpd -n -l "$SMTP_HOST:$SMTP_PORT" > "$RUN_DIR/mail.log" 2>&1 & PIDS+=($!)
+fi
+export APP_BASE_URL="${APP_BASE_URL:-http://127.0.0.1:$PORT}"  # the links in mails
+
 FLASK=("$VENV/bin/flask" --app wsgi)
 "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
 "${FLASK[@]}" seed-demo --if-empty
@@ -43,6 +51,9 @@ cat <<MSG
     admin@cleardesk.demo      approver@cleardesk.demo   analyst@cleardesk.demo
     manager@cleardesk.demo    auditor@cleardesk.demo    requester@cleardesk.demo
     approver.contoso@cleardesk.demo   (contoso only)
+
+  Mail (approval links) is caught locally: read it at http://127.0.0.1:$PORT/admin/mail/
+  (as admin@cleardesk.demo) or in full, links included, in .run/mail.log.
 
   Logs: .run/web.log, .run/worker.log, .run/cron.log.  Ctrl-C stops everything.
 

@@ -1,11 +1,15 @@
 """Deciding approvals: steps in order, approval limits, and segregation of duties."""
 from __future__ import annotations
 
+from sqlalchemy import func, select, update
+
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
 from app.errors import InvalidTransition, PermissionDenied, SegregationOfDuties, ValidationFailed
 from app.extensions import db
-from app.models import ApprovalStep, Kind, Membership, StepState, WorkItem
+from app.models import ApprovalStep, Kind, Membership, MembershipRole, StepState, User, WorkItem
+from app.outbox.services import add_message
+from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
 from app.types import utcnow
 from app.work.services import (
     _flush_or_conflict,
@@ -28,13 +32,18 @@ def _approval(actor: Actor, item_id: int) -> WorkItem:
 
 def _acting_for(actor: Actor, item: WorkItem, step: ApprovalStep) -> int | None:
     """Who the actor stands in for on this step: None for themselves, the named approver's id
-    when the approver is out of office and delegated to the actor; refuse anyone else."""
-    if step.approver_id is None or step.approver_id == actor.user_id:
+    when the approver is out of office and delegated to the actor. A step reserved for one
+    approver (its approver_id) refuses anyone else; a step only routed to one (an
+    ApprovalAssignment) stays open to every approver who may decide it."""
+    named = named_approver_id(step)
+    if named is None or named == actor.user_id:
         return None
     membership = db.session.query(Membership).filter_by(
-        tenant_id=item.tenant_id, user_id=step.approver_id).one_or_none()
+        tenant_id=item.tenant_id, user_id=named).one_or_none()
     if membership and membership.delegates_to(actor.user_id, utcnow().date()):
-        return step.approver_id
+        return named
+    if step.approver_id is None:
+        return None
     raise PermissionDenied(f"This step is assigned to {describe_user(step.approver)}.")
 
 
@@ -46,8 +55,8 @@ def check_can_decide(actor: Actor, item: WorkItem, action: str) -> tuple[Approva
     step = item.current_step()
     if step is None:
         raise InvalidTransition("This approval has no open step.")
-    if actor.type is not ActorType.USER:
-        return step, None
+    if actor.type not in (ActorType.USER, ActorType.EMAIL_LINK):
+        return step, None  # the policy engine, the API and the system are checked elsewhere
     roles = require_action_role(actor, item, action)
     if step.role not in roles:
         raise PermissionDenied(f"Step {step.position} needs the {step.role} role.")
@@ -99,16 +108,21 @@ def approve_step(actor: Actor, item_id: int, *, comment: str | None = None,
         later[0].state = StepState.OPEN.value
         _touch(item, actor)
         _flush_or_conflict(item)
+        # The next step's routing is part of this change and recorded in its event.
+        data["next_approver_id"] = assign_step_approver(item, later[0])
         record_event(actor, "approval.step_approved", tenant_id=item.tenant_id, item_id=item.id,
                      from_state=item.state, to_state=item.state, comment=comment,
                      on_behalf_of_id=on_behalf_of, data=data)
+        revoke_links(item, RevokeReason.DECIDED)
         return item
-    return transition(
+    item = transition(
         actor, item, "approve", comment=comment, expected_version=expected_version,
         on_behalf_of_id=on_behalf_of, data=data,
         before_flush=lambda i: _decide_step(step, actor, StepState.APPROVED.value,
                                             on_behalf_of, comment),
     )
+    revoke_links(item, RevokeReason.DECIDED)
+    return item
 
 
 def reject_approval(actor: Actor, item_id: int, *, reason: str,
@@ -125,10 +139,12 @@ def reject_approval(actor: Actor, item_id: int, *, reason: str,
             if s.state == StepState.WAITING.value:
                 s.state = StepState.CANCELLED.value
 
-    return transition(actor, item, "reject", comment=reason, expected_version=expected_version,
+    item = transition(actor, item, "reject", comment=reason, expected_version=expected_version,
                       on_behalf_of_id=on_behalf_of,
                       data={"step": step.position if step else None},
                       before_flush=close_steps if step else None)
+    revoke_links(item, RevokeReason.DECIDED)
+    return item
 
 
 def request_info(actor: Actor, item_id: int, *, question: str,
@@ -138,9 +154,11 @@ def request_info(actor: Actor, item_id: int, *, question: str,
         raise ValidationFailed("Say what information you need.", {"comment": "is required"})
     item = _approval(actor, item_id)
     step, on_behalf_of = check_can_decide(actor, item, "request_info")
-    return transition(actor, item, "request_info", comment=question,
+    item = transition(actor, item, "request_info", comment=question,
                       expected_version=expected_version, on_behalf_of_id=on_behalf_of,
                       data={"step": step.position if step else None})
+    revoke_links(item, RevokeReason.CLOSED)
+    return item
 
 
 def _require_requester(actor: Actor, item: WorkItem, what: str) -> None:
@@ -156,7 +174,16 @@ def resubmit(actor: Actor, item_id: int, *, answer: str,
                                {"comment": "is required"})
     item = _approval(actor, item_id)
     _require_requester(actor, item, "resubmit")
-    return transition(actor, item, "resubmit", comment=answer, expected_version=expected_version)
+    before = item.state
+    item = transition(actor, item, "resubmit", comment=answer, expected_version=expected_version)
+    step = item.current_step()
+    named = named_approver_id(step) if step is not None else None
+    if before != item.state and named is not None:
+        # The old links died with the question; the approver gets a fresh one.
+        add_message("approval.step_assigned",
+                    {"item_id": item.id, "step_id": step.id, "approver_id": named},
+                    item.tenant_id)
+    return item
 
 
 def withdraw(actor: Actor, item_id: int, *, comment: str | None = None,
@@ -169,5 +196,135 @@ def withdraw(actor: Actor, item_id: int, *, comment: str | None = None,
             if s.state in (StepState.OPEN.value, StepState.WAITING.value):
                 s.state = StepState.CANCELLED.value
 
-    return transition(actor, item, "withdraw", comment=comment,
+    item = transition(actor, item, "withdraw", comment=comment,
                       expected_version=expected_version, before_flush=cancel_steps)
+    revoke_links(item, RevokeReason.CLOSED)
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
+# Naming the approver of a step that opens, and revoking email links that no longer apply.
+
+
+def _earlier_approvers(item: WorkItem) -> set[int]:
+    ids: set[int] = set()
+    for other in item.steps:
+        if other.state == StepState.APPROVED.value:
+            ids |= {i for i in (other.decided_by_id, other.on_behalf_of_id) if i is not None}
+    return ids
+
+
+def _may_decide(membership: Membership | None, item: WorkItem, step: ApprovalStep,
+                excluded: set[int]) -> bool:
+    """The same rules check_can_decide applies, asked before anyone acts."""
+    return (membership is not None and membership.user.active
+            and membership.user_id not in excluded
+            and step.role in membership.role_set
+            and membership.approval_limit >= step.min_limit)
+
+
+def standing_delegate(membership: Membership) -> int | None:
+    """The delegate of someone out of office today, or None."""
+    today = utcnow().date()
+    if membership.delegate_id is not None and membership.delegates_to(membership.delegate_id,
+                                                                       today):
+        return membership.delegate_id
+    return None
+
+
+def named_approver_id(step: ApprovalStep) -> int | None:
+    """The step's approver: the one it is reserved for, else the one it was routed to."""
+    if step.approver_id is not None:
+        return step.approver_id
+    assignment = db.session.get(ApprovalAssignment, step.id) if step.id is not None else None
+    return assignment.approver_id if assignment else None
+
+
+def step_recipient(item: WorkItem, step: ApprovalStep) -> User | None:
+    """Who is mailed for a step today: its approver, or their delegate while they are out of
+    office."""
+    named = named_approver_id(step)
+    if named is None:
+        return None
+    membership = db.session.scalars(select(Membership).where(
+        Membership.tenant_id == item.tenant_id, Membership.user_id == named)).one_or_none()
+    if membership is None:
+        return None
+    delegate_id = standing_delegate(membership)
+    return db.session.get(User, delegate_id) if delegate_id else membership.user
+
+
+def _workload():
+    """Open steps per approver, reserved or routed."""
+    who = func.coalesce(ApprovalStep.approver_id, ApprovalAssignment.approver_id)
+    return (
+        select(who.label("approver_id"), func.count().label("n"))
+        .select_from(ApprovalStep)
+        .outerjoin(ApprovalAssignment, ApprovalAssignment.step_id == ApprovalStep.id)
+        .where(ApprovalStep.state == StepState.OPEN.value, who.is_not(None))
+        .group_by(who).subquery()
+    )
+
+
+def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
+    """The member to route a step to: holds the step's role with a sufficient limit, is not
+    the requester and approved no earlier step; the one with the fewest open steps wins (then
+    the longest-standing member). Someone out of office is chosen only if their delegate could
+    decide the step, so the work never lands with nobody."""
+    excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    load = _workload()
+    candidates = db.session.scalars(
+        select(Membership)
+        .join(User, User.id == Membership.user_id)
+        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .outerjoin(load, load.c.approver_id == Membership.user_id)
+        .where(Membership.tenant_id == item.tenant_id, MembershipRole.role == step.role,
+               Membership.approval_limit >= step.min_limit, User.active.is_(True))
+        .order_by(func.coalesce(load.c.n, 0), Membership.user_id)
+    ).all()
+    for membership in candidates:
+        if not _may_decide(membership, item, step, excluded):
+            continue
+        delegate_id = standing_delegate(membership)
+        if delegate_id is not None:
+            delegate = db.session.scalars(select(Membership).where(
+                Membership.tenant_id == item.tenant_id, Membership.user_id == delegate_id)
+            ).one_or_none()
+            if not _may_decide(delegate, item, step, excluded):
+                continue
+        return membership.user_id
+    return None
+
+
+def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
+    """Route a step that has just opened to its approver and queue the mail to them (or their
+    delegate). A step reserved for someone goes to them; otherwise choose_approver picks; with
+    nobody eligible it stays with the queue. Returns the approver's id, which the caller puts
+    in the audit event of the change that opened the step. Never commits."""
+    approver_id = step.approver_id or choose_approver(item, step)
+    if approver_id is None:
+        return None
+    if step.approver_id is None:
+        db.session.add(ApprovalAssignment(step_id=step.id, item_id=item.id,
+                                          approver_id=approver_id))
+    add_message("approval.step_assigned",
+                {"item_id": item.id, "step_id": step.id, "approver_id": approver_id},
+                item.tenant_id)
+    return approver_id
+
+
+def assign_open_step(item: WorkItem) -> int | None:
+    """For a new approval: route its first open step."""
+    step = item.current_step()
+    return assign_step_approver(item, step) if step is not None else None
+
+
+def revoke_links(item: WorkItem, reason: RevokeReason) -> None:
+    """Revoke every unused email link of the item: the step it was for has been decided (or
+    the item moved on), so the link must not act later."""
+    db.session.execute(
+        update(ApprovalLinkToken)
+        .where(ApprovalLinkToken.item_id == item.id, ApprovalLinkToken.used_at.is_(None),
+               ApprovalLinkToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason.value)
+    )

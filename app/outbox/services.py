@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import or_, select, update
 
 from app.audit.chain import jsonable
@@ -22,6 +23,8 @@ HANDLERS: dict[str, list[str]] = {
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed; the admins' banner reads the alert row, mail is later.
     "audit.verification_failed": [],
+    # A step was given its approver: mail them (or their delegate) an email-link request.
+    "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"
@@ -47,7 +50,8 @@ def relay(message_ids: list[int]) -> int:
     relayed = []
     for message_id in message_ids:
         try:
-            enqueue("app.outbox.jobs.deliver_message", message_id, job_id=f"outbox-{message_id}")
+            enqueue("app.outbox.jobs.deliver_message", message_id,
+                    job_id=outbox_job_id(message_id))
         except Exception as exc:  # Redis down: the sweep will relay it later
             log.warning("outbox relay of %s deferred: %s", message_id, exc)
             break
@@ -60,6 +64,12 @@ def relay(message_ids: list[int]) -> int:
         )
         db.session.commit()
     return len(relayed)
+
+
+def outbox_job_id(message_id: int) -> str:
+    """Fixed per message (a message is queued once at a time) and per queue, so deployments
+    or test runs that share a Redis never take each other's jobs."""
+    return f"outbox-{current_app.config['RQ_QUEUE']}-{message_id}"
 
 
 def pending_message_ids(limit: int = 500) -> list[int]:

@@ -228,11 +228,14 @@ def create_item(
             )
         ).one()
         return existing, False
+    data = {"kind": kind, "subtype": subtype, "amount": amount, "currency": item.currency,
+            "external_ref": external_ref, "source_system": source_system}
+    if kind == Kind.APPROVAL.value:
+        from app.approvals.services import assign_open_step  # approvals builds on this module
+
+        data["approver_id"] = assign_open_step(item)  # routing the first step is part of it
     record_event(actor, "item.created", tenant_id=tenant_id, item_id=item.id,
-                 to_state=item.state,
-                 data={"kind": kind, "subtype": subtype, "amount": amount,
-                       "currency": item.currency, "external_ref": external_ref,
-                       "source_system": source_system})
+                 to_state=item.state, data=data)
     add_message("item.created", {"item_id": item.id}, tenant_id)
     return item, True
 

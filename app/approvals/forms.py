@@ -1,0 +1,9 @@
+"""The decision form of an email-link page; its CSRF token is checked like every form's."""
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, TextAreaField
+from wtforms.validators import AnyOf, Length
+
+
+class LinkDecisionForm(FlaskForm):
+    action = HiddenField(validators=[AnyOf(["approve", "reject"])])
+    reason = TextAreaField("Reason", validators=[Length(max=5000)])

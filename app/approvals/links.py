@@ -1,0 +1,252 @@
+"""Email-link approvals: issuing a signed, single-use link for one step, saying what a link may
+do now (read-only, for GET and HEAD), and deciding through it (the write path for a POST).
+
+The link carries only a random nonce signed with SECRET_KEY; the row it names (by the nonce's
+SHA-256) binds it to item, step, approver and item version. Every rule of the browser applies,
+because the decision goes through approve_step / reject_approval with an email-link actor."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from flask import current_app
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import select, update
+
+from app.actors import Actor, ActorType
+from app.approvals.models import ApprovalLinkToken, RevokeReason
+from app.approvals.services import (
+    approve_step,
+    check_can_decide,
+    named_approver_id,
+    reject_approval,
+)
+from app.audit.services import record_event
+from app.errors import DomainError, NotFound, PermissionDenied, SegregationOfDuties
+from app.extensions import db
+from app.models import ApprovalStep, StepState, User, WorkItem
+from app.types import utcnow
+from app.work.states import ApprovalState
+
+_SALT = "cleardesk.approval-link.v1"
+
+
+class LinkStatus:
+    """What a link can do now; each refusal has its own page."""
+
+    OK = "ok"
+    TAMPERED = "tampered"
+    EXPIRED = "expired"
+    USED = "used"
+    DECIDED = "decided"  # the step was decided another way
+    REVOKED = "revoked"  # the item moved on (withdrawn, sent back, closed)
+    SUPERSEDED = "superseded"  # the item changed after the link was sent
+    NOT_PERMITTED = "not_permitted"
+    SIGN_IN = "sign_in"  # above the step-up amount: sign in first
+    WRONG_USER = "wrong_user"  # signed in, but not as the approver the link is for
+
+    REFUSALS = (TAMPERED, EXPIRED, USED, DECIDED, REVOKED, SUPERSEDED, NOT_PERMITTED, SIGN_IN,
+                WRONG_USER)
+
+
+@dataclass
+class LinkView:
+    status: str
+    token: ApprovalLinkToken | None = None
+    item: WorkItem | None = None
+    step: ApprovalStep | None = None
+    message: str | None = None
+    step_up: bool = False  # the decision needs a signed-in approver
+    on_behalf_of: User | None = None  # the out-of-office approver the link's user stands in for
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == LinkStatus.OK
+
+
+class LinkRefused(DomainError):
+    """A POST through a link that may not act; `view` says why, for the page."""
+
+    status = 403
+
+    def __init__(self, view: LinkView):
+        super().__init__(view.message or view.status)
+        self.view = view
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=_SALT)
+
+
+def nonce_hash(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode("ascii")).hexdigest()
+
+
+def link_url(token: str) -> str:
+    return current_app.config["APP_BASE_URL"].rstrip("/") + "/a/" + token
+
+
+def step_up_threshold() -> Decimal:
+    return Decimal(str(current_app.config["EMAIL_LINK_STEP_UP_ABOVE"]))
+
+
+def issue_link(item: WorkItem, step: ApprovalStep, recipient: User,
+               purpose: str = "assignment") -> tuple[str, ApprovalLinkToken]:
+    """A new link for `recipient` to decide `step` of `item` as it is now. Returns the signed
+    token (to put in the mail, never to store) and its row. Never commits."""
+    nonce = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = ApprovalLinkToken(
+        nonce_hash=nonce_hash(nonce), tenant_id=item.tenant_id, item_id=item.id,
+        step_id=step.id, approver_id=recipient.id, item_version=item.version,
+        item_amount=item.amount, purpose=purpose, created_at=now,
+        expires_at=now + timedelta(hours=current_app.config["EMAIL_LINK_TTL_HOURS"]),
+    )
+    db.session.add(row)
+    db.session.flush()
+    return _serializer().dumps(nonce), row
+
+
+def _find(token: str) -> ApprovalLinkToken | None:
+    try:
+        nonce = _serializer().loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(nonce, str):
+        return None
+    return db.session.scalars(
+        select(ApprovalLinkToken).where(ApprovalLinkToken.nonce_hash == nonce_hash(nonce))
+    ).one_or_none()
+
+
+def link_actor(row: ApprovalLinkToken, ip: str | None, user_agent: str | None) -> Actor:
+    user = row.approver
+    return Actor(ActorType.EMAIL_LINK, user=user, label=user.email, ip=ip,
+                 user_agent=user_agent, extra={"link_id": row.id})
+
+
+def _describe(user: User | None) -> str:
+    return user.name if user else "someone"
+
+
+def inspect_link(token: str, signed_in: User | None = None) -> LinkView:
+    """What this link may do now. Reads only: safe for GET and HEAD, which mail scanners send
+    to every link."""
+    row = _find(token)
+    if row is None:
+        return LinkView(LinkStatus.TAMPERED)
+    item, step = row.item, row.step
+    view = LinkView(LinkStatus.OK, token=row, item=item, step=step,
+                    step_up=item.amount > step_up_threshold())
+    named = named_approver_id(step)
+    if named is not None and named != row.approver_id:
+        view.on_behalf_of = db.session.get(User, named)
+    if row.used_at is not None:
+        view.status = LinkStatus.USED
+        view.facts = {"who": _describe(row.used_by), "when": row.used_at,
+                      "action": row.used_action}
+        return view
+    if step.state != StepState.OPEN.value or item.state != ApprovalState.PENDING.value:
+        if step.state in (StepState.APPROVED.value, StepState.REJECTED.value):
+            view.status = LinkStatus.DECIDED
+            view.facts = {"who": _describe(step.decided_by), "when": step.decided_at,
+                          "action": "approved" if step.state == StepState.APPROVED.value
+                          else "rejected"}
+        else:
+            view.status = LinkStatus.REVOKED
+            view.facts = {"state": item.state.replace("_", " "), "who": _describe(item.last_actor),
+                          "when": item.last_action_at}
+        return view
+    if row.revoked_at is not None:
+        view.status = (LinkStatus.SUPERSEDED if row.revoked_reason == RevokeReason.SUPERSEDED.value
+                       else LinkStatus.REVOKED)
+        view.facts = {"when": row.revoked_at, "state": item.state.replace("_", " "),
+                      "was": row.item_amount, "now": item.amount}
+        return view
+    if utcnow() >= row.expires_at:
+        view.status = LinkStatus.EXPIRED
+        view.facts = {"when": row.expires_at}
+        return view
+    if item.version != row.item_version:
+        view.status = LinkStatus.SUPERSEDED
+        view.facts = {"was": row.item_amount, "now": item.amount,
+                      "who": _describe(item.last_actor), "when": item.last_action_at}
+        return view
+    refusal = _permission_refusal(row, item)
+    if refusal:
+        view.status = LinkStatus.NOT_PERMITTED
+        view.message = refusal
+        return view
+    if view.step_up and signed_in is not None and signed_in.id != row.approver_id:
+        view.status = LinkStatus.WRONG_USER
+        view.facts = {"signed_in": signed_in, "approver": row.approver}
+    return view
+
+
+def _permission_refusal(row: ApprovalLinkToken, item: WorkItem) -> str | None:
+    """The browser's rules, asked of the link's approver as they stand today."""
+    if not row.approver.active:
+        return "Your Cleardesk account has been deactivated."
+    try:
+        check_can_decide(link_actor(row, None, None), item, "approve")
+    except (PermissionDenied, SegregationOfDuties, NotFound) as refused:
+        return refused.message if not isinstance(refused, NotFound) else (
+            "You are no longer a member of this team.")
+    return None
+
+
+def decide_by_link(token: str, action: str, *, reason: str | None, signed_in: User | None,
+                   ip: str | None, user_agent: str | None) -> tuple[LinkView, WorkItem]:
+    """Approve or reject the link's step through the browser's write path, as the link's
+    approver (an email-link actor with IP and user agent), and use the link up, all in the
+    caller's transaction. Raises LinkRefused when the link may not act; never commits."""
+    view = inspect_link(token, signed_in)
+    if view.ok and view.step_up and signed_in is None:
+        view.status = LinkStatus.SIGN_IN
+    if not view.ok:
+        raise LinkRefused(view)
+    if action not in ("approve", "reject"):
+        raise LinkRefused(LinkView(LinkStatus.TAMPERED))
+    row = view.token
+    actor = link_actor(row, ip, user_agent)
+    now = utcnow()
+    # Used up first, so that the decision's revocation of the item's other links skips it; the
+    # WHERE makes two POSTs of one link race for one row, and only one wins.
+    taken = db.session.execute(
+        update(ApprovalLinkToken)
+        .where(ApprovalLinkToken.id == row.id, ApprovalLinkToken.used_at.is_(None),
+               ApprovalLinkToken.revoked_at.is_(None))
+        .values(used_at=now, used_by_id=row.approver_id, used_action=action)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken != 1:
+        db.session.expire(row)
+        raise LinkRefused(inspect_link(token, signed_in))
+    if action == "approve":
+        item = approve_step(actor, row.item_id, expected_version=row.item_version)
+    else:
+        item = reject_approval(actor, row.item_id, reason=reason or "",
+                               expected_version=row.item_version)
+    record_event(actor, "approval.link_used", tenant_id=row.tenant_id, item_id=row.item_id,
+                 data={"link_id": row.id, "step": view.step.position, "action": action,
+                       "step_up": view.step_up})
+    db.session.expire(row)
+    return view, item
+
+
+def record_refusal(view: LinkView, ip: str | None, user_agent: str | None) -> None:
+    """Audit a refused POST of a link we issued (a tampered one names no tenant and is not
+    recorded), and mark a superseded link revoked so its row says why. Never commits."""
+    row = view.token
+    if row is None:
+        return
+    if view.status == LinkStatus.SUPERSEDED and row.revoked_at is None:
+        row.revoked_at = utcnow()
+        row.revoked_reason = RevokeReason.SUPERSEDED.value
+    record_event(link_actor(row, ip, user_agent), "approval.link_refused",
+                 tenant_id=row.tenant_id, item_id=row.item_id,
+                 data={"link_id": row.id, "reason": view.status})

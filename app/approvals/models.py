@@ -1,0 +1,66 @@
+"""Email-link tokens: one row per link sent. Only a SHA-256 of the link's nonce is kept, so the
+table cannot be used to act; the row binds the link to its item, step, approver and the item
+version it was sent for, and records its single use or why it was revoked."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models import ApprovalStep, BigId, User, WorkItem
+from app.types import Money, UTCDateTime, utcnow
+
+
+class RevokeReason(str, enum.Enum):
+    DECIDED = "decided"  # the step was decided another way (browser, API, another link)
+    SUPERSEDED = "superseded"  # the item changed after the link was sent
+    CLOSED = "closed"  # the item was withdrawn, sent back for information, or closed
+
+
+class ApprovalLinkToken(db.Model):
+    __tablename__ = "approval_link_tokens"
+    __table_args__ = (Index("ix_approval_link_tokens_open", "item_id", "used_at", "revoked_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    nonce_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"))
+    step_id: Mapped[int] = mapped_column(ForeignKey("approval_steps.id", ondelete="CASCADE"))
+    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))  # who the link is for
+    item_version: Mapped[int] = mapped_column(Integer)
+    item_amount: Mapped[Decimal] = mapped_column(Money)  # to say what changed when superseded
+    purpose: Mapped[str] = mapped_column(String(32), default="assignment")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    used_action: Mapped[str | None] = mapped_column(String(16))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+
+    item: Mapped[WorkItem] = relationship()
+    step: Mapped[ApprovalStep] = relationship()
+    approver: Mapped[User] = relationship(foreign_keys=[approver_id])
+    used_by: Mapped[User | None] = relationship(foreign_keys=[used_by_id])
+
+
+class ApprovalAssignment(db.Model):
+    """Who a step was routed to when it opened: the approver it is mailed to (or, while they
+    are out of office, their delegate, who then decides on their behalf). Unlike a step's own
+    approver_id, which reserves the step for one person, a routed step stays in the queue for
+    any approver who may decide it."""
+
+    __tablename__ = "approval_assignments"
+
+    step_id: Mapped[int] = mapped_column(
+        ForeignKey("approval_steps.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"),
+                                         index=True)
+    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    approver: Mapped[User] = relationship()

@@ -1,0 +1,120 @@
+"""The mails of approval steps: the request sent when a step is assigned, the reminder before
+its SLA is at risk, and an approver's daily digest. Each is rendered from app/templates/mail/
+in the tenant's branding and sent by the worker; none is sent from a request."""
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.approvals.links import issue_link, link_url, step_up_threshold
+from app.approvals.models import ApprovalAssignment
+from app.approvals.services import named_approver_id, step_recipient
+from app.extensions import db
+from app.mail.sending import send_mail
+from app.models import ApprovalStep, StepState, Tenant, User, WorkItem
+from app.web import localtime, subtype_label
+from app.work.states import ApprovalState
+
+DEFAULT_BRAND_COLOR = "#1f6feb"
+
+
+def render_mail(template: str, **context) -> str:
+    """Render a mail template outside any request: without the pages' context processors,
+    which read the signed-in user."""
+    return current_app.jinja_env.get_template(template).render(**context)
+
+
+def money(item: WorkItem, amount) -> str:
+    return f"{item.currency} {amount:,.2f}"
+
+
+def brand(tenant: Tenant) -> dict:
+    return {"name": tenant.display_name, "color": tenant.brand_color or DEFAULT_BRAND_COLOR}
+
+
+def item_summary(item: WorkItem, step: ApprovalStep | None = None) -> dict:
+    """What an approver needs to decide from a phone: what, how much, for whom, why, by when."""
+    tenant = item.tenant
+    steps = len(item.steps)
+    return {
+        "id": item.id,
+        "title": item.title,
+        "what": f"{item.kind_label}: {subtype_label(item.kind, item.subtype)}",
+        "amount": money(item, item.amount),
+        "counterparty": item.counterparty,
+        "reason": (item.details or {}).get("reason"),
+        "requester": item.requester.name if item.requester else None,
+        "external_ref": f"{item.source_system} {item.external_ref}",
+        "sla_due": localtime(item.sla_due_at, tenant),
+        "step": (f"Step {step.position} of {steps} ({step.role})" if step and steps > 1
+                 else None),
+        "url": current_app.config["APP_BASE_URL"].rstrip("/") + f"/items/{item.id}",
+    }
+
+
+def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
+                   notice_key: str | None = None) -> bool:
+    """Mail the step's approver (or, while they are out of office, their delegate) a fresh
+    single-use link. False when the step no longer waits for anyone."""
+    if item.state != ApprovalState.PENDING.value or step.state != StepState.OPEN.value:
+        return False
+    recipient = step_recipient(item, step)
+    if recipient is None or not recipient.active:
+        return False
+    token, row = issue_link(item, step, recipient, purpose=kind)
+    tenant = item.tenant
+    context = {
+        "brand": brand(tenant),
+        "item": item_summary(item, step),
+        "recipient": recipient,
+        "on_behalf_of": (db.session.get(User, named_approver_id(step))
+                         if named_approver_id(step) != recipient.id else None),
+        "link": link_url(token),
+        "expires": localtime(row.expires_at, tenant),
+        "step_up": item.amount > step_up_threshold(),
+        "reminder": kind == "reminder",
+    }
+    prefix = "Reminder: " if kind == "reminder" else ""
+    subject = (f"{prefix}Approval needed: {item.title} — {money(item, item.amount)}"
+               f" ({tenant.display_name})")
+    send_mail(tenant=tenant, recipient=recipient, subject=subject,
+              text=render_mail("mail/approval_request.txt", **context),
+              html=render_mail("mail/approval_request.html", **context),
+              kind=kind, item_id=item.id, step_id=step.id, notice_key=notice_key,
+              secrets=(token,))
+    return True
+
+
+def mail_step_assigned(message) -> None:
+    """Outbox handler of approval.step_assigned: mail the approval request. Reloads the step
+    and checks it still waits for the approver named in the message; the outbox runs this
+    once per message."""
+    payload = message.payload
+    step = db.session.get(ApprovalStep, payload["step_id"])
+    if step is None or named_approver_id(step) != payload["approver_id"]:
+        return
+    item = db.session.get(WorkItem, payload["item_id"])
+    send_step_mail(item, step, "assignment", notice_key=f"assignment:{message.id}")
+
+
+def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str) -> None:
+    items = [item_summary(s.item, s) for s in steps]
+    context = {"brand": brand(tenant), "recipient": user, "items": items, "day": day,
+               "queue_url": current_app.config["APP_BASE_URL"].rstrip("/") + "/"}
+    count = len(items)
+    subject = (f"{count} approval{'s' if count != 1 else ''} waiting for you "
+               f"({tenant.display_name}, {day})")
+    send_mail(tenant=tenant, recipient=user, subject=subject,
+              text=render_mail("mail/digest.txt", **context),
+              html=render_mail("mail/digest.html", **context),
+              kind="digest", notice_key=f"digest:{tenant.id}:{user.id}:{day}")
+
+
+def open_steps_of_pending_items():
+    """Open steps, reserved or routed to someone, of items waiting for a decision."""
+    return (select(ApprovalStep).join(WorkItem, WorkItem.id == ApprovalStep.item_id)
+            .outerjoin(ApprovalAssignment, ApprovalAssignment.step_id == ApprovalStep.id)
+            .where(ApprovalStep.state == StepState.OPEN.value,
+                   (ApprovalStep.approver_id.is_not(None))
+                   | (ApprovalAssignment.approver_id.is_not(None)),
+                   WorkItem.state == ApprovalState.PENDING.value))

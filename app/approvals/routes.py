@@ -1,0 +1,127 @@
+"""The email-link pages at /a/<token>. GET and HEAD only show the item and the decision forms
+(mail scanners open every link); a POST decides through the write path. Thin: the rules live
+in app.approvals.links."""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, render_template, request
+from flask_login import current_user
+
+from app.approvals.forms import LinkDecisionForm
+from app.approvals.links import (
+    LinkRefused,
+    LinkStatus,
+    LinkView,
+    decide_by_link,
+    inspect_link,
+    record_refusal,
+    step_up_threshold,
+)
+from app.approvals.notifications import brand, item_summary, money
+from app.approvals.redaction import install_log_redaction
+from app.approvals.services import named_approver_id
+from app.errors import DomainError, ValidationFailed
+from app.extensions import csrf, db
+from app.models import User
+from app.unit_of_work import commit
+
+bp = Blueprint("approval_links", __name__, url_prefix="/a")
+
+STATUS_CODES = {
+    LinkStatus.OK: 200,
+    LinkStatus.TAMPERED: 400,
+    LinkStatus.EXPIRED: 410,
+    LinkStatus.USED: 409,
+    LinkStatus.DECIDED: 409,
+    LinkStatus.REVOKED: 410,
+    LinkStatus.SUPERSEDED: 409,
+    LinkStatus.NOT_PERMITTED: 403,
+    LinkStatus.SIGN_IN: 401,
+    LinkStatus.WRONG_USER: 403,
+}
+
+
+def install_email_links(app: Flask) -> None:
+    # The form's own CSRF check answers with a page that fits a link (the app-wide handler
+    # would send someone who is not signed in to the sign-in page).
+    csrf.exempt(bp)
+    app.register_blueprint(bp)
+    install_log_redaction(app.logger)
+
+
+@bp.after_request
+def _link_headers(response: Response) -> Response:
+    # The token is in the URL: no page may pass it on as a referrer, or be kept in a cache.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+def _name(user_id: int | None) -> str | None:
+    user = db.session.get(User, user_id) if user_id else None
+    return user.name if user else None
+
+
+def _signed_in():
+    return current_user._get_current_object() if current_user.is_authenticated else None
+
+
+def _page(view: LinkView, form: LinkDecisionForm, *, status: int | None = None,
+          error: str | None = None, done: dict | None = None):
+    tenant = view.item.tenant if view.item else None
+    context = {
+        "view": view, "status": view.status, "S": LinkStatus, "form": form, "error": error,
+        "done": done, "brand": brand(tenant) if tenant else None,
+        "item": item_summary(view.item, view.step) if view.item else None,
+        "tenant": tenant, "signed_in": _signed_in(), "money": money,
+        "step_up_above": step_up_threshold(),
+        "login_next": request.path,
+    }
+    code = status or (200 if done else STATUS_CODES[view.status])
+    return render_template("approvals/link.html", **context), code
+
+
+@bp.get("/<token>")
+def show(token: str):
+    return _page(inspect_link(token, _signed_in()), LinkDecisionForm())
+
+
+@bp.post("/<token>")
+def decide(token: str):
+    form = LinkDecisionForm()
+    ip, agent = request.remote_addr, request.user_agent.string
+    if not form.validate_on_submit():
+        view = inspect_link(token, _signed_in())
+        if "csrf_token" in form.errors:
+            return _page(view, form, status=400, error=(
+                "This page was open too long or did not come from Cleardesk. Nothing was "
+                "changed; decide again below."))
+        return _page(view, form, status=400, error="Choose Approve or Reject.")
+    try:
+        view, item = decide_by_link(token, form.action.data, reason=form.reason.data,
+                                    signed_in=_signed_in(), ip=ip, user_agent=agent)
+        commit()
+    except LinkRefused as refused:
+        db.session.rollback()
+        record_refusal(refused.view, ip, agent)
+        commit()
+        return _page(refused.view, form)
+    except ValidationFailed as error:
+        db.session.rollback()
+        return _page(inspect_link(token, _signed_in()), form, status=422, error=error.message)
+    except DomainError as error:  # decided or changed at the same moment by someone else
+        db.session.rollback()
+        view = inspect_link(token, _signed_in())
+        if view.ok:
+            view.status, view.message = LinkStatus.NOT_PERMITTED, error.message
+        return _page(view, form)
+    db.session.refresh(item)
+    next_step = item.current_step()
+    done = {
+        "action": form.action.data,
+        "item_state": item.state,
+        "next_step": next_step,
+        "next_approver": _name(named_approver_id(next_step)) if next_step else None,
+    }
+    view.item = item
+    return _page(view, form, done=done)

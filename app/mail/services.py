@@ -1,0 +1,27 @@
+"""Reading the mail log, limited to the tenants the actor administers."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.actors import Actor
+from app.extensions import db
+from app.mail.models import SentMail
+from app.models import Role
+
+PAGE_SIZE = 50
+
+
+def sent_mails_for_admin(actor: Actor, before: int | None = None) -> dict | None:
+    """The newest mails of the tenants where the actor is an admin (keyset-paged by id); None
+    when they administer none."""
+    tenant_ids = {t for t in actor.tenant_ids() if Role.ADMIN.value in actor.roles_in(t)}
+    if not tenant_ids:
+        return None
+    query = (select(SentMail).where(SentMail.tenant_id.in_(tenant_ids))
+             .order_by(SentMail.id.desc()).limit(PAGE_SIZE + 1))
+    if before:
+        query = query.where(SentMail.id < before)
+    mails = db.session.scalars(query).all()
+    more = len(mails) > PAGE_SIZE
+    mails = mails[:PAGE_SIZE]
+    return {"mails": mails, "next_before": mails[-1].id if more else None}
