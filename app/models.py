@@ -213,6 +213,8 @@ class WorkItem(db.Model):
                 ("created_all", ("created_at", "id")),
                 ("assignee", ("assignee_id", "sla_due_at", "id")),
                 ("counterparty", ("tenant_id", "counterparty")),
+                # Queue counts read only this (an index-only scan).
+                ("counts", ("tenant_id", "kind", "assignee_id")),
             )
         ],
     )

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
-from sqlalchemy import and_, or_
+from sqlalchemy import literal, or_, tuple_
 
 from app.models import SlaState, WorkItem
 from app.types import utcnow
@@ -147,9 +147,12 @@ class QueueFilters:
         """The keyset condition for the rows after `cursor` (never OFFSET)."""
         value, last_id = decode_cursor(cursor, self.sort)
         _label, column, descending = SORTS[self.sort]
+        # A row-value comparison: the database reads it as one range on the (column, id)
+        # index and starts there, where an OR of two conditions would scan from the top.
+        key = tuple_(column, WorkItem.id)
         if descending:
-            return [or_(column < value, and_(column == value, WorkItem.id < last_id))]
-        return [or_(column > value, and_(column == value, WorkItem.id > last_id))]
+            return [key < tuple_(literal(value, column.type), literal(last_id))]
+        return [key > tuple_(literal(value, column.type), literal(last_id))]
 
     def cursor_for(self, item: WorkItem) -> str:
         value = getattr(item, SORTS[self.sort][1].key)

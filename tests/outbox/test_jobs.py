@@ -12,6 +12,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.outbox.jobs import relay_pending
 from app.outbox.models import OutboxMessage
+from app.outbox.services import outbox_job_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +45,7 @@ def test_a_committed_change_is_relayed_and_processed_by_a_real_worker(relaying, 
     [message] = _messages()
     assert message.topic == "item.created" and message.relayed_at is not None
     queue = Queue(relaying.config["RQ_QUEUE"], connection=Redis.from_url(relaying.config["REDIS_URL"]))
-    assert queue.fetch_job(f"outbox-{message.id}") is not None
+    assert queue.fetch_job(outbox_job_id(message.id)) is not None
     worker = run_worker(relaying)
     assert worker.returncode == 0, worker.stderr
     [message] = _messages()

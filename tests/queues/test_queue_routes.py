@@ -103,7 +103,8 @@ def test_a_tenant_that_is_not_mine_shows_nothing_of_it(world, make_item, client,
 def test_keyset_pages_follow_each_other_without_gaps_or_repeats(world, make_item, client, auth):
     nw, co, p = world
     for n in range(120):
-        _item(make_item, nw, f"Item {n:03d}", p["requester"], amount=f"{100 + n}.00")
+        # Three items share each amount: ties are broken by id, across page boundaries too.
+        _item(make_item, nw, f"Item {n:03d}", p["requester"], amount=f"{100 + n // 3}.00")
     auth.login("approver@x.test")
     seen = []
     url = "/queues/unassigned?sort=amount"
