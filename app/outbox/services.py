@@ -23,6 +23,8 @@ HANDLERS: dict[str, list[str]] = {
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed; the admins' banner reads the alert row, mail is later.
     "audit.verification_failed": [],
+    # A step was given its approver: mail them (or their delegate) an email-link request.
+    "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"
