@@ -108,6 +108,8 @@ start_redis() {
 
 start_postgres() {
   # start_postgres PORT DIR : a throwaway cluster; initdb refuses root, so run it as postgres.
+  # A lock or an open transaction that is never let go fails its test within minutes rather
+  # than hanging the whole run.
   local bin port=$1 dir=$2 as=()
   bin="$(find_pg_bin)" || return 1
   mkdir -p "$dir"
@@ -119,7 +121,7 @@ start_postgres() {
   "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; return 1; }
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 start \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c lock_timeout=120s -c idle_in_transaction_session_timeout=300s" \
     >/dev/null || { cat "$dir/postgres.log" >&2; return 1; }
   PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
   "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE cleardesk" >/dev/null
