@@ -362,3 +362,12 @@ def test_a_bulk_action_refused_for_every_item_changes_nothing_not_even_the_log(
     assert client.post("/queues/unknown/bulk", data={
         "csrf_token": auth.csrf("/queues/mine"), "action": "approve",
         "selected_ids": [item.id]}).status_code == 404
+
+
+def test_only_admins_see_the_sent_mail_link(world, make_user, client, auth):
+    nw, co, p = world
+    make_user("admin@x.test", [nw], roles=("admin",))
+    auth.login("approver@x.test")
+    assert "/admin/mail/" not in client.get("/queues/mine").text
+    auth.login("admin@x.test")
+    assert "/admin/mail/" in client.get("/queues/mine").text
