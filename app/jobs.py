@@ -11,6 +11,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.audit.jobs.anchor_chains", 3600),
     ("app.approvals.jobs.send_sla_reminders", 300),
     ("app.approvals.jobs.send_daily_digests", 3600),
+    ("app.sla.jobs.refresh_sla_states", 300),
 ]
 
 DEFAULT_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])

@@ -243,6 +243,8 @@ class WorkItem(db.Model):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sla_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sla_state: Mapped[str | None] = mapped_column(String(16))
+    # While the item waits on someone outside (the SLA clock is stopped): since when.
+    sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     policy_version: Mapped[int | None] = mapped_column(Integer)
     # Kind-specific fields, checked against app.work.kinds.DETAIL_FIELDS when written.
     details: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -25,6 +25,8 @@ HANDLERS: dict[str, list[str]] = {
     "audit.verification_failed": [],
     # A step was given its approver: mail them (or their delegate) an email-link request.
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
+    # An open item breached its SLA; telling its managers by mail comes with the SLA issue.
+    "sla.breached": [],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

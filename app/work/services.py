@@ -16,7 +16,7 @@ from app.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, 
 from app.extensions import db
 from app.models import ApprovalStep, Kind, Membership, Priority, Role, StepState, Tenant, User, WorkItem
 from app.outbox.services import add_message
-from app.sla.services import sla_due_at
+from app.sla.services import resume_sla_clock, sla_due_at, sla_state_at
 from app.types import utcnow
 from app.work import kinds
 from app.work.states import (
@@ -286,13 +286,16 @@ def transition(
     now = utcnow()
     item.state = to_state
     _touch(item, actor)
+    if from_state in WAITING_STATES and item.sla_paused_at is not None:
+        resume_sla_clock(item, now)
     if to_state in FINAL_STATES[item.kind]:
         item.resolved_at = now
         item.sla_state = "breached" if item.sla_due_at and now > item.sla_due_at else "met"
     elif to_state in WAITING_STATES:
         item.sla_state = "paused"
-    elif from_state in WAITING_STATES:
-        item.sla_state = "on_track"
+        item.sla_paused_at = now
+    elif from_state in WAITING_STATES and item.sla_due_at is not None:
+        item.sla_state = sla_state_at(item.tenant, item.kind, item.priority, item.sla_due_at, now)
     if before_flush:
         before_flush(item)
     _flush_or_conflict(item)
