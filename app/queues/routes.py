@@ -35,6 +35,12 @@ from app.work.services import get_item, scoped_items
 bp = Blueprint("queues", __name__)
 
 
+@bp.app_template_global()
+def pane_query(queue_name: str, filters: QueueFilters) -> str:
+    """The query string that opens an item in a queue's pane with the queue's context."""
+    return urlencode({"queue": queue_name, **filters.query_args()})
+
+
 @bp.get("/")
 @login_required
 def home():
