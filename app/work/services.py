@@ -103,8 +103,8 @@ def _flush_or_conflict(item: WorkItem) -> None:
         raise _committed_state(item_id, _conflict_for) from None
 
 
-def _touch(item: WorkItem, actor: Actor) -> None:
-    now = utcnow()
+def _touch(item: WorkItem, actor: Actor, now=None) -> None:
+    now = now or utcnow()
     item.last_actor_id = actor.user_id
     item.last_action_at = now
     if item.first_action_at is None:
@@ -285,7 +285,7 @@ def transition(
     _check_version(item, expected_version)
     now = utcnow()
     item.state = to_state
-    _touch(item, actor)
+    _touch(item, actor, now)  # one moment for the change, its SLA clock and its record
     if from_state in WAITING_STATES and item.sla_paused_at is not None:
         resume_sla_clock(item, now)
     if to_state in FINAL_STATES[item.kind]:
