@@ -303,3 +303,22 @@ def test_audit_verify_exits_1_and_names_an_event_whose_comment_was_edited(
     assert f"event #{seq} was edited" in result.output
     broken = [line for line in result.output.splitlines() if "BROKEN" in line]
     assert len(broken) == 1 and "northwind" in broken[0]
+
+
+def test_seed_demo_history_never_happens_in_the_future_and_keeps_its_order(runner):
+    # Enough items that today's, decided within hours of now, are sure to be among them.
+    result = runner.invoke(args=["seed-demo", "--items", "3000"])
+    assert result.exit_code == 0, result.output
+    now = utcnow()
+    rows = db.session.execute(
+        select(AuditEvent.item_id, AuditEvent.seq, AuditEvent.occurred_at)
+        .where(AuditEvent.item_id.is_not(None)).order_by(AuditEvent.item_id, AuditEvent.seq)
+    ).all()
+    assert rows and all(when <= now for _item, _seq, when in rows)
+    by_item: dict[int, list] = {}
+    for item_id, _seq, when in rows:
+        by_item.setdefault(item_id, []).append(when)
+    # Within an item, the chain's order is the order things happened.
+    assert all(times == sorted(times) for times in by_item.values())
+    items = db.session.scalars(select(WorkItem)).all()
+    assert all(i.claimed_at is None or i.created_at <= i.claimed_at <= now for i in items)

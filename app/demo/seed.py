@@ -413,6 +413,11 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         row["state"] = state
         row["sla_state"] = sla_state_at(tenant, kind, priority, due, now)
     else:
+        # A closed item's history is over by now: a timeline that would run past now is
+        # squeezed into the last minutes, keeping its order (created <= claimed <= decided).
+        latest = now - timedelta(minutes=1)
+        claimed = max(created, min(claimed, latest - timedelta(minutes=2)))
+        decided = max(claimed, min(decided, latest - timedelta(minutes=1)))
         row.update(assignee_id=worker.id, claimed_at=claimed, first_action_at=claimed)
         events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,
                                                               data={"assignee_id": worker.id}))))
@@ -425,7 +430,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
                 item_id=item_id, from_state="pending", to_state="pending",
                 data={"step": 1, "amount": amount}))))
             version += 1
-            decided = clock.later(decided, rng.uniform(0.5, 6), rng)
+            decided = max(decided, min(clock.later(decided, rng.uniform(0.5, 6), rng), latest))
             decider = manager
             steps[1].update(state="approved", decided_by_id=manager.id, decided_at=decided)
         elif kind == Kind.APPROVAL.value:
@@ -433,8 +438,6 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
                             decided_by_id=worker.id, decided_at=decided, comment=comment)
             if len(steps) == 2:
                 steps[1]["state"] = StepState.CANCELLED.value
-        if decided > now:
-            decided = now - timedelta(minutes=rng.randint(1, 30))
         events.append((decided, (decider, f"item.{action}", dict(
             item_id=item_id, from_state=state, to_state=final, comment=comment, data=extra))))
         version += 1
