@@ -12,6 +12,7 @@ from app.outbox.services import add_message
 from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
 from app.types import utcnow
 from app.work.services import (
+    _check_version,
     _flush_or_conflict,
     _money,
     _touch,
@@ -100,10 +101,7 @@ def approve_step(actor: Actor, item_id: int, *, comment: str | None = None,
              and s.state == StepState.WAITING.value]
     data = {"step": step.position, "amount": item.amount, "policy_version": item.policy_version}
     if later:
-        if expected_version is not None and item.version != expected_version:
-            from app.work.services import _conflict_for
-
-            raise _conflict_for(item)
+        _check_version(item, expected_version)
         _decide_step(step, actor, StepState.APPROVED.value, on_behalf_of, comment)
         later[0].state = StepState.OPEN.value
         _touch(item, actor)

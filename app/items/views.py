@@ -9,6 +9,7 @@ from app.audit.models import AuditEvent
 from app.extensions import db
 from app.items.forms import ActionForm, CommentForm
 from app.models import Kind, Role, User, WorkItem
+from app.queues.views import people_who_work
 from app.work import kinds
 from app.work.services import open_items, scoped_items
 from app.work.states import (
@@ -72,18 +73,6 @@ def available_actions(actor: Actor, item: WorkItem) -> list[dict]:
     return out
 
 
-def _reassignable(item: WorkItem) -> list[User]:
-    """Active members of the item's tenant whose roles work its kind."""
-    from app.models import Membership, MembershipRole
-
-    return list(db.session.scalars(
-        select(User).join(Membership, Membership.user_id == User.id)
-        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-        .where(Membership.tenant_id == item.tenant_id, User.active.is_(True),
-               MembershipRole.role.in_(WORKER_ROLES[item.kind]))
-        .distinct().order_by(User.name)))
-
-
 def item_context(actor: Actor, item: WorkItem) -> dict:
     events = db.session.scalars(
         select(AuditEvent).where(AuditEvent.chain_id == item.tenant_id,
@@ -113,7 +102,8 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "can_release": not final and item.assignee_id is not None and (
             item.assignee_id == actor.user_id or Role.MANAGER.value in roles),
         "can_comment": bool(roles & COMMENT_ROLES),
-        "reassign_to": _reassignable(item) if (not final and Role.MANAGER.value in roles) else [],
+        "reassign_to": (people_who_work([item.tenant_id], WORKER_ROLES[item.kind])
+                        if not final and Role.MANAGER.value in roles else []),
         "action_form": ActionForm(formdata=None),
         "comment_form": CommentForm(formdata=None),
         "resolution_codes": kinds.RESOLUTION_CODES,

@@ -56,7 +56,7 @@ def _queue_or_404(actor, name: str, tenant_id):
     return queue
 
 
-def queue_context(actor, name: str, args) -> dict:
+def queue_context(actor, name: str, args, rows_only: bool = False) -> dict:
     """Everything a queue page or fragment renders, for the queue `name` filtered by `args`."""
     tenant_id = current_tenant_id()
     queue = _queue_or_404(actor, name, tenant_id)
@@ -83,11 +83,12 @@ def queue_context(actor, name: str, args) -> dict:
                                     ("billing_exception", "Billing exception"),
                                     ("settlement_dispute", "Settlement dispute"))},
         "bulk_actions": BULK_ACTIONS,
-        "people": assignable_people(actor, tenant_id),
+        # Only a page or the results block shows these; "load more" rows need none of them.
+        "people": [] if rows_only else assignable_people(actor, tenant_id),
         "tenants": sorted((m.tenant for m in actor.user.memberships), key=lambda t: t.name),
         "bulk_form": BulkForm(formdata=None),
         "save_form": SaveViewForm(formdata=None),
-        "views": views_of(actor),
+        "views": [] if rows_only else views_of(actor),
         "page_size": PAGE_SIZE,
     }
 
@@ -96,8 +97,9 @@ def queue_context(actor, name: str, args) -> dict:
 @login_required
 def show(name: str):
     actor = current_actor()
-    context = queue_context(actor, name, request.args)
-    if wants_fragment() and request.args.get("after"):
+    rows_only = wants_fragment() and bool(request.args.get("after"))
+    context = queue_context(actor, name, request.args, rows_only)
+    if rows_only:
         block = "rows"  # "load more": just the next rows
     elif wants_fragment() and request.headers.get("HX-Target") == "queue-results":
         block = "results"  # a filter changed: the table, not the whole page

@@ -170,18 +170,22 @@ def queue_counts(actor: Actor, tenant_id: int | None) -> dict[str, int]:
     return {q.name: count for q, count in zip(queues, row, strict=True)}
 
 
+def people_who_work(tenant_ids, roles) -> list[User]:
+    """Active members of these tenants holding one of these roles: who work can go to."""
+    if not tenant_ids:
+        return []
+    return list(db.session.scalars(
+        select(User).join(Membership, Membership.user_id == User.id)
+        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .where(Membership.tenant_id.in_(tenant_ids), MembershipRole.role.in_(roles),
+               User.active.is_(True))
+        .distinct().order_by(User.name)
+    ))
+
+
 def assignable_people(actor: Actor, tenant_id: int | None) -> list[User]:
     """People a manager can reassign work to: active members with a working role in the
     tenants the manager manages."""
     roles = _roles_by_tenant(actor, tenant_id)
     managed = [t for t, r in roles.items() if Role.MANAGER.value in r]
-    if not managed:
-        return []
-    workers = {r for rs in WORKER_ROLES.values() for r in rs}
-    return list(db.session.scalars(
-        select(User).join(Membership, Membership.user_id == User.id)
-        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-        .where(Membership.tenant_id.in_(managed), MembershipRole.role.in_(workers),
-               User.active.is_(True))
-        .distinct().order_by(User.name)
-    ))
+    return people_who_work(managed, {r for rs in WORKER_ROLES.values() for r in rs})
