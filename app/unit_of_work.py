@@ -9,6 +9,19 @@ from app.extensions import db
 from app.outbox.services import forget_pending, relay, take_pending
 
 
+def savepoint():
+    """`with savepoint():` - a part of the unit of work that can fail alone (one item of a bulk
+    action, an insert that may lose a race). On SQLite the driver opens the real transaction
+    only before a write, and a SAVEPOINT outside one behaves as BEGIN, so its release would
+    commit: open the transaction first (deferred, so no lock is taken until the first write)."""
+    session = db.session()
+    if session.get_bind().dialect.name == "sqlite":
+        connection = session.connection()
+        if not connection.connection.dbapi_connection.in_transaction:
+            connection.exec_driver_sql("BEGIN")
+    return session.begin_nested()
+
+
 def commit() -> None:
     """Commit the current transaction; on success hand its outbox messages to RQ."""
     session = db.session()
@@ -22,6 +35,9 @@ def commit() -> None:
         relay(ids)
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_pending_outbox(session):
-    forget_pending(session)
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending_outbox(session, transaction):
+    # A rolled-back savepoint (one item of a bulk action) takes only its own messages with
+    # it; take_pending skips those, since their rows were never committed.
+    if not transaction.nested:
+        forget_pending(session)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, false, func, insert, or_, select, update
+from sqlalchemy import Select, event, false, func, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from app.actors import Actor
 from app.audit.chain import HASHED_FIELDS, event_hash, jsonable, values_hash
@@ -38,13 +39,14 @@ def _dialect_insert():
     return dialect_insert
 
 
-def _advance_head(chain_id: int) -> tuple[int, str]:
-    """Take the next sequence number of a chain. The UPDATE locks the head row until commit,
-    so writers of one tenant queue here and the sequence stays gapless."""
+def _advance_head(chain_id: int, count: int) -> tuple[int, str]:
+    """Take the next `count` sequence numbers of a chain; returns the last one taken before
+    and its hash. The UPDATE locks the head row until commit, so writers of one tenant queue
+    here and the sequence stays gapless."""
     stmt = (
         update(AuditChainHead)
         .where(AuditChainHead.chain_id == chain_id)
-        .values(last_seq=AuditChainHead.last_seq + 1)
+        .values(last_seq=AuditChainHead.last_seq + count)
         .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
     )
     row = db.session.execute(stmt).one_or_none()
@@ -55,7 +57,16 @@ def _advance_head(chain_id: int) -> tuple[int, str]:
             .on_conflict_do_nothing()
         )
         row = db.session.execute(stmt).one()
-    return row.last_seq, row.last_hash
+    return row.last_seq - count, row.last_hash
+
+
+# Events recorded in a transaction wait in the session until it commits; then they take
+# their sequence numbers and hashes. The head row of a chain is locked only for those last
+# statements and the commit itself, not for the whole unit of work, so concurrent writers of
+# one tenant hardly wait for each other (issue #7: the chain's cost under concurrency).
+_PENDING = "cleardesk_audit_pending"
+_MARKS = "cleardesk_audit_marks"
+_CHUNK = 2000  # events per INSERT: 16 parameters each, under 65,535
 
 
 def record_event(
@@ -70,9 +81,10 @@ def record_event(
     on_behalf_of_id: int | None = None,
     data: dict | None = None,
 ) -> dict:
-    """Append one event to the tenant's chain in the caller's transaction (never commits)."""
+    """Append one event to the tenant's chain in the caller's transaction (never commits).
+    The event is written when the transaction commits, and is lost with it if it rolls back
+    (also when only the savepoint it was recorded in rolls back)."""
     chain_id = tenant_id if tenant_id is not None else GLOBAL_CHAIN
-    seq, prev_hash = _advance_head(chain_id)
     payload = dict(data or {})
     if actor.ip:
         payload.setdefault("ip", actor.ip)
@@ -80,7 +92,7 @@ def record_event(
         payload.setdefault("user_agent", actor.user_agent[:300])
     fields = {
         "chain_id": chain_id,
-        "seq": seq,
+        "seq": None,
         "tenant_id": tenant_id,
         "occurred_at": utcnow(),
         "actor_type": actor.type.value,
@@ -93,19 +105,78 @@ def record_event(
         "to_state": to_state,
         "comment": comment,
         "data": jsonable(payload),
-        "prev_hash": prev_hash,
+        "prev_hash": None,
     }
-    fields["hash"] = event_hash(fields)
-    move_head = (update(AuditChainHead).where(AuditChainHead.chain_id == chain_id)
-                 .values(last_hash=fields["hash"]))
-    if db.session.get_bind().dialect.name == "postgresql":
-        # One round trip for both while the head row is locked: every other writer of this
-        # tenant waits for this transaction, so its statements are the chain's real cost.
-        db.session.execute(move_head.add_cte(insert(AuditEvent).values(**fields).cte("event")))
-    else:
-        db.session.execute(insert(AuditEvent).values(**fields))
-        db.session.execute(move_head)
+    db.session.info.setdefault(_PENDING, []).append(fields)
     return fields
+
+
+def write_pending_events(session) -> int:
+    """Chain and insert the events the transaction recorded: lock each chain's head (in chain
+    order, so two transactions never wait for each other crosswise), number and hash the
+    events, insert them and move the head, in two statements per chain."""
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return 0
+    # Everything else the unit of work wrote goes to the database before any head is locked.
+    session.flush()
+    by_chain: dict[int, list[dict]] = {}
+    for fields in pending:
+        by_chain.setdefault(fields["chain_id"], []).append(fields)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for chain_id in sorted(by_chain):
+        events = by_chain[chain_id]
+        seq, prev_hash = _advance_head(chain_id, len(events))
+        for fields in events:
+            seq += 1
+            fields["seq"] = seq
+            fields["prev_hash"] = prev_hash
+            fields["hash"] = prev_hash = event_hash(fields)
+        move_head = (update(AuditChainHead).where(AuditChainHead.chain_id == chain_id)
+                     .values(last_hash=prev_hash))
+        if postgres:
+            # One round trip for the rows and the head while the head is locked (in chunks
+            # that stay under the driver's limit of parameters in one statement).
+            *before, last = [events[i:i + _CHUNK] for i in range(0, len(events), _CHUNK)]
+            for chunk in before:
+                session.execute(insert(AuditEvent).values(chunk))
+            session.execute(move_head.add_cte(insert(AuditEvent).values(last).cte("events")))
+        else:
+            session.execute(insert(AuditEvent), events)
+            session.execute(move_head)
+    session.info[_PENDING] = []
+    return len(pending)
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending_events(session) -> None:
+    if not session.in_nested_transaction():  # a released savepoint keeps its events pending
+        write_pending_events(session)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session, transaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_PENDING, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_events(session, transaction) -> None:
+    if transaction.nested:
+        mark = session.info.get(_MARKS, {}).pop(transaction, None)
+        if mark is not None and session.info.get(_PENDING):
+            del session.info[_PENDING][mark:]
+    else:
+        session.info.pop(_PENDING, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_transaction(session, transaction) -> None:
+    # The root transaction ended (committed, rolled back or closed): nothing carries over.
+    # (A savepoint's mark stays until then: its rollback is announced after it has ended.)
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_MARKS, None)
 
 
 @dataclass

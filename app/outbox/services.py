@@ -5,7 +5,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import inspect, or_, select, update
 
 from app.audit.chain import jsonable
 from app.extensions import db
@@ -90,7 +90,7 @@ def pending_message_ids(limit: int = 500) -> list[int]:
 def take_pending(session) -> list[int]:
     """Ids of the messages this session wrote; call after the commit that saved them."""
     messages = session.info.pop(_PENDING_KEY, None) or []
-    return [m.id for m in messages if m.id is not None]
+    return [m.id for m in messages if inspect(m).has_identity]
 
 
 def forget_pending(session) -> None:

@@ -10,6 +10,7 @@ from app.audit.services import record_event
 from app.errors import DomainError, NotFound, ValidationFailed
 from app.extensions import db
 from app.queues.models import SavedView
+from app.unit_of_work import savepoint
 from app.work.actions import perform
 
 BULK_ACTIONS = {"approve": "Approve", "release": "Release", "reassign": "Reassign",
@@ -49,14 +50,13 @@ def bulk_act(actor: Actor, item_ids: list[int], action: str, *,
                                {"selected_ids": "too many"})
     if action == "reassign" and not assignee_id:
         raise ValidationFailed("Choose who gets the selection.", {"assignee_id": "required"})
-    # Recorded first: the bulk request itself is on the record, and on SQLite this write opens
-    # the outer transaction that the per-item savepoints nest in.
+    # The bulk request itself is on the record, whatever happens to its items.
     record_event(actor, "queue.bulk_action", tenant_id=None,
                  data={"action": action, "item_ids": ids, "assignee_id": assignee_id})
     result = BulkResult()
     for item_id in ids:
         try:
-            with db.session.begin_nested():
+            with savepoint():
                 perform(actor, item_id, action, comment=comment, assignee_id=assignee_id)
         except DomainError as error:
             reason = "No such item." if isinstance(error, NotFound) else error.message

@@ -18,6 +18,7 @@ from app.models import ApprovalStep, Kind, Membership, Priority, Role, StepState
 from app.outbox.services import add_message
 from app.sla.services import resume_sla_clock, sla_due_at, sla_state_at
 from app.types import utcnow
+from app.unit_of_work import savepoint
 from app.work import kinds
 from app.work.states import (
     ACTION_ROLES,
@@ -213,7 +214,7 @@ def create_item(
         item.steps = default_steps(amount)
     db.session.add(item)
     try:
-        with db.session.begin_nested():
+        with savepoint():
             db.session.flush()
     except Exception as exc:  # a concurrent create of the same reference won the race
         from sqlalchemy.exc import IntegrityError

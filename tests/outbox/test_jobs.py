@@ -93,3 +93,24 @@ def test_delivering_a_message_twice_processes_it_once(relaying, make_tenant, mak
     assert deliver_message(message.id) == "already processed"
     [message] = _messages()
     assert message.attempts == 1
+
+
+def test_a_failed_savepoint_loses_only_its_own_messages_the_rest_are_relayed_at_commit(
+        relaying, make_tenant):
+    from app.outbox.services import add_message
+    from app.unit_of_work import commit, savepoint
+
+    tenant = make_tenant()
+    add_message("item.created", {"n": 1}, tenant.id)
+    try:
+        with savepoint():
+            add_message("item.created", {"n": 2}, tenant.id)
+            db.session.flush()
+            raise RuntimeError("this part fails alone")
+    except RuntimeError:
+        pass
+    add_message("item.created", {"n": 3}, tenant.id)
+    commit()
+    messages = _messages()
+    assert [m.payload["n"] for m in messages] == [1, 3]
+    assert all(m.relayed_at is not None for m in messages)  # not left for the sweep
