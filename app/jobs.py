@@ -9,6 +9,7 @@ from rq import Queue, Retry
 PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.outbox.jobs.relay_pending", 30),
     ("app.audit.jobs.anchor_chains", 3600),
+    ("app.audit.jobs.sweep_stale_exports", 300),
     ("app.approvals.jobs.send_sla_reminders", 300),
     ("app.approvals.jobs.send_daily_digests", 3600),
     ("app.sla.jobs.refresh_sla_states", 300),

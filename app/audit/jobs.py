@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app
@@ -19,6 +20,7 @@ from app.unit_of_work import commit
 
 EXPORT_BATCH = 5000
 EXPORT_TIMEOUT = 3600  # seconds; a year of a busy tenant is a few million events
+EXPORT_GRACE = timedelta(minutes=10)
 
 
 def export_directory() -> Path:
@@ -33,15 +35,64 @@ def export_directory() -> Path:
 def start_export(message) -> None:
     """Outbox handler: the request that asked for the export has committed; queue its job,
     once (a fixed job id)."""
-    from app.jobs import DEFAULT_RETRY, job_queue
+    _enqueue_export(message.payload["export_id"])
 
-    export_id = message.payload["export_id"]
-    queue = job_queue()
+
+def export_job_id(queue_name: str, export_id: int) -> str:
     # Job ids are global in Redis: the queue's name keeps two deployments (or two test runs)
     # that share a Redis from taking each other's export jobs.
+    return f"audit-export-{queue_name}-{export_id}"
+
+
+def _enqueue_export(export_id: int) -> None:
+    from app.jobs import DEFAULT_RETRY, job_queue
+
+    queue = job_queue()
     queue.enqueue("app.audit.jobs.run_export", export_id,
-                  job_id=f"audit-export-{queue.name}-{export_id}", retry=DEFAULT_RETRY,
+                  job_id=export_job_id(queue.name, export_id), retry=DEFAULT_RETRY,
                   job_timeout=EXPORT_TIMEOUT)
+
+
+# RQ states in which a job will never run again by itself.
+_JOB_GONE = {"failed", "stopped", "canceled", "finished"}
+
+
+def sweep_stale_exports() -> str:
+    """Periodic: the database, not Redis, says which exports are unfinished. An unfinished
+    export whose job is gone from Redis (flushed, or lost with its server) is queued again; one
+    whose job RQ gave up on (its worker killed at every retry) is marked failed with the reason,
+    so the auditor sees it and can ask again. A job still queued or running is left alone."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    from app.jobs import job_queue, redis_connection
+
+    queue_name = job_queue().name
+    unfinished = db.session.scalars(
+        select(AuditExport).where(
+            AuditExport.status.in_((ExportStatus.QUEUED.value, ExportStatus.RUNNING.value)),
+            # Younger ones may still be on their way through the outbox.
+            AuditExport.requested_at < utcnow() - EXPORT_GRACE)
+    ).all()
+    requeued = failed = 0
+    for export in unfinished:
+        try:
+            job = Job.fetch(export_job_id(queue_name, export.id), connection=redis_connection())
+            status = job.get_status(refresh=True)
+        except NoSuchJobError:
+            job, status = None, None
+        if job is None or status is None:
+            _enqueue_export(export.id)
+            requeued += 1
+        elif str(getattr(status, "value", status)) in _JOB_GONE:
+            export.status = ExportStatus.FAILED.value
+            export.error = ((export.error or "") + " The export job stopped without finishing "
+                            f"(RQ status {getattr(status, 'value', status)}); ask for the export "
+                            "again.").strip()[:2000]
+            export.finished_at = utcnow()
+            failed += 1
+    commit()
+    return f"{requeued} exports queued again, {failed} marked failed"
 
 
 def run_export(export_id: int) -> str:

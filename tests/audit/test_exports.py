@@ -285,3 +285,63 @@ def test_a_real_worker_writes_the_export_and_the_progress_endpoint_follows_it(
     assert "hx-trigger" not in done.text  # it stops polling
     assert f"/audit/exports/{export.id}/download" in done.text
     assert run_verifier(export_path(export)).returncode == 0
+
+
+def _age_exports() -> None:
+    from datetime import timedelta
+
+    for export in db.session.scalars(select(AuditExport)):
+        export.requested_at -= timedelta(minutes=11)
+    commit()
+
+
+def _run_outbox_only() -> None:
+    """Deliver the outbox message (which queues the export job) without running the export."""
+    from app.outbox.jobs import deliver_message
+
+    for message_id in db.session.scalars(
+            select(OutboxMessage.id).where(OutboxMessage.processed_at.is_(None),
+                                           OutboxMessage.topic == "audit.export_requested")):
+        deliver_message(message_id)
+
+
+def test_an_export_whose_job_vanished_from_redis_is_queued_again_by_the_sweep(
+        relaying, world, auditor):
+    from app.audit.jobs import export_job_id, sweep_stale_exports
+
+    _request_export(auditor, world.northwind, "csv")
+    queue = Queue(relaying.config["RQ_QUEUE"], connection=Redis.from_url(relaying.config["REDIS_URL"]))
+    job_id = export_job_id(queue.name, _export().id)
+    # Just asked for: its job is still on its way through the outbox; the sweep waits.
+    assert sweep_stale_exports() == "0 exports queued again, 0 marked failed"
+    _age_exports()
+    _run_outbox_only()
+    assert queue.fetch_job(job_id) is not None
+    assert sweep_stale_exports() == "0 exports queued again, 0 marked failed"  # job is there
+
+    queue.fetch_job(job_id).delete()  # Redis lost it (flushed, restarted without its data)
+    assert sweep_stale_exports() == "1 exports queued again, 0 marked failed"
+    assert queue.fetch_job(job_id) is not None
+    worker = _run_worker(relaying)
+    assert worker.returncode == 0, worker.stderr
+    assert _export().status == "done"
+    assert sweep_stale_exports() == "0 exports queued again, 0 marked failed"
+
+
+def test_an_export_whose_job_rq_gave_up_on_is_marked_failed_with_the_reason(
+        relaying, world, auditor):
+    from rq.job import JobStatus
+
+    from app.audit.jobs import export_job_id, sweep_stale_exports
+
+    _request_export(auditor, world.northwind, "csv")
+    _age_exports()
+    _run_outbox_only()
+    queue = Queue(relaying.config["RQ_QUEUE"], connection=Redis.from_url(relaying.config["REDIS_URL"]))
+    job = queue.fetch_job(export_job_id(queue.name, _export().id))
+    job.set_status(JobStatus.FAILED)  # what RQ does when the worker died at every retry
+
+    assert sweep_stale_exports() == "0 exports queued again, 1 marked failed"
+    export = _export()
+    assert export.status == "failed" and "ask for the export again" in export.error
+    assert export.finished_at is not None
