@@ -51,6 +51,9 @@ def create_app(config: dict | None = None) -> Flask:
     install_email_links(app)
     app.register_blueprint(mail_bp)
     app.register_blueprint(audit_bp)
+    from app.dashboard.routes import bp as dashboard_bp
+
+    app.register_blueprint(dashboard_bp)
     install_web(app)
 
     from app.cli import register_cli

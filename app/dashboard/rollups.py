@@ -159,7 +159,7 @@ def apply_deltas(connection, deltas: dict) -> None:
     columns = [open_rollups.c[name] for name in _key_columns(open_rollups)]
     for key in emptied:
         connection.execute(delete(open_rollups).where(
-            *[c == v for c, v in zip(columns, key)], open_rollups.c.items == 0))
+            *[c == v for c, v in zip(columns, key)], open_rollups.c["items"] == 0))
 
 
 def _add(deltas: dict, rows: list[tuple], sign: int) -> None:

@@ -2,7 +2,7 @@
 plain recomputation from the items after any sequence of changes."""
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from app.actors import Actor, ActorType
 from app.approvals.services import approve_step, reject_approval
@@ -19,6 +19,9 @@ from tests.dashboard.recompute import expected_rollups, stored_rollups
 def _agree():
     db.session.expire_all()
     assert stored_rollups() == expected_rollups()
+    # A backlog row that reaches zero items is removed: that table stays the backlog's size.
+    assert db.session.scalar(select(func.count()).select_from(open_rollups)
+                             .where(open_rollups.c["items"] == 0)) == 0
 
 
 def test_rollups_follow_creation_claims_moves_and_decisions(make_tenant, make_user, make_item):
