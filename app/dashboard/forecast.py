@@ -13,14 +13,16 @@ index on open items' due times).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from itertools import accumulate
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from app.dashboard.models import daily_rollups, open_rollups
-from app.dashboard.services import KIND_LABELS, Scope, today_in
+from app.dashboard.services import KIND_LABELS, RATE_WINDOW_DAYS, Dashboard, Scope
 from app.extensions import db
 from app.models import WorkItem
 from app.sla.calendar import calendar_for
@@ -28,7 +30,6 @@ from app.types import utcnow
 from app.work.services import open_items
 
 HORIZON_HOURS = 24
-RATE_WINDOW_DAYS = 7
 
 
 @dataclass
@@ -76,41 +77,41 @@ def predict(overdue: int, due_by_hour: list[int], throughput: float) -> tuple[in
     return breaches, shortfall
 
 
-def forecast_for(scope: Scope, now: datetime | None = None) -> list[QueueForecast]:
+def forecast_for(scope: Scope, dash: Dashboard, now: datetime | None = None
+                 ) -> list[QueueForecast]:
+    """The forecast of each queue in the scope; backlog and rates from `dash` (the rollups),
+    due times from the open items due within the window."""
     now = now or utcnow()
     tenants = {t.id: t for t in scope.tenants}
     many = len(tenants) > 1
-    o = open_rollups.c
-    open_counts = {(r.tenant_id, r.kind): int(r.items) for r in db.session.execute(
-        select(o.tenant_id, o.kind, func.sum(o["items"]).label("items"))
-        .where(o.tenant_id.in_(tenants)).group_by(o.tenant_id, o.kind))}
-    d = daily_rollups.c
+    running = WorkItem.sla_paused_at.is_(None)
     out = []
     for tenant_id, tenant in tenants.items():
         calendar = calendar_for(tenant)
-        today = today_in(tenant, now)
-        first = today - timedelta(days=RATE_WINDOW_DAYS)
+        first = dash.todays[tenant_id] - timedelta(days=RATE_WINDOW_DAYS)
         window_start = datetime.combine(first, time(0), ZoneInfo(tenant.timezone))
         hours = calendar.between(window_start, now).total_seconds() / 3600
-        rates = {r.kind: (int(r.created or 0), int(r.resolved or 0)) for r in db.session.execute(
-            select(d.kind, func.sum(d.created).label("created"),
-                   func.sum(d.resolved).label("resolved"))
-            .where(d.tenant_id == tenant_id, d.day >= first).group_by(d.kind))}
         bounds = [calendar.add(now, timedelta(hours=h)) for h in range(1, HORIZON_HOURS + 1)]
-        running = WorkItem.sla_paused_at.is_(None)
-        due = {row[0]: row[1:] for row in db.session.execute(
-            select(WorkItem.kind, func.count(),
-                   *[func.count().filter(running & (WorkItem.sla_due_at <= b)) for b in bounds])
+        # Open items not yet due (an index-only count on the open items' due-time index)...
+        not_yet_due = dict(db.session.execute(
+            select(WorkItem.kind, func.count())
             .where(WorkItem.tenant_id == tenant_id, open_items(), WorkItem.sla_due_at >= now)
-            .group_by(WorkItem.kind))}
+            .group_by(WorkItem.kind)).all())
+        # ...and the due times of those due within the window, counted per business hour.
+        per_hour: dict = defaultdict(lambda: [0] * HORIZON_HOURS)
+        for kind, due_at in db.session.execute(
+                select(WorkItem.kind, WorkItem.sla_due_at)
+                .where(WorkItem.tenant_id == tenant_id, open_items(), running,
+                       WorkItem.sla_due_at >= now, WorkItem.sla_due_at <= bounds[-1])):
+            per_hour[kind][bisect_left(bounds, due_at)] += 1
         for kind, kind_label in KIND_LABELS.items():
-            open_now = open_counts.get((tenant_id, kind), 0)
-            not_yet_due, *cumulative = due.get(kind, (0, *[0] * HORIZON_HOURS))
-            created, resolved = rates.get(kind, (0, 0))
+            open_now = dash.open_counts.get((tenant_id, kind), 0)
+            cumulative = list(accumulate(per_hour[kind]))
+            created, resolved = dash.recent.get((tenant_id, kind), (0, 0))
             f = QueueForecast(
                 tenant_id=tenant_id, kind=kind,
                 label=(f"{tenant.display_name} · " if many else "") + kind_label,
-                open=open_now, overdue=max(0, open_now - int(not_yet_due)),
+                open=open_now, overdue=max(0, open_now - not_yet_due.get(kind, 0)),
                 due_by_hour=[int(c) for c in cumulative],
                 arrival_rate=created / hours if hours else 0.0,
                 throughput=resolved / hours if hours else 0.0,

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from app.actors import Actor
 from app.dashboard.models import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
@@ -30,6 +30,9 @@ DEFAULT_DAYS = 30
 AGEING = (("0–1 days", 0, 1), ("2–3 days", 2, 3), ("4–7 days", 4, 7), ("8–14 days", 8, 14),
           ("15–30 days", 15, 30), ("over 30 days", 31, None))
 KIND_LABELS = {k.value: k.label for k in Kind}
+EXCEPTION, DISPUTE = Kind.BILLING_EXCEPTION.value, Kind.SETTLEMENT_DISPUTE.value
+# Arrivals and throughput for the forecast: the last week.
+RATE_WINDOW_DAYS = 7
 NOBODY = 0  # the rollups' "no person": the policy engine or the system decided
 
 
@@ -212,6 +215,11 @@ class Dashboard:
     exceptions: list[dict]
     leakage: list[dict]
     workload: list[dict]
+    # For the forecast: open items per (tenant, kind); created and decided per (tenant, kind)
+    # over the last RATE_WINDOW_DAYS days; each tenant's today.
+    open_counts: dict = field(default_factory=dict)
+    recent: dict = field(default_factory=dict)
+    todays: dict = field(default_factory=dict)
     forecast: list = field(default_factory=list)
 
     @property
@@ -223,43 +231,67 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _day_range(scope: Scope):
-    return daily_rollups.c.day.between(scope.start, scope.end)
+def _days(first: date, last: date):
+    """rollup day within [first, last], the dates written into the SQL: with parameters the
+    planner's generic plan guesses the range holds a handful of rows and sorts instead of
+    hashing (four times slower). The dates are date objects, so their ISO text is safe."""
+    day = daily_rollups.c.day
+    typed = "DATE " if db.session.get_bind().dialect.name == "postgresql" else ""
+    return day.between(literal_column(f"{typed}'{first.isoformat()}'"),
+                       literal_column(f"{typed}'{last.isoformat()}'"))
+
+
+def _total(column):
+    """SUM as a BIGINT: plain ints from the driver, not Decimals."""
+    return cast(func.sum(column), BigInteger)
 
 
 def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
     tenants = {t.id: t for t in scope.tenants}
     many = len(tenants) > 1
     t = daily_rollups.c
-    sums = [func.sum(t.created), func.sum(t.resolved), func.sum(t.met), func.sum(t.breached),
-            func.sum(t.auto_approved), func.sum(t.turnaround_seconds),
-            *[func.sum(t[name]) for name in BUCKETS]]
+    sums = [_total(t.created), _total(t.resolved), _total(t.met), _total(t.breached),
+            _total(t.auto_approved), _total(t.turnaround_seconds),
+            *[_total(t[name]) for name in BUCKETS]]
     # 1. Everything but the per-day series, summed over the range per tenant, kind, subtype
     #    and person: at most a few hundred rows, whatever the number of items.
     grouped = db.session.execute(
         select(t.tenant_id, t.kind, t.subtype, t.user_id, *sums)
-        .where(t.tenant_id.in_(tenants), _day_range(scope))
+        .where(t.tenant_id.in_(tenants), _days(scope.start, scope.end))
         .group_by(t.tenant_id, t.kind, t.subtype, t.user_id)
     ).all()
-    # 2. Created and resolved per day.
-    per_day = {row.day: (int(row.created or 0), int(row.resolved or 0)) for row in db.session.execute(
-        select(t.day, func.sum(t.created).label("created"), func.sum(t.resolved).label("resolved"))
-        .where(t.tenant_id.in_(tenants), _day_range(scope)).group_by(t.day))}
-    # 3. The open backlog.
+    # 2. Created and resolved per tenant, day and kind: the per-day series, and the last
+    #    week's arrivals and throughput for the forecast.
+    todays = {tid: today_in(tenant, now) for tid, tenant in tenants.items()}
+    recent_from = min(todays.values()) - timedelta(days=RATE_WINDOW_DAYS)
+    per_day: dict = defaultdict(lambda: [0, 0])
+    recent: dict = defaultdict(lambda: [0, 0])
+    for tid, day, kind, created, resolved in db.session.execute(
+            select(t.tenant_id, t.day, t.kind, _total(t.created), _total(t.resolved))
+            .where(t.tenant_id.in_(tenants),
+                   _days(min(scope.start, recent_from), max(scope.end, *todays.values())))
+            .group_by(t.tenant_id, t.day, t.kind)):
+        if scope.start <= day <= scope.end:
+            per_day[day][0] += created
+            per_day[day][1] += resolved
+        if day >= todays[tid] - timedelta(days=RATE_WINDOW_DAYS):
+            recent[(tid, kind)][0] += created
+            recent[(tid, kind)][1] += resolved
+    # 3. The open backlog, per tenant, kind, day of arrival and assignee.
     o = open_rollups.c
     backlog = db.session.execute(
-        select(o.tenant_id, o.kind, o.subtype, o.created_day, o.assignee_id, o["items"],
-               o.at_risk_cents, o.delta_cents)
+        select(o.tenant_id, o.kind, o.created_day, o.assignee_id, _total(o["items"]),
+               _total(o.at_risk_cents), _total(o.delta_cents))
         .where(o.tenant_id.in_(tenants), o["items"] > 0)
+        .group_by(o.tenant_id, o.kind, o.created_day, o.assignee_id)
     ).all()
 
-    rows = [dict(tenant_id=r[0], kind=r[1], subtype=r[2], user_id=r[3], created=int(r[4] or 0),
-                 resolved=int(r[5] or 0), met=int(r[6] or 0), breached=int(r[7] or 0),
-                 auto=int(r[8] or 0), seconds=int(r[9] or 0),
-                 histogram=[int(v or 0) for v in r[10:]]) for r in grouped]
-    person_ids = {r["user_id"] for r in rows} | {r.assignee_id for r in backlog}
-    people = {u.id: u.name for u in db.session.scalars(
-        select(User).where(User.id.in_(person_ids - {NOBODY})))} if person_ids - {NOBODY} else {}
+    rows = [dict(tenant_id=r[0], kind=r[1], subtype=r[2], user_id=r[3], created=r[4] or 0,
+                 resolved=r[5] or 0, met=r[6] or 0, breached=r[7] or 0, auto=r[8] or 0,
+                 seconds=r[9] or 0, histogram=[v or 0 for v in r[10:]]) for r in grouped]
+    person_ids = ({r["user_id"] for r in rows} | {r[3] for r in backlog}) - {NOBODY}
+    people = dict(db.session.execute(
+        select(User.id, User.name).where(User.id.in_(person_ids))).all()) if person_ids else {}
 
     resolved_args = {"status": "closed", "resolved_from": scope.start.isoformat(),
                      "resolved_to": scope.end.isoformat()}
@@ -302,8 +334,7 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
         return sorted(acc.values(), key=lambda e: (-e.resolved, e.label))
 
     def person(user_id: int) -> str:
-        return people.get(user_id, "Policy or system (no person)") if user_id else \
-            "Policy or system (no person)"
+        return people.get(user_id, f"#{user_id}") if user_id else "Policy or system (no person)"
 
     turnaround = {
         "kind": group(lambda r: r["kind"], lambda r: KIND_LABELS[r["kind"]],
@@ -334,19 +365,34 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
                                          "resolved_to": day.isoformat()}})
         day += timedelta(days=1)
 
-    # Backlog ageing (now, whatever the range): buckets by days since arrival, per kind.
-    todays = {tid: today_in(tenant, now) for tid, tenant in tenants.items()}
+    # Backlog ageing (now, whatever the range): buckets by days since arrival, per kind;
+    # leakage and workload from the same rows, in one pass.
     ageing = [{"label": label, "low": low, "high": high, "total": 0,
                **{kind: 0 for kind in KIND_LABELS},
                "drill": {**tenant_arg, "aged": f"{low}-{'' if high is None else high}"}}
               for label, low, high in AGEING]
-    for b in backlog:
-        age = (todays[b.tenant_id] - b.created_day).days
-        for bucket in ageing:
-            if age >= bucket["low"] and (bucket["high"] is None or age <= bucket["high"]):
-                bucket[b.kind] += b.items
-                bucket["total"] += b.items
-                break
+    by_age = {}
+    for bucket in ageing:
+        for age in range(bucket["low"], (bucket["high"] if bucket["high"] is not None
+                                         else bucket["low"]) + 1):
+            by_age[age] = bucket
+    oldest = ageing[-1]
+    money: dict = defaultdict(lambda: [0, 0, 0, 0])  # at risk, open exceptions, delta, disputes
+    load: dict = defaultdict(int)
+    open_counts: dict = defaultdict(int)
+    for tid, kind, created_day, assignee_id, count, at_risk, delta in backlog:
+        age = (todays[tid] - created_day).days
+        bucket = by_age.get(age) or (ageing[0] if age < 0 else oldest)
+        bucket[kind] += count
+        bucket["total"] += count
+        load[assignee_id] += count
+        open_counts[(tid, kind)] += count
+        if kind == EXCEPTION:
+            money[tid][0] += at_risk
+            money[tid][1] += count
+        elif kind == DISPUTE:
+            money[tid][2] += delta
+            money[tid][3] += count
 
     # Auto-approval: approvals decided by the policy engine among all decided approvals.
     approvals = [r for r in rows if r["kind"] == Kind.APPROVAL.value]
@@ -376,24 +422,17 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
     # tenant in its own currency.
     leakage = []
     for tid, tenant in tenants.items():
-        mine = [b for b in backlog if b.tenant_id == tid]
-        at_risk = Decimal(sum(b.at_risk_cents for b in mine)) / 100
-        delta = Decimal(sum(b.delta_cents for b in mine)) / 100
+        at_risk_cents, exceptions_open, delta_cents, disputes_open = money[tid]
+        at_risk, delta = Decimal(at_risk_cents) / 100, Decimal(delta_cents) / 100
         leakage.append({
             "tenant": tenant.display_name, "tenant_id": tid, "currency": tenant.currency,
-            "at_risk": at_risk, "open_exceptions": sum(
-                b.items for b in mine if b.kind == Kind.BILLING_EXCEPTION.value),
-            "dispute_delta": delta, "open_disputes": sum(
-                b.items for b in mine if b.kind == Kind.SETTLEMENT_DISPUTE.value),
-            "total": at_risk + delta,
-            "drill_exceptions": {"tenant": tid, "kind": Kind.BILLING_EXCEPTION.value},
-            "drill_disputes": {"tenant": tid, "kind": Kind.SETTLEMENT_DISPUTE.value},
+            "at_risk": at_risk, "open_exceptions": exceptions_open,
+            "dispute_delta": delta, "open_disputes": disputes_open, "total": at_risk + delta,
+            "drill_exceptions": {"tenant": tid, "kind": EXCEPTION},
+            "drill_disputes": {"tenant": tid, "kind": DISPUTE},
         })
 
     # Workload (open items assigned now) and throughput (items decided in the range).
-    load: dict = defaultdict(int)
-    for b in backlog:
-        load[b.assignee_id] += b.items
     done: dict = defaultdict(int)
     for r in rows:
         done[r["user_id"]] += r["resolved"]
@@ -420,4 +459,5 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
 
     return Dashboard(scope=scope, attainment=attainment, turnaround=turnaround, daily=daily,
                      ageing=ageing, auto_approval=auto_approval, exceptions=exceptions,
-                     leakage=leakage, workload=workload)
+                     leakage=leakage, workload=workload, open_counts=dict(open_counts),
+                     recent={k: tuple(v) for k, v in recent.items()}, todays=todays)

@@ -52,6 +52,9 @@ def test_the_dashboard_renders_its_charts_and_a_bar_opens_the_items(page, seeded
         "els => [...new Set(els.map(e => getComputedStyle(e).fill))]")
     assert any("cd-fill-1" in f for f in fills) and any("cd-fill-0" in f for f in fills)
     expect(page.locator("#attainment svg .text-overlay text.value").first).to_be_visible()
+    # A closed table is fetched when opened.
+    page.get_by_text("Turnaround by approver — table").click()
+    expect(page.locator("#turnaround .lazy-table table").get_by_text("Avery Approver")).to_be_visible()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 

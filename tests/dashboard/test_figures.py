@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from app.actors import Actor
-from app.dashboard.forecast import HORIZON_HOURS, RATE_WINDOW_DAYS, forecast_for
-from app.dashboard.services import AGEING, dashboard_for, parse_scope
+from app.dashboard.forecast import HORIZON_HOURS, forecast_for
+from app.dashboard.services import AGEING, RATE_WINDOW_DAYS, dashboard_for, parse_scope
 from app.extensions import db
 from app.models import Tenant, User
 from app.sla.calendar import calendar_for
@@ -153,7 +153,8 @@ def test_breach_forecast_equals_a_plain_simulation(seeded):
     actor = _manager()
     now = utcnow()
     scope = parse_scope(actor, {"tenant": "all", "days": "30"})
-    forecasts = {(f.tenant_id, f.kind): f for f in forecast_for(scope, now)}
+    forecasts = {(f.tenant_id, f.kind): f
+                 for f in forecast_for(scope, dashboard_for(scope, now), now)}
     assert len(forecasts) == 9  # three tenants, three kinds
     items = all_items(scope.tenant_ids)
     for (tenant_id, kind), f in forecasts.items():

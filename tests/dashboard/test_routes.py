@@ -125,3 +125,18 @@ def test_a_drill_down_lists_exactly_the_items_behind_the_figure(seeded, client, 
         response = client.get(url)
         assert response.status_code == 200, url
         assert "filters were ignored" not in response.text, url
+
+
+def test_a_table_opened_on_the_dashboard_is_fetched_as_a_fragment_or_a_page(seeded, client,
+                                                                            auth):
+    auth.login("manager@cleardesk.demo", "demo-password")
+    page = client.get("/dashboard?tenant=all&days=30")
+    assert 'hx-get="/dashboard/tables/turnaround-approver?' in page.text
+    fragment = client.get("/dashboard/tables/turnaround-approver?tenant=all&days=30",
+                          headers={"HX-Request": "true"})
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text and "Avery Approver" in fragment.text
+    assert "/queues/team?" in fragment.text  # each row opens its items
+    whole = client.get("/dashboard/tables/turnaround-approver?tenant=all&days=30")
+    assert "<html" in whole.text and "Turnaround by approver" in whole.text
+    assert client.get("/dashboard/tables/nothing").status_code == 404

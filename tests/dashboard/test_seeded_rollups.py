@@ -1,13 +1,13 @@
 """seed-demo writes its items in bulk, past the flush listener, and then fills the rollups."""
+from sqlalchemy import select
+
+from app.exceptions.services import act_on_exception
 from app.extensions import db
+from app.models import User
 from app.unit_of_work import commit
 from app.work.services import get_item
-from app.exceptions.services import act_on_exception
 from tests.conftest import actor
 from tests.dashboard.recompute import all_items, expected_rollups, stored_rollups
-
-from app.models import User
-from sqlalchemy import select
 
 
 def test_seed_demo_fills_the_rollups_exactly(seeded):
