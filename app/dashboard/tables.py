@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable
 
 from app.dashboard.services import KIND_LABELS, Dashboard
@@ -100,6 +101,16 @@ def _number(value: str) -> bool:
     return True
 
 
+def _count_axis(spec: dict, stacked: bool = False) -> dict:
+    """Whole-number ticks for a chart of counts (no "0.2 items")."""
+    series = [[value or 0 for value, _href in points] for _name, points in spec["series"]]
+    top = max((sum(column) for column in zip(*series)) if stacked and series
+              else (v for values in series for v in values), default=0)
+    step = max(1, math.ceil(top / 8))
+    spec.setdefault("options", {})["y_labels"] = list(range(0, top + step + 1, step))
+    return spec
+
+
 def chart_specs(dash: Dashboard, drill: Callable[[dict | None], str | None]) -> dict[str, dict]:
     """The charts of the dashboard; `drill(args)` is the URL of the items behind a bar."""
     specs: dict[str, dict] = {}
@@ -156,6 +167,11 @@ def chart_specs(dash: Dashboard, drill: Callable[[dict | None], str | None]) -> 
                        ("Forecast to breach", [(f.new_breaches, drill(f.drill_due))
                                                for f in dash.forecast])],
         }
+    for name in ("daily", "workload", "exceptions", "forecast"):
+        if name in specs:
+            _count_axis(specs[name])
+    for name in ("attainment", "ageing"):
+        _count_axis(specs[name], stacked=True)
     return specs
 
 
