@@ -1,7 +1,8 @@
 """The manager dashboard at two volumes of history, on PostgreSQL: its response time for one
 tenant and 90 days with N items and with 10 x N, against /healthz in the same run. Called by
 scripts/bench.sh (BENCH_PARTS=dashboard); each volume gets its own database, seeded with
-`flask seed-demo --items`, and its own gunicorn.
+`flask seed-demo --items`, and its own gunicorn; the requests to both go in turn, so that
+both volumes and /healthz see the same load.
 
 Goals (issue #6): time(1,000,000) <= 1.5 x time(100,000) (the rollups keep the cost from
 growing with history) and time(dashboard) <= 20 x time(/healthz).
@@ -25,6 +26,7 @@ from run_bench import _request, sign_in  # noqa: E402  (same directory)
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 MANAGER = "manager@cleardesk.demo"
+BLOCK = 10
 
 
 def free_port() -> int:
@@ -76,53 +78,72 @@ def wait_for(port: int, seconds: float = 30) -> None:
     raise SystemExit(f"gunicorn did not listen on {port}")
 
 
-def timed(port: int, path: str, cookie: str, seconds: float, warmup: float) -> dict:
-    """One connection, one request after another: the response time of one page view."""
-    for phase, length in (("warmup", warmup), ("measure", seconds)):
-        times: list[float] = []
-        deadline = time.perf_counter() + length
-        while time.perf_counter() < deadline or len(times) < 5:
-            start = time.perf_counter()
-            status, _, body = _request("127.0.0.1", port, "GET", path, cookie)
-            if status != 200:
-                raise SystemExit(f"GET {path} answered {status}")
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return {"path": path, "requests": len(times), "bytes": len(body),
+def summary(path: str, times: list[float], size: int) -> dict:
+    times = sorted(times)
+    return {"path": path, "requests": len(times), "bytes": size,
             "p50_ms": statistics.median(times) * 1000,
             "mean_ms": statistics.fmean(times) * 1000,
             "p90_ms": times[max(0, int(len(times) * 0.9) - 1)] * 1000}
 
 
-def tenant_id(port: int, cookie: str, slug: str = "northwind") -> int:
-    """The tenant's id, read from the dashboard's own tenant choice."""
+def tenant_id(port: int, cookie: str) -> int:
+    """Northwind's id, read from the dashboard's own tenant choice."""
     import re
 
     _, _, page = _request("127.0.0.1", port, "GET", "/dashboard?tenant=all&days=7", cookie)
     match = re.search(r'<option value="(\d+)"[^>]*>Northwind', page)
     if not match:
-        raise SystemExit(f"no {slug} on the dashboard")
+        raise SystemExit("no northwind on the dashboard")
     return int(match.group(1))
 
 
-def measure(url: str, env: dict, seconds: float, warmup: float) -> dict:
+def start_server(url: str, env: dict) -> tuple[subprocess.Popen, int]:
     port = free_port()
     server = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "--workers", "1", "--bind", f"127.0.0.1:{port}",
          "wsgi:app"], cwd=ROOT, env={**env, "DATABASE_URL": url},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(port)
+    return server, port
+
+
+def measure(urls: list[str], env: dict, seconds: float, warmup: float) -> list[dict]:
+    """Both volumes served at once; /healthz and the dashboard of each requested in turn, in
+    blocks of BLOCK requests one at a time (each server warm within a block), so that all four
+    see the same load on a shared machine."""
+    servers = []
     try:
-        wait_for(port)
-        cookie = sign_in("127.0.0.1", port, MANAGER)
-        tid = tenant_id(port, cookie)
-        dashboard = f"/dashboard?tenant={tid}&days=90"
-        healthz = timed(port, "/healthz", "", seconds, warmup)
-        page = timed(port, dashboard, cookie, seconds, warmup)
-        return {"healthz": healthz, "dashboard": page,
-                "ratio_to_healthz": page["p50_ms"] / healthz["p50_ms"]}
+        targets = []  # (volume index, name, port, path, cookie)
+        for index, url in enumerate(urls):
+            server, port = start_server(url, env)
+            servers.append(server)
+            cookie = sign_in("127.0.0.1", port, MANAGER)
+            dashboard = f"/dashboard?tenant={tenant_id(port, cookie)}&days=90"
+            targets += [(index, "healthz", port, "/healthz", ""),
+                        (index, "dashboard", port, dashboard, cookie)]
+        results: dict = {}
+        for phase, length in (("warmup", warmup), ("measure", seconds)):
+            times = {(t[0], t[1]): [] for t in targets}
+            sizes = {}
+            deadline = time.perf_counter() + length
+            while time.perf_counter() < deadline or min(map(len, times.values())) < 5:
+                for index, name, port, path, cookie in targets:
+                    for _ in range(BLOCK):
+                        start = time.perf_counter()
+                        status, _, body = _request("127.0.0.1", port, "GET", path, cookie)
+                        if status != 200:
+                            raise SystemExit(f"GET {path} answered {status}")
+                        times[(index, name)].append(time.perf_counter() - start)
+                        sizes[(index, name)] = len(body)
+            results = {key: summary(next(t[3] for t in targets if (t[0], t[1]) == key),
+                                    values, sizes[key]) for key, values in times.items()}
+        return [{"healthz": results[(i, "healthz")], "dashboard": results[(i, "dashboard")],
+                 "ratio_to_healthz": results[(i, "dashboard")]["p50_ms"]
+                 / results[(i, "healthz")]["p50_ms"]} for i in range(len(urls))]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def main(argv=None) -> int:
@@ -141,13 +162,14 @@ def main(argv=None) -> int:
     if len(volumes) != 2 or volumes[0] >= volumes[1]:
         parser.error("--items takes two volumes, smaller first")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    runs = []
+    prepared = []
     for items in volumes:
         print(f"  dashboard: seeding {items:,} items", file=sys.stderr)
-        url, seed_seconds = prepare(args.pg, items, env, args.reuse)
-        print(f"  dashboard: measuring at {items:,} items", file=sys.stderr)
-        runs.append({"items": items, "seed_seconds": seed_seconds,
-                     **measure(url, env, args.duration, args.warmup)})
+        prepared.append(prepare(args.pg, items, env, args.reuse))
+    print("  dashboard: measuring both volumes in turn", file=sys.stderr)
+    measured = measure([url for url, _ in prepared], env, args.duration, args.warmup)
+    runs = [{"items": items, "seed_seconds": seed_seconds, **m}
+            for items, (_, seed_seconds), m in zip(volumes, prepared, measured)]
     small, large = runs
     growth = large["dashboard"]["p50_ms"] / small["dashboard"]["p50_ms"]
     goals = {
@@ -160,8 +182,8 @@ def main(argv=None) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
-    print("\nManager dashboard, one tenant, 90 days (PostgreSQL, gunicorn 1 worker, "
-          "one connection):")
+    print("\nManager dashboard, one tenant, 90 days (PostgreSQL, gunicorn 1 worker per volume, "
+          "one request at a time, in turn):")
     print(f"{'items':>10} {'seed s':>8} {'healthz p50':>12} {'dashboard p50':>14} "
           f"{'dashboard p90':>14} {'x healthz':>10}")
     for r in runs:
