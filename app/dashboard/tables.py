@@ -106,9 +106,20 @@ def _count_axis(spec: dict, stacked: bool = False) -> dict:
     series = [[value or 0 for value, _href in points] for _name, points in spec["series"]]
     top = max((sum(column) for column in zip(*series)) if stacked and series
               else (v for values in series for v in values), default=0)
-    step = max(1, math.ceil(top / 8))
-    spec.setdefault("options", {})["y_labels"] = list(range(0, top + step + 1, step))
+    step = _nice_step(top / 6)
+    spec.setdefault("options", {})["y_labels"] = list(range(0, top + step, step))
     return spec
+
+
+def _nice_step(raw: float) -> int:
+    """The smallest of 1, 2, 5 x 10^n at least `raw`: ticks at round numbers."""
+    if raw <= 1:
+        return 1
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * magnitude >= raw:
+            return int(factor * magnitude)
+    return int(10 * magnitude)  # pragma: no cover
 
 
 def chart_specs(dash: Dashboard, drill: Callable[[dict | None], str | None]) -> dict[str, dict]:
@@ -161,11 +172,14 @@ def chart_specs(dash: Dashboard, drill: Callable[[dict | None], str | None]) -> 
     }
     if dash.forecast:
         specs["forecast"] = {
-            "kind": "Bar", "title": "Next 24 business hours: due, and forecast to breach",
+            "kind": "HorizontalBar",
+            "title": "Next 24 business hours: due, and forecast to breach",
             "labels": [f.label for f in dash.forecast],
             "series": [("Due", [(f.due_soon, drill(f.drill_due)) for f in dash.forecast]),
                        ("Forecast to breach", [(f.new_breaches, drill(f.drill_due))
                                                for f in dash.forecast])],
+            "options": {"height": 120 + 30 * len(dash.forecast), "width": 900,
+                        "truncate_label": 40},
         }
     for name in ("daily", "workload", "exceptions", "forecast"):
         if name in specs:
