@@ -38,10 +38,11 @@ NOBODY = 0  # the rollups' "no person": the policy engine or the system decided
 
 def managed_tenants(actor: Actor) -> list[Tenant]:
     """The tenants where the actor is a manager; the dashboard shows only these."""
-    ids = sorted(t for t in actor.tenant_ids() if Role.MANAGER.value in actor.roles_in(t))
-    if not ids:
+    if actor.user is None:
         return []
-    return list(db.session.scalars(select(Tenant).where(Tenant.id.in_(ids)).order_by(Tenant.name)))
+    # The memberships, with their tenants, were loaded with the signed-in user.
+    return sorted((m.tenant for m in actor.user.memberships
+                   if Role.MANAGER.value in m.role_set), key=lambda t: (t.name, t.id))
 
 
 @dataclass
