@@ -29,6 +29,8 @@ def create_app(config: dict | None = None) -> Flask:
     from app.queues import models as queue_models  # noqa: F401
     from app.approvals import models as approval_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
+    from app.dashboard import models as dashboard_models  # noqa: F401
+    from app.dashboard import rollups  # noqa: F401  (keeps the rollups current on flush)
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -49,11 +51,17 @@ def create_app(config: dict | None = None) -> Flask:
     install_email_links(app)
     app.register_blueprint(mail_bp)
     app.register_blueprint(audit_bp)
+    from app.dashboard.routes import bp as dashboard_bp
+
+    app.register_blueprint(dashboard_bp)
     install_web(app)
 
     from app.cli import register_cli
 
     register_cli(app)
+    from app.dashboard.commands import dashboard_cli
+
+    app.cli.add_command(dashboard_cli)
 
     @app.get("/healthz")
     def healthz():

@@ -83,6 +83,10 @@ class Tenant(db.Model):
     is_reseller: Mapped[bool] = mapped_column(Boolean, default=False)
     brand_name: Mapped[str | None] = mapped_column(String(200))
     brand_color: Mapped[str | None] = mapped_column(String(7))
+    # SLA escalation: reassign a breached item to the least-loaded colleague (off by default:
+    # moving work without asking is a team's choice).
+    sla_reassign_on_breach: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                         server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -198,6 +202,8 @@ class WorkItem(db.Model):
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_system", "external_ref"),
         Index("ix_work_items_created", "tenant_id", "created_at"),
+        # Dashboard drill-downs list what was resolved in a date range.
+        Index("ix_work_items_resolved", "tenant_id", "resolved_at"),
         # Queues read open items only: partial indexes keep them small at millions of rows.
         *[
             Index(f"ix_work_items_open_{name}", *columns,
@@ -254,6 +260,9 @@ class WorkItem(db.Model):
     calculated_amount: Mapped[Decimal | None] = mapped_column(Money)  # disputes
     adjustment_amount: Mapped[Decimal | None] = mapped_column(Money)  # partially accepted
     resolution_code: Mapped[str | None] = mapped_column(String(64))
+    # Who made the final decision, by actor type (user, policy, email_link, api, system): the
+    # dashboard's auto-approval rate counts the 'policy' ones.
+    decided_by_type: Mapped[str | None] = mapped_column(String(16))
     last_actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     last_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, nullable=False)

@@ -13,6 +13,9 @@
 #                        audit  audit verify on BENCH_AUDIT_EVENTS chained events (default
 #                               1000000), and BENCH_DECISIONS decisions (default 2400) with
 #                               and without the hash chain, BENCH_WRITERS at once (default 1,4)
+#                        dashboard  the manager dashboard (one tenant, 90 days) seeded with each
+#                               of BENCH_DASHBOARD_ITEMS (default 100000,1000000), against
+#                               /healthz in the same run (bench/dashboard_bench.py)
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -62,6 +65,12 @@ if [[ "$PARTS" == *,audit,* ]]; then
   DATABASE_URL="$AUDIT_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
   DATABASE_URL="$AUDIT_URL" "$PY" bench/audit_bench.py --events "${BENCH_AUDIT_EVENTS:-1000000}" \
     --decisions "${BENCH_DECISIONS:-2400}" --writers "${BENCH_WRITERS:-1,4}" || status=1
+fi
+if [[ "$PARTS" == *,dashboard,* ]]; then
+  say "manager dashboard at two volumes of history (own databases)"
+  "$PY" bench/dashboard_bench.py --pg "postgresql+psycopg://postgres@127.0.0.1:$PG_PORT" \
+    --items "${BENCH_DASHBOARD_ITEMS:-100000,1000000}" --duration "${BENCH_DURATION:-10}" \
+    || status=1
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

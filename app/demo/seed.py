@@ -71,6 +71,8 @@ SOURCES = {
     Kind.BILLING_EXCEPTION.value: ["zuora", "stripe-billing", "chargebee"],
     Kind.SETTLEMENT_DISPUTE.value: ["partner-portal", "ingram-statement"],
 }
+# Demo approvals below this amount are mostly decided by the policy engine.
+AUTO_APPROVE_BELOW = Decimal("1500")
 KIND_MIX = [(Kind.APPROVAL.value, 0.5), (Kind.BILLING_EXCEPTION.value, 0.3),
             (Kind.SETTLEMENT_DISPUTE.value, 0.2)]
 
@@ -264,9 +266,14 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
     global_chain.close()
     for chain in chains.values():
         chain.close()
+    # The rows went in by COPY, past the flush listener that keeps the rollups current.
+    from app.dashboard.rollups import rebuild_rollups
+
+    rebuild_rollups(db.session)
     if writer.postgres:
         # Fresh statistics: the planner picks the queue indexes only if it knows the table.
-        for table in ("work_items", "approval_steps", "audit_events", "memberships"):
+        for table in ("work_items", "approval_steps", "audit_events", "memberships",
+                      "dashboard_daily", "dashboard_open"):
             db.session.execute(text(f"ANALYZE {table}"))
         for table in ("work_items", "approval_steps", "audit_events"):
             db.session.execute(text(
@@ -338,7 +345,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         assignee_id=None, created_at=created, claimed_at=None, first_action_at=None,
         resolved_at=None, sla_due_at=due, sla_state="on_track", policy_version=None,
         details={}, amount_at_risk=None, claimed_amount=None, calculated_amount=None,
-        adjustment_amount=None, resolution_code=None, last_actor_id=None,
+        adjustment_amount=None, resolution_code=None, decided_by_type=None, last_actor_id=None,
         last_action_at=created, version=1,
     )
     creator = requester if kind == Kind.APPROVAL.value else None
@@ -418,6 +425,18 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         latest = now - timedelta(minutes=1)
         claimed = max(created, min(claimed, latest - timedelta(minutes=2)))
         decided = max(claimed, min(decided, latest - timedelta(minutes=1)))
+    if not stays_open and kind == Kind.APPROVAL.value and amount < AUTO_APPROVE_BELOW and (
+            rng.random() < 0.6):
+        # Low-value approvals decided by the policy engine minutes after they arrive.
+        decided = max(created, min(created + timedelta(minutes=rng.randint(1, 5)), latest))
+        steps[0].update(state="approved", decided_at=decided)
+        events.append((decided, (None, "item.approve", dict(
+            item_id=item_id, from_state=state, to_state="approved", actor_type="policy",
+            label="policy", data={"amount": amount}))))
+        version += 1
+        row.update(state="approved", resolved_at=decided, decided_by_type="policy",
+                   last_action_at=decided, sla_state="breached" if decided > due else "met")
+    elif not stays_open:
         row.update(assignee_id=worker.id, claimed_at=claimed, first_action_at=claimed)
         events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,
                                                               data={"assignee_id": worker.id}))))
@@ -442,6 +461,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
             item_id=item_id, from_state=state, to_state=final, comment=comment, data=extra))))
         version += 1
         row.update(state=final, resolved_at=decided, last_actor_id=decider.id,
+                   decided_by_type="user",
                    last_action_at=decided,
                    sla_state="breached" if decided > due else "met", **_final_fields(extra))
     row["version"] = version

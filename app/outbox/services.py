@@ -25,8 +25,10 @@ HANDLERS: dict[str, list[str]] = {
     "audit.verification_failed": [],
     # A step was given its approver: mail them (or their delegate) an email-link request.
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
-    # An open item breached its SLA; telling its managers by mail comes with the SLA issue.
-    "sla.breached": [],
+    # An open item breached its SLA (it has been escalated): mail its tenant's managers.
+    "sla.breached": ["app.sla.notifications.mail_sla_breached"],
+    # An open item turned at risk: mail its tenant's managers.
+    "sla.at_risk": ["app.sla.notifications.mail_sla_at_risk"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

@@ -6,13 +6,16 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
-from sqlalchemy import literal, or_, tuple_
+from zoneinfo import ZoneInfo
 
-from app.models import SlaState, WorkItem
+from sqlalchemy import false, literal, or_, select, tuple_
+
+from app.extensions import db
+from app.models import SlaState, Tenant, WorkItem
 from app.types import utcnow
 from app.work.kinds import SUBTYPES
 
@@ -25,9 +28,15 @@ SORTS = {
 AGES = {"1": "older than 1 day", "3": "older than 3 days", "7": "older than a week",
         "30": "older than 30 days"}
 SLA_STATES = {SlaState.ON_TRACK.value: "On track", SlaState.AT_RISK.value: "At risk",
-              SlaState.BREACHED.value: "Breached", SlaState.PAUSED.value: "Paused"}
+              SlaState.BREACHED.value: "Breached", SlaState.PAUSED.value: "Paused",
+              SlaState.MET.value: "Met"}
+# Open items (the default), decided ones, or both: the dashboard drills into history too.
+STATUSES = {"open": "Open", "closed": "Decided", "all": "Open and decided"}
+# Filters the dashboard's drill-downs set; dates are each item's tenant-local days.
+DRILL_KEYS = ("status", "state", "created_from", "created_to", "resolved_from", "resolved_to",
+              "aged", "decided_by")
 FILTER_KEYS = ("kind", "subtype", "tenant", "region", "partner_type", "product_line",
-               "min_amount", "max_amount", "age", "sla", "assignee", "q", "sort")
+               "min_amount", "max_amount", "age", "sla", "assignee", "q", "sort", *DRILL_KEYS)
 
 
 class BadCursor(ValueError):
@@ -49,6 +58,15 @@ class QueueFilters:
     assignee: str | None = None  # "me", "none" or a user id
     q: str | None = None
     sort: str = "sla"
+    status: str | None = None  # None = open
+    state: str | None = None
+    created_from: date | None = None
+    created_to: date | None = None
+    resolved_from: date | None = None
+    resolved_to: date | None = None
+    aged: str | None = None  # "N-M" or "N-": days since arrival, in the item's tenant
+    decided_by: str | None = None  # "policy", "none" (no person) or a user id
+    tenant_ids: frozenset[int] = frozenset()
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -102,7 +120,92 @@ class QueueFilters:
         if f.sort not in SORTS:
             f.errors["sort"] = "unknown sort"
             f.sort = "sla"
+        f.tenant_ids = frozenset(tenant_ids)
+        f._parse_drill(text)
         return f
+
+    def _parse_drill(self, text) -> None:
+        from app.work.states import ALL_STATES
+
+        self.status = text("status")
+        if self.status == "open":
+            self.status = None
+        if self.status and self.status not in STATUSES:
+            self.errors["status"] = "unknown status"
+            self.status = None
+        self.state = text("state")
+        if self.state and self.state not in ALL_STATES:
+            self.errors["state"] = "unknown state"
+            self.state = None
+        for name in ("created_from", "created_to", "resolved_from", "resolved_to"):
+            raw = text(name, 10)
+            if raw:
+                try:
+                    setattr(self, name, date.fromisoformat(raw))
+                except ValueError:
+                    self.errors[name] = "must be a date like 2026-01-31"
+        self.aged = text("aged", 12)
+        if self.aged:
+            low, _, high = self.aged.partition("-")
+            if not (low.isdigit() and (high == "" or high.isdigit())
+                    and (high == "" or int(high) >= int(low))):
+                self.errors["aged"] = "must be days like 2-3 or 31-"
+                self.aged = None
+        self.decided_by = text("decided_by", 12)
+        if self.decided_by and not (self.decided_by in ("policy", "none")
+                                    or self.decided_by.isdigit()):
+            self.errors["decided_by"] = "unknown decider"
+            self.decided_by = None
+
+    def _tenant_zones(self) -> dict[int, str]:
+        ids = {self.tenant} if self.tenant else set(self.tenant_ids)
+        if not ids:
+            return {}
+        return dict(db.session.execute(select(Tenant.id, Tenant.timezone)
+                                       .where(Tenant.id.in_(ids))).all())
+
+    def _local_days(self, column, first: date | None, last: date | None, zones) -> list:
+        """column within [first, last], each a tenant-local day, for each of the tenants."""
+        if first is None and last is None:
+            return []
+        parts = []
+        for tenant_id, zone in zones.items():
+            tz = ZoneInfo(zone)
+            part = WorkItem.tenant_id == tenant_id
+            if first is not None:
+                part = part & (column >= datetime.combine(first, time(0), tz))
+            if last is not None:
+                part = part & (column < datetime.combine(last + timedelta(days=1), time(0), tz))
+            parts.append(part)
+        return [or_(*parts) if parts else false()]
+
+    def drill_conditions(self) -> list:
+        out = []
+        if self.state:
+            out.append(WorkItem.state == self.state)
+        needs_zones = (self.created_from or self.created_to or self.resolved_from
+                       or self.resolved_to or self.aged)
+        zones = self._tenant_zones() if needs_zones else {}
+        out += self._local_days(WorkItem.created_at, self.created_from, self.created_to, zones)
+        out += self._local_days(WorkItem.resolved_at, self.resolved_from, self.resolved_to, zones)
+        if self.aged:
+            low, _, high = self.aged.partition("-")
+            parts = []
+            for tenant_id, zone in zones.items():
+                today = utcnow().astimezone(ZoneInfo(zone)).date()
+                first = today - timedelta(days=int(high)) if high else None
+                parts += self._local_days(WorkItem.created_at, first,
+                                          today - timedelta(days=int(low)), {tenant_id: zone})
+            out.append(or_(*parts) if parts else false())
+        if self.decided_by == "policy":
+            out.append(WorkItem.decided_by_type == "policy")
+        elif self.decided_by == "none":
+            out.append(or_(WorkItem.decided_by_type == "policy", WorkItem.last_actor_id.is_(None)))
+        elif self.decided_by:
+            out.append((WorkItem.last_actor_id == int(self.decided_by))
+                       & or_(WorkItem.decided_by_type.is_(None),
+                             WorkItem.decided_by_type != "policy"))
+        return out
 
     def conditions(self, viewer_id: int) -> list:
         out = []
@@ -135,7 +238,7 @@ class QueueFilters:
             out.append(or_(WorkItem.title.ilike(pattern, escape="\\"),
                            WorkItem.counterparty.ilike(pattern, escape="\\"),
                            WorkItem.external_ref.ilike(pattern, escape="\\")))
-        return out
+        return out + self.drill_conditions()
 
     def order_by(self) -> list:
         _label, column, descending = SORTS[self.sort]
@@ -166,12 +269,20 @@ class QueueFilters:
         for key in FILTER_KEYS:
             value = getattr(self, key)
             if value is not None and value != "" and not (key == "sort" and value == "sla"):
-                args[key] = str(value)
+                args[key] = value.isoformat() if isinstance(value, date) else str(value)
         args.update({k: v for k, v in overrides.items() if v is not None})
         return args
 
     def query_string(self) -> str:
         return urlencode(self.query_args())
+
+    @property
+    def drill(self) -> dict:
+        """The drill-down filters set (shown above the results, kept by the filter form)."""
+        return {k: v for k, v in self.query_args().items() if k in DRILL_KEYS}
+
+    def args_without_drill(self) -> dict:
+        return {k: v for k, v in self.query_args().items() if k not in DRILL_KEYS}
 
     @property
     def active(self) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import false, func, or_, select
+from sqlalchemy import false, func, or_, select, true
 
 from app.actors import Actor
 from app.extensions import db
@@ -81,8 +81,18 @@ def queue_condition(actor: Actor, queue: str, tenant_id: int | None):
     return (WorkItem.kind == kind) & WorkItem.tenant_id.in_(tenants) if tenants else false()
 
 
-def _base(actor: Actor, queue: str, tenant_id: int | None):
-    query = scoped_items(actor).where(open_items(), queue_condition(actor, queue, tenant_id))
+def _status_condition(status: str | None):
+    """Open items unless a drill-down asks for decided ones ("closed") or both ("all")."""
+    if status == "closed":
+        return ~open_items()
+    if status == "all":
+        return true()
+    return open_items()
+
+
+def _base(actor: Actor, queue: str, tenant_id: int | None, status: str | None = None):
+    query = scoped_items(actor).where(_status_condition(status),
+                                      queue_condition(actor, queue, tenant_id))
     if tenant_id:
         query = query.where(WorkItem.tenant_id == tenant_id)
     return query
@@ -128,7 +138,8 @@ class QueueRow:
 
 def queue_items(actor: Actor, queue: str, tenant_id: int | None, filters: QueueFilters,
                 cursor: str | None = None, limit: int = PAGE_SIZE) -> list[QueueRow]:
-    query = _base(actor, queue, tenant_id).where(*filters.conditions(actor.user_id))
+    query = _base(actor, queue, tenant_id, filters.status).where(
+        *filters.conditions(actor.user_id))
     if cursor:
         query = query.where(*filters.after(cursor))
     query = (query.with_only_columns(*ROW_COLUMNS, Tenant.name, Tenant.brand_name,
@@ -151,8 +162,8 @@ def queue_items(actor: Actor, queue: str, tenant_id: int | None, filters: QueueF
 def in_queue(actor: Actor, queue: str, tenant_id: int | None, filters: QueueFilters,
              item_id: int) -> bool:
     """Does the item (still) belong in this filtered queue? Decides whether a row stays."""
-    query = _base(actor, queue, tenant_id).where(*filters.conditions(actor.user_id),
-                                                 WorkItem.id == item_id)
+    query = _base(actor, queue, tenant_id, filters.status).where(
+        *filters.conditions(actor.user_id), WorkItem.id == item_id)
     return db.session.scalar(select(query.exists())) or False
 
 

@@ -1,4 +1,7 @@
-"""The periodic SLA sweep: keeps each open item's SLA state current and escalates breaches."""
+"""The periodic SLA sweep: keeps each open item's SLA state current and escalates: an item that
+turns at risk is reported to its tenant's managers; one that breaches is raised a priority
+step, optionally moved to the least-loaded colleague (the tenant's sla_reassign_on_breach,
+off by default), and reported to them. Each happens once per change of state."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,7 +13,7 @@ from app.audit.services import record_event
 from app.extensions import db
 from app.models import SlaState, Tenant, WorkItem
 from app.outbox.services import add_message
-from app.sla.services import sla_state_at
+from app.sla.services import escalate_breach, sla_state_at
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.work.services import open_items
@@ -20,8 +23,9 @@ SYSTEM = Actor.system("sla")
 
 def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
     """Recompute on track / at risk / breached for every open item whose clock runs. An item
-    that newly breaches is escalated once: an audit event and an outbox message for its
-    managers, in the transaction that marks it. Running it again changes nothing more.
+    that newly turns at risk or breaches is escalated once, in the transaction that marks it
+    (audit events, the escalation's changes, outbox messages for its managers). Running it
+    again changes nothing more.
     SLA state is derived, so it is written without bumping the item's version: a person's open
     form on the item stays valid."""
     now = utcnow()
@@ -56,7 +60,11 @@ def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
                 if state == SlaState.BREACHED.value:
                     record_event(SYSTEM, "item.sla_breached", tenant_id=tenant_id,
                                  item_id=item_id, data={"sla_due_at": due})
-                    add_message("sla.breached", {"item_id": item_id}, tenant_id)
+                    escalate_breach(SYSTEM, item_id)
+                elif state == SlaState.AT_RISK.value:
+                    record_event(SYSTEM, "item.sla_at_risk", tenant_id=tenant_id,
+                                 item_id=item_id, data={"sla_due_at": due})
+                    add_message("sla.at_risk", {"item_id": item_id}, tenant_id)
         commit()
         last_id = rows[-1].id
     return dict(counts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from app.models import Kind, Priority, SlaState
+from app.types import utcnow
 from app.sla.calendar import calendar_for
 
 # Business hours to resolve, per kind, at normal priority.
@@ -50,3 +51,83 @@ def resume_sla_clock(item, now: datetime) -> None:
         waited = calendar.between(item.sla_paused_at, now)
         item.sla_due_at = calendar.add(item.sla_due_at, waited)
     item.sla_paused_at = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Escalation: what the SLA sweep does to an item that has just breached.
+
+PRIORITY_ORDER = (Priority.LOW.value, Priority.NORMAL.value, Priority.HIGH.value,
+                  Priority.URGENT.value)
+
+
+def raised_priority(priority: str) -> str:
+    """One step up, up to urgent."""
+    index = PRIORITY_ORDER.index(priority) if priority in PRIORITY_ORDER else 1
+    return PRIORITY_ORDER[min(index + 1, len(PRIORITY_ORDER) - 1)]
+
+
+def least_loaded_colleague(item) -> int | None:
+    """The active member of the item's tenant who works its kind and has the fewest open items
+    assigned (then the lowest id), other than its current assignee: where a breached item is
+    moved when the tenant asks for it."""
+    from sqlalchemy import func, select
+
+    from app.dashboard.models import open_rollups
+    from app.extensions import db
+    from app.models import Membership, MembershipRole, User
+    from app.work.states import WORKER_ROLES
+
+    candidates = db.session.scalars(
+        select(Membership.user_id).join(User, User.id == Membership.user_id)
+        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .where(Membership.tenant_id == item.tenant_id, User.active.is_(True),
+               MembershipRole.role.in_(WORKER_ROLES[item.kind]))
+        .distinct()
+    ).all()
+    candidates = [c for c in candidates if c != item.assignee_id]
+    if not candidates:
+        return None
+    o = open_rollups.c
+    load = dict(db.session.execute(
+        select(o.assignee_id, func.sum(o["items"])).where(
+            o.tenant_id == item.tenant_id, o.assignee_id.in_(candidates))
+        .group_by(o.assignee_id)).all())
+    return min(candidates, key=lambda user_id: (load.get(user_id, 0), user_id))
+
+
+def escalate_breach(actor, item_id: int) -> dict:
+    """Raise the priority of an item that has just breached and, when its tenant asks for it,
+    move it to the least-loaded colleague; record what changed and tell its managers (outbox
+    sla.breached). The caller (the SLA sweep) calls it once per breach: the sweep marks the
+    breach and escalates in one transaction, and a second sweep finds nothing new."""
+    from sqlalchemy import update
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    from app.audit.services import record_event
+    from app.extensions import db
+    from app.models import WorkItem
+    from app.outbox.services import add_message
+    from app.work.services import _flush_or_conflict, get_item
+
+    item = get_item(actor, item_id)
+    change = {"sla_due_at": item.sla_due_at, "from_priority": item.priority,
+              "to_priority": raised_priority(item.priority)}
+    # The priority orders the queues; no decision rests on it, so it is written without
+    # bumping the item's version (like the SLA state): someone deciding the item right now
+    # is not turned away by the escalation.
+    db.session.execute(update(WorkItem).where(WorkItem.id == item.id)
+                       .values(priority=change["to_priority"])
+                       .execution_options(synchronize_session=False))
+    set_committed_value(item, "priority", change["to_priority"])
+    if item.tenant.sla_reassign_on_breach:
+        target = least_loaded_colleague(item)
+        if target is not None:
+            # Moving the work is a real change: it takes the version check.
+            change.update(previous_assignee_id=item.assignee_id, assignee_id=target)
+            item.assignee_id = target
+            item.claimed_at = item.last_action_at = utcnow()
+            _flush_or_conflict(item)
+    record_event(actor, "item.sla_escalated", tenant_id=item.tenant_id, item_id=item.id,
+                 data=change)
+    add_message("sla.breached", {"item_id": item.id}, item.tenant_id)
+    return change

@@ -291,6 +291,7 @@ def transition(
         resume_sla_clock(item, now)
     if to_state in FINAL_STATES[item.kind]:
         item.resolved_at = now
+        item.decided_by_type = actor.type.value
         item.sla_state = "breached" if item.sla_due_at and now > item.sla_due_at else "met"
     elif to_state in WAITING_STATES:
         item.sla_state = "paused"

@@ -1,0 +1,57 @@
+"""Rollup tables the dashboard reads instead of the items: their size depends on tenants, days
+and groups, not on how many items there are.
+
+`dashboard_daily`: per tenant, tenant-local day, kind, subtype and person, the items created
+that day (person 0) and the items resolved that day by that person (0 = no person: the policy
+engine or the system), with SLA outcome, auto-approvals, the sum of business-time turnaround
+and a histogram of it (columns t00..tNN, one per TURNAROUND_EDGES bucket).
+
+`dashboard_open`: the open backlog per tenant, kind, subtype, tenant-local day of arrival and
+assignee (0 = unassigned), with the money at risk in it (in cents, exact on both databases).
+"""
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Date, ForeignKey, Integer, String, Table
+
+from app.extensions import db
+
+# Upper edges, in business hours, of the turnaround histogram buckets; one more bucket holds
+# everything longer. Median and p90 are reported as the bucket they fall in: exact quantiles
+# would need every turnaround of the range, which is what the rollups exist to avoid.
+TURNAROUND_EDGES = (0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80,
+                    120, 160, 240)
+BUCKETS = [f"t{i:02d}" for i in range(len(TURNAROUND_EDGES) + 1)]
+DAILY_SUMS = ("created", "resolved", "met", "breached", "auto_approved", "turnaround_seconds",
+              *BUCKETS)
+OPEN_SUMS = ("items", "at_risk_cents", "delta_cents")
+
+daily_rollups = Table(
+    "dashboard_daily",
+    db.metadata,
+    Column("tenant_id", ForeignKey("tenants.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("subtype", String(64), primary_key=True),
+    # Not a foreign key: 0 stands for "no person" (creation rows, policy and system decisions).
+    Column("user_id", Integer, primary_key=True),
+    Column("created", Integer, nullable=False, default=0),
+    Column("resolved", Integer, nullable=False, default=0),
+    Column("met", Integer, nullable=False, default=0),
+    Column("breached", Integer, nullable=False, default=0),
+    Column("auto_approved", Integer, nullable=False, default=0),
+    Column("turnaround_seconds", BigInteger, nullable=False, default=0),
+    *[Column(name, Integer, nullable=False, default=0) for name in BUCKETS],
+)
+
+open_rollups = Table(
+    "dashboard_open",
+    db.metadata,
+    Column("tenant_id", ForeignKey("tenants.id"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("subtype", String(64), primary_key=True),
+    Column("created_day", Date, primary_key=True),
+    Column("assignee_id", Integer, primary_key=True),  # 0 = unassigned
+    Column("items", Integer, nullable=False, default=0),
+    Column("at_risk_cents", BigInteger, nullable=False, default=0),
+    Column("delta_cents", BigInteger, nullable=False, default=0),
+)

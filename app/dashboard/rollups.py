@@ -1,0 +1,266 @@
+"""Keeping the dashboard rollups current in the transaction that changes an item.
+
+Every flush of a work item (created, moved, claimed, reassigned, resolved) takes the item's
+contribution to the rollups before the change away and adds its contribution after it. So the
+rollups are always the same function of the items' current rows (`contributions`) — the bulk
+rebuild uses that same function — and they commit or roll back with the change itself: no lag,
+no watermark, no job to miss. Contention is one rollup row per (tenant, day, kind, subtype,
+person), held only until the change commits.
+
+Writes that bypass the ORM must keep to columns the rollups do not read: the SLA sweep's bulk
+UPDATE of `sla_state` on open items is such a write (open items count only by arrival day and
+assignee). The demo seed writes by COPY and then calls `rebuild_rollups`.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, event, inspect, select
+from sqlalchemy.orm import Session
+
+from app.dashboard.models import (
+    BUCKETS,
+    DAILY_SUMS,
+    OPEN_SUMS,
+    TURNAROUND_EDGES,
+    daily_rollups,
+    open_rollups,
+)
+from app.models import Kind, SlaState, Tenant, WorkItem
+from app.sla.calendar import calendar_for
+from app.work.states import FINAL_STATES
+
+# The item columns the rollups depend on.
+TRACKED = ("tenant_id", "kind", "subtype", "state", "created_at", "resolved_at", "sla_state",
+           "assignee_id", "last_actor_id", "decided_by_type", "amount_at_risk",
+           "claimed_amount", "calculated_amount")
+POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """The tracked columns of one item at one moment."""
+
+    tenant_id: int
+    kind: str
+    subtype: str
+    state: str
+    created_at: datetime
+    resolved_at: datetime | None
+    sla_state: str | None
+    assignee_id: int | None
+    last_actor_id: int | None
+    decided_by_type: str | None
+    amount_at_risk: Decimal | None
+    claimed_amount: Decimal | None
+    calculated_amount: Decimal | None
+
+
+def turnaround_bucket(seconds: float) -> str:
+    hours = seconds / 3600
+    for index, edge in enumerate(TURNAROUND_EDGES):
+        if hours <= edge:
+            return BUCKETS[index]
+    return BUCKETS[-1]
+
+
+def local_day(moment: datetime, timezone: str) -> date:
+    return moment.astimezone(ZoneInfo(timezone)).date()
+
+
+def cents(amount: Decimal | None) -> int:
+    return int((amount or Decimal(0)) * 100)
+
+
+def decider_of(facts: ItemFacts) -> int:
+    """Whom a resolution counts for: the person who made the final move; 0 when no person did
+    (the policy engine, the system)."""
+    if facts.decided_by_type == POLICY:
+        return 0
+    return facts.last_actor_id or 0
+
+
+def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
+    """(table, key, sums) rows this item adds to the rollups."""
+    out = [(daily_rollups, (facts.tenant_id, local_day(facts.created_at, tenant.timezone),
+                            facts.kind, facts.subtype, 0), {"created": 1})]
+    if facts.state in FINAL_STATES.get(facts.kind, ()) and facts.resolved_at is not None:
+        seconds = int(calendar_for(tenant).between(facts.created_at,
+                                                   facts.resolved_at).total_seconds())
+        sums = {
+            "resolved": 1,
+            "met": int(facts.sla_state == SlaState.MET.value),
+            "breached": int(facts.sla_state == SlaState.BREACHED.value),
+            "auto_approved": int(facts.state == "approved" and facts.decided_by_type == POLICY),
+            "turnaround_seconds": seconds,
+            turnaround_bucket(seconds): 1,
+        }
+        out.append((daily_rollups, (facts.tenant_id, local_day(facts.resolved_at, tenant.timezone),
+                                    facts.kind, facts.subtype, decider_of(facts)), sums))
+    elif facts.state not in FINAL_STATES.get(facts.kind, ()):
+        sums = {"items": 1}
+        if facts.kind == Kind.BILLING_EXCEPTION.value:
+            sums["at_risk_cents"] = cents(facts.amount_at_risk)
+        if facts.kind == Kind.SETTLEMENT_DISPUTE.value:
+            sums["delta_cents"] = cents(facts.claimed_amount) - cents(facts.calculated_amount)
+        out.append((open_rollups, (facts.tenant_id, facts.kind, facts.subtype,
+                                   local_day(facts.created_at, tenant.timezone),
+                                   facts.assignee_id or 0), sums))
+    return out
+
+
+def _key_columns(table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
+
+
+def _sums_of(table) -> tuple[str, ...]:
+    return DAILY_SUMS if table is daily_rollups else OPEN_SUMS
+
+
+def _upsert(connection, table, rows: list[dict]) -> None:
+    """Add each row's sums to the stored ones (insert where there is none yet)."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    sums = _sums_of(table)
+    for row in rows:
+        full = {name: row.get(name, 0) for name in sums}
+        full.update({k: row[k] for k in _key_columns(table)})
+        stmt = insert(table).values(**full)
+        changed = [name for name in sums if row.get(name)]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=_key_columns(table),
+            set_={name: table.c[name] + stmt.excluded[name] for name in changed},
+        )
+        connection.execute(stmt)
+
+
+def apply_deltas(connection, deltas: dict) -> None:
+    """deltas: (table, key) -> {sum name: change}. Open-backlog rows that reach zero items are
+    removed, so that table stays the size of the backlog."""
+    by_table: dict = defaultdict(list)
+    emptied = []
+    for (table, key), sums in deltas.items():
+        sums = {k: v for k, v in sums.items() if v}
+        if not sums:
+            continue
+        by_table[table].append({**dict(zip(_key_columns(table), key)), **sums})
+        if table is open_rollups and sums.get("items", 0) < 0:
+            emptied.append(key)
+    for table, rows in by_table.items():
+        _upsert(connection, table, rows)
+    columns = [open_rollups.c[name] for name in _key_columns(open_rollups)]
+    for key in emptied:
+        connection.execute(delete(open_rollups).where(
+            *[c == v for c, v in zip(columns, key)], open_rollups.c["items"] == 0))
+
+
+def _add(deltas: dict, rows: list[tuple], sign: int) -> None:
+    for table, key, sums in rows:
+        target = deltas.setdefault((table, key), defaultdict(int))
+        for name, value in sums.items():
+            target[name] += sign * value
+
+
+def _facts(state, before: bool) -> ItemFacts | None:
+    values = {}
+    for name in TRACKED:
+        history = state.attrs[name].history
+        if before:
+            if history.deleted:
+                value = history.deleted[0]
+            elif history.unchanged:
+                value = history.unchanged[0]
+            elif history.added:  # set without the old value known: unchanged in effect
+                value = history.added[0]
+            else:
+                value = None
+        else:
+            value = getattr(state.obj(), name)
+        values[name] = value
+    if values["created_at"] is None or values["state"] is None:
+        return None
+    return ItemFacts(**values)
+
+
+def _changed(state) -> bool:
+    return any(state.attrs[name].history.has_changes() for name in TRACKED)
+
+
+@event.listens_for(Session, "after_flush")
+def _keep_rollups_current(session, flush_context) -> None:
+    deltas: dict = {}
+    tenants: dict[int, Tenant] = {}
+
+    def tenant(tenant_id: int) -> Tenant:
+        if tenant_id not in tenants:
+            with session.no_autoflush:
+                tenants[tenant_id] = session.get(Tenant, tenant_id)
+        return tenants[tenant_id]
+
+    for obj in list(session.new) + list(session.dirty) + list(session.deleted):
+        if not isinstance(obj, WorkItem):
+            continue
+        state = inspect(obj)
+        is_new, is_deleted = obj in session.new, obj in session.deleted
+        if not (is_new or is_deleted) and not _changed(state):
+            continue
+        if not is_new:
+            before = _facts(state, before=True)
+            if before is not None:
+                _add(deltas, contributions(before, tenant(before.tenant_id)), -1)
+        if not is_deleted:
+            after = _facts(state, before=False)
+            if after is not None:
+                _add(deltas, contributions(after, tenant(after.tenant_id)), +1)
+    if deltas:
+        apply_deltas(session.connection(), deltas)
+
+
+# The old value of every tracked column is needed even when the item was expired (by a commit)
+# before it was changed: active history loads it on set.
+for _name in TRACKED:
+    event.listen(getattr(WorkItem, _name), "set", lambda *args: None, active_history=True)
+
+
+def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
+    """Recompute both rollup tables from the items (after a bulk load, or to prove them):
+    the same `contributions` as the live path, summed in memory (the result is small)."""
+    connection = session.connection()
+    tenants = {t.id: t for t in session.scalars(select(Tenant))}
+    totals: dict = {}
+    columns = [getattr(WorkItem, name) for name in TRACKED]
+    last_id = 0
+    items = 0
+    while True:
+        rows = session.execute(select(WorkItem.id, *columns).where(WorkItem.id > last_id)
+                               .order_by(WorkItem.id).limit(batch)).all()
+        if not rows:
+            break
+        for row in rows:
+            facts = ItemFacts(*row[1:])
+            _add(totals, contributions(facts, tenants[facts.tenant_id]), +1)
+        items += len(rows)
+        last_id = rows[-1][0]
+    connection.execute(delete(daily_rollups))
+    connection.execute(delete(open_rollups))
+    by_table: dict = defaultdict(list)
+    for (table, key), sums in totals.items():
+        row = {name: 0 for name in _sums_of(table)}
+        row.update(dict(zip(_key_columns(table), key)))
+        row.update(sums)
+        if table is open_rollups and not row["items"]:
+            continue
+        by_table[table].append(row)
+    for table, rows in by_table.items():
+        for start in range(0, len(rows), 5000):
+            connection.execute(table.insert(), rows[start:start + 5000])
+    return {"items": items, "daily_rows": len(by_table[daily_rollups]),
+            "open_rows": len(by_table[open_rollups])}

@@ -1,0 +1,464 @@
+"""The manager dashboard's figures, read from the rollups (history) and the open backlog rollup:
+a few grouped queries whose cost depends on days and groups, not on the number of items.
+
+Days are each tenant's local days. Money is kept per tenant, in its own currency: leakage of
+tenants with different currencies is never added up.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import BigInteger, cast, func, literal_column, select
+
+from app.actors import Actor
+from app.dashboard.models import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
+from app.errors import PermissionDenied
+from app.extensions import db
+from app.models import Kind, Role, Tenant, User
+from app.types import utcnow
+from app.work.kinds import SUBTYPES
+
+MAX_DAYS = 366
+PRESETS = (7, 30, 90)
+DEFAULT_DAYS = 30
+# Backlog ageing buckets, in days since arrival (tenant-local days): (label, from, to or None).
+AGEING = (("0–1 days", 0, 1), ("2–3 days", 2, 3), ("4–7 days", 4, 7), ("8–14 days", 8, 14),
+          ("15–30 days", 15, 30), ("over 30 days", 31, None))
+KIND_LABELS = {k.value: k.label for k in Kind}
+EXCEPTION, DISPUTE = Kind.BILLING_EXCEPTION.value, Kind.SETTLEMENT_DISPUTE.value
+# Arrivals and throughput for the forecast: the last week.
+RATE_WINDOW_DAYS = 7
+NOBODY = 0  # the rollups' "no person": the policy engine or the system decided
+
+
+def managed_tenants(actor: Actor) -> list[Tenant]:
+    """The tenants where the actor is a manager; the dashboard shows only these."""
+    if actor.user is None:
+        return []
+    # The memberships, with their tenants, were loaded with the signed-in user.
+    return sorted((m.tenant for m in actor.user.memberships
+                   if Role.MANAGER.value in m.role_set), key=lambda t: (t.name, t.id))
+
+
+@dataclass
+class Scope:
+    """Which tenants and which days: parsed from the query string, never trusted."""
+
+    tenants: list[Tenant]
+    managed: list[Tenant]
+    tenant: Tenant | None  # the one chosen, or None for all of the manager's tenants
+    start: date
+    end: date
+    days: int | None  # the preset chosen, if any
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant_ids(self) -> list[int]:
+        return [t.id for t in self.tenants]
+
+    def query_args(self, **extra) -> dict:
+        args = {"tenant": self.tenant.id if self.tenant else "all"}
+        if self.days:
+            args["days"] = self.days
+        else:
+            args.update({"from": self.start.isoformat(), "to": self.end.isoformat()})
+        args.update(extra)
+        return args
+
+
+def today_in(tenant: Tenant, now: datetime | None = None) -> date:
+    return (now or utcnow()).astimezone(ZoneInfo(tenant.timezone)).date()
+
+
+def parse_scope(actor: Actor, args, default_tenant_id: int | None = None,
+                now: datetime | None = None) -> Scope:
+    """Tenant (one of the manager's, or all of them) and a date range (a preset number of days
+    up to today, or from/to). Nonsense is dropped with a message, never an error page; a
+    tenant the viewer does not manage is refused without saying whether it exists."""
+    managed = managed_tenants(actor)
+    if not managed:
+        raise PermissionDenied("The dashboard is for managers.")
+    errors: dict[str, str] = {}
+    by_id = {t.id: t for t in managed}
+    raw_tenant = (args.get("tenant") or "").strip()
+    tenant = None
+    if raw_tenant and raw_tenant != "all":
+        if raw_tenant.isdigit() and int(raw_tenant) in by_id:
+            tenant = by_id[int(raw_tenant)]
+        else:
+            errors["tenant"] = "not one of the tenants you manage"
+    elif not raw_tenant and default_tenant_id in by_id:
+        tenant = by_id[default_tenant_id]
+    tenants = [tenant] if tenant else managed
+    today = max(today_in(t, now) for t in tenants)
+    days: int | None = None
+    start = end = None
+    raw_from, raw_to = (args.get("from") or "").strip(), (args.get("to") or "").strip()
+    if raw_from or raw_to:
+        try:
+            start = date.fromisoformat(raw_from) if raw_from else None
+        except ValueError:
+            errors["from"] = "use a date like 2026-01-31"
+        try:
+            end = date.fromisoformat(raw_to) if raw_to else today
+        except ValueError:
+            errors["to"] = "use a date like 2026-01-31"
+        if start and end and start > end:
+            errors["to"] = "must not be before the start"
+            start = end = None
+        elif start and end and (end - start).days >= MAX_DAYS:
+            errors["from"] = f"at most {MAX_DAYS} days at a time"
+            start = end = None
+    if start is None or end is None:
+        raw_days = (args.get("days") or "").strip()
+        if raw_days and not (raw_days.isdigit() and int(raw_days) in PRESETS):
+            errors["days"] = "choose 7, 30 or 90 days"
+            raw_days = ""
+        days = int(raw_days) if raw_days else DEFAULT_DAYS
+        end = today
+        start = end - timedelta(days=days - 1)
+    return Scope(tenants=tenants, managed=managed, tenant=tenant, start=start, end=end,
+                 days=days, errors=errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# Turnaround quantiles from the histogram.
+
+
+def bucket_label(index: int) -> str:
+    def hours(h: float) -> str:
+        return f"{h:g} h"
+
+    if index == 0:
+        return f"≤ {hours(TURNAROUND_EDGES[0])}"
+    if index >= len(TURNAROUND_EDGES):
+        return f"> {hours(TURNAROUND_EDGES[-1])}"
+    return f"{TURNAROUND_EDGES[index - 1]:g}–{hours(TURNAROUND_EDGES[index])}"
+
+
+def quantile_bucket(histogram: list[int], q: float) -> int | None:
+    """The bucket holding the nearest-rank q-quantile (rank ceil(q·n))."""
+    n = sum(histogram)
+    if not n:
+        return None
+    rank = max(1, math.ceil(q * n))
+    seen = 0
+    for index, count in enumerate(histogram):
+        seen += count
+        if seen >= rank:
+            return index
+    return len(histogram) - 1  # pragma: no cover
+
+
+@dataclass
+class Turnaround:
+    label: str
+    drill: dict
+    resolved: int
+    seconds: int
+    histogram: list[int]
+
+    @property
+    def mean_hours(self) -> float | None:
+        return self.seconds / 3600 / self.resolved if self.resolved else None
+
+    @property
+    def median(self) -> int | None:
+        return quantile_bucket(self.histogram, 0.5)
+
+    @property
+    def p90(self) -> int | None:
+        return quantile_bucket(self.histogram, 0.9)
+
+    @property
+    def median_label(self) -> str:
+        return bucket_label(self.median) if self.median is not None else "—"
+
+    @property
+    def p90_label(self) -> str:
+        return bucket_label(self.p90) if self.p90 is not None else "—"
+
+    @property
+    def median_hours(self) -> float:
+        """The median bucket's upper edge (what the chart draws)."""
+        return _edge(self.median)
+
+    @property
+    def p90_hours(self) -> float:
+        return _edge(self.p90)
+
+
+def _edge(index: int | None) -> float:
+    if index is None:
+        return 0.0
+    if index >= len(TURNAROUND_EDGES):
+        return TURNAROUND_EDGES[-1] * 1.5
+    return float(TURNAROUND_EDGES[index])
+
+
+# ---------------------------------------------------------------------------------------------
+# The figures.
+
+
+@dataclass
+class Dashboard:
+    scope: Scope
+    attainment: list[dict]
+    turnaround: dict[str, list[Turnaround]]
+    daily: list[dict]
+    ageing: list[dict]
+    auto_approval: dict
+    exceptions: list[dict]
+    leakage: list[dict]
+    workload: list[dict]
+    # For the forecast: open items per (tenant, kind); created and decided per (tenant, kind)
+    # over the last RATE_WINDOW_DAYS days; each tenant's today.
+    open_counts: dict = field(default_factory=dict)
+    recent: dict = field(default_factory=dict)
+    todays: dict = field(default_factory=dict)
+    forecast: list = field(default_factory=list)
+
+    @property
+    def attainment_total(self) -> dict:
+        return self.attainment[-1] if self.attainment else {}
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _days(first: date, last: date):
+    """rollup day within [first, last], the dates written into the SQL: with parameters the
+    planner's generic plan guesses the range holds a handful of rows and sorts instead of
+    hashing (four times slower). The dates are date objects, so their ISO text is safe."""
+    day = daily_rollups.c.day
+    typed = "DATE " if db.session.get_bind().dialect.name == "postgresql" else ""
+    return day.between(literal_column(f"{typed}'{first.isoformat()}'"),
+                       literal_column(f"{typed}'{last.isoformat()}'"))
+
+
+def _total(column):
+    """SUM as a BIGINT: plain ints from the driver, not Decimals."""
+    return cast(func.sum(column), BigInteger)
+
+
+def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
+    tenants = {t.id: t for t in scope.tenants}
+    many = len(tenants) > 1
+    t = daily_rollups.c
+    sums = [_total(t.created), _total(t.resolved), _total(t.met), _total(t.breached),
+            _total(t.auto_approved), _total(t.turnaround_seconds),
+            *[_total(t[name]) for name in BUCKETS]]
+    # 1. Everything but the per-day series, summed over the range per tenant, kind, subtype
+    #    and person: at most a few hundred rows, whatever the number of items.
+    grouped = db.session.execute(
+        select(t.tenant_id, t.kind, t.subtype, t.user_id, *sums)
+        .where(t.tenant_id.in_(tenants), _days(scope.start, scope.end))
+        .group_by(t.tenant_id, t.kind, t.subtype, t.user_id)
+    ).all()
+    # 2. Created and resolved per tenant, day and kind: the per-day series, and the last
+    #    week's arrivals and throughput for the forecast.
+    todays = {tid: today_in(tenant, now) for tid, tenant in tenants.items()}
+    recent_from = min(todays.values()) - timedelta(days=RATE_WINDOW_DAYS)
+    per_day: dict = defaultdict(lambda: [0, 0])
+    recent: dict = defaultdict(lambda: [0, 0])
+    for tid, day, kind, created, resolved in db.session.execute(
+            select(t.tenant_id, t.day, t.kind, _total(t.created), _total(t.resolved))
+            .where(t.tenant_id.in_(tenants),
+                   _days(min(scope.start, recent_from), max(scope.end, *todays.values())))
+            .group_by(t.tenant_id, t.day, t.kind)):
+        if scope.start <= day <= scope.end:
+            per_day[day][0] += created
+            per_day[day][1] += resolved
+        if day >= todays[tid] - timedelta(days=RATE_WINDOW_DAYS):
+            recent[(tid, kind)][0] += created
+            recent[(tid, kind)][1] += resolved
+    # 3. The open backlog, per tenant, kind, day of arrival and assignee.
+    o = open_rollups.c
+    backlog = db.session.execute(
+        select(o.tenant_id, o.kind, o.created_day, o.assignee_id, _total(o["items"]),
+               _total(o.at_risk_cents), _total(o.delta_cents))
+        .where(o.tenant_id.in_(tenants), o["items"] > 0)
+        .group_by(o.tenant_id, o.kind, o.created_day, o.assignee_id)
+    ).all()
+
+    rows = [dict(tenant_id=r[0], kind=r[1], subtype=r[2], user_id=r[3], created=r[4] or 0,
+                 resolved=r[5] or 0, met=r[6] or 0, breached=r[7] or 0, auto=r[8] or 0,
+                 seconds=r[9] or 0, histogram=[v or 0 for v in r[10:]]) for r in grouped]
+    person_ids = ({r["user_id"] for r in rows} | {r[3] for r in backlog}) - {NOBODY}
+    people = dict(db.session.execute(
+        select(User.id, User.name).where(User.id.in_(person_ids))).all()) if person_ids else {}
+
+    resolved_args = {"status": "closed", "resolved_from": scope.start.isoformat(),
+                     "resolved_to": scope.end.isoformat()}
+    created_args = {"status": "all", "created_from": scope.start.isoformat(),
+                    "created_to": scope.end.isoformat()}
+    tenant_arg = {"tenant": scope.tenant.id} if scope.tenant else {}
+
+    # SLA attainment per kind, and in total.
+    attainment = []
+    for kind in KIND_LABELS:
+        mine = [r for r in rows if r["kind"] == kind]
+        resolved = sum(r["resolved"] for r in mine)
+        met = sum(r["met"] for r in mine)
+        breached = sum(r["breached"] for r in mine)
+        attainment.append({"key": kind, "label": KIND_LABELS[kind], "resolved": resolved,
+                           "met": met, "breached": breached, "rate": _rate(met, met + breached),
+                           "drill_met": {**resolved_args, **tenant_arg, "kind": kind, "sla": "met"},
+                           "drill_breached": {**resolved_args, **tenant_arg, "kind": kind,
+                                              "sla": "breached"}})
+    total = {k: sum(a[k] for a in attainment) for k in ("resolved", "met", "breached")}
+    attainment.append({"key": "all", "label": "All work", **total,
+                       "rate": _rate(total["met"], total["met"] + total["breached"]),
+                       "drill_met": {**resolved_args, **tenant_arg, "sla": "met"},
+                       "drill_breached": {**resolved_args, **tenant_arg, "sla": "breached"}})
+
+    # Turnaround by kind, subtype, queue (tenant and kind) and approver.
+    def group(key_of, label_of, drill_of) -> list[Turnaround]:
+        acc: dict = {}
+        for r in rows:
+            if not r["resolved"]:
+                continue
+            key = key_of(r)
+            entry = acc.get(key)
+            if entry is None:
+                entry = acc[key] = Turnaround(label_of(r), {**resolved_args, **drill_of(r)}, 0, 0,
+                                              [0] * len(BUCKETS))
+            entry.resolved += r["resolved"]
+            entry.seconds += r["seconds"]
+            entry.histogram = [a + b for a, b in zip(entry.histogram, r["histogram"])]
+        return sorted(acc.values(), key=lambda e: (-e.resolved, e.label))
+
+    def person(user_id: int) -> str:
+        return people.get(user_id, f"#{user_id}") if user_id else "Policy or system (no person)"
+
+    turnaround = {
+        "kind": group(lambda r: r["kind"], lambda r: KIND_LABELS[r["kind"]],
+                      lambda r: {**tenant_arg, "kind": r["kind"]}),
+        "subtype": group(lambda r: (r["kind"], r["subtype"]),
+                         lambda r: SUBTYPES[r["kind"]].get(r["subtype"], r["subtype"]),
+                         lambda r: {**tenant_arg, "kind": r["kind"], "subtype": r["subtype"]}),
+        "queue": group(lambda r: (r["tenant_id"], r["kind"]),
+                       lambda r: (f"{tenants[r['tenant_id']].display_name} · " if many else "")
+                       + KIND_LABELS[r["kind"]],
+                       lambda r: {"tenant": r["tenant_id"], "kind": r["kind"]}),
+        "approver": group(lambda r: r["user_id"], lambda r: person(r["user_id"]),
+                          lambda r: {**tenant_arg,
+                                     "decided_by": r["user_id"] if r["user_id"] else "none"}),
+    }
+
+    # Created and resolved per day, every day of the range (empty days too).
+    daily = []
+    day = scope.start
+    while day <= scope.end:
+        created, resolved = per_day.get(day, (0, 0))
+        daily.append({"day": day, "created": created, "resolved": resolved,
+                      "drill_created": {**tenant_arg, "status": "all",
+                                        "created_from": day.isoformat(),
+                                        "created_to": day.isoformat()},
+                      "drill_resolved": {**tenant_arg, "status": "closed",
+                                         "resolved_from": day.isoformat(),
+                                         "resolved_to": day.isoformat()}})
+        day += timedelta(days=1)
+
+    # Backlog ageing (now, whatever the range): buckets by days since arrival, per kind;
+    # leakage and workload from the same rows, in one pass.
+    ageing = [{"label": label, "low": low, "high": high, "total": 0,
+               **{kind: 0 for kind in KIND_LABELS},
+               "drill": {**tenant_arg, "aged": f"{low}-{'' if high is None else high}"}}
+              for label, low, high in AGEING]
+    by_age = {}
+    for bucket in ageing:
+        for age in range(bucket["low"], (bucket["high"] if bucket["high"] is not None
+                                         else bucket["low"]) + 1):
+            by_age[age] = bucket
+    oldest = ageing[-1]
+    money: dict = defaultdict(lambda: [0, 0, 0, 0])  # at risk, open exceptions, delta, disputes
+    load: dict = defaultdict(int)
+    open_counts: dict = defaultdict(int)
+    for tid, kind, created_day, assignee_id, count, at_risk, delta in backlog:
+        age = (todays[tid] - created_day).days
+        bucket = by_age.get(age) or (ageing[0] if age < 0 else oldest)
+        bucket[kind] += count
+        bucket["total"] += count
+        load[assignee_id] += count
+        open_counts[(tid, kind)] += count
+        if kind == EXCEPTION:
+            money[tid][0] += at_risk
+            money[tid][1] += count
+        elif kind == DISPUTE:
+            money[tid][2] += delta
+            money[tid][3] += count
+
+    # Auto-approval: approvals decided by the policy engine among all decided approvals.
+    approvals = [r for r in rows if r["kind"] == Kind.APPROVAL.value]
+    decided = sum(r["resolved"] for r in approvals)
+    auto = sum(r["auto"] for r in approvals)
+    auto_approval = {"decided": decided, "auto_approved": auto, "rate": _rate(auto, decided),
+                     "by_tenant": [], "drill": {**resolved_args, **tenant_arg,
+                                                "kind": Kind.APPROVAL.value,
+                                                "decided_by": "policy", "state": "approved"}}
+    for tid, tenant in tenants.items():
+        mine = [r for r in approvals if r["tenant_id"] == tid]
+        d, a = sum(r["resolved"] for r in mine), sum(r["auto"] for r in mine)
+        auto_approval["by_tenant"].append({"label": tenant.display_name, "decided": d,
+                                           "auto_approved": a, "rate": _rate(a, d)})
+
+    # Exception volume by type: billing exceptions and disputes that arrived in the range.
+    volume: dict = defaultdict(int)
+    for r in rows:
+        if r["kind"] != Kind.APPROVAL.value and r["created"]:
+            volume[(r["kind"], r["subtype"])] += r["created"]
+    exceptions = [{"kind": kind, "kind_label": KIND_LABELS[kind], "subtype": subtype,
+                   "label": SUBTYPES[kind].get(subtype, subtype), "created": count,
+                   "drill": {**created_args, **tenant_arg, "kind": kind, "subtype": subtype}}
+                  for (kind, subtype), count in sorted(volume.items(), key=lambda kv: -kv[1])]
+
+    # Leakage now: money at risk in open billing exceptions plus open dispute deltas, per
+    # tenant in its own currency.
+    leakage = []
+    for tid, tenant in tenants.items():
+        at_risk_cents, exceptions_open, delta_cents, disputes_open = money[tid]
+        at_risk, delta = Decimal(at_risk_cents) / 100, Decimal(delta_cents) / 100
+        leakage.append({
+            "tenant": tenant.display_name, "tenant_id": tid, "currency": tenant.currency,
+            "at_risk": at_risk, "open_exceptions": exceptions_open,
+            "dispute_delta": delta, "open_disputes": disputes_open, "total": at_risk + delta,
+            "drill_exceptions": {"tenant": tid, "kind": EXCEPTION},
+            "drill_disputes": {"tenant": tid, "kind": DISPUTE},
+        })
+
+    # Workload (open items assigned now) and throughput (items decided in the range).
+    done: dict = defaultdict(int)
+    for r in rows:
+        done[r["user_id"]] += r["resolved"]
+    span = (scope.end - scope.start).days + 1
+    workload = []
+    for user_id in sorted((set(load) | {u for u, n in done.items() if n}) - {NOBODY}):
+        workload.append({
+            "user_id": user_id, "label": people.get(user_id, f"#{user_id}"),
+            "open": load.get(user_id, 0), "decided": done.get(user_id, 0),
+            "per_day": done.get(user_id, 0) / span,
+            "drill_open": {**tenant_arg, "assignee": user_id},
+            "drill_decided": {**resolved_args, **tenant_arg, "decided_by": user_id},
+        })
+    workload.sort(key=lambda w: (-w["open"] - w["decided"], w["label"]))
+    if load.get(NOBODY):
+        workload.append({"user_id": None, "label": "Unassigned", "open": load[NOBODY],
+                         "decided": None, "per_day": None,
+                         "drill_open": {**tenant_arg, "assignee": "none"}, "drill_decided": None})
+    if done.get(NOBODY):
+        workload.append({"user_id": None, "label": "Policy or system (no person)", "open": None,
+                         "decided": done[NOBODY], "per_day": done[NOBODY] / span,
+                         "drill_open": None,
+                         "drill_decided": {**resolved_args, **tenant_arg, "decided_by": "none"}})
+
+    return Dashboard(scope=scope, attainment=attainment, turnaround=turnaround, daily=daily,
+                     ageing=ageing, auto_approval=auto_approval, exceptions=exceptions,
+                     leakage=leakage, workload=workload, open_counts=dict(open_counts),
+                     recent={k: tuple(v) for k, v in recent.items()}, todays=todays)

@@ -1,0 +1,111 @@
+"""The dashboard rollups follow every change of an item in the same transaction, and equal a
+plain recomputation from the items after any sequence of changes."""
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+
+from app.actors import Actor, ActorType
+from app.approvals.services import approve_step, reject_approval
+from app.dashboard.models import daily_rollups, open_rollups
+from app.dashboard.rollups import rebuild_rollups
+from app.exceptions.services import act_on_dispute, act_on_exception
+from app.extensions import db
+from app.unit_of_work import commit
+from app.work.services import claim_item, get_item, reassign_item, release_item, transition
+from tests.conftest import actor
+from tests.dashboard.recompute import expected_rollups, stored_rollups
+
+
+def _agree():
+    db.session.expire_all()
+    assert stored_rollups() == expected_rollups()
+    # A backlog row that reaches zero items is removed: that table stays the backlog's size.
+    assert db.session.scalar(select(func.count()).select_from(open_rollups)
+                             .where(open_rollups.c["items"] == 0)) == 0
+
+
+def test_rollups_follow_creation_claims_moves_and_decisions(make_tenant, make_user, make_item):
+    northwind = make_tenant()
+    contoso = make_tenant("contoso", "EUR", "Europe/Berlin", "DE")
+    approver = make_user("avery@x.test", [northwind, contoso], roles=("approver",))
+    analyst = make_user("ana@x.test", [northwind, contoso], roles=("analyst",))
+    manager = make_user("morgan@x.test", [northwind, contoso], roles=("manager",))
+    requester = make_user("riley@x.test", [northwind, contoso], roles=("requester",))
+    a1 = make_item(northwind, requester=requester)
+    a2 = make_item(contoso, amount="200.00", requester=requester)
+    a3 = make_item(northwind, amount="300.00", requester=requester, subtype="refund")
+    e1 = make_item(northwind, kind="billing_exception", amount="900.00", amount_at_risk="450.00")
+    e2 = make_item(contoso, kind="billing_exception", subtype="price_mismatch")
+    d1 = make_item(northwind, kind="settlement_dispute", amount="1000.00",
+                   calculated_amount="700.00")
+    _agree()
+
+    claim_item(actor(analyst), e1.id)
+    commit()
+    _agree()
+    reassign_item(actor(manager), e1.id, manager.id)
+    commit()
+    _agree()
+    release_item(actor(manager), e1.id)
+    commit()
+    _agree()
+    approve_step(actor(approver), a1.id)
+    commit()
+    _agree()
+    reject_approval(actor(approver), a2.id, reason="Over budget")
+    act_on_exception(actor(analyst), e1.id, "wait_on_customer", comment="PO missing")
+    act_on_dispute(actor(analyst), d1.id, "partially_accept", adjustment_amount="100.00")
+    commit()
+    _agree()
+    act_on_exception(actor(analyst), e1.id, "resolve", resolution_code="credit_issued")
+    policy = Actor(ActorType.POLICY, label="policy", tenant_id=northwind.id)
+    transition(policy, get_item(policy, a3.id), "approve")
+    commit()
+    _agree()
+    daily, backlog = stored_rollups()
+    assert sum(v.get("auto_approved", 0) for v in daily.values()) == 1
+    assert sum(v.get("created", 0) for v in daily.values()) == 6
+    assert sum(v.get("resolved", 0) for v in daily.values()) == 5
+    assert sum(v["items"] for v in backlog.values()) == 1  # only e2 is still open
+    assert e2.id
+
+
+def test_a_change_rolled_back_leaves_the_rollups_as_they_were(make_tenant, make_user, make_item):
+    tenant = make_tenant()
+    analyst = make_user("ana@x.test", [tenant], roles=("analyst",))
+    item = make_item(tenant, kind="billing_exception")
+    before = stored_rollups()
+    act_on_exception(actor(analyst), item.id, "resolve", resolution_code="credit_issued")
+    db.session.rollback()
+    assert stored_rollups() == before
+    _agree()
+
+
+def test_changes_to_an_item_loaded_before_a_commit_still_move_its_old_contribution(
+        make_tenant, make_user, make_item):
+    """An item expired by a commit and then changed: the old values are loaded on change, so
+    its old contribution is taken away, not left behind."""
+    tenant = make_tenant()
+    item = make_item(tenant, kind="billing_exception")
+    commit()  # expires the item
+    item.created_at = item.created_at - timedelta(days=3)
+    commit()
+    _agree()
+
+
+def test_rebuild_gives_the_same_rollups_as_the_live_path(make_tenant, make_user, make_item):
+    tenant = make_tenant()
+    analyst = make_user("ana@x.test", [tenant], roles=("analyst",))
+    items = [make_item(tenant, kind="billing_exception") for _ in range(4)]
+    act_on_exception(actor(analyst), items[0].id, "resolve", resolution_code="credit_issued")
+    claim_item(actor(analyst), items[1].id)
+    commit()
+    live = stored_rollups()
+    db.session.execute(delete(daily_rollups))
+    db.session.execute(delete(open_rollups))
+    commit()
+    assert stored_rollups() == ({}, {})
+    assert rebuild_rollups(db.session)["items"] == 4
+    commit()
+    assert stored_rollups() == live
+    _agree()
