@@ -29,6 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.queues import models as queue_models  # noqa: F401
     from app.approvals import models as approval_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
+    from app.api import models as api_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -50,6 +51,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(mail_bp)
     app.register_blueprint(audit_bp)
     install_web(app)
+    from app.api.routes import install_api
+
+    install_api(app)
 
     from app.cli import register_cli
 

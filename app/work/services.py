@@ -211,9 +211,11 @@ def create_item(
             "calculated_amount")
     if kind == Kind.APPROVAL.value:
         item.steps = default_steps(amount)
-    db.session.add(item)
     try:
+        # Added inside the savepoint: begin_nested() flushes what is pending before it starts,
+        # and a losing insert must fail inside the savepoint (which then forgets the item).
         with db.session.begin_nested():
+            db.session.add(item)
             db.session.flush()
     except Exception as exc:  # a concurrent create of the same reference won the race
         from sqlalchemy.exc import IntegrityError
@@ -329,7 +331,7 @@ def _is_repeat(item: WorkItem, action: str, actor: Actor) -> bool:
 def require_action_role(actor: Actor, item: WorkItem, action: str) -> set[str]:
     roles = _require_member(actor, item)
     needed = ACTION_ROLES[item.kind].get(action, frozenset())
-    if actor.type is ActorType.USER and not roles & needed:
+    if actor.acts_as_person and not roles & needed:
         raise PermissionDenied(
             f"Your roles in {item.tenant.display_name} do not allow you to "
             f"{action.replace('_', ' ')} this item."
