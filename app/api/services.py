@@ -10,17 +10,17 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from app.actors import Actor, ActorType
 from app.api.models import IdempotencyRecord
 from app.api.schemas import DecisionIn, ItemCreate, ItemQuery
 from app.audit.models import AuditEvent
-from app.errors import DomainError, NotFound, ValidationFailed
+from app.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Membership, User, WorkItem
 from app.queues.filters import BadCursor, QueueFilters
+from app.types import utcnow
 from app.work.actions import perform
 from app.work.services import create_item, get_item, scoped_items
 
@@ -159,27 +159,27 @@ def _answer_from(record: IdempotencyRecord, fingerprint: str) -> Replay:
 def reserve_idempotency_key(actor: Actor, key: str, fingerprint: str
                             ) -> tuple[IdempotencyRecord | None, Replay | None]:
     """Claim the key for this request, or return the committed answer of the request that
-    claimed it. The insert takes the unique index entry: a concurrent request with the same
-    key waits there until the first commits, then replays its answer (or, if the first failed
-    and rolled back, goes ahead itself)."""
+    claimed it. INSERT .. ON CONFLICT DO NOTHING takes the unique index entry: a concurrent
+    request with the same key waits there until the first commits and then inserts nothing
+    and replays the first answer (or, if the first rolled back, claims the key itself). No
+    savepoint and no failed statement, so the transaction stays usable on both databases."""
+    from app.audit.services import _dialect_insert
+
+    claimed = db.session.execute(
+        _dialect_insert()(IdempotencyRecord)
+        .values(tenant_id=actor.tenant_id, key=key, request_hash=fingerprint, status_code=0,
+                response_body={}, token_id=actor.extra.get("token_id"), created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+        .returning(IdempotencyRecord.id)
+    ).scalar_one_or_none()
+    if claimed is not None:
+        return db.session.get(IdempotencyRecord, claimed), None
     committed = db.session.scalars(select(IdempotencyRecord).where(
         IdempotencyRecord.tenant_id == actor.tenant_id, IdempotencyRecord.key == key)
-    ).one_or_none()
-    if committed is not None:
-        return None, _answer_from(committed, fingerprint)
-    record = IdempotencyRecord(tenant_id=actor.tenant_id, key=key, request_hash=fingerprint,
-                               status_code=0, response_body={},
-                               token_id=actor.extra.get("token_id"))
-    try:
-        with db.session.begin_nested():
-            db.session.add(record)
-            db.session.flush()
-    except IntegrityError:
-        committed = db.session.scalars(select(IdempotencyRecord).where(
-            IdempotencyRecord.tenant_id == actor.tenant_id, IdempotencyRecord.key == key)
-        ).one()
-        return None, _answer_from(committed, fingerprint)
-    return record, None
+    ).one()
+    if committed.status_code == 0:
+        raise Conflict("A request with this Idempotency-Key is still being processed.")
+    return None, _answer_from(committed, fingerprint)
 
 
 def remember_answer(record: IdempotencyRecord | None, status: int, body: dict) -> None:
