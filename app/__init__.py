@@ -54,6 +54,9 @@ def create_app(config: dict | None = None) -> Flask:
     from app.api.routes import install_api
 
     install_api(app)
+    from app.api.admin_routes import bp as api_admin_bp
+
+    app.register_blueprint(api_admin_bp)
 
     from app.cli import register_cli
 
