@@ -30,6 +30,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.approvals import models as approval_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
     from app.api import models as api_models  # noqa: F401
+    from app.webhooks import models as webhook_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -57,6 +58,9 @@ def create_app(config: dict | None = None) -> Flask:
     from app.api.admin_routes import bp as api_admin_bp
 
     app.register_blueprint(api_admin_bp)
+    from app.webhooks.routes import install_webhooks
+
+    install_webhooks(app)
 
     from app.cli import register_cli
 

@@ -155,27 +155,6 @@ def _idempotent(change):
     return _json(body, status, headers)
 
 
-def item_body(item) -> dict:
-    return schemas.ItemOut(
-        id=item.id, tenant=item.tenant.slug, kind=item.kind, subtype=item.subtype,
-        title=item.title, external_ref=item.external_ref, source_system=item.source_system,
-        counterparty=item.counterparty, region=item.region, product_line=item.product_line,
-        partner_type=item.partner_type, amount=_money(item.amount), currency=item.currency,
-        priority=item.priority, risk_score=item.risk_score, state=item.state,
-        sla_due_at=item.sla_due_at, sla_state=item.sla_state, created_at=item.created_at,
-        resolved_at=item.resolved_at, version=item.version, details=item.details or {},
-        amount_at_risk=_money(item.amount_at_risk), claimed_amount=_money(item.claimed_amount),
-        calculated_amount=_money(item.calculated_amount),
-        adjustment_amount=_money(item.adjustment_amount), resolution_code=item.resolution_code,
-        steps=[schemas.StepOut(position=s.position, role=s.role, state=s.state,
-                               decided_at=s.decided_at) for s in item.steps],
-    ).model_dump(mode="json")
-
-
-def _money(value) -> str | None:
-    return None if value is None else f"{value:.2f}"
-
-
 @bp.get("/openapi.json")
 def openapi():
     return _json(openapi_document())
@@ -189,7 +168,7 @@ def create_item():
     def change():
         item, created = services.create_item_from_api(g.api_actor, body)
         location = url_for("api.get_item", item_id=item.id)
-        return (201 if created else 200), item_body(item), {"Location": location}
+        return (201 if created else 200), schemas.item_json(item), {"Location": location}
 
     return _idempotent(change)
 
@@ -200,13 +179,13 @@ def list_items():
     query = _query(schemas.ItemQuery)
     items, next_cursor = services.list_items(g.api_actor, query)
     db.session.rollback()  # a read: end the transaction without a commit
-    return _json({"items": [item_body(i) for i in items], "next_cursor": next_cursor})
+    return _json({"items": [schemas.item_json(i) for i in items], "next_cursor": next_cursor})
 
 
 @bp.get("/items/<int(signed=True):item_id>")
 @requires("items:read")
 def get_item(item_id: int):
-    body = item_body(services.read_item(g.api_actor, item_id))
+    body = schemas.item_json(services.read_item(g.api_actor, item_id))
     db.session.rollback()
     return _json(body)
 
@@ -218,7 +197,7 @@ def decide(item_id: int):
 
     def change():
         item = services.decide_from_api(g.api_actor, item_id, body)
-        return 200, item_body(item), {}
+        return 200, schemas.item_json(item), {}
 
     return _idempotent(change)
 

@@ -217,3 +217,25 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
+
+
+def _money(value) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def item_json(item) -> dict:
+    """An item as the API and the webhooks show it (validated against ItemOut)."""
+    return ItemOut(
+        id=item.id, tenant=item.tenant.slug, kind=item.kind, subtype=item.subtype,
+        title=item.title, external_ref=item.external_ref, source_system=item.source_system,
+        counterparty=item.counterparty, region=item.region, product_line=item.product_line,
+        partner_type=item.partner_type, amount=_money(item.amount), currency=item.currency,
+        priority=item.priority, risk_score=item.risk_score, state=item.state,
+        sla_due_at=item.sla_due_at, sla_state=item.sla_state, created_at=item.created_at,
+        resolved_at=item.resolved_at, version=item.version, details=item.details or {},
+        amount_at_risk=_money(item.amount_at_risk), claimed_amount=_money(item.claimed_amount),
+        calculated_amount=_money(item.calculated_amount),
+        adjustment_amount=_money(item.adjustment_amount), resolution_code=item.resolution_code,
+        steps=[StepOut(position=s.position, role=s.role, state=s.state, decided_at=s.decided_at)
+               for s in item.steps],
+    ).model_dump(mode="json")

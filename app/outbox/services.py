@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 # topic -> dotted paths of functions taking (message) and run by the worker, in order.
 # Later capabilities (policy evaluation, mail, webhooks) add their handlers here.
 HANDLERS: dict[str, list[str]] = {
-    "item.created": [],
-    "item.state_changed": [],
+    "item.created": ["app.webhooks.services.fan_out"],
+    "item.state_changed": ["app.webhooks.services.fan_out"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed; the admins' banner reads the alert row, mail is later.
@@ -27,6 +27,10 @@ HANDLERS: dict[str, list[str]] = {
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
     # An open item breached its SLA; telling its managers by mail comes with the SLA issue.
     "sla.breached": [],
+    # Webhook deliveries committed and due now: queue their attempts.
+    "webhook.delivery_due": ["app.webhooks.jobs.enqueue_due"],
+    # A webhook was paused after repeated failures: mail the tenant's admins.
+    "webhook.paused": ["app.webhooks.jobs.mail_admins_paused"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"
