@@ -47,7 +47,9 @@ def _money_input(value):
     if isinstance(value, bool):
         raise ValueError("must be a number or a decimal string")
     if isinstance(value, str) and not _MONEY_RE.match(value):
-        raise ValueError("must be a decimal string like 1250.00")
+        if re.fullmatch(r"-?[0-9]+\.[0-9]{3,}", value):
+            raise ValueError("at most 2 decimal places")
+        raise ValueError("must be a decimal number like 1250.00")
     return value
 
 

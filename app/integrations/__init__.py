@@ -22,12 +22,14 @@ def chosen_tenant(actor: Actor, roles=(Role.ADMIN.value,)) -> Tenant:
     allowed = sorted(
         (t for t in actor.tenant_ids() if set(roles) & actor.roles_in(t)),
         key=lambda t: db.session.get(Tenant, t).name)
+    asked = request.args.get("tenant", type=int) or request.form.get("tenant", type=int)
+    if asked is not None:
+        if asked not in actor.tenant_ids():
+            abort(404)  # not one of theirs: say nothing about whether it exists
+        if asked not in allowed:
+            abort(403, "Your roles in that tenant do not include this.")
+        return db.session.get(Tenant, asked)
     if not allowed:
-        abort(403, "Only an admin of a tenant can manage its integrations.")
-    wanted = request.args.get("tenant", type=int) or request.form.get("tenant", type=int) \
-        or current_tenant_id()
-    if wanted is None or wanted not in allowed:
-        if request.args.get("tenant") or request.form.get("tenant"):
-            abort(403, "You do not manage that tenant's integrations.")
-        wanted = allowed[0]
-    return db.session.get(Tenant, wanted)
+        abort(403, "Your roles do not include this page.")
+    wanted = current_tenant_id()
+    return db.session.get(Tenant, wanted if wanted in allowed else allowed[0])

@@ -31,6 +31,8 @@ HANDLERS: dict[str, list[str]] = {
     "webhook.delivery_due": ["app.webhooks.jobs.enqueue_due"],
     # A webhook was paused after repeated failures: mail the tenant's admins.
     "webhook.paused": ["app.webhooks.jobs.mail_admins_paused"],
+    # A CSV import was confirmed: run it once that is committed.
+    "import.requested": ["app.imports.jobs.start_import"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

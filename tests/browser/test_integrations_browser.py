@@ -67,3 +67,45 @@ def test_an_admin_adds_a_webhook_and_reads_its_delivery_log(page, admin, make_it
     page.screenshot(path=str(ARTIFACTS / "04-webhook-paused.png"), full_page=True)
     page.get_by_role("button", name="Resume and send what waits").click()
     expect(page.locator(".notice-alert")).to_have_count(0)
+
+
+def test_an_analyst_sees_row_errors_and_a_moving_progress_bar(page, admin, tmp_path):
+    from app.extensions import db
+    from app.imports.models import ImportJob
+    from app.unit_of_work import commit
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    bad = tmp_path / "billing-export.csv"
+    bad.write_text("exception_id,invoice_number,customer,exception_type,amount,currency\n"
+                   "EX-1,INV-1,Acme,payment_failed,120.00,USD\n"
+                   "EX-2,INV-2,Globex,card_melted,10.00,USD\n"
+                   "EX-3,INV-3,Initech,payment_failed,,EUR\n")
+    sign_in(page)
+    page.get_by_role("link", name="Import").click()
+    page.get_by_label("CSV file").set_input_files(str(bad))
+    page.get_by_role("button", name="Check the file").click()
+    expect(page.locator("#row-errors")).to_contain_text("unknown type")
+    expect(page.get_by_text("Refused: nothing was imported.")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "05-import-refused.png"), full_page=True)
+
+    good = tmp_path / "clean.csv"
+    good.write_text("exception_id,invoice_number,customer,exception_type,amount\n" + "".join(
+        f"EX-{n},INV-{n},Customer {n},payment_failed,{n}.00\n" for n in range(1, 41)))
+    page.get_by_role("link", name="← Imports").click()
+    page.get_by_label("CSV file").set_input_files(str(good))
+    page.get_by_role("button", name="Check the file").click()
+    expect(page.get_by_role("button", name="Import 40 rows")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "06-import-ready.png"), full_page=True)
+    # A worker half-way through (set here by hand): the page polls and the bar follows.
+    db.session.rollback()
+    job = db.session.scalars(db.select(ImportJob).order_by(ImportJob.id.desc())).first()
+    job.status, job.processed_rows = "running", 0
+    commit()
+    page.reload()
+    job.processed_rows = 20
+    commit()
+    expect(page.locator("#import-bar")).to_have_attribute("value", "20")
+    page.screenshot(path=str(ARTIFACTS / "07-import-progress.png"), full_page=True)
+    job.status, job.processed_rows, job.created_count = "succeeded", 40, 40
+    commit()
+    expect(page.locator("#import-summary")).to_contain_text("40")
