@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.api.conftest import item_payload
 
 # Bounded so the suite stays quick: 5 operations x 2 modes x this many requests.
-EXAMPLES = 30
+EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 
