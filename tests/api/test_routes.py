@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.api.schemas import DecisionIn, ItemCreate
-from app.api.tokens import issue_token, revoke_token
+from app.api.tokens import revoke_token
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import ApiToken, WorkItem
