@@ -97,7 +97,26 @@ def check_url(url: str) -> str | None:
         return "must be an " + " or ".join(allowed) + " URL"
     if parts.username or parts.password:
         return "must not carry a user name or password"
+    if current_app.config.get("APP_ENV") == "production" and _internal_host(parts.hostname):
+        return "must be a public address, not this machine or a private network"
     return None
+
+
+def _internal_host(hostname: str) -> bool:
+    """Loopback, private, link-local (cloud metadata) addresses and local names: a tenant
+    admin must not make Cleardesk probe its own network. (A public name that resolves to a
+    private address is not caught here; an egress proxy is the complete answer.)"""
+    import ipaddress
+
+    if hostname.lower() in ("localhost",) or hostname.lower().endswith((".localhost",
+                                                                         ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(hostname.strip("[]"))
+    except ValueError:
+        return False
+    return (address.is_private or address.is_loopback or address.is_link_local
+            or address.is_reserved or address.is_multicast or address.is_unspecified)
 
 
 def create_subscription(actor: Actor, tenant_id: int, *, url: str, events,

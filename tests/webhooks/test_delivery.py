@@ -142,3 +142,20 @@ def test_only_an_admin_of_the_tenant_subscribes(app, make_tenant, make_user):
         services.create_subscription(Actor.system("t"), tenant.id, url="ftp://x.test/h",
                                      events=["nope"])
     assert set(bad.value.fields) == {"url", "events"}
+
+
+@pytest.mark.parametrize("url", ["http://billing.example.com/h", "https://127.0.0.1/h",
+                                 "https://10.1.2.3/h", "https://169.254.169.254/latest",
+                                 "https://localhost:8443/h"])
+def test_in_production_a_webhook_must_be_https_to_a_public_address(app, make_tenant, url):
+    from app.errors import ValidationFailed
+
+    tenant = make_tenant()
+    app.config["APP_ENV"] = "production"
+    with pytest.raises(ValidationFailed) as bad:
+        services.create_subscription(SYSTEM, tenant.id, url=url, events=["item.created"])
+    assert "url" in bad.value.fields
+    sub, _secret = services.create_subscription(SYSTEM, tenant.id,
+                                                url="https://billing.example.com/hooks",
+                                                events=["item.created"])
+    assert sub.id
