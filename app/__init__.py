@@ -31,6 +31,9 @@ def create_app(config: dict | None = None) -> Flask:
     from app.mail import models as mail_models  # noqa: F401
     from app.dashboard import models as dashboard_models  # noqa: F401
     from app.dashboard import rollups  # noqa: F401  (keeps the rollups current on flush)
+    from app.api import models as api_models  # noqa: F401
+    from app.webhooks import models as webhook_models  # noqa: F401
+    from app.imports import models as import_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -55,6 +58,18 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(dashboard_bp)
     install_web(app)
+    from app.api.routes import install_api
+
+    install_api(app)
+    from app.api.admin_routes import bp as api_admin_bp
+
+    app.register_blueprint(api_admin_bp)
+    from app.webhooks.routes import install_webhooks
+
+    install_webhooks(app)
+    from app.imports.routes import bp as imports_bp
+
+    app.register_blueprint(imports_bp)
 
     from app.cli import register_cli
 

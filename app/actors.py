@@ -38,8 +38,16 @@ class Actor:
     def user_id(self) -> int | None:
         return self.user.id if self.user else None
 
+    @property
+    def acts_as_person(self) -> bool:
+        """A signed-in user, or an API token relaying a named person's decision: the person's
+        roles, limits and segregation of duties apply."""
+        return self.user is not None and self.type in (ActorType.USER, ActorType.API)
+
     def tenant_ids(self) -> set[int]:
         """Tenants this actor may see; the one place tenant reach is decided."""
+        if self.type is ActorType.API:  # a token reaches its own tenant, whoever it names
+            return {self.tenant_id} if self.tenant_id is not None else set()
         if self.user is not None:
             return {m.tenant_id for m in self.user.memberships}
         if self.tenant_id is not None:
@@ -47,6 +55,6 @@ class Actor:
         return set()  # the system actor is not a member; scoped_items lets it reach any item
 
     def roles_in(self, tenant_id: int) -> set[str]:
-        if self.user is None:
+        if self.user is None or tenant_id not in self.tenant_ids():
             return set()
         return self.user.roles_in(tenant_id)

@@ -1,8 +1,6 @@
 """Command-line entry points: seeding, users, tokens, audit verification, and the RQ processes."""
 from __future__ import annotations
 
-import hashlib
-import secrets
 import sys
 import time
 
@@ -95,22 +93,19 @@ def create_user_command(email, name, password, tenant_slugs, roles, approval_lim
               default=("items:read", "items:write", "decisions:write"), show_default=True)
 def create_token_command(slug: str, name: str, scopes: tuple[str, ...]) -> None:
     """Print a new API token for a tenant. Only its hash is stored; it cannot be shown again."""
-    from app.audit.services import record_event
-    from app.models import ApiToken, Tenant
+    from app.api.tokens import issue_token
+    from app.errors import DomainError
+    from app.models import Tenant
 
     tenant = db.session.scalars(select(Tenant).where(Tenant.slug == slug)).one_or_none()
     if tenant is None:
         raise click.ClickException(f"No tenant '{slug}'.")
-    prefix = secrets.token_hex(4)
-    secret = secrets.token_urlsafe(32)
-    token = f"cd_{prefix}_{secret}"
-    row = ApiToken(tenant_id=tenant.id, name=name, prefix=prefix,
-                   token_hash=hashlib.sha256(token.encode()).hexdigest(), scopes=list(scopes))
-    db.session.add(row)
-    db.session.flush()
-    record_event(Actor.system("cli"), "api_token.created", tenant_id=tenant.id,
-                 data={"token_id": row.id, "prefix": prefix, "name": name,
-                       "scopes": list(scopes)})
+    try:
+        _row, token = issue_token(Actor.system("cli"), tenant.id, name, scopes)
+    except DomainError as error:
+        db.session.rollback()
+        detail = "; ".join(f"{k} {v}" for k, v in getattr(error, "fields", {}).items())
+        raise click.ClickException(f"{error.message} {detail}".strip()) from None
     commit()
     click.echo(token)
 

@@ -54,6 +54,17 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "LOGIN_MAX_FAILURES_PER_IP": 50,
         "LOGIN_LOCKOUT_SECONDS": 15 * 60,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # JSON API and webhooks: requests a minute per token; the first retry delay (doubled
+        # on each failure), attempts per delivery, failures in a row that pause a webhook.
+        "API_RATE_LIMIT_PER_MINUTE": int(env.get("API_RATE_LIMIT_PER_MINUTE", "600")),
+        "WEBHOOK_RETRY_BASE_SECONDS": float(env.get("WEBHOOK_RETRY_BASE_SECONDS", "30")),
+        "WEBHOOK_MAX_ATTEMPTS": int(env.get("WEBHOOK_MAX_ATTEMPTS", "8")),
+        "WEBHOOK_PAUSE_AFTER": int(env.get("WEBHOOK_PAUSE_AFTER", "10")),
+        "WEBHOOK_TIMEOUT_SECONDS": float(env.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
+        # CSV imports commit (and show progress) every this many rows.
+        "IMPORT_BATCH_ROWS": int(env.get("IMPORT_BATCH_ROWS", "500")),
+        "OUTBOX_RELAY_ON_COMMIT": env.get("OUTBOX_RELAY_ON_COMMIT", "1").lower() in (
+            "1", "true", "yes"),
     }
     if overrides:
         config.update(overrides)

@@ -341,5 +341,12 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written at most once a minute (last use) and once an hour (the audited use), so reads
+    # through the API do not turn into a write each.
+    last_used_ip: Mapped[str | None] = mapped_column(String(64))
+    use_audited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     tenant: Mapped[Tenant] = relationship()
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])

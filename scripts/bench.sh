@@ -16,6 +16,8 @@
 #                        dashboard  the manager dashboard (one tenant, 90 days) seeded with each
 #                               of BENCH_DASHBOARD_ITEMS (default 100000,1000000), against
 #                               /healthz in the same run (bench/dashboard_bench.py)
+#                        api    POST /api/v1/items against /ping, and a BENCH_IMPORT_ROWS-row
+#                               CSV import (default 100000) against a raw bulk insert
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -71,6 +73,24 @@ if [[ "$PARTS" == *,dashboard,* ]]; then
   "$PY" bench/dashboard_bench.py --pg "postgresql+psycopg://postgres@127.0.0.1:$PG_PORT" \
     --items "${BENCH_DASHBOARD_ITEMS:-100000,1000000}" --duration "${BENCH_DURATION:-10}" \
     || status=1
+fi
+if [[ "$PARTS" == *,api,* ]]; then
+  say "integrations: POST /api/v1/items and a CSV import (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_api" >/dev/null
+  API_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_api"
+  DATABASE_URL="$API_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  API_PORT="$(free_port)"
+  DATABASE_URL="$API_URL" API_RATE_LIMIT_PER_MINUTE=1000000000 "$VENV/bin/gunicorn" \
+    --workers "$WORKERS" --bind "127.0.0.1:$API_PORT" wsgi:app > "$WORK/gunicorn-api.log" 2>&1 &
+  API_PID=$!
+  if wait_for_port "$API_PORT" 30; then
+    DATABASE_URL="$API_URL" "$PY" bench/api_bench.py --url "http://127.0.0.1:$API_PORT" \
+      --duration "${BENCH_DURATION:-10}" --connections "${BENCH_CONNECTIONS:-8}" \
+      --import-rows "${BENCH_IMPORT_ROWS:-100000}" || { status=1; tail -n 40 "$WORK/gunicorn-api.log" >&2; }
+  else
+    cat "$WORK/gunicorn-api.log" >&2; status=1
+  fi
+  kill "$API_PID" 2>/dev/null; wait "$API_PID" 2>/dev/null
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

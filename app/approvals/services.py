@@ -56,7 +56,9 @@ def check_can_decide(actor: Actor, item: WorkItem, action: str) -> tuple[Approva
     step = item.current_step()
     if step is None:
         raise InvalidTransition("This approval has no open step.")
-    if actor.type not in (ActorType.USER, ActorType.EMAIL_LINK):
+    if actor.type is ActorType.API and actor.user is None:
+        raise PermissionDenied("An API decision must name the person who decided.")
+    if actor.type not in (ActorType.USER, ActorType.EMAIL_LINK, ActorType.API):
         return step, None  # the policy engine, the API and the system are checked elsewhere
     roles = require_action_role(actor, item, action)
     if step.role not in roles:
@@ -160,7 +162,7 @@ def request_info(actor: Actor, item_id: int, *, question: str,
 
 
 def _require_requester(actor: Actor, item: WorkItem, what: str) -> None:
-    if actor.type is ActorType.USER and actor.user_id != item.requester_id:
+    if actor.acts_as_person and actor.user_id != item.requester_id:
         raise PermissionDenied(f"Only the requester can {what} this item.")
 
 

@@ -35,6 +35,9 @@ KNOWN_ACTIONS = [
     "item.partially_accept", "membership.granted", "api_token.created",
     "audit.export_requested", "audit.export_completed", "audit.export_downloaded",
     "audit.access_review_exported", "audit.verification_failed", "audit.alert_acknowledged",
+    "api_token.revoked", "api_token.used", "webhook.subscribed", "webhook.paused",
+    "webhook.resumed", "webhook.redelivered", "import.uploaded", "import.confirmed",
+    "import.finished",
 ]
 
 

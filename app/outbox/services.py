@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 # topic -> dotted paths of functions taking (message) and run by the worker, in order.
 # Later capabilities (policy evaluation, mail, webhooks) add their handlers here.
 HANDLERS: dict[str, list[str]] = {
-    "item.created": [],
-    "item.state_changed": [],
+    "item.created": ["app.webhooks.services.fan_out"],
+    "item.state_changed": ["app.webhooks.services.fan_out"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed; the admins' banner reads the alert row, mail is later.
@@ -29,6 +29,12 @@ HANDLERS: dict[str, list[str]] = {
     "sla.breached": ["app.sla.notifications.mail_sla_breached"],
     # An open item turned at risk: mail its tenant's managers.
     "sla.at_risk": ["app.sla.notifications.mail_sla_at_risk"],
+    # Webhook deliveries committed and due now: queue their attempts.
+    "webhook.delivery_due": ["app.webhooks.jobs.enqueue_due"],
+    # A webhook was paused after repeated failures: mail the tenant's admins.
+    "webhook.paused": ["app.webhooks.jobs.mail_admins_paused"],
+    # A CSV import was confirmed: run it once that is committed.
+    "import.requested": ["app.imports.jobs.start_import"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

@@ -212,9 +212,11 @@ def create_item(
             "calculated_amount")
     if kind == Kind.APPROVAL.value:
         item.steps = default_steps(amount)
-    db.session.add(item)
     try:
+        # Added inside the savepoint: a losing insert must fail inside it (which then forgets
+        # the item), not in a flush of the outer transaction.
         with savepoint():
+            db.session.add(item)
             db.session.flush()
     except Exception as exc:  # a concurrent create of the same reference won the race
         from sqlalchemy.exc import IntegrityError
@@ -331,7 +333,7 @@ def _is_repeat(item: WorkItem, action: str, actor: Actor) -> bool:
 def require_action_role(actor: Actor, item: WorkItem, action: str) -> set[str]:
     roles = _require_member(actor, item)
     needed = ACTION_ROLES[item.kind].get(action, frozenset())
-    if actor.type is ActorType.USER and not roles & needed:
+    if actor.acts_as_person and not roles & needed:
         raise PermissionDenied(
             f"Your roles in {item.tenant.display_name} do not allow you to "
             f"{action.replace('_', ' ')} this item."

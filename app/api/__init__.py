@@ -1,0 +1,1 @@
+"""The JSON API (/api/v1), its tokens and its OpenAPI document."""

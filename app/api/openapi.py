@@ -1,0 +1,172 @@
+"""The OpenAPI 3.1 document of /api/v1, generated from the pydantic models in
+app.api.schemas: the very models that validate requests, so the document cannot drift."""
+from __future__ import annotations
+
+import copy
+from functools import cache
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app.api import schemas
+
+REF = "#/components/schemas/{model}"
+PROBLEM = {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}}
+ERROR_TEXT = {
+    400: "Malformed request: not JSON, a bad query parameter, cursor or Idempotency-Key.",
+    401: "No token, an unknown or a revoked one.",
+    403: "The token lacks the scope, or the person named may not take this decision "
+         "(role, approval limit, segregation of duties).",
+    404: "No such item in the token's tenant.",
+    409: "The item's state does not allow this (already decided, or changed since "
+         "expected_version).",
+    413: "The body is too large.",
+    415: "The body is not application/json.",
+    422: "The body is JSON but not valid (see errors), or an Idempotency-Key was reused "
+         "with another request.",
+    429: "Rate limit of the token exceeded; see Retry-After.",
+}
+
+
+def _json_content(model: str) -> dict:
+    return {"application/json": {"schema": {"$ref": REF.format(model=model)}}}
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(s): {"description": ERROR_TEXT[s], "content": PROBLEM} for s in statuses}
+
+
+def _without_null(schema: dict) -> dict:
+    """A query parameter is absent rather than null: drop the null branch of Optional[X]."""
+    schema = dict(schema)
+    options = schema.get("anyOf")
+    if options:
+        rest = [o for o in options if o.get("type") != "null"]
+        if len(rest) == 1:
+            schema.pop("anyOf")
+            schema = {**rest[0], **schema}
+        else:
+            schema["anyOf"] = rest
+    if schema.get("default", 0) is None:
+        schema.pop("default")
+    schema.pop("title", None)
+    return schema
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict]:
+    schema = model.model_json_schema(ref_template=REF)
+    required = set(schema.get("required", []))
+    out = []
+    for name, prop in schema["properties"].items():
+        param = {"name": name, "in": "query", "required": name in required,
+                 "schema": _without_null(prop)}
+        if "description" in prop:
+            param["description"] = prop["description"]
+            param["schema"].pop("description", None)
+        out.append(param)
+    return out
+
+
+ITEM_ID = {"name": "item_id", "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "Makes a retried POST safe: the first answer is stored and replayed "
+                   "(with Idempotent-Replayed: true) for the same key and body.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+               "pattern": "^[\\x21-\\x7e]+$"},
+}
+
+
+@cache
+def _document() -> dict:
+    _keys, top = models_json_schema(
+        [(schemas.ItemCreate, "validation"), (schemas.DecisionIn, "validation"),
+         (schemas.ItemOut, "serialization"), (schemas.ItemPage, "serialization"),
+         (schemas.EventPage, "serialization"), (schemas.Problem, "serialization")],
+        ref_template=REF)
+    security = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Cleardesk API",
+            "version": "1.0.0",
+            "description": "Push work in from billing, CRM and partner systems, read it back "
+                           "and relay decisions. Every change goes through the same rules as "
+                           "the browser and lands in the audit trail. Tokens are per tenant "
+                           "and scoped; errors are RFC 9457 problem details.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "schemas": top["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API token of one tenant."}},
+        },
+        "security": security,
+        "paths": {
+            "/items": {
+                "post": {
+                    "operationId": "createItem",
+                    "summary": "Create an item (idempotent on source_system + external_ref)",
+                    "parameters": [IDEMPOTENCY_KEY],
+                    "requestBody": {"required": True, "content": _json_content("ItemCreate")},
+                    "responses": {
+                        "201": {"description": "Created.", "content": _json_content("ItemOut")},
+                        "200": {"description": "An item with this source_system and "
+                                               "external_ref already existed; it is returned.",
+                                "content": _json_content("ItemOut")},
+                        **_errors(400, 401, 403, 409, 413, 415, 422, 429),
+                    },
+                },
+                "get": {
+                    "operationId": "listItems",
+                    "summary": "List the tenant's items, a page at a time (keyset cursor)",
+                    "parameters": _query_parameters(schemas.ItemQuery),
+                    "responses": {
+                        "200": {"description": "A page.", "content": _json_content("ItemPage")},
+                        **_errors(400, 401, 403, 429),
+                    },
+                },
+            },
+            "/items/{item_id}": {
+                "get": {
+                    "operationId": "getItem",
+                    "summary": "Read an item",
+                    "parameters": [ITEM_ID],
+                    "responses": {
+                        "200": {"description": "The item.", "content": _json_content("ItemOut")},
+                        **_errors(401, 403, 404, 429),
+                    },
+                },
+            },
+            "/items/{item_id}/decision": {
+                "post": {
+                    "operationId": "decideItem",
+                    "summary": "Record a decision taken by a named member of the tenant",
+                    "parameters": [ITEM_ID, IDEMPOTENCY_KEY],
+                    "requestBody": {"required": True, "content": _json_content("DecisionIn")},
+                    "responses": {
+                        "200": {"description": "The item after the decision.",
+                                "content": _json_content("ItemOut")},
+                        **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429),
+                    },
+                },
+            },
+            "/items/{item_id}/events": {
+                "get": {
+                    "operationId": "listItemEvents",
+                    "summary": "The item's audit events, oldest first",
+                    "parameters": [ITEM_ID, *_query_parameters(schemas.EventQuery)],
+                    "responses": {
+                        "200": {"description": "A page of events.",
+                                "content": _json_content("EventPage")},
+                        **_errors(400, 401, 403, 404, 429),
+                    },
+                },
+            },
+        },
+    }
+
+
+def openapi_document() -> dict:
+    return copy.deepcopy(_document())

@@ -1,0 +1,239 @@
+"""The JSON API under /api/v1: bearer tokens instead of sessions (so no CSRF), problem+json
+errors, a per-token rate limit. Thin: parse and validate with the schemas, call one service
+function, commit once, answer."""
+from __future__ import annotations
+
+import json
+import re
+from functools import wraps
+
+from flask import Blueprint, Flask, Response, g, request, url_for
+from pydantic import BaseModel, ValidationError
+
+from app.api import schemas, services
+from app.api.openapi import openapi_document
+from app.api.problems import field_errors, problem
+from app.api.tokens import find_token, note_use, take_rate_limit, token_actor
+from app.errors import DomainError
+from app.extensions import csrf, db
+from app.unit_of_work import commit
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+MAX_BODY = 256 * 1024
+PUBLIC_ENDPOINTS = {"api.openapi"}
+
+
+class ProblemResponse(Exception):
+    def __init__(self, response: Response):
+        self.response = response
+
+
+@bp.errorhandler(ProblemResponse)
+def _problem_response(error: ProblemResponse):
+    db.session.rollback()
+    return error.response
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(error: DomainError):
+    db.session.rollback()  # the unit of work failed; nothing of it is kept
+    return problem(error.status, error.message, getattr(error, "fields", None))
+
+
+@bp.before_request
+def _authenticate():
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    token = find_token(presented.strip()) if scheme.lower() == "bearer" else None
+    if token is None:
+        db.session.rollback()
+        return problem(401, "Send a valid, unrevoked API token as 'Authorization: Bearer "
+                            "<token>'.", headers={"WWW-Authenticate": 'Bearer realm="cleardesk"'})
+    ip, agent = request.remote_addr, request.user_agent.string
+    if note_use(token, ip, agent):
+        commit()  # the use is kept even if the request's own work is then refused
+    g.api_token = token
+    g.api_actor = token_actor(token, ip, agent)
+    limit = take_rate_limit(token)
+    g.rate_limit = limit
+    if limit is not None and limit.exceeded:
+        return problem(429, f"More than {limit.limit} requests a minute with this token; "
+                            f"try again in {limit.retry_after} s.",
+                       headers={"Retry-After": str(limit.retry_after)})
+    return None
+
+
+@bp.after_request
+def _rate_limit_headers(response: Response) -> Response:
+    limit = g.get("rate_limit")
+    if limit is not None:
+        response.headers["RateLimit-Limit"] = str(limit.limit)
+        response.headers["RateLimit-Remaining"] = str(max(0, limit.remaining))
+    return response
+
+
+def requires(scope: str):
+    def decorate(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if scope not in (g.api_token.scopes or []):
+                return problem(403, f"This token lacks the '{scope}' scope.")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def _json_body(model: type[BaseModel]):
+    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise ProblemResponse(problem(415, "Send the body as application/json."))
+    if (request.content_length or 0) > MAX_BODY:
+        raise ProblemResponse(problem(413, f"The body is larger than {MAX_BODY} bytes."))
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ProblemResponse(problem(400, "The body is not valid JSON.")) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ProblemResponse(problem(422, "Some fields are not valid.",
+                                      field_errors(error))) from None
+
+
+def _query(model: type[BaseModel]):
+    args = {}
+    for name, values in request.args.to_dict(flat=False).items():
+        if len(values) > 1:
+            raise ProblemResponse(problem(400, f"'{name}' is given more than once.",
+                                          {name: "given more than once"}))
+        args[name] = values[0]
+    try:
+        return model.model_validate(args)
+    except ValidationError as error:
+        raise ProblemResponse(problem(400, "Some query parameters are not valid.",
+                                      field_errors(error))) from None
+
+
+def _json(body: dict, status: int = 200, headers: dict | None = None) -> Response:
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.match(key):
+        raise ProblemResponse(problem(400, "Idempotency-Key must be 1 to 255 visible ASCII "
+                                           "characters.", {"Idempotency-Key": "malformed"}))
+    return key
+
+
+def _idempotent(change):
+    """Run `change()` -> (status, body, headers) once per Idempotency-Key (when one is sent);
+    a repeat gets the first answer again, marked Idempotent-Replayed."""
+    key = _idempotency_key()
+    record = None
+    if key is not None:
+        fingerprint = services.request_fingerprint(request.method, request.path,
+                                                   request.get_data(cache=True))
+        record, replay = services.reserve_idempotency_key(g.api_actor, key, fingerprint)
+        if replay is not None:
+            db.session.rollback()
+            return _json(replay.body, replay.status, {"Idempotent-Replayed": "true"})
+    status, body, headers = change()
+    services.remember_answer(record, status, body)
+    commit()
+    return _json(body, status, headers)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return _json(openapi_document())
+
+
+@bp.post("/items")
+@requires("items:write")
+def create_item():
+    body = _json_body(schemas.ItemCreate)
+
+    def change():
+        item, created = services.create_item_from_api(g.api_actor, body)
+        location = url_for("api.get_item", item_id=item.id)
+        return (201 if created else 200), schemas.item_json(item), {"Location": location}
+
+    return _idempotent(change)
+
+
+@bp.get("/items")
+@requires("items:read")
+def list_items():
+    query = _query(schemas.ItemQuery)
+    items, next_cursor = services.list_items(g.api_actor, query)
+    db.session.rollback()  # a read: end the transaction without a commit
+    return _json({"items": [schemas.item_json(i) for i in items], "next_cursor": next_cursor})
+
+
+@bp.get("/items/<int(signed=True):item_id>")
+@requires("items:read")
+def get_item(item_id: int):
+    body = schemas.item_json(services.read_item(g.api_actor, item_id))
+    db.session.rollback()
+    return _json(body)
+
+
+@bp.post("/items/<int(signed=True):item_id>/decision")
+@requires("decisions:write")
+def decide(item_id: int):
+    body = _json_body(schemas.DecisionIn)
+
+    def change():
+        item = services.decide_from_api(g.api_actor, item_id, body)
+        return 200, schemas.item_json(item), {}
+
+    return _idempotent(change)
+
+
+@bp.get("/items/<int(signed=True):item_id>/events")
+@requires("items:read")
+def item_events(item_id: int):
+    query = _query(schemas.EventQuery)
+    events, next_cursor = services.item_events(g.api_actor, item_id, query.limit, query.cursor)
+    body = {"events": [schemas.EventOut(
+        seq=e.seq, occurred_at=e.occurred_at, action=e.action, actor_type=e.actor_type,
+        actor=e.actor_label, from_state=e.from_state, to_state=e.to_state, comment=e.comment,
+        data=services.public_event_data(e.data)).model_dump(mode="json") for e in events],
+        "next_cursor": next_cursor}
+    db.session.rollback()
+    return _json(body)
+
+
+def install_api(app: Flask) -> None:
+    """Register the blueprint, and answer routing errors under /api/ (unknown path, wrong
+    method) and server errors there as problem+json rather than the HTML pages."""
+    app.register_blueprint(bp)
+    handlers = app.error_handler_spec.setdefault(None, {})
+    for status in (400, 404, 405, 413, 500):
+        previous = dict(handlers.get(status, {}))
+
+        def handler(error, status=status, previous=previous):
+            if request.path.startswith(bp.url_prefix + "/") or request.path == bp.url_prefix:
+                db.session.rollback()
+                message = getattr(error, "description", None) or "That did not work."
+                if status == 500:
+                    message = "Something went wrong on our side; the request changed nothing."
+                return problem(status, message)
+            for cls in type(error).__mro__:
+                if cls in previous:
+                    return previous[cls](error)
+            return error
+
+        app.register_error_handler(status, handler)

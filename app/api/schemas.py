@@ -1,0 +1,243 @@
+"""The JSON API's request and response shapes. The same pydantic models validate every request
+and generate the OpenAPI document (app.api.openapi), so the document cannot drift from what
+the endpoints accept and answer."""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from app.work.kinds import RESOLUTION_CODES, SUBTYPES
+from app.work.states import ACTION_ROLES
+
+
+def _storable(value: str) -> str:
+    """Text every database can store: no NUL character, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def Text(max_length: int, min_length: int = 1):  # noqa: N802 - reads as a type
+    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length),
+                     AfterValidator(_storable)]
+
+
+MONEY_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,2})?$"
+_MONEY_RE = re.compile(MONEY_PATTERN)
+
+
+def _money_input(value):
+    """A JSON string in the documented pattern, or a JSON number; never a boolean."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number or a decimal string")
+    if isinstance(value, str) and not _MONEY_RE.match(value):
+        if re.fullmatch(r"-?[0-9]+\.[0-9]{3,}", value):
+            raise ValueError("at most 2 decimal places")
+        raise ValueError("must be a decimal number like 1250.00")
+    return value
+
+
+MoneyIn = Annotated[
+    Decimal, BeforeValidator(_money_input),
+    Field(max_digits=18, decimal_places=2, allow_inf_nan=False),
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "pattern": MONEY_PATTERN}],
+                    "description": "An amount with at most two decimals; a JSON string "
+                                   "(\"1250.00\") keeps it exact."}),
+]
+MoneyOut = Annotated[str, Field(description="An exact decimal amount as a string, e.g. "
+                                            "\"1250.00\".", examples=["1250.00"])]
+KindName = Literal["approval", "billing_exception", "settlement_dispute"]
+SubtypeName = Literal[tuple(sorted({s for subtypes in SUBTYPES.values() for s in subtypes}))]
+PriorityName = Literal["low", "normal", "high", "urgent"]
+# What a source system may do to an item: the kinds' actions, less the system's own `expire`.
+API_ACTIONS = tuple(sorted({a for actions in ACTION_ROLES.values() for a in actions} - {"expire"}))
+ActionName = Literal[API_ACTIONS]
+DetailValue = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_storable)] | int \
+    | Annotated[float, Field(allow_inf_nan=False)] | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ItemCreate(_Strict):
+    """A piece of work from a source system. Posting the same (source_system, external_ref)
+    again returns the item already made (200) instead of a second one (201)."""
+
+    kind: KindName
+    subtype: SubtypeName = Field(description="One of the subtypes of the kind.")
+    title: Text(300)
+    external_ref: Text(128) = Field(description="The source system's own reference; unique "
+                                                "per tenant and source system.")
+    source_system: Text(64)
+    counterparty: Text(200)
+    amount: MoneyIn
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = Field(
+        default=None, description="Must be the tenant's currency when given.")
+    region: Text(32) | None = None
+    product_line: Text(64) | None = None
+    partner_type: Text(32) | None = None
+    priority: PriorityName = "normal"
+    details: dict[Text(64), DetailValue] = Field(
+        default_factory=dict, description="Kind-specific fields (e.g. invoice_number for a "
+                                          "billing exception, period for a dispute).")
+    amount_at_risk: MoneyIn | None = None
+    claimed_amount: MoneyIn | None = None
+    calculated_amount: MoneyIn | None = None
+
+
+class StepOut(BaseModel):
+    position: int
+    role: str
+    state: str
+    decided_at: datetime | None
+
+
+class ItemOut(BaseModel):
+    id: int
+    tenant: str = Field(description="The tenant's slug.")
+    kind: KindName
+    subtype: str
+    title: str
+    external_ref: str
+    source_system: str
+    counterparty: str
+    region: str | None
+    product_line: str | None
+    partner_type: str | None
+    amount: MoneyOut
+    currency: str
+    priority: str
+    risk_score: int | None
+    state: str
+    sla_due_at: datetime | None
+    sla_state: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+    version: int = Field(description="Send it back as expected_version to act only on what "
+                                      "you saw.")
+    details: dict[str, Any]
+    amount_at_risk: MoneyOut | None
+    claimed_amount: MoneyOut | None
+    calculated_amount: MoneyOut | None
+    adjustment_amount: MoneyOut | None
+    resolution_code: str | None
+    steps: list[StepOut]
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on "
+                                                "the last page.")
+
+
+class ItemQuery(_Strict):
+    """Filters of GET /items (every one optional) and the page to read."""
+
+    kind: KindName | None = None
+    subtype: SubtypeName | None = None
+    state: Text(32) | None = None
+    source_system: Text(64) | None = None
+    external_ref: Text(128) | None = None
+    region: Text(32) | None = None
+    min_amount: MoneyIn | None = None
+    max_amount: MoneyIn | None = None
+    sla: Literal["on_track", "at_risk", "breached", "met", "paused"] | None = None
+    q: Text(100) | None = Field(default=None, description="Text in title, counterparty or "
+                                                          "external reference.")
+    sort: Literal["age", "sla", "amount"] = Field(
+        default="age", description="age: oldest first; sla: due soonest first; amount: "
+                                   "largest first.")
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: Text(200) | None = None
+
+
+class EventQuery(_Strict):
+    limit: int = Field(default=100, ge=1, le=500)
+    cursor: Text(200) | None = None
+
+
+class EventOut(BaseModel):
+    seq: int
+    occurred_at: datetime
+    action: str
+    actor_type: str
+    actor: str
+    from_state: str | None
+    to_state: str | None
+    comment: str | None
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_cursor: str | None
+
+
+class DecisionIn(_Strict):
+    """A decision taken in a source system, relayed with the person who took it: their roles,
+    approval limit and segregation of duties apply exactly as in the browser."""
+
+    action: ActionName
+    decided_by: Annotated[str, StringConstraints(min_length=3, max_length=254),
+                          AfterValidator(_storable)] = Field(
+        description="Email of the member of this tenant who decided.")
+    comment: Text(5000) | None = None
+    resolution_code: Literal[tuple(RESOLUTION_CODES)] | None = Field(
+        default=None, description="Needed to resolve a billing exception.")
+    adjustment_amount: MoneyIn | None = Field(
+        default=None, description="Needed to partially accept a dispute.")
+    expected_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+def _money(value) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def item_json(item) -> dict:
+    """An item as the API and the webhooks show it (validated against ItemOut)."""
+    return ItemOut(
+        id=item.id, tenant=item.tenant.slug, kind=item.kind, subtype=item.subtype,
+        title=item.title, external_ref=item.external_ref, source_system=item.source_system,
+        counterparty=item.counterparty, region=item.region, product_line=item.product_line,
+        partner_type=item.partner_type, amount=_money(item.amount), currency=item.currency,
+        priority=item.priority, risk_score=item.risk_score, state=item.state,
+        sla_due_at=item.sla_due_at, sla_state=item.sla_state, created_at=item.created_at,
+        resolved_at=item.resolved_at, version=item.version, details=item.details or {},
+        amount_at_risk=_money(item.amount_at_risk), claimed_amount=_money(item.claimed_amount),
+        calculated_amount=_money(item.calculated_amount),
+        adjustment_amount=_money(item.adjustment_amount), resolution_code=item.resolution_code,
+        steps=[StepOut(position=s.position, role=s.role, state=s.state, decided_at=s.decided_at)
+               for s in item.steps],
+    ).model_dump(mode="json")

@@ -1,0 +1,99 @@
+"""Import pages: upload, preview with per-row errors, confirm, progress (polled by htmx) and
+summary. Thin: forms in, one service call, render or redirect."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, url_for
+from flask_login import login_required
+
+from app.errors import DomainError
+from app.extensions import db
+from app.imports import services
+from app.imports.formats import FORMATS
+from app.imports.forms import ConfirmForm, UploadForm
+from app.integrations import chosen_tenant
+from app.unit_of_work import commit
+from app.web import current_actor, render_page
+
+bp = Blueprint("imports", __name__, url_prefix="/imports")
+
+
+def _importer_tenant(actor):
+    return chosen_tenant(actor, roles=tuple(services.IMPORT_ROLES))
+
+
+def _index(tenant, form, status=200):
+    actor = current_actor()
+    return render_page("imports/index.html", status=status, tenant=tenant, form=form,
+                       imports=services.recent_imports(actor, tenant.id), formats=FORMATS,
+                       tenants=[t for t in _tenants(actor)])
+
+
+def _tenants(actor):
+    from app.models import Tenant
+
+    ids = [t for t in actor.tenant_ids() if services.IMPORT_ROLES & actor.roles_in(t)]
+    return sorted((db.session.get(Tenant, t) for t in ids), key=lambda t: t.name)
+
+
+@bp.get("/")
+@login_required
+def index():
+    return _index(_importer_tenant(current_actor()), UploadForm())
+
+
+@bp.post("/")
+@login_required
+def upload():
+    actor = current_actor()
+    tenant = _importer_tenant(actor)
+    form = UploadForm()
+    if not form.validate_on_submit():
+        return _index(tenant, form, status=422)
+    storage = form.file.data
+    try:
+        raw = storage.read()
+    finally:
+        storage.close()
+    try:
+        job = services.upload(actor, tenant.id, format_name=form.format.data,
+                              filename=storage.filename, raw=raw,
+                              source_system=form.source_system.data)
+    except DomainError as error:
+        db.session.rollback()
+        for name, message in getattr(error, "fields", {}).items():
+            getattr(form, name, form.file).errors = [message]
+        return _index(tenant, form, status=error.status)
+    commit()
+    return redirect(url_for("imports.show", import_id=job.id), code=303)
+
+
+def _show(job, status=200):
+    return render_page("imports/show.html", "progress", status=status, job=job,
+                       fmt=FORMATS[job.format], confirm=ConfirmForm(),
+                       preview=services.preview_rows(job),
+                       earlier=services.earlier_import_of_same_file(job))
+
+
+@bp.get("/<int:import_id>")
+@login_required
+def show(import_id: int):
+    return _show(services.get_import(current_actor(), import_id))
+
+
+@bp.get("/<int:import_id>/progress")
+@login_required
+def progress(import_id: int):
+    job = services.get_import(current_actor(), import_id)
+    return render_page("imports/show.html", "progress", job=job, fmt=FORMATS[job.format],
+                       confirm=ConfirmForm(), preview=[], earlier=None)
+
+
+@bp.post("/<int:import_id>/start")
+@login_required
+def start(import_id: int):
+    if not ConfirmForm().validate_on_submit():
+        abort(400)
+    job = services.confirm_import(current_actor(), import_id)
+    commit()
+    flash(f"Importing {job.total_rows:,} rows from {job.filename}.", "success")
+    return redirect(url_for("imports.show", import_id=import_id), code=303)

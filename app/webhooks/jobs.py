@@ -1,0 +1,169 @@
+"""Jobs that send webhook deliveries: one attempt per job (signed, with a short timeout), the
+outbox handler that queues due deliveries, the periodic sweep of due retries, and the mail
+that tells a tenant's admins a webhook was paused."""
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Membership, MembershipRole, Role, Tenant, User
+from app.unit_of_work import commit
+from app.webhooks import services
+from app.webhooks.models import DeliveryStatus, SubscriptionStatus, WebhookDelivery, \
+    WebhookSubscription
+
+log = logging.getLogger(__name__)
+USER_AGENT = "Cleardesk-Webhooks/1"
+
+
+def delivery_job_id(delivery: WebhookDelivery) -> str:
+    """One job per delivery and attempt, so queueing the same attempt twice is harmless."""
+    return f"webhook-{current_app.config['RQ_QUEUE']}-{delivery.id}-{delivery.attempts}"
+
+
+def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> None:
+    from datetime import timedelta
+
+    from app.jobs import job_queue
+
+    queue = job_queue()
+    job_id = delivery_job_id(delivery)
+    if delay_seconds >= 1:
+        # Runs on a worker started --with-scheduler; the sweep catches it up otherwise.
+        queue.enqueue_in(timedelta(seconds=delay_seconds), "app.webhooks.jobs.deliver_webhook",
+                         delivery.id, job_id=job_id)
+    else:
+        queue.enqueue("app.webhooks.jobs.deliver_webhook", delivery.id, job_id=job_id)
+
+
+def _post(url: str, body: str, headers: dict, timeout: float) -> int:
+    """POST without following redirects (a redirect is an answer, not a delivery)."""
+    parts = urlsplit(url)
+    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
+                        else http.client.HTTPConnection)
+    conn = connection_class(parts.hostname, parts.port, timeout=timeout)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("POST", path, body=body.encode(), headers=headers)
+        response = conn.getresponse()
+        response.read(64 * 1024)
+        return response.status
+    finally:
+        conn.close()
+
+
+def deliver_webhook(delivery_pk: int) -> str:
+    """One attempt. A receiver that is down or answers non-2xx is an expected outcome: it is
+    written to the delivery log and retried later with exponential backoff, not raised.
+    Anything unexpected escapes into RQ's failed registry; the sweep retries the delivery."""
+    if not services.claim_attempt(delivery_pk):
+        db.session.rollback()
+        return "not due"
+    commit()  # the claim: no other worker sends this attempt
+    delivery = db.session.get(WebhookDelivery, delivery_pk)
+    sub = delivery.subscription
+    if sub.status == SubscriptionStatus.PAUSED.value:
+        delivery.status = DeliveryStatus.HELD.value
+        delivery.attempts -= 1
+        commit()
+        return "held"
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        services.DELIVERY_HEADER: delivery.delivery_id,
+        services.EVENT_HEADER: delivery.event,
+        services.SIGNATURE_HEADER: services.signature_header(
+            services.signing_secret(sub), timestamp, delivery.body),
+    }
+    status_code, error = None, None
+    try:
+        status_code = _post(sub.url, delivery.body, headers,
+                            float(current_app.config.get("WEBHOOK_TIMEOUT_SECONDS", 10)))
+    except (OSError, http.client.HTTPException) as exc:
+        error = f"{exc.__class__.__name__}: {exc}"
+    services.record_attempt(delivery, status_code, error)
+    retry_in = None
+    if delivery.status == DeliveryStatus.RETRYING.value and delivery.next_attempt_at:
+        retry_in = max(0.0, (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds())
+    commit()
+    if retry_in is not None:
+        try:
+            enqueue_delivery(delivery, retry_in)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the sweep retries it
+            log.warning("webhook retry of %s left to the sweep: %s", delivery_pk, exc)
+    return delivery.status
+
+
+def enqueue_due(message) -> None:
+    """Outbox handler of webhook.delivery_due: queue the deliveries now committed."""
+    ids = (message.payload or {}).get("ids", [])
+    for delivery in db.session.scalars(select(WebhookDelivery).where(
+            WebhookDelivery.id.in_(ids))):
+        enqueue_delivery(delivery)
+
+
+def retry_due_deliveries() -> int:
+    """Periodic: queue every delivery whose next attempt is due (or whose worker died)."""
+    ids = services.due_delivery_ids()
+    commit()
+    deliveries = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    count = 0
+    for delivery in deliveries:
+        enqueue_delivery(delivery)
+        count += 1
+    return count
+
+
+def mail_admins_paused(message) -> None:
+    """Outbox handler of webhook.paused: mail each admin of the tenant, once per pause."""
+    from app.mail.sending import send_mail
+
+    sub = db.session.get(WebhookSubscription, (message.payload or {}).get("subscription_id"))
+    if sub is None or sub.status != SubscriptionStatus.PAUSED.value:
+        return
+    tenant = db.session.get(Tenant, sub.tenant_id)
+    admins = db.session.scalars(
+        select(User).join(Membership, Membership.user_id == User.id)
+        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .where(Membership.tenant_id == sub.tenant_id, MembershipRole.role == Role.ADMIN.value,
+               User.active.is_(True)))
+    base = current_app.config["APP_BASE_URL"].rstrip("/")
+    link = f"{base}/admin/integrations/webhooks/{sub.id}?tenant={sub.tenant_id}"
+    text = (f"The webhook to {sub.url} was paused: {sub.paused_reason}\n\n"
+            "Its deliveries are kept and will be sent, each with its own delivery id, when "
+            f"you resume it:\n{link}\n")
+    html = (f"<p>The webhook to <code>{_escape(sub.url)}</code> was paused: "
+            f"{_escape(sub.paused_reason or '')}</p><p>Its deliveries are kept and will be "
+            f"sent when you resume it: <a href=\"{_escape(link)}\">the delivery log</a>.</p>")
+    stamp = int(sub.paused_at.timestamp()) if sub.paused_at else 0
+    for admin in admins:
+        key = f"webhook-paused-{sub.id}-{stamp}-{admin.id}"
+        if db.session.scalar(select(_sent_mail_id()).where(_sent_mail_key() == key)):
+            continue  # a retried job: this admin was told already
+        send_mail(tenant=tenant, recipient=admin, subject=f"Webhook paused: {sub.url}"[:200],
+                  text=text, html=html, kind="webhook_paused", notice_key=key)
+
+
+def _escape(value: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(value))
+
+
+def _sent_mail_id():
+    from app.mail.models import SentMail
+
+    return SentMail.id
+
+
+def _sent_mail_key():
+    from app.mail.models import SentMail
+
+    return SentMail.notice_key

@@ -1,0 +1,381 @@
+"""Webhook subscriptions and deliveries: subscribing, signing, fanning an outbox message out to
+the subscriptions that want it, recording each attempt, pausing a subscription that keeps
+failing (and telling its admins), resuming it, and redelivering."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from app.actors import Actor, ActorType
+from app.audit.services import record_event
+from app.errors import NotFound, PermissionDenied, ValidationFailed
+from app.extensions import db
+from app.models import Role, Tenant, WorkItem
+from app.outbox.services import add_message
+from app.types import utcnow
+from app.webhooks.models import (
+    DeliveryStatus,
+    SubscriptionStatus,
+    WebhookDelivery,
+    WebhookSubscription,
+)
+
+# Outbox topics a subscription can ask for; each decision is an item.state_changed.
+EVENTS = {
+    "item.created": "An item arrived (from the API, an import or a person)",
+    "item.state_changed": "An item changed state: every decision, approval and resolution",
+}
+SIGNATURE_HEADER = "Cleardesk-Signature"
+DELIVERY_HEADER = "Cleardesk-Delivery"
+EVENT_HEADER = "Cleardesk-Event"
+UNDELIVERED = (DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value,
+               DeliveryStatus.HELD.value, DeliveryStatus.FAILED.value,
+               DeliveryStatus.SENDING.value)
+PAGE_SIZE = 50
+
+
+# --- signing ---------------------------------------------------------------------------------
+
+def signing_secret(subscription: WebhookSubscription) -> str:
+    """The subscription's secret, derived from the app's SECRET_KEY and the stored salt: the
+    HMAC needs the secret itself (a hash of it could not sign), so rather than keep it, the
+    database keeps only the salt. Rotating SECRET_KEY therefore rotates every webhook secret."""
+    key = current_app.config["SECRET_KEY"].encode()
+    material = f"webhook:{subscription.id}:{subscription.secret_salt}".encode()
+    return "whsec_" + hmac.new(key, material, hashlib.sha256).hexdigest()
+
+
+def signature(secret: str, timestamp: int, body: str) -> str:
+    """HMAC-SHA256 over "<timestamp>.<body>", as the header's v1 value."""
+    return hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, timestamp: int, body: str) -> str:
+    return f"t={timestamp},v1={signature(secret, timestamp, body)}"
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+def _require_admin(actor: Actor, tenant_id: int) -> None:
+    if actor.type is ActorType.SYSTEM:
+        return
+    if tenant_id not in actor.tenant_ids():
+        raise NotFound("No such tenant.")
+    if Role.ADMIN.value not in actor.roles_in(tenant_id):
+        raise PermissionDenied("Only an admin of this tenant manages its webhooks.")
+
+
+def _subscription(actor: Actor, tenant_id: int, subscription_id: int) -> WebhookSubscription:
+    _require_admin(actor, tenant_id)
+    sub = db.session.scalars(select(WebhookSubscription).where(
+        WebhookSubscription.id == subscription_id,
+        WebhookSubscription.tenant_id == tenant_id)).one_or_none()
+    if sub is None:
+        raise NotFound("No such webhook.")
+    return sub
+
+
+def check_url(url: str) -> str | None:
+    """Why the URL cannot receive webhooks, or None. Production wants https."""
+    url = (url or "").strip()
+    if not url:
+        return "is required"
+    if len(url) > 2000:
+        return "at most 2000 characters"
+    parts = urlsplit(url)
+    allowed = ("https",) if current_app.config.get("APP_ENV") == "production" else (
+        "https", "http")
+    if parts.scheme not in allowed or not parts.hostname:
+        return "must be an " + " or ".join(allowed) + " URL"
+    if parts.username or parts.password:
+        return "must not carry a user name or password"
+    if current_app.config.get("APP_ENV") == "production" and _internal_host(parts.hostname):
+        return "must be a public address, not this machine or a private network"
+    return None
+
+
+def _internal_host(hostname: str) -> bool:
+    """Loopback, private, link-local (cloud metadata) addresses and local names: a tenant
+    admin must not make Cleardesk probe its own network. (A public name that resolves to a
+    private address is not caught here; an egress proxy is the complete answer.)"""
+    import ipaddress
+
+    if hostname.lower() in ("localhost",) or hostname.lower().endswith((".localhost",
+                                                                         ".local", ".internal")):
+        return True
+    try:
+        address = ipaddress.ip_address(hostname.strip("[]"))
+    except ValueError:
+        return False
+    return (address.is_private or address.is_loopback or address.is_link_local
+            or address.is_reserved or address.is_multicast or address.is_unspecified)
+
+
+def create_subscription(actor: Actor, tenant_id: int, *, url: str, events,
+                        description: str = "") -> tuple[WebhookSubscription, str]:
+    """Subscribe a URL; returns the subscription and its signing secret (shown once)."""
+    _require_admin(actor, tenant_id)
+    events = sorted(set(events or ()))
+    errors = {}
+    problem = check_url(url)
+    if problem:
+        errors["url"] = problem
+    if not events:
+        errors["events"] = "choose at least one event"
+    elif set(events) - set(EVENTS):
+        errors["events"] = "unknown event"
+    if len(description or "") > 200:
+        errors["description"] = "at most 200 characters"
+    if errors:
+        raise ValidationFailed("The webhook is not valid.", errors)
+    sub = WebhookSubscription(tenant_id=tenant_id, url=url.strip(), events=events,
+                              description=(description or "").strip(),
+                              secret_salt=secrets.token_hex(16), created_by_id=actor.user_id)
+    db.session.add(sub)
+    db.session.flush()
+    record_event(actor, "webhook.subscribed", tenant_id=tenant_id,
+                 data={"subscription_id": sub.id, "url": sub.url, "events": events})
+    return sub, signing_secret(sub)
+
+
+def tenant_subscriptions(actor: Actor, tenant_id: int) -> list[WebhookSubscription]:
+    _require_admin(actor, tenant_id)
+    return list(db.session.scalars(select(WebhookSubscription)
+                                   .where(WebhookSubscription.tenant_id == tenant_id)
+                                   .order_by(WebhookSubscription.id)))
+
+
+def delivery_counts(subscription_ids: list[int]) -> dict[int, dict[str, int]]:
+    rows = db.session.execute(
+        select(WebhookDelivery.subscription_id, WebhookDelivery.status, func.count())
+        .where(WebhookDelivery.subscription_id.in_(subscription_ids))
+        .group_by(WebhookDelivery.subscription_id, WebhookDelivery.status)).all()
+    out: dict[int, dict[str, int]] = {}
+    for sub_id, status, count in rows:
+        out.setdefault(sub_id, {})[status] = count
+    return out
+
+
+def subscription_log(actor: Actor, tenant_id: int, subscription_id: int,
+                     before: int | None = None) -> dict:
+    sub = _subscription(actor, tenant_id, subscription_id)
+    query = (select(WebhookDelivery).where(WebhookDelivery.subscription_id == sub.id)
+             .order_by(WebhookDelivery.id.desc()).limit(PAGE_SIZE + 1))
+    if before:
+        query = query.where(WebhookDelivery.id < before)
+    rows = list(db.session.scalars(query))
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    return {"subscription": sub, "deliveries": rows,
+            "next_before": rows[-1].id if more and rows else None}
+
+
+def paused_subscriptions(actor: Actor) -> list[WebhookSubscription]:
+    """Paused webhooks of the tenants the actor administers (for the admins' banner)."""
+    tenant_ids = [t for t in actor.tenant_ids() if Role.ADMIN.value in actor.roles_in(t)]
+    if not tenant_ids:
+        return []
+    return list(db.session.scalars(select(WebhookSubscription).where(
+        WebhookSubscription.tenant_id.in_(tenant_ids),
+        WebhookSubscription.status == SubscriptionStatus.PAUSED.value)))
+
+
+def pause_subscription(actor: Actor, sub: WebhookSubscription, reason: str) -> None:
+    """Stop attempts; deliveries wait as `held` and nothing new is lost while paused."""
+    if sub.status == SubscriptionStatus.PAUSED.value:
+        return
+    sub.status = SubscriptionStatus.PAUSED.value
+    sub.paused_at = utcnow()
+    sub.paused_reason = reason[:300]
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.subscription_id == sub.id,
+               WebhookDelivery.status.in_((DeliveryStatus.PENDING.value,
+                                           DeliveryStatus.RETRYING.value)))
+        .values(status=DeliveryStatus.HELD.value, next_attempt_at=None)
+        .execution_options(synchronize_session=False))
+    db.session.flush()
+    record_event(actor, "webhook.paused", tenant_id=sub.tenant_id,
+                 data={"subscription_id": sub.id, "url": sub.url, "reason": sub.paused_reason})
+
+
+def pause_by_admin(actor: Actor, tenant_id: int, subscription_id: int) -> WebhookSubscription:
+    sub = _subscription(actor, tenant_id, subscription_id)
+    pause_subscription(actor, sub, "Paused by an admin.")
+    return sub
+
+
+def resume_subscription(actor: Actor, tenant_id: int, subscription_id: int
+                        ) -> WebhookSubscription:
+    """Resume, and send every delivery that has not succeeded yet (held, retrying, failed),
+    with its own delivery id, oldest first."""
+    sub = _subscription(actor, tenant_id, subscription_id)
+    was = sub.status
+    sub.status = SubscriptionStatus.ACTIVE.value
+    sub.consecutive_failures = 0
+    sub.paused_at = None
+    sub.paused_reason = None
+    ids = list(db.session.scalars(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.subscription_id == sub.id,
+            WebhookDelivery.status.in_((DeliveryStatus.HELD.value, DeliveryStatus.RETRYING.value,
+                                        DeliveryStatus.FAILED.value)))
+        .order_by(WebhookDelivery.id)))
+    _make_due(ids)
+    record_event(actor, "webhook.resumed", tenant_id=sub.tenant_id,
+                 data={"subscription_id": sub.id, "was": was, "requeued": len(ids)})
+    return sub
+
+
+def redeliver(actor: Actor, tenant_id: int, delivery_pk: int) -> WebhookDelivery:
+    """Send a delivery again, with the same delivery id and body (receivers de-duplicate)."""
+    _require_admin(actor, tenant_id)
+    delivery = db.session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.id == delivery_pk, WebhookDelivery.tenant_id == tenant_id)
+    ).one_or_none()
+    if delivery is None:
+        raise NotFound("No such delivery.")
+    if delivery.subscription.status == SubscriptionStatus.PAUSED.value:
+        raise ValidationFailed("Resume the webhook first; its deliveries are held.", {})
+    _make_due([delivery.id])
+    record_event(actor, "webhook.redelivered", tenant_id=tenant_id,
+                 data={"delivery_id": delivery.delivery_id,
+                       "subscription_id": delivery.subscription_id})
+    return delivery
+
+
+def _make_due(delivery_pks: list[int]) -> None:
+    if not delivery_pks:
+        return
+    db.session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id.in_(delivery_pks))
+        .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None)
+        .execution_options(synchronize_session=False))
+    for chunk in range(0, len(delivery_pks), 500):
+        add_message("webhook.delivery_due", {"ids": delivery_pks[chunk:chunk + 500]}, None)
+
+
+# --- fanning out (an outbox handler) ---------------------------------------------------------
+
+def fan_out(message) -> None:
+    """Outbox handler of item.created and item.state_changed: one delivery per subscription
+    of the tenant that wants the topic. Idempotent (unique per subscription and message), so
+    a retried outbox job makes no second delivery."""
+    if message.tenant_id is None:
+        return
+    subs = [s for s in db.session.scalars(select(WebhookSubscription).where(
+        WebhookSubscription.tenant_id == message.tenant_id)) if message.topic in s.events]
+    if not subs:
+        return
+    payload = message.payload or {}
+    item = db.session.get(WorkItem, payload.get("item_id")) if payload.get("item_id") else None
+    from app.api.schemas import item_json
+
+    data = {k: v for k, v in payload.items() if k != "item_id"}
+    if item is not None:
+        data["item"] = item_json(item)
+    tenant = db.session.get(Tenant, message.tenant_id)
+    due = []
+    for sub in subs:
+        exists = db.session.scalar(select(WebhookDelivery.id).where(
+            WebhookDelivery.subscription_id == sub.id,
+            WebhookDelivery.outbox_message_id == message.id))
+        if exists:
+            continue
+        delivery_id = str(uuid.uuid4())
+        body = json.dumps({"delivery_id": delivery_id, "event": message.topic,
+                           "occurred_at": message.created_at.isoformat(),
+                           "tenant": tenant.slug, "data": data}, sort_keys=True)
+        paused = sub.status == SubscriptionStatus.PAUSED.value
+        delivery = WebhookDelivery(
+            delivery_id=delivery_id, subscription_id=sub.id, tenant_id=sub.tenant_id,
+            outbox_message_id=message.id, event=message.topic, body=body,
+            status=DeliveryStatus.HELD.value if paused else DeliveryStatus.PENDING.value)
+        db.session.add(delivery)
+        db.session.flush()
+        if not paused:
+            due.append(delivery.id)
+    if due:
+        add_message("webhook.delivery_due", {"ids": due}, None)
+
+
+# --- attempts (called by the delivery job) ---------------------------------------------------
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential: base, 2x, 4x ... after each failed attempt, capped at six hours."""
+    base = float(current_app.config.get("WEBHOOK_RETRY_BASE_SECONDS", 30))
+    return timedelta(seconds=min(base * 2 ** max(0, attempts - 1), 6 * 3600))
+
+
+def claim_attempt(delivery_pk: int) -> bool:
+    """Mark a due delivery as being sent (one process wins); True if this one may send."""
+    now = utcnow()
+    result = db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_pk,
+               WebhookDelivery.status.in_((DeliveryStatus.PENDING.value,
+                                           DeliveryStatus.RETRYING.value)),
+               (WebhookDelivery.next_attempt_at.is_(None))
+               | (WebhookDelivery.next_attempt_at <= now))
+        .values(status=DeliveryStatus.SENDING.value, last_attempt_at=now,
+                attempts=WebhookDelivery.attempts + 1)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def record_attempt(delivery: WebhookDelivery, status_code: int | None,
+                   error: str | None) -> None:
+    """Write what the attempt gave: success, a retry later, or failure; count the
+    subscription's consecutive failures and pause it when they pass the threshold."""
+    sub = delivery.subscription
+    now = utcnow()
+    delivery.last_status_code = status_code
+    if status_code is not None and 200 <= status_code < 300:
+        delivery.status = DeliveryStatus.SUCCEEDED.value
+        delivery.delivered_at = now
+        delivery.last_error = None
+        delivery.next_attempt_at = None
+        sub.consecutive_failures = 0
+        return
+    delivery.last_error = (error or f"HTTP {status_code}")[:500]
+    sub.consecutive_failures += 1
+    if delivery.attempts >= int(current_app.config.get("WEBHOOK_MAX_ATTEMPTS", 8)):
+        delivery.status = DeliveryStatus.FAILED.value
+        delivery.next_attempt_at = None
+    else:
+        delivery.status = DeliveryStatus.RETRYING.value
+        delivery.next_attempt_at = now + backoff(delivery.attempts)
+    limit = int(current_app.config.get("WEBHOOK_PAUSE_AFTER", 10))
+    if sub.consecutive_failures >= limit and sub.status == SubscriptionStatus.ACTIVE.value:
+        db.session.flush()
+        pause_subscription(Actor.system("webhooks"), sub,
+                           f"Paused after {sub.consecutive_failures} failed deliveries in a "
+                           f"row (last: {delivery.last_error}).")
+        add_message("webhook.paused", {"subscription_id": sub.id}, sub.tenant_id)
+
+
+def due_delivery_ids(limit: int = 1000) -> list[int]:
+    """Deliveries whose attempt is due, and attempts that never reported back (the worker
+    died mid-send): what the periodic sweep hands to the queue again."""
+    now = utcnow()
+    stale = now - timedelta(minutes=5)
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.SENDING.value,
+               WebhookDelivery.last_attempt_at < stale)
+        .values(status=DeliveryStatus.RETRYING.value, next_attempt_at=now)
+        .execution_options(synchronize_session=False))
+    return list(db.session.scalars(
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.status.in_((DeliveryStatus.PENDING.value,
+                                        DeliveryStatus.RETRYING.value)),
+            (WebhookDelivery.next_attempt_at.is_(None)) | (WebhookDelivery.next_attempt_at <= now))
+        .order_by(WebhookDelivery.id).limit(limit)))

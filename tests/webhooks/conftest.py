@@ -1,0 +1,140 @@
+"""Webhook fixtures: a real HTTP receiver that checks signatures the way a partner would
+(written here from the documented scheme, not with our code), an SMTP inbox, and a real
+`flask worker --burst` process."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from redis import Redis
+from rq import Queue
+
+from tests.approvals.conftest import Inbox, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Receiver:
+    """A partner's endpoint: verifies `Cleardesk-Signature` (HMAC-SHA256 of "<t>.<body>",
+    timestamps within five minutes), remembers every delivery it was sent and processes each
+    delivery id once. `fail_next` answers that many requests with 500 first."""
+
+    def __init__(self, secret: str | None = None):
+        self.secret = secret
+        self.port = free_port()
+        self.received: list[dict] = []  # every request, verified or not
+        self.processed: dict[str, dict] = {}  # delivery id -> body, once each
+        self.bad_signatures = 0
+        self.fail_next = 0
+        self.server = None
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/cleardesk"
+
+    def verify(self, header: str, body: bytes) -> bool:
+        try:
+            parts = dict(p.split("=", 1) for p in header.split(","))
+            timestamp = int(parts["t"])
+        except (ValueError, KeyError):
+            return False
+        if abs(time.time() - timestamp) > 300:
+            return False
+        expected = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + body,
+                            hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, parts.get("v1", ""))
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                ok = receiver.verify(self.headers.get("Cleardesk-Signature", ""), body)
+                delivery_id = self.headers.get("Cleardesk-Delivery")
+                with receiver.lock:
+                    receiver.received.append({"id": delivery_id, "ok": ok,
+                                              "event": self.headers.get("Cleardesk-Event")})
+                    if not ok:
+                        receiver.bad_signatures += 1
+                        status = 401
+                    elif receiver.fail_next > 0:
+                        receiver.fail_next -= 1
+                        status = 500
+                    else:
+                        receiver.processed.setdefault(delivery_id, json.loads(body))
+                        status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def inbox(app):
+    box = Inbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, APP_BASE_URL="http://cleardesk.test")
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def relaying(app):
+    app.config["OUTBOX_RELAY_ON_COMMIT"] = True
+    yield app
+    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+
+
+def run_worker(app, **env_extra) -> subprocess.CompletedProcess:
+    """A real RQ worker process, until the queue is empty."""
+    config = app.config
+    env = dict(os.environ,
+               DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=config["REDIS_URL"],
+               RQ_QUEUE=config["RQ_QUEUE"], SECRET_KEY=config["SECRET_KEY"],
+               SMTP_HOST=config["SMTP_HOST"], SMTP_PORT=str(config["SMTP_PORT"]),
+               APP_BASE_URL=config["APP_BASE_URL"],
+               WEBHOOK_RETRY_BASE_SECONDS=str(config["WEBHOOK_RETRY_BASE_SECONDS"]),
+               WEBHOOK_MAX_ATTEMPTS=str(config["WEBHOOK_MAX_ATTEMPTS"]),
+               WEBHOOK_PAUSE_AFTER=str(config["WEBHOOK_PAUSE_AFTER"]),
+               WEBHOOK_TIMEOUT_SECONDS="5", **env_extra)
+    worker = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst",
+         "--without-scheduler"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=180)
+    assert worker.returncode == 0, worker.stderr
+    assert "Traceback" not in worker.stderr, worker.stderr
+    return worker

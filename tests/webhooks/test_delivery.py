@@ -1,0 +1,161 @@
+"""Webhooks end to end: items and decisions leave through the outbox and a real `rq worker`
+to a real HTTP receiver that checks the signature; a receiver that was down gets every event
+afterwards, each delivery id at least once and processed once; a webhook that keeps failing is
+paused and its admins are told."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app.actors import Actor
+from app.audit.models import AuditEvent
+from app.extensions import db
+from app.outbox.models import OutboxMessage
+from app.unit_of_work import commit
+from app.webhooks import services
+from app.webhooks.models import WebhookDelivery, WebhookSubscription
+from app.work.actions import perform
+from tests.conftest import SYSTEM, actor
+from tests.webhooks.conftest import run_worker
+
+
+@pytest.fixture
+def hooked(app, relaying, make_tenant, make_user, receiver, inbox):
+    app.config.update(WEBHOOK_RETRY_BASE_SECONDS=0, WEBHOOK_MAX_ATTEMPTS=3,
+                      WEBHOOK_PAUSE_AFTER=4)
+    tenant = make_tenant()
+    admin = make_user("admin@x.test", [tenant], roles=("admin",))
+    analyst = make_user("analyst@x.test", [tenant], roles=("analyst",))
+    sub, secret = services.create_subscription(
+        SYSTEM, tenant.id, url=receiver.url, events=["item.created", "item.state_changed"])
+    commit()
+    receiver.secret = secret
+    return {"tenant": tenant, "sub": sub.id, "admin": admin, "analyst": analyst}
+
+
+def _exceptions(make_item, tenant, n):
+    return [make_item(tenant, kind="billing_exception", amount=f"{100 + i}.00")
+            for i in range(n)]
+
+
+def _deliveries(sub_id):
+    db.session.expire_all()
+    return db.session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.subscription_id == sub_id).order_by(WebhookDelivery.id)).all()
+
+
+def test_each_event_arrives_signed_with_a_stable_delivery_id(app, hooked, receiver, make_item):
+    receiver.start()
+    item = _exceptions(make_item, hooked["tenant"], 1)[0]
+    perform(actor(hooked["analyst"]), item.id, "investigate")
+    commit()
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert [d.event for d in deliveries] == ["item.created", "item.state_changed"]
+    assert all(d.status == "succeeded" and d.attempts == 1 for d in deliveries)
+    assert receiver.bad_signatures == 0
+    assert set(receiver.processed) == {d.delivery_id for d in deliveries}
+    changed = receiver.processed[deliveries[1].delivery_id]
+    assert changed["event"] == "item.state_changed" and changed["tenant"] == "northwind"
+    assert changed["data"]["to"] == "investigating"
+    assert changed["data"]["item"]["id"] == item.id
+    # The receiver's check is real: a body changed in transit fails it.
+    header = services.signature_header(receiver.secret, 1_700_000_000, deliveries[0].body)
+    assert not receiver.verify(header, deliveries[0].body.encode())  # too old
+    assert not receiver.verify(header.replace("t=1700000000", "t=9999999999"),
+                               deliveries[0].body.encode())
+
+
+def test_a_failed_attempt_is_retried_with_the_same_delivery_id(app, hooked, receiver,
+                                                               make_item):
+    receiver.start()
+    receiver.fail_next = 1
+    _exceptions(make_item, hooked["tenant"], 1)
+    run_worker(app)
+    [delivery] = _deliveries(hooked["sub"])
+    assert delivery.status == "succeeded" and delivery.attempts == 2
+    assert [r["id"] for r in receiver.received] == [delivery.delivery_id] * 2
+    assert list(receiver.processed) == [delivery.delivery_id]
+
+
+def test_a_receiver_down_for_a_while_gets_every_event_after_resume(app, hooked, receiver,
+                                                                   make_item, inbox):
+    items = _exceptions(make_item, hooked["tenant"], 4)
+    for item in items[:3]:
+        perform(actor(hooked["analyst"]), item.id, "investigate")
+        commit()
+    run_worker(app)  # the receiver is down: attempts fail until the webhook pauses
+    sub = db.session.get(WebhookSubscription, hooked["sub"])
+    db.session.refresh(sub)
+    assert sub.status == "paused" and "failed deliveries in a row" in sub.paused_reason
+    deliveries = _deliveries(hooked["sub"])
+    assert len(deliveries) == 7  # 4 created + 3 state changes
+    assert {d.status for d in deliveries} <= {"held", "failed"}
+    assert db.session.scalars(select(AuditEvent.action).where(
+        AuditEvent.action == "webhook.paused")).all() == ["webhook.paused"]
+    [mail] = inbox.to("admin@x.test")
+    assert "Webhook paused" in mail["Subject"]
+
+    # While paused nothing is lost: a new event is held for later.
+    perform(actor(hooked["analyst"]), items[3].id, "investigate")
+    commit()
+    run_worker(app)
+    assert len(_deliveries(hooked["sub"])) == 8
+
+    receiver.start()
+    services.resume_subscription(actor(hooked["admin"]), hooked["tenant"].id, hooked["sub"])
+    commit()
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert {d.status for d in deliveries} == {"succeeded"}
+    ids = {d.delivery_id for d in deliveries}
+    assert {r["id"] for r in receiver.received} == ids  # each id at least once
+    assert set(receiver.processed) == ids and receiver.bad_signatures == 0
+    topics = db.session.scalars(select(OutboxMessage.topic).where(
+        OutboxMessage.topic.in_(("item.created", "item.state_changed")))).all()
+    assert len(topics) == len(ids)  # every event, once each
+
+    # A redelivery sends the same id again; the receiver still processes it once.
+    services.redeliver(actor(hooked["admin"]), hooked["tenant"].id, deliveries[0].id)
+    commit()
+    run_worker(app)
+    assert [r["id"] for r in receiver.received].count(deliveries[0].delivery_id) == 2
+    assert len(receiver.processed) == len(ids)
+
+
+def test_the_signing_secret_is_not_stored(app, hooked, receiver):
+    sub = db.session.get(WebhookSubscription, hooked["sub"])
+    stored = " ".join(str(getattr(sub, c.key)) for c in WebhookSubscription.__table__.columns)
+    assert receiver.secret not in stored and receiver.secret.startswith("whsec_")
+    assert services.signing_secret(sub) == receiver.secret
+
+
+def test_only_an_admin_of_the_tenant_subscribes(app, make_tenant, make_user):
+    tenant = make_tenant()
+    analyst = make_user("analyst@x.test", [tenant], roles=("analyst",))
+    from app.errors import PermissionDenied, ValidationFailed
+
+    with pytest.raises(PermissionDenied):
+        services.create_subscription(actor(analyst), tenant.id, url="https://x.test/h",
+                                     events=["item.created"])
+    with pytest.raises(ValidationFailed) as bad:
+        services.create_subscription(Actor.system("t"), tenant.id, url="ftp://x.test/h",
+                                     events=["nope"])
+    assert set(bad.value.fields) == {"url", "events"}
+
+
+@pytest.mark.parametrize("url", ["http://billing.example.com/h", "https://127.0.0.1/h",
+                                 "https://10.1.2.3/h", "https://169.254.169.254/latest",
+                                 "https://localhost:8443/h"])
+def test_in_production_a_webhook_must_be_https_to_a_public_address(app, make_tenant, url):
+    from app.errors import ValidationFailed
+
+    tenant = make_tenant()
+    app.config["APP_ENV"] = "production"
+    with pytest.raises(ValidationFailed) as bad:
+        services.create_subscription(SYSTEM, tenant.id, url=url, events=["item.created"])
+    assert "url" in bad.value.fields
+    sub, _secret = services.create_subscription(SYSTEM, tenant.id,
+                                                url="https://billing.example.com/hooks",
+                                                events=["item.created"])
+    assert sub.id
