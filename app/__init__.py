@@ -29,6 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.queues import models as queue_models  # noqa: F401
     from app.approvals import models as approval_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
+    from app.admin import models as admin_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -49,6 +50,11 @@ def create_app(config: dict | None = None) -> Flask:
     install_email_links(app)
     app.register_blueprint(mail_bp)
     app.register_blueprint(audit_bp)
+    from app.admin.routes import account as account_bp
+    from app.admin.routes import bp as admin_bp
+
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(account_bp)
     install_web(app)
 
     from app.cli import register_cli

@@ -27,6 +27,8 @@ HANDLERS: dict[str, list[str]] = {
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
     # An open item breached its SLA; telling its managers by mail comes with the SLA issue.
     "sla.breached": [],
+    # An invitation or a password reset: the worker issues the single-use link and mails it.
+    "account.password_link": ["app.admin.notifications.mail_password_link"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"
