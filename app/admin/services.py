@@ -680,6 +680,17 @@ def _hand_back_work(actor: Actor, user: User, tenant_id: int) -> dict:
                      data={"previous_assignee_id": user.id, "reason": "deactivated"})
         released.append(item.id)
 
+    # Delegations to them end first, so routing does not count on them standing in.
+    ended = []
+    for m in db.session.scalars(select(Membership).where(
+            Membership.tenant_id == tenant_id, Membership.delegate_id == user.id)).all():
+        ended.append(m.user_id)
+        before = _delegation_of(m)
+        _clear_delegation_fields(m)
+        record_event(actor, "delegation.cleared", tenant_id=tenant_id,
+                     on_behalf_of_id=m.user_id,
+                     data={"user_id": m.user_id, "before": before, "after": None,
+                           "reason": "delegate deactivated"})
     rerouted = []
     routed_step_ids = select(ApprovalAssignment.step_id).where(
         ApprovalAssignment.approver_id == user.id)
@@ -700,16 +711,6 @@ def _hand_back_work(actor: Actor, user: User, tenant_id: int) -> dict:
                            "approver_id": new_approver, "reason": "deactivated"})
         rerouted.append(step.id)
 
-    ended = []
-    for m in db.session.scalars(select(Membership).where(
-            Membership.tenant_id == tenant_id, Membership.delegate_id == user.id)).all():
-        ended.append(m.user_id)
-        before = _delegation_of(m)
-        _clear_delegation_fields(m)
-        record_event(actor, "delegation.cleared", tenant_id=tenant_id,
-                     on_behalf_of_id=m.user_id,
-                     data={"user_id": m.user_id, "before": before, "after": None,
-                           "reason": "delegate deactivated"})
     db.session.execute(update(ApprovalLinkToken).where(
         ApprovalLinkToken.tenant_id == tenant_id, ApprovalLinkToken.approver_id == user.id,
         ApprovalLinkToken.used_at.is_(None), ApprovalLinkToken.revoked_at.is_(None))
