@@ -450,7 +450,9 @@ def set_password(token: str):
         elif "csrf_token" in form.errors:
             abort(400)
         status = 422
+    # The invitation is in the tenant's branding (white-label) before anyone signs in.
     return render_page("admin/set_password.html", status=status, form=form, link=link,
+                       nav_brand=link.tenant,
                        errors=_errors(form, failed))
 
 

@@ -344,8 +344,7 @@ def set_logo(actor: Actor, tenant: Tenant, data: bytes) -> TenantLogo:
         raise ValidationFailed("Choose a logo file.", {"logo": "no file was sent"})
     if len(data) > MAX_LOGO_BYTES:
         raise ValidationFailed("The logo is too large.",
-                               {"logo": f"{len(data) // 1024} KB; at most "
-                                        f"{MAX_LOGO_BYTES // 1024} KB"})
+                               {"logo": f"larger than the {MAX_LOGO_BYTES // 1024} KB allowed"})
     content_type = sniff_image(data)
     if content_type is None:
         raise ValidationFailed("The logo is not an image Cleardesk accepts.",

@@ -188,7 +188,7 @@ def test_a_bad_accent_colour_re_renders_with_a_message(org, sign_in, color, mess
 
 
 @pytest.mark.parametrize("filename, data, message", [
-    ("huge.png", png(padding=300 * 1024), "at most 256 KB"),
+    ("huge.png", png(padding=300 * 1024), "larger than the 256 KB allowed"),
     ("logo.png", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>",
      "SVG is not accepted"),
     ("logo.png", b"MZ\x90\x00 this is really an executable", "a PNG, JPEG, GIF or WebP"),
