@@ -13,6 +13,10 @@
 #                        audit  audit verify on BENCH_AUDIT_EVENTS chained events (default
 #                               1000000), and BENCH_DECISIONS decisions (default 2400) with
 #                               and without the hash chain, BENCH_WRITERS at once (default 1,4)
+#                        admin  the People page of BENCH_MEMBERS members (default 1000) against
+#                               /ping, SLA due times with BENCH_CLOSURES closures (default 60)
+#                               against none, deactivating someone holding BENCH_HELD claims and
+#                               open steps (default 300)
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -62,6 +66,14 @@ if [[ "$PARTS" == *,audit,* ]]; then
   DATABASE_URL="$AUDIT_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
   DATABASE_URL="$AUDIT_URL" "$PY" bench/audit_bench.py --events "${BENCH_AUDIT_EVENTS:-1000000}" \
     --decisions "${BENCH_DECISIONS:-2400}" --writers "${BENCH_WRITERS:-1,4}" || status=1
+fi
+if [[ "$PARTS" == *,admin,* ]]; then
+  say "administration: People page, closures in SLA due times, deactivation (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_admin" >/dev/null
+  ADMIN_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_admin"
+  DATABASE_URL="$ADMIN_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  DATABASE_URL="$ADMIN_URL" "$PY" bench/admin_bench.py --members "${BENCH_MEMBERS:-1000}" \
+    --closures "${BENCH_CLOSURES:-60}" --held "${BENCH_HELD:-300}" || status=1
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

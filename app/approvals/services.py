@@ -275,7 +275,7 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     delegation does not cover the item (its kind or amount) only when nobody present can."""
     excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
     load = _workload()
-    candidates = db.session.scalars(
+    ranked = (
         select(Membership)
         .join(User, User.id == Membership.user_id)
         .join(MembershipRole, MembershipRole.membership_id == Membership.id)
@@ -283,24 +283,35 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
         .where(Membership.tenant_id == item.tenant_id, MembershipRole.role == step.role,
                Membership.approval_limit >= step.min_limit, User.active.is_(True))
         .order_by(func.coalesce(load.c.n, 0), Membership.user_id)
-    ).all()
+    )
     today = utcnow().date()
     away_uncovered = None
-    for membership in candidates:
-        if not _may_decide(membership, item, step, excluded):
-            continue
-        delegate_id = standing_delegate(membership, item)
-        if delegate_id is not None:
-            delegate = db.session.scalars(select(Membership).where(
-                Membership.tenant_id == item.tenant_id, Membership.user_id == delegate_id)
-            ).one_or_none()
-            if not _may_decide(delegate, item, step, excluded):
+    # The first few least-loaded members almost always include the one chosen; loading every
+    # approver of a large tenant (and their memberships) for each step would cost far more.
+    seen = 0
+    for limit in (CANDIDATES_FIRST, None):
+        candidates = db.session.scalars(ranked.limit(limit)).all()
+        for membership in candidates[seen:]:
+            if not _may_decide(membership, item, step, excluded):
                 continue
-        elif membership.is_away(today):
-            away_uncovered = away_uncovered or membership.user_id
-            continue
-        return membership.user_id
+            delegate_id = standing_delegate(membership, item)
+            if delegate_id is not None:
+                delegate = db.session.scalars(select(Membership).where(
+                    Membership.tenant_id == item.tenant_id, Membership.user_id == delegate_id)
+                ).one_or_none()
+                if not _may_decide(delegate, item, step, excluded):
+                    continue
+            elif membership.is_away(today):
+                away_uncovered = away_uncovered or membership.user_id
+                continue
+            return membership.user_id
+        seen = len(candidates)
+        if limit is not None and len(candidates) < limit:
+            break
     return away_uncovered
+
+
+CANDIDATES_FIRST = 8
 
 
 def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
