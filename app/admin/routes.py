@@ -31,6 +31,17 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 account = Blueprint("account", __name__, url_prefix="/account")
 
 
+@bp.app_template_filter("amount")
+def amount_filter(value) -> str:
+    """A stored amount (a Decimal, or its text in a JSON column) as 12,345.67."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return f"{Decimal(str(value)):,.2f}"
+    except InvalidOperation:
+        return str(value)
+
+
 def _errors(form, failed: ValidationFailed | None = None) -> dict[str, list[str]]:
     """Field messages from the form's own checks and from the service."""
     errors = {name: list(messages) for name, messages in form.errors.items()}

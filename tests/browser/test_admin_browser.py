@@ -243,3 +243,26 @@ def test_bad_settings_and_branding_show_messages_next_to_their_fields(page, org,
     shot(page, "branding-saved")
     db.session.expire_all()
     assert db.session.get(User, org.admin.id).active
+
+
+def test_a_change_to_ones_own_limit_waits_for_a_second_admin(page, chromium, live_server, org):
+    sign_in(page, "ada@example.com")
+    page.goto(f"/admin/t/northwind/people/{org.admin.id}")
+    page.get_by_role("checkbox", name="Approver").check()
+    page.get_by_label("Approval limit").fill("250000")
+    page.get_by_role("button", name="Ask for this change").click()
+    expect(page.locator("#messages")).to_contain_text("needs a second admin")
+    expect(page.locator(".notice-wait")).to_contain_text("waits for a second admin")
+    shot(page, "own-change-pending")
+
+    sam = new_page(chromium, live_server)
+    sign_in(sam, "sam@example.com")
+    sam.goto("/admin/t/northwind/people")
+    pending = sam.locator("#pending")
+    expect(pending).to_contain_text("Ada Admin")
+    shot(sam, "people-with-pending-change")
+    pending.get_by_role("button", name="Approve").click()
+    expect(sam.locator("#messages")).to_contain_text("Change approved")
+    expect(sam.locator("#pending")).to_have_count(0)
+    expect(sam.locator(".admin-table")).to_contain_text("USD 250,000.00")
+    sam.context.close()
