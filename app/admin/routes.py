@@ -359,6 +359,19 @@ def deactivate(slug: str, user_id: int):
                           "steps routed to others.")
 
 
+@bp.post("/t/<slug>/people/<int:user_id>/remove")
+@login_required
+def remove_member(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    services.member_for_admin(actor, tenant, user_id)
+    _require_csrf(EmptyForm())
+    user = services.remove_member(actor, tenant, user_id)
+    commit()
+    flash(f"{user.name} is no longer a member of {tenant.display_name}.", "success")
+    return redirect(url_for("admin.people", slug=slug), code=303)
+
+
 @bp.post("/t/<slug>/people/<int:user_id>/reactivate")
 @login_required
 def reactivate(slug: str, user_id: int):

@@ -647,6 +647,28 @@ def deactivate_user(actor: Actor, tenant: Tenant, user_id: int) -> User:
     return user
 
 
+def remove_member(actor: Actor, tenant: Tenant, user_id: int) -> User:
+    """End someone's membership of this tenant only (their account and other tenants stay):
+    their claims here are released, their open steps here routed to others, delegations to
+    them here end."""
+    membership = member_for_admin(actor, tenant, user_id)
+    user = membership.user
+    if user.id == actor.user_id:
+        raise PermissionDenied("You cannot remove yourself; ask another admin.")
+    if Role.ADMIN.value in membership.role_set:
+        _keep_an_admin(tenant, user.id)
+    before = {"roles": sorted(membership.role_set), "approval_limit": membership.approval_limit,
+              "delegation": _delegation_of(membership)}
+    db.session.delete(membership)
+    db.session.flush()
+    db.session.expire(user, ["memberships"])
+    handed = _hand_back_work(actor, user, tenant.id)
+    record_event(actor, "membership.removed", tenant_id=tenant.id,
+                 data={"user_id": user.id, "email": user.email, "before": before,
+                       "after": None, **handed})
+    return user
+
+
 def reactivate_user(actor: Actor, tenant: Tenant, user_id: int) -> User:
     membership = member_for_admin(actor, tenant, user_id)
     user = membership.user

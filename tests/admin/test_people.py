@@ -341,3 +341,30 @@ def test_a_password_reset_mails_a_link_and_the_old_password_works_until_it_is_us
     # Setting a password ends the sessions that were open.
     assert ann.get("/queues/mine").status_code == 302
     assert _events("user.password_set")[0].data["via"] == "reset"
+
+
+def test_removing_someone_from_one_tenant_keeps_their_account_and_other_tenants(
+        org, sign_in, make_item):
+    item = make_item(org.contoso, kind="billing_exception", amount="40.00")
+    from app.models import MembershipRole
+
+    org.requester.membership_in(org.contoso.id).roles.append(MembershipRole(role="analyst"))
+    commit()
+    claim_item(actor(_user("rita@example.com")), item.id)
+    commit()
+    carl = sign_in(org.contoso_admin)
+    response = post_form(carl, f"/admin/t/contoso/people/{org.requester.id}/remove")
+    assert response.status_code == 303
+    rita = _user("rita@example.com")
+    assert rita.active and rita.membership_in(org.contoso.id) is None
+    assert rita.membership_in(org.northwind.id) is not None
+    assert db.session.get(WorkItem, item.id).assignee_id is None
+    [event] = _events("membership.removed")
+    assert event.tenant_id == org.contoso.id
+    assert event.data["before"]["roles"] == ["analyst", "requester"]
+    assert event.data["after"] is None and event.data["released_item_ids"] == [item.id]
+    # Gone from contoso: its admin no longer finds her; she still works in northwind.
+    assert carl.get(f"/admin/t/contoso/people/{org.requester.id}").status_code == 404
+    assert sign_in(rita).get(f"/items/{item.id}").status_code == 404
+    assert post_form(carl, f"/admin/t/contoso/people/{org.contoso_admin.id}/remove"
+                     ).status_code == 403  # not oneself
