@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import contains_eager, selectinload
 
 from app.actors import Actor, ActorType
+from app.admin.jobs import calendar_snapshot
 from app.admin.models import (
     ChangeState,
     PasswordLink,
@@ -217,11 +218,14 @@ def update_tenant(actor: Actor, tenant: Tenant, **settings) -> Tenant:
     before, after = _changed(_settings_of(tenant), clean)
     if not after:
         return tenant
+    calendar_before = calendar_snapshot(tenant)
     for name, value in clean.items():
         setattr(tenant, name, value)
     db.session.flush()
     record_event(actor, "tenant.updated", tenant_id=tenant.id,
                  data={"before": before, "after": after})
+    if set(after) & {"timezone", "calendar_country", "working_days", "work_start", "work_end"}:
+        _calendar_changed(tenant, calendar_before, "settings")
     return tenant
 
 
@@ -230,6 +234,12 @@ MAX_CLOSURE_DAYS = 366
 
 def _touch_calendar(tenant: Tenant) -> None:
     tenant.calendar_revision = uuid.uuid4().hex[:16]
+
+
+def _calendar_changed(tenant: Tenant, before: dict, reason: str) -> None:
+    """Open items' due times follow the new calendar; the worker moves them after commit."""
+    add_message("tenant.calendar_changed",
+                {"tenant_id": tenant.id, "before": before, "reason": reason}, tenant.id)
 
 
 def closures_of(actor: Actor, tenant: Tenant) -> list[TenantClosure]:
@@ -256,11 +266,13 @@ def add_closure(actor: Actor, tenant: Tenant, *, first_day: date | None,
         errors["reason"] = "at most 200 characters"
     if errors:
         raise ValidationFailed("The closure is not valid.", errors)
+    calendar_before = calendar_snapshot(tenant)
     closure = TenantClosure(tenant_id=tenant.id, first_day=first_day, last_day=last_day,
                             reason=reason)
     db.session.add(closure)
     _touch_calendar(tenant)
     db.session.flush()
+    _calendar_changed(tenant, calendar_before, "closure added")
     record_event(actor, "tenant.closure_added", tenant_id=tenant.id,
                  data={"before": None, "after": {"id": closure.id, "first_day": first_day,
                                                  "last_day": last_day, "reason": reason}})
@@ -274,9 +286,11 @@ def remove_closure(actor: Actor, tenant: Tenant, closure_id: int) -> None:
         raise NotFound("No such closure.")
     before = {"id": closure.id, "first_day": closure.first_day, "last_day": closure.last_day,
               "reason": closure.reason}
+    calendar_before = calendar_snapshot(tenant)
     db.session.delete(closure)
     _touch_calendar(tenant)
     db.session.flush()
+    _calendar_changed(tenant, calendar_before, "closure removed")
     record_event(actor, "tenant.closure_removed", tenant_id=tenant.id,
                  data={"before": before, "after": None})
 

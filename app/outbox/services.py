@@ -29,6 +29,8 @@ HANDLERS: dict[str, list[str]] = {
     "sla.breached": [],
     # An invitation or a password reset: the worker issues the single-use link and mails it.
     "account.password_link": ["app.admin.notifications.mail_password_link"],
+    # A tenant's business calendar changed: its open items' due times follow.
+    "tenant.calendar_changed": ["app.admin.jobs.move_due_times"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"
