@@ -23,7 +23,7 @@ from app.admin.models import PendingMembershipChange
 from app.auth.forms import EmptyForm
 from app.errors import ValidationFailed
 from app.extensions import db
-from app.models import Role, User
+from app.models import Role
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 
@@ -286,7 +286,8 @@ def _person_page(actor, tenant, membership, form=None, delegation_form=None, fai
     return _page("admin/person.html", tenant=tenant, m=membership, person=membership.user,
                  form=form, errors=_errors(form, failed), dform=delegation_form,
                  derrors=_errors(delegation_form, delegation_failed), pending=pending,
-                 colleagues=_colleagues(tenant.id, membership.user_id), status=status)
+                 colleagues=services.possible_delegates(tenant.id, membership.user_id),
+                 status=status)
 
 
 def _delegation_form(membership) -> DelegationForm:
@@ -298,20 +299,6 @@ def _delegation_form(membership) -> DelegationForm:
     form.max_amount.data = (f"{membership.delegate_max_amount:.2f}"
                             if membership.delegate_max_amount is not None else "")
     return form
-
-
-def _colleagues(tenant_id: int, user_id: int) -> list[User]:
-    """Who can stand in: active members who decide approvals, other than the person."""
-    from sqlalchemy import select
-
-    from app.models import Membership, MembershipRole
-
-    return list(db.session.scalars(
-        select(User).join(Membership, Membership.user_id == User.id)
-        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-        .where(Membership.tenant_id == tenant_id, User.id != user_id, User.active.is_(True),
-               MembershipRole.role.in_([Role.APPROVER.value, Role.MANAGER.value]))
-        .distinct().order_by(User.name)))
 
 
 @bp.route("/t/<slug>/people/<int:user_id>", methods=["GET", "POST"])
@@ -515,7 +502,8 @@ def out_of_office():
                 return redirect(url_for("account.out_of_office"), code=303)
     return render_page("admin/out_of_office.html", status=status, memberships=memberships,
                        forms=forms, errors=errors,
-                       colleagues={m.tenant_id: _colleagues(m.tenant_id, actor.user_id)
+                       colleagues={m.tenant_id: services.possible_delegates(m.tenant_id,
+                                                                            actor.user_id)
                                    for m in memberships})
 
 

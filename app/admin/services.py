@@ -772,7 +772,8 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def issue_password_link(user: User, tenant_id: int | None, purpose: str) -> tuple[str, PasswordLink]:
+def issue_password_link(user: User, tenant_id: int | None,
+                        purpose: str) -> tuple[str, PasswordLink]:
     """A new link (its secret returned once, only its hash kept); the person's older unused
     links stop working."""
     now = utcnow()
@@ -869,6 +870,16 @@ def delegation_membership(actor: Actor, tenant_id: int, user_id: int) -> Members
     if not membership.role_set & {Role.APPROVER.value, Role.MANAGER.value}:
         raise PermissionDenied("Only approvers and managers have approvals to delegate.")
     return membership
+
+
+def possible_delegates(tenant_id: int, user_id: int) -> list[User]:
+    """Who can stand in for someone: the tenant's other active members who decide approvals."""
+    return list(db.session.scalars(
+        select(User).join(Membership, Membership.user_id == User.id)
+        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .where(Membership.tenant_id == tenant_id, User.id != user_id, User.active.is_(True),
+               MembershipRole.role.in_([Role.APPROVER.value, Role.MANAGER.value]))
+        .distinct().order_by(User.name)))
 
 
 def set_delegation(actor: Actor, tenant_id: int, user_id: int, *, delegate_id: int | None,

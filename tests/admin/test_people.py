@@ -18,7 +18,7 @@ from app.approvals.models import ApprovalAssignment
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.mail.models import SentMail
-from app.models import Membership, User, WorkItem
+from app.models import User, WorkItem
 from app.outbox.models import OutboxMessage
 from app.types import utcnow
 from app.unit_of_work import commit

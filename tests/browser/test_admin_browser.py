@@ -144,7 +144,8 @@ def test_out_of_office_routes_work_to_the_delegate_within_its_scope(
     page.get_by_label("Only up to").fill("2000")
     page.get_by_role("button", name="Save out of office").click()
     expect(page.locator("#messages")).to_contain_text("Out of office saved")
-    expect(page.locator(".card")).to_contain_text("Dan Deputy stands in for approval up to USD 2,000.00")
+    expect(page.locator(".card")).to_contain_text(
+        "Dan Deputy stands in for approval up to USD 2,000.00")
     shot(page, "out-of-office")
 
     inside = make_item(org.northwind, amount="1500.00", requester=org.requester)
