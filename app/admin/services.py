@@ -91,16 +91,15 @@ def member_for_admin(actor: Actor, tenant: Tenant, user_id: int) -> Membership:
 
 
 def members_of(actor: Actor, tenant: Tenant) -> list[Membership]:
-    """The tenant's members with their roles and delegates, in a fixed number of queries. For
-    a listing: the people it loads do not load their other memberships (noload), so read no
-    more than this tenant's membership of them in the same request."""
+    """The tenant's members with their roles and delegates, in a fixed number of queries; the
+    people it loads do not fetch their other memberships unless something reads them."""
     require_admin(actor, tenant)
     return list(db.session.scalars(
         select(Membership).join(User, User.id == Membership.user_id)
         .where(Membership.tenant_id == tenant.id).order_by(User.active.desc(), User.name)
-        .options(contains_eager(Membership.user).noload(User.memberships),
+        .options(contains_eager(Membership.user).lazyload(User.memberships),
                  selectinload(Membership.roles),
-                 selectinload(Membership.delegate).noload(User.memberships))))
+                 selectinload(Membership.delegate).lazyload(User.memberships))))
 
 
 # ---------------------------------------------------------------------------------------------
