@@ -34,6 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.api import models as api_models  # noqa: F401
     from app.webhooks import models as webhook_models  # noqa: F401
     from app.imports import models as import_models  # noqa: F401
+    from app.admin import models as admin_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -57,6 +58,11 @@ def create_app(config: dict | None = None) -> Flask:
     from app.dashboard.routes import bp as dashboard_bp
 
     app.register_blueprint(dashboard_bp)
+    from app.admin.routes import account as account_bp
+    from app.admin.routes import bp as admin_bp
+
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(account_bp)
     install_web(app)
     from app.api.routes import install_api
 

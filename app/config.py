@@ -43,6 +43,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "EMAIL_DIGEST_ENABLED": env.get("EMAIL_DIGEST_ENABLED", "1").lower() in ("1", "true", "yes"),
         "EMAIL_DIGEST_HOUR": int(env.get("EMAIL_DIGEST_HOUR", "8")),
         "APP_BASE_URL": env.get("APP_BASE_URL", "http://127.0.0.1:5000"),
+        # How long a mailed set-password link works: an invitation, a password reset.
+        "INVITATION_TTL_HOURS": int(env.get("INVITATION_TTL_HOURS", "72")),
+        "PASSWORD_RESET_TTL_HOURS": int(env.get("PASSWORD_RESET_TTL_HOURS", "2")),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": app_env == "production",

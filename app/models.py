@@ -87,6 +87,12 @@ class Tenant(db.Model):
     # moving work without asking is a team's choice).
     sla_reassign_on_breach: Mapped[bool] = mapped_column(Boolean, default=False,
                                                          server_default=text("false"))
+    # A short hash of the uploaded logo (app.admin.models.TenantLogo), in its URL so browsers
+    # cache it until it changes; None without a logo.
+    logo_version: Mapped[str | None] = mapped_column(String(16))
+    # A fresh random tag whenever the tenant's closures change (None before the first): the
+    # cached business calendar is keyed on it.
+    calendar_revision: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -158,6 +164,10 @@ class Membership(db.Model):
     delegate_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     delegate_from: Mapped[date | None] = mapped_column(Date)
     delegate_until: Mapped[date | None] = mapped_column(Date)
+    # Optional scope of the delegation: only these kinds (None = every kind), only up to this
+    # amount (None = any amount).
+    delegate_kinds: Mapped[list | None] = mapped_column(JSON)
+    delegate_max_amount: Mapped[Decimal | None] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
@@ -171,13 +181,32 @@ class Membership(db.Model):
     def role_set(self) -> set[str]:
         return {r.role for r in self.roles}
 
-    def delegates_to(self, user_id: int, on: date) -> bool:
+    def delegates_to(self, user_id: int, on: date, kind: str | None = None,
+                     amount: Decimal | None = None) -> bool:
+        """True when `user_id` stands in for this member on `on` (and, given an item's kind
+        and amount, when the delegation's scope covers it)."""
         return (
             self.delegate_id == user_id
+            and self.is_away(on)
+            and self.delegation_covers(kind, amount)
+        )
+
+    def is_away(self, on: date) -> bool:
+        """Out of office on `on`: a delegation is set and its dates include the day."""
+        return (
+            self.delegate_id is not None
             and self.delegate_from is not None
             and self.delegate_until is not None
             and self.delegate_from <= on <= self.delegate_until
         )
+
+    def delegation_covers(self, kind: str | None, amount: Decimal | None) -> bool:
+        if kind is not None and self.delegate_kinds and kind not in self.delegate_kinds:
+            return False
+        if (amount is not None and self.delegate_max_amount is not None
+                and amount > self.delegate_max_amount):
+            return False
+        return True
 
 
 class MembershipRole(db.Model):

@@ -70,6 +70,11 @@ def _nav_context() -> dict:
         "nav_memberships": memberships,
         "nav_tenant": current,
         "nav_roles": roles,
+        # White-label: the tenant being worked in (or someone's only tenant) shows its brand.
+        "nav_brand": current or (memberships[0].tenant if len(memberships) == 1 else None),
+        "nav_admin": any(Role.ADMIN.value in m.role_set for m in memberships),
+        "nav_away_capable": any(m.role_set & {Role.APPROVER.value, Role.MANAGER.value}
+                                for m in memberships),
         "Role": Role,
     }
 

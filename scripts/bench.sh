@@ -18,6 +18,10 @@
 #                               /healthz in the same run (bench/dashboard_bench.py)
 #                        api    POST /api/v1/items against /ping, and a BENCH_IMPORT_ROWS-row
 #                               CSV import (default 100000) against a raw bulk insert
+#                        admin  the People page of BENCH_MEMBERS members (default 1000) against
+#                               /ping, SLA due times with BENCH_CLOSURES closures (default 60)
+#                               against none, deactivating someone holding BENCH_HELD claims and
+#                               open steps (default 300)
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -91,6 +95,14 @@ if [[ "$PARTS" == *,api,* ]]; then
     cat "$WORK/gunicorn-api.log" >&2; status=1
   fi
   kill "$API_PID" 2>/dev/null; wait "$API_PID" 2>/dev/null
+fi
+if [[ "$PARTS" == *,admin,* ]]; then
+  say "administration: People page, closures in SLA due times, deactivation (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_admin" >/dev/null
+  ADMIN_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_admin"
+  DATABASE_URL="$ADMIN_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  DATABASE_URL="$ADMIN_URL" "$PY" bench/admin_bench.py --members "${BENCH_MEMBERS:-1000}" \
+    --closures "${BENCH_CLOSURES:-60}" --held "${BENCH_HELD:-300}" || status=1
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

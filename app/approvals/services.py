@@ -41,7 +41,8 @@ def _acting_for(actor: Actor, item: WorkItem, step: ApprovalStep) -> int | None:
         return None
     membership = db.session.query(Membership).filter_by(
         tenant_id=item.tenant_id, user_id=named).one_or_none()
-    if membership and membership.delegates_to(actor.user_id, utcnow().date()):
+    if membership and membership.delegates_to(actor.user_id, utcnow().date(), item.kind,
+                                              item.amount):
         return named
     if step.approver_id is None:
         return None
@@ -223,11 +224,13 @@ def _may_decide(membership: Membership | None, item: WorkItem, step: ApprovalSte
             and membership.approval_limit >= step.min_limit)
 
 
-def standing_delegate(membership: Membership) -> int | None:
-    """The delegate of someone out of office today, or None."""
+def standing_delegate(membership: Membership, item: WorkItem | None = None) -> int | None:
+    """The delegate of someone out of office today, or None; given an item, only when the
+    delegation's scope (kinds, maximum amount) covers it."""
     today = utcnow().date()
-    if membership.delegate_id is not None and membership.delegates_to(membership.delegate_id,
-                                                                       today):
+    if membership.delegate_id is not None and membership.delegates_to(
+            membership.delegate_id, today, item.kind if item is not None else None,
+            item.amount if item is not None else None):
         return membership.delegate_id
     return None
 
@@ -250,7 +253,7 @@ def step_recipient(item: WorkItem, step: ApprovalStep) -> User | None:
         Membership.tenant_id == item.tenant_id, Membership.user_id == named)).one_or_none()
     if membership is None:
         return None
-    delegate_id = standing_delegate(membership)
+    delegate_id = standing_delegate(membership, item)
     return db.session.get(User, delegate_id) if delegate_id else membership.user
 
 
@@ -270,10 +273,11 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     """The member to route a step to: holds the step's role with a sufficient limit, is not
     the requester and approved no earlier step; the one with the fewest open steps wins (then
     the longest-standing member). Someone out of office is chosen only if their delegate could
-    decide the step, so the work never lands with nobody."""
+    decide the step, so the work never lands with nobody; someone out of office whose
+    delegation does not cover the item (its kind or amount) only when nobody present can."""
     excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
     load = _workload()
-    candidates = db.session.scalars(
+    ranked = (
         select(Membership)
         .join(User, User.id == Membership.user_id)
         .join(MembershipRole, MembershipRole.membership_id == Membership.id)
@@ -281,19 +285,35 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
         .where(Membership.tenant_id == item.tenant_id, MembershipRole.role == step.role,
                Membership.approval_limit >= step.min_limit, User.active.is_(True))
         .order_by(func.coalesce(load.c.n, 0), Membership.user_id)
-    ).all()
-    for membership in candidates:
-        if not _may_decide(membership, item, step, excluded):
-            continue
-        delegate_id = standing_delegate(membership)
-        if delegate_id is not None:
-            delegate = db.session.scalars(select(Membership).where(
-                Membership.tenant_id == item.tenant_id, Membership.user_id == delegate_id)
-            ).one_or_none()
-            if not _may_decide(delegate, item, step, excluded):
+    )
+    today = utcnow().date()
+    away_uncovered = None
+    # The first few least-loaded members almost always include the one chosen; loading every
+    # approver of a large tenant (and their memberships) for each step would cost far more.
+    seen = 0
+    for limit in (CANDIDATES_FIRST, None):
+        candidates = db.session.scalars(ranked.limit(limit)).all()
+        for membership in candidates[seen:]:
+            if not _may_decide(membership, item, step, excluded):
                 continue
-        return membership.user_id
-    return None
+            delegate_id = standing_delegate(membership, item)
+            if delegate_id is not None:
+                delegate = db.session.scalars(select(Membership).where(
+                    Membership.tenant_id == item.tenant_id, Membership.user_id == delegate_id)
+                ).one_or_none()
+                if not _may_decide(delegate, item, step, excluded):
+                    continue
+            elif membership.is_away(today):
+                away_uncovered = away_uncovered or membership.user_id
+                continue
+            return membership.user_id
+        seen = len(candidates)
+        if limit is not None and len(candidates) < limit:
+            break
+    return away_uncovered
+
+
+CANDIDATES_FIRST = 8
 
 
 def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:

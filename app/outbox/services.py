@@ -35,6 +35,10 @@ HANDLERS: dict[str, list[str]] = {
     "webhook.paused": ["app.webhooks.jobs.mail_admins_paused"],
     # A CSV import was confirmed: run it once that is committed.
     "import.requested": ["app.imports.jobs.start_import"],
+    # An invitation or a password reset: the worker issues the single-use link and mails it.
+    "account.password_link": ["app.admin.notifications.mail_password_link"],
+    # A tenant's business calendar changed: its open items' due times follow.
+    "tenant.calendar_changed": ["app.admin.jobs.move_due_times"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

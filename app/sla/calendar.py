@@ -114,14 +114,32 @@ def _holidays(country: str) -> holidays.HolidayBase:
 
 
 def calendar_for(tenant) -> BusinessCalendar:
-    """The business calendar of a tenant (cached by its settings)."""
-    return _calendar(tenant.timezone, tenant.calendar_country, tuple(tenant.working_days or ()),
+    """The business calendar of a tenant, with its own closures (cached by its settings and
+    its calendar revision, a new random tag at every change of closures, so each process
+    reloads the closures only after they changed)."""
+    return _calendar(tenant.id, getattr(tenant, "calendar_revision", None), tenant.timezone,
+                     tenant.calendar_country, tuple(tenant.working_days or ()),
                      tenant.work_start or "09:00", tenant.work_end or "17:00")
 
 
+def closure_days(tenant_id: int | None, revision: str | None = "") -> frozenset[date]:
+    """Every day of the tenant's own closures (none before its closures were first changed)."""
+    if tenant_id is None or revision is None:
+        return frozenset()
+    from sqlalchemy import select
+
+    from app.admin.models import TenantClosure
+    from app.extensions import db
+
+    closures = db.session.scalars(
+        select(TenantClosure).where(TenantClosure.tenant_id == tenant_id)).all()
+    return frozenset(day for closure in closures for day in closure.days())
+
+
 @lru_cache(maxsize=256)
-def _calendar(timezone: str, country: str | None, days: tuple, start: str,
-              end: str) -> BusinessCalendar:
+def _calendar(tenant_id: int | None, revision: str | None, timezone: str, country: str | None,
+              days: tuple, start: str, end: str) -> BusinessCalendar:
     return BusinessCalendar(timezone=timezone, country=country,
                             working_days=frozenset(days or (1, 2, 3, 4, 5)),
-                            start=time.fromisoformat(start), end=time.fromisoformat(end))
+                            start=time.fromisoformat(start), end=time.fromisoformat(end),
+                            closures=closure_days(tenant_id, revision))

@@ -30,7 +30,7 @@ VARIANTS = {
 KNOWN_GAPS: dict[str, str] = {}
 # Routes that refuse on the URL (a queue the auditor's roles do not grant) before they look
 # at any item named in the form.
-REFUSED_BEFORE_ITEMS = {"queues.bulk"}
+REFUSED_BEFORE_ITEMS = {"queues.bulk", "admin.new_tenant"}
 # The JSON API takes bearer tokens, never a session: a signed-in auditor is not even
 # authenticated there (401), whatever the route.
 TOKEN_ONLY = {"api.create_item", "api.decide"}

@@ -12,6 +12,14 @@ CALENDARS = {
     "northwind": BusinessCalendar("America/New_York", "US"),
     "contoso": BusinessCalendar("Europe/Berlin", "DE"),
     "fabrikam": BusinessCalendar("Europe/London", "GB", start=time(8, 30), end=time(17, 30)),
+    # A reseller with its own closures: a year-end shutdown each year and single days, some
+    # next to public holidays and weekends, one across the spring DST change.
+    "reseller": BusinessCalendar(
+        "Europe/Berlin", "DE", working_days=frozenset({1, 2, 3, 4, 5, 6}),
+        closures=frozenset(
+            {date(year, 12, 24) + timedelta(days=n) for year in (2025, 2026, 2027)
+             for n in range(10)}
+            | {date(2026, 3, 27), date(2026, 3, 30), date(2026, 5, 15), date(2027, 7, 5)})),
 }
 moments = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 31),
                        timezones=st.just(UTC))
@@ -131,3 +139,48 @@ def test_sla_due_and_state_follow_business_time_and_priority():
                         datetime(2026, 11, 30, 13, 0, tzinfo=tz)) == "at_risk"
     assert sla_state_at(tenant, "approval", "normal", due,
                         datetime(2026, 11, 30, 15, 0, tzinfo=tz)) == "breached"
+
+
+@common
+@given(calendars, moments, durations)
+def test_a_due_time_never_falls_on_a_closure(name, start, duration):
+    cal = CALENDARS[name]
+    due = cal.add(start, duration)
+    local = due.astimezone(cal.tz)
+    # A due time at the very close of a day belongs to that day.
+    assert local.date() not in cal.closures
+
+
+@common
+@given(moments, durations)
+def test_closures_only_ever_add_time_to_a_due_time(start, duration):
+    """The same calendar without its closures is never later: a closure takes working time
+    away and gives none."""
+    with_closures = CALENDARS["reseller"]
+    without = BusinessCalendar(with_closures.timezone, with_closures.country,
+                               working_days=with_closures.working_days)
+    assert with_closures.add(start, duration) >= without.add(start, duration)
+    later = start + timedelta(days=20)
+    assert with_closures.between(start, later) <= without.between(start, later)
+
+
+def test_a_closure_is_skipped_like_a_holiday():
+    plain = BusinessCalendar("Europe/Berlin", "DE")
+    closed = BusinessCalendar("Europe/Berlin", "DE", closures=frozenset({date(2026, 12, 1)}))
+    monday_4pm = datetime(2026, 11, 30, 16, 0, tzinfo=plain.tz)
+    assert plain.add(monday_4pm, timedelta(hours=2)) == datetime(2026, 12, 1, 10, 0,
+                                                                 tzinfo=plain.tz)
+    assert closed.add(monday_4pm, timedelta(hours=2)) == datetime(2026, 12, 2, 10, 0,
+                                                                  tzinfo=plain.tz)
+    assert not closed.is_working_day(date(2026, 12, 1))
+    assert closed.between(monday_4pm, datetime(2026, 12, 2, 10, 0, tzinfo=plain.tz)) == (
+        timedelta(hours=2))
+    assert not closed.is_open(datetime(2026, 12, 1, 11, 0, tzinfo=plain.tz))
+
+
+def test_the_reseller_works_saturdays_but_not_its_closures():
+    cal = CALENDARS["reseller"]
+    assert cal.is_working_day(date(2026, 11, 28))  # a Saturday
+    for day in (date(2026, 12, 24), date(2027, 1, 1), date(2027, 1, 2), date(2026, 3, 27)):
+        assert not cal.is_working_day(day)
+    assert cal.is_working_day(date(2027, 1, 4))

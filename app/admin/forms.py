@@ -1,0 +1,88 @@
+"""The admin area's forms. They parse and bound the input; what makes a value valid (a real
+time zone, a country with a holiday calendar, a readable colour) is checked in services.py, so
+the same rules hold for every caller."""
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import (
+    DateField,
+    EmailField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from app.models import Kind, Role
+
+WEEKDAYS = [SelectChoice(str(n), day) for n, day in
+            enumerate(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), start=1)]
+ROLE_CHOICES = [SelectChoice(r.value, r.value.title()) for r in Role]
+KIND_CHOICES = [SelectChoice(k.value, k.label) for k in Kind]
+
+
+def choices(pairs) -> list[SelectChoice]:
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+class CheckboxesField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+    def pre_validate(self, form):  # unknown values are reported by the service, with a message
+        pass
+
+
+class TenantForm(FlaskForm):
+    slug = StringField("Slug", validators=[Optional(), Length(max=63)])
+    name = StringField("Name", validators=[Length(max=200)])
+    currency = StringField("Currency", validators=[Length(max=8)])
+    timezone = StringField("Time zone", validators=[Length(max=64)])
+    calendar_country = SelectField("Public holidays of", validate_choice=False)
+    working_days = CheckboxesField("Working days", choices=WEEKDAYS)
+    work_start = StringField("Opens", validators=[Length(max=5)])
+    work_end = StringField("Closes", validators=[Length(max=5)])
+
+
+class BrandingForm(FlaskForm):
+    brand_name = StringField("Display name", validators=[Length(max=200)])
+    brand_color = StringField("Accent colour", validators=[Length(max=32)])
+    logo = FileField("Logo")
+
+
+class ClosureForm(FlaskForm):
+    first_day = DateField("First day", validators=[InputRequired("a date is required")])
+    last_day = DateField("Last day", validators=[Optional()])
+    reason = StringField("Reason", validators=[Length(max=200)])
+
+
+class PersonForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired("is required"), Length(max=254)])
+    name = StringField("Name", validators=[Length(max=200)])
+    roles = CheckboxesField("Roles", choices=ROLE_CHOICES)
+    approval_limit = StringField("Approval limit", validators=[Length(max=32)])
+
+
+class MembershipForm(FlaskForm):
+    roles = CheckboxesField("Roles", choices=ROLE_CHOICES)
+    approval_limit = StringField("Approval limit", validators=[Length(max=32)])
+
+
+class DelegationForm(FlaskForm):
+    tenant_id = HiddenField()
+    delegate_id = IntegerField("Who stands in", validators=[Optional()])
+    first_day = DateField("From", validators=[Optional()])
+    last_day = DateField("Until", validators=[Optional()])
+    kinds = CheckboxesField("Only for", choices=KIND_CHOICES)
+    max_amount = StringField("Only up to", validators=[Length(max=32)])
+
+
+class SetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired("is required"),
+                                                          Length(max=1024)])
+    confirm = PasswordField("The same again", validators=[DataRequired("is required"),
+                                                           Length(max=1024)])

@@ -1,0 +1,47 @@
+"""The mails of accounts: an invitation and a password reset, each with a single-use link to
+set a password. The link is made by the worker when it sends the mail, so its secret is never
+stored (only its hash) and the mail log keeps it redacted."""
+from __future__ import annotations
+
+from flask import current_app
+
+from app.admin.models import PasswordLinkPurpose
+from app.admin.services import issue_password_link
+from app.approvals.notifications import brand, render_mail
+from app.extensions import db
+from app.mail.sending import send_mail
+from app.models import Tenant, User
+from app.web import localtime
+
+
+def password_link_url(token: str) -> str:
+    return current_app.config["APP_BASE_URL"].rstrip("/") + f"/account/set-password/{token}"
+
+
+def mail_password_link(message) -> None:
+    """Outbox handler of account.password_link: issue a fresh link (older ones stop working)
+    and mail it. Nothing is sent to a deactivated account."""
+    payload = message.payload
+    user = db.session.get(User, payload["user_id"])
+    if user is None or not user.active:
+        return
+    tenant = db.session.get(Tenant, payload["tenant_id"]) if payload.get("tenant_id") else None
+    purpose = payload["purpose"]
+    token, row = issue_password_link(user, tenant.id if tenant else None, purpose)
+    invitation = purpose == PasswordLinkPurpose.INVITATION.value
+    context = {
+        "brand": brand(tenant) if tenant else {"name": "Cleardesk", "color": "#1f6feb"},
+        "recipient": user,
+        "invitation": invitation,
+        "link": password_link_url(token),
+        "expires": localtime(row.expires_at, tenant) if tenant else
+        row.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "login_url": current_app.config["APP_BASE_URL"].rstrip("/") + "/login",
+    }
+    name = tenant.display_name if tenant else "Cleardesk"
+    subject = (f"You are invited to {name} on Cleardesk" if invitation
+               else f"Set a new Cleardesk password ({name})")
+    send_mail(tenant=tenant, recipient=user, subject=subject,
+              text=render_mail("mail/password_link.txt", **context),
+              html=render_mail("mail/password_link.html", **context),
+              kind=purpose, notice_key=f"password:{message.id}", secrets=(token,))

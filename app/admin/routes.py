@@ -1,0 +1,531 @@
+"""The admin area (/admin: tenants, branding, closures, people, pending changes) and the
+account pages everyone uses (/account: set a password from a mailed link, out of office, the
+tenant's logo). Thin: each route checks who may see the page, parses a form, calls one service
+function, then renders or redirects. A service's ValidationFailed re-renders the form with the
+messages next to their fields."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, flash, redirect, request, url_for
+from flask_login import current_user, login_required
+
+from app.admin import services
+from app.admin.forms import (
+    BrandingForm,
+    ClosureForm,
+    DelegationForm,
+    MembershipForm,
+    PersonForm,
+    SetPasswordForm,
+    TenantForm,
+    choices,
+)
+from app.admin.models import PendingMembershipChange
+from app.auth.forms import EmptyForm
+from app.errors import ValidationFailed
+from app.extensions import db
+from app.models import Role
+from app.unit_of_work import commit
+from app.web import current_actor, render_page
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+account = Blueprint("account", __name__, url_prefix="/account")
+
+
+@bp.app_template_filter("amount")
+def amount_filter(value) -> str:
+    """A stored amount (a Decimal, or its text in a JSON column) as 12,345.67."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return f"{Decimal(str(value)):,.2f}"
+    except InvalidOperation:
+        return str(value)
+
+
+def _errors(form, failed: ValidationFailed | None = None) -> dict[str, list[str]]:
+    """Field messages from the form's own checks and from the service."""
+    errors = {name: list(messages) for name, messages in form.errors.items()}
+    for name, message in (failed.fields if failed else {}).items():
+        errors.setdefault(name, []).append(message)
+    return errors
+
+
+def _require_csrf(form) -> None:
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "This form has expired or did not come from Cleardesk. Reload the page.")
+
+
+def _page(template: str, tenant=None, status: int = 200, **context):
+    actor = current_actor()
+    return render_page(template, status=status, admin_tenants=services.admin_tenants(actor),
+                       tenant=tenant, **context)
+
+
+# ---------------------------------------------------------------------------------------------
+# The admin area's front page and tenants.
+
+
+@bp.get("/")
+@login_required
+def index():
+    actor = current_actor()
+    tenants = services.admin_tenants(actor)
+    if not tenants:
+        abort(403, "The admin area is for admins.")
+    pending = {t.id: len(services.pending_changes(actor, t)) for t in tenants}
+    return _page("admin/index.html", tenants=tenants, pending=pending)
+
+
+def _tenant_form_defaults(form: TenantForm) -> None:
+    form.calendar_country.choices = choices(
+        (code, f"{name} ({code})") for code, name in services.holiday_countries().items())
+
+
+@bp.route("/tenants/new", methods=["GET", "POST"])
+@login_required
+def new_tenant():
+    actor = current_actor()
+    if not services.admin_tenants(actor):
+        abort(403, "Only admins can create tenants.")
+    form = TenantForm()
+    _tenant_form_defaults(form)
+    failed = None
+    if request.method == "GET":
+        form.working_days.data = ["1", "2", "3", "4", "5"]
+        form.work_start.data, form.work_end.data = "09:00", "17:00"
+        form.calendar_country.data = "US"
+    else:
+        _require_csrf(form)
+        try:
+            tenant = services.create_tenant(
+                actor, slug=form.slug.data, name=form.name.data, currency=form.currency.data,
+                timezone=form.timezone.data, calendar_country=form.calendar_country.data,
+                working_days=form.working_days.data, work_start=form.work_start.data,
+                work_end=form.work_end.data)
+            commit()
+        except ValidationFailed as error:
+            failed = error
+        else:
+            flash(f"{tenant.name} is created; you are its admin.", "success")
+            return redirect(url_for("admin.tenant", slug=tenant.slug), code=303)
+    return _page("admin/tenant_settings.html", form=form, creating=True,
+                 errors=_errors(form, failed), failed=failed,
+                 timezones=sorted(services.timezone_names()),
+                 status=422 if failed else 200)
+
+
+@bp.route("/t/<slug>/", methods=["GET", "POST"])
+@login_required
+def tenant(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    form = TenantForm(obj=tenant if request.method == "GET" else None)
+    _tenant_form_defaults(form)
+    failed = None
+    if request.method == "GET":
+        form.working_days.data = [str(d) for d in tenant.working_days or []]
+    else:
+        _require_csrf(form)
+        try:
+            services.update_tenant(
+                actor, tenant, name=form.name.data, currency=form.currency.data,
+                timezone=form.timezone.data, calendar_country=form.calendar_country.data,
+                working_days=form.working_days.data, work_start=form.work_start.data,
+                work_end=form.work_end.data)
+            commit()
+        except ValidationFailed as error:
+            db.session.rollback()
+            failed = error
+        else:
+            flash("Settings saved.", "success")
+            return redirect(url_for("admin.tenant", slug=slug), code=303)
+    return _page("admin/tenant_settings.html", tenant=tenant, form=form, creating=False,
+                 errors=_errors(form, failed), failed=failed,
+                 timezones=sorted(services.timezone_names()),
+                 status=422 if failed else 200)
+
+
+@bp.route("/t/<slug>/branding", methods=["GET", "POST"])
+@login_required
+def branding(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    form = BrandingForm(obj=tenant if request.method == "GET" else None)
+    failed = None
+    if request.method == "POST":
+        _require_csrf(form)
+        upload = request.files.get("logo")
+        try:
+            services.update_branding(actor, tenant, brand_name=form.brand_name.data,
+                                     brand_color=form.brand_color.data)
+            if upload and upload.filename:
+                # Read one byte past the limit: enough to know it is too large.
+                services.set_logo(actor, tenant,
+                                  upload.stream.read(services.MAX_LOGO_BYTES + 1))
+            commit()
+        except ValidationFailed as error:
+            db.session.rollback()
+            failed = error
+        else:
+            flash("Branding saved.", "success")
+            return redirect(url_for("admin.branding", slug=slug), code=303)
+    return _page("admin/branding.html", tenant=tenant, form=form, errors=_errors(form, failed),
+                 failed=failed, max_logo_kb=services.MAX_LOGO_BYTES // 1024,
+                 status=422 if failed else 200)
+
+
+@bp.post("/t/<slug>/branding/logo/remove")
+@login_required
+def remove_logo(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    _require_csrf(EmptyForm())
+    services.remove_logo(actor, tenant)
+    commit()
+    flash("Logo removed.", "success")
+    return redirect(url_for("admin.branding", slug=slug), code=303)
+
+
+@bp.route("/t/<slug>/closures", methods=["GET", "POST"])
+@login_required
+def closures(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    form = ClosureForm()
+    failed = None
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                services.add_closure(actor, tenant, first_day=form.first_day.data,
+                                     last_day=form.last_day.data, reason=form.reason.data)
+                commit()
+            except ValidationFailed as error:
+                db.session.rollback()
+                failed = error
+            else:
+                flash("Closure added: the SLA clock does not run on it.", "success")
+                return redirect(url_for("admin.closures", slug=slug), code=303)
+        elif "csrf_token" in form.errors:
+            abort(400)
+        status = 422
+    return _page("admin/closures.html", tenant=tenant, form=form,
+                 closures=services.closures_of(actor, tenant), errors=_errors(form, failed),
+                 status=status)
+
+
+@bp.post("/t/<slug>/closures/<int:closure_id>/remove")
+@login_required
+def remove_closure(slug: str, closure_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    _require_csrf(EmptyForm())
+    services.remove_closure(actor, tenant, closure_id)
+    commit()
+    flash("Closure removed.", "success")
+    return redirect(url_for("admin.closures", slug=slug), code=303)
+
+
+# ---------------------------------------------------------------------------------------------
+# People.
+
+
+@bp.get("/t/<slug>/people")
+@login_required
+def people(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    return _page("admin/people.html", tenant=tenant, members=services.members_of(actor, tenant),
+                 changes=services.pending_changes(actor, tenant))
+
+
+@bp.route("/t/<slug>/people/new", methods=["GET", "POST"])
+@login_required
+def new_person(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    form = PersonForm()
+    failed = None
+    status = 200
+    if request.method == "GET":
+        form.roles.data = [Role.REQUESTER.value]
+        form.approval_limit.data = "0.00"
+    elif form.validate_on_submit():
+        try:
+            user, invited = services.invite_user(
+                actor, tenant, email=form.email.data, name=form.name.data,
+                roles=form.roles.data, approval_limit=form.approval_limit.data)
+            commit()
+        except ValidationFailed as error:
+            db.session.rollback()
+            failed, status = error, 422
+        else:
+            flash(f"{user.name} is invited: a mail with a link to set a password is on its way."
+                  if invited else f"{user.name} already had an account and is now a member.",
+                  "success")
+            return redirect(url_for("admin.person", slug=slug, user_id=user.id), code=303)
+    else:
+        if "csrf_token" in form.errors:
+            abort(400)
+        status = 422
+    return _page("admin/person_new.html", tenant=tenant, form=form,
+                 errors=_errors(form, failed), status=status)
+
+
+def _person_page(actor, tenant, membership, form=None, delegation_form=None, failed=None,
+                 delegation_failed=None, status=200):
+    if form is None:
+        form = MembershipForm()
+        form.roles.data = sorted(membership.role_set)
+        form.approval_limit.data = f"{membership.approval_limit:.2f}"
+    if delegation_form is None:
+        delegation_form = _delegation_form(membership)
+    pending = [c for c in services.pending_changes(actor, tenant)
+               if c.user_id == membership.user_id]
+    return _page("admin/person.html", tenant=tenant, m=membership, person=membership.user,
+                 form=form, errors=_errors(form, failed), dform=delegation_form,
+                 derrors=_errors(delegation_form, delegation_failed), pending=pending,
+                 colleagues=services.possible_delegates(tenant.id, membership.user_id),
+                 status=status)
+
+
+def _delegation_form(membership) -> DelegationForm:
+    form = DelegationForm(formdata=None)
+    form.tenant_id.data = membership.tenant_id
+    form.delegate_id.data = membership.delegate_id
+    form.first_day.data, form.last_day.data = membership.delegate_from, membership.delegate_until
+    form.kinds.data = membership.delegate_kinds or []
+    form.max_amount.data = (f"{membership.delegate_max_amount:.2f}"
+                            if membership.delegate_max_amount is not None else "")
+    return form
+
+
+@bp.route("/t/<slug>/people/<int:user_id>", methods=["GET", "POST"])
+@login_required
+def person(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    membership = services.member_for_admin(actor, tenant, user_id)
+    if request.method == "GET":
+        return _person_page(actor, tenant, membership)
+    form = MembershipForm()
+    _require_csrf(form)
+    try:
+        result = services.change_membership(actor, tenant, user=membership.user,
+                                            roles=form.roles.data,
+                                            approval_limit=form.approval_limit.data)
+        commit()
+    except ValidationFailed as error:
+        db.session.rollback()
+        return _person_page(actor, tenant, membership, form=form, failed=error, status=422)
+    if isinstance(result, PendingMembershipChange):
+        flash("A change to your own roles or limit needs a second admin: it waits for another "
+              "admin of this tenant to approve it.", "info")
+    else:
+        flash("Roles and limit saved.", "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
+
+
+def _person_action(slug: str, user_id: int, action, done: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    services.member_for_admin(actor, tenant, user_id)
+    _require_csrf(EmptyForm())
+    user = action(actor, tenant, user_id)
+    commit()
+    flash(done.format(name=user.name), "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/deactivate")
+@login_required
+def deactivate(slug: str, user_id: int):
+    return _person_action(slug, user_id, services.deactivate_user,
+                          "{name} is deactivated: signed out everywhere, claims released, open "
+                          "steps routed to others.")
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/remove")
+@login_required
+def remove_member(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    services.member_for_admin(actor, tenant, user_id)
+    _require_csrf(EmptyForm())
+    user = services.remove_member(actor, tenant, user_id)
+    commit()
+    flash(f"{user.name} is no longer a member of {tenant.display_name}.", "success")
+    return redirect(url_for("admin.people", slug=slug), code=303)
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/reactivate")
+@login_required
+def reactivate(slug: str, user_id: int):
+    return _person_action(slug, user_id, services.reactivate_user, "{name} is active again.")
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/reset-password")
+@login_required
+def reset_password(slug: str, user_id: int):
+    return _person_action(slug, user_id, services.request_password_reset,
+                          "A link to set a new password is on its way to {name}.")
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/delegation")
+@login_required
+def delegation(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    membership = services.member_for_admin(actor, tenant, user_id)
+    form = DelegationForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400)
+        return _person_page(actor, tenant, membership, delegation_form=form, status=422)
+    try:
+        services.set_delegation(actor, tenant.id, user_id, delegate_id=form.delegate_id.data,
+                                first_day=form.first_day.data, last_day=form.last_day.data,
+                                kinds=form.kinds.data, max_amount=form.max_amount.data)
+        commit()
+    except ValidationFailed as error:
+        db.session.rollback()
+        return _person_page(actor, tenant, membership, delegation_form=form,
+                            delegation_failed=error, status=422)
+    flash("Out of office saved.", "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/delegation/clear")
+@login_required
+def clear_delegation(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    services.member_for_admin(actor, tenant, user_id)
+    _require_csrf(EmptyForm())
+    services.clear_delegation(actor, tenant.id, user_id)
+    commit()
+    flash("Out of office ended.", "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
+
+
+@bp.post("/t/<slug>/changes/<int:change_id>/approve")
+@login_required
+def approve_change(slug: str, change_id: int):
+    return _decide_change(slug, change_id, "approve")
+
+
+@bp.post("/t/<slug>/changes/<int:change_id>/reject")
+@login_required
+def reject_change(slug: str, change_id: int):
+    return _decide_change(slug, change_id, "reject")
+
+
+def _decide_change(slug: str, change_id: int, decision: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    _require_csrf(EmptyForm())
+    if decision == "approve":
+        services.approve_change(actor, tenant, change_id)
+        flash("Change approved and in effect.", "success")
+    else:
+        services.reject_change(actor, tenant, change_id)
+        flash("Change rejected.", "success")
+    commit()
+    return redirect(url_for("admin.people", slug=slug), code=303)
+
+
+# ---------------------------------------------------------------------------------------------
+# Account pages.
+
+
+@account.route("/set-password/<token>", methods=["GET", "POST"])
+def set_password(token: str):
+    """Opening the link (GET) changes nothing (mail scanners open every link); the form posts."""
+    link = services.password_link(token)
+    form = SetPasswordForm()
+    failed = None
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                services.set_password_with_link(token, form.password.data, form.confirm.data,
+                                                request.remote_addr, request.user_agent.string)
+                commit()
+            except ValidationFailed as error:
+                db.session.rollback()
+                failed = error
+            else:
+                flash("Your password is set. Sign in with it.", "success")
+                return redirect(url_for("auth.login"), code=303)
+        elif "csrf_token" in form.errors:
+            abort(400)
+        status = 422
+    # The invitation is in the tenant's branding (white-label) before anyone signs in.
+    return render_page("admin/set_password.html", status=status, form=form, link=link,
+                       nav_brand=link.tenant,
+                       errors=_errors(form, failed))
+
+
+@account.route("/out-of-office", methods=["GET", "POST"])
+@login_required
+def out_of_office():
+    actor = current_actor()
+    memberships = sorted(
+        (m for m in current_user.memberships
+         if m.role_set & {Role.APPROVER.value, Role.MANAGER.value}),
+        key=lambda m: m.tenant.name)
+    forms = {m.tenant_id: _delegation_form(m) for m in memberships}
+    errors: dict[int, dict] = {}
+    status = 200
+    if request.method == "POST":
+        form = DelegationForm()
+        tenant_id = request.form.get("tenant_id", type=int)
+        services.delegation_membership(actor, tenant_id, actor.user_id)
+        if not form.validate_on_submit():
+            if "csrf_token" in form.errors:
+                abort(400)
+            forms[tenant_id], errors[tenant_id], status = form, _errors(form), 422
+        else:
+            try:
+                services.set_delegation(actor, tenant_id, actor.user_id,
+                                        delegate_id=form.delegate_id.data,
+                                        first_day=form.first_day.data,
+                                        last_day=form.last_day.data, kinds=form.kinds.data,
+                                        max_amount=form.max_amount.data)
+                commit()
+            except ValidationFailed as error:
+                db.session.rollback()
+                forms[tenant_id], errors[tenant_id], status = form, _errors(form, error), 422
+            else:
+                flash("Out of office saved.", "success")
+                return redirect(url_for("account.out_of_office"), code=303)
+    return render_page("admin/out_of_office.html", status=status, memberships=memberships,
+                       forms=forms, errors=errors,
+                       colleagues={m.tenant_id: services.possible_delegates(m.tenant_id,
+                                                                            actor.user_id)
+                                   for m in memberships})
+
+
+@account.post("/out-of-office/clear")
+@login_required
+def clear_out_of_office():
+    actor = current_actor()
+    tenant_id = request.form.get("tenant_id", type=int)
+    services.delegation_membership(actor, tenant_id, actor.user_id)
+    _require_csrf(EmptyForm())
+    services.clear_delegation(actor, tenant_id, actor.user_id)
+    commit()
+    flash("Welcome back: out of office ended.", "success")
+    return redirect(url_for("account.out_of_office"), code=303)
+
+
+@account.get("/logo/<slug>")
+@login_required
+def logo(slug: str):
+    stored = services.logo_for_member(current_actor(), slug)
+    response = Response(stored.data, mimetype=stored.content_type)
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    response.headers["Content-Disposition"] = "inline"
+    response.set_etag(stored.sha256)
+    return response.make_conditional(request)
