@@ -29,6 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.queues import models as queue_models  # noqa: F401
     from app.approvals import models as approval_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
+    from app.policy import models as policy_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)

@@ -12,6 +12,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.approvals.jobs.send_sla_reminders", 300),
     ("app.approvals.jobs.send_daily_digests", 3600),
     ("app.sla.jobs.refresh_sla_states", 300),
+    ("app.policy.jobs.sweep_undecided", 60),
 ]
 
 DEFAULT_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 # topic -> dotted paths of functions taking (message) and run by the worker, in order.
 # Later capabilities (policy evaluation, mail, webhooks) add their handlers here.
 HANDLERS: dict[str, list[str]] = {
-    "item.created": [],
+    "item.created": ["app.policy.jobs.evaluate_arrival"],
     "item.state_changed": [],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
