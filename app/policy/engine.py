@@ -53,13 +53,16 @@ class CompiledPolicy:
     fallback_steps: tuple
 
 
-_CACHE: dict[int, CompiledPolicy] = {}
+# Frozen versions never change; the key carries when it was frozen as well as the id, so a
+# database that reuses ids (a restored backup, a test run) never meets a stale entry.
+_CACHE: dict[tuple, CompiledPolicy] = {}
 
 
 def compile_policy(policy: PolicyVersion) -> CompiledPolicy:
     """Compile a version's conditions; frozen versions are cached by id (they never change)."""
-    if policy.frozen and policy.id in _CACHE:
-        return _CACHE[policy.id]
+    key = (policy.id, policy.tenant_id, policy.version, policy.submitted_at)
+    if policy.frozen and key in _CACHE:
+        return _CACHE[key]
     compiled = CompiledPolicy(
         id=policy.id, version=policy.version,
         rules=tuple(CompiledRule(r.position, r.name, Compiled(check_condition(r.condition)),
@@ -74,7 +77,7 @@ def compile_policy(policy: PolicyVersion) -> CompiledPolicy:
         fallback_steps=tuple(_freeze(s) for s in (policy.fallback_steps or [])),
     )
     if policy.frozen and policy.id is not None:
-        _CACHE[policy.id] = compiled
+        _CACHE[key] = compiled
     return compiled
 
 
