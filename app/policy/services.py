@@ -585,7 +585,10 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
     if "risk" in values:
         clean["risk"] = values["risk"]
     if "sla_targets" in values:
-        clean["sla_targets"] = values["sla_targets"]
+        try:
+            clean["sla_targets"] = clean_sla_targets(values["sla_targets"])
+        except ValidationFailed as error:
+            errors.update(error.fields)
     if errors:
         raise ValidationFailed("Some settings are not valid.", errors)
     before = _jsonable_settings(policy)
@@ -602,6 +605,35 @@ def _jsonable_settings(policy: PolicyVersion) -> dict:
     from app.audit.chain import jsonable
 
     return jsonable(settings_dict(policy))
+
+
+def clean_sla_targets(targets: dict) -> dict:
+    """{kind: {priority: hours}} with known kinds and priorities and positive hours, kept as
+    strings (exact, and fit for the audit trail)."""
+    from app.models import Priority
+
+    out: dict[str, dict[str, str]] = {}
+    bad = []
+    for kind, by_priority in (targets or {}).items():
+        if kind not in {k.value for k in Kind} or not isinstance(by_priority, dict):
+            bad.append(str(kind))
+            continue
+        for priority, hours in by_priority.items():
+            if hours in (None, ""):
+                continue
+            try:
+                value = Decimal(str(hours))
+            except Exception:  # noqa: BLE001 - any unparsable text is refused below
+                value = None
+            if priority not in {p.value for p in Priority} or value is None or not (
+                    Decimal("0") < value <= Decimal("2000")):
+                bad.append(f"{kind} {priority}")
+                continue
+            out.setdefault(kind, {})[priority] = str(value)
+    if bad:
+        raise ValidationFailed("Some SLA targets are not valid.",
+                               {"sla_targets": "hours between 0 and 2000 for: " + ", ".join(bad)})
+    return out
 
 
 def submit_version(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
