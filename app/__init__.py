@@ -50,6 +50,9 @@ def create_app(config: dict | None = None) -> Flask:
     install_email_links(app)
     app.register_blueprint(mail_bp)
     app.register_blueprint(audit_bp)
+    from app.policy.routes import bp as policy_bp
+
+    app.register_blueprint(policy_bp)
     install_web(app)
 
     from app.cli import register_cli

@@ -583,7 +583,10 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
     except ValidationFailed as error:
         errors["fallback_steps"] = error.fields.get("steps", "not valid")
     if "risk" in values:
-        clean["risk"] = values["risk"]
+        try:
+            clean["risk"] = clean_risk(values["risk"])
+        except ValidationFailed as error:
+            errors.update(error.fields)
     if "sla_targets" in values:
         try:
             clean["sla_targets"] = clean_sla_targets(values["sla_targets"])
@@ -605,6 +608,33 @@ def _jsonable_settings(policy: PolicyVersion) -> dict:
     from app.audit.chain import jsonable
 
     return jsonable(settings_dict(policy))
+
+
+RISK_NUMBERS = ("base", "per_10k", "per_discount_pct", "max_auto_risk")
+RISK_POINTS = ("regions", "partner_types", "counterparty_risk")
+
+
+def clean_risk(risk: dict) -> dict:
+    """Risk scoring inputs: numbers as exact strings, points per region, partner type and
+    counterparty risk."""
+    out: dict = {}
+    for name in RISK_NUMBERS:
+        raw = str((risk or {}).get(name) if (risk or {}).get(name) is not None else "").strip()
+        if not raw:
+            continue
+        try:
+            value = Decimal(raw)
+            if not value.is_finite() or abs(value) > 1000:
+                raise ValueError
+        except (ValueError, ArithmeticError):
+            raise ValidationFailed("Some risk inputs are not valid.",
+                                   {f"risk_{name}": "a number between -1000 and 1000"}) from None
+        out[name] = str(value)
+    for name in RISK_POINTS:
+        points = (risk or {}).get(name) or {}
+        if points:
+            out[name] = {str(k): str(Decimal(str(v))) for k, v in points.items()}
+    return out
 
 
 def clean_sla_targets(targets: dict) -> dict:
