@@ -67,7 +67,8 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
                WorkItem.subtype, WorkItem.region, WorkItem.product_line,
                WorkItem.partner_type, WorkItem.priority, WorkItem.source_system,
                WorkItem.counterparty, WorkItem.details, WorkItem.created_at,
-               PolicyDecision.outcome, PolicyDecision.steps)
+               PolicyDecision.item_id.label("receipt_id"), PolicyDecision.outcome,
+               PolicyDecision.steps)
         .outerjoin(PolicyDecision, PolicyDecision.item_id == WorkItem.id)
         .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
                WorkItem.created_at >= now - timedelta(days=days))
