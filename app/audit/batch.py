@@ -3,12 +3,13 @@ moves once by the batch, each event links to the one before it exactly as record
 have linked them one by one, and the rows go in one round trip."""
 from __future__ import annotations
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
 from app.actors import Actor
 from app.audit.chain import event_hash, jsonable
 from app.audit.models import GENESIS_HASH, GLOBAL_CHAIN, AuditChainHead, AuditEvent
 from app.audit.services import _dialect_insert
+from app.bulk import insert_rows
 from app.extensions import db
 from app.types import utcnow
 
@@ -48,7 +49,7 @@ def record_events(actor: Actor, tenant_id: int | None, events: list[dict]) -> li
         }
         fields["hash"] = prev = event_hash(fields)
         rows.append(fields)
-    db.session.execute(insert(AuditEvent), rows)
+    insert_rows(AuditEvent.__table__, rows)
     db.session.execute(update(AuditChainHead).where(AuditChainHead.chain_id == chain_id)
                        .values(last_hash=prev))
     return rows

@@ -9,16 +9,17 @@ from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from app.actors import Actor, ActorType
 from app.approvals.models import ApprovalAssignment
 from app.audit.batch import record_events
+from app.bulk import insert_rows
 from app.audit.services import _dialect_insert, record_event
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import ApprovalStep, Kind, Membership, Role, StepState, Tenant, WorkItem
-from app.outbox.services import add_message
+from app.outbox.services import add_messages
 from app.policy import engine
 from app.policy.models import (
     Outcome,
@@ -158,7 +159,7 @@ ITEM_COLUMNS = (WorkItem.id, WorkItem.tenant_id, WorkItem.kind, WorkItem.state,
                 WorkItem.region, WorkItem.product_line, WorkItem.partner_type,
                 WorkItem.priority, WorkItem.source_system, WorkItem.counterparty,
                 WorkItem.details, WorkItem.requester_id, WorkItem.sla_due_at,
-                WorkItem.created_at)
+                WorkItem.created_at, WorkItem.first_action_at)
 
 
 def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
@@ -235,45 +236,41 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     approved = [(i, v) for i, v in verdicts if v.outcome == engine.AUTO_APPROVED]
     routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
     if approved:
-        db.session.execute(
-            update(WorkItem.__table__)
-            .where(items.id == bindparam("b_id"), items.version == bindparam("b_version"))
-            .values(state=ApprovalState.APPROVED.value, resolved_at=now,
-                    sla_state=bindparam("b_sla"), last_actor_id=None, last_action_at=now,
-                    first_action_at=func.coalesce(items.first_action_at, now),
-                    policy_version=version, risk_score=bindparam("b_risk"),
-                    version=items.version + 1),
-            [{"b_id": i.id, "b_version": i.version, "b_risk": v.risk_score,
-              "b_sla": "breached" if i.sla_due_at and now > i.sla_due_at else "met"}
-             for i, v in approved])
+        update_rows(
+            WorkItem.__table__, [{"id": i.id, "version": i.version, "risk_score": v.risk_score,
+                                  "first_action_at": i.first_action_at or now,
+                                  "sla_state": "breached" if i.sla_due_at and now > i.sla_due_at
+                                  else "met"} for i, v in approved],
+            match=("id", "version"),
+            fixed=dict(state=ApprovalState.APPROVED.value, resolved_at=now, last_actor_id=None,
+                       last_action_at=now, policy_version=version),
+            fixed_sql={"version": "t.version + 1"})
     step_rows, first_steps = [], {}
     if routed:
-        db.session.execute(
-            update(WorkItem.__table__)
-            .where(items.id == bindparam("b_id"), items.version == bindparam("b_version"))
-            .values(policy_version=version, risk_score=bindparam("b_risk"),
-                    last_action_at=now, version=items.version + 1),
-            [{"b_id": i.id, "b_version": i.version, "b_risk": v.risk_score} for i, v in routed])
+        update_rows(
+            WorkItem.__table__,
+            [{"id": i.id, "version": i.version, "risk_score": v.risk_score} for i, v in routed],
+            match=("id", "version"),
+            fixed=dict(policy_version=version, last_action_at=now),
+            fixed_sql={"version": "t.version + 1"})
         for item, verdict in routed:
             for position, (role, limit) in enumerate(verdict.steps, start=1):
                 step_rows.append({"item_id": item.id, "position": position, "role": role,
                                   "min_limit": limit,
                                   "state": (StepState.OPEN.value if position == 1
                                             else StepState.WAITING.value)})
-        steps = ApprovalStep.__table__
-        for row in db.session.execute(
-                insert(steps).returning(steps.c.id, steps.c.item_id, steps.c.position,
-                                        sort_by_parameter_order=True), step_rows):
-            if row.position == 1:
-                first_steps[row.item_id] = row.id
+        step_ids = insert_rows(ApprovalStep.__table__, step_rows, with_ids=True)
+        for row, step_id in zip(step_rows, step_ids):
+            if row["position"] == 1:
+                first_steps[row["item_id"]] = step_id
     router = _Router(tenant.id) if routed else None
-    assignments, events, receipts = [], [], []
+    assignments, events, receipts, changed, assigned = [], [], [], [], []
     for item, verdict in verdicts:
         rule = verdict.rule
         decided = {"policy_version": version, "rule": rule.position if rule else None,
                    "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
                    "risk_score": verdict.risk_score, "inputs": verdict.inputs}
-        receipt = {"b_id": item.id, "policy_id": policy.id if policy else None,
+        receipt = {"item_id": item.id, "policy_id": policy.id if policy else None,
                    "policy_version": version, "rule_position": rule.position if rule else None,
                    "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
                    "held_by": verdict.held_by, "risk_score": verdict.risk_score,
@@ -285,9 +282,8 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
             events.append({"action": "item.approve", "item_id": item.id,
                            "from_state": item.state, "to_state": ApprovalState.APPROVED.value,
                            "data": decided})
-            add_message("item.state_changed",
-                        {"item_id": item.id, "from": item.state,
-                         "to": ApprovalState.APPROVED.value, "action": "approve"}, tenant.id)
+            changed.append({"item_id": item.id, "from": item.state,
+                            "to": ApprovalState.APPROVED.value, "action": "approve"})
             continue
         role, limit = verdict.steps[0]
         approver_id = router.choose(role, limit, item.requester_id)
@@ -295,20 +291,65 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
         if approver_id is not None:
             assignments.append({"step_id": step_id, "item_id": item.id,
                                 "approver_id": approver_id, "assigned_at": now})
-            add_message("approval.step_assigned",
-                        {"item_id": item.id, "step_id": step_id, "approver_id": approver_id},
-                        tenant.id)
+            assigned.append({"item_id": item.id, "step_id": step_id,
+                             "approver_id": approver_id})
         decided.update(held_by=verdict.held_by, queue=verdict.queue,
                        steps=receipt["steps"], approver_id=approver_id)
         events.append({"action": "policy.routed", "item_id": item.id,
                        "from_state": item.state, "to_state": item.state, "data": decided})
     if assignments:
-        db.session.execute(insert(ApprovalAssignment.__table__), assignments)
-    receipt_table = PolicyDecision.__table__
-    db.session.execute(
-        update(receipt_table).where(receipt_table.c.item_id == bindparam("b_id"))
-        .values(**{k: bindparam(k) for k in receipts[0] if k != "b_id"}), receipts)
+        insert_rows(ApprovalAssignment.__table__, assignments)
+    add_messages("item.state_changed", changed, tenant.id)
+    add_messages("approval.step_assigned", assigned, tenant.id)
+    update_rows(PolicyDecision.__table__, receipts, match=("item_id",))
     record_events(actor, tenant.id, events)
+
+
+def update_rows(table, rows: list[dict], *, match: tuple[str, ...], fixed: dict | None = None,
+                fixed_sql: dict[str, str] | None = None):
+    """Update many rows, each with its own values (`rows`: column -> value, the `match`
+    columns picking the row) plus the same `fixed` values. On PostgreSQL one statement
+    whatever the number of rows (each column travels as one array, unnested; `fixed_sql` adds
+    SQL expressions over the row, `t`); elsewhere an executemany."""
+    if not rows:
+        return
+    fixed = fixed or {}
+    names = list(rows[0])
+    assigned = [n for n in names if n not in match]
+    dialect = db.session.get_bind().dialect
+    if dialect.name != "postgresql":
+        from sqlalchemy import literal_column
+
+        extra = {n: literal_column(sql.replace("t.", f"{table.name}."))
+                 for n, sql in (fixed_sql or {}).items()}
+        db.session.execute(
+            update(table).where(*[table.c[n] == bindparam(f"p_{n}") for n in match])
+            .values(**{n: bindparam(f"p_{n}") for n in assigned}, **fixed, **extra),
+            [{f"p_{n}": row[n] for n in names} for row in rows])
+        return
+    import json
+
+    from sqlalchemy import JSON, text
+
+    arrays, kinds, params = [], {}, {}
+    for n in names:
+        column_type = table.c[n].type
+        is_json = isinstance(column_type, JSON)
+        sql_type = "TEXT" if is_json else column_type.compile(dialect=dialect)
+        kinds[n] = is_json
+        arrays.append(f"CAST(:p_{n} AS {sql_type}[])")
+        values = [row[n] for row in rows]
+        params[f"p_{n}"] = ([None if v is None else json.dumps(v) for v in values] if is_json
+                            else values)
+    for n, value in fixed.items():
+        params[f"f_{n}"] = value
+    sets = [f"{n} = v.{n}" + ("::json" if kinds[n] else "") for n in assigned]
+    sets += [f"{n} = :f_{n}" for n in fixed]
+    sets += [f"{n} = {sql}" for n, sql in (fixed_sql or {}).items()]
+    where = " AND ".join(f"t.{n} = v.{n}" for n in match)
+    db.session.execute(text(
+        f"UPDATE {table.name} AS t SET {', '.join(sets)} "
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(names)}) WHERE {where}"), params)
 
 
 def _plain(inputs: dict) -> dict:
