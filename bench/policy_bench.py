@@ -88,7 +88,8 @@ def arrive(tenant: Tenant, count: int) -> None:
     now = datetime.now(UTC)
     start = (db.session.scalar(select(func.max(WorkItem.id))) or 0) + 1
     for item_id in range(start, start + count):
-        amount = Decimal(str(round(200 * (60000 / 200) ** rng.random(), 2)))
+        # Newly arrived routine work: mostly small, a long tail of large items.
+        amount = Decimal(str(round(100 * (60000 / 100) ** (rng.random() ** 1.6), 2)))
         writer.add(WorkItem.__table__, dict(
             id=item_id, tenant_id=tenant.id, kind="approval", subtype="discount",
             title=f"Bench approval {item_id}", external_ref=f"B-{item_id}",

@@ -13,6 +13,8 @@
 #                        audit  audit verify on BENCH_AUDIT_EVENTS chained events (default
 #                               1000000), and BENCH_DECISIONS decisions (default 2400) with
 #                               and without the hash chain, BENCH_WRITERS at once (default 1,4)
+#                        policy the policy worker: BENCH_POLICY_ITEMS newly arrived items (default
+#                               100000) decided by one worker, against single-row INSERT commits/s
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -62,6 +64,14 @@ if [[ "$PARTS" == *,audit,* ]]; then
   DATABASE_URL="$AUDIT_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
   DATABASE_URL="$AUDIT_URL" "$PY" bench/audit_bench.py --events "${BENCH_AUDIT_EVENTS:-1000000}" \
     --decisions "${BENCH_DECISIONS:-2400}" --writers "${BENCH_WRITERS:-1,4}" || status=1
+fi
+if [[ "$PARTS" == *,policy,* ]]; then
+  say "policy worker: decisions/s against single-row INSERT commits/s (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_policy" >/dev/null
+  POLICY_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_policy"
+  DATABASE_URL="$POLICY_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  DATABASE_URL="$POLICY_URL" RQ_QUEUE=bench-policy "$PY" bench/policy_bench.py \
+    --items "${BENCH_POLICY_ITEMS:-100000}" || status=1
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

@@ -267,14 +267,15 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     assignments, events, receipts, changed, assigned = [], [], [], [], []
     for item, verdict in verdicts:
         rule = verdict.rule
+        inputs = _plain(verdict.inputs)  # once, for the receipt and the event alike
         decided = {"policy_version": version, "rule": rule.position if rule else None,
                    "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
-                   "risk_score": verdict.risk_score, "inputs": verdict.inputs}
+                   "risk_score": verdict.risk_score, "inputs": inputs}
         receipt = {"item_id": item.id, "policy_id": policy.id if policy else None,
                    "policy_version": version, "rule_position": rule.position if rule else None,
                    "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
                    "held_by": verdict.held_by, "risk_score": verdict.risk_score,
-                   "inputs": _plain(verdict.inputs), "queue": verdict.queue,
+                   "inputs": inputs, "queue": verdict.queue,
                    "steps": [{"role": r, "min_limit": str(m)} for r, m in verdict.steps]}
         receipts.append(receipt)
         if verdict.outcome == engine.AUTO_APPROVED:
