@@ -10,7 +10,7 @@ from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import login_required
 from sqlalchemy import select
 
-from app.errors import DomainError, PermissionDenied, ValidationFailed
+from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role
 from app.policy import forms, services, simulation
@@ -51,7 +51,8 @@ def overview():
         in_force=services.policy_in_force(tenant.id), draft=services.open_draft(tenant.id),
         switch=db.session.get(PolicyKillSwitch, tenant.id), now=utcnow(),
         admin_tenants=[db.session.get(type(tenant), t) for t in _admin_tenants(actor)],
-        kill_form=forms.KillSwitchForm(formdata=None), lines=simulation.version_lines)
+        kill_form=forms.KillSwitchForm(formdata=None), lines=simulation.version_lines,
+        qa_items=simulation.qa_queue(actor, tenant.id))
 
 
 def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **extra):
@@ -271,7 +272,7 @@ def kill_switch(tenant_id: int):
     engage = form.engage.data == "on"
     try:
         services.set_kill_switch(actor, tenant_id, engage, form.reason.data or "")
-    except DomainError as error:
+    except ValidationFailed as error:
         db.session.rollback()
         flash(error.message, "error")
         return redirect(url_for("policy.overview", tenant=tenant_id), code=303)

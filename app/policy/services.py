@@ -444,6 +444,10 @@ def _editable(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
     if policy.state != PolicyState.DRAFT.value:
         raise InvalidTransition(f"Version {policy.version} is {policy.state}; only a draft "
                                 "can be edited.")
+    if policy.author_id != actor.user_id:
+        # Whoever shaped a version may not activate it; so only its author shapes it.
+        raise PermissionDenied("Only the author of a draft edits it; another admin reviews "
+                               "and activates it.")
     return policy
 
 

@@ -20,6 +20,7 @@ from app.policy.services import (
     _kill_switch_engaged,
     get_version,
     rejections_by_counterparty,
+    require_policy_admin,
 )
 from app.types import utcnow
 
@@ -107,6 +108,21 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
             if len(result.rejected_would_auto) < SHOWN:
                 result.rejected_would_auto.append((row, verdict))
     return result
+
+
+def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
+    """Open items the QA sample sent to people, oldest first (the QA queue)."""
+    from app.work.services import open_items, scoped_items
+
+    require_policy_admin(actor, tenant_id)
+    return db.session.execute(
+        scoped_items(actor).with_only_columns(
+            WorkItem.id, WorkItem.title, WorkItem.amount, WorkItem.currency,
+            WorkItem.created_at, PolicyDecision.rule_name)
+        .join(PolicyDecision, PolicyDecision.item_id == WorkItem.id)
+        .where(WorkItem.tenant_id == tenant_id, PolicyDecision.outcome == engine.QA_SAMPLE,
+               open_items())
+        .order_by(WorkItem.created_at).limit(limit)).all()
 
 
 def outcome_text(rule) -> str:

@@ -146,6 +146,9 @@ def test_the_qa_sample_lands_with_the_qa_role(admins, make_policy, make_item):
     item = db.session.get(WorkItem, item.id)
     assert [(s.role, s.state) for s in item.steps] == [("manager", "open")]
     assert db.session.get(PolicyDecision, item.id).outcome == "qa_sample"
+    from app.policy.simulation import qa_queue
+
+    assert [q.id for q in qa_queue(actor(author), tenant.id)] == [item.id]
 
 
 def test_the_maximum_auto_approved_amount_holds_larger_items(admins, make_policy, make_item):

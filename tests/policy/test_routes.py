@@ -105,6 +105,19 @@ def test_the_draft_to_activation_walk_through_with_four_eyes(client, auth, admin
     assert activated.data["author_id"] == author.id and activated.data["retires"] == [1]
 
 
+def test_only_the_author_edits_a_draft_so_the_activator_never_shaped_it(admins, make_policy):
+    from app.errors import PermissionDenied
+    from app.policy import services
+    from tests.conftest import actor
+
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [AUTO])
+    draft = services.create_draft(actor(author), tenant.id)
+    with pytest.raises(PermissionDenied, match="Only the author"):
+        services.save_rule(actor(checker), tenant.id, draft.id, rule_id=None, name="Sneaky",
+                           condition="true", outcome="auto_approve")
+
+
 def test_the_kill_switch_needs_a_reason_and_is_audited(client, auth, admins):
     tenant, author, _checker = admins
     auth.login(author.email)
