@@ -35,6 +35,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.webhooks import models as webhook_models  # noqa: F401
     from app.imports import models as import_models  # noqa: F401
     from app.admin import models as admin_models  # noqa: F401
+    from app.policy import models as policy_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
@@ -63,6 +64,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(admin_bp)
     app.register_blueprint(account_bp)
+    from app.policy.routes import bp as policy_bp
+
+    app.register_blueprint(policy_bp)
     install_web(app)
     from app.api.routes import install_api
 

@@ -14,6 +14,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.approvals.jobs.send_daily_digests", 3600),
     ("app.sla.jobs.refresh_sla_states", 300),
     ("app.webhooks.jobs.retry_due_deliveries", 60),
+    ("app.policy.jobs.sweep_undecided", 60),
 ]
 
 DEFAULT_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])

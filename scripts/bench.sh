@@ -22,6 +22,8 @@
 #                               /ping, SLA due times with BENCH_CLOSURES closures (default 60)
 #                               against none, deactivating someone holding BENCH_HELD claims and
 #                               open steps (default 300)
+#                        policy the policy worker: BENCH_POLICY_ITEMS newly arrived items (default
+#                               100000) decided by one worker, against single-row INSERT commits/s
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -103,6 +105,14 @@ if [[ "$PARTS" == *,admin,* ]]; then
   DATABASE_URL="$ADMIN_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
   DATABASE_URL="$ADMIN_URL" "$PY" bench/admin_bench.py --members "${BENCH_MEMBERS:-1000}" \
     --closures "${BENCH_CLOSURES:-60}" --held "${BENCH_HELD:-300}" || status=1
+fi
+if [[ "$PARTS" == *,policy,* ]]; then
+  say "policy worker: decisions/s against single-row INSERT commits/s (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_policy" >/dev/null
+  POLICY_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_policy"
+  DATABASE_URL="$POLICY_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  DATABASE_URL="$POLICY_URL" RQ_QUEUE=bench-policy "$PY" bench/policy_bench.py \
+    --items "${BENCH_POLICY_ITEMS:-100000}" || status=1
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

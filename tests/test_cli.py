@@ -108,7 +108,8 @@ def test_seed_demo_items_carry_90_days_of_history(seeded):
     still_open = [i for i in items if i.state not in FINAL_STATES[i.kind]]
     assert closed and still_open
     assert all(i.resolved_at and i.created_at <= i.resolved_at <= now for i in closed)
-    # Each item's history is in its tenant's audit chain: created, and claimed/decided.
+    # Each item's history is in its tenant's audit chain: created, and claimed/decided (or
+    # created and auto-approved by the policy).
     events = dict(db.session.execute(
         select(AuditEvent.item_id, func.count()).where(AuditEvent.item_id.is_not(None))
         .group_by(AuditEvent.item_id)).all())
@@ -116,6 +117,24 @@ def test_seed_demo_items_carry_90_days_of_history(seeded):
     assert all(events.get(i.id, 0) >= (2 if i.decided_by_type == "policy" else 3)
                for i in closed)
     assert all(events.get(i.id, 0) >= 1 for i in still_open)
+
+
+def test_seed_demo_history_shows_the_policy_deciding_and_routing(seeded):
+    from app.policy.models import PolicyDecision, PolicyVersion
+
+    assert {p.state for p in db.session.scalars(select(PolicyVersion))} == {"active"}
+    thresholds = {p.tenant.slug: p.max_auto_amount for p in db.session.scalars(
+        select(PolicyVersion))}
+    assert len(set(thresholds.values())) == 3  # each tenant its own guard rails
+    outcomes = dict(db.session.execute(select(PolicyDecision.outcome, func.count())
+                                       .group_by(PolicyDecision.outcome)).all())
+    assert outcomes["auto_approved"] > 0 and outcomes["routed"] > 0
+    approvals = db.session.scalar(select(func.count()).select_from(WorkItem)
+                                  .where(WorkItem.kind == "approval"))
+    assert sum(outcomes.values()) == approvals
+    by_policy = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.actor_type == "policy", AuditEvent.action == "item.approve").limit(1)).one()
+    assert by_policy.data["policy_version"] == 1 and by_policy.data["rule_name"]
 
 
 def test_audit_verify_passes_after_seed_demo(seeded, runner):

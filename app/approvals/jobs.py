@@ -30,7 +30,7 @@ def reminder_due(item: WorkItem, now: datetime) -> bool:
     if item.sla_due_at is None or now >= item.sla_due_at:
         return False
     left = calendar_for(item.tenant).between(now, item.sla_due_at)
-    return left <= sla_target(item.kind, item.priority) * current_app.config[
+    return left <= sla_target(item.kind, item.priority, item.tenant) * current_app.config[
         "EMAIL_REMINDER_AT_SLA_LEFT"]
 
 

@@ -66,7 +66,9 @@ def _advance_head(chain_id: int, count: int) -> tuple[int, str]:
 # one tenant hardly wait for each other (issue #7: the chain's cost under concurrency).
 _PENDING = "cleardesk_audit_pending"
 _MARKS = "cleardesk_audit_marks"
-_CHUNK = 2000  # events per INSERT: 16 parameters each, under 65,535
+# Above this many events in one chain at once, COPY (which also has no limit of parameters; an
+# INSERT may carry at most 65,535, some 4,000 events).
+_COPY_FROM = 100
 
 
 def record_event(
@@ -134,13 +136,15 @@ def write_pending_events(session) -> int:
             fields["hash"] = prev_hash = event_hash(fields)
         move_head = (update(AuditChainHead).where(AuditChainHead.chain_id == chain_id)
                      .values(last_hash=prev_hash))
-        if postgres:
-            # One round trip for the rows and the head while the head is locked (in chunks
-            # that stay under the driver's limit of parameters in one statement).
-            *before, last = [events[i:i + _CHUNK] for i in range(0, len(events), _CHUNK)]
-            for chunk in before:
-                session.execute(insert(AuditEvent).values(chunk))
-            session.execute(move_head.add_cte(insert(AuditEvent).values(last).cte("events")))
+        if postgres and len(events) > _COPY_FROM:
+            # A worker's batch: COPY is several times faster than INSERT for many rows.
+            from app.bulk import insert_rows
+
+            insert_rows(AuditEvent.__table__, events)
+            session.execute(move_head)
+        elif postgres:
+            # One round trip for the rows and the head while the head is locked.
+            session.execute(move_head.add_cte(insert(AuditEvent).values(events).cte("events")))
         else:
             session.execute(insert(AuditEvent), events)
             session.execute(move_head)

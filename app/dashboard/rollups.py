@@ -224,6 +224,21 @@ def _keep_rollups_current(session, flush_context) -> None:
         apply_deltas(session.connection(), deltas)
 
 
+def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
+    """For writers that change items without the ORM (the policy engine's batch UPDATE):
+    (before, after) values of the TRACKED columns of each changed item."""
+    deltas: dict = {}
+    tenants: dict[int, Tenant] = {}
+    for before, after in changes:
+        for values, sign in ((before, -1), (after, +1)):
+            facts = ItemFacts(**{name: values.get(name) for name in TRACKED})
+            if facts.tenant_id not in tenants:
+                tenants[facts.tenant_id] = session.get(Tenant, facts.tenant_id)
+            _add(deltas, contributions(facts, tenants[facts.tenant_id]), sign)
+    if deltas:
+        apply_deltas(session.connection(), deltas)
+
+
 # The old value of every tracked column is needed even when the item was expired (by a commit)
 # before it was changed: active history loads it on set.
 for _name in TRACKED:

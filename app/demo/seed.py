@@ -34,6 +34,8 @@ from app.models import (
 )
 from app.sla.services import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
+from app.demo.policies import BUDGETS, DECISION_DELAY, RECEIPTS, DemoDecider, seed_policies
+from app.policy import engine
 from app.work.states import FINAL_STATES
 
 DEMO_PASSWORD = "demo-password"
@@ -71,8 +73,6 @@ SOURCES = {
     Kind.BILLING_EXCEPTION.value: ["zuora", "stripe-billing", "chargebee"],
     Kind.SETTLEMENT_DISPUTE.value: ["partner-portal", "ingram-statement"],
 }
-# Demo approvals below this amount are mostly decided by the policy engine.
-AUTO_APPROVE_BELOW = Decimal("1500")
 KIND_MIX = [(Kind.APPROVAL.value, 0.5), (Kind.BILLING_EXCEPTION.value, 0.3),
             (Kind.SETTLEMENT_DISPUTE.value, 0.2)]
 
@@ -227,6 +227,13 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
                                 data={"user_id": users[email].id, "roles": [role.value],
                                       "approval_limit": Decimal(limit)})
     db.session.flush()
+    policies = seed_policies(tenants, users["admin@cleardesk.demo"], seeded_at)
+    for slug, policy in policies.items():
+        chains[slug].append(seeded_at, None, "policy.activated", actor_type="system",
+                            data={"policy_id": policy.id, "version": policy.version,
+                                  "author_id": policy.author_id,
+                                  "effective_from": policy.effective_from, "retires": []})
+    decider = DemoDecider(policies, tenants)
 
     next_id = (db.session.scalar(select(func.max(WorkItem.id))) or 0) + 1
     next_step_id = (db.session.scalar(select(func.max(ApprovalStep.id))) or 0) + 1
@@ -248,7 +255,7 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
                 item_id = next_id
                 next_id += 1
                 events, steps = _make_item(rng, item_id, tenant, people, clock, d, today,
-                                           counterparties, next_step_id, writer)
+                                           counterparties, next_step_id, writer, decider)
                 next_step_id += steps
                 for when, event in events:
                     event_day = when.astimezone(clock.tz).date()
@@ -262,6 +269,8 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
                 progress(made, items)
         for d in sorted(pending):
             _write_day(chains[slug], pending[d])
+    for row in decider.budget_rows():
+        writer.add(BUDGETS, row)
     writer.flush()
     global_chain.close()
     for chain in chains.values():
@@ -313,7 +322,8 @@ def _amount(rng: random.Random, kind: str) -> Decimal:
     return Decimal(str(round(value, 2))).quantize(Decimal("0.01"))
 
 
-def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, step_id, writer):
+def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, step_id, writer,
+               decider=None):
     kind = rng.choices([k for k, _ in KIND_MIX], [w for _, w in KIND_MIX])[0]
     subtype = rng.choice(list(kinds.SUBTYPES[kind]))
     created = clock.at(day, rng)
@@ -326,7 +336,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
     age_days = (today - day).days
     stays_open = rng.random() < (0.7 if age_days <= 3 else 0.03)
     priority = rng.choices(["low", "normal", "high", "urgent"], [2, 6, 2, 0.5])[0]
-    sla = sla_target(kind, priority)
+    sla = sla_target(kind, priority, tenant)
     due = sla_due_at(tenant, kind, priority, created)
     requester = people["requester"][0]
     worker_pool = people["approver"] if kind == Kind.APPROVAL.value else people["analyst"]
@@ -337,7 +347,9 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         title=f"{subtype_label} for {counterparty}", external_ref=f"{source[:3].upper()}-{item_id:08d}",
         source_system=source, counterparty=counterparty, region=rng.choice(REGIONS),
         product_line=rng.choice(PRODUCT_LINES),
-        partner_type=rng.choice(PARTNER_TYPES) if kind == Kind.SETTLEMENT_DISPUTE.value else None,
+        partner_type=(rng.choice(PARTNER_TYPES) if kind == Kind.SETTLEMENT_DISPUTE.value
+                      or (tenant.is_reseller and kind == Kind.APPROVAL.value)
+                      or rng.random() < 0.3 else None),
         amount=amount, currency=tenant.currency,
         priority=priority,
         risk_score=rng.randint(1, 100), state=None,
@@ -375,25 +387,44 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
                           "statement_ref": f"ST-{rng.randint(10000, 99999)}"}
     events[0][1][2]["to_state"] = "pending" if kind == Kind.APPROVAL.value else "open"
 
-    # Steps for approvals.
+    # Approvals: the policy decides at arrival, as the worker does; its chain, or the default.
     steps = []
+    verdict = None
     if kind == Kind.APPROVAL.value:
-        steps.append(dict(id=step_id, item_id=item_id, position=1, role="approver",
-                          min_limit=min(amount, kinds.SECOND_STEP_ABOVE),
-                          state=StepState.OPEN.value, approver_id=None, decided_by_id=None,
-                          on_behalf_of_id=None, decided_at=None, comment=None))
-        if amount > kinds.SECOND_STEP_ABOVE:
-            steps.append(dict(id=step_id + 1, item_id=item_id, position=2, role="manager",
-                              min_limit=amount, state=StepState.WAITING.value, approver_id=None,
+        judged = created + DECISION_DELAY
+        if decider is not None:
+            verdict = decider.decide(tenant.id, item_id, row, judged)
+            row["risk_score"] = verdict.risk_score
+            row["policy_version"] = 1
+            writer.add(RECEIPTS, decider.receipt(tenant.id, item_id, verdict, created, judged))
+        if verdict is not None and verdict.outcome == engine.AUTO_APPROVED:
+            events.append((judged, (None, "item.approve", dict(
+                item_id=item_id, from_state="pending", to_state="approved", actor_type="policy",
+                label="policy", data=decider.event_data(tenant.id, verdict, amount)))))
+            row.update(state="approved", resolved_at=judged, last_action_at=judged,
+                       first_action_at=judged, version=2, decided_by_type="policy",
+                       sla_state="breached" if judged > due else "met")
+            writer.add(WorkItem.__table__, row)
+            return events, 0
+        chain = verdict.steps if verdict is not None else engine.default_chain(amount)
+        for position, (role, limit) in enumerate(chain, start=1):
+            steps.append(dict(id=step_id + position - 1, item_id=item_id, position=position,
+                              role=role, min_limit=limit,
+                              state=StepState.OPEN.value if position == 1
+                              else StepState.WAITING.value, approver_id=None,
                               decided_by_id=None, on_behalf_of_id=None, decided_at=None,
                               comment=None))
+        if verdict is not None:
+            events.append((judged, (None, "policy.routed", dict(
+                item_id=item_id, from_state="pending", to_state="pending", actor_type="policy",
+                label="policy", data=decider.event_data(tenant.id, verdict)))))
 
     worker = rng.choice(worker_pool)
     if kind == Kind.APPROVAL.value:
         # The approver must have the limit for step 1; the contoso approver's is lower.
         eligible = [u for u in worker_pool if u.email != "approver.contoso@cleardesk.demo"
                     or amount <= Decimal("25000")]
-        worker = rng.choice(eligible)
+        worker = rng.choice(eligible) if steps[0]["role"] == "approver" else manager
     late = rng.random() < 0.12
     # Business hours from arrival to decision: most within the target, about one in eight late.
     target_hours = sla.total_seconds() / 3600
@@ -401,7 +432,7 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         target_hours * 1.05, target_hours * 2.5)
     claimed = clock.later(created, rng.uniform(0.1, max(0.2, hours / 2)), rng)
     decided = clock.later(claimed, hours / 2 + 0.1, rng)
-    version = 1
+    version = 2 if verdict is not None else 1  # routing by the policy changed the item
     state = "pending" if kind == Kind.APPROVAL.value else "open"
     if stays_open:
         if claimed <= now and rng.random() < 0.5:
@@ -425,23 +456,14 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         latest = now - timedelta(minutes=1)
         claimed = max(created, min(claimed, latest - timedelta(minutes=2)))
         decided = max(claimed, min(decided, latest - timedelta(minutes=1)))
-    if not stays_open and kind == Kind.APPROVAL.value and amount < AUTO_APPROVE_BELOW and (
-            rng.random() < 0.6):
-        # Low-value approvals decided by the policy engine minutes after they arrive.
-        decided = max(created, min(created + timedelta(minutes=rng.randint(1, 5)), latest))
-        steps[0].update(state="approved", decided_at=decided)
-        events.append((decided, (None, "item.approve", dict(
-            item_id=item_id, from_state=state, to_state="approved", actor_type="policy",
-            label="policy", data={"amount": amount}))))
-        version += 1
-        row.update(state="approved", resolved_at=decided, decided_by_type="policy",
-                   last_action_at=decided, sla_state="breached" if decided > due else "met")
-    elif not stays_open:
+    if not stays_open:
         row.update(assignee_id=worker.id, claimed_at=claimed, first_action_at=claimed)
         events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,
                                                               data={"assignee_id": worker.id}))))
         version += 1
         final, action, comment, extra = _decision(rng, kind, row)
+        if decider is not None and kind == Kind.APPROVAL.value and final == "rejected":
+            decider.rejected(tenant.id, counterparty)
         decider = worker
         if kind == Kind.APPROVAL.value and final == "approved" and len(steps) == 2:
             steps[0].update(state="approved", decided_by_id=worker.id, decided_at=decided)

@@ -48,6 +48,7 @@ EVENT_LABELS = {
     "item.review": "started the review",
     "item.accept": "accepted",
     "item.partially_accept": "partially accepted",
+    "policy.routed": "routed the item",
 }
 
 
@@ -109,4 +110,17 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "resolution_codes": kinds.RESOLUTION_CODES,
         "Kind": Kind,
         "event_label": event_label,
+        "receipt": receipt_view(item),
     }
+
+
+def receipt_view(item: WorkItem) -> dict | None:
+    """The policy's decision receipt of the item, as the detail pane shows it."""
+    from app.policy.engine import HOLD_LABELS
+    from app.policy.services import decision_receipt
+
+    receipt = decision_receipt(item.id)
+    if receipt is None:
+        return None
+    return {"receipt": receipt, "held": HOLD_LABELS.get(receipt.held_by or ""),
+            "inputs": sorted((receipt.inputs or {}).items())}

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 # topic -> dotted paths of functions taking (message) and run by the worker, in order.
 # Later capabilities (policy evaluation, mail, webhooks) add their handlers here.
 HANDLERS: dict[str, list[str]] = {
-    "item.created": ["app.webhooks.services.fan_out"],
+    # The policy engine decides or routes a new approval; source systems hear of it.
+    "item.created": ["app.policy.jobs.evaluate_arrival", "app.webhooks.services.fan_out"],
     "item.state_changed": ["app.webhooks.services.fan_out"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
@@ -42,6 +43,7 @@ HANDLERS: dict[str, list[str]] = {
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"
+RELAY_CHUNK = 500
 # A message relayed this long ago but still not processed is relayed again by the sweep.
 RELAY_STALE_AFTER = timedelta(minutes=5)
 
@@ -56,20 +58,45 @@ def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessa
     return message
 
 
+def add_messages(topic: str, payloads: list[dict], tenant_id: int | None) -> list[int]:
+    """add_message for a batch (a worker deciding many items): one INSERT for all, and only
+    their ids kept for the relay after commit."""
+    from app.bulk import insert_rows
+
+    if topic not in HANDLERS:
+        raise ValueError(f"unknown outbox topic {topic!r}")
+    if not payloads:
+        return []
+    now = utcnow()
+    ids = insert_rows(OutboxMessage.__table__,
+                      [{"topic": topic, "payload": jsonable(p), "tenant_id": tenant_id,
+                        "created_at": now, "attempts": 0} for p in payloads], with_ids=True)
+    # Plain ids: should a savepoint around them roll back, their delivery finds them missing.
+    db.session.info.setdefault(_PENDING_KEY, []).extend(ids)
+    return ids
+
+
 def relay(message_ids: list[int]) -> int:
     """Enqueue a delivery job per message, with a fixed job id so a message is queued once at a
     time. A Redis outage only delays delivery: the periodic sweep relays what is left."""
-    from app.jobs import enqueue
+    from rq import Queue
 
-    relayed = []
-    for message_id in message_ids:
+    from app.jobs import DEFAULT_RETRY, job_queue
+
+    relayed: list[int] = []
+    # In pipelined chunks: a worker deciding a thousand items hands a thousand messages over
+    # in a few round trips, not a thousand.
+    for start in range(0, len(message_ids), RELAY_CHUNK):
+        chunk = message_ids[start:start + RELAY_CHUNK]
         try:
-            enqueue("app.outbox.jobs.deliver_message", message_id,
-                    job_id=outbox_job_id(message_id))
-        except Exception as exc:  # Redis down: the sweep will relay it later
-            log.warning("outbox relay of %s deferred: %s", message_id, exc)
+            job_queue().enqueue_many([
+                Queue.prepare_data("app.outbox.jobs.deliver_message", (message_id,),
+                                   job_id=outbox_job_id(message_id), retry=DEFAULT_RETRY)
+                for message_id in chunk])
+        except Exception as exc:  # Redis down: the sweep will relay them later
+            log.warning("outbox relay of %s deferred: %s", chunk[0], exc)
             break
-        relayed.append(message_id)
+        relayed.extend(chunk)
     if relayed:
         db.session.execute(
             update(OutboxMessage)
@@ -102,7 +129,8 @@ def pending_message_ids(limit: int = 500) -> list[int]:
 def take_pending(session) -> list[int]:
     """Ids of the messages this session wrote; call after the commit that saved them."""
     messages = session.info.pop(_PENDING_KEY, None) or []
-    return [m.id for m in messages if inspect(m).has_identity]
+    return [m if isinstance(m, int) else m.id for m in messages
+            if isinstance(m, int) or inspect(m).has_identity]
 
 
 def forget_pending(session) -> None:

@@ -210,8 +210,6 @@ def create_item(
         item.calculated_amount = kinds.parse_money(
             calculated_amount if calculated_amount is not None else Decimal("0"),
             "calculated_amount")
-    if kind == Kind.APPROVAL.value:
-        item.steps = default_steps(amount)
     try:
         # Added inside the savepoint: a losing insert must fail inside it (which then forgets
         # the item), not in a flush of the outer transaction.
@@ -235,8 +233,17 @@ def create_item(
             "external_ref": external_ref, "source_system": source_system}
     if kind == Kind.APPROVAL.value:
         from app.approvals.services import assign_open_step  # approvals builds on this module
+        from app.policy.services import receive_item
 
-        data["approver_id"] = assign_open_step(item)  # routing the first step is part of it
+        # Under a policy the item waits for its evaluation (app.policy.jobs); without one it
+        # takes the default chain now.
+        arrived_under = receive_item(item)
+        if arrived_under is not None:
+            data["awaiting_policy_version"] = arrived_under
+        else:
+            item.steps = default_steps(amount)
+            db.session.flush()
+            data["approver_id"] = assign_open_step(item)  # routing the first step is part of it
     record_event(actor, "item.created", tenant_id=tenant_id, item_id=item.id,
                  to_state=item.state, data=data)
     add_message("item.created", {"item_id": item.id}, tenant_id)

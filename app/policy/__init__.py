@@ -1,0 +1,1 @@
+"""Versioned tenant policies: routing rules, auto-approval and its guard rails."""

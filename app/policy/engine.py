@@ -1,0 +1,236 @@
+"""Deciding one item under one policy version: inputs, risk score, the first matching rule and
+the guard rails. Pure (no database), so the worker and the simulation decide alike."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from app.policy.models import Outcome, PolicyVersion
+from app.policy.rules import Compiled, as_rule_value, check_condition
+from app.work import kinds
+
+HOLD_KILL_SWITCH = "kill_switch"
+HOLD_MAX_AMOUNT = "max_auto_amount"
+HOLD_RISK = "max_auto_risk"
+HOLD_BUDGET_COUNT = "daily_auto_count"
+HOLD_BUDGET_AMOUNT = "daily_auto_amount"
+
+HOLD_LABELS = {
+    HOLD_KILL_SWITCH: "the kill switch is on",
+    HOLD_MAX_AMOUNT: "above the maximum auto-approved amount",
+    HOLD_RISK: "risk score above the auto-approval maximum",
+    HOLD_BUDGET_COUNT: "the daily auto-approval count is used up",
+    HOLD_BUDGET_AMOUNT: "the daily auto-approval amount is used up",
+}
+
+# What a decision did to the item, as the receipt and the simulation name it.
+AUTO_APPROVED, ROUTED, QUEUED, QA_SAMPLE, HELD, SKIPPED = (
+    "auto_approved", "routed", "queued", "qa_sample", "held", "skipped")
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    position: int
+    name: str
+    condition: Compiled
+    outcome: str
+    steps: tuple
+    queue: str | None
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    id: int | None
+    version: int | None
+    rules: tuple[CompiledRule, ...]
+    risk: dict
+    max_auto_amount: Decimal | None
+    daily_auto_count: int | None
+    daily_auto_amount: Decimal | None
+    qa_sample_pct: int
+    qa_role: str
+    fallback_steps: tuple
+
+
+# Frozen versions never change; the key carries when it was frozen as well as the id, so a
+# database that reuses ids (a restored backup, a test run) never meets a stale entry.
+_CACHE: dict[tuple, CompiledPolicy] = {}
+
+
+def compile_policy(policy: PolicyVersion) -> CompiledPolicy:
+    """Compile a version's conditions; frozen versions are cached by id (they never change)."""
+    key = (policy.id, policy.tenant_id, policy.version, policy.submitted_at)
+    if policy.frozen and key in _CACHE:
+        return _CACHE[key]
+    compiled = CompiledPolicy(
+        id=policy.id, version=policy.version,
+        rules=tuple(CompiledRule(r.position, r.name, Compiled(check_condition(r.condition)),
+                                 r.outcome, tuple(_freeze(s) for s in (r.steps or [])), r.queue)
+                    for r in policy.rules),
+        risk=dict(policy.risk or {}),
+        max_auto_amount=policy.max_auto_amount,
+        daily_auto_count=policy.daily_auto_count,
+        daily_auto_amount=policy.daily_auto_amount,
+        qa_sample_pct=policy.qa_sample_pct or 0,
+        qa_role=policy.qa_role or "manager",
+        fallback_steps=tuple(_freeze(s) for s in (policy.fallback_steps or [])),
+    )
+    if policy.frozen and policy.id is not None:
+        _CACHE[key] = compiled
+    return compiled
+
+
+def _freeze(step: dict) -> tuple:
+    return (step["role"], str(step.get("min_limit", "0")))
+
+
+def counterparty_risk(rejections: int) -> str:
+    return "high" if rejections >= 3 else "medium" if rejections >= 1 else "low"
+
+
+def item_inputs(row, rejections: int = 0) -> dict:
+    """The typed fields a condition sees, from an item row (ORM object or Core row)."""
+    details = row.details or {}
+
+    def number(name):
+        value = details.get(name)
+        if value is None:
+            return None
+        try:
+            return Decimal(str(value))
+        except InvalidOperation:
+            return None
+
+    return {
+        "amount": Decimal(row.amount), "currency": row.currency, "subtype": row.subtype,
+        "region": row.region, "product_line": row.product_line,
+        "partner_type": row.partner_type, "priority": row.priority,
+        "source_system": row.source_system, "counterparty": row.counterparty,
+        "counterparty_risk": counterparty_risk(rejections),
+        "discount_pct": number("discount_pct"),
+        "payment_terms_days": number("payment_terms_days"),
+        "contract_term_months": number("contract_term_months"),
+    }
+
+
+def _dec(value, default="0") -> Decimal:
+    try:
+        return Decimal(str(value if value is not None else default))
+    except InvalidOperation:
+        return Decimal(default)
+
+
+def risk_score(risk: dict, inputs: dict) -> int:
+    """0-100: a base, plus points per 10,000 of amount and per discount percent, plus points
+    for the region, partner type and counterparty risk the policy names."""
+    score = _dec(risk.get("base"))
+    score += _dec(risk.get("per_10k")) * inputs["amount"] / Decimal(10000)
+    if inputs.get("discount_pct") is not None:
+        score += _dec(risk.get("per_discount_pct")) * inputs["discount_pct"]
+    score += _dec((risk.get("regions") or {}).get(inputs.get("region") or ""))
+    score += _dec((risk.get("partner_types") or {}).get(inputs.get("partner_type") or ""))
+    score += _dec((risk.get("counterparty_risk") or {}).get(inputs["counterparty_risk"]))
+    return int(max(Decimal(0), min(Decimal(100), score)).to_integral_value())
+
+
+def qa_sampled(policy: CompiledPolicy, item_id: int) -> bool:
+    """Deterministic per version and item, so a simulation samples what activation will."""
+    if policy.qa_sample_pct <= 0:
+        return False
+    digest = hashlib.sha256(f"{policy.id}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 10000 < policy.qa_sample_pct * 100
+
+
+@dataclass
+class Budget:
+    """What is left of a day's auto-approval budget while a batch is decided."""
+
+    count_left: int | None
+    amount_left: Decimal | None
+    used_count: int = 0
+    used_amount: Decimal = Decimal("0.00")
+
+    @classmethod
+    def of(cls, policy: CompiledPolicy, count: int, amount: Decimal) -> Budget:
+        return cls(None if policy.daily_auto_count is None else policy.daily_auto_count - count,
+                   None if policy.daily_auto_amount is None
+                   else policy.daily_auto_amount - amount)
+
+    def hold(self, amount: Decimal) -> str | None:
+        if self.count_left is not None and self.count_left < 1:
+            return HOLD_BUDGET_COUNT
+        if self.amount_left is not None and self.amount_left < amount:
+            return HOLD_BUDGET_AMOUNT
+        return None
+
+    def spend(self, amount: Decimal) -> None:
+        if self.count_left is not None:
+            self.count_left -= 1
+        if self.amount_left is not None:
+            self.amount_left -= amount
+        self.used_count += 1
+        self.used_amount += amount
+
+
+@dataclass
+class Verdict:
+    outcome: str  # AUTO_APPROVED, ROUTED, QUEUED, QA_SAMPLE or HELD
+    rule: CompiledRule | None
+    risk_score: int
+    inputs: dict
+    steps: list[tuple[str, Decimal]] = field(default_factory=list)
+    held_by: str | None = None
+    queue: str | None = None
+
+
+def concrete_steps(steps: tuple, amount: Decimal) -> list[tuple[str, Decimal]]:
+    out = []
+    for role, limit in steps:
+        out.append((role, amount if limit == "amount" else _dec(limit)))
+    return out
+
+
+def default_chain(amount: Decimal) -> list[tuple[str, Decimal]]:
+    """The chain without a policy (app.work.services.default_steps), as (role, limit)."""
+    first = ("approver", min(amount, kinds.SECOND_STEP_ABOVE))
+    return [first] if amount <= kinds.SECOND_STEP_ABOVE else [first, ("manager", amount)]
+
+
+def decide(policy: CompiledPolicy, item_id: int, inputs: dict, *, kill_switch: bool,
+           budget: Budget | None) -> Verdict:
+    """The first matching rule decides; an auto-approval must also pass the guard rails
+    (kill switch, maximum amount, maximum risk), escape the QA sample and fit the budget,
+    or it goes to people through the fallback chain."""
+    inputs = dict(inputs)
+    risk = risk_score(policy.risk, inputs)
+    inputs["risk_score"] = Decimal(risk)
+    amount = inputs["amount"]
+    fallback = (concrete_steps(policy.fallback_steps, amount) if policy.fallback_steps
+                else default_chain(amount))
+    matched = next((r for r in policy.rules if r.condition.matches(inputs)), None)
+    if matched is None:
+        return Verdict(ROUTED, None, risk, inputs, fallback)
+    if matched.outcome == Outcome.STEPS.value:
+        return Verdict(ROUTED, matched, risk, inputs,
+                       concrete_steps(matched.steps, amount) or fallback)
+    if matched.outcome == Outcome.QUEUE.value:
+        return Verdict(QUEUED, matched, risk, inputs, fallback, queue=matched.queue)
+    held = None
+    max_risk = policy.risk.get("max_auto_risk")
+    if kill_switch:
+        held = HOLD_KILL_SWITCH
+    elif policy.max_auto_amount is not None and amount > policy.max_auto_amount:
+        held = HOLD_MAX_AMOUNT
+    elif max_risk not in (None, "") and risk > int(max_risk):
+        held = HOLD_RISK
+    if held:
+        return Verdict(HELD, matched, risk, inputs, fallback, held_by=held)
+    if qa_sampled(policy, item_id):
+        return Verdict(QA_SAMPLE, matched, risk, inputs, [(policy.qa_role, amount)])
+    if budget is not None:
+        held = budget.hold(amount)
+        if held:
+            return Verdict(HELD, matched, risk, inputs, fallback, held_by=held)
+        budget.spend(amount)
+    return Verdict(AUTO_APPROVED, matched, risk, inputs)

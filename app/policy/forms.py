@@ -1,0 +1,90 @@
+"""Forms of the policy admin pages."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, IntegerField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from app.models import Kind, Priority
+
+OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
+            ("queue", "Send to a queue")]
+STEP_ROLES = [("manager", "manager"), ("approver", "approver")]
+RISK_NUMBERS = ("base", "per_10k", "per_discount_pct", "max_auto_risk")
+RISK_POINTS = ("regions", "partner_types", "counterparty_risk")
+SLA_KINDS = [k.value for k in Kind]
+SLA_PRIORITIES = [p.value for p in Priority]
+
+
+class RuleForm(FlaskForm):
+    rule_id = HiddenField()
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    condition = TextAreaField("Condition", validators=[DataRequired(), Length(max=2000)])
+    # Plain strings (the service checks them): WTForms 3.3 deprecates tuple choices.
+    outcome = StringField("Then", validators=[Length(max=16)])
+    steps = TextAreaField("Steps (one per line: role >= limit)", validators=[Length(max=1000)])
+    queue = StringField("Queue", validators=[Optional(), Length(max=64)])
+
+
+class ConditionForm(FlaskForm):
+    condition = TextAreaField(validators=[Length(max=2000)])
+
+
+class SettingsForm(FlaskForm):
+    max_auto_amount = StringField("Maximum auto-approved amount", validators=[Length(max=24)])
+    daily_auto_count = StringField("Daily budget: items", validators=[Length(max=12)])
+    daily_auto_amount = StringField("Daily budget: amount", validators=[Length(max=24)])
+    qa_sample_pct = StringField("QA sample (% of would-be auto-approvals)",
+                                validators=[Length(max=3)])
+    qa_role = StringField("QA reviewer role", validators=[Length(max=20)])
+    fallback_steps = TextAreaField("Fallback steps (no rule matched, or held back)",
+                                   validators=[Length(max=1000)])
+    note = TextAreaField("Note", validators=[Length(max=2000)])
+
+
+class SimulateForm(FlaskForm):
+    class Meta:
+        csrf = False  # a read-only GET
+
+    days = IntegerField("Days", default=90, validators=[Optional(), NumberRange(1, 365)])
+
+
+class ActivateForm(FlaskForm):
+    effective_from = StringField("Effective from (tenant time; empty for now)",
+                                 validators=[Length(max=20)])
+
+
+class KillSwitchForm(FlaskForm):
+    engage = HiddenField(validators=[DataRequired()])
+    reason = StringField("Reason", validators=[Length(max=500)])
+
+
+def parse_points(text: str, what: str) -> dict[str, str]:
+    """"LATAM=15, APAC=5" -> {"LATAM": "15", "APAC": "5"}."""
+    from decimal import Decimal, InvalidOperation
+
+    from app.errors import ValidationFailed
+
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = (p.strip() for p in part.partition("="))
+        try:
+            points = Decimal(value)
+        except InvalidOperation:
+            points = None
+        if not sep or not key or points is None or not points.is_finite():
+            raise ValidationFailed("Some risk points are not valid.",
+                                   {what: "write NAME=points, separated by commas"})
+        out[key] = str(points)
+    return out
+
+
+def points_text(points: dict | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (points or {}).items())
+
+
+def steps_text(steps: list | None) -> str:
+    return "\n".join(f"{s['role']} >= {s['min_limit']}" for s in steps or [])

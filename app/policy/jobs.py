@@ -1,0 +1,42 @@
+"""Policy jobs: evaluating an item when it arrives (an outbox handler, after the commit that
+created it) and the periodic sweep that decides, in batches, whatever is still undecided."""
+from __future__ import annotations
+
+import time
+
+from flask import current_app
+
+from app.extensions import db
+from app.policy.services import evaluate_items, policy_actor, undecided_receipts
+from app.unit_of_work import commit
+
+
+def evaluate_arrival(message) -> None:
+    """Outbox handler of item.created: decide the item under the policy in force. Runs in the
+    delivery job's transaction, which commits the decision with the message's processing."""
+    item_id = message.payload.get("item_id")
+    if item_id is None or message.tenant_id is None:
+        return
+    evaluate_items(policy_actor(message.tenant_id), [item_id])
+
+
+def sweep_undecided(batch: int | None = None, max_seconds: float | None = None) -> int:
+    """Decide undecided items, `batch` at a time, one commit per batch, until none is left or
+    `max_seconds` have passed. A worker killed half-way loses only its open batch, which the
+    next sweep decides."""
+    batch = batch or current_app.config.get("POLICY_SWEEP_BATCH", 1000)
+    max_seconds = max_seconds or current_app.config.get("POLICY_SWEEP_SECONDS", 50)
+    started = time.monotonic()
+    decided = 0
+    while time.monotonic() - started < max_seconds:
+        rows = undecided_receipts(batch)
+        if not rows:
+            db.session.rollback()
+            break
+        by_tenant: dict[int, list[int]] = {}
+        for tenant_id, item_id in rows:
+            by_tenant.setdefault(tenant_id, []).append(item_id)
+        for tenant_id, item_ids in sorted(by_tenant.items()):
+            decided += sum(evaluate_items(policy_actor(tenant_id), item_ids).values())
+        commit()
+    return decided

@@ -1,0 +1,281 @@
+"""Policy admin pages: the version in force, a draft copied from it, rule editing with live
+validation, the diff, simulation, submit and four-eyes activation, and the kill switch.
+Admins of the tenant only. Thin: parse the form, call a service, render or redirect."""
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, flash, redirect, request, url_for
+from flask_login import login_required
+from sqlalchemy import select
+
+from app.errors import PermissionDenied, ValidationFailed
+from app.extensions import db
+from app.models import Role
+from app.policy import forms, services, simulation
+from app.policy.models import PolicyVersion
+from app.policy.rules import FIELDS, TYPE_WORDS, check_condition
+from app.types import utcnow
+from app.unit_of_work import commit
+from app.web import current_actor, current_tenant_id, render_page, wants_fragment
+
+bp = Blueprint("policy", __name__, url_prefix="/admin/policy")
+
+
+def _admin_tenants(actor) -> list[int]:
+    return sorted(t for t in actor.tenant_ids() if Role.ADMIN.value in actor.roles_in(t))
+
+
+def _chosen_tenant(actor, requested: int | None):
+    if requested:
+        return services.require_policy_admin(actor, requested)
+    admin_of = _admin_tenants(actor)
+    if not admin_of:
+        raise PermissionDenied("The policy pages are for admins.")
+    working = current_tenant_id()
+    return services.require_policy_admin(actor, working if working in admin_of else admin_of[0])
+
+
+@bp.get("/")
+@login_required
+def overview():
+    actor = current_actor()
+    tenant = _chosen_tenant(actor, request.args.get("tenant", type=int))
+    versions = db.session.scalars(select(PolicyVersion).where(
+        PolicyVersion.tenant_id == tenant.id).order_by(PolicyVersion.version.desc())).all()
+    from app.policy.models import PolicyKillSwitch
+
+    return render_page(
+        "policy/overview.html", tenant=tenant, versions=versions,
+        in_force=services.policy_in_force(tenant.id), draft=services.open_draft(tenant.id),
+        switch=db.session.get(PolicyKillSwitch, tenant.id), now=utcnow(),
+        admin_tenants=[db.session.get(type(tenant), t) for t in _admin_tenants(actor)],
+        kill_form=forms.KillSwitchForm(formdata=None), lines=simulation.version_lines,
+        qa_items=simulation.qa_queue(actor, tenant.id))
+
+
+def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **extra):
+    policy = services.get_version(actor, tenant_id, policy_id)
+    base = (db.session.get(PolicyVersion, policy.based_on_id) if policy.based_on_id
+            else None)
+    settings = forms.SettingsForm(formdata=None, data={
+        "max_auto_amount": policy.max_auto_amount or "",
+        "daily_auto_count": policy.daily_auto_count if policy.daily_auto_count is not None else "",
+        "daily_auto_amount": policy.daily_auto_amount or "", "qa_sample_pct": policy.qa_sample_pct,
+        "qa_role": policy.qa_role, "fallback_steps": forms.steps_text(policy.fallback_steps),
+        "note": policy.note or ""})
+    context = dict(
+        tenant=policy.tenant, policy=policy, base=base, now=utcnow(),
+        diff=simulation.version_diff(base, policy), settings=settings,
+        new_rule=forms.RuleForm(formdata=None, data={"outcome": "auto_approve"}),
+        fields=FIELDS, type_words=TYPE_WORDS, steps_text=forms.steps_text,
+        points_text=forms.points_text, outcome_text=simulation.outcome_text,
+        sla_kinds=forms.SLA_KINDS, sla_priorities=forms.SLA_PRIORITIES,
+        activate_form=forms.ActivateForm(formdata=None), simulate_form=forms.SimulateForm(),
+        actor_id=actor.user_id, rule_errors={}, rule_values={}, settings_errors={},
+        sim=None)
+    context.update(extra)
+    return render_page("policy/version.html", status=status, **context)
+
+
+@bp.get("/<int:tenant_id>/versions/<int:policy_id>")
+@login_required
+def version(tenant_id: int, policy_id: int):
+    return _version_page(current_actor(), tenant_id, policy_id)
+
+
+@bp.get("/<int:tenant_id>/versions/<int:policy_id>/simulation")
+@login_required
+def simulate(tenant_id: int, policy_id: int):
+    actor = current_actor()
+    form = forms.SimulateForm(request.args)
+    days = form.days.data if form.validate() and form.days.data else 90
+    result = simulation.simulate(actor, tenant_id, policy_id, days)
+    if wants_fragment():
+        policy = services.get_version(actor, tenant_id, policy_id)
+        return render_page("policy/version.html", "simulation", sim=result, policy=policy,
+                           tenant=policy.tenant)
+    return _version_page(actor, tenant_id, policy_id, sim=result)
+
+
+@bp.post("/<int:tenant_id>/check")
+@login_required
+def check(tenant_id: int):
+    """Live validation of a condition as it is typed (htmx)."""
+    services.require_policy_admin(current_actor(), tenant_id)
+    form = forms.ConditionForm()
+    form.validate()
+    error, used = None, []
+    try:
+        check_condition(form.condition.data or "")
+        used = [name for name in FIELDS if name in (form.condition.data or "")]
+    except ValidationFailed as failed:
+        error = failed.message
+    return render_page("policy/_check.html", error=error, used=used)
+
+
+@bp.post("/<int:tenant_id>/drafts")
+@login_required
+def new_draft(tenant_id: int):
+    draft = services.create_draft(current_actor(), tenant_id)
+    commit()
+    flash(f"Draft version {draft.version} created.", "success")
+    return redirect(url_for("policy.version", tenant_id=tenant_id, policy_id=draft.id), code=303)
+
+
+def _back(tenant_id: int, policy_id: int, anchor: str = ""):
+    return redirect(url_for("policy.version", tenant_id=tenant_id, policy_id=policy_id)
+                    + anchor, code=303)
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules")
+@login_required
+def save_rule(tenant_id: int, policy_id: int):
+    actor = current_actor()
+    form = forms.RuleForm()
+    form.validate()
+    rule_id = int(form.rule_id.data) if (form.rule_id.data or "").isdigit() else None
+    try:
+        services.save_rule(actor, tenant_id, policy_id, rule_id=rule_id, name=form.name.data,
+                           condition=form.condition.data, outcome=form.outcome.data,
+                           steps_text=form.steps.data or "", queue=form.queue.data)
+    except ValidationFailed as error:
+        db.session.rollback()
+        key = rule_id or "new"
+        return _version_page(actor, tenant_id, policy_id, status=422,
+                             rule_errors={key: error.fields},
+                             rule_values={key: form.data})
+    commit()
+    flash("Rule saved.", "success")
+    return _back(tenant_id, policy_id, "#rules")
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules/<int:rule_id>/delete")
+@login_required
+def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
+    services.delete_rule(current_actor(), tenant_id, policy_id, rule_id)
+    commit()
+    flash("Rule deleted.", "success")
+    return _back(tenant_id, policy_id, "#rules")
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules/<int:rule_id>/move")
+@login_required
+def move_rule(tenant_id: int, policy_id: int, rule_id: int):
+    direction = -1 if request.form.get("direction") == "up" else 1
+    services.move_rule(current_actor(), tenant_id, policy_id, rule_id, direction)
+    commit()
+    return _back(tenant_id, policy_id, "#rules")
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/settings")
+@login_required
+def save_settings(tenant_id: int, policy_id: int):
+    actor = current_actor()
+    form = forms.SettingsForm()
+    form.validate()
+    errors: dict[str, str] = {}
+    risk: dict = {name: request.form.get(f"risk_{name}", "") for name in forms.RISK_NUMBERS}
+    for name in forms.RISK_POINTS:
+        try:
+            risk[name] = forms.parse_points(request.form.get(f"risk_{name}", ""), f"risk_{name}")
+        except ValidationFailed as error:
+            errors.update(error.fields)
+    sla = {kind: {priority: request.form.get(f"sla_{kind}_{priority}", "").strip()
+                  for priority in forms.SLA_PRIORITIES} for kind in forms.SLA_KINDS}
+    try:
+        if errors:
+            raise ValidationFailed("Some settings are not valid.", errors)
+        services.save_settings(
+            actor, tenant_id, policy_id, max_auto_amount=form.max_auto_amount.data,
+            daily_auto_count=form.daily_auto_count.data,
+            daily_auto_amount=form.daily_auto_amount.data,
+            qa_sample_pct=form.qa_sample_pct.data, qa_role=form.qa_role.data,
+            fallback_steps_text=form.fallback_steps.data, risk=risk, sla_targets=sla,
+            note=form.note.data)
+    except ValidationFailed as error:
+        db.session.rollback()
+        return _version_page(actor, tenant_id, policy_id, status=422,
+                             settings_errors=error.fields)
+    commit()
+    flash("Settings saved.", "success")
+    return _back(tenant_id, policy_id, "#settings")
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/submit")
+@login_required
+def submit(tenant_id: int, policy_id: int):
+    services.submit_version(current_actor(), tenant_id, policy_id)
+    commit()
+    flash("Submitted: another admin can now activate it.", "success")
+    return _back(tenant_id, policy_id)
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/return")
+@login_required
+def return_to_draft(tenant_id: int, policy_id: int):
+    services.withdraw_version(current_actor(), tenant_id, policy_id)
+    commit()
+    flash("Back to draft.", "success")
+    return _back(tenant_id, policy_id)
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/discard")
+@login_required
+def discard(tenant_id: int, policy_id: int):
+    services.discard_draft(current_actor(), tenant_id, policy_id)
+    commit()
+    flash("Draft discarded.", "success")
+    return redirect(url_for("policy.overview", tenant=tenant_id), code=303)
+
+
+def _parse_local(text: str, timezone: str) -> datetime | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        local = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed("Give the time as YYYY-MM-DD HH:MM.",
+                               {"effective_from": "YYYY-MM-DD HH:MM"}) from None
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=ZoneInfo(timezone))
+    return local
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/activate")
+@login_required
+def activate(tenant_id: int, policy_id: int):
+    actor = current_actor()
+    form = forms.ActivateForm()
+    form.validate()
+    tenant = services.require_policy_admin(actor, tenant_id)
+    try:
+        when = _parse_local(form.effective_from.data, tenant.timezone)
+        policy = services.activate_version(actor, tenant_id, policy_id, when)
+    except ValidationFailed as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return _version_page(actor, tenant_id, policy_id, status=422)
+    commit()
+    flash(f"Version {policy.version} activated.", "success")
+    return _back(tenant_id, policy_id)
+
+
+@bp.post("/<int:tenant_id>/kill-switch")
+@login_required
+def kill_switch(tenant_id: int):
+    actor = current_actor()
+    form = forms.KillSwitchForm()
+    form.validate()
+    engage = form.engage.data == "on"
+    try:
+        services.set_kill_switch(actor, tenant_id, engage, form.reason.data or "")
+    except ValidationFailed as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("policy.overview", tenant=tenant_id), code=303)
+    commit()
+    flash("Auto-approval stopped." if engage else "Auto-approval resumed.", "success")
+    return redirect(url_for("policy.overview", tenant=tenant_id), code=303)

@@ -1,0 +1,848 @@
+"""The policy's write path: evaluating arrived items (auto-approve, or create their approval
+chain), and the life of a policy version (draft, rule edits, submit, four-eyes activation,
+kill switch). Every function takes its actor, checks tenant and permission, writes its audit
+events and outbox messages in the caller's transaction, and never commits."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import bindparam, func, or_, select, update
+
+from app.actors import Actor, ActorType
+from app.approvals.models import ApprovalAssignment
+from app.audit.batch import record_events
+from app.bulk import insert_rows
+from app.audit.services import _dialect_insert, record_event
+from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
+from app.extensions import db
+from app.models import ApprovalStep, Kind, Membership, Role, StepState, Tenant, WorkItem
+from app.outbox.services import add_messages
+from app.policy import engine
+from app.policy.models import (
+    Outcome,
+    PolicyBudgetDay,
+    PolicyDecision,
+    PolicyKillSwitch,
+    PolicyRule,
+    PolicyState,
+    PolicyVersion,
+)
+from app.policy.rules import check_condition
+from app.types import utcnow
+from app.work.kinds import parse_money
+from app.work.states import ApprovalState
+
+POLICY_LABEL = "policy"
+REJECTION_WINDOW_DAYS = 90
+
+
+def policy_actor(tenant_id: int) -> Actor:
+    """The policy engine acting in one tenant."""
+    return Actor(ActorType.POLICY, label=POLICY_LABEL, tenant_id=tenant_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which version is in force.
+
+
+def policy_in_force(tenant_id: int, at: datetime | None = None) -> PolicyVersion | None:
+    """The activated version with the latest effective_from at or before `at` that was not
+    retired by then."""
+    at = at or utcnow()
+    return db.session.scalars(
+        select(PolicyVersion)
+        .where(PolicyVersion.tenant_id == tenant_id,
+               PolicyVersion.state.in_((PolicyState.ACTIVE.value, PolicyState.RETIRED.value)),
+               PolicyVersion.effective_from <= at,
+               or_(PolicyVersion.retired_at.is_(None), PolicyVersion.retired_at > at))
+        .order_by(PolicyVersion.effective_from.desc(), PolicyVersion.version.desc()).limit(1)
+    ).first()
+
+
+def receive_item(item: WorkItem) -> int | None:
+    """At arrival (called by create_item for approvals): under a policy in force, the item
+    waits for its evaluation (an undecided receipt) instead of taking the default chain.
+    Returns the version it arrived under, or None (no policy: the default chain applies)."""
+    policy = policy_in_force(item.tenant_id, item.created_at)
+    if policy is None:
+        return None
+    db.session.add(PolicyDecision(item_id=item.id, tenant_id=item.tenant_id,
+                                  arrived_at=item.created_at))
+    return policy.version
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluating items: one function for the arrival job (one item) and the sweep (a batch).
+
+
+def _kill_switch_engaged(tenant_id: int) -> bool:
+    return bool(db.session.scalar(select(PolicyKillSwitch.engaged)
+                                  .where(PolicyKillSwitch.tenant_id == tenant_id)))
+
+
+def _lock_budget(tenant: Tenant, now: datetime) -> PolicyBudgetDay:
+    """The tenant's budget row for its local day, locked until commit (auto-approvals of one
+    tenant spend it one transaction at a time)."""
+    day = now.astimezone(ZoneInfo(tenant.timezone)).date()
+    db.session.execute(_dialect_insert()(PolicyBudgetDay)
+                       .values(tenant_id=tenant.id, day=day, count=0, amount=Decimal("0.00"))
+                       .on_conflict_do_nothing())
+    query = select(PolicyBudgetDay).where(PolicyBudgetDay.tenant_id == tenant.id,
+                                          PolicyBudgetDay.day == day)
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return db.session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def rejections_by_counterparty(tenant_id: int, counterparties, now: datetime) -> dict[str, int]:
+    """Approvals of each counterparty that people rejected in the last 90 days."""
+    if not counterparties:
+        return {}
+    since = now - engine_window()
+    return dict(db.session.execute(
+        select(WorkItem.counterparty, func.count())
+        .where(WorkItem.tenant_id == tenant_id, WorkItem.state == ApprovalState.REJECTED.value,
+               WorkItem.counterparty.in_(sorted(set(counterparties))),
+               WorkItem.resolved_at >= since)
+        .group_by(WorkItem.counterparty)).all())
+
+
+def engine_window():
+    from datetime import timedelta
+
+    return timedelta(days=REJECTION_WINDOW_DAYS)
+
+
+class _Router:
+    """Chooses the approver of each routed item's first step for a whole batch, by the rules
+    of app.approvals.services.choose_approver (role, limit, active, not the requester, a
+    delegate who could decide it when out of office; fewest open steps first), with the
+    members and their workload read once per batch."""
+
+    def __init__(self, tenant_id: int):
+        from app.approvals.services import _workload, standing_delegate
+
+        self.members = db.session.scalars(
+            select(Membership).where(Membership.tenant_id == tenant_id)
+            .order_by(Membership.user_id)).all()
+        self.by_user = {m.user_id: m for m in self.members}
+        load = _workload()
+        self.load = dict(db.session.execute(select(load.c.approver_id, load.c.n)).all())
+        self.standing_delegate = standing_delegate
+        self.today = utcnow().date()
+
+    def _eligible(self, m: Membership | None, role: str, limit: Decimal, excluded) -> bool:
+        return (m is not None and m.user.active and m.user_id not in excluded
+                and role in m.role_set and m.approval_limit >= limit)
+
+    def choose(self, role: str, limit: Decimal, item) -> int | None:
+        """`item`: anything with requester_id, kind and amount (a delegation's scope)."""
+        excluded = {item.requester_id} if item.requester_id else set()
+        best = away_uncovered = None
+        for m in self.members:
+            if not self._eligible(m, role, limit, excluded):
+                continue
+            delegate = self.standing_delegate(m, item)
+            if delegate is not None:
+                if not self._eligible(self.by_user.get(delegate), role, limit, excluded):
+                    continue
+            elif m.is_away(self.today):
+                # Away, and the delegation does not cover this item: only if nobody present can.
+                away_uncovered = away_uncovered or m.user_id
+                continue
+            if best is None or self.load.get(m.user_id, 0) < self.load.get(best, 0):
+                best = m.user_id
+        best = best if best is not None else away_uncovered
+        if best is not None:
+            self.load[best] = self.load.get(best, 0) + 1
+        return best
+
+
+ITEM_COLUMNS = (WorkItem.id, WorkItem.tenant_id, WorkItem.kind, WorkItem.state,
+                WorkItem.version, WorkItem.amount, WorkItem.currency, WorkItem.subtype,
+                WorkItem.region, WorkItem.product_line, WorkItem.partner_type,
+                WorkItem.priority, WorkItem.source_system, WorkItem.counterparty,
+                WorkItem.details, WorkItem.requester_id, WorkItem.sla_due_at,
+                WorkItem.created_at, WorkItem.first_action_at,
+                # What the dashboard's rollups track (app.dashboard.rollups.TRACKED).
+                WorkItem.resolved_at, WorkItem.sla_state, WorkItem.assignee_id,
+                WorkItem.last_actor_id, WorkItem.decided_by_type, WorkItem.amount_at_risk,
+                WorkItem.claimed_amount, WorkItem.calculated_amount)
+
+
+def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
+    """Decide every arrived, undecided item of `item_ids` in the actor's tenant under the
+    policy in force now: auto-approve it, or create its approval chain and route its first
+    step, and fill in its decision receipt. Exactly once per item: the receipt is claimed
+    first (an UPDATE that requires it undecided), so a second run, a concurrent worker or a
+    retry after a crash finds nothing left to decide. Never commits."""
+    if actor.type is not ActorType.POLICY or actor.tenant_id is None:
+        raise PermissionDenied("Only the policy engine evaluates items.")
+    counts: dict[str, int] = defaultdict(int)
+    if not item_ids:
+        return counts
+    tenant = db.session.get(Tenant, actor.tenant_id)
+    now = utcnow()
+    receipts = PolicyDecision.__table__.c
+    claimed = set(db.session.scalars(
+        update(PolicyDecision.__table__)
+        .where(receipts.tenant_id == tenant.id, receipts.item_id.in_(item_ids),
+               receipts.decided_at.is_(None))
+        .values(decided_at=now).returning(receipts.item_id)))
+    if not claimed:
+        return counts
+    query = (select(*ITEM_COLUMNS).where(WorkItem.id.in_(claimed),
+                                         WorkItem.tenant_id == tenant.id)
+             .order_by(WorkItem.id))
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=WorkItem.__table__)
+    items = db.session.execute(query).all()
+    pending = [i for i in items if i.kind == Kind.APPROVAL.value
+               and i.state == ApprovalState.PENDING.value]
+    skipped = claimed - {i.id for i in pending}
+    policy = policy_in_force(tenant.id, now)
+    compiled = engine.compile_policy(policy) if policy is not None else None
+    verdicts: list[tuple] = []
+    if pending:
+        rejections = rejections_by_counterparty(tenant.id, [i.counterparty for i in pending], now)
+        kill = _kill_switch_engaged(tenant.id)
+        budget_row = budget = None
+        if compiled is not None and any(r.outcome == Outcome.AUTO_APPROVE.value
+                                        for r in compiled.rules):
+            budget_row = _lock_budget(tenant, now)
+            budget = engine.Budget.of(compiled, budget_row.count, budget_row.amount)
+        for item in pending:
+            inputs = engine.item_inputs(item, rejections.get(item.counterparty, 0))
+            if compiled is None:  # the policy was retired with no successor: default chain
+                verdict = engine.Verdict(engine.ROUTED, None, 0, inputs,
+                                         engine.default_chain(inputs["amount"]))
+            else:
+                verdict = engine.decide(compiled, item.id, inputs, kill_switch=kill,
+                                        budget=budget)
+            verdicts.append((item, verdict))
+        if budget_row is not None and budget.used_count:
+            budget_row.count += budget.used_count
+            budget_row.amount += budget.used_amount
+    _write_decisions(actor, tenant, policy, verdicts, now)
+    if skipped:
+        db.session.execute(update(PolicyDecision.__table__)
+                           .where(receipts.item_id.in_(skipped))
+                           .values(outcome=engine.SKIPPED, policy_id=policy.id if policy else None,
+                                   policy_version=policy.version if policy else None))
+    for _item, verdict in verdicts:
+        counts[verdict.outcome] += 1
+    counts[engine.SKIPPED] += len(skipped)
+    return counts
+
+
+def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
+                     verdicts: list[tuple], now: datetime) -> None:
+    if not verdicts:
+        return
+    version = policy.version if policy else None
+    items = WorkItem.__table__.c
+    approved = [(i, v) for i, v in verdicts if v.outcome == engine.AUTO_APPROVED]
+    routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
+    if approved:
+        decided = dict(state=ApprovalState.APPROVED.value, resolved_at=now, last_actor_id=None,
+                       decided_by_type=actor.type.value)
+        rows = [{"id": i.id, "version": i.version, "risk_score": v.risk_score,
+                 "first_action_at": i.first_action_at or now,
+                 "sla_state": "breached" if i.sla_due_at and now > i.sla_due_at else "met"}
+                for i, v in approved]
+        update_rows(
+            WorkItem.__table__, rows, match=("id", "version"),
+            fixed=dict(decided, last_action_at=now, policy_version=version),
+            fixed_sql={"version": "t.version + 1"})
+        # The UPDATE bypasses the ORM flush that keeps the dashboard's rollups current.
+        from app.dashboard.rollups import TRACKED, apply_item_changes
+
+        apply_item_changes(db.session, [
+            ({n: getattr(i, n) for n in TRACKED},
+             {**{n: getattr(i, n) for n in TRACKED}, **decided, "sla_state": row["sla_state"]})
+            for (i, _v), row in zip(approved, rows)])
+    step_rows, first_steps = [], {}
+    if routed:
+        update_rows(
+            WorkItem.__table__,
+            [{"id": i.id, "version": i.version, "risk_score": v.risk_score} for i, v in routed],
+            match=("id", "version"),
+            fixed=dict(policy_version=version, last_action_at=now),
+            fixed_sql={"version": "t.version + 1"})
+        for item, verdict in routed:
+            for position, (role, limit) in enumerate(verdict.steps, start=1):
+                step_rows.append({"item_id": item.id, "position": position, "role": role,
+                                  "min_limit": limit,
+                                  "state": (StepState.OPEN.value if position == 1
+                                            else StepState.WAITING.value)})
+        step_ids = insert_rows(ApprovalStep.__table__, step_rows, with_ids=True)
+        for row, step_id in zip(step_rows, step_ids):
+            if row["position"] == 1:
+                first_steps[row["item_id"]] = step_id
+    router = _Router(tenant.id) if routed else None
+    assignments, events, receipts, changed, assigned = [], [], [], [], []
+    for item, verdict in verdicts:
+        rule = verdict.rule
+        inputs = _plain(verdict.inputs)  # once, for the receipt and the event alike
+        decided = {"policy_version": version, "rule": rule.position if rule else None,
+                   "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
+                   "risk_score": verdict.risk_score, "inputs": inputs}
+        receipt = {"item_id": item.id, "policy_id": policy.id if policy else None,
+                   "policy_version": version, "rule_position": rule.position if rule else None,
+                   "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
+                   "held_by": verdict.held_by, "risk_score": verdict.risk_score,
+                   "inputs": inputs, "queue": verdict.queue,
+                   "steps": [{"role": r, "min_limit": str(m)} for r, m in verdict.steps]}
+        receipts.append(receipt)
+        if verdict.outcome == engine.AUTO_APPROVED:
+            decided["amount"] = item.amount
+            events.append({"action": "item.approve", "item_id": item.id,
+                           "from_state": item.state, "to_state": ApprovalState.APPROVED.value,
+                           "data": decided})
+            changed.append({"item_id": item.id, "from": item.state,
+                            "to": ApprovalState.APPROVED.value, "action": "approve"})
+            continue
+        role, limit = verdict.steps[0]
+        approver_id = router.choose(role, limit, item)
+        step_id = first_steps[item.id]
+        if approver_id is not None:
+            assignments.append({"step_id": step_id, "item_id": item.id,
+                                "approver_id": approver_id, "assigned_at": now})
+            assigned.append({"item_id": item.id, "step_id": step_id,
+                             "approver_id": approver_id})
+        decided.update(held_by=verdict.held_by, queue=verdict.queue,
+                       steps=receipt["steps"], approver_id=approver_id)
+        events.append({"action": "policy.routed", "item_id": item.id,
+                       "from_state": item.state, "to_state": item.state, "data": decided})
+    if assignments:
+        insert_rows(ApprovalAssignment.__table__, assignments)
+    add_messages("item.state_changed", changed, tenant.id)
+    add_messages("approval.step_assigned", assigned, tenant.id)
+    update_rows(PolicyDecision.__table__, receipts, match=("item_id",))
+    record_events(actor, tenant.id, events)
+
+
+def update_rows(table, rows: list[dict], *, match: tuple[str, ...], fixed: dict | None = None,
+                fixed_sql: dict[str, str] | None = None):
+    """Update many rows, each with its own values (`rows`: column -> value, the `match`
+    columns picking the row) plus the same `fixed` values. On PostgreSQL one statement
+    whatever the number of rows (each column travels as one array, unnested; `fixed_sql` adds
+    SQL expressions over the row, `t`); elsewhere an executemany."""
+    if not rows:
+        return
+    fixed = fixed or {}
+    names = list(rows[0])
+    assigned = [n for n in names if n not in match]
+    dialect = db.session.get_bind().dialect
+    if dialect.name != "postgresql":
+        from sqlalchemy import literal_column
+
+        extra = {n: literal_column(sql.replace("t.", f"{table.name}."))
+                 for n, sql in (fixed_sql or {}).items()}
+        db.session.execute(
+            update(table).where(*[table.c[n] == bindparam(f"p_{n}") for n in match])
+            .values(**{n: bindparam(f"p_{n}") for n in assigned}, **fixed, **extra),
+            [{f"p_{n}": row[n] for n in names} for row in rows])
+        return
+    import json
+
+    from sqlalchemy import JSON, text
+
+    arrays, kinds, params = [], {}, {}
+    for n in names:
+        column_type = table.c[n].type
+        is_json = isinstance(column_type, JSON)
+        sql_type = "TEXT" if is_json else column_type.compile(dialect=dialect)
+        kinds[n] = is_json
+        arrays.append(f"CAST(:p_{n} AS {sql_type}[])")
+        values = [row[n] for row in rows]
+        params[f"p_{n}"] = ([None if v is None else json.dumps(v) for v in values] if is_json
+                            else values)
+    for n, value in fixed.items():
+        params[f"f_{n}"] = value
+    sets = [f"{n} = v.{n}" + ("::json" if kinds[n] else "") for n in assigned]
+    sets += [f"{n} = :f_{n}" for n in fixed]
+    sets += [f"{n} = {sql}" for n, sql in (fixed_sql or {}).items()]
+    where = " AND ".join(f"t.{n} = v.{n}" for n in match)
+    db.session.execute(text(
+        f"UPDATE {table.name} AS t SET {', '.join(sets)} "
+        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(names)}) WHERE {where}"), params)
+
+
+def _plain(inputs: dict) -> dict:
+    from app.audit.chain import jsonable
+
+    return jsonable(inputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The life of a policy version. Admins of the tenant only; every step audited.
+
+
+def require_policy_admin(actor: Actor, tenant_id: int) -> Tenant:
+    if tenant_id not in actor.tenant_ids():
+        raise NotFound("No such tenant.")
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound("No such tenant.")
+    if Role.ADMIN.value not in actor.roles_in(tenant_id):
+        raise PermissionDenied(f"Only admins of {tenant.display_name} manage its policy.")
+    return tenant
+
+
+def get_version(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
+    require_policy_admin(actor, tenant_id)
+    policy = db.session.get(PolicyVersion, policy_id)
+    if policy is None or policy.tenant_id != tenant_id:
+        raise NotFound("No such policy version.")
+    return policy
+
+
+def open_draft(tenant_id: int) -> PolicyVersion | None:
+    return db.session.scalars(
+        select(PolicyVersion).where(PolicyVersion.tenant_id == tenant_id,
+                                    PolicyVersion.state.in_((PolicyState.DRAFT.value,
+                                                             PolicyState.PENDING.value)))
+        .order_by(PolicyVersion.version.desc()).limit(1)).first()
+
+
+def latest_active(tenant_id: int) -> PolicyVersion | None:
+    """The version in force now, else the newest scheduled one."""
+    return policy_in_force(tenant_id) or db.session.scalars(
+        select(PolicyVersion).where(PolicyVersion.tenant_id == tenant_id,
+                                    PolicyVersion.state == PolicyState.ACTIVE.value)
+        .order_by(PolicyVersion.version.desc()).limit(1)).first()
+
+
+DEFAULT_FALLBACK = [{"role": "approver", "min_limit": "amount"}]
+
+
+def _copy_rules(source: PolicyVersion | None) -> list[PolicyRule]:
+    if source is None:
+        return []
+    return [PolicyRule(position=r.position, name=r.name, condition=r.condition,
+                       outcome=r.outcome, steps=list(r.steps or []), queue=r.queue)
+            for r in source.rules]
+
+
+def create_draft(actor: Actor, tenant_id: int) -> PolicyVersion:
+    """A new draft copied from the version in force (or an empty one); one open draft at a
+    time per tenant."""
+    require_policy_admin(actor, tenant_id)
+    if open_draft(tenant_id) is not None:
+        raise InvalidTransition("There is already a draft or a version waiting for approval.")
+    source = latest_active(tenant_id)
+    number = (db.session.scalar(select(func.max(PolicyVersion.version))
+                                .where(PolicyVersion.tenant_id == tenant_id)) or 0) + 1
+    draft = PolicyVersion(
+        tenant_id=tenant_id, version=number, state=PolicyState.DRAFT.value,
+        based_on_id=source.id if source else None, author_id=actor.user_id, created_at=utcnow(),
+        max_auto_amount=source.max_auto_amount if source else Decimal("1000.00"),
+        daily_auto_count=source.daily_auto_count if source else 200,
+        daily_auto_amount=source.daily_auto_amount if source else Decimal("50000.00"),
+        qa_sample_pct=source.qa_sample_pct if source else 5,
+        qa_role=source.qa_role if source else Role.MANAGER.value,
+        risk=dict(source.risk) if source else {"base": 10, "per_10k": 10, "max_auto_risk": 60},
+        sla_targets=dict(source.sla_targets) if source else {},
+        fallback_steps=list(source.fallback_steps) if source else list(DEFAULT_FALLBACK),
+        rules=_copy_rules(source),
+    )
+    db.session.add(draft)
+    db.session.flush()
+    record_event(actor, "policy.draft_created", tenant_id=tenant_id,
+                 data={"policy_id": draft.id, "version": number,
+                       "based_on_version": source.version if source else None})
+    return draft
+
+
+def _editable(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
+    policy = get_version(actor, tenant_id, policy_id)
+    if policy.state != PolicyState.DRAFT.value:
+        raise InvalidTransition(f"Version {policy.version} is {policy.state}; only a draft "
+                                "can be edited.")
+    if policy.author_id != actor.user_id:
+        # Whoever shaped a version may not activate it; so only its author shapes it.
+        raise PermissionDenied("Only the author of a draft edits it; another admin reviews "
+                               "and activates it.")
+    return policy
+
+
+STEP_ROLES = (Role.APPROVER.value, Role.MANAGER.value)
+
+
+def clean_steps(text: str) -> list[dict]:
+    """Steps written one per line as "role" or "role >= limit" (limit a number or amount)."""
+    steps, errors = [], []
+    for n, line in enumerate((text or "").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        role, _, limit = (part.strip() for part in line.partition(">="))
+        if role not in STEP_ROLES:
+            errors.append(f"line {n}: the role must be one of {', '.join(STEP_ROLES)}")
+            continue
+        if not limit:
+            limit = "0"
+        if limit != "amount":
+            try:
+                limit = str(parse_money(limit, "limit"))
+            except ValidationFailed:
+                errors.append(f"line {n}: the limit must be a number or amount")
+                continue
+        steps.append({"role": role, "min_limit": limit})
+    if errors:
+        raise ValidationFailed("Some steps are not valid.", {"steps": "; ".join(errors)})
+    return steps
+
+
+def _clean_rule(name: str, condition: str, outcome: str, steps_text: str,
+                queue: str | None) -> dict:
+    errors: dict[str, str] = {}
+    name = (name or "").strip()
+    if not name:
+        errors["name"] = "is required"
+    try:
+        check_condition(condition)
+    except ValidationFailed as error:
+        errors["condition"] = error.message
+    if outcome not in {o.value for o in Outcome}:
+        errors["outcome"] = "choose auto-approve, steps or queue"
+    steps: list[dict] = []
+    try:
+        steps = clean_steps(steps_text)
+    except ValidationFailed as error:
+        errors.update(error.fields)
+    if outcome == Outcome.STEPS.value and not steps and "steps" not in errors:
+        errors["steps"] = "name at least one step"
+    queue = (queue or "").strip() or None
+    if outcome == Outcome.QUEUE.value and not queue:
+        errors["queue"] = "name the queue"
+    if errors:
+        raise ValidationFailed(errors.get("condition") or "The rule is not valid.", errors)
+    return {"name": name[:120], "condition": condition.strip(), "outcome": outcome,
+            "steps": steps if outcome == Outcome.STEPS.value else [],
+            "queue": queue if outcome == Outcome.QUEUE.value else None}
+
+
+def save_rule(actor: Actor, tenant_id: int, policy_id: int, *, rule_id: int | None,
+              name: str, condition: str, outcome: str, steps_text: str = "",
+              queue: str | None = None) -> PolicyRule:
+    """Add a rule at the end of a draft, or change one."""
+    policy = _editable(actor, tenant_id, policy_id)
+    fields = _clean_rule(name, condition, outcome, steps_text, queue)
+    if rule_id is None:
+        rule = PolicyRule(position=len(policy.rules) + 1, **fields)
+        policy.rules.append(rule)
+        before = None
+    else:
+        rule = next((r for r in policy.rules if r.id == rule_id), None)
+        if rule is None:
+            raise NotFound("No such rule.")
+        before = _rule_dict(rule)
+        for key, value in fields.items():
+            setattr(rule, key, value)
+    db.session.flush()
+    record_event(actor, "policy.rule_saved", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version,
+                       "position": rule.position, "before": before, "after": _rule_dict(rule)})
+    return rule
+
+
+def delete_rule(actor: Actor, tenant_id: int, policy_id: int, rule_id: int) -> None:
+    policy = _editable(actor, tenant_id, policy_id)
+    rule = next((r for r in policy.rules if r.id == rule_id), None)
+    if rule is None:
+        raise NotFound("No such rule.")
+    before = _rule_dict(rule)
+    policy.rules.remove(rule)
+    db.session.flush()
+    _renumber(policy)
+    record_event(actor, "policy.rule_deleted", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version, "before": before})
+
+
+def move_rule(actor: Actor, tenant_id: int, policy_id: int, rule_id: int, direction: int) -> None:
+    """Move a rule one place up (-1) or down (+1) in the priority order."""
+    policy = _editable(actor, tenant_id, policy_id)
+    rules = list(policy.rules)
+    index = next((n for n, r in enumerate(rules) if r.id == rule_id), None)
+    if index is None:
+        raise NotFound("No such rule.")
+    other = index + (1 if direction > 0 else -1)
+    if not 0 <= other < len(rules):
+        return
+    rules[index], rules[other] = rules[other], rules[index]
+    for rule in rules:  # clear positions first: (policy_id, position) is unique
+        rule.position = -rule.id
+    db.session.flush()
+    for n, rule in enumerate(rules, start=1):
+        rule.position = n
+    db.session.flush()
+    db.session.expire(policy, ["rules"])
+    record_event(actor, "policy.rule_moved", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version,
+                       "rule": rules[other].name, "to_position": other + 1})
+
+
+def _renumber(policy: PolicyVersion) -> None:
+    rules = sorted(policy.rules, key=lambda r: r.position)
+    for rule in rules:
+        rule.position = -rule.id
+    db.session.flush()
+    for n, rule in enumerate(rules, start=1):
+        rule.position = n
+    db.session.flush()
+
+
+def _rule_dict(rule: PolicyRule) -> dict:
+    return {"position": rule.position, "name": rule.name, "condition": rule.condition,
+            "outcome": rule.outcome, "steps": list(rule.steps or []), "queue": rule.queue}
+
+
+SETTINGS = ("max_auto_amount", "daily_auto_count", "daily_auto_amount", "qa_sample_pct",
+            "qa_role", "risk", "sla_targets", "fallback_steps", "note")
+
+
+def settings_dict(policy: PolicyVersion) -> dict:
+    return {name: getattr(policy, name) for name in SETTINGS}
+
+
+def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> PolicyVersion:
+    """Guard rails, risk scoring, SLA targets and fallback steps of a draft."""
+    policy = _editable(actor, tenant_id, policy_id)
+    errors: dict[str, str] = {}
+    clean: dict = {}
+    for name in ("max_auto_amount", "daily_auto_amount"):
+        raw = (values.get(name) or "").strip()
+        if not raw:
+            clean[name] = None
+            continue
+        try:
+            clean[name] = parse_money(raw, name)
+            if clean[name] < 0:
+                errors[name] = "must be zero or more"
+        except ValidationFailed:
+            errors[name] = "must be an amount"
+    for name, low, high in (("daily_auto_count", 0, 10**9), ("qa_sample_pct", 0, 100)):
+        raw = str(values.get(name) if values.get(name) is not None else "").strip()
+        if not raw:
+            clean[name] = None if name == "daily_auto_count" else 0
+            continue
+        try:
+            clean[name] = int(raw)
+            if not low <= clean[name] <= high:
+                errors[name] = f"between {low} and {high}"
+        except ValueError:
+            errors[name] = "must be a whole number"
+    qa_role = values.get("qa_role") or Role.MANAGER.value
+    if qa_role not in STEP_ROLES:
+        errors["qa_role"] = f"one of {', '.join(STEP_ROLES)}"
+    clean["qa_role"] = qa_role
+    try:
+        clean["fallback_steps"] = clean_steps(values.get("fallback_steps_text") or "")
+        if not clean["fallback_steps"]:
+            errors["fallback_steps"] = "name at least one step"
+    except ValidationFailed as error:
+        errors["fallback_steps"] = error.fields.get("steps", "not valid")
+    if "risk" in values:
+        try:
+            clean["risk"] = clean_risk(values["risk"])
+        except ValidationFailed as error:
+            errors.update(error.fields)
+    if "sla_targets" in values:
+        try:
+            clean["sla_targets"] = clean_sla_targets(values["sla_targets"])
+        except ValidationFailed as error:
+            errors.update(error.fields)
+    if errors:
+        raise ValidationFailed("Some settings are not valid.", errors)
+    before = _jsonable_settings(policy)
+    for key, value in clean.items():
+        setattr(policy, key, value)
+    db.session.flush()
+    record_event(actor, "policy.settings_saved", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version, "before": before,
+                       "after": _jsonable_settings(policy)})
+    return policy
+
+
+def _jsonable_settings(policy: PolicyVersion) -> dict:
+    from app.audit.chain import jsonable
+
+    return jsonable(settings_dict(policy))
+
+
+RISK_NUMBERS = ("base", "per_10k", "per_discount_pct", "max_auto_risk")
+RISK_POINTS = ("regions", "partner_types", "counterparty_risk")
+
+
+def clean_risk(risk: dict) -> dict:
+    """Risk scoring inputs: numbers as exact strings, points per region, partner type and
+    counterparty risk."""
+    out: dict = {}
+    for name in RISK_NUMBERS:
+        raw = str((risk or {}).get(name) if (risk or {}).get(name) is not None else "").strip()
+        if not raw:
+            continue
+        try:
+            value = Decimal(raw)
+            if not value.is_finite() or abs(value) > 1000:
+                raise ValueError
+        except (ValueError, ArithmeticError):
+            raise ValidationFailed("Some risk inputs are not valid.",
+                                   {f"risk_{name}": "a number between -1000 and 1000"}) from None
+        out[name] = str(value)
+    for name in RISK_POINTS:
+        points = (risk or {}).get(name) or {}
+        if points:
+            out[name] = {str(k): str(Decimal(str(v))) for k, v in points.items()}
+    return out
+
+
+def clean_sla_targets(targets: dict) -> dict:
+    """{kind: {priority: hours}} with known kinds and priorities and positive hours, kept as
+    strings (exact, and fit for the audit trail)."""
+    from app.models import Priority
+
+    out: dict[str, dict[str, str]] = {}
+    bad = []
+    for kind, by_priority in (targets or {}).items():
+        if kind not in {k.value for k in Kind} or not isinstance(by_priority, dict):
+            bad.append(str(kind))
+            continue
+        for priority, hours in by_priority.items():
+            if hours in (None, ""):
+                continue
+            try:
+                value = Decimal(str(hours))
+            except Exception:  # noqa: BLE001 - any unparsable text is refused below
+                value = None
+            if priority not in {p.value for p in Priority} or value is None or not (
+                    Decimal("0") < value <= Decimal("2000")):
+                bad.append(f"{kind} {priority}")
+                continue
+            out.setdefault(kind, {})[priority] = str(value)
+    if bad:
+        raise ValidationFailed("Some SLA targets are not valid.",
+                               {"sla_targets": "hours between 0 and 2000 for: " + ", ".join(bad)})
+    return out
+
+
+def submit_version(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
+    policy = _editable(actor, tenant_id, policy_id)
+    for rule in policy.rules:
+        check_condition(rule.condition)  # still valid under today's field list
+    policy.state = PolicyState.PENDING.value
+    policy.submitted_at = utcnow()
+    db.session.flush()
+    record_event(actor, "policy.submitted", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version})
+    return policy
+
+
+def withdraw_version(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
+    """Back to draft (its author or another admin), e.g. to change it after review."""
+    policy = get_version(actor, tenant_id, policy_id)
+    if policy.state != PolicyState.PENDING.value:
+        raise InvalidTransition("Only a version waiting for approval can go back to draft.")
+    policy.state = PolicyState.DRAFT.value
+    policy.submitted_at = None
+    db.session.flush()
+    record_event(actor, "policy.returned_to_draft", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version})
+    return policy
+
+
+def activate_version(actor: Actor, tenant_id: int, policy_id: int,
+                     effective_from: datetime | None = None) -> PolicyVersion:
+    """A second admin activates a submitted version from `effective_from` (now if None); the
+    version it supersedes is retired at that moment. The author cannot: four-eyes."""
+    policy = get_version(actor, tenant_id, policy_id)
+    if policy.state != PolicyState.PENDING.value:
+        raise InvalidTransition(f"Version {policy.version} is {policy.state}; submit it first.")
+    if policy.author_id == actor.user_id:
+        raise PermissionDenied("You wrote this version; another admin must activate it "
+                               "(four-eyes).")
+    now = utcnow()
+    effective_from = effective_from or now
+    if effective_from.tzinfo is None:
+        raise ValidationFailed("Give the effective-from time with its timezone.",
+                               {"effective_from": "needs a timezone"})
+    if effective_from < now.replace(microsecond=0) and (now - effective_from).total_seconds() > 60:
+        raise ValidationFailed("A version cannot take effect in the past.",
+                               {"effective_from": "now or later"})
+    effective_from = max(effective_from, now)
+    superseded = db.session.scalars(
+        select(PolicyVersion).where(
+            PolicyVersion.tenant_id == tenant_id, PolicyVersion.id != policy.id,
+            PolicyVersion.state == PolicyState.ACTIVE.value,
+            or_(PolicyVersion.retired_at.is_(None),
+                PolicyVersion.retired_at > effective_from))).all()
+    for old in superseded:
+        if old.effective_from >= effective_from:
+            raise InvalidTransition(f"Version {old.version} takes effect later; "
+                                    "choose a later effective-from time.")
+        old.state = PolicyState.RETIRED.value
+        old.retired_at = effective_from
+    policy.state = PolicyState.ACTIVE.value
+    policy.approver_id = actor.user_id
+    policy.activated_at = now
+    policy.effective_from = effective_from
+    db.session.flush()
+    record_event(actor, "policy.activated", tenant_id=tenant_id,
+                 data={"policy_id": policy.id, "version": policy.version,
+                       "author_id": policy.author_id, "effective_from": effective_from,
+                       "retires": [o.version for o in superseded]})
+    return policy
+
+
+def discard_draft(actor: Actor, tenant_id: int, policy_id: int) -> None:
+    policy = get_version(actor, tenant_id, policy_id)
+    if policy.state not in (PolicyState.DRAFT.value, PolicyState.PENDING.value):
+        raise InvalidTransition("Only a draft can be discarded.")
+    version = policy.version
+    db.session.delete(policy)
+    db.session.flush()
+    record_event(actor, "policy.draft_discarded", tenant_id=tenant_id,
+                 data={"policy_id": policy_id, "version": version})
+
+
+def set_kill_switch(actor: Actor, tenant_id: int, engaged: bool, reason: str = "") -> PolicyKillSwitch:
+    """Stop (or resume) auto-approval in a tenant at once."""
+    require_policy_admin(actor, tenant_id)
+    reason = (reason or "").strip()
+    if engaged and not reason:
+        raise ValidationFailed("Say why auto-approval stops.", {"reason": "is required"})
+    switch = db.session.get(PolicyKillSwitch, tenant_id)
+    if switch is None:
+        switch = PolicyKillSwitch(tenant_id=tenant_id, engaged=False)
+        db.session.add(switch)
+    if bool(switch.engaged) == engaged:
+        return switch
+    switch.engaged = engaged
+    switch.reason = reason or None
+    switch.changed_by_id = actor.user_id
+    switch.changed_at = utcnow()
+    db.session.flush()
+    record_event(actor, "policy.kill_switch_engaged" if engaged else "policy.kill_switch_released",
+                 tenant_id=tenant_id, comment=reason or None, data={"engaged": engaged})
+    return switch
+
+
+def decision_receipt(item_id: int) -> PolicyDecision | None:
+    return db.session.get(PolicyDecision, item_id)
+
+
+def undecided_receipts(limit: int) -> list[tuple[int, int]]:
+    """(tenant_id, item_id) of arrived items still waiting for their decision, oldest first;
+    rows another sweeper has locked are skipped on PostgreSQL."""
+    query = (select(PolicyDecision.tenant_id, PolicyDecision.item_id)
+             .where(PolicyDecision.decided_at.is_(None))
+             .order_by(PolicyDecision.item_id).limit(limit))
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [tuple(r) for r in db.session.execute(query).all()]
+

@@ -1,0 +1,42 @@
+"""Policy fixtures: two admins of one tenant (four-eyes), and an active policy built through
+the same services the admin pages use."""
+from __future__ import annotations
+
+import pytest
+
+from app.extensions import db
+from app.policy import services
+from app.unit_of_work import commit
+from tests.conftest import actor
+
+
+@pytest.fixture
+def admins(make_tenant, make_user):
+    tenant = make_tenant()
+    author = make_user("author@example.com", [tenant], roles=("admin",), limit="0")
+    checker = make_user("checker@example.com", [tenant], roles=("admin",), limit="0")
+    return tenant, author, checker
+
+
+@pytest.fixture
+def make_policy(app):
+    def make(tenant, author, checker, rules, **settings):
+        """rules: (name, condition, outcome, steps text) tuples, in priority order."""
+        draft = services.create_draft(actor(author), tenant.id)
+        for name, condition, outcome, steps in rules:
+            services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
+                               condition=condition, outcome=outcome, steps_text=steps,
+                               queue="review" if outcome == "queue" else None)
+        values = {"max_auto_amount": "", "daily_auto_count": "", "daily_auto_amount": "",
+                  "qa_sample_pct": "0", "qa_role": "manager",
+                  "fallback_steps_text": "approver >= amount", "risk": {"base": 0}}
+        values.update(settings)
+        services.save_settings(actor(author), tenant.id, draft.id, **values)
+        services.submit_version(actor(author), tenant.id, draft.id)
+        commit()
+        services.activate_version(actor(checker), tenant.id, draft.id)
+        commit()
+        db.session.refresh(draft)
+        return draft
+
+    return make

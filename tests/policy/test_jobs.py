@@ -1,0 +1,143 @@
+"""The policy worker through a real Redis and real `rq worker` processes: arrivals decided
+through the outbox, and a sweep killed half-way that a new worker finishes, deciding every
+item exactly once with the audit chain intact."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from sqlalchemy import func, select
+
+from app.actors import Actor
+from app.audit.models import AuditEvent
+from app.audit.services import verify_all
+from app.extensions import db
+from app.jobs import enqueue
+from app.models import WorkItem
+from app.policy.models import PolicyDecision
+from app.unit_of_work import commit
+from app.work.services import create_item
+
+ROOT = Path(__file__).resolve().parents[2]
+AUTO = ("Small discounts", "amount <= 1000 and discount_pct <= 10", "auto_approve", "")
+CHAIN = ("Large deals", "amount > 50000", "steps", "approver >= 10000\nmanager >= amount")
+
+
+def _worker_env(app) -> dict:
+    return dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+                REDIS_URL=app.config["REDIS_URL"], RQ_QUEUE=app.config["RQ_QUEUE"])
+
+
+def _command(burst: bool) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--without-scheduler",
+            *(["--burst"] if burst else [])]
+
+
+def run_burst_worker(app) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(True), cwd=ROOT, env=_worker_env(app), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def relaying(app):
+    app.config["OUTBOX_RELAY_ON_COMMIT"] = True
+    yield app
+    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _decided() -> int:
+    db.session.rollback()
+    return db.session.scalar(select(func.count()).select_from(PolicyDecision)
+                             .where(PolicyDecision.outcome.is_not(None)))
+
+
+def test_arrivals_are_decided_by_a_real_worker_through_the_outbox(
+        relaying, admins, make_policy, make_item, make_user):
+    tenant, author, checker = admins
+    make_user("a@example.com", [tenant], roles=("approver",), limit="20000")
+    make_user("m@example.com", [tenant], roles=("manager",), limit="1000000")
+    policy = make_policy(tenant, author, checker, [AUTO, CHAIN])
+    small = make_item(tenant, amount="800.00", details={"discount_pct": "5"})
+    large = make_item(tenant, amount="75000.00", details={"discount_pct": "5"})
+    worker = run_burst_worker(relaying)
+    assert worker.returncode == 0, worker.stderr
+    db.session.expire_all()
+    small, large = db.session.get(WorkItem, small.id), db.session.get(WorkItem, large.id)
+    assert small.state == "approved" and small.policy_version == policy.version
+    assert large.state == "pending" and [s.role for s in large.steps] == ["approver", "manager"]
+    [approved] = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.item_id == small.id, AuditEvent.action == "item.approve")).all()
+    assert (approved.actor_type, approved.data["policy_version"], approved.data["rule"]) == (
+        "policy", policy.version, 1)
+    [routed] = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.item_id == large.id, AuditEvent.action == "policy.routed")).all()
+    assert routed.actor_type == "policy" and routed.data["rule_name"] == "Large deals"
+
+
+def test_a_sweep_killed_half_way_is_finished_by_a_new_worker_each_item_decided_once(
+        app, admins, make_policy):
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [AUTO, CHAIN])
+    system = Actor.system("tests")
+    for n in range(2000):
+        create_item(system, tenant_id=tenant.id, kind="approval", subtype="discount",
+                    title="Load", external_ref=f"K-{n}", source_system="tests",
+                    counterparty=f"Customer {n % 40}", amount=str(200 + (n % 7) * 150),
+                    details={"discount_pct": str(n % 15)})
+    commit()
+    enqueue("app.policy.jobs.sweep_undecided", 20, 600)
+    first = subprocess.Popen(_command(False), cwd=ROOT, env=_worker_env(app),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _decided() < 200:
+            assert time.monotonic() < deadline, "the sweep did not start"
+            assert first.poll() is None, "the worker stopped"
+            time.sleep(0.02)
+    finally:
+        # The work-horse runs the sweep in a session of its own: kill it and the worker.
+        for pid in [*_children(first.pid), first.pid]:
+            os.kill(pid, signal.SIGKILL)
+        first.wait()
+    part = _decided()
+    assert 200 <= part < 2000, "the worker was not killed half-way"
+
+    sweep = enqueue("app.policy.jobs.sweep_undecided", 500, 600)  # the next periodic sweep
+    second = subprocess.Popen(_command(False), cwd=ROOT, env=_worker_env(app),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Only the sweep matters here, not the mail and state-change deliveries it queues.
+        deadline = time.monotonic() + 240
+        while sweep.get_status(refresh=True) not in ("finished", "failed"):
+            assert time.monotonic() < deadline and second.poll() is None, "the sweep hung"
+            time.sleep(0.1)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    assert sweep.get_status() == "finished"
+    assert _decided() == 2000
+    per_item = db.session.execute(
+        select(AuditEvent.item_id, func.count())
+        .where(AuditEvent.action.in_(("item.approve", "policy.routed")))
+        .group_by(AuditEvent.item_id)).all()
+    assert len(per_item) == 2000 and {n for _i, n in per_item} == {1}
+    approved = db.session.scalar(select(func.count()).select_from(WorkItem)
+                                 .where(WorkItem.state == "approved"))
+    assert approved == db.session.scalar(select(func.count()).select_from(AuditEvent)
+                                         .where(AuditEvent.action == "item.approve"))
+    assert all(report.ok for report in verify_all())
+    audit = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "audit", "verify"],
+                           cwd=ROOT, env=_worker_env(app), capture_output=True, text=True,
+                           timeout=120)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
