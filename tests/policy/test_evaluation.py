@@ -192,3 +192,46 @@ def test_items_of_a_tenant_without_a_policy_keep_the_default_chain(make_tenant, 
     item = make_item(tenant, amount="500.00")
     assert [s.role for s in item.steps] == ["approver"]
     assert db.session.get(PolicyDecision, item.id) is None
+
+
+def test_a_batch_decided_by_the_policy_keeps_the_dashboard_rollups_exact(
+        admins, make_policy, make_item, make_user):
+    """The batch writes items with one UPDATE, outside the ORM flush that keeps the rollups:
+    it must move each item's contribution itself, and count the approvals as automatic."""
+    from tests.dashboard.recompute import expected_rollups, stored_rollups
+
+    tenant, author, checker = admins
+    make_user("ann@example.com", [tenant], roles=("approver",), limit="100000")
+    make_policy(tenant, author, checker, [SMALL_AUTO])
+    items = [_item(make_item, tenant, amount=a) for a in ("200.00", "900.00", "5000.00")]
+    assert _evaluate(tenant, *items)["auto_approved"] == 2
+    decided = [db.session.get(WorkItem, i.id) for i in items]
+    assert [i.decided_by_type for i in decided] == ["policy", "policy", None]
+    assert stored_rollups() == expected_rollups()
+
+
+def test_routing_skips_an_approver_away_whose_delegation_does_not_cover_the_item(
+        admins, make_policy, make_item, make_user):
+    from datetime import timedelta
+
+    from app.models import Membership
+    from app.types import utcnow
+
+    tenant, author, checker = admins
+    away = make_user("away@example.com", [tenant], roles=("approver",), limit="100000")
+    stand_in = make_user("standin@example.com", [tenant], roles=("approver",), limit="100000")
+    present = make_user("present@example.com", [tenant], roles=("approver",), limit="100000")
+    membership = db.session.scalars(select(Membership).where(
+        Membership.user_id == away.id, Membership.tenant_id == tenant.id)).one()
+    today = utcnow().date()
+    membership.delegate_id, membership.delegate_max_amount = stand_in.id, Decimal("1000")
+    membership.delegate_from, membership.delegate_until = today - timedelta(days=1), today + timedelta(days=3)
+    commit()
+    make_policy(tenant, author, checker, [])  # everything takes the fallback chain
+    big = _item(make_item, tenant, amount="5000.00")
+    _evaluate(tenant, big)
+    [assignment] = db.session.scalars(select(ApprovalAssignment).where(
+        ApprovalAssignment.item_id == big.id)).all()
+    # Away with a delegation up to 1,000 only: a 5,000 item goes to someone present.
+    assert assignment.approver_id in {stand_in.id, present.id}
+    assert assignment.approver_id != away.id
