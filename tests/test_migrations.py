@@ -36,3 +36,32 @@ def test_upgrade_from_empty_matches_the_models(empty_database_url):
             diff = compare_metadata(context, db.metadata)
         db.engine.dispose()
     assert diff == []
+
+
+def test_upgrade_of_a_database_holding_work_keeps_it_on_both_databases(empty_database_url):
+    """Last release's schema (7388fbc84852) with a tenant, a person and an item in it: this
+    release's migrations rebuild tables that others point at (SQLite rebuilds a table to alter
+    it), and must neither fail on those references nor lose a row."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database_url, "TESTING": True})
+    with app.app_context():
+        upgrade(revision="7388fbc84852")
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO tenants (id, slug, name, currency, timezone, calendar_country, "
+                "working_days, work_start, work_end, is_reseller, created_at) VALUES (1, 'acme', "
+                "'Acme', 'USD', 'UTC', 'US', '[1,2,3,4,5]', '09:00', '17:00', false, "
+                "'2026-11-02 09:00:00')"))
+            conn.execute(text(
+                "INSERT INTO users (id, email, name, password_hash, active, session_epoch, "
+                "created_at) VALUES (1, 'a@x.test', 'A', 'x', true, 0, '2026-11-02 09:00:00')"))
+            conn.execute(text(
+                "INSERT INTO memberships (id, user_id, tenant_id, approval_limit, created_at) "
+                "VALUES (1, 1, 1, '1000', '2026-11-02 09:00:00')"))
+        upgrade()
+        with db.engine.connect() as conn:
+            counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                      for t in ("tenants", "users", "memberships")]
+            if DATABASE != "postgresql":
+                assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+        db.engine.dispose()
+    assert counts == [1, 1, 1]
