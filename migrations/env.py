@@ -100,6 +100,10 @@ def run_migrations_online():
             # prove the references afterwards.
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
             connection.commit()
+            # The driver opens a transaction only before DML, so DDL would commit statement by
+            # statement and a failure would leave a half-migrated database. Open one for the
+            # whole run (SQLite's DDL is transactional); alembic leaves an open one to us.
+            connection.exec_driver_sql("BEGIN")
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
@@ -108,11 +112,12 @@ def run_migrations_online():
 
         with context.begin_transaction():
             context.run_migrations()
-            if sqlite:
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-                if broken:
-                    raise RuntimeError(f"the migration left broken references: {broken[:5]}")
         if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                connection.rollback()
+                raise RuntimeError(f"the migration left broken references: {broken[:5]}")
+            connection.commit()
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             connection.commit()
 

@@ -65,3 +65,22 @@ def test_upgrade_of_a_database_holding_work_keeps_it_on_both_databases(empty_dat
                 assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
         db.engine.dispose()
     assert counts == [1, 1, 1]
+
+
+@pytest.mark.skipif(DATABASE != "sqlite", reason="PostgreSQL's DDL is transactional anyway")
+def test_a_failing_upgrade_on_sqlite_leaves_the_database_as_it_was(empty_database_url):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database_url, "TESTING": True})
+    with app.app_context():
+        upgrade(revision="7388fbc84852")
+        with db.engine.begin() as conn:
+            # A table the next migration creates is in the way: that migration fails part-way.
+            conn.execute(text("CREATE TABLE dashboard_open (x INTEGER)"))
+        with pytest.raises(Exception, match="already exists"):
+            upgrade()
+        with db.engine.connect() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            tables = {r[0] for r in conn.execute(text(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"))}
+        db.engine.dispose()
+    assert version == "7388fbc84852"
+    assert "dashboard_daily" not in tables  # created before the failure, rolled back with it
