@@ -4,6 +4,7 @@ the same rules hold for every caller."""
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
+    BooleanField,
     DateField,
     EmailField,
     HiddenField,
@@ -46,6 +47,7 @@ class TenantForm(FlaskForm):
     working_days = CheckboxesField("Working days", choices=WEEKDAYS)
     work_start = StringField("Opens", validators=[Length(max=5)])
     work_end = StringField("Closes", validators=[Length(max=5)])
+    sla_reassign_on_breach = BooleanField("Move a breached item to the least-loaded colleague")
 
 
 class BrandingForm(FlaskForm):

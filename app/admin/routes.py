@@ -132,7 +132,8 @@ def tenant(slug: str):
                 actor, tenant, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
-                work_end=form.work_end.data)
+                work_end=form.work_end.data,
+                sla_reassign_on_breach=form.sla_reassign_on_breach.data)
             commit()
         except ValidationFailed as error:
             db.session.rollback()

@@ -173,7 +173,7 @@ def clean_tenant_settings(data: dict) -> dict:
 
 
 def _settings_of(tenant: Tenant) -> dict:
-    return {name: getattr(tenant, name) for name in SETTINGS}
+    return {name: getattr(tenant, name) for name in (*SETTINGS, "sla_reassign_on_breach")}
 
 
 def _changed(before: dict, after: dict) -> tuple[dict, dict]:
@@ -208,9 +208,12 @@ def create_tenant(actor: Actor, *, slug: str, **settings) -> Tenant:
     return tenant
 
 
-def update_tenant(actor: Actor, tenant: Tenant, **settings) -> Tenant:
+def update_tenant(actor: Actor, tenant: Tenant, *, sla_reassign_on_breach: bool | None = None,
+                  **settings) -> Tenant:
     require_admin(actor, tenant)
     clean = clean_tenant_settings(settings)
+    if sla_reassign_on_breach is not None:
+        clean["sla_reassign_on_breach"] = bool(sla_reassign_on_breach)
     if clean["currency"] != tenant.currency and db.session.scalar(
             select(func.count()).select_from(WorkItem).where(WorkItem.tenant_id == tenant.id)):
         raise ValidationFailed("The currency cannot change once the tenant has work.",

@@ -99,6 +99,20 @@ def test_settings_are_saved_and_audited_with_before_and_after(org, sign_in):
     assert calendar_for(tenant).start.strftime("%H:%M") == "08:00"
 
 
+def test_reassigning_breached_work_is_switched_on_in_the_settings_and_audited(org, sign_in):
+    admin = sign_in(org.admin)
+    assert 'name="sla_reassign_on_breach"' in admin.get("/admin/t/northwind/").text
+    assert post_form(admin, "/admin/t/northwind/",
+                     {**SETTINGS, "sla_reassign_on_breach": "y"}).status_code == 303
+    assert _tenant().sla_reassign_on_breach is True
+    [event] = _events("tenant.updated")
+    assert (event.data["before"]["sla_reassign_on_breach"],
+            event.data["after"]["sla_reassign_on_breach"]) == (False, True)
+    # An unticked box is a choice too: it switches it off again.
+    assert post_form(admin, "/admin/t/northwind/", SETTINGS).status_code == 303
+    assert _tenant().sla_reassign_on_breach is False
+
+
 def test_the_currency_is_fixed_once_the_tenant_has_work(org, sign_in, make_item):
     make_item(org.northwind)
     admin = sign_in(org.admin)
