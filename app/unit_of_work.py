@@ -1,6 +1,8 @@
 """One commit per unit of work (a request, a job, a CLI command), then the outbox relay."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -41,3 +43,70 @@ def _drop_pending_outbox(session, transaction):
     # it; take_pending skips those, since their rows were never committed.
     if not transaction.nested:
         forget_pending(session)
+
+
+class CommitTimeList:
+    """Values a unit of work collects (audit events, rollup changes) to write when it commits,
+    so the rows they lock are held for the commit only, not for the whole unit of work. What a
+    savepoint collected goes with it if it rolls back; everything goes if the transaction does.
+
+    `write(session, values)` runs in the commit, after the last flush, in `order` among the
+    lists (lowest first)."""
+
+    _all: list[CommitTimeList] = []
+
+    def __init__(self, name: str, write: Callable[[Session, list], None], order: int) -> None:
+        self.key = f"cleardesk_commit_time_{name}"
+        self.write, self.order = write, order
+        CommitTimeList._all.append(self)
+        CommitTimeList._all.sort(key=lambda c: c.order)
+
+    def add(self, session: Session, value) -> None:
+        session.info.setdefault(self.key, []).append(value)
+
+    def values(self, session: Session) -> list:
+        return session.info.get(self.key, [])
+
+
+_MARKS = "cleardesk_commit_time_marks"
+
+
+@event.listens_for(Session, "before_commit")
+def _write_commit_time_lists(session) -> None:
+    if session.in_nested_transaction():  # a released savepoint keeps its values pending
+        return
+    # The last flush, here rather than after this hook: it may collect more (rollup changes).
+    session.flush()
+    for collected in CommitTimeList._all:
+        values = session.info.pop(collected.key, None)
+        if values:
+            collected.write(session, values)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session, transaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[transaction] = {
+            c.key: len(c.values(session)) for c in CommitTimeList._all}
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back_values(session, transaction) -> None:
+    if transaction.nested:
+        marks = session.info.get(_MARKS, {}).pop(transaction, None) or {}
+        for key, mark in marks.items():
+            if session.info.get(key):
+                del session.info[key][mark:]
+    else:
+        for collected in CommitTimeList._all:
+            session.info.pop(collected.key, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_transaction(session, transaction) -> None:
+    # The root transaction ended (committed, rolled back or closed): nothing carries over.
+    # (A savepoint's mark stays until then: its rollback is announced after it has ended.)
+    if transaction.parent is None and not transaction.nested:
+        for collected in CommitTimeList._all:
+            session.info.pop(collected.key, None)
+        session.info.pop(_MARKS, None)

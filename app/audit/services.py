@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, event, false, func, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, false, func, insert, or_, select, update
 
 from app.actors import Actor
 from app.audit.chain import HASHED_FIELDS, event_hash, jsonable, values_hash
@@ -29,6 +28,7 @@ from app.extensions import db
 from app.models import Role, Tenant
 from app.outbox.services import add_message
 from app.types import utcnow
+from app.unit_of_work import CommitTimeList
 
 
 def _dialect_insert():
@@ -64,8 +64,6 @@ def _advance_head(chain_id: int, count: int) -> tuple[int, str]:
 # their sequence numbers and hashes. The head row of a chain is locked only for those last
 # statements and the commit itself, not for the whole unit of work, so concurrent writers of
 # one tenant hardly wait for each other (issue #7: the chain's cost under concurrency).
-_PENDING = "cleardesk_audit_pending"
-_MARKS = "cleardesk_audit_marks"
 # Above this many events in one chain at once, COPY (which also has no limit of parameters; an
 # INSERT may carry at most 65,535, some 4,000 events).
 _COPY_FROM = 100
@@ -109,19 +107,14 @@ def record_event(
         "data": jsonable(payload),
         "prev_hash": None,
     }
-    db.session.info.setdefault(_PENDING, []).append(fields)
+    PENDING_EVENTS.add(db.session(), fields)
     return fields
 
 
-def write_pending_events(session) -> int:
+def write_pending_events(session, pending: list[dict]) -> None:
     """Chain and insert the events the transaction recorded: lock each chain's head (in chain
     order, so two transactions never wait for each other crosswise), number and hash the
     events, insert them and move the head, in two statements per chain."""
-    pending = session.info.get(_PENDING)
-    if not pending:
-        return 0
-    # Everything else the unit of work wrote goes to the database before any head is locked.
-    session.flush()
     by_chain: dict[int, list[dict]] = {}
     for fields in pending:
         by_chain.setdefault(fields["chain_id"], []).append(fields)
@@ -148,39 +141,10 @@ def write_pending_events(session) -> int:
         else:
             session.execute(insert(AuditEvent), events)
             session.execute(move_head)
-    session.info[_PENDING] = []
-    return len(pending)
 
 
-@event.listens_for(Session, "before_commit")
-def _chain_pending_events(session) -> None:
-    if not session.in_nested_transaction():  # a released savepoint keeps its events pending
-        write_pending_events(session)
-
-
-@event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session, transaction) -> None:
-    if transaction.nested:
-        session.info.setdefault(_MARKS, {})[transaction] = len(session.info.get(_PENDING, ()))
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back_events(session, transaction) -> None:
-    if transaction.nested:
-        mark = session.info.get(_MARKS, {}).pop(transaction, None)
-        if mark is not None and session.info.get(_PENDING):
-            del session.info[_PENDING][mark:]
-    else:
-        session.info.pop(_PENDING, None)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_transaction(session, transaction) -> None:
-    # The root transaction ended (committed, rolled back or closed): nothing carries over.
-    # (A savepoint's mark stays until then: its rollback is announced after it has ended.)
-    if transaction.parent is None and not transaction.nested:
-        session.info.pop(_PENDING, None)
-        session.info.pop(_MARKS, None)
+# Written last in the commit: the head row is the most contended lock a writer takes.
+PENDING_EVENTS = CommitTimeList("audit_events", write_pending_events, order=100)
 
 
 @dataclass

@@ -4,12 +4,14 @@ Every flush of a work item (created, moved, claimed, reassigned, resolved) takes
 contribution to the rollups before the change away and adds its contribution after it. So the
 rollups are always the same function of the items' current rows (`contributions`) — the bulk
 rebuild uses that same function — and they commit or roll back with the change itself: no lag,
-no watermark, no job to miss. Contention is one rollup row per (tenant, day, kind, subtype,
-person), held only until the change commits.
+no watermark, no job to miss. A unit of work's changes are summed and written when it commits
+(app.unit_of_work.CommitTimeList), one upsert per rollup row, so those hot rows are locked for
+the commit only.
 
-Writes that bypass the ORM must keep to columns the rollups do not read: the SLA sweep's bulk
+Writes that bypass the ORM must keep to columns the rollups do not read — the SLA sweep's bulk
 UPDATE of `sla_state` on open items is such a write (open items count only by arrival day and
-assignee). The demo seed writes by COPY and then calls `rebuild_rollups`.
+assignee) — or report their changes (`apply_item_changes`, as the policy engine's batch does).
+The demo seed writes by COPY and then calls `rebuild_rollups`.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from app.dashboard.models import (
 )
 from app.models import Kind, SlaState, Tenant, WorkItem
 from app.sla.calendar import calendar_for
+from app.unit_of_work import CommitTimeList
 from app.work.states import FINAL_STATES
 
 # The item columns the rollups depend on.
@@ -221,7 +224,22 @@ def _keep_rollups_current(session, flush_context) -> None:
             if after is not None:
                 _add(deltas, contributions(after, tenant(after.tenant_id)), +1)
     if deltas:
-        apply_deltas(session.connection(), deltas)
+        PENDING_DELTAS.add(session, deltas)
+
+
+def _apply_pending(session, collected: list[dict]) -> None:
+    """At commit: the unit of work's changes summed per rollup row, one upsert for each row,
+    so the (hot) rollup rows are locked for the commit only."""
+    total: dict = {}
+    for deltas in collected:
+        for key, sums in deltas.items():
+            target = total.setdefault(key, defaultdict(int))
+            for name, value in sums.items():
+                target[name] += value
+    apply_deltas(session.connection(), total)
+
+
+PENDING_DELTAS = CommitTimeList("rollup_deltas", _apply_pending, order=10)
 
 
 def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
@@ -236,7 +254,7 @@ def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
                 tenants[facts.tenant_id] = session.get(Tenant, facts.tenant_id)
             _add(deltas, contributions(facts, tenants[facts.tenant_id]), sign)
     if deltas:
-        apply_deltas(session.connection(), deltas)
+        PENDING_DELTAS.add(session, deltas)
 
 
 # The old value of every tracked column is needed even when the item was expired (by a commit)
