@@ -135,11 +135,12 @@ def write_pending_events(session, pending: list[dict]) -> None:
 
             insert_rows(AuditEvent.__table__, events)
             session.execute(move_head)
-        elif postgres:
-            # One round trip for the rows and the head while the head is locked.
-            session.execute(move_head.add_cte(insert(AuditEvent).values(events).cte("events")))
+        elif postgres and len(events) == 1:
+            # The usual case, one round trip for the row and the head while the head is locked
+            # (keyword values, so the compiled statement is cached).
+            session.execute(move_head.add_cte(insert(AuditEvent).values(**events[0]).cte("event")))
         else:
-            session.execute(insert(AuditEvent), events)
+            session.execute(insert(AuditEvent.__table__), events)
             session.execute(move_head)
 
 
