@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
 from contextlib import contextmanager
 from decimal import Decimal
@@ -16,6 +17,7 @@ from flask.globals import _cv_app
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import bindparam, text
+from werkzeug.serving import make_server
 
 from app import create_app
 from app.actors import Actor
@@ -255,3 +257,20 @@ class AuthActions:
 @pytest.fixture
 def auth(client):
     return AuthActions(client)
+
+
+@pytest.fixture
+def live_server(app):
+    """The base URL of the app served on a free port by werkzeug's threaded server (each
+    request in its own app context, as under gunicorn); stopped before the tables are emptied."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        # The test's own session may still hold a snapshot from before the browser acted.
+        db.session.rollback()

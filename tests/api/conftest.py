@@ -3,13 +3,9 @@ a real port (werkzeug's threaded server, as the browser tests do) for concurrent
 Schemathesis."""
 from __future__ import annotations
 
-import threading
-
 import pytest
-from werkzeug.serving import make_server
 
 from app.api.tokens import issue_token
-from app.extensions import db
 from app.unit_of_work import commit
 from tests.conftest import SYSTEM
 
@@ -51,18 +47,10 @@ def api(client, make_tenant, make_token):
 
 
 @pytest.fixture
-def live_server(app):
-    app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: a 500 answer, logged
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="api-live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        db.session.rollback()
+def live_server(app, live_server):
+    """The shared live server, answering a server error as in production (a 500, logged)."""
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    return live_server
 
 
 def item_payload(**overrides) -> dict:

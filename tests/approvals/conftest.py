@@ -82,19 +82,20 @@ def relaying(app):
     Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
 
 
-def run_worker(app) -> subprocess.CompletedProcess:
-    """A real RQ worker process with the app's database, queue, SMTP server and secret."""
+def run_worker(app, timeout: int = 120, **env_extra) -> subprocess.CompletedProcess:
+    """A real RQ worker process with the app's database, queue, SMTP server and secret (and
+    `env_extra`), until the queue is empty."""
     config = app.config
     env = dict(os.environ,
                DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=config["REDIS_URL"],
                RQ_QUEUE=config["RQ_QUEUE"], SECRET_KEY=config["SECRET_KEY"],
                SMTP_HOST=config["SMTP_HOST"], SMTP_PORT=str(config["SMTP_PORT"]),
                APP_BASE_URL=config["APP_BASE_URL"],
-               EMAIL_LINK_STEP_UP_ABOVE=str(config["EMAIL_LINK_STEP_UP_ABOVE"]))
+               EMAIL_LINK_STEP_UP_ABOVE=str(config["EMAIL_LINK_STEP_UP_ABOVE"]), **env_extra)
     worker = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst",
          "--without-scheduler"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=120)
+        timeout=timeout)
     assert worker.returncode == 0, worker.stderr
     assert "Traceback" not in worker.stderr, worker.stderr
     return worker

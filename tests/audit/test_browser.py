@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from app.audit.services import anchor_all
 from app.unit_of_work import commit
 from app.work.services import add_comment
-from tests.browser.conftest import CHROMIUM_ARGS, chromium, live_server, page  # noqa: F401
+from tests.browser.conftest import CHROMIUM_ARGS, chromium, page  # noqa: F401
 from tests.conftest import PASSWORD, actor
 
 pytestmark = pytest.mark.browser

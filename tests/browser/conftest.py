@@ -1,36 +1,15 @@
-"""A real server and a real Chromium for the browser tests.
+"""A real Chromium for the browser tests, on the app served by `live_server` (tests/conftest.py).
 
-The app is served by werkzeug's threaded server from a background thread; each request there
-gets its own app context, as under gunicorn. Chromium is Debian's, driven through Playwright's
-sync API (Playwright's own browser download cannot work offline)."""
+Chromium is Debian's, driven through Playwright's sync API (Playwright's own browser download
+cannot work offline)."""
 import os
-import threading
 
 import pytest
-from werkzeug.serving import make_server
-
-from app.extensions import db
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
-
-
-@pytest.fixture
-def live_server(app):
-    """The base URL of the app served on a free port; stopped before the tables are emptied."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-        # The test's own session may still hold a snapshot from before the browser acted.
-        db.session.rollback()
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
-from redis import Redis
-from rq import Queue
 
-from tests.approvals.conftest import Inbox, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.approvals.conftest import inbox, relaying  # noqa: F401  (fixtures)
+from tests.approvals.conftest import free_port
+from tests.approvals.conftest import run_worker as run_app_worker
 
 
 class Receiver:
@@ -99,42 +93,12 @@ def receiver():
     r.stop()
 
 
-@pytest.fixture
-def inbox(app):
-    box = Inbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, APP_BASE_URL="http://cleardesk.test")
-    try:
-        yield box
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def relaying(app):
-    app.config["OUTBOX_RELAY_ON_COMMIT"] = True
-    yield app
-    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
-
-
 def run_worker(app, **env_extra) -> subprocess.CompletedProcess:
-    """A real RQ worker process, until the queue is empty."""
+    """A real RQ worker process with the webhook settings of the app, until the queue is empty."""
     config = app.config
-    env = dict(os.environ,
-               DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=config["REDIS_URL"],
-               RQ_QUEUE=config["RQ_QUEUE"], SECRET_KEY=config["SECRET_KEY"],
-               SMTP_HOST=config["SMTP_HOST"], SMTP_PORT=str(config["SMTP_PORT"]),
-               APP_BASE_URL=config["APP_BASE_URL"],
-               WEBHOOK_RETRY_BASE_SECONDS=str(config["WEBHOOK_RETRY_BASE_SECONDS"]),
-               WEBHOOK_MAX_ATTEMPTS=str(config["WEBHOOK_MAX_ATTEMPTS"]),
-               WEBHOOK_PAUSE_AFTER=str(config["WEBHOOK_PAUSE_AFTER"]),
-               WEBHOOK_TIMEOUT_SECONDS="5", **env_extra)
-    worker = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst",
-         "--without-scheduler"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=180)
-    assert worker.returncode == 0, worker.stderr
-    assert "Traceback" not in worker.stderr, worker.stderr
-    return worker
+    return run_app_worker(
+        app, timeout=180,
+        WEBHOOK_RETRY_BASE_SECONDS=str(config["WEBHOOK_RETRY_BASE_SECONDS"]),
+        WEBHOOK_MAX_ATTEMPTS=str(config["WEBHOOK_MAX_ATTEMPTS"]),
+        WEBHOOK_PAUSE_AFTER=str(config["WEBHOOK_PAUSE_AFTER"]),
+        WEBHOOK_TIMEOUT_SECONDS="5", **env_extra)
