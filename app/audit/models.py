@@ -65,6 +65,9 @@ class AuditChainHead(db.Model):
     chain_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
+    # The hash before last_hash. PostgreSQL links a single event in the statement that
+    # advances the head, and an UPDATE returns only new values, so the old one is kept here.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditAnchor(db.Model):

@@ -1,4 +1,5 @@
 """The hash chain: valid as written, and every kind of tampering is found and named."""
+import hashlib
 from datetime import UTC
 
 import pytest
@@ -7,7 +8,13 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from app.audit.chain import HASHED_FIELDS, event_hash, values_hash
+from app.audit.chain import (
+    HASHED_FIELDS,
+    LINK_JOIN,
+    encoding_around_link,
+    event_hash,
+    values_hash,
+)
 from app.audit.models import AuditAlert, AuditEvent
 from app.audit.services import anchor_all, latest_anchor, verify_all, verify_chain
 from app.extensions import db
@@ -154,6 +161,10 @@ _json = st.recursive(
        prev_hash=st.text("0123456789abcdef", min_size=64, max_size=64))
 def test_the_verifiers_hash_is_event_hash_for_any_event(**fields):
     assert values_hash(*(fields[name] for name in HASHED_FIELDS)) == event_hash(fields)
+    # The database finishes a single event's hash from the encoding cut around its link.
+    before, after = encoding_around_link(fields)
+    linked = f"{before}{fields['prev_hash']}{LINK_JOIN}{fields['seq']}{after}"
+    assert hashlib.sha256(linked.encode("utf-8")).hexdigest() == event_hash(fields)
 
 
 # ---------------------------------------------------------------------------------------------
