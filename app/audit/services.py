@@ -394,7 +394,7 @@ def anchor_chain(chain_id: int) -> ChainReport:
 
 def raise_alert(report: ChainReport) -> AuditAlert | None:
     """An alert for the admins of the chain's tenant (of any tenant for the global chain),
-    written with its audit event and an outbox message (mail is another issue). A problem
+    written with its audit event and an outbox message that mails them. A problem
     already alerted and not yet acknowledged is not raised again."""
     already = db.session.scalar(
         select(AuditAlert.id).where(AuditAlert.chain_id == report.chain_id,

@@ -22,8 +22,8 @@ HANDLERS: dict[str, list[str]] = {
     "item.state_changed": ["app.webhooks.services.fan_out"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
-    # A periodic verification failed; the admins' banner reads the alert row, mail is later.
-    "audit.verification_failed": [],
+    # A periodic verification failed: the admins' banner reads the alert row; mail them too.
+    "audit.verification_failed": ["app.audit.notifications.mail_verification_failed"],
     # A step was given its approver: mail them (or their delegate) an email-link request.
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
     # An open item breached its SLA (it has been escalated): mail its tenant's managers.

@@ -3,10 +3,7 @@ with progress, handed only to the person who asked, and checkable by the standal
 with nothing of Cleardesk around it."""
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,8 @@ from app.audit.services import anchor_all, verify_chain
 from app.extensions import db
 from app.outbox.models import OutboxMessage
 from app.unit_of_work import commit
-from tests.audit.conftest import ROOT, run_verifier
+from tests.approvals.conftest import inbox, run_worker  # noqa: F401  (fixture)
+from tests.audit.conftest import run_verifier
 
 FORMATS = ["jsonl", "csv"]
 
@@ -245,14 +243,6 @@ def test_an_unfinished_export_cannot_be_downloaded(world, auditor):
         AuditEvent.action == "audit.export_downloaded")) == 0
 
 
-def _run_worker(app) -> subprocess.CompletedProcess:
-    env = dict(os.environ, DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
-               REDIS_URL=app.config["REDIS_URL"], RQ_QUEUE=app.config["RQ_QUEUE"])
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst",
-         "--without-scheduler"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture
 def relaying(app):
     app.config["OUTBOX_RELAY_ON_COMMIT"] = True
@@ -266,16 +256,15 @@ def relaying(app):
 
 
 def test_a_real_worker_writes_the_export_and_the_progress_endpoint_follows_it(
-        relaying, world, auditor):
+        relaying, inbox, world, auditor):
     response = _request_export(auditor, world.northwind, "csv")
     export = _export()
     queued = auditor.get(f"/audit/exports/{export.id}", headers={"HX-Request": "true"})
     assert queued.text.lstrip().startswith('<section id="export-progress"')
     assert 'hx-trigger="every 1s"' in queued.text and ">queued<" in queued.text
 
-    worker = _run_worker(relaying)
+    worker = run_worker(relaying)
 
-    assert worker.returncode == 0, worker.stderr
     export = _export()
     assert export.status == "done", worker.stderr[-4000:]
     assert export.progress == export.total > 0
@@ -306,7 +295,7 @@ def _run_outbox_only() -> None:
 
 
 def test_an_export_whose_job_vanished_from_redis_is_queued_again_by_the_sweep(
-        relaying, world, auditor):
+        relaying, inbox, world, auditor):
     from app.audit.jobs import export_job_id, sweep_stale_exports
 
     _request_export(auditor, world.northwind, "csv")
@@ -322,8 +311,7 @@ def test_an_export_whose_job_vanished_from_redis_is_queued_again_by_the_sweep(
     queue.fetch_job(job_id).delete()  # Redis lost it (flushed, restarted without its data)
     assert sweep_stale_exports() == "1 exports queued again, 0 marked failed"
     assert queue.fetch_job(job_id) is not None
-    worker = _run_worker(relaying)
-    assert worker.returncode == 0, worker.stderr
+    run_worker(relaying)
     assert _export().status == "done"
     assert sweep_stale_exports() == "0 exports queued again, 0 marked failed"
 

@@ -1,10 +1,4 @@
 """The outbox through a real Redis and a real `rq worker` process."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 from redis import Redis
 from rq import Queue
 from sqlalchemy import select
@@ -13,29 +7,12 @@ from app.extensions import db
 from app.outbox.jobs import relay_pending
 from app.outbox.models import OutboxMessage
 from app.outbox.services import outbox_job_id
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_worker(app) -> subprocess.CompletedProcess:
-    env = dict(os.environ,
-               DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
-               REDIS_URL=app.config["REDIS_URL"], RQ_QUEUE=app.config["RQ_QUEUE"])
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst",
-         "--without-scheduler"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+from tests.approvals.conftest import relaying, run_worker  # noqa: F401  (fixture)
 
 
 def _messages():
     db.session.expire_all()
     return db.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
-
-
-@pytest.fixture
-def relaying(app):
-    app.config["OUTBOX_RELAY_ON_COMMIT"] = True
-    yield app
-    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
 
 
 def test_a_committed_change_is_relayed_and_processed_by_a_real_worker(relaying, make_tenant,
@@ -46,8 +23,7 @@ def test_a_committed_change_is_relayed_and_processed_by_a_real_worker(relaying, 
     assert message.topic == "item.created" and message.relayed_at is not None
     queue = Queue(relaying.config["RQ_QUEUE"], connection=Redis.from_url(relaying.config["REDIS_URL"]))
     assert queue.fetch_job(outbox_job_id(message.id)) is not None
-    worker = run_worker(relaying)
-    assert worker.returncode == 0, worker.stderr
+    run_worker(relaying)
     [message] = _messages()
     assert message.processed_at is not None and message.attempts == 1
 
@@ -77,8 +53,7 @@ def test_redis_outage_loses_nothing_the_sweep_relays_later(relaying, make_tenant
     relaying.extensions.pop("cleardesk_redis", None)
     assert relay_pending() == 1
     assert relay_pending() == 0  # relayed once; not again until it goes stale
-    worker = run_worker(relaying)
-    assert worker.returncode == 0, worker.stderr
+    run_worker(relaying)
     [message] = _messages()
     assert message.processed_at is not None
 
