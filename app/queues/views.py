@@ -56,7 +56,7 @@ def _works(roles: set[str], kind: str) -> bool:
 def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
     """The named team queues the viewer works: the queues the rules of every policy version
     that was in force name, for the kinds the viewer's roles work in that tenant, and the QA
-    sample's queue, for the QA role of the version in force (the policy routes QA to it).
+    sample's queue where a version sampled, for the QA role of the version in force.
     Read once per request: the names come from the few policy rows, not from the items."""
     from flask import g, has_request_context
 
@@ -83,9 +83,17 @@ def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
         for tenant, kind, name in rows:
             if _works(roles[tenant], kind):
                 scopes.setdefault(name, set()).add((tenant, kind))
-        for tenant, tenant_roles in roles.items():
+        # The QA queue exists where a version that was in force sampled; its role is the one
+        # of the version in force now.
+        sampled = set(db.session.scalars(
+            select(PolicyVersion.tenant_id).where(
+                PolicyVersion.tenant_id.in_(list(roles)), PolicyVersion.qa_sample_pct > 0,
+                PolicyVersion.state.in_((PolicyState.ACTIVE.value,
+                                         PolicyState.RETIRED.value))).distinct()))
+        for tenant in sorted(sampled):
             policy = policy_in_force(tenant)
-            if policy is not None and policy.qa_role in tenant_roles:
+            qa_role = policy.qa_role if policy is not None else Role.MANAGER.value
+            if qa_role in roles[tenant]:
                 scopes.setdefault(QA_QUEUE, set()).add((tenant, Kind.APPROVAL.value))
     out = [QueueDef(TEAM_PREFIX + name, name, f"Nothing is waiting in {name}.",
                     team_queue=name, scope=tuple(sorted(scope)))

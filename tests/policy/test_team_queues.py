@@ -328,3 +328,12 @@ def test_a_team_queue_page_is_one_ordered_scan_of_its_own_index(
         assert index in plan, plan
         assert "Sort" not in plan.replace("Sort Key", ""), plan
     db.session.rollback()
+
+
+def test_no_qa_queue_where_no_version_samples(admins, team, make_policy, client, auth):
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [DEAL_DESK], qa_sample_pct="0")
+    auth.login("max@example.com")
+    page = client.get("/queues/mine").text
+    assert "@Deal desk" in page and "QA sample" not in page
+    assert client.get("/queues/" + quote("@QA sample")).status_code == 404
