@@ -222,6 +222,7 @@ class MembershipRole(db.Model):
 OPEN_STATE_VALUES = ("escalated", "info_requested", "investigating", "open", "pending",
                      "under_review", "waiting_on_customer")
 OPEN_CONDITION_SQL = "state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATE_VALUES) + ")"
+TEAM_QUEUE_CONDITION_SQL = f"{OPEN_CONDITION_SQL} AND team_queue IS NOT NULL"
 
 
 class WorkItem(db.Model):
@@ -249,8 +250,17 @@ class WorkItem(db.Model):
                 ("assignee", ("assignee_id", "sla_due_at", "id")),
                 ("counterparty", ("tenant_id", "counterparty")),
                 # Queue counts read only this (an index-only scan).
-                ("counts", ("tenant_id", "kind", "assignee_id")),
+                ("counts", ("tenant_id", "kind", "assignee_id", "team_queue")),
             )
+        ],
+        # Named team queues (the policy routes items to them): only the open items that are in
+        # one, so these stay small; an ordered scan per sort order, across tenants.
+        *[
+            Index(f"ix_work_items_team_queue_{name}", "team_queue", column, "id",
+                  postgresql_where=text(TEAM_QUEUE_CONDITION_SQL),
+                  sqlite_where=text(TEAM_QUEUE_CONDITION_SQL))
+            for name, column in (("sla", "sla_due_at"), ("amount", "amount"),
+                                 ("created", "created_at"))
         ],
     )
 
@@ -281,6 +291,9 @@ class WorkItem(db.Model):
     # While the item waits on someone outside (the SLA clock is stopped): since when.
     sla_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     policy_version: Mapped[int | None] = mapped_column(Integer)
+    # The named team queue the policy routed the item to (a rule's queue, or the QA sample);
+    # the item shows there as well as in its kind's queues.
+    team_queue: Mapped[str | None] = mapped_column(String(64))
     # Kind-specific fields, checked against app.work.kinds.DETAIL_FIELDS when written.
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     # Money that dashboards add up is kept in typed columns rather than in `details`.

@@ -131,7 +131,19 @@ def test_seed_demo_history_shows_the_policy_deciding_and_routing(seeded):
     assert outcomes["auto_approved"] > 0 and outcomes["routed"] > 0
     approvals = db.session.scalar(select(func.count()).select_from(WorkItem)
                                   .where(WorkItem.kind == "approval"))
-    assert sum(outcomes.values()) == approvals
+    decided_approvals = db.session.scalar(
+        select(func.count()).select_from(PolicyDecision)
+        .join(WorkItem, WorkItem.id == PolicyDecision.item_id)
+        .where(WorkItem.kind == "approval"))
+    assert decided_approvals == approvals
+    # Exceptions and disputes are routed too (never approved), into named team queues.
+    assert outcomes["queued"] > 0 and outcomes.get("assigned", 0) + outcomes["prioritized"] > 0
+    queues = dict(db.session.execute(
+        select(WorkItem.team_queue, func.count()).where(WorkItem.team_queue.is_not(None))
+        .group_by(WorkItem.team_queue)).all())
+    assert {"Revenue assurance", "Partner disputes"} <= set(queues)
+    assert not db.session.scalar(select(func.count()).select_from(WorkItem).where(
+        WorkItem.kind != "approval", WorkItem.decided_by_type == "policy"))
     by_policy = db.session.scalars(select(AuditEvent).where(
         AuditEvent.actor_type == "policy", AuditEvent.action == "item.approve").limit(1)).one()
     assert by_policy.data["policy_version"] == 1 and by_policy.data["rule_name"]

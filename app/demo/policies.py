@@ -15,7 +15,8 @@ from app.policy.models import PolicyBudgetDay, PolicyDecision, PolicyRule, Polic
 
 TWO_STEPS = [{"role": "approver", "min_limit": "10000.00"}, {"role": "manager", "min_limit": "amount"}]
 
-# slug -> (settings, rules as (name, condition, outcome, steps))
+# slug -> (settings, rules as (name, condition, outcome, steps, or a dict of the rule's other
+# fields: kind, queue, steps, set_priority, assign_role))
 DEMO_POLICIES = {
     "northwind": (
         dict(max_auto_amount=Decimal("2500.00"), daily_auto_count=120,
@@ -31,7 +32,13 @@ DEMO_POLICIES = {
          ("Small refunds and credits", 'subtype in ["refund", "credit_memo"] and amount <= 1000 '
                                        'and region != "LATAM"', "auto_approve", []),
          ("Routine purchases", 'subtype in ["purchase_request", "vendor_bill"] and amount <= 1500',
-          "auto_approve", [])]),
+          "auto_approve", []),
+         ("Non-standard terms to the deal desk", 'subtype == "non_standard_terms"', "queue",
+          {"queue": "Deal desk", "steps": [{"role": "approver", "min_limit": "amount"}]}),
+         ("Large leakage to revenue assurance", "amount_at_risk > 15000", "queue",
+          {"kind": "billing_exception", "queue": "Revenue assurance", "set_priority": "high"}),
+         ("Tax failures are urgent", 'subtype == "tax_validation_failed"', "prioritize",
+          {"kind": "billing_exception", "set_priority": "urgent"})]),
     "contoso": (
         dict(max_auto_amount=Decimal("1500.00"), daily_auto_count=80,
              daily_auto_amount=Decimal("60000.00"), qa_sample_pct=10,
@@ -48,7 +55,11 @@ DEMO_POLICIES = {
           "auto_approve", []),
          ("Reseller credits", 'partner_type == "reseller" and subtype == "credit_memo" '
                               "and amount <= 1000", "auto_approve", []),
-         ("Vendor bills", 'subtype == "vendor_bill" and amount <= 1000', "auto_approve", [])]),
+         ("Vendor bills", 'subtype == "vendor_bill" and amount <= 1000', "auto_approve", []),
+         ("Duplicate invoices to an analyst", 'subtype == "duplicate_invoice"', "assign",
+          {"kind": "billing_exception", "assign_role": "analyst"}),
+         ("Large partner deltas", "delta > 5000 or delta_pct > 30", "queue",
+          {"kind": "settlement_dispute", "queue": "Partner disputes", "set_priority": "high"})]),
     "fabrikam": (
         dict(max_auto_amount=Decimal("3000.00"), daily_auto_count=150,
              daily_auto_amount=Decimal("150000.00"), qa_sample_pct=5,
@@ -64,7 +75,11 @@ DEMO_POLICIES = {
          ("Referral partners, smaller", 'partner_type == "referral" and amount <= 1500',
           "auto_approve", []),
          ("Marketplace deals go to review", 'partner_type == "marketplace"', "steps",
-          [{"role": "approver", "min_limit": "amount"}])]),
+          [{"role": "approver", "min_limit": "amount"}]),
+         ("Reseller margin disputes", 'subtype == "partner_margin" and delta > 2000', "queue",
+          {"kind": "settlement_dispute", "queue": "Partner disputes", "set_priority": "high"}),
+         ("Payment failures at risk", 'subtype == "payment_failed" and amount_at_risk > 5000',
+          "queue", {"kind": "billing_exception", "queue": "Collections"})]),
 }
 FALLBACK = [{"role": "approver", "min_limit": "amount"}]
 
@@ -80,8 +95,8 @@ def seed_policies(tenants: dict, author, effective_from: datetime) -> dict:
             submitted_at=effective_from, activated_at=effective_from,
             effective_from=effective_from, qa_role="manager", fallback_steps=FALLBACK,
             rules=[PolicyRule(position=n, name=name, condition=condition, outcome=outcome,
-                              steps=steps)
-                   for n, (name, condition, outcome, steps) in enumerate(rules, start=1)],
+                              **(extra if isinstance(extra, dict) else {"steps": extra}))
+                   for n, (name, condition, outcome, extra) in enumerate(rules, start=1)],
             **settings)
         db.session.add(policy)
         out[slug] = policy
@@ -108,11 +123,19 @@ class DemoDecider:
         inputs = engine.item_inputs(_Row(row), self.rejections[(tenant_id, row["counterparty"])])
         return engine.decide(compiled, item_id, inputs, kill_switch=False, budget=budget)
 
+    def decide_case(self, tenant_id: int, row: dict):
+        """A seeded exception or dispute under its tenant's rules for its kind, or None when
+        the policy has none (the worker would not evaluate it either)."""
+        compiled = self.compiled[tenant_id]
+        if not compiled.rules_for(row["kind"]):
+            return None
+        return engine.decide_case(compiled, row["kind"], engine.case_inputs(_Row(row)))
+
     def rejected(self, tenant_id: int, counterparty: str) -> None:
         self.rejections[(tenant_id, counterparty)] += 1
 
     def receipt(self, tenant_id: int, item_id: int, verdict, arrived: datetime,
-                decided: datetime) -> dict:
+                decided: datetime, assignee_id: int | None = None) -> dict:
         policy = self.policies[tenant_id]
         rule = verdict.rule
         return dict(item_id=item_id, tenant_id=tenant_id, arrived_at=arrived, decided_at=decided,
@@ -121,7 +144,9 @@ class DemoDecider:
                     rule_name=rule.name if rule else None, outcome=verdict.outcome,
                     held_by=verdict.held_by, risk_score=verdict.risk_score,
                     inputs=jsonable(verdict.inputs), queue=verdict.queue,
-                    steps=[{"role": r, "min_limit": str(m)} for r, m in verdict.steps])
+                    steps=[{"role": r, "min_limit": str(m)} for r, m in verdict.steps],
+                    priority=verdict.priority, assign_role=verdict.assign_role,
+                    assignee_id=assignee_id)
 
     def event_data(self, tenant_id: int, verdict, amount=None) -> dict:
         rule = verdict.rule

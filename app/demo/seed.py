@@ -356,7 +356,8 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         requester_id=requester.id if kind == Kind.APPROVAL.value else None,
         assignee_id=None, created_at=created, claimed_at=None, first_action_at=None,
         resolved_at=None, sla_due_at=due, sla_state="on_track", policy_version=None,
-        details={}, amount_at_risk=None, claimed_amount=None, calculated_amount=None,
+        details={}, team_queue=None, amount_at_risk=None, claimed_amount=None,
+        calculated_amount=None,
         adjustment_amount=None, resolution_code=None, decided_by_type=None, last_actor_id=None,
         last_action_at=created, version=1,
     )
@@ -386,6 +387,24 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         row["details"] = {"period": month.strftime("%Y-%m"), "partner_id": f"P-{rng.randint(1000, 9999)}",
                           "statement_ref": f"ST-{rng.randint(10000, 99999)}"}
     events[0][1][2]["to_state"] = "pending" if kind == Kind.APPROVAL.value else "open"
+    case_verdict = None
+    if decider is not None and kind != Kind.APPROVAL.value:
+        # Exceptions and disputes: the policy routes them at arrival, as the worker does.
+        case_verdict = decider.decide_case(tenant.id, row)
+        if case_verdict is not None and case_verdict.outcome == engine.UNROUTED:
+            # The worker leaves them be; only its receipt says so.
+            judged = created + DECISION_DELAY
+            writer.add(RECEIPTS, decider.receipt(tenant.id, item_id, case_verdict, created,
+                                                 judged))
+            case_verdict = None
+        if case_verdict is not None:
+            row.update(risk_score=case_verdict.risk_score, policy_version=1,
+                       team_queue=case_verdict.queue)
+            if case_verdict.priority and case_verdict.priority != priority:
+                # Due sooner; the people's pace below keeps to the arrival priority's target
+                # (so the random history stays the same draw for draw).
+                priority = row["priority"] = case_verdict.priority
+                due = row["sla_due_at"] = sla_due_at(tenant, kind, priority, created)
 
     # Approvals: the policy decides at arrival, as the worker does; its chain, or the default.
     steps = []
@@ -397,6 +416,8 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
             row["risk_score"] = verdict.risk_score
             row["policy_version"] = 1
             writer.add(RECEIPTS, decider.receipt(tenant.id, item_id, verdict, created, judged))
+        if verdict is not None:
+            row["team_queue"] = verdict.queue
         if verdict is not None and verdict.outcome == engine.AUTO_APPROVED:
             events.append((judged, (None, "item.approve", dict(
                 item_id=item_id, from_state="pending", to_state="approved", actor_type="policy",
@@ -425,6 +446,19 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
         eligible = [u for u in worker_pool if u.email != "approver.contoso@cleardesk.demo"
                     or amount <= Decimal("25000")]
         worker = rng.choice(eligible) if steps[0]["role"] == "approver" else manager
+    if case_verdict is not None:
+        judged = created + DECISION_DELAY
+        assignee = worker.id if case_verdict.assign_role else None
+        if assignee is not None:
+            row.update(assignee_id=assignee, claimed_at=judged)
+        writer.add(RECEIPTS, decider.receipt(tenant.id, item_id, case_verdict, created, judged,
+                                             assignee))
+        events.append((judged, (None, "policy.routed", dict(
+            item_id=item_id, from_state="open", to_state="open", actor_type="policy",
+            label="policy", data={**decider.event_data(tenant.id, case_verdict),
+                                  "assign_role": case_verdict.assign_role,
+                                  "assignee_id": assignee}))))
+        verdict = case_verdict  # the routing changed the item (its version)
     late = rng.random() < 0.12
     # Business hours from arrival to decision: most within the target, about one in eight late.
     target_hours = sla.total_seconds() / 3600

@@ -11,7 +11,7 @@ from app.errors import DomainError, NotFound
 from app.items.forms import ActionForm, CommentForm
 from app.items.views import item_context
 from app.queues.routes import queue_row_update
-from app.queues.views import QUEUES
+from app.queues.views import QUEUES, TEAM_PREFIX
 from app.unit_of_work import commit
 from app.web import current_actor, render_page, wants_fragment
 from app.work.actions import perform
@@ -25,7 +25,7 @@ def _queue_context() -> dict | None:
     panel's forms, so an action can update that queue's row and counts."""
     source = request.form if request.method == "POST" else request.args
     name = source.get("queue")
-    if not name or name not in QUEUES:
+    if not name or not (name in QUEUES or name.startswith(TEAM_PREFIX)):
         return None
     if request.method == "POST":
         filters = source.get("filters", "")

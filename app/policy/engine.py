@@ -27,6 +27,11 @@ HOLD_LABELS = {
 # What a decision did to the item, as the receipt and the simulation name it.
 AUTO_APPROVED, ROUTED, QUEUED, QA_SAMPLE, HELD, SKIPPED = (
     "auto_approved", "routed", "queued", "qa_sample", "held", "skipped")
+# Exceptions and disputes: assigned to a role, only re-prioritised, or no rule matched.
+ASSIGNED, PRIORITIZED, UNROUTED = "assigned", "prioritized", "unrouted"
+
+# The team queue the QA sample lands in: a named queue of its own, worked by the QA role.
+QA_QUEUE = "QA sample"
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class CompiledRule:
     outcome: str
     steps: tuple
     queue: str | None
+    kind: str = "approval"
+    set_priority: str | None = None
+    assign_role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,11 @@ class CompiledPolicy:
     qa_sample_pct: int
     qa_role: str
     fallback_steps: tuple
+    # The rules of exceptions and disputes, by kind, in priority order (`rules`: approvals).
+    case_rules: dict = field(default_factory=dict)
+
+    def rules_for(self, kind: str) -> tuple:
+        return self.rules if kind == "approval" else self.case_rules.get(kind, ())
 
 
 # Frozen versions never change; the key carries when it was frozen as well as the id, so a
@@ -63,11 +76,19 @@ def compile_policy(policy: PolicyVersion) -> CompiledPolicy:
     key = (policy.id, policy.tenant_id, policy.version, policy.submitted_at)
     if policy.frozen and key in _CACHE:
         return _CACHE[key]
+    rules = [CompiledRule(r.position, r.name, Compiled(check_condition(r.condition,
+                                                                        r.kind or "approval")),
+                          r.outcome, tuple(_freeze(s) for s in (r.steps or [])), r.queue,
+                          r.kind or "approval", r.set_priority, r.assign_role)
+             for r in policy.rules]
+    case_rules: dict[str, tuple] = {}
+    for rule in rules:
+        if rule.kind != "approval":
+            case_rules[rule.kind] = (*case_rules.get(rule.kind, ()), rule)
     compiled = CompiledPolicy(
         id=policy.id, version=policy.version,
-        rules=tuple(CompiledRule(r.position, r.name, Compiled(check_condition(r.condition)),
-                                 r.outcome, tuple(_freeze(s) for s in (r.steps or [])), r.queue)
-                    for r in policy.rules),
+        rules=tuple(r for r in rules if r.kind == "approval"),
+        case_rules=case_rules,
         risk=dict(policy.risk or {}),
         max_auto_amount=policy.max_auto_amount,
         daily_auto_count=policy.daily_auto_count,
@@ -114,6 +135,28 @@ def item_inputs(row, rejections: int = 0) -> dict:
     }
 
 
+def case_inputs(row) -> dict:
+    """The typed fields a rule for a billing exception or a settlement dispute sees."""
+    inputs = {
+        "amount": Decimal(row.amount), "currency": row.currency, "subtype": row.subtype,
+        "region": row.region, "product_line": row.product_line,
+        "partner_type": row.partner_type, "priority": row.priority,
+        "source_system": row.source_system, "counterparty": row.counterparty,
+    }
+    if row.kind == "billing_exception":
+        inputs["amount_at_risk"] = (Decimal(row.amount_at_risk)
+                                    if row.amount_at_risk is not None else None)
+    else:
+        claimed = Decimal(row.claimed_amount) if row.claimed_amount is not None else None
+        calculated = (Decimal(row.calculated_amount) if row.calculated_amount is not None
+                      else None)
+        delta = claimed - calculated if claimed is not None and calculated is not None else None
+        inputs.update(claimed_amount=claimed, calculated_amount=calculated, delta=delta,
+                      delta_pct=(delta * 100 / calculated).quantize(Decimal("0.01"))
+                      if delta is not None and calculated else None)
+    return inputs
+
+
 def _dec(value, default="0") -> Decimal:
     try:
         return Decimal(str(value if value is not None else default))
@@ -130,7 +173,7 @@ def risk_score(risk: dict, inputs: dict) -> int:
         score += _dec(risk.get("per_discount_pct")) * inputs["discount_pct"]
     score += _dec((risk.get("regions") or {}).get(inputs.get("region") or ""))
     score += _dec((risk.get("partner_types") or {}).get(inputs.get("partner_type") or ""))
-    score += _dec((risk.get("counterparty_risk") or {}).get(inputs["counterparty_risk"]))
+    score += _dec((risk.get("counterparty_risk") or {}).get(inputs.get("counterparty_risk") or ""))
     return int(max(Decimal(0), min(Decimal(100), score)).to_integral_value())
 
 
@@ -175,13 +218,17 @@ class Budget:
 
 @dataclass
 class Verdict:
-    outcome: str  # AUTO_APPROVED, ROUTED, QUEUED, QA_SAMPLE or HELD
+    # Approvals: AUTO_APPROVED, ROUTED, QUEUED, QA_SAMPLE or HELD; exceptions and disputes:
+    # QUEUED, ASSIGNED, PRIORITIZED or UNROUTED.
+    outcome: str
     rule: CompiledRule | None
     risk_score: int
     inputs: dict
     steps: list[tuple[str, Decimal]] = field(default_factory=list)
     held_by: str | None = None
     queue: str | None = None
+    priority: str | None = None  # the priority a rule sets (exceptions and disputes)
+    assign_role: str | None = None
 
 
 def concrete_steps(steps: tuple, amount: Decimal) -> list[tuple[str, Decimal]]:
@@ -215,7 +262,9 @@ def decide(policy: CompiledPolicy, item_id: int, inputs: dict, *, kill_switch: b
         return Verdict(ROUTED, matched, risk, inputs,
                        concrete_steps(matched.steps, amount) or fallback)
     if matched.outcome == Outcome.QUEUE.value:
-        return Verdict(QUEUED, matched, risk, inputs, fallback, queue=matched.queue)
+        # In the named queue, with the rule's steps if it gives them.
+        return Verdict(QUEUED, matched, risk, inputs,
+                       concrete_steps(matched.steps, amount) or fallback, queue=matched.queue)
     held = None
     max_risk = policy.risk.get("max_auto_risk")
     if kill_switch:
@@ -227,10 +276,30 @@ def decide(policy: CompiledPolicy, item_id: int, inputs: dict, *, kill_switch: b
     if held:
         return Verdict(HELD, matched, risk, inputs, fallback, held_by=held)
     if qa_sampled(policy, item_id):
-        return Verdict(QA_SAMPLE, matched, risk, inputs, [(policy.qa_role, amount)])
+        return Verdict(QA_SAMPLE, matched, risk, inputs, [(policy.qa_role, amount)],
+                       queue=QA_QUEUE)
     if budget is not None:
         held = budget.hold(amount)
         if held:
             return Verdict(HELD, matched, risk, inputs, fallback, held_by=held)
         budget.spend(amount)
     return Verdict(AUTO_APPROVED, matched, risk, inputs)
+
+
+def decide_case(policy: CompiledPolicy, kind: str, inputs: dict) -> Verdict:
+    """A billing exception or settlement dispute: the first matching rule of its kind sends it
+    to a named queue, assigns it to a role, or only sets its priority (any of them may set the
+    priority). Never approved or resolved by the policy: people resolve exceptions."""
+    inputs = dict(inputs)
+    risk = risk_score(policy.risk, inputs)
+    inputs["risk_score"] = Decimal(risk)
+    matched = next((r for r in policy.rules_for(kind) if r.condition.matches(inputs)), None)
+    if matched is None:
+        return Verdict(UNROUTED, None, risk, inputs)
+    if matched.outcome == Outcome.QUEUE.value:
+        return Verdict(QUEUED, matched, risk, inputs, queue=matched.queue,
+                       priority=matched.set_priority)
+    if matched.outcome == Outcome.ASSIGN.value:
+        return Verdict(ASSIGNED, matched, risk, inputs, priority=matched.set_priority,
+                       assign_role=matched.assign_role)
+    return Verdict(PRIORITIZED, matched, risk, inputs, priority=matched.set_priority)

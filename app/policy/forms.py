@@ -8,7 +8,11 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app.models import Kind, Priority
 
 OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
-            ("queue", "Send to a queue")]
+            ("queue", "Send to a team queue"), ("assign", "Assign to a role"),
+            ("prioritize", "Only set the priority")]
+RULE_KINDS = [("approval", "Approvals"), ("billing_exception", "Billing exceptions"),
+              ("settlement_dispute", "Settlement disputes")]
+CASE_ROLES = ["analyst", "manager"]
 STEP_ROLES = [("manager", "manager"), ("approver", "approver")]
 RISK_NUMBERS = ("base", "per_10k", "per_discount_pct", "max_auto_risk")
 RISK_POINTS = ("regions", "partner_types", "counterparty_risk")
@@ -18,16 +22,20 @@ SLA_PRIORITIES = [p.value for p in Priority]
 
 class RuleForm(FlaskForm):
     rule_id = HiddenField()
+    kind = StringField("For", validators=[Optional(), Length(max=32)])
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     condition = TextAreaField("Condition", validators=[DataRequired(), Length(max=2000)])
     # Plain strings (the service checks them): WTForms 3.3 deprecates tuple choices.
     outcome = StringField("Then", validators=[Length(max=16)])
     steps = TextAreaField("Steps (one per line: role >= limit)", validators=[Length(max=1000)])
     queue = StringField("Queue", validators=[Optional(), Length(max=64)])
+    set_priority = StringField("Set priority", validators=[Optional(), Length(max=10)])
+    assign_role = StringField("Assign to", validators=[Optional(), Length(max=20)])
 
 
 class ConditionForm(FlaskForm):
     condition = TextAreaField(validators=[Length(max=2000)])
+    kind = StringField(validators=[Optional(), Length(max=32)])
 
 
 class SettingsForm(FlaskForm):

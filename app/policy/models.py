@@ -34,9 +34,11 @@ class PolicyState(str, enum.Enum):
 
 
 class Outcome(str, enum.Enum):
-    AUTO_APPROVE = "auto_approve"
-    STEPS = "steps"
-    QUEUE = "queue"
+    AUTO_APPROVE = "auto_approve"  # approvals only
+    STEPS = "steps"  # approvals only
+    QUEUE = "queue"  # a named team queue (approvals keep their steps there)
+    ASSIGN = "assign"  # exceptions and disputes: to the least-loaded holder of a role
+    PRIORITIZE = "prioritize"  # exceptions and disputes: only set the priority
 
 
 class PolicyVersion(db.Model):
@@ -106,12 +108,19 @@ class PolicyRule(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     policy_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
+    # The kind of work the rule decides (its condition sees that kind's fields).
+    kind: Mapped[str] = mapped_column(String(32), default="approval",
+                                      server_default=text("'approval'"))
     name: Mapped[str] = mapped_column(String(120))
     condition: Mapped[str] = mapped_column(Text)  # a rule-engine expression over item fields
     outcome: Mapped[str] = mapped_column(String(16))
-    # For Outcome.STEPS: [{"role": ..., "min_limit": "5000.00" | "amount"}], in order.
+    # For Outcome.STEPS (and optionally QUEUE): [{"role": ..., "min_limit": "5000.00" |
+    # "amount"}], in order.
     steps: Mapped[list] = mapped_column(JSON, default=list)
     queue: Mapped[str | None] = mapped_column(String(64))  # for Outcome.QUEUE
+    # Exceptions and disputes: the priority the rule sets (any outcome), the role it assigns to.
+    set_priority: Mapped[str | None] = mapped_column(String(10))
+    assign_role: Mapped[str | None] = mapped_column(String(20))
 
     policy: Mapped[PolicyVersion] = relationship(back_populates="rules")
 
@@ -137,13 +146,18 @@ class PolicyDecision(db.Model):
     policy_version: Mapped[int | None] = mapped_column(Integer)
     rule_position: Mapped[int | None] = mapped_column(Integer)
     rule_name: Mapped[str | None] = mapped_column(String(120))
-    # auto_approved | routed | queued | qa_sample | held | skipped
+    # auto_approved | routed | queued | qa_sample | held | assigned | prioritized | unrouted |
+    # skipped
     outcome: Mapped[str | None] = mapped_column(String(16))
     held_by: Mapped[str | None] = mapped_column(String(32))  # the guard rail that held it back
     risk_score: Mapped[int | None] = mapped_column(Integer)
     inputs: Mapped[dict | None] = mapped_column(JSON)
     steps: Mapped[list | None] = mapped_column(JSON)
     queue: Mapped[str | None] = mapped_column(String(64))
+    # Exceptions and disputes: the priority set, the role assigned to (and who got it).
+    priority: Mapped[str | None] = mapped_column(String(10))
+    assign_role: Mapped[str | None] = mapped_column(String(20))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     item: Mapped[WorkItem] = relationship()
 

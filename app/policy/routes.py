@@ -15,7 +15,7 @@ from app.extensions import db
 from app.models import Role
 from app.policy import forms, services, simulation
 from app.policy.models import PolicyVersion
-from app.policy.rules import FIELDS, TYPE_WORDS, check_condition
+from app.policy.rules import FIELDS, FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
@@ -69,7 +69,9 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
         tenant=policy.tenant, policy=policy, base=base, now=utcnow(),
         diff=simulation.version_diff(base, policy), settings=settings,
         new_rule=forms.RuleForm(formdata=None, data={"outcome": "auto_approve"}),
-        fields=FIELDS, type_words=TYPE_WORDS, steps_text=forms.steps_text,
+        fields=FIELDS, fields_by_kind=FIELDS_BY_KIND, kind_words=KIND_WORDS,
+        rule_kinds=forms.RULE_KINDS, outcomes=forms.OUTCOMES, case_roles=forms.CASE_ROLES,
+        type_words=TYPE_WORDS, steps_text=forms.steps_text,
         points_text=forms.points_text, outcome_text=simulation.outcome_text,
         sla_kinds=forms.SLA_KINDS, sla_priorities=forms.SLA_PRIORITIES,
         activate_form=forms.ActivateForm(formdata=None), simulate_form=forms.SimulateForm(),
@@ -107,9 +109,10 @@ def check(tenant_id: int):
     form = forms.ConditionForm()
     form.validate()
     error, used = None, []
+    kind = form.kind.data if form.kind.data in FIELDS_BY_KIND else "approval"
     try:
-        check_condition(form.condition.data or "")
-        used = [name for name in FIELDS if name in (form.condition.data or "")]
+        check_condition(form.condition.data or "", kind)
+        used = [name for name in FIELDS_BY_KIND[kind] if name in (form.condition.data or "")]
     except ValidationFailed as failed:
         error = failed.message
     return render_page("policy/_check.html", error=error, used=used)
@@ -139,7 +142,10 @@ def save_rule(tenant_id: int, policy_id: int):
     try:
         services.save_rule(actor, tenant_id, policy_id, rule_id=rule_id, name=form.name.data,
                            condition=form.condition.data, outcome=form.outcome.data,
-                           steps_text=form.steps.data or "", queue=form.queue.data)
+                           steps_text=form.steps.data or "", queue=form.queue.data,
+                           kind=form.kind.data or "approval",
+                           set_priority=form.set_priority.data,
+                           assign_role=form.assign_role.data)
     except ValidationFailed as error:
         db.session.rollback()
         key = rule_id or "new"

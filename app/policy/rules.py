@@ -12,7 +12,7 @@ from rule_engine import DataType
 
 from app.errors import ValidationFailed
 
-# name -> (rule-engine type, what it is, for the help text on the admin page)
+# name -> (rule-engine type, what it is, for the help text on the admin page): approvals.
 FIELDS: dict[str, tuple[DataType, str]] = {
     "amount": (DataType.FLOAT, "amount in the tenant's currency"),
     "currency": (DataType.STRING, "ISO currency code"),
@@ -29,12 +29,46 @@ FIELDS: dict[str, tuple[DataType, str]] = {
     "payment_terms_days": (DataType.FLOAT, "payment terms asked for"),
     "contract_term_months": (DataType.FLOAT, "contract term"),
 }
+_CASE_COMMON: dict[str, tuple[DataType, str]] = {
+    "amount": (DataType.FLOAT, "amount in the tenant's currency"),
+    "currency": (DataType.STRING, "ISO currency code"),
+    "region": (DataType.STRING, "NA, EMEA, APAC, LATAM"),
+    "product_line": (DataType.STRING, "e.g. Core Platform, Payments"),
+    "partner_type": (DataType.STRING, "reseller, referral, marketplace, systems_integrator"),
+    "priority": (DataType.STRING, "low, normal, high, urgent (as it arrived)"),
+    "source_system": (DataType.STRING, "e.g. zuora, stripe, partner_portal"),
+    "counterparty": (DataType.STRING, "customer or partner name"),
+    "risk_score": (DataType.FLOAT, "0-100, from the policy's risk scoring"),
+}
+# The fields a rule for each kind of work sees.
+FIELDS_BY_KIND: dict[str, dict[str, tuple[DataType, str]]] = {
+    "approval": FIELDS,
+    "billing_exception": {
+        **_CASE_COMMON,
+        "subtype": (DataType.STRING, "e.g. tax_validation_failed, payment_failed, "
+                                     "duplicate_invoice, price_mismatch"),
+        "amount_at_risk": (DataType.FLOAT, "revenue at risk (leakage)"),
+    },
+    "settlement_dispute": {
+        **_CASE_COMMON,
+        "subtype": (DataType.STRING, "partner_margin, commission, rebate, service_credit"),
+        "claimed_amount": (DataType.FLOAT, "what the partner claims"),
+        "calculated_amount": (DataType.FLOAT, "what we calculated"),
+        "delta": (DataType.FLOAT, "claimed minus calculated"),
+        "delta_pct": (DataType.FLOAT, "the delta in percent of the calculated amount"),
+    },
+}
+KIND_WORDS = {"approval": "approvals", "billing_exception": "billing exceptions",
+              "settlement_dispute": "settlement disputes"}
 TYPE_WORDS = {DataType.FLOAT: "a number", DataType.STRING: "text"}
 
-CONTEXT = rule_engine.Context(
-    type_resolver=rule_engine.type_resolver_from_dict({k: t for k, (t, _) in FIELDS.items()}),
-    default_timezone="UTC",
-)
+CONTEXTS = {
+    kind: rule_engine.Context(
+        type_resolver=rule_engine.type_resolver_from_dict({k: t for k, (t, _) in fields.items()}),
+        default_timezone="UTC")
+    for kind, fields in FIELDS_BY_KIND.items()
+}
+CONTEXT = CONTEXTS["approval"]
 
 MAX_CONDITION = 2000
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -42,10 +76,10 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JOINER = re.compile(r"\s+(?:and|or)\s+")
 
 
-def _fields_in(text: str) -> list[str]:
+def _fields_in(text: str, fields: dict = FIELDS) -> list[str]:
     seen: list[str] = []
     for word in _WORD.findall(re.sub(r"(\"[^\"]*\"|'[^']*')", "", text)):
-        if word in FIELDS and word not in seen:
+        if word in fields and word not in seen:
             seen.append(word)
     return seen
 
@@ -73,27 +107,31 @@ def _split_top(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _mismatch_message(text: str) -> str:
+def _mismatch_message(text: str, kind: str = "approval") -> str:
     """rule-engine says only 'data type mismatch'; find the part that causes it and say what
     the fields in it are."""
+    fields = FIELDS_BY_KIND[kind]
     culprit = text
     for part in _split_top(text):
         stripped = part.strip("() ")
         try:
-            rule_engine.Rule(stripped, context=CONTEXT)
+            rule_engine.Rule(stripped, context=CONTEXTS[kind])
         except rule_engine.EngineError:
             culprit = stripped
             break
-    described = ", ".join(f"{name} is {TYPE_WORDS[FIELDS[name][0]]}"
-                          for name in _fields_in(culprit))
+    described = ", ".join(f"{name} is {TYPE_WORDS[fields[name][0]]}"
+                          for name in _fields_in(culprit, fields))
     message = f"Type mismatch in “{culprit}”"
     return f"{message}: {described}." if described else f"{message}."
 
 
-def check_condition(text: str) -> rule_engine.Rule:
-    """Compile a condition against the typed item fields, or raise ValidationFailed with a
-    message that names the problem (an unknown field and the closest known one, mismatched
-    types, a syntax error and where)."""
+def check_condition(text: str, kind: str = "approval") -> rule_engine.Rule:
+    """Compile a condition against the typed fields of `kind`'s items, or raise
+    ValidationFailed with a message that names the problem (an unknown field and the closest
+    known one, mismatched types, a syntax error and where)."""
+    if kind not in FIELDS_BY_KIND:
+        raise ValidationFailed("Unknown kind of work.", {"kind": "unknown kind"})
+    fields = FIELDS_BY_KIND[kind]
     text = (text or "").strip()
     if not text:
         raise ValidationFailed("Write a condition (use true to match every item).",
@@ -102,11 +140,12 @@ def check_condition(text: str) -> rule_engine.Rule:
         raise ValidationFailed("That condition is too long.",
                                {"condition": f"at most {MAX_CONDITION} characters"})
     try:
-        rule = rule_engine.Rule(text, context=CONTEXT)
+        rule = rule_engine.Rule(text, context=CONTEXTS[kind])
     except rule_engine.SymbolResolutionError as error:
-        close = difflib.get_close_matches(error.symbol_name, list(FIELDS), n=1)
+        close = difflib.get_close_matches(error.symbol_name, list(fields), n=1)
         hint = f" Did you mean “{close[0]}”?" if close else ""
-        message = f"Unknown field “{error.symbol_name}”.{hint}"
+        where = f" of {KIND_WORDS[kind]}" if kind != "approval" else ""
+        message = f"Unknown field “{error.symbol_name}”{where}.{hint}"
         raise ValidationFailed(message, {"condition": message}) from None
     except rule_engine.AttributeResolutionError as error:
         message = f"Unknown attribute “{error.attribute_name}”."
@@ -116,7 +155,7 @@ def check_condition(text: str) -> rule_engine.Rule:
         message = f"Syntax error{where}."
         raise ValidationFailed(message, {"condition": message}) from None
     except rule_engine.EvaluationError as error:
-        message = (_mismatch_message(text) if "type mismatch" in error.message
+        message = (_mismatch_message(text, kind) if "type mismatch" in error.message
                    else f"Invalid condition: {error.message}.")
         raise ValidationFailed(message, {"condition": message}) from None
     except rule_engine.EngineError as error:

@@ -4,6 +4,7 @@ kill switch). Every function takes its actor, checks tenant and permission, writ
 events and outbox messages in the caller's transaction, and never commits."""
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -30,10 +31,10 @@ from app.policy.models import (
     PolicyState,
     PolicyVersion,
 )
-from app.policy.rules import check_condition
+from app.policy.rules import KIND_WORDS, check_condition
 from app.types import utcnow
 from app.work.kinds import parse_money
-from app.work.states import ApprovalState
+from app.work.states import INITIAL_STATE, WORKER_ROLES, ApprovalState
 
 POLICY_LABEL = "policy"
 REJECTION_WINDOW_DAYS = 90
@@ -63,11 +64,15 @@ def policy_in_force(tenant_id: int, at: datetime | None = None) -> PolicyVersion
 
 
 def receive_item(item: WorkItem) -> int | None:
-    """At arrival (called by create_item for approvals): under a policy in force, the item
-    waits for its evaluation (an undecided receipt) instead of taking the default chain.
+    """At arrival (called by create_item): under a policy in force, an approval waits for its
+    evaluation (an undecided receipt) instead of taking the default chain; an exception or a
+    dispute gets one when the policy has rules for its kind (it stays workable meanwhile).
     Returns the version it arrived under, or None (no policy: the default chain applies)."""
     policy = policy_in_force(item.tenant_id, item.created_at)
     if policy is None:
+        return None
+    if item.kind != Kind.APPROVAL.value and not any(
+            (r.kind or Kind.APPROVAL.value) == item.kind for r in policy.rules):
         return None
     db.session.add(PolicyDecision(item_id=item.id, tenant_id=item.tenant_id,
                                   arrived_at=item.created_at))
@@ -202,7 +207,10 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
     items = db.session.execute(query).all()
     pending = [i for i in items if i.kind == Kind.APPROVAL.value
                and i.state == ApprovalState.PENDING.value]
-    skipped = claimed - {i.id for i in pending}
+    # Exceptions and disputes nobody has touched yet (claimed or moved on: people decide).
+    cases = [i.id for i in items if i.kind != Kind.APPROVAL.value
+             and i.state == INITIAL_STATE[i.kind] and i.assignee_id is None]
+    skipped = claimed - {i.id for i in pending} - set(cases)
     policy = policy_in_force(tenant.id, now)
     compiled = engine.compile_policy(policy) if policy is not None else None
     verdicts: list[tuple] = []
@@ -227,6 +235,12 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
             budget_row.count += budget.used_count
             budget_row.amount += budget.used_amount
     _write_decisions(actor, tenant, policy, verdicts, now)
+    if cases:
+        if compiled is None:
+            skipped |= set(cases)
+        else:
+            for outcome in _decide_cases(actor, tenant, policy, compiled, cases, now):
+                counts[outcome] += 1
     if skipped:
         db.session.execute(update(PolicyDecision.__table__)
                            .where(receipts.item_id.in_(skipped))
@@ -268,7 +282,8 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     if routed:
         update_rows(
             WorkItem.__table__,
-            [{"id": i.id, "version": i.version, "risk_score": v.risk_score} for i, v in routed],
+            [{"id": i.id, "version": i.version, "risk_score": v.risk_score,
+              "team_queue": v.queue} for i, v in routed],
             match=("id", "version"),
             fixed=dict(policy_version=version, last_action_at=now),
             fixed_sql={"version": "t.version + 1"})
@@ -323,6 +338,89 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     add_messages("approval.step_assigned", assigned, tenant.id)
     update_rows(PolicyDecision.__table__, receipts, match=("item_id",))
     record_events(actor, tenant.id, events)
+
+
+def _least_loaded(tenant_id: int, role: str, kind: str) -> int | None:
+    """The active member of the tenant holding `role` (and able to work `kind`) with the fewest
+    open items assigned, present today (not out of office); ties to the lowest id."""
+    from app.models import MembershipRole, User
+    from app.work.services import open_items
+
+    if role not in WORKER_ROLES[kind]:
+        return None
+    today = utcnow().date()
+    members = db.session.scalars(
+        select(Membership).join(MembershipRole, MembershipRole.membership_id == Membership.id)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.tenant_id == tenant_id, MembershipRole.role == role,
+               User.active.is_(True)).order_by(Membership.user_id)).all()
+    present = [m.user_id for m in members if not m.is_away(today)]
+    if not present:
+        return None
+    load = dict(db.session.execute(
+        select(WorkItem.assignee_id, func.count()).where(
+            WorkItem.tenant_id == tenant_id, WorkItem.assignee_id.in_(present), open_items())
+        .group_by(WorkItem.assignee_id)).all())
+    return min(present, key=lambda user_id: (load.get(user_id, 0), user_id))
+
+
+def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
+                  compiled: engine.CompiledPolicy, item_ids: list[int], now: datetime) -> list[str]:
+    """Route untouched billing exceptions and settlement disputes by their kind's rules: a named
+    queue, an assignee holding a role, a priority (with the SLA due time it implies), and the
+    risk score. Through the ORM (they are few, and the flush keeps the dashboard's rollups);
+    an item no rule matches is left as it is, only its receipt says so."""
+    from app.sla.services import sla_due_at, sla_state_at
+
+    outcomes = []
+    items = db.session.scalars(select(WorkItem).where(WorkItem.id.in_(item_ids))
+                               .order_by(WorkItem.id)
+                               .execution_options(populate_existing=True)).all()
+    for item in items:
+        verdict = engine.decide_case(compiled, item.kind, engine.case_inputs(item))
+        rule = verdict.rule
+        assignee_id = None
+        changes: dict = {}
+        if verdict.outcome != engine.UNROUTED:
+            item.risk_score = verdict.risk_score
+            item.policy_version = policy.version
+            item.last_action_at = now
+            if verdict.queue:
+                item.team_queue = changes["queue"] = verdict.queue
+            if verdict.priority and verdict.priority != item.priority:
+                changes["priority"] = {"from": item.priority, "to": verdict.priority}
+                item.priority = verdict.priority
+                if item.sla_due_at is not None:
+                    item.sla_due_at = sla_due_at(tenant, item.kind, item.priority,
+                                                 item.created_at)
+                    item.sla_state = sla_state_at(tenant, item.kind, item.priority,
+                                                  item.sla_due_at, now)
+            if verdict.assign_role:
+                assignee_id = _least_loaded(tenant.id, verdict.assign_role, item.kind)
+                if assignee_id is not None:
+                    item.assignee_id = assignee_id
+                    item.claimed_at = now
+                changes["assignee_id"] = assignee_id
+        inputs = _plain(verdict.inputs)
+        db.session.execute(update(PolicyDecision.__table__)
+                           .where(PolicyDecision.__table__.c.item_id == item.id)
+                           .values(policy_id=policy.id, policy_version=policy.version,
+                                   rule_position=rule.position if rule else None,
+                                   rule_name=rule.name if rule else None,
+                                   outcome=verdict.outcome, risk_score=verdict.risk_score,
+                                   inputs=inputs, queue=verdict.queue,
+                                   priority=verdict.priority, assign_role=verdict.assign_role,
+                                   assignee_id=assignee_id, steps=[]))
+        if verdict.outcome != engine.UNROUTED:
+            db.session.flush()
+            record_event(actor, "policy.routed", tenant_id=tenant.id, item_id=item.id,
+                         from_state=item.state, to_state=item.state,
+                         data={"policy_version": policy.version, "rule": rule.position,
+                               "rule_name": rule.name, "outcome": verdict.outcome,
+                               "risk_score": verdict.risk_score, "inputs": inputs,
+                               "assign_role": verdict.assign_role, **changes})
+        outcomes.append(verdict.outcome)
+    return outcomes
 
 
 def update_rows(table, rows: list[dict], *, match: tuple[str, ...], fixed: dict | None = None,
@@ -423,8 +521,9 @@ DEFAULT_FALLBACK = [{"role": "approver", "min_limit": "amount"}]
 def _copy_rules(source: PolicyVersion | None) -> list[PolicyRule]:
     if source is None:
         return []
-    return [PolicyRule(position=r.position, name=r.name, condition=r.condition,
-                       outcome=r.outcome, steps=list(r.steps or []), queue=r.queue)
+    return [PolicyRule(position=r.position, kind=r.kind, name=r.name, condition=r.condition,
+                       outcome=r.outcome, steps=list(r.steps or []), queue=r.queue,
+                       set_priority=r.set_priority, assign_role=r.assign_role)
             for r in source.rules]
 
 
@@ -498,41 +597,105 @@ def clean_steps(text: str) -> list[dict]:
     return steps
 
 
+QUEUE_NAME = re.compile(r"^[^\W_][\w &.,()'+-]{0,47}$")
+CASE_ROLES = (Role.ANALYST.value, Role.MANAGER.value)
+OUTCOMES_BY_KIND = {
+    Kind.APPROVAL.value: (Outcome.AUTO_APPROVE.value, Outcome.STEPS.value, Outcome.QUEUE.value),
+    Kind.BILLING_EXCEPTION.value: (Outcome.QUEUE.value, Outcome.ASSIGN.value,
+                                   Outcome.PRIORITIZE.value),
+    Kind.SETTLEMENT_DISPUTE.value: (Outcome.QUEUE.value, Outcome.ASSIGN.value,
+                                    Outcome.PRIORITIZE.value),
+}
+
+
+def clean_queue_name(queue: str | None) -> tuple[str | None, str | None]:
+    """(the name, or an error): letters, digits, spaces and a little punctuation, at most 48
+    characters; the QA sample's queue is the policy's own."""
+    queue = " ".join((queue or "").split()) or None
+    if queue is None:
+        return None, "name the queue"
+    if not QUEUE_NAME.match(queue):
+        return None, ("letters, digits, spaces and - & . , ( ) ' + only, starting with a letter "
+                      "or digit, at most 48 characters")
+    if queue.casefold() == engine.QA_QUEUE.casefold():
+        return None, f"“{engine.QA_QUEUE}” is the QA sample's own queue; choose another name"
+    return queue, None
+
+
 def _clean_rule(name: str, condition: str, outcome: str, steps_text: str,
-                queue: str | None) -> dict:
+                queue: str | None, kind: str = Kind.APPROVAL.value,
+                set_priority: str | None = None, assign_role: str | None = None) -> dict:
+    from app.models import Priority
+
     errors: dict[str, str] = {}
+    kind = kind or Kind.APPROVAL.value
+    if kind not in OUTCOMES_BY_KIND:
+        raise ValidationFailed("Unknown kind of work.", {"kind": "unknown kind"})
+    kind_words = KIND_WORDS[kind]
     name = (name or "").strip()
     if not name:
         errors["name"] = "is required"
     try:
-        check_condition(condition)
+        check_condition(condition, kind)
     except ValidationFailed as error:
         errors["condition"] = error.message
-    if outcome not in {o.value for o in Outcome}:
-        errors["outcome"] = "choose auto-approve, steps or queue"
+    allowed = OUTCOMES_BY_KIND[kind]
+    if outcome == Outcome.AUTO_APPROVE.value and kind != Kind.APPROVAL.value:
+        errors["outcome"] = (f"{kind_words.capitalize()} are never auto-approved: people "
+                             "resolve them. Send them to a queue, assign them to a role or set "
+                             "their priority.")
+    elif outcome == Outcome.STEPS.value and kind != Kind.APPROVAL.value:
+        errors["outcome"] = (f"Approval steps are for approvals; send {kind_words} to a queue "
+                             "or assign them to a role.")
+    elif outcome not in allowed:
+        errors["outcome"] = "choose " + ", ".join(o.replace("_", "-") for o in allowed)
     steps: list[dict] = []
-    try:
-        steps = clean_steps(steps_text)
-    except ValidationFailed as error:
-        errors.update(error.fields)
+    if kind == Kind.APPROVAL.value:
+        try:
+            steps = clean_steps(steps_text)
+        except ValidationFailed as error:
+            errors.update(error.fields)
+    elif (steps_text or "").strip():
+        errors["steps"] = f"approval steps are for approvals, not {kind_words}"
     if outcome == Outcome.STEPS.value and not steps and "steps" not in errors:
         errors["steps"] = "name at least one step"
-    queue = (queue or "").strip() or None
-    if outcome == Outcome.QUEUE.value and not queue:
-        errors["queue"] = "name the queue"
+    clean_queue = None
+    if outcome == Outcome.QUEUE.value:
+        clean_queue, problem = clean_queue_name(queue)
+        if problem:
+            errors["queue"] = problem
+    set_priority = (set_priority or "").strip() or None
+    if set_priority is not None:
+        if kind == Kind.APPROVAL.value:
+            errors["set_priority"] = "a rule sets the priority of exceptions and disputes only"
+        elif set_priority not in {p.value for p in Priority}:
+            errors["set_priority"] = "one of " + ", ".join(p.value for p in Priority)
+    if outcome == Outcome.PRIORITIZE.value and set_priority is None \
+            and "set_priority" not in errors:
+        errors["set_priority"] = "choose the priority to set"
+    assign_role = (assign_role or "").strip() or None
+    if outcome == Outcome.ASSIGN.value and assign_role not in CASE_ROLES:
+        errors["assign_role"] = f"one of {', '.join(CASE_ROLES)}"
     if errors:
-        raise ValidationFailed(errors.get("condition") or "The rule is not valid.", errors)
+        first = errors.get("condition") or errors.get("outcome") or "The rule is not valid."
+        raise ValidationFailed(first, errors)
     return {"name": name[:120], "condition": condition.strip(), "outcome": outcome,
-            "steps": steps if outcome == Outcome.STEPS.value else [],
-            "queue": queue if outcome == Outcome.QUEUE.value else None}
+            "kind": kind,
+            "steps": steps if outcome in (Outcome.STEPS.value, Outcome.QUEUE.value) else [],
+            "queue": clean_queue,
+            "set_priority": set_priority if kind != Kind.APPROVAL.value else None,
+            "assign_role": assign_role if outcome == Outcome.ASSIGN.value else None}
 
 
 def save_rule(actor: Actor, tenant_id: int, policy_id: int, *, rule_id: int | None,
               name: str, condition: str, outcome: str, steps_text: str = "",
-              queue: str | None = None) -> PolicyRule:
-    """Add a rule at the end of a draft, or change one."""
+              queue: str | None = None, kind: str = Kind.APPROVAL.value,
+              set_priority: str | None = None, assign_role: str | None = None) -> PolicyRule:
+    """Add a rule at the end of a draft, or change one. A rule decides one kind of work; an
+    exception or a dispute is never auto-approved (refused here, with the reason)."""
     policy = _editable(actor, tenant_id, policy_id)
-    fields = _clean_rule(name, condition, outcome, steps_text, queue)
+    fields = _clean_rule(name, condition, outcome, steps_text, queue, kind, set_priority,
+                         assign_role)
     if rule_id is None:
         rule = PolicyRule(position=len(policy.rules) + 1, **fields)
         policy.rules.append(rule)
@@ -598,8 +761,10 @@ def _renumber(policy: PolicyVersion) -> None:
 
 
 def _rule_dict(rule: PolicyRule) -> dict:
-    return {"position": rule.position, "name": rule.name, "condition": rule.condition,
-            "outcome": rule.outcome, "steps": list(rule.steps or []), "queue": rule.queue}
+    return {"position": rule.position, "kind": rule.kind, "name": rule.name,
+            "condition": rule.condition, "outcome": rule.outcome,
+            "steps": list(rule.steps or []), "queue": rule.queue,
+            "set_priority": rule.set_priority, "assign_role": rule.assign_role}
 
 
 SETTINGS = ("max_auto_amount", "daily_auto_count", "daily_auto_amount", "qa_sample_pct",
@@ -734,7 +899,7 @@ def clean_sla_targets(targets: dict) -> dict:
 def submit_version(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
     policy = _editable(actor, tenant_id, policy_id)
     for rule in policy.rules:
-        check_condition(rule.condition)  # still valid under today's field list
+        check_condition(rule.condition, rule.kind)  # still valid under today's field list
     policy.state = PolicyState.PENDING.value
     policy.submitted_at = utcnow()
     db.session.flush()

@@ -16,6 +16,7 @@ from app.extensions import db
 from app.models import Kind, WorkItem
 from app.policy import engine
 from app.policy.models import PolicyDecision, PolicyVersion
+from app.policy.rules import KIND_WORDS
 from app.policy.services import (
     _kill_switch_engaged,
     get_version,
@@ -45,6 +46,14 @@ class Simulation:
     verdicts: dict = field(default_factory=dict)  # item id -> engine.Verdict
     truncated: bool = False
     kill_switch: bool = False
+    # Auto-approvals the kill switch holds back (it is on now, so activation would hold them).
+    killed_count: int = 0
+    killed_amount: Decimal = Decimal("0.00")
+    # Exceptions and disputes the version's rules for them would route: outcome -> count, and
+    # named queue -> count (of every kind).
+    cases: int = 0
+    case_outcomes: dict = field(default_factory=dict)
+    queues: dict = field(default_factory=dict)
 
 
 def _chain(steps) -> list[tuple[str, str]]:
@@ -55,8 +64,10 @@ def _chain(steps) -> list[tuple[str, str]]:
 def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulation:
     """What `policy` would have done with the tenant's approvals of the last `days` days,
     against what happened to them: auto-approved (count and money), routed differently, and
-    the items people rejected that it would have auto-approved. Each local day starts with a
-    fresh budget; the kill switch is left out (it is an operational stop, not policy)."""
+    the items people rejected that it would have auto-approved; and the exceptions and
+    disputes its rules for them would route. Each local day starts with a fresh budget. The
+    kill switch is replayed as it stands now: while it is on, activation would auto-approve
+    nothing, and neither does the simulation (it counts what the switch holds back)."""
     policy = get_version(actor, tenant_id, policy_id)
     if not 1 <= days <= MAX_DAYS:
         raise ValidationFailed(f"Simulate between 1 and {MAX_DAYS} days.",
@@ -74,8 +85,8 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
         .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
                WorkItem.created_at >= now - timedelta(days=days))
         .order_by(WorkItem.id).limit(MAX_ITEMS + 1)).all()
-    result = Simulation(days=days, kill_switch=_kill_switch_engaged(tenant_id),
-                        truncated=len(rows) > MAX_ITEMS)
+    kill = _kill_switch_engaged(tenant_id)
+    result = Simulation(days=days, kill_switch=kill, truncated=len(rows) > MAX_ITEMS)
     rows = rows[:MAX_ITEMS]
     rejections = rejections_by_counterparty(tenant_id, [r.counterparty for r in rows], now)
     zone = ZoneInfo(policy.tenant.timezone)
@@ -84,8 +95,13 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
         day = row.created_at.astimezone(zone).date()
         budget = budgets.setdefault(day, engine.Budget.of(compiled, 0, Decimal("0.00")))
         inputs = engine.item_inputs(row, rejections.get(row.counterparty, 0))
-        verdict = engine.decide(compiled, row.id, inputs, kill_switch=False, budget=budget)
+        verdict = engine.decide(compiled, row.id, inputs, kill_switch=kill, budget=budget)
         result.verdicts[row.id] = verdict
+        if verdict.held_by == engine.HOLD_KILL_SWITCH:
+            result.killed_count += 1
+            result.killed_amount += row.amount
+        if verdict.queue:
+            result.queues[verdict.queue] = result.queues.get(verdict.queue, 0) + 1
         result.items += 1
         would_auto = verdict.outcome == engine.AUTO_APPROVED
         was_auto = row.outcome == engine.AUTO_APPROVED
@@ -107,11 +123,38 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
             result.rejected_would_auto_count += 1
             if len(result.rejected_would_auto) < SHOWN:
                 result.rejected_would_auto.append((row, verdict))
+    _simulate_cases(result, compiled, tenant_id, now - timedelta(days=days))
     return result
 
 
+def _simulate_cases(result: Simulation, compiled: engine.CompiledPolicy, tenant_id: int,
+                    since) -> None:
+    """Billing exceptions and settlement disputes of the period, under the version's rules for
+    their kind (only the kinds it has rules for: without any, activation leaves them be)."""
+    kinds = [k for k in (Kind.BILLING_EXCEPTION.value, Kind.SETTLEMENT_DISPUTE.value)
+             if compiled.rules_for(k)]
+    if not kinds:
+        return
+    rows = db.session.execute(
+        select(WorkItem.id, WorkItem.kind, WorkItem.amount, WorkItem.currency,
+               WorkItem.subtype, WorkItem.region, WorkItem.product_line, WorkItem.partner_type,
+               WorkItem.priority, WorkItem.source_system, WorkItem.counterparty,
+               WorkItem.amount_at_risk, WorkItem.claimed_amount, WorkItem.calculated_amount)
+        .where(WorkItem.tenant_id == tenant_id, WorkItem.kind.in_(kinds),
+               WorkItem.created_at >= since)
+        .order_by(WorkItem.id).limit(MAX_ITEMS)).all()
+    for row in rows:
+        verdict = engine.decide_case(compiled, row.kind, engine.case_inputs(row))
+        result.verdicts[row.id] = verdict
+        result.cases += 1
+        result.case_outcomes[verdict.outcome] = result.case_outcomes.get(verdict.outcome, 0) + 1
+        if verdict.queue:
+            result.queues[verdict.queue] = result.queues.get(verdict.queue, 0) + 1
+
+
 def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
-    """Open items the QA sample sent to people, oldest first (the QA queue)."""
+    """Open items of the QA sample's team queue, oldest first (the admin's glance at it; the
+    QA role works it in the queue pages)."""
     from app.work.services import open_items, scoped_items
 
     require_policy_admin(actor, tenant_id)
@@ -119,31 +162,44 @@ def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
         scoped_items(actor).with_only_columns(
             WorkItem.id, WorkItem.title, WorkItem.amount, WorkItem.currency,
             WorkItem.created_at, PolicyDecision.rule_name)
-        .join(PolicyDecision, PolicyDecision.item_id == WorkItem.id)
-        .where(WorkItem.tenant_id == tenant_id, PolicyDecision.outcome == engine.QA_SAMPLE,
+        .outerjoin(PolicyDecision, PolicyDecision.item_id == WorkItem.id)
+        .where(WorkItem.tenant_id == tenant_id, WorkItem.team_queue == engine.QA_QUEUE,
                open_items())
         .order_by(WorkItem.created_at).limit(limit)).all()
 
 
+def _steps_words(steps) -> str:
+    return ", then ".join(f"{s['role']} ≥ {s['min_limit']}" for s in steps or [])
+
+
 def outcome_text(rule) -> str:
+    priority = f", priority {rule.set_priority}" if getattr(rule, "set_priority", None) else ""
     if rule.outcome == "auto_approve":
         return "auto-approve"
     if rule.outcome == "queue":
-        return f"queue {rule.queue}"
-    return "steps " + ", then ".join(f"{s['role']} ≥ {s['min_limit']}" for s in rule.steps or [])
+        steps = f" with steps {_steps_words(rule.steps)}" if rule.steps else ""
+        return f"queue “{rule.queue}”{steps}{priority}"
+    if rule.outcome == "assign":
+        return f"assign to a {rule.assign_role}{priority}"
+    if rule.outcome == "prioritize":
+        return f"priority {rule.set_priority}"
+    return "steps " + _steps_words(rule.steps)
 
 
 def version_lines(policy: PolicyVersion | None) -> list[str]:
     """A version as lines of text, for the diff."""
     if policy is None:
         return []
-    lines = [f"rule {r.position} “{r.name}”: when {r.condition} → {outcome_text(r)}"
+    lines = [f"rule {r.position} “{r.name}”"
+             + (f" ({KIND_WORDS[r.kind]})" if r.kind and r.kind != "approval" else "")
+             + f": when {r.condition} → {outcome_text(r)}"
              for r in policy.rules]
     lines += [
         f"maximum auto-approved amount: {policy.max_auto_amount or 'none'}",
         f"daily budget: {policy.daily_auto_count if policy.daily_auto_count is not None else 'any'}"
         f" items, {policy.daily_auto_amount or 'any amount'}",
-        f"QA sample: {policy.qa_sample_pct}% to {policy.qa_role}",
+        f"QA sample: {policy.qa_sample_pct}% to the “{engine.QA_QUEUE}” queue "
+        f"({policy.qa_role})",
         "fallback steps: " + ", then ".join(f"{s['role']} ≥ {s['min_limit']}"
                                             for s in policy.fallback_steps or []),
     ]

@@ -36,7 +36,8 @@ STATUSES = {"open": "Open", "closed": "Decided", "all": "Open and decided"}
 DRILL_KEYS = ("status", "state", "created_from", "created_to", "resolved_from", "resolved_to",
               "aged", "decided_by")
 FILTER_KEYS = ("kind", "subtype", "tenant", "region", "partner_type", "product_line",
-               "min_amount", "max_amount", "age", "sla", "assignee", "q", "sort", *DRILL_KEYS)
+               "min_amount", "max_amount", "age", "sla", "assignee", "team_queue", "q", "sort",
+               *DRILL_KEYS)
 
 
 class BadCursor(ValueError):
@@ -56,6 +57,7 @@ class QueueFilters:
     age: str | None = None
     sla: str | None = None
     assignee: str | None = None  # "me", "none" or a user id
+    team_queue: str | None = None  # a named team queue the policy routed items to
     q: str | None = None
     sort: str = "sla"
     status: str | None = None  # None = open
@@ -115,6 +117,7 @@ class QueueFilters:
         if f.assignee and not (f.assignee in ("me", "none") or f.assignee.isdigit()):
             f.errors["assignee"] = "unknown assignee"
             f.assignee = None
+        f.team_queue = text("team_queue", 64)
         f.q = text("q")
         f.sort = text("sort") or "sla"
         if f.sort not in SORTS:
@@ -233,6 +236,8 @@ class QueueFilters:
             out.append(WorkItem.assignee_id.is_(None))
         elif self.assignee:
             out.append(WorkItem.assignee_id == int(self.assignee))
+        if self.team_queue:
+            out.append(WorkItem.team_queue == self.team_queue)
         if self.q:
             pattern = "%" + self.q.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
             out.append(or_(WorkItem.title.ilike(pattern, escape="\\"),

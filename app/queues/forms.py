@@ -8,11 +8,11 @@ class BulkForm(FlaskForm):
 
     action = HiddenField(validators=[DataRequired(), Length(max=16)])
     assignee_id = IntegerField(validators=[Optional()])
-    queue = HiddenField(validators=[Optional(), Length(max=32)])
+    queue = HiddenField(validators=[Optional(), Length(max=80)])
     filters = HiddenField(validators=[Optional(), Length(max=1000)])
 
 
 class SaveViewForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=80)])
-    queue = HiddenField(validators=[DataRequired(), Length(max=32)])
+    queue = HiddenField(validators=[DataRequired(), Length(max=80)])
     filters = HiddenField(validators=[Optional(), Length(max=1000)])

@@ -17,6 +17,6 @@ class SavedView(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(80))
-    queue: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(80))  # a queue name, or "@" + a team queue
     query: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

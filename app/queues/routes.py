@@ -22,6 +22,7 @@ from app.queues.views import (
     PAGE_SIZE,
     QUEUES,
     assignable_people,
+    find_queue,
     in_queue,
     queue_counts,
     queue_items,
@@ -50,7 +51,7 @@ def home():
 def _queue_or_404(actor, name: str, tenant_id):
     """The queue if the viewer's roles grant it: 404 for no such queue, 403 for one that
     exists but is not theirs."""
-    queue = next((q for q in queues_for(actor, tenant_id) if q.name == name), None)
+    queue = find_queue(actor, name, tenant_id)
     if queue is None:
         abort(404 if name not in QUEUES else 403)
     return queue
@@ -116,7 +117,7 @@ def counts():
     tenant_id = current_tenant_id()
     return render_page("queues/_counts.html", None, queues=queues_for(actor, tenant_id),
                        counts=queue_counts(actor, tenant_id),
-                       queue=QUEUES.get(request.args.get("current", ""), None))
+                       queue=find_queue(actor, request.args.get("current", ""), tenant_id))
 
 
 @bp.post("/queues/<name>/bulk")
@@ -198,10 +199,10 @@ def queue_row_update(actor, name: str, filters_qs: str, item_id: int) -> tuple[s
     """Out-of-band HTML for an item's row in a queue after an action, and whether it left.
     Rows travel inside <template>: a bare <tr> outside a table is dropped by the parser."""
     tenant_id = current_tenant_id()
-    if name not in {q.name for q in queues_for(actor, tenant_id)}:
+    queue = find_queue(actor, name, tenant_id)
+    if queue is None:
         return "", False
     filters = QueueFilters.parse(MultiDict(parse_qs(filters_qs)), actor.tenant_ids())
-    queue = QUEUES[name]
     if in_queue(actor, name, tenant_id, filters, item_id):
         item = get_item(actor, item_id)
         html = render_template("queues/_row_oob.html", item=item, queue=queue, filters=filters)

@@ -16,7 +16,9 @@ PAGE_SIZE = 50
 ROW_COLUMNS = (WorkItem.id, WorkItem.kind, WorkItem.subtype, WorkItem.title,
                WorkItem.external_ref, WorkItem.counterparty, WorkItem.amount, WorkItem.currency,
                WorkItem.state, WorkItem.sla_state, WorkItem.sla_due_at, WorkItem.resolved_at,
-               WorkItem.created_at, WorkItem.assignee_id)
+               WorkItem.created_at, WorkItem.assignee_id, WorkItem.team_queue)
+# A named team queue's key in URLs and saved views: "@" and its name ("@QA sample").
+TEAM_PREFIX = "@"
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class QueueDef:
     title: str
     empty: str
     kind: str | None = None
+    # A named team queue: its name, and where the viewer works it ((tenant id, kind) pairs).
+    team_queue: str | None = None
+    scope: tuple = ()
 
 
 QUEUES = {
@@ -48,8 +53,59 @@ def _works(roles: set[str], kind: str) -> bool:
     return bool(roles & WORKER_ROLES[kind])
 
 
+def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
+    """The named team queues the viewer works: the queues the rules of every policy version
+    that was in force name, for the kinds the viewer's roles work in that tenant, and the QA
+    sample's queue where a version sampled, for the QA role of the version in force.
+    Read once per request: the names come from the few policy rows, not from the items."""
+    from flask import g, has_request_context
+
+    from app.policy.engine import QA_QUEUE
+    from app.policy.models import Outcome, PolicyRule, PolicyState, PolicyVersion
+    from app.policy.services import policy_in_force
+
+    roles = _roles_by_tenant(actor, tenant_id)
+    key = ("team_queues", actor.user_id, tuple(sorted((t, tuple(sorted(r)))
+                                                     for t, r in roles.items())))
+    cache = g.setdefault("cleardesk_team_queues", {}) if has_request_context() else {}
+    if key in cache:
+        return cache[key]
+    scopes: dict[str, set] = {}
+    if roles:
+        rows = db.session.execute(
+            select(PolicyVersion.tenant_id, PolicyRule.kind, PolicyRule.queue)
+            .join(PolicyRule, PolicyRule.policy_id == PolicyVersion.id)
+            .where(PolicyVersion.tenant_id.in_(list(roles)),
+                   PolicyVersion.state.in_((PolicyState.ACTIVE.value,
+                                            PolicyState.RETIRED.value)),
+                   PolicyRule.outcome == Outcome.QUEUE.value, PolicyRule.queue.is_not(None))
+            .distinct()).all()
+        for tenant, kind, name in rows:
+            if _works(roles[tenant], kind):
+                scopes.setdefault(name, set()).add((tenant, kind))
+        # The QA queue exists where a version that was in force sampled; its role is the one
+        # of the version in force now.
+        sampled = set(db.session.scalars(
+            select(PolicyVersion.tenant_id).where(
+                PolicyVersion.tenant_id.in_(list(roles)), PolicyVersion.qa_sample_pct > 0,
+                PolicyVersion.state.in_((PolicyState.ACTIVE.value,
+                                         PolicyState.RETIRED.value))).distinct()))
+        for tenant in sorted(sampled):
+            policy = policy_in_force(tenant)
+            qa_role = policy.qa_role if policy is not None else Role.MANAGER.value
+            if qa_role in roles[tenant]:
+                scopes.setdefault(QA_QUEUE, set()).add((tenant, Kind.APPROVAL.value))
+    out = [QueueDef(TEAM_PREFIX + name, name, f"Nothing is waiting in {name}.",
+                    team_queue=name, scope=tuple(sorted(scope)))
+           for name, scope in sorted(scopes.items(), key=lambda kv: (kv[0] != QA_QUEUE,
+                                                                     kv[0].casefold()))]
+    cache[key] = out
+    return out
+
+
 def queues_for(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
-    """The queues the viewer's roles grant, in the current tenant (or all of theirs)."""
+    """The queues the viewer's roles grant, in the current tenant (or all of theirs): the
+    standard ones, then the named team queues."""
     roles = _roles_by_tenant(actor, tenant_id)
     out = [QUEUES["mine"]]
     if any(_works(r, kind) for r in roles.values() for kind in WORKER_ROLES):
@@ -59,11 +115,29 @@ def queues_for(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
     for name in ("approvals", "exceptions", "disputes"):
         if any(_works(r, QUEUES[name].kind) for r in roles.values()):
             out.append(QUEUES[name])
-    return out
+    return out + team_queues(actor, tenant_id)
+
+
+def find_queue(actor: Actor, name: str, tenant_id: int | None) -> QueueDef | None:
+    """The viewer's queue called `name`, or None."""
+    if name in QUEUES or name.startswith(TEAM_PREFIX):
+        return next((q for q in queues_for(actor, tenant_id) if q.name == name), None)
+    return None
 
 
 def queue_condition(actor: Actor, queue: str, tenant_id: int | None):
     """The SQL condition of a queue for this viewer (tenant scoping is applied separately)."""
+    if queue.startswith(TEAM_PREFIX):
+        team = find_queue(actor, queue, tenant_id)
+        if team is None:
+            return false()
+        by_tenant: dict[int, list[str]] = {}
+        for tenant, kind in team.scope:
+            by_tenant.setdefault(tenant, []).append(kind)
+        return (WorkItem.team_queue == team.team_queue) & or_(*[
+            (WorkItem.tenant_id == tenant) & (WorkItem.kind.in_(kinds) if len(kinds) > 1
+                                               else WorkItem.kind == kinds[0])
+            for tenant, kinds in sorted(by_tenant.items())])
     roles = _roles_by_tenant(actor, tenant_id)
     workable = [
         (WorkItem.tenant_id == t) & (WorkItem.kind == kind)
@@ -128,6 +202,7 @@ class QueueRow:
     resolved_at: object
     created_at: object
     assignee_id: int | None
+    team_queue: str | None
     tenant: RowTenant
     assignee: RowPerson | None
 
@@ -151,11 +226,12 @@ def queue_items(actor: Actor, queue: str, tenant_id: int | None, filters: QueueF
     out = []
     for row in db.session.execute(query):
         (item_id, kind, subtype, title, ref, counterparty, amount, currency, state, sla_state,
-         due, resolved, created, assignee_id, tenant_name, brand, tz, assignee_name) = row
+         due, resolved, created, assignee_id, team_queue, tenant_name, brand, tz,
+         assignee_name) = row
         tenant = tenants.setdefault((tenant_name, brand, tz), RowTenant(brand or tenant_name, tz))
         out.append(QueueRow(item_id, kind, subtype, title, ref, counterparty, amount, currency,
-                            state, sla_state, due, resolved, created, assignee_id, tenant,
-                            RowPerson(assignee_name) if assignee_name else None))
+                            state, sla_state, due, resolved, created, assignee_id, team_queue,
+                            tenant, RowPerson(assignee_name) if assignee_name else None))
     return out
 
 

@@ -231,9 +231,15 @@ def create_item(
         return existing, False
     data = {"kind": kind, "subtype": subtype, "amount": amount, "currency": item.currency,
             "external_ref": external_ref, "source_system": source_system}
-    if kind == Kind.APPROVAL.value:
+    from app.policy.services import receive_item
+
+    if kind != Kind.APPROVAL.value:
+        # Under a policy with rules for its kind, the policy routes it (app.policy.jobs).
+        arrived_under = receive_item(item)
+        if arrived_under is not None:
+            data["awaiting_policy_version"] = arrived_under
+    else:
         from app.approvals.services import assign_open_step  # approvals builds on this module
-        from app.policy.services import receive_item
 
         # Under a policy the item waits for its evaluation (app.policy.jobs); without one it
         # takes the default chain now.

@@ -21,9 +21,14 @@ def admins(make_tenant, make_user):
 @pytest.fixture
 def make_policy(app):
     def make(tenant, author, checker, rules, **settings):
-        """rules: (name, condition, outcome, steps text) tuples, in priority order."""
+        """rules: (name, condition, outcome, steps text) tuples, or dicts of save_rule's
+        keyword arguments, in priority order."""
         draft = services.create_draft(actor(author), tenant.id)
-        for name, condition, outcome, steps in rules:
+        for rule in rules:
+            if isinstance(rule, dict):
+                services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, **rule)
+                continue
+            name, condition, outcome, steps = rule
             services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
                                condition=condition, outcome=outcome, steps_text=steps,
                                queue="review" if outcome == "queue" else None)

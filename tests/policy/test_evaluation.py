@@ -138,14 +138,19 @@ def test_the_kill_switch_stops_auto_approval_at_once(admins, make_policy, make_i
     assert event.comment == "Fraud alert"
 
 
-def test_the_qa_sample_lands_with_the_qa_role(admins, make_policy, make_item):
+def test_the_qa_sample_lands_in_the_qa_team_queue_with_the_qa_role(admins, make_policy,
+                                                                    make_item):
+    from app.policy.engine import QA_QUEUE
+
     tenant, author, checker = admins
     make_policy(tenant, author, checker, [SMALL_AUTO], qa_sample_pct="100", qa_role="manager")
     item = _item(make_item, tenant)
     assert _evaluate(tenant, item) == {"qa_sample": 1, "skipped": 0}
     item = db.session.get(WorkItem, item.id)
     assert [(s.role, s.state) for s in item.steps] == [("manager", "open")]
-    assert db.session.get(PolicyDecision, item.id).outcome == "qa_sample"
+    assert item.team_queue == QA_QUEUE == "QA sample"
+    receipt = db.session.get(PolicyDecision, item.id)
+    assert (receipt.outcome, receipt.queue) == ("qa_sample", QA_QUEUE)
     from app.policy.simulation import qa_queue
 
     assert [q.id for q in qa_queue(actor(author), tenant.id)] == [item.id]

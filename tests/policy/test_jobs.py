@@ -84,6 +84,72 @@ def test_arrivals_are_decided_by_a_real_worker_through_the_outbox(
     assert routed.actor_type == "policy" and routed.data["rule_name"] == "Large deals"
 
 
+def test_the_qa_sample_lands_in_the_qa_queue_page_through_a_real_worker(
+        relaying, admins, make_policy, make_item, make_user, client, auth):
+    """A sampled would-be auto-approval is decided by the worker into the "QA sample" team
+    queue: the QA role (here: managers) sees it listed and counted there and approves it; an
+    approver, who is not the QA role, has no such queue."""
+    import re
+    from urllib.parse import quote
+
+    from tests.conftest import csrf_from
+
+    tenant, author, checker = admins
+    make_user("qa@example.com", [tenant], roles=("manager",), limit="1000000")
+    make_user("a@example.com", [tenant], roles=("approver",), limit="20000")
+    make_policy(tenant, author, checker, [AUTO], qa_sample_pct="100", qa_role="manager")
+    sampled = make_item(tenant, amount="800.00", details={"discount_pct": "5"})
+    other = make_item(tenant, amount="5000.00", details={"discount_pct": "5"})  # fallback
+    worker = run_burst_worker(relaying)
+    assert worker.returncode == 0, worker.stderr
+    db.session.expire_all()
+    assert db.session.get(PolicyDecision, sampled.id).outcome == "qa_sample"
+    auth.login("qa@example.com")
+    page = client.get("/queues/" + quote("@QA sample"))
+    assert page.status_code == 200
+    assert [int(i) for i in re.findall(r'id="row-(\d+)"', page.text)] == [sampled.id]
+    assert re.search(r'data-queue="@QA sample">1<', page.text)
+    response = client.post(f"/items/{sampled.id}/act",
+                           headers={"HX-Request": "true", "X-CSRFToken": csrf_from(page.text)},
+                           data={"action": "approve", "comment": "checked",
+                                 "queue": "@QA sample", "filters": ""})
+    assert response.status_code == 200
+    assert f'<template><tr id="row-{sampled.id}" hx-swap-oob="delete">' in response.text
+    assert 'data-queue="@QA sample">0<' in response.text
+    db.session.expire_all()
+    assert db.session.get(WorkItem, sampled.id).state == "approved"
+    auth.login("a@example.com")
+    assert client.get("/queues/" + quote("@QA sample")).status_code == 404
+    assert "QA sample" not in client.get("/queues/unassigned").text
+    assert other.id
+
+
+def test_exceptions_are_routed_by_a_real_worker_through_the_outbox(
+        relaying, admins, make_policy, make_item, make_user):
+    tenant, author, checker = admins
+    analyst = make_user("ava@example.com", [tenant], roles=("analyst",))
+    make_policy(tenant, author, checker, [
+        {"name": "Tax failures to an analyst", "kind": "billing_exception",
+         "condition": 'subtype == "tax_validation_failed"', "outcome": "assign",
+         "assign_role": "analyst"},
+        {"name": "Big deltas", "kind": "settlement_dispute", "condition": "delta_pct > 20",
+         "outcome": "queue", "queue": "Partner disputes", "set_priority": "high"}])
+    tax = make_item(tenant, kind="billing_exception", subtype="tax_validation_failed",
+                    amount="1200.00")
+    dispute = make_item(tenant, kind="settlement_dispute", amount="10000.00",
+                        calculated_amount="7000.00")
+    worker = run_burst_worker(relaying)
+    assert worker.returncode == 0, worker.stderr
+    db.session.expire_all()
+    tax, dispute = db.session.get(WorkItem, tax.id), db.session.get(WorkItem, dispute.id)
+    assert tax.assignee_id == analyst.id and tax.state == "open"
+    assert (dispute.team_queue, dispute.priority) == ("Partner disputes", "high")
+    [routed] = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.item_id == dispute.id, AuditEvent.action == "policy.routed")).all()
+    assert routed.actor_type == "policy" and routed.data["rule_name"] == "Big deltas"
+    assert all(report.ok for report in verify_all())
+
+
 def test_a_sweep_killed_half_way_is_finished_by_a_new_worker_each_item_decided_once(
         app, admins, make_policy):
     tenant, author, checker = admins

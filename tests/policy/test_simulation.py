@@ -1,8 +1,9 @@
 """Simulation replays a version with the worker's own deciding code: what it predicts for the
 waiting items is exactly what activating it then does to them."""
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
+from app.models import WorkItem
 from app.policy import services
 from app.policy.jobs import sweep_undecided
 from app.policy.models import PolicyDecision
@@ -18,9 +19,12 @@ def test_simulation_predicts_exactly_what_activation_does(admins, make_policy, m
     tenant, author, checker = admins
     make_user("a@example.com", [tenant], roles=("approver",), limit="100000")
     make_user("m@example.com", [tenant], roles=("manager",), limit="1000000")
-    make_policy(tenant, author, checker, [HOLD_ALL])
+    # Rules for every kind that match nothing: items of every kind arrive waiting for the
+    # policy (no worker runs here), so the next version decides them all.
+    make_policy(tenant, author, checker, [HOLD_ALL, *CASE_HOLDS])
     items = [make_item(tenant, amount=str(100 + n * 97), details={"discount_pct": str(n % 20)},
                        region=["NA", "EMEA", "LATAM"][n % 3]) for n in range(60)]
+    items += _cases(make_item, tenant)
 
     draft = services.create_draft(actor(author), tenant.id)
     for name, condition, outcome, steps in [
@@ -30,6 +34,8 @@ def test_simulation_predicts_exactly_what_activation_does(admins, make_policy, m
         services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
                            condition=condition, outcome=outcome, steps_text=steps,
                            queue="review" if outcome == "queue" else None)
+    for rule in CASE_RULES:
+        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, **rule)
     services.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="2500",
                            daily_auto_count="", daily_auto_amount="", qa_sample_pct="25",
                            qa_role="manager", fallback_steps_text="approver >= amount",
@@ -37,21 +43,103 @@ def test_simulation_predicts_exactly_what_activation_does(admins, make_policy, m
     services.submit_version(actor(author), tenant.id, draft.id)
     commit()
     predicted = simulate(actor(checker), tenant.id, draft.id, days=30)
-    assert predicted.items == 60 and predicted.auto_count > 0
+    assert predicted.items == 60 and predicted.auto_count > 0 and predicted.cases == 12
     outcomes = {v.outcome for v in predicted.verdicts.values()}
-    assert {"auto_approved", "routed", "queued", "qa_sample", "held"} <= outcomes
+    assert {"auto_approved", "routed", "queued", "qa_sample", "held", "assigned",
+            "prioritized", "unrouted"} <= outcomes
+    assert predicted.queues["review"] > 0 and predicted.queues["QA sample"] > 0
 
     services.activate_version(actor(checker), tenant.id, draft.id)
     commit()
-    assert sweep_undecided(batch=25) == 60
-    for receipt in db.session.scalars(select(PolicyDecision)):
+    assert sweep_undecided(batch=25) == 72
+    _assert_as_predicted(predicted, draft)
+    assert len(items) == 72
+
+
+CASE_HOLDS = [
+    {"name": f"Nothing yet ({kind})", "kind": kind, "condition": "amount < 0",
+     "outcome": "prioritize", "set_priority": "low"}
+    for kind in ("billing_exception", "settlement_dispute")]
+CASE_RULES = [
+    {"name": "Leakage", "kind": "billing_exception", "condition": "amount_at_risk > 2000",
+     "outcome": "queue", "queue": "Revenue assurance", "set_priority": "urgent"},
+    {"name": "Failed payments", "kind": "billing_exception",
+     "condition": 'subtype == "payment_failed"', "outcome": "prioritize", "set_priority": "high"},
+    {"name": "Deltas", "kind": "settlement_dispute", "condition": "delta > 1000",
+     "outcome": "assign", "assign_role": "analyst"},
+]
+
+
+def _cases(make_item, tenant):
+    return [make_item(tenant, kind="billing_exception", amount=str(500 + n * 700),
+                      subtype=["payment_failed", "price_mismatch"][n % 2]) for n in range(6)] + [
+        make_item(tenant, kind="settlement_dispute", amount=str(1000 + n * 900),
+                  calculated_amount="900.00") for n in range(6)]
+
+
+def _assert_as_predicted(predicted, draft):
+    receipts = db.session.scalars(select(PolicyDecision)).all()
+    assert len(receipts) == len(predicted.verdicts)
+    for receipt in receipts:
         verdict = predicted.verdicts[receipt.item_id]
         assert (receipt.outcome, receipt.rule_position, receipt.held_by, receipt.risk_score,
-                receipt.steps) == (
+                receipt.steps, receipt.queue, receipt.priority) == (
             verdict.outcome, verdict.rule.position if verdict.rule else None, verdict.held_by,
-            verdict.risk_score, [{"role": r, "min_limit": str(m)} for r, m in verdict.steps])
+            verdict.risk_score, [{"role": r, "min_limit": str(m)} for r, m in verdict.steps],
+            verdict.queue, verdict.priority)
         assert receipt.policy_version == draft.version
-    assert len(items) == 60
+        item = db.session.get(WorkItem, receipt.item_id)
+        assert item.team_queue == verdict.queue
+
+
+def test_simulation_replays_the_kill_switch_and_activation_then_does_the_same(
+        admins, make_policy, make_item, make_user):
+    """With the kill switch on, the simulation auto-approves nothing (it holds back what the
+    switch would), and activating the version then holds back exactly those items."""
+    tenant, author, checker = admins
+    make_user("a@example.com", [tenant], roles=("approver",), limit="100000")
+    make_user("m@example.com", [tenant], roles=("manager",), limit="1000000")
+    make_policy(tenant, author, checker, [HOLD_ALL])
+    items = [make_item(tenant, amount=str(100 + n * 50), details={"discount_pct": "5"})
+             for n in range(20)]
+    draft = services.create_draft(actor(author), tenant.id)
+    services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Small ones",
+                       condition="amount <= 600", outcome="auto_approve")
+    services.submit_version(actor(author), tenant.id, draft.id)
+    services.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
+    commit()
+    predicted = simulate(actor(checker), tenant.id, draft.id, days=30)
+    assert predicted.kill_switch and predicted.auto_count == 0
+    assert predicted.killed_count == 11  # 100..600 in steps of 50
+    assert {v.held_by for v in predicted.verdicts.values() if v.rule} == {"kill_switch"}
+    services.activate_version(actor(checker), tenant.id, draft.id)
+    commit()
+    assert sweep_undecided(batch=7) == 20
+    _assert_as_predicted(predicted, draft)
+    assert db.session.scalar(select(func.count()).select_from(WorkItem)
+                             .where(WorkItem.state == "approved")) == 0
+    assert len(items) == 20
+
+
+def test_the_simulation_page_says_the_kill_switch_is_part_of_the_replay(
+        admins, make_policy, make_item, client, auth):
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [HOLD_ALL])
+    make_item(tenant, amount="300.00", details={"discount_pct": "5"})
+    draft = services.create_draft(actor(author), tenant.id)
+    services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Small ones",
+                       condition="amount <= 600", outcome="auto_approve")
+    services.submit_version(actor(author), tenant.id, draft.id)
+    commit()
+    auth.login("checker@example.com")
+    url = f"/admin/policy/{tenant.id}/versions/{draft.id}/simulation?days=30"
+    page = client.get(url).text
+    assert "The kill switch is off" in page and "1</strong>" in page
+    services.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
+    commit()
+    page = client.get(url, headers={"HX-Request": "true"}).text
+    assert "The kill switch is on" in page and "this simulation replays it" in page
+    assert "1 would-be auto-approvals" in page
 
 
 def test_the_diff_names_added_and_removed_lines(admins, make_policy):
