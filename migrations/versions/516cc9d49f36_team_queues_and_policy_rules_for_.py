@@ -5,7 +5,7 @@ policy rules for billing exceptions and settlement disputes (their kind, the pri
 set, the role they assign to) and what their receipts record; saved views of a team queue.
 
 Revision ID: 516cc9d49f36
-Revises: beb6886b3ddf
+Revises: d69327a948b4
 Create Date: 2026-11-27 17:45:40.968404
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '516cc9d49f36'
-down_revision = 'beb6886b3ddf'
+down_revision = 'd69327a948b4'
 branch_labels = None
 depends_on = None
 
