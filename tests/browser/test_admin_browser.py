@@ -240,6 +240,8 @@ def test_bad_settings_and_branding_show_messages_next_to_their_fields(page, org,
     expect(page.locator(".topbar .brand")).to_contain_text("Northwind Finance")
     logo = page.locator(".topbar .brand img")
     expect(logo).to_have_count(1)
+    # The image loads after the page: wait until it has, then read its size.
+    page.wait_for_function("document.querySelector('.topbar .brand img').complete")
     assert page.evaluate("document.querySelector('.topbar .brand img').naturalWidth") == 96
     shot(page, "branding-saved")
     db.session.expire_all()
