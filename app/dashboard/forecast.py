@@ -136,7 +136,7 @@ def forecast_for(scope: Scope, dash: Dashboard, now: datetime | None = None
         first = dash.todays[tenant_id] - timedelta(days=RATE_WINDOW_DAYS)
         window_start = datetime.combine(first, time(0), ZoneInfo(tenant.timezone))
         hours = calendar.between(window_start, now).total_seconds() / 3600
-        bounds = [calendar.add(now, timedelta(hours=h)) for h in range(1, HORIZON_HOURS + 1)]
+        bounds = calendar.hour_marks(now, HORIZON_HOURS)
         for kind, kind_label in KIND_LABELS.items():
             open_now = dash.open_counts.get((tenant_id, kind), 0)
             mine = slots.get((tenant_id, kind), [])
