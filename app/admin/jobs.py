@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from app.actors import Actor
 from app.audit.services import record_event
+from app.dashboard.rollups import move_due_slots
 from app.extensions import db
 from app.models import Tenant, WorkItem
 from app.sla.calendar import BusinessCalendar, calendar_for
@@ -49,10 +50,11 @@ def move_due_times(message) -> None:
     new = calendar_for(tenant)
     now = utcnow()
     moved = 0
+    moves: list = []
     last_id = 0
     while True:
         rows = db.session.execute(
-            select(WorkItem.id, WorkItem.sla_due_at, WorkItem.sla_paused_at)
+            select(WorkItem.id, WorkItem.kind, WorkItem.sla_due_at, WorkItem.sla_paused_at)
             .where(WorkItem.tenant_id == tenant.id, open_items(),
                    WorkItem.sla_due_at > now, WorkItem.id > last_id)
             .order_by(WorkItem.id).limit(BATCH)).all()
@@ -62,11 +64,15 @@ def move_due_times(message) -> None:
             anchor = row.sla_paused_at or now
             due = new.add(anchor, old.between(anchor, row.sla_due_at))
             if due != row.sla_due_at:
-                db.session.execute(
+                done = db.session.execute(
                     update(WorkItem).where(WorkItem.id == row.id,
                                            WorkItem.sla_due_at == row.sla_due_at)
                     .values(sla_due_at=due).execution_options(synchronize_session=False))
-                moved += 1
+                if done.rowcount:
+                    moves.append((row.kind, row.sla_due_at, due))
+                    moved += 1
         last_id = rows[-1].id
+    # The UPDATEs bypass the ORM flush that keeps the dashboard's due-slot rollup current.
+    move_due_slots(db.session, tenant.id, moves)
     record_event(SYSTEM, "sla.due_times_moved", tenant_id=tenant.id,
                  data={"items": moved, "reason": message.payload.get("reason")})

@@ -14,12 +14,13 @@ dashboard_cli = AppGroup("dashboard", help="Manager dashboard maintenance.")
 
 @dashboard_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
-    """Recompute both rollup tables in one transaction (readers see the old or the new)."""
+    """Recompute the rollup tables in one transaction (readers see the old or the new)."""
     from app.dashboard.rollups import rebuild_rollups
     from app.unit_of_work import commit
 
     started = time.monotonic()
     result = rebuild_rollups(db.session)
     commit()
-    click.echo(f"Rolled up {result['items']:,} items into {result['daily_rows']:,} daily and "
-               f"{result['open_rows']:,} backlog rows in {time.monotonic() - started:.1f}s.")
+    click.echo(f"Rolled up {result['items']:,} items into {result['daily_rows']:,} daily, "
+               f"{result['open_rows']:,} backlog and {result['due_rows']:,} due-slot rows in "
+               f"{time.monotonic() - started:.1f}s.")

@@ -8,12 +8,19 @@ and a histogram of it (columns t00..tNN, one per TURNAROUND_EDGES bucket).
 
 `dashboard_open`: the open backlog per tenant, kind, subtype, tenant-local day of arrival and
 assignee (0 = unassigned), with the money at risk in it (in cents, exact on both databases).
+
+`dashboard_open_due`: the open backlog per tenant, kind and due slot (the SLA due time floored
+to DUE_SLOT_MINUTES, UTC): what the breach forecast reads, a range of future slots, instead of
+the items' due times.
 """
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, Column, Date, ForeignKey, Integer, String, Table
 
 from app.extensions import db
+from app.types import UTCDateTime
 
 # Upper edges, in business hours, of the turnaround histogram buckets; one more bucket holds
 # everything longer. Median and p90 are reported as the bucket they fall in: exact quantiles
@@ -24,6 +31,20 @@ BUCKETS = [f"t{i:02d}" for i in range(len(TURNAROUND_EDGES) + 1)]
 DAILY_SUMS = ("created", "resolved", "met", "breached", "auto_approved", "turnaround_seconds",
               *BUCKETS)
 OPEN_SUMS = ("items", "at_risk_cents", "delta_cents")
+DUE_SUMS = ("items",)
+# The resolution of due times in the forecast: fine enough for a 24-hour outlook, coarse enough
+# that the future slots of a tenant are a few hundred rows however many items there are.
+DUE_SLOT_MINUTES = 15
+
+
+def due_slot(due: datetime) -> datetime:
+    """The start of the DUE_SLOT_MINUTES slot (UTC) that holds `due`."""
+    due = due.astimezone(UTC)
+    return due.replace(minute=due.minute - due.minute % DUE_SLOT_MINUTES, second=0,
+                       microsecond=0)
+
+
+DUE_SLOT = timedelta(minutes=DUE_SLOT_MINUTES)
 
 daily_rollups = Table(
     "dashboard_daily",
@@ -54,4 +75,14 @@ open_rollups = Table(
     Column("items", Integer, nullable=False, default=0),
     Column("at_risk_cents", BigInteger, nullable=False, default=0),
     Column("delta_cents", BigInteger, nullable=False, default=0),
+)
+
+open_due_rollups = Table(
+    "dashboard_open_due",
+    db.metadata,
+    Column("tenant_id", ForeignKey("tenants.id"), primary_key=True),
+    # Slot before kind: the forecast reads a tenant's range of future slots.
+    Column("due_slot", UTCDateTime, primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("items", Integer, nullable=False, default=0),
 )

@@ -9,8 +9,9 @@ no watermark, no job to miss. A unit of work's changes are summed and written wh
 the commit only.
 
 Writes that bypass the ORM must keep to columns the rollups do not read — the SLA sweep's bulk
-UPDATE of `sla_state` on open items is such a write (open items count only by arrival day and
-assignee) — or report their changes (`apply_item_changes`, as the policy engine's batch does).
+UPDATE of `sla_state` on open items is such a write (open items count only by arrival day,
+assignee and due slot) — or report their changes (`apply_item_changes`, as the policy engine's
+batch does, or `move_due_slots` for due times moved by a calendar change).
 The demo seed writes by COPY and then calls `rebuild_rollups`.
 """
 from __future__ import annotations
@@ -27,9 +28,12 @@ from sqlalchemy.orm import Session
 from app.dashboard.models import (
     BUCKETS,
     DAILY_SUMS,
+    DUE_SUMS,
     OPEN_SUMS,
     TURNAROUND_EDGES,
     daily_rollups,
+    due_slot,
+    open_due_rollups,
     open_rollups,
 )
 from app.models import Kind, SlaState, Tenant, WorkItem
@@ -40,7 +44,7 @@ from app.work.states import FINAL_STATES
 # The item columns the rollups depend on.
 TRACKED = ("tenant_id", "kind", "subtype", "state", "created_at", "resolved_at", "sla_state",
            "assignee_id", "last_actor_id", "decided_by_type", "amount_at_risk",
-           "claimed_amount", "calculated_amount")
+           "claimed_amount", "calculated_amount", "sla_due_at")
 POLICY = "policy"
 
 
@@ -61,6 +65,7 @@ class ItemFacts:
     amount_at_risk: Decimal | None
     claimed_amount: Decimal | None
     calculated_amount: Decimal | None
+    sla_due_at: datetime | None = None
 
 
 def turnaround_bucket(seconds: float) -> str:
@@ -113,6 +118,9 @@ def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
         out.append((open_rollups, (facts.tenant_id, facts.kind, facts.subtype,
                                    local_day(facts.created_at, tenant.timezone),
                                    facts.assignee_id or 0), sums))
+        if facts.sla_due_at is not None:
+            out.append((open_due_rollups, (facts.tenant_id, due_slot(facts.sla_due_at),
+                                           facts.kind), {"items": 1}))
     return out
 
 
@@ -121,7 +129,12 @@ def _key_columns(table) -> list[str]:
 
 
 def _sums_of(table) -> tuple[str, ...]:
-    return DAILY_SUMS if table is daily_rollups else OPEN_SUMS
+    return {daily_rollups: DAILY_SUMS, open_rollups: OPEN_SUMS,
+            open_due_rollups: DUE_SUMS}[table]
+
+
+# Tables that hold only what is open: a row whose items reach zero is removed.
+BACKLOG_TABLES = (open_rollups, open_due_rollups)
 
 
 def _upsert(connection, table, rows: list[dict]) -> None:
@@ -147,7 +160,7 @@ def _upsert(connection, table, rows: list[dict]) -> None:
 
 def apply_deltas(connection, deltas: dict) -> None:
     """deltas: (table, key) -> {sum name: change}. Open-backlog rows that reach zero items are
-    removed, so that table stays the size of the backlog."""
+    removed, so those tables stay the size of the backlog."""
     by_table: dict = defaultdict(list)
     emptied = []
     for (table, key), sums in deltas.items():
@@ -155,14 +168,14 @@ def apply_deltas(connection, deltas: dict) -> None:
         if not sums:
             continue
         by_table[table].append({**dict(zip(_key_columns(table), key)), **sums})
-        if table is open_rollups and sums.get("items", 0) < 0:
-            emptied.append(key)
+        if table in BACKLOG_TABLES and sums.get("items", 0) < 0:
+            emptied.append((table, key))
     for table, rows in by_table.items():
         _upsert(connection, table, rows)
-    columns = [open_rollups.c[name] for name in _key_columns(open_rollups)]
-    for key in emptied:
-        connection.execute(delete(open_rollups).where(
-            *[c == v for c, v in zip(columns, key)], open_rollups.c["items"] == 0))
+    for table, key in emptied:
+        columns = [table.c[name] for name in _key_columns(table)]
+        connection.execute(delete(table).where(
+            *[c == v for c, v in zip(columns, key)], table.c["items"] == 0))
 
 
 def _add(deltas: dict, rows: list[tuple], sign: int) -> None:
@@ -257,6 +270,17 @@ def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
         PENDING_DELTAS.add(session, deltas)
 
 
+def move_due_slots(session, tenant_id: int, moves: list[tuple[str, datetime, datetime]]) -> None:
+    """For writers that move open items' due times without the ORM (a calendar change):
+    (kind, old due, new due) of each moved item."""
+    deltas: dict = {}
+    for kind, old, new in moves:
+        _add(deltas, [(open_due_rollups, (tenant_id, due_slot(old), kind), {"items": 1})], -1)
+        _add(deltas, [(open_due_rollups, (tenant_id, due_slot(new), kind), {"items": 1})], +1)
+    if deltas:
+        PENDING_DELTAS.add(session, deltas)
+
+
 # The old value of every tracked column is needed even when the item was expired (by a commit)
 # before it was changed: active history loads it on set.
 for _name in TRACKED:
@@ -282,18 +306,19 @@ def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
             _add(totals, contributions(facts, tenants[facts.tenant_id]), +1)
         items += len(rows)
         last_id = rows[-1][0]
-    connection.execute(delete(daily_rollups))
-    connection.execute(delete(open_rollups))
+    for table in (daily_rollups, *BACKLOG_TABLES):
+        connection.execute(delete(table))
     by_table: dict = defaultdict(list)
     for (table, key), sums in totals.items():
         row = {name: 0 for name in _sums_of(table)}
         row.update(dict(zip(_key_columns(table), key)))
         row.update(sums)
-        if table is open_rollups and not row["items"]:
+        if table in BACKLOG_TABLES and not row["items"]:
             continue
         by_table[table].append(row)
     for table, rows in by_table.items():
         for start in range(0, len(rows), 5000):
             connection.execute(table.insert(), rows[start:start + 5000])
     return {"items": items, "daily_rows": len(by_table[daily_rollups]),
-            "open_rows": len(by_table[open_rollups])}
+            "open_rows": len(by_table[open_rollups]),
+            "due_rows": len(by_table[open_due_rollups])}

@@ -73,11 +73,13 @@ def table(dash: Dashboard, name: str) -> tuple[list[str], list[list]]:
                   "" if w["per_day"] is None else f"{w['per_day']:.2f}"] for w in dash.workload])
     if name == "forecast":
         return (["Queue", "Open", "Past due now", "Due in 24 business hours",
-                 "Arrivals per business hour", "Throughput per business hour",
-                 "Forecast new breaches", "Extra business hours needed",
-                 "Backlog in 24 business hours"],
+                 "Arrivals per business hour", "Expected arrivals in 24 business hours",
+                 "Arrivals due within 24 business hours", "Throughput per business hour",
+                 "Forecast new breaches", "Of which from arrivals",
+                 "Extra business hours needed", "Backlog in 24 business hours"],
                 [[f.label, f.open, f.overdue, f.due_soon, f"{f.arrival_rate:.2f}",
-                  f"{f.throughput:.2f}", f.new_breaches, f.shortfall_label, f.backlog_after]
+                  f.expected_arrivals, f.arrivals_due, f"{f.throughput:.2f}", f.new_breaches,
+                  f.breaches_from_arrivals, f.shortfall_label, f.backlog_after]
                  for f in dash.forecast])
     raise KeyError(name)
 
@@ -173,9 +175,12 @@ def chart_specs(dash: Dashboard, drill: Callable[[dict | None], str | None]) -> 
     if dash.forecast:
         specs["forecast"] = {
             "kind": "HorizontalBar",
-            "title": "Next 24 business hours: due, and forecast to breach",
+            "title": "Next 24 business hours: due (backlog and arrivals), forecast to breach",
             "labels": [f.label for f in dash.forecast],
-            "series": [("Due", [(f.due_soon, drill(f.drill_due)) for f in dash.forecast]),
+            "series": [("Due (backlog)", [(f.due_soon, drill(f.drill_due))
+                                          for f in dash.forecast]),
+                       ("Due (expected arrivals)", [(f.arrivals_due, None)
+                                                    for f in dash.forecast]),
                        ("Forecast to breach", [(f.new_breaches, drill(f.drill_due))
                                                for f in dash.forecast])],
             "options": {"height": 120 + 30 * len(dash.forecast), "width": 900,

@@ -27,9 +27,12 @@ HANDLERS: dict[str, list[str]] = {
     # A step was given its approver: mail them (or their delegate) an email-link request.
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
     # An open item breached its SLA (it has been escalated): mail its tenant's managers.
+    # (No longer written: the SLA digest replaces it; kept for messages already queued.)
     "sla.breached": ["app.sla.notifications.mail_sla_breached"],
-    # An open item turned at risk: mail its tenant's managers.
+    # An open item turned at risk: mail its tenant's managers. (Likewise replaced.)
     "sla.at_risk": ["app.sla.notifications.mail_sla_at_risk"],
+    # An SLA sweep escalated items: one digest mail per manager of the tenants concerned.
+    "sla.digest": ["app.sla.notifications.mail_sla_digest"],
     # Webhook deliveries committed and due now: queue their attempts.
     "webhook.delivery_due": ["app.webhooks.jobs.enqueue_due"],
     # A webhook was paused after repeated failures: mail the tenant's admins.

@@ -79,6 +79,31 @@ class BusinessCalendar:
             cursor = closes
         raise NoWorkingTime("unreachable")  # pragma: no cover
 
+    def hour_marks(self, start: datetime, hours: int) -> list[datetime]:
+        """add(start, 1 h), add(start, 2 h), ... add(start, `hours` h), in one walk over the
+        working windows."""
+        marks: list[datetime] = []
+        cursor = start.astimezone(UTC)
+        step = timedelta(hours=1)
+        remaining = step
+        for day in self._days_from(cursor):
+            window = self.window(day)
+            if window is None:
+                continue
+            opens, closes = window
+            if cursor >= closes:
+                continue
+            cursor = max(cursor, opens)
+            while remaining <= closes - cursor:
+                cursor += remaining
+                marks.append(cursor)
+                if len(marks) == hours:
+                    return marks
+                remaining = step
+            remaining -= closes - cursor
+            cursor = closes
+        raise NoWorkingTime("unreachable")  # pragma: no cover
+
     def between(self, start: datetime, end: datetime) -> timedelta:
         """Working time from `start` to `end` (negative when `end` is earlier)."""
         if end < start:

@@ -129,18 +129,66 @@ def least_loaded_colleague(item) -> int | None:
     return min(candidates, key=lambda user_id: (load.get(user_id, 0), user_id))
 
 
+def record_notices(rows: list[tuple[int, int, str]]) -> None:
+    """(tenant id, item id, level) of items that turned at risk or breached: noted for the
+    managers' digest at the end of the sweep (queue_sla_digest), each item once per level.
+    In the caller's transaction, never commits."""
+    from app.extensions import db
+    from app.sla.models import SlaNotice
+
+    if not rows:
+        return
+    table = SlaNotice.__table__
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = utcnow()
+    for start in range(0, len(rows), 1000):
+        db.session.execute(insert(table).values([
+            {"tenant_id": t, "item_id": i, "level": level, "created_at": now}
+            for t, i, level in rows[start:start + 1000]]).on_conflict_do_nothing(
+                index_elements=["item_id", "level"]))
+
+
+def queue_sla_digest() -> int | None:
+    """Gather the notices not yet mailed into one outbox message (sla.digest): its handler
+    mails each manager one digest of them. In the caller's transaction (the end of the sweep);
+    notices left by a sweep that died before its end go with the next one. Returns the
+    message id, or None when there is nothing new."""
+    from sqlalchemy import select, update
+
+    from app.extensions import db
+    from app.outbox.services import add_message
+    from app.sla.models import SlaNotice
+
+    table = SlaNotice.__table__
+    query = (select(table.c.id).where(table.c.digest_message_id.is_(None))
+             .order_by(table.c.id))
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)  # a concurrent sweep takes the others
+    ids = db.session.scalars(query).all()
+    if not ids:
+        return None
+    message = add_message("sla.digest", {"notices": len(ids)}, None)
+    db.session.flush()
+    for start in range(0, len(ids), 5000):
+        db.session.execute(update(table).where(table.c.id.in_(ids[start:start + 5000]))
+                           .values(digest_message_id=message.id))
+    return message.id
+
+
 def escalate_breach(actor, item_id: int) -> dict:
     """Raise the priority of an item that has just breached and, when its tenant asks for it,
-    move it to the least-loaded colleague; record what changed and tell its managers (outbox
-    sla.breached). The caller (the SLA sweep) calls it once per breach: the sweep marks the
-    breach and escalates in one transaction, and a second sweep finds nothing new."""
+    move it to the least-loaded colleague; record what changed and note it for its managers'
+    digest. The caller (the SLA sweep) calls it once per breach: the sweep marks the breach and
+    escalates in one transaction, and a second sweep finds nothing new."""
     from sqlalchemy import update
     from sqlalchemy.orm.attributes import set_committed_value
 
     from app.audit.services import record_event
     from app.extensions import db
     from app.models import WorkItem
-    from app.outbox.services import add_message
     from app.work.services import _flush_or_conflict, get_item
 
     item = get_item(actor, item_id)
@@ -163,5 +211,5 @@ def escalate_breach(actor, item_id: int) -> dict:
             _flush_or_conflict(item)
     record_event(actor, "item.sla_escalated", tenant_id=item.tenant_id, item_id=item.id,
                  data=change)
-    add_message("sla.breached", {"item_id": item.id}, item.tenant_id)
+    record_notices([(item.tenant_id, item.id, SlaState.BREACHED.value)])
     return change

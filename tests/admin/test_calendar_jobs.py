@@ -17,6 +17,7 @@ from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker
 from tests.conftest import actor
+from tests.dashboard.recompute import expected_rollups, stored_rollups
 
 
 def _reload(item_id: int) -> WorkItem:
@@ -53,6 +54,8 @@ def test_a_closure_on_the_due_day_moves_open_items_by_the_working_time_they_had_
     [event] = db.session.scalars(select(AuditEvent).where(
         AuditEvent.action == "sla.due_times_moved")).all()
     assert event.data == {"items": 1, "reason": "closure added"}
+    # The dashboard's backlog by due time moved with it (the forecast reads it).
+    assert stored_rollups() == expected_rollups()
 
     # Removing the closure gives the day back.
     closure_id = db.session.execute(select(TenantClosure.id)).scalar_one()
@@ -60,6 +63,7 @@ def test_a_closure_on_the_due_day_moves_open_items_by_the_working_time_they_had_
     commit()
     run_worker(app)
     assert abs(_reload(item.id).sla_due_at - old_due) < timedelta(minutes=1)
+    assert stored_rollups() == expected_rollups()
 
 
 def test_longer_working_hours_bring_due_times_closer(app, org, make_item, relaying, inbox):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from datetime import UTC, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -59,10 +60,18 @@ def nearest_rank(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
-def expected_rollups(tenant_ids=None) -> tuple[dict, dict]:
-    """(daily, open) as {key: {sum: value}} with zero sums left out."""
+def quarter_hour(moment):
+    """The start of the quarter hour (UTC) that holds `moment`."""
+    moment = moment.astimezone(UTC)
+    return moment - timedelta(minutes=moment.minute % 15, seconds=moment.second,
+                              microseconds=moment.microsecond)
+
+
+def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict]:
+    """(daily, open, open by due slot) as {key: {sum: value}} with zero sums left out."""
     daily: dict = defaultdict(lambda: defaultdict(int))
     backlog: dict = defaultdict(lambda: defaultdict(int))
+    due: dict = defaultdict(lambda: defaultdict(int))
     for item in all_items(tenant_ids):
         tenant = item.tenant
         daily[(item.tenant_id, day_of(item.created_at, tenant), item.kind, item.subtype, 0)][
@@ -85,12 +94,21 @@ def expected_rollups(tenant_ids=None) -> tuple[dict, dict]:
                 row["at_risk_cents"] += int(item.amount_at_risk * 100)
             if item.kind == "settlement_dispute":
                 row["delta_cents"] += int((item.claimed_amount - item.calculated_amount) * 100)
+            if item.sla_due_at is not None:
+                due[(item.tenant_id, quarter_hour(item.sla_due_at), item.kind)]["items"] += 1
     clean = lambda rows: {k: {n: v for n, v in sums.items() if v} for k, sums in rows.items()}  # noqa: E731
-    return clean(daily), clean(backlog)
+    return clean(daily), clean(backlog), clean(due)
 
 
-def stored_rollups() -> tuple[dict, dict]:
-    from app.dashboard.models import DAILY_SUMS, OPEN_SUMS, daily_rollups, open_rollups
+def stored_rollups() -> tuple[dict, dict, dict]:
+    from app.dashboard.models import (
+        DAILY_SUMS,
+        DUE_SUMS,
+        OPEN_SUMS,
+        daily_rollups,
+        open_due_rollups,
+        open_rollups,
+    )
 
     def read(table, sums):
         keys = [c.name for c in table.primary_key.columns]
@@ -101,4 +119,5 @@ def stored_rollups() -> tuple[dict, dict]:
                 out[tuple(row[k] for k in keys)] = values
         return out
 
-    return read(daily_rollups, DAILY_SUMS), read(open_rollups, OPEN_SUMS)
+    return (read(daily_rollups, DAILY_SUMS), read(open_rollups, OPEN_SUMS),
+            read(open_due_rollups, DUE_SUMS))

@@ -3,6 +3,7 @@ without the rollups), for one tenant and for all of a manager's tenants."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
@@ -16,7 +17,9 @@ from app.dashboard.services import AGEING, RATE_WINDOW_DAYS, dashboard_for, pars
 from app.extensions import db
 from app.models import Tenant, User
 from app.sla.calendar import calendar_for
+from app.sla.services import sla_target
 from app.types import utcnow
+from app.unit_of_work import commit
 from tests.dashboard.recompute import (
     all_items,
     bucket_index,
@@ -24,6 +27,7 @@ from tests.dashboard.recompute import (
     decider,
     is_final,
     nearest_rank,
+    quarter_hour,
     turnaround_seconds,
 )
 
@@ -149,6 +153,62 @@ def test_backlog_figures_equal_a_plain_recomputation(seeded):
             1 for i in items if not i.assignee_id)
 
 
+def _plain_forecast(tenant, kind, items, now) -> dict:
+    """The forecast of one queue, simulated plainly from the items: due times taken at the
+    start of their quarter hour; the backlog, then the arrivals expected at the last week's
+    rate (each due its kind's normal-priority target after it arrives), done earliest-due
+    first at the last week's throughput, past-due work first."""
+    from datetime import datetime, time
+
+    calendar = calendar_for(tenant)
+    mine = [i for i in items if i.tenant_id == tenant.id and i.kind == kind]
+    open_items = [i for i in mine if not is_final(i)]
+    not_yet_due = [i for i in open_items if quarter_hour(i.sla_due_at) > now]
+    past_due = len(open_items) - len(not_yet_due)
+    bounds = [calendar.add(now, timedelta(hours=h)) for h in range(1, HORIZON_HOURS + 1)]
+    # Rates: items created / decided since the start of the local day a week ago, per
+    # business hour since then.
+    first = now.astimezone(calendar.tz).date() - timedelta(days=RATE_WINDOW_DAYS)
+    hours = calendar.between(datetime.combine(first, time(0), calendar.tz),
+                             now).total_seconds() / 3600
+    arrived = sum(1 for i in mine if day_of(i.created_at, tenant) >= first)
+    decided = sum(1 for i in mine if is_final(i) and day_of(i.resolved_at, tenant) >= first)
+    arrival_rate, throughput = arrived / hours, decided / hours
+    # The business hour (1..24) each item of the window is due in.
+    backlog_hours = sorted(next(h for h, bound in enumerate(bounds, start=1)
+                                if quarter_hour(i.sla_due_at) <= bound)
+                           for i in not_yet_due if quarter_hour(i.sla_due_at) <= bounds[-1])
+    target = sla_target(kind, "normal", tenant).total_seconds() / 3600
+    arrivals_by = [math.floor(arrival_rate * max(0, h - target) + 0.5)
+                   for h in range(1, HORIZON_HOURS + 1)]
+    arrival_hours = [h for h in range(1, HORIZON_HOURS + 1)
+                     for _ in range(arrivals_by[h - 1] - (arrivals_by[h - 2] if h > 1 else 0))]
+
+    def breaches(due_hours):
+        # The k-th item due (in order) is done in time only if floor(throughput * its hour)
+        # covers the past-due items and it.
+        return sum(1 for k, hour in enumerate(sorted(due_hours), start=1)
+                   if k > math.floor(throughput * hour) - past_due)
+
+    return {"open": len(open_items), "overdue": past_due, "due_soon": len(backlog_hours),
+            "arrival_rate": arrival_rate, "throughput": throughput,
+            "expected_arrivals": math.floor(arrival_rate * HORIZON_HOURS + 0.5),
+            "arrivals_due": arrivals_by[-1],
+            "breaches_from_backlog": breaches(backlog_hours),
+            "new_breaches": breaches(backlog_hours + arrival_hours),
+            "backlog_after": max(0, round(len(open_items) + (arrived - decided) / hours
+                                          * HORIZON_HOURS))}
+
+
+def _as_figures(f) -> dict:
+    return {"open": f.open, "overdue": f.overdue, "due_soon": f.due_soon,
+            "arrival_rate": pytest.approx(f.arrival_rate),
+            "throughput": pytest.approx(f.throughput),
+            "expected_arrivals": f.expected_arrivals, "arrivals_due": f.arrivals_due,
+            "breaches_from_backlog": f.breaches_from_backlog, "new_breaches": f.new_breaches,
+            "backlog_after": f.backlog_after}
+
+
 def test_breach_forecast_equals_a_plain_simulation(seeded):
     actor = _manager()
     now = utcnow()
@@ -158,33 +218,44 @@ def test_breach_forecast_equals_a_plain_simulation(seeded):
     assert len(forecasts) == 9  # three tenants, three kinds
     items = all_items(scope.tenant_ids)
     for (tenant_id, kind), f in forecasts.items():
-        tenant = db.session.get(Tenant, tenant_id)
-        calendar = calendar_for(tenant)
-        mine = [i for i in items if i.tenant_id == tenant_id and i.kind == kind]
-        open_items = [i for i in mine if not is_final(i)]
-        past_due = [i for i in open_items if i.sla_due_at < now]
-        bounds = [calendar.add(now, timedelta(hours=h)) for h in range(1, HORIZON_HOURS + 1)]
-        due = sorted((i.sla_due_at for i in open_items if now <= i.sla_due_at <= bounds[-1]))
-        # Rates: items created / decided since the start of the local day a week ago, per
-        # business hour since then.
-        first = now.astimezone(calendar.tz).date() - timedelta(days=RATE_WINDOW_DAYS)
-        from datetime import datetime, time
+        expected = _plain_forecast(db.session.get(Tenant, tenant_id), kind, items, now)
+        assert _as_figures(f) == expected, (tenant_id, kind)
+        assert f.breaches_from_arrivals == f.new_breaches - f.breaches_from_backlog >= 0
 
-        start = datetime.combine(first, time(0), calendar.tz)
-        hours = calendar.between(start, now).total_seconds() / 3600
-        arrived = sum(1 for i in mine if day_of(i.created_at, tenant) >= first)
-        decided = sum(1 for i in mine if is_final(i) and day_of(i.resolved_at, tenant) >= first)
-        throughput = decided / hours
-        assert (f.open, f.overdue, f.due_soon) == (len(open_items), len(past_due), len(due))
-        assert f.arrival_rate == pytest.approx(arrived / hours)
-        assert f.throughput == pytest.approx(throughput)
-        # Earliest due first, past-due work first: the k-th item due in business hour j is
-        # done in time only if floor(throughput * j) covers the past-due items and it.
-        breaches = 0
-        for k, when in enumerate(due, start=1):
-            hour = next(h for h, bound in enumerate(bounds, start=1) if when <= bound)
-            if k > math.floor(throughput * hour) - len(past_due):
-                breaches += 1
-        assert f.new_breaches == breaches
-        assert f.backlog_after == max(0, round(len(open_items) + (arrived - decided) / hours
-                                               * HORIZON_HOURS))
+
+def test_work_arriving_faster_than_it_is_done_is_forecast_to_breach(
+        make_tenant, make_user, make_item, client, auth):
+    """No backlog due within the window, but 40 approvals arrived in the last week and 10
+    were decided: the arrivals of the next 24 business hours outrun the team, and the
+    forecast says so (from the arrivals alone), equal to the plain simulation."""
+    tenant = make_tenant()
+    manager = make_user("max@x.test", [tenant], roles=("manager",))
+    now = utcnow()
+    calendar = calendar_for(tenant)
+    week_ago = now - timedelta(days=6)
+    items = []
+    for n in range(40):
+        item = make_item(tenant)
+        item.created_at = week_ago + (now - week_ago) * n / 40
+        # Due well after the window: only the new arrivals can breach in it.
+        item.sla_due_at = calendar.add(now, timedelta(hours=60))
+        if n < 10:
+            item.state, item.resolved_at, item.sla_state = "approved", now, "met"
+        items.append(item)
+    commit()
+    db.session.expire_all()
+    scope = parse_scope(Actor.for_user(manager), {"tenant": str(tenant.id), "days": "30"})
+    (f,) = [f for f in forecast_for(scope, dashboard_for(scope, now), now)
+            if f.kind == "approval"]
+    assert f.breaches_from_backlog == 0 and f.due_soon == 0 and f.overdue == 0
+    assert f.arrivals_due > 0 and f.new_breaches > 0 and f.breaches_from_arrivals > 0
+    assert _as_figures(f) == _plain_forecast(tenant, "approval", all_items([tenant.id]), now)
+
+    # The page shows it: expected arrivals (due within the window) and the breaches they add.
+    auth.login("max@x.test")
+    page = client.get(f"/dashboard?tenant={tenant.id}&days=30").text
+    row = re.search(r'<tr class="breach">.*?</tr>', page, re.S).group(0)
+    assert ">Approval</a>" in row
+    assert f'{f.expected_arrivals} <small class="muted">({f.arrivals_due})</small>' in row
+    assert f"⚠ {f.new_breaches}</strong> <small>({f.breaches_from_arrivals})</small>" in row
+    assert "no queue is forecast to breach" not in page

@@ -6,22 +6,23 @@ from sqlalchemy import delete, func, select
 
 from app.actors import Actor, ActorType
 from app.approvals.services import approve_step, reject_approval
-from app.dashboard.models import daily_rollups, open_rollups
+from app.dashboard.models import daily_rollups, open_due_rollups, open_rollups
 from app.dashboard.rollups import rebuild_rollups
 from app.exceptions.services import act_on_dispute, act_on_exception
 from app.extensions import db
 from app.unit_of_work import commit
 from app.work.services import claim_item, get_item, reassign_item, release_item, transition
 from tests.conftest import actor
-from tests.dashboard.recompute import expected_rollups, stored_rollups
+from tests.dashboard.recompute import expected_rollups, quarter_hour, stored_rollups
 
 
 def _agree():
     db.session.expire_all()
     assert stored_rollups() == expected_rollups()
     # A backlog row that reaches zero items is removed: that table stays the backlog's size.
-    assert db.session.scalar(select(func.count()).select_from(open_rollups)
-                             .where(open_rollups.c["items"] == 0)) == 0
+    for table in (open_rollups, open_due_rollups):
+        assert db.session.scalar(select(func.count()).select_from(table)
+                                 .where(table.c["items"] == 0)) == 0
 
 
 def test_rollups_follow_creation_claims_moves_and_decisions(make_tenant, make_user, make_item):
@@ -62,11 +63,12 @@ def test_rollups_follow_creation_claims_moves_and_decisions(make_tenant, make_us
     transition(policy, get_item(policy, a3.id), "approve")
     commit()
     _agree()
-    daily, backlog = stored_rollups()
+    daily, backlog, due = stored_rollups()
     assert sum(v.get("auto_approved", 0) for v in daily.values()) == 1
     assert sum(v.get("created", 0) for v in daily.values()) == 6
     assert sum(v.get("resolved", 0) for v in daily.values()) == 5
     assert sum(v["items"] for v in backlog.values()) == 1  # only e2 is still open
+    assert list(due) == [(contoso.id, quarter_hour(e2.sla_due_at), "billing_exception")]
     assert e2.id
 
 
@@ -103,9 +105,37 @@ def test_rebuild_gives_the_same_rollups_as_the_live_path(make_tenant, make_user,
     live = stored_rollups()
     db.session.execute(delete(daily_rollups))
     db.session.execute(delete(open_rollups))
+    db.session.execute(delete(open_due_rollups))
     commit()
-    assert stored_rollups() == ({}, {})
+    assert stored_rollups() == ({}, {}, {})
     assert rebuild_rollups(db.session)["items"] == 4
     commit()
     assert stored_rollups() == live
     _agree()
+
+
+def test_the_due_slot_rollup_follows_a_paused_clock_and_a_moved_due_time(
+        make_tenant, make_user, make_item):
+    """Waiting on the customer keeps the due time; resuming moves it by the time waited, and
+    the item's count moves to its new slot; a due time set directly moves it too."""
+    tenant = make_tenant()
+    analyst = make_user("ana@x.test", [tenant], roles=("analyst",))
+    item = make_item(tenant, kind="billing_exception")
+    act_on_exception(actor(analyst), item.id, "wait_on_customer", comment="PO missing")
+    commit()
+    _agree()
+    db.session.expire_all()
+    paused = get_item(actor(analyst), item.id)
+    paused.sla_paused_at = paused.sla_paused_at - timedelta(days=2)  # waited two days
+    commit()
+    act_on_exception(actor(analyst), item.id, "investigate")
+    commit()
+    _agree()
+    item = get_item(actor(analyst), item.id)
+    item.sla_due_at = item.sla_due_at + timedelta(hours=5)
+    commit()
+    _agree()
+    act_on_exception(actor(analyst), item.id, "resolve", resolution_code="credit_issued")
+    commit()
+    _agree()
+    assert stored_rollups()[2] == {}

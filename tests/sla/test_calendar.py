@@ -184,3 +184,11 @@ def test_the_reseller_works_saturdays_but_not_its_closures():
     for day in (date(2026, 12, 24), date(2027, 1, 1), date(2027, 1, 2), date(2026, 3, 27)):
         assert not cal.is_working_day(day)
     assert cal.is_working_day(date(2027, 1, 4))
+
+
+@common
+@given(calendars, moments)
+def test_hourly_marks_are_the_same_as_adding_each_hour(name, start):
+    cal = CALENDARS[name]
+    assert cal.hour_marks(start, 24) == [cal.add(start, timedelta(hours=h))
+                                         for h in range(1, 25)]

@@ -58,7 +58,8 @@ def test_the_sweep_marks_breaches_and_escalates_each_once(make_tenant, make_item
     assert (late.sla_state, fine.sla_state, paused.sla_state) == ("breached", "on_track", "paused")
     assert late.version == version  # derived state: open forms on the item stay valid
     assert _events("item.sla_breached") == 1
+    # Its managers hear of it in the sweep's one digest.
     assert db.session.scalar(select(func.count()).select_from(OutboxMessage)
-                             .where(OutboxMessage.topic == "sla.breached")) == 1
+                             .where(OutboxMessage.topic == "sla.digest")) == 1
     assert refresh_sla_states() == {}  # running it again changes nothing more
     assert _events("item.sla_breached") == 1
