@@ -7,22 +7,13 @@ from flask import current_app
 from sqlalchemy import exists, select
 
 from app.approvals.notifications import brand, render_mail
+from app.auth.services import people_with_role
 from app.audit.models import AuditAlert
 from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.sending import send_mail
-from app.models import Membership, MembershipRole, Role, Tenant, User
+from app.models import Role, Tenant
 from app.web import localtime
-
-
-def alert_recipients(tenant_id: int | None) -> list[User]:
-    """The active admins of the alert's tenant; for the global chain, of any tenant."""
-    query = (select(User).join(Membership, Membership.user_id == User.id)
-             .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-             .where(MembershipRole.role == Role.ADMIN.value, User.active.is_(True)))
-    if tenant_id is not None:
-        query = query.where(Membership.tenant_id == tenant_id)
-    return list(db.session.scalars(query.distinct().order_by(User.id)))
 
 
 def mail_verification_failed(message) -> int:
@@ -44,7 +35,8 @@ def mail_verification_failed(message) -> int:
         "url": base + (f"/audit/?tenant={tenant.id}" if tenant else "/audit/"),
     }
     sent = 0
-    for admin in alert_recipients(alert.tenant_id):
+    # The tenant's admins; for the global chain, every tenant's.
+    for admin in people_with_role(Role.ADMIN.value, alert.tenant_id):
         key = f"audit_alert:{alert.id}:{admin.id}"
         if db.session.scalar(select(exists().where(SentMail.notice_key == key))):
             continue

@@ -13,7 +13,7 @@ from app.audit.services import record_event
 from app.auth.passwords import check_password, hash_password
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import LoginThrottle, User
+from app.models import LoginThrottle, Membership, MembershipRole, User
 from app.types import utcnow
 
 
@@ -22,6 +22,17 @@ class SignInRefused(PermissionDenied):
 
 
 GENERIC_REFUSAL = "That email and password do not match an active account."
+
+
+def people_with_role(role: str, tenant_id: int | None = None) -> list[User]:
+    """The active people holding `role` in a tenant (in any tenant when none is given), once
+    each: who is told when something needs that role's attention."""
+    query = (select(User).join(Membership, Membership.user_id == User.id)
+             .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+             .where(MembershipRole.role == role, User.active.is_(True)))
+    if tenant_id is not None:
+        query = query.where(Membership.tenant_id == tenant_id)
+    return list(db.session.scalars(query.distinct().order_by(User.id)))
 
 
 def find_user_by_email(email: str) -> User | None:

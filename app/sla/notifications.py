@@ -13,10 +13,11 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import selectinload
 
 from app.approvals.notifications import DEFAULT_BRAND_COLOR, brand, item_summary, render_mail
+from app.auth.services import people_with_role
 from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.sending import send_mail
-from app.models import Membership, MembershipRole, Role, Tenant, User, WorkItem
+from app.models import Role, Tenant, User, WorkItem
 from app.sla.models import SlaNotice
 from app.unit_of_work import commit
 from app.work.states import OPEN_STATES
@@ -27,15 +28,6 @@ DIGEST_LIST_LIMIT = 50
 LEVELS = {"at_risk": "at risk", "breached": "breached"}
 
 
-def tenant_managers(tenant_id: int) -> list[User]:
-    return list(db.session.scalars(
-        select(User).join(Membership, Membership.user_id == User.id)
-        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-        .where(Membership.tenant_id == tenant_id, MembershipRole.role == Role.MANAGER.value,
-               User.active.is_(True))
-        .distinct().order_by(User.id)))
-
-
 def mail_managers(item_id: int, level: str) -> int:
     """Mail each manager of the item's tenant once about this item at this level. Nothing if
     the item has been decided meanwhile. Returns how many mails went."""
@@ -44,7 +36,7 @@ def mail_managers(item_id: int, level: str) -> int:
         return 0
     tenant = item.tenant
     sent = 0
-    for manager in tenant_managers(item.tenant_id):
+    for manager in people_with_role(Role.MANAGER.value, item.tenant_id):
         key = f"sla-{level}:{item.id}:{manager.id}"
         if db.session.scalar(select(exists().where(SentMail.notice_key == key))):
             continue
@@ -115,7 +107,7 @@ def mail_sla_digest(message) -> int:
     for tenant_id in sorted(sections, key=lambda t: sections[t]["tenant"].name):
         section = sections[tenant_id]
         tenant = section["tenant"]
-        for manager in tenant_managers(tenant_id):
+        for manager in people_with_role(Role.MANAGER.value, tenant_id):
             _, parts = recipients.setdefault(manager.id, (manager, []))
             parts.append({"tenant": tenant, "brand": brand(tenant),
                           "breached": _listed(tenant, section["breached"], "breached"),

@@ -1,7 +1,7 @@
 """dashboard: open backlog by due slot; SLA notices for the managers' digest
 
 Revision ID: aeeef2916535
-Revises: beb6886b3ddf
+Revises: 516cc9d49f36
 Create Date: 2026-11-27 17:47:23.089269
 
 
@@ -19,7 +19,7 @@ import app.types
 
 # revision identifiers, used by Alembic.
 revision = 'aeeef2916535'
-down_revision = 'beb6886b3ddf'
+down_revision = '516cc9d49f36'
 branch_labels = None
 depends_on = None
 
