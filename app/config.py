@@ -65,7 +65,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "WEBHOOK_PAUSE_AFTER": int(env.get("WEBHOOK_PAUSE_AFTER", "10")),
         "WEBHOOK_TIMEOUT_SECONDS": float(env.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
         # CSV imports commit (and show progress) every this many rows.
-        "IMPORT_BATCH_ROWS": int(env.get("IMPORT_BATCH_ROWS", "500")),
+        "IMPORT_BATCH_ROWS": int(env.get("IMPORT_BATCH_ROWS", "2000")),
         "OUTBOX_RELAY_ON_COMMIT": env.get("OUTBOX_RELAY_ON_COMMIT", "1").lower() in (
             "1", "true", "yes"),
     }

@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Cleardesk-Webhooks/1"
 
 
-def delivery_job_id(delivery: WebhookDelivery) -> str:
+def delivery_job_id(delivery_pk: int, attempts: int) -> str:
     """One job per delivery and attempt, so queueing the same attempt twice is harmless."""
-    return f"webhook-{current_app.config['RQ_QUEUE']}-{delivery.id}-{delivery.attempts}"
+    return f"webhook-{current_app.config['RQ_QUEUE']}-{delivery_pk}-{attempts}"
 
 
 def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> None:
@@ -33,7 +33,7 @@ def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> Non
     from app.jobs import job_queue
 
     queue = job_queue()
-    job_id = delivery_job_id(delivery)
+    job_id = delivery_job_id(delivery.id, delivery.attempts)
     if delay_seconds >= 1:
         # Runs on a worker started --with-scheduler; the sweep catches it up otherwise.
         queue.enqueue_in(timedelta(seconds=delay_seconds), "app.webhooks.jobs.deliver_webhook",
@@ -102,11 +102,20 @@ def deliver_webhook(delivery_pk: int) -> str:
 
 
 def enqueue_due(message) -> None:
-    """Outbox handler of webhook.delivery_due: queue the deliveries now committed."""
+    """Outbox handler of webhook.delivery_due: queue the deliveries now committed (one job
+    each, handed to Redis in one pipeline)."""
+    from rq import Queue
+
+    from app.jobs import job_queue
+
     ids = (message.payload or {}).get("ids", [])
-    for delivery in db.session.scalars(select(WebhookDelivery).where(
-            WebhookDelivery.id.in_(ids))):
-        enqueue_delivery(delivery)
+    rows = db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+        WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)).all()
+    if rows:
+        job_queue().enqueue_many([
+            Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,),
+                               job_id=delivery_job_id(pk, attempts))
+            for pk, attempts in rows])
 
 
 def retry_due_deliveries() -> int:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
@@ -33,6 +34,8 @@ EVENTS = {
     "item.created": "An item arrived (from the API, an import or a person)",
     "item.state_changed": "An item changed state: every decision, approval and resolution",
 }
+# Outbox topics that carry many items, and the event each of their items is delivered as.
+BATCH_TOPICS = {"items.created": "item.created"}
 SIGNATURE_HEADER = "Cleardesk-Signature"
 DELIVERY_HEADER = "Cleardesk-Delivery"
 EVENT_HEADER = "Cleardesk-Event"
@@ -266,45 +269,59 @@ def _make_due(delivery_pks: list[int]) -> None:
 # --- fanning out (an outbox handler) ---------------------------------------------------------
 
 def fan_out(message) -> None:
-    """Outbox handler of item.created and item.state_changed: one delivery per subscription
-    of the tenant that wants the topic. Idempotent (unique per subscription and message), so
-    a retried outbox job makes no second delivery."""
+    """Outbox handler of item.created, item.state_changed, item.step_approved and
+    items.created: one delivery per subscription of the tenant that wants the event and per
+    item (items.created, a batch, is delivered as one item.created event per item).
+    Idempotent (unique per subscription, message and item), so a retried outbox job makes no
+    second delivery. The deliveries are inserted together and queued in chunks."""
     if message.tenant_id is None:
         return
+    event = BATCH_TOPICS.get(message.topic, message.topic)
     subs = [s for s in db.session.scalars(select(WebhookSubscription).where(
-        WebhookSubscription.tenant_id == message.tenant_id)) if message.topic in s.events]
+        WebhookSubscription.tenant_id == message.tenant_id)) if event in s.events]
     if not subs:
         return
     payload = message.payload or {}
-    item = db.session.get(WorkItem, payload.get("item_id")) if payload.get("item_id") else None
+    if message.topic in BATCH_TOPICS:
+        item_ids, extra = list(payload.get("item_ids") or []), {}
+    else:
+        item_ids = [payload.get("item_id")]
+        extra = {k: v for k, v in payload.items() if k != "item_id"}
     from app.api.schemas import item_json
+    from app.bulk import insert_rows
 
-    data = {k: v for k, v in payload.items() if k != "item_id"}
-    if item is not None:
-        data["item"] = item_json(item)
+    items = {item.id: item for item in db.session.scalars(
+        select(WorkItem).where(WorkItem.id.in_([i for i in item_ids if i is not None]))
+        .options(selectinload(WorkItem.steps)))}
+    shown = {item_id: item_json(item) for item_id, item in items.items()}
+    done = set(db.session.execute(select(WebhookDelivery.subscription_id, WebhookDelivery.part)
+                                  .where(WebhookDelivery.outbox_message_id == message.id)).all())
     tenant = db.session.get(Tenant, message.tenant_id)
-    due = []
+    occurred_at = message.created_at.isoformat()
+    now = utcnow()
+    rows = []
     for sub in subs:
-        exists = db.session.scalar(select(WebhookDelivery.id).where(
-            WebhookDelivery.subscription_id == sub.id,
-            WebhookDelivery.outbox_message_id == message.id))
-        if exists:
-            continue
-        delivery_id = str(uuid.uuid4())
-        body = json.dumps({"delivery_id": delivery_id, "event": message.topic,
-                           "occurred_at": message.created_at.isoformat(),
-                           "tenant": tenant.slug, "data": data}, sort_keys=True)
         paused = sub.status == SubscriptionStatus.PAUSED.value
-        delivery = WebhookDelivery(
-            delivery_id=delivery_id, subscription_id=sub.id, tenant_id=sub.tenant_id,
-            outbox_message_id=message.id, event=message.topic, body=body,
-            status=DeliveryStatus.HELD.value if paused else DeliveryStatus.PENDING.value)
-        db.session.add(delivery)
-        db.session.flush()
-        if not paused:
-            due.append(delivery.id)
-    if due:
-        add_message("webhook.delivery_due", {"ids": due}, None)
+        for part, item_id in enumerate(item_ids):
+            if (sub.id, part) in done:
+                continue
+            data = dict(extra)
+            if item_id in shown:
+                data["item"] = shown[item_id]
+            delivery_id = str(uuid.uuid4())
+            body = json.dumps({"delivery_id": delivery_id, "event": event,
+                               "occurred_at": occurred_at, "tenant": tenant.slug,
+                               "data": data}, sort_keys=True)
+            rows.append({"delivery_id": delivery_id, "subscription_id": sub.id,
+                         "tenant_id": sub.tenant_id, "outbox_message_id": message.id,
+                         "part": part, "event": event, "body": body, "attempts": 0,
+                         "created_at": now,
+                         "status": (DeliveryStatus.HELD.value if paused
+                                    else DeliveryStatus.PENDING.value)})
+    ids = insert_rows(WebhookDelivery.__table__, rows, with_ids=True)
+    due = [pk for row, pk in zip(rows, ids) if row["status"] == DeliveryStatus.PENDING.value]
+    for start in range(0, len(due), 500):
+        add_message("webhook.delivery_due", {"ids": due[start:start + 500]}, None)
 
 
 # --- attempts (called by the delivery job) ---------------------------------------------------
