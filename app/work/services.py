@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
+from flask import current_app
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -298,7 +299,8 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
 # idempotency, SLA due times, audit events and dashboard rollups as create_item, written with
 # a few statements per batch instead of several per item.
 
-# Ids per items.created outbox message: one delivery job evaluates and fans out that many.
+# Ids per items.created outbox message (OUTBOX_BATCH_ITEMS): one delivery job evaluates and
+# fans out that many.
 ITEMS_PER_MESSAGE = 1000
 _REF_CHUNK = 5000  # references per look-up query (SQLite's bound-parameter limit)
 
@@ -331,7 +333,7 @@ def create_prepared_items(actor: Actor, tenant: Tenant,
     """Write items checked by prepare_items, idempotent on (tenant, source system, external
     reference) against the database and within the batch. One insert for the items, one
     audit event each (through the commit-time chain writer), their rollup changes, and one
-    items.created outbox message per ITEMS_PER_MESSAGE items (policy evaluation and webhooks
+    items.created outbox message per OUTBOX_BATCH_ITEMS items (policy evaluation and webhooks
     take them in batches). Approvals arriving with no policy in force take the default chain
     and its first approver one at a time, through create_item's own path. Never commits."""
     from app.policy.services import policy_in_force
@@ -420,9 +422,10 @@ def _after_batch_insert(actor: Actor, tenant: Tenant, rows: list[dict], ids: lis
     # The insert bypasses the ORM flush that keeps the dashboard's rollups current.
     apply_item_changes(db.session, [(None, {name: row.get(name) for name in TRACKED})
                                     for row in rows])
+    per_message = int(current_app.config.get("OUTBOX_BATCH_ITEMS", ITEMS_PER_MESSAGE))
     add_messages("items.created",
-                 [{"item_ids": ids[start:start + ITEMS_PER_MESSAGE]}
-                  for start in range(0, len(ids), ITEMS_PER_MESSAGE)], tenant.id)
+                 [{"item_ids": ids[start:start + per_message]}
+                  for start in range(0, len(ids), per_message)], tenant.id)
 
 
 def default_steps(amount: Decimal) -> list[ApprovalStep]:

@@ -159,3 +159,36 @@ def test_in_production_a_webhook_must_be_https_to_a_public_address(app, make_ten
                                                 url="https://billing.example.com/hooks",
                                                 events=["item.created"])
     assert sub.id
+
+
+def test_a_batch_of_new_items_reaches_the_receiver_as_one_event_per_item(app, hooked,
+                                                                           receiver):
+    from app.outbox.jobs import deliver_message
+    from app.work.services import create_items
+
+    receiver.start()
+    rows = [{"kind": "billing_exception", "subtype": "payment_failed", "title": f"Card {n}",
+             "external_ref": f"EX-{n}", "source_system": "billing", "counterparty": "Acme",
+             "amount": f"{10 + n}.00"} for n in range(25)]
+    app.config["OUTBOX_RELAY_ON_COMMIT"] = False
+    ids, _existing = create_items(actor(hooked["analyst"]), hooked["tenant"].id, rows)
+    commit()
+    [message] = db.session.scalars(select(OutboxMessage).where(
+        OutboxMessage.topic == "items.created")).all()
+    assert message.payload == {"item_ids": ids}
+    app.config["OUTBOX_RELAY_ON_COMMIT"] = True
+    assert deliver_message(message.id) == "processed"
+    # A retried fan-out (the same message handled again) makes no second delivery.
+    from app.webhooks.services import fan_out
+
+    fan_out(db.session.get(OutboxMessage, message.id))
+    commit()
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert len(deliveries) == 25 and {d.event for d in deliveries} == {"item.created"}
+    assert {d.status for d in deliveries} == {"succeeded"}
+    assert receiver.bad_signatures == 0 and len(receiver.processed) == 25
+    bodies = list(receiver.processed.values())
+    assert sorted(b["data"]["item"]["id"] for b in bodies) == ids
+    assert {b["event"] for b in bodies} == {"item.created"}
+    assert {b["data"]["item"]["external_ref"] for b in bodies} == {f"EX-{n}" for n in range(25)}
