@@ -136,9 +136,11 @@ def prepare_import(job: ImportJob, actor: Actor) -> list[dict]:
     written: a file that no longer passes is refused whole."""
     fmt = FORMATS[job.format]
     parsed = read_csv(job.content.encode(), fmt, source_system=job.source_system,
-                      currency=job.tenant.currency)
+                      currency=job.tenant.currency, schema_checked=True)
     if parsed.error_rows:
-        raise ValidationFailed("The file no longer passes its checks.", {})
+        raise ValidationFailed(f"The file no longer passes its checks: row "
+                               f"{parsed.errors[0]['row']}, {parsed.errors[0]['field']}: "
+                               f"{parsed.errors[0]['message']}.", {})
     return prepare_items(actor, creation_tenant(actor, job.tenant_id), parsed.rows)
 
 

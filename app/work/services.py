@@ -143,6 +143,14 @@ def creation_tenant(actor: Actor, tenant_id: int) -> Tenant:
     return tenant
 
 
+# Plain strings, looked up once (an Enum member's .value is slow in a batch's loop).
+_APPROVAL, _BILLING_EXCEPTION, _SETTLEMENT_DISPUTE = (
+    Kind.APPROVAL.value, Kind.BILLING_EXCEPTION.value, Kind.SETTLEMENT_DISPUTE.value)
+_RAISE_APPROVALS = frozenset({Role.REQUESTER.value})
+_RAISE_OTHER_WORK = frozenset({Role.ANALYST.value, Role.MANAGER.value})
+_PRIORITIES = frozenset(p.value for p in Priority)
+
+
 def prepare_item(
     actor: Actor,
     tenant: Tenant,
@@ -174,11 +182,9 @@ def prepare_item(
         raise ValidationFailed("Unknown kind of work.", {"kind": "unknown kind"})
     if actor.type is ActorType.USER:
         roles = actor.roles_in(tenant.id)
-        allowed = {Role.REQUESTER.value} if kind == Kind.APPROVAL.value else {
-            Role.ANALYST.value, Role.MANAGER.value}
-        if not roles & allowed:
+        if not roles & (_RAISE_APPROVALS if kind == _APPROVAL else _RAISE_OTHER_WORK):
             raise PermissionDenied("Your roles in this tenant do not let you raise this work.")
-        if kind == Kind.APPROVAL.value:
+        if kind == _APPROVAL:
             requester_id = actor.user_id
     if subtype not in kinds.SUBTYPES[kind]:
         errors["subtype"] = "unknown subtype for this kind"
@@ -186,7 +192,7 @@ def prepare_item(
                         ("source_system", source_system), ("counterparty", counterparty)):
         if not value or not str(value).strip():
             errors[name] = "is required"
-    if priority not in {p.value for p in Priority}:
+    if priority not in _PRIORITIES:
         errors["priority"] = "unknown priority"
     if currency and currency != tenant.currency:
         errors["currency"] = f"this tenant works in {tenant.currency}"
@@ -201,10 +207,10 @@ def prepare_item(
         state=INITIAL_STATE[kind], requester_id=requester_id,
         details=kinds.clean_details(kind, details), last_actor_id=actor.user_id,
         amount_at_risk=None, claimed_amount=None, calculated_amount=None)
-    if kind == Kind.BILLING_EXCEPTION.value:
+    if kind == _BILLING_EXCEPTION:
         values["amount_at_risk"] = kinds.parse_money(
             amount_at_risk if amount_at_risk is not None else amount, "amount_at_risk")
-    if kind == Kind.SETTLEMENT_DISPUTE.value:
+    if kind == _SETTLEMENT_DISPUTE:
         values["claimed_amount"] = kinds.parse_money(
             claimed_amount if claimed_amount is not None else amount, "claimed_amount")
         values["calculated_amount"] = kinds.parse_money(
