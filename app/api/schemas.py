@@ -221,6 +221,64 @@ class Problem(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+# --- webhook deliveries (documented under `webhooks` in the OpenAPI document) ---------------
+
+class _WebhookEvent(BaseModel):
+    delivery_id: str = Field(description="Stable across retries and redeliveries: "
+                                         "de-duplicate on it (also in Cleardesk-Delivery).")
+    occurred_at: datetime
+    tenant: str = Field(description="The tenant's slug.")
+
+
+class ItemCreatedData(BaseModel):
+    item: ItemOut
+
+
+class ItemCreatedEvent(_WebhookEvent):
+    """An item arrived (the API, an import, a person). An import's items arrive as one
+    event each."""
+
+    event: Literal["item.created"]
+    data: ItemCreatedData
+
+
+class ItemStateChangedData(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_state: str = Field(alias="from")
+    to: str
+    action: str
+    item: ItemOut
+
+
+class ItemStateChangedEvent(_WebhookEvent):
+    """An item changed state: every decision, approval and resolution."""
+
+    event: Literal["item.state_changed"]
+    data: ItemStateChangedData
+
+
+class ItemStepApprovedData(BaseModel):
+    step: int = Field(description="Position of the step approved (1 is the first).")
+    role: str = Field(description="The role that step needed.")
+    next_step: int = Field(description="Position of the step now open.")
+    next_role: str
+    item: ItemOut = Field(description="The item as it is when the delivery is made (just "
+                                      "after the step, it is pending).")
+
+
+class ItemStepApprovedEvent(_WebhookEvent):
+    """A step of a multi-step approval was approved and the next step opened; the item stays
+    pending (its final approval is an item.state_changed)."""
+
+    event: Literal["item.step_approved"]
+    data: ItemStepApprovedData
+
+
+WEBHOOK_EVENTS = {"item.created": ItemCreatedEvent, "item.state_changed": ItemStateChangedEvent,
+                  "item.step_approved": ItemStepApprovedEvent}
+
+
 def _money(value) -> str | None:
     return None if value is None else f"{value:.2f}"
 

@@ -192,3 +192,52 @@ def test_a_batch_of_new_items_reaches_the_receiver_as_one_event_per_item(app, ho
     assert sorted(b["data"]["item"]["id"] for b in bodies) == ids
     assert {b["event"] for b in bodies} == {"item.created"}
     assert {b["data"]["item"]["external_ref"] for b in bodies} == {f"EX-{n}" for n in range(25)}
+
+
+def test_an_intermediate_step_approval_is_delivered_as_item_step_approved(app, hooked, receiver,
+                                                                          make_user, make_item):
+    """A two-step approval: the first approver's decision leaves the item pending (no state
+    change) but the receiver hears of it; the last one is the item's state change. Both
+    bodies are what the OpenAPI document's webhook models say."""
+    from app.api.schemas import WEBHOOK_EVENTS
+    from app.approvals.services import approve_step
+
+    tenant = hooked["tenant"]
+    requester = make_user("req@x.test", [tenant], roles=("requester",))
+    approver = make_user("appr@x.test", [tenant], roles=("approver",), limit="60000")
+    manager = make_user("mgr@x.test", [tenant], roles=("manager",), limit="1000000")
+    sub = db.session.get(WebhookSubscription, hooked["sub"])
+    sub.events = ["item.state_changed", "item.step_approved"]
+    commit()
+    item = make_item(tenant, amount="75000.00", requester=requester)
+    receiver.start()
+    approve_step(actor(approver), item.id, comment="fine by me")
+    commit()
+    run_worker(app)
+    approve_step(actor(manager), item.id)
+    commit()
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert [d.event for d in deliveries] == ["item.step_approved", "item.state_changed"]
+    assert {d.status for d in deliveries} == {"succeeded"} and receiver.bad_signatures == 0
+    assert [r["event"] for r in receiver.received] == ["item.step_approved",
+                                                       "item.state_changed"]
+    step, final = (receiver.processed[d.delivery_id] for d in deliveries)
+    for body in (step, final):
+        WEBHOOK_EVENTS[body["event"]].model_validate(body)
+    assert {k: step["data"][k] for k in ("step", "role", "next_step", "next_role")} == {
+        "step": 1, "role": "approver", "next_step": 2, "next_role": "manager"}
+    assert step["data"]["item"]["id"] == item.id and step["data"]["item"]["state"] == "pending"
+    assert [s["state"] for s in step["data"]["item"]["steps"]] == ["approved", "open"]
+    assert final["data"]["to"] == "approved"
+
+
+def test_the_openapi_document_describes_every_webhook_event(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert set(document["webhooks"]) == set(services.EVENTS)
+    body = document["webhooks"]["item.step_approved"]["post"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert {"step", "next_step", "item"} <= set(
+        document["components"]["schemas"][document["components"]["schemas"][ref]
+                                           ["properties"]["data"]["$ref"].rsplit("/", 1)[1]]
+        ["required"])
