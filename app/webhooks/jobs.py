@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -42,12 +43,38 @@ def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> Non
         queue.enqueue("app.webhooks.jobs.deliver_webhook", delivery.id, job_id=job_id)
 
 
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked (not a second lookup of the name, which a
+    rebinding DNS could answer differently); the Host header still names the host."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As above, with TLS verified against the host name (SNI and certificate)."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self):
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
 def _post(url: str, body: str, headers: dict, timeout: float) -> int:
-    """POST without following redirects (a redirect is an answer, not a delivery)."""
+    """POST without following redirects (a redirect is an answer, not a delivery), to the
+    address services.delivery_address resolved and checked just now."""
     parts = urlsplit(url)
-    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
-                        else http.client.HTTPConnection)
-    conn = connection_class(parts.hostname, parts.port, timeout=timeout)
+    address = services.delivery_address(url)
+    connection_class = (_PinnedHTTPSConnection if parts.scheme == "https"
+                        else _PinnedHTTPConnection)
+    conn = connection_class(parts.hostname, parts.port, address, timeout=timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         conn.request("POST", path, body=body.encode(), headers=headers)
@@ -86,6 +113,8 @@ def deliver_webhook(delivery_pk: int) -> str:
     try:
         status_code = _post(sub.url, delivery.body, headers,
                             float(current_app.config.get("WEBHOOK_TIMEOUT_SECONDS", 10)))
+    except services.DeliveryRefused as refused:  # written to the log; retried (DNS changes)
+        error = str(refused)
     except (OSError, http.client.HTTPException) as exc:
         error = f"{exc.__class__.__name__}: {exc}"
     services.record_attempt(delivery, status_code, error)

@@ -88,7 +88,9 @@ def _subscription(actor: Actor, tenant_id: int, subscription_id: int) -> Webhook
 
 
 def check_url(url: str) -> str | None:
-    """Why the URL cannot receive webhooks, or None. Production wants https."""
+    """Why the URL cannot receive webhooks, or None. Production wants https. The host must be
+    public: neither a local name nor an address, nor a name that resolves to one, on this
+    machine or a private network (unless WEBHOOK_ALLOW_PRIVATE_TARGETS, for tests)."""
     url = (url or "").strip()
     if not url:
         return "is required"
@@ -97,30 +99,93 @@ def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     allowed = ("https",) if current_app.config.get("APP_ENV") == "production" else (
         "https", "http")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        return "has a port that is not valid"
     if parts.scheme not in allowed or not parts.hostname:
         return "must be an " + " or ".join(allowed) + " URL"
     if parts.username or parts.password:
         return "must not carry a user name or password"
-    if current_app.config.get("APP_ENV") == "production" and _internal_host(parts.hostname):
+    if _private_targets_allowed():
+        return None
+    if _internal_host(parts.hostname):
         return "must be a public address, not this machine or a private network"
+    try:
+        addresses = resolve_host(parts.hostname, parts.port or _default_port(parts.scheme))
+    except OSError:
+        return None  # not resolvable now: each delivery resolves and checks it again
+    private = next((a for a in addresses if not is_public_address(a)), None)
+    if private is not None:
+        return (f"{parts.hostname} resolves to {private}, an address on this machine or a "
+                "private network; use a public address")
     return None
 
 
+def _private_targets_allowed() -> bool:
+    return bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS"))
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def resolve_host(hostname: str, port: int) -> list[str]:
+    """Every address the name resolves to now (raises OSError if it does not)."""
+    import socket
+
+    infos = socket.getaddrinfo(hostname.strip("[]"), port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def is_public_address(address: str) -> bool:
+    """A globally routable unicast address: not loopback, private, link-local (cloud
+    metadata), shared (carrier NAT), reserved, documentation, multicast or unspecified; an
+    IPv4 address written as IPv6 is judged as itself."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def delivery_address(url: str) -> str:
+    """The address a delivery to `url` connects to: resolved now (DNS may have changed since
+    the webhook was saved) and checked, so the connection goes to the very address that was
+    checked. Raises DeliveryRefused for a private one (unless allowed, for tests)."""
+    parts = urlsplit(url)
+    addresses = resolve_host(parts.hostname, parts.port or _default_port(parts.scheme))
+    if not addresses:
+        raise OSError(f"{parts.hostname} has no address")
+    if not _private_targets_allowed():
+        if _internal_host(parts.hostname):
+            raise DeliveryRefused(f"refused: {parts.hostname} is not a public host")
+        private = next((a for a in addresses if not is_public_address(a)), None)
+        if private is not None:
+            raise DeliveryRefused(f"refused: {parts.hostname} resolves to {private}, an "
+                                  "address on this machine or a private network")
+    return addresses[0]
+
+
+class DeliveryRefused(Exception):
+    """The webhook's host is (now) a private address: the attempt is not made."""
+
+
 def _internal_host(hostname: str) -> bool:
-    """Loopback, private, link-local (cloud metadata) addresses and local names: a tenant
-    admin must not make Cleardesk probe its own network. (A public name that resolves to a
-    private address is not caught here; an egress proxy is the complete answer.)"""
+    """Loopback, private, link-local (cloud metadata) addresses and local names, as written
+    in the URL: a tenant admin must not make Cleardesk probe its own network. Names that
+    resolve to such addresses are caught by resolving them (check_url, delivery_address)."""
     import ipaddress
 
     if hostname.lower() in ("localhost",) or hostname.lower().endswith((".localhost",
                                                                          ".local", ".internal")):
         return True
     try:
-        address = ipaddress.ip_address(hostname.strip("[]"))
+        ipaddress.ip_address(hostname.strip("[]"))
     except ValueError:
         return False
-    return (address.is_private or address.is_loopback or address.is_link_local
-            or address.is_reserved or address.is_multicast or address.is_unspecified)
+    return not is_public_address(hostname.strip("[]"))
 
 
 def create_subscription(actor: Actor, tenant_id: int, *, url: str, events,

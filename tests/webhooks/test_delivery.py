@@ -21,8 +21,9 @@ from tests.webhooks.conftest import run_worker
 
 @pytest.fixture
 def hooked(app, relaying, make_tenant, make_user, receiver, inbox):
+    # The receiver listens on 127.0.0.1: private targets allowed, explicitly, for these tests.
     app.config.update(WEBHOOK_RETRY_BASE_SECONDS=0, WEBHOOK_MAX_ATTEMPTS=3,
-                      WEBHOOK_PAUSE_AFTER=4)
+                      WEBHOOK_PAUSE_AFTER=4, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
     tenant = make_tenant()
     admin = make_user("admin@x.test", [tenant], roles=("admin",))
     analyst = make_user("analyst@x.test", [tenant], roles=("analyst",))
@@ -241,3 +242,72 @@ def test_the_openapi_document_describes_every_webhook_event(client):
         document["components"]["schemas"][document["components"]["schemas"][ref]
                                            ["properties"]["data"]["$ref"].rsplit("/", 1)[1]]
         ["required"])
+
+
+def _local_name() -> str:
+    """A host name, not an address nor "localhost", that resolves to this machine or a
+    private network: the machine's own name (in /etc/hosts, or the container's address)."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        addresses = services.resolve_host(name, 80)
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+    if all(services.is_public_address(a) for a in addresses):
+        pytest.skip(f"this machine's name {name!r} resolves to a public address")
+    return name
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/h", "http://10.1.2.3/h",
+                                 "http://169.254.169.254/latest/meta-data",
+                                 "http://[::1]:8080/h", "http://[::ffff:127.0.0.1]/h",
+                                 "http://100.64.0.1/h", "http://0.0.0.0/h",
+                                 "http://printer.local/h", "http://localhost/h"])
+def test_private_addresses_are_refused_in_every_environment(app, make_tenant, url):
+    from app.errors import ValidationFailed
+
+    tenant = make_tenant()
+    assert not app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"]  # the default
+    with pytest.raises(ValidationFailed) as bad:
+        services.create_subscription(SYSTEM, tenant.id, url=url, events=["item.created"])
+    assert "public address" in bad.value.fields["url"]
+
+
+def test_a_public_name_that_resolves_to_a_private_address_is_refused_on_the_form(
+        app, client, auth, make_tenant, make_user):
+    from tests.conftest import csrf_from
+
+    name = _local_name()
+    tenant = make_tenant()
+    make_user("admin@x.test", [tenant], roles=("admin",))
+    auth.login("admin@x.test")
+    page = client.get(f"/admin/integrations/webhooks/?tenant={tenant.id}")
+    response = client.post(f"/admin/integrations/webhooks/?tenant={tenant.id}", data={
+        "csrf_token": csrf_from(page.text), "url": f"https://{name}:8443/hooks",
+        "events": ["item.created"]})
+    assert response.status_code == 422
+    assert f"{name} resolves to" in response.text and "private network" in response.text
+    assert db.session.scalars(select(WebhookSubscription)).all() == []
+
+
+def test_a_delivery_to_a_host_that_now_resolves_privately_fails_in_the_log(
+        app, hooked, receiver, make_item, client, auth):
+    """Saved while allowed (as if the name were public then); the worker, with private
+    targets refused (the default), resolves the name again at delivery and refuses it: the
+    attempt is written to the delivery log and retried, nothing reaches the receiver."""
+    name = _local_name()
+    receiver.start()
+    sub = db.session.get(WebhookSubscription, hooked["sub"])
+    sub.url = f"http://{name}:{receiver.port}/hooks/cleardesk"
+    commit()
+    app.config.update(WEBHOOK_ALLOW_PRIVATE_TARGETS=False, WEBHOOK_MAX_ATTEMPTS=1)
+    _exceptions(make_item, hooked["tenant"], 1)
+    run_worker(app)
+    [delivery] = _deliveries(hooked["sub"])
+    assert delivery.status == "failed" and delivery.attempts == 1
+    assert delivery.last_error.startswith(f"refused: {name} resolves to")
+    assert receiver.received == []
+    auth.login("admin@x.test")
+    log = client.get(f"/admin/integrations/webhooks/{hooked['sub']}?tenant={hooked['tenant'].id}")
+    assert log.status_code == 200 and f"refused: {name} resolves to" in log.text
