@@ -347,14 +347,14 @@ def create_prepared_items(actor: Actor, tenant: Tenant,
     there = _existing_refs(tenant.id, prepared)
     now = utcnow()
     policy = (policy_in_force(tenant.id, now)
-              if any(v["kind"] == Kind.APPROVAL.value for v in prepared) else None)
+              if any(v["kind"] == _APPROVAL for v in prepared) else None)
     fresh, one_by_one, seen = [], [], set()
     for values in prepared:
         key = (values["source_system"], values["external_ref"])
         if key in there or key in seen:
             continue
         seen.add(key)
-        if values["kind"] == Kind.APPROVAL.value and policy is None:
+        if values["kind"] == _APPROVAL and policy is None:
             one_by_one.append(values)
         else:
             fresh.append(values)
@@ -393,13 +393,15 @@ def _insert_new_items(tenant_id: int, rows: list[dict]) -> tuple[list[dict], lis
 
     from app.bulk import insert_rows
 
+    # COPY runs on the driver's own cursor, whose errors SQLAlchemy does not wrap.
+    duplicate = (IntegrityError, db.session.get_bind().dialect.dbapi.IntegrityError)
     for _attempt in range(3):
         if not rows:
             return [], []
         try:
             with savepoint():
                 return rows, insert_rows(WorkItem.__table__, rows, with_ids=True)
-        except IntegrityError:
+        except duplicate:
             there = _existing_refs(tenant_id, rows)
             rows = [r for r in rows if (r["source_system"], r["external_ref"]) not in there]
     raise Conflict("Other writers keep creating the same items; try again.")
@@ -417,7 +419,7 @@ def _after_batch_insert(actor: Actor, tenant: Tenant, rows: list[dict], ids: lis
     receipts = []
     for row, item_id in zip(rows, ids):
         data = created_event_data(row)
-        if row["kind"] == Kind.APPROVAL.value:
+        if row["kind"] == _APPROVAL:
             # Under the policy in force the item waits for its evaluation (as receive_item).
             receipts.append({"item_id": item_id, "tenant_id": tenant.id, "arrived_at": now})
             data["awaiting_policy_version"] = policy.version

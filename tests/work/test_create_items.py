@@ -147,3 +147,21 @@ def test_approvals_with_no_policy_take_the_default_chain_and_an_approver(make_te
     assert db.session.scalars(select(ApprovalAssignment.approver_id)).all() == [
         approver.id] * 3
     assert stored_rollups() == expected_rollups()
+
+
+def test_an_insert_that_loses_a_race_leaves_out_what_the_other_writer_made(analyst):
+    """Another writer committed one of the references after the batch looked for them: the
+    batch's insert fails in its savepoint, and goes again without that row."""
+    from app.work.services import _insert_new_items, arrival_values, prepare_items
+    from app.types import utcnow
+
+    tenant, person = analyst
+    prepared = prepare_items(actor(person), tenant, [_exception(1), _exception(2)])
+    winner, _made = create_item(actor(person), tenant_id=tenant.id, **_exception(1))
+    now = utcnow()
+    rows = [{**v, **arrival_values(tenant, v, now), "version": 1} for v in prepared]
+    kept, ids = _insert_new_items(tenant.id, rows)
+    commit()
+    assert [r["external_ref"] for r in kept] == ["EX-2"] and len(ids) == 1
+    assert sorted(db.session.scalars(select(WorkItem.external_ref))) == ["EX-1", "EX-2"]
+    assert db.session.get(WorkItem, winner.id).external_ref == "EX-1"
