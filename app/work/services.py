@@ -7,7 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -376,13 +376,25 @@ def _existing_refs(tenant_id: int, prepared: list[dict]) -> set[tuple[str, str]]
     by_source: dict[str, list[str]] = {}
     for values in prepared:
         by_source.setdefault(values["source_system"], []).append(values["external_ref"])
+    postgres = db.session.get_bind().dialect.name == "postgresql"
     there: set[tuple[str, str]] = set()
     for source, refs in by_source.items():
         for start in range(0, len(refs), _REF_CHUNK):
-            there.update((source, ref) for ref in db.session.scalars(
-                select(WorkItem.external_ref).where(
+            chunk = refs[start:start + _REF_CHUNK]
+            if postgres:
+                # Each reference joined to the unique index: with `IN (...)` a bulk load
+                # that outruns the table's statistics has the planner read all of the
+                # tenant's rows and test each against the list (seconds a batch, measured).
+                found = db.session.scalars(text(
+                    "SELECT w.external_ref FROM unnest(CAST(:refs AS varchar[])) AS r(ref) "
+                    "JOIN work_items AS w ON w.tenant_id = :tenant_id "
+                    "AND w.source_system = :source AND w.external_ref = r.ref"),
+                    {"refs": chunk, "tenant_id": tenant_id, "source": source})
+            else:
+                found = db.session.scalars(select(WorkItem.external_ref).where(
                     WorkItem.tenant_id == tenant_id, WorkItem.source_system == source,
-                    WorkItem.external_ref.in_(refs[start:start + _REF_CHUNK]))))
+                    WorkItem.external_ref.in_(chunk)))
+            there.update((source, ref) for ref in found)
     return there
 
 
