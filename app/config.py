@@ -64,8 +64,13 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "WEBHOOK_MAX_ATTEMPTS": int(env.get("WEBHOOK_MAX_ATTEMPTS", "8")),
         "WEBHOOK_PAUSE_AFTER": int(env.get("WEBHOOK_PAUSE_AFTER", "10")),
         "WEBHOOK_TIMEOUT_SECONDS": float(env.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
+        # Webhooks may go to loopback and private addresses: only for tests and local
+        # receivers on this machine; off, a URL whose host is or resolves to one is refused
+        # when saved and again when each delivery is made.
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS", "").lower() in (
+            "1", "true", "yes"),
         # CSV imports commit (and show progress) every this many rows.
-        "IMPORT_BATCH_ROWS": int(env.get("IMPORT_BATCH_ROWS", "500")),
+        "IMPORT_BATCH_ROWS": int(env.get("IMPORT_BATCH_ROWS", "2000")),
         "OUTBOX_RELAY_ON_COMMIT": env.get("OUTBOX_RELAY_ON_COMMIT", "1").lower() in (
             "1", "true", "yes"),
     }

@@ -78,12 +78,43 @@ IDEMPOTENCY_KEY = {
 }
 
 
+def _webhooks() -> dict:
+    """What Cleardesk POSTs to a subscribed URL, one entry per event a subscription can ask
+    for (the same models the webhook tests validate deliveries with)."""
+    signature = ("HMAC-SHA256 with the webhook's secret over \"<t>.<body>\", as "
+                 "\"t=<unix time>,v1=<hex>\"; refuse timestamps more than five minutes off.")
+    headers = {
+        "Cleardesk-Signature": {"required": True, "description": signature,
+                                "schema": {"type": "string"}},
+        "Cleardesk-Delivery": {"required": True, "schema": {"type": "string"},
+                               "description": "The delivery id (repeated by retries)."},
+        "Cleardesk-Event": {"required": True, "schema": {"type": "string"},
+                            "description": "The event name, as in the body."},
+    }
+    return {
+        name: {"post": {
+            "operationId": "webhook" + "".join(p.title() for p in name.replace(".", "_")
+                                               .split("_")),
+            "summary": " ".join((model.__doc__ or name).split()).split(". ")[0].rstrip("."),
+            "description": " ".join((model.__doc__ or "").split()),
+            "parameters": [{"name": header, "in": "header", **spec}
+                           for header, spec in headers.items()],
+            "requestBody": {"required": True, "content": _json_content(model.__name__)},
+            "responses": {"2XX": {"description": "Received. Any other answer (or none "
+                                                 "within the timeout) is retried with "
+                                                 "backoff."}},
+        }}
+        for name, model in schemas.WEBHOOK_EVENTS.items()
+    }
+
+
 @cache
 def _document() -> dict:
     _keys, top = models_json_schema(
         [(schemas.ItemCreate, "validation"), (schemas.DecisionIn, "validation"),
          (schemas.ItemOut, "serialization"), (schemas.ItemPage, "serialization"),
-         (schemas.EventPage, "serialization"), (schemas.Problem, "serialization")],
+         (schemas.EventPage, "serialization"), (schemas.Problem, "serialization"),
+         *[(model, "serialization") for model in schemas.WEBHOOK_EVENTS.values()]],
         ref_template=REF)
     security = [{"bearer": []}]
     return {
@@ -103,6 +134,7 @@ def _document() -> dict:
                                            "description": "An API token of one tenant."}},
         },
         "security": security,
+        "webhooks": _webhooks(),
         "paths": {
             "/items": {
                 "post": {

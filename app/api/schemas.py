@@ -125,6 +125,8 @@ class ItemOut(BaseModel):
     currency: str
     priority: str
     risk_score: int | None
+    team_queue: str | None = Field(description="The team queue the tenant's policy routed it "
+                                               "to, if any.")
     state: str
     sla_due_at: datetime | None
     sla_state: str | None
@@ -221,6 +223,64 @@ class Problem(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+# --- webhook deliveries (documented under `webhooks` in the OpenAPI document) ---------------
+
+class _WebhookEvent(BaseModel):
+    delivery_id: str = Field(description="Stable across retries and redeliveries: "
+                                         "de-duplicate on it (also in Cleardesk-Delivery).")
+    occurred_at: datetime
+    tenant: str = Field(description="The tenant's slug.")
+
+
+class ItemCreatedData(BaseModel):
+    item: ItemOut
+
+
+class ItemCreatedEvent(_WebhookEvent):
+    """An item arrived (the API, an import, a person). An import's items arrive as one
+    event each."""
+
+    event: Literal["item.created"]
+    data: ItemCreatedData
+
+
+class ItemStateChangedData(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_state: str = Field(alias="from")
+    to: str
+    action: str
+    item: ItemOut
+
+
+class ItemStateChangedEvent(_WebhookEvent):
+    """An item changed state: every decision, approval and resolution."""
+
+    event: Literal["item.state_changed"]
+    data: ItemStateChangedData
+
+
+class ItemStepApprovedData(BaseModel):
+    step: int = Field(description="Position of the step approved (1 is the first).")
+    role: str = Field(description="The role that step needed.")
+    next_step: int = Field(description="Position of the step now open.")
+    next_role: str
+    item: ItemOut = Field(description="The item as it is when the delivery is made (just "
+                                      "after the step, it is pending).")
+
+
+class ItemStepApprovedEvent(_WebhookEvent):
+    """A step of a multi-step approval was approved and the next step opened; the item stays
+    pending (its final approval is an item.state_changed)."""
+
+    event: Literal["item.step_approved"]
+    data: ItemStepApprovedData
+
+
+WEBHOOK_EVENTS = {"item.created": ItemCreatedEvent, "item.state_changed": ItemStateChangedEvent,
+                  "item.step_approved": ItemStepApprovedEvent}
+
+
 def _money(value) -> str | None:
     return None if value is None else f"{value:.2f}"
 
@@ -232,7 +292,8 @@ def item_json(item) -> dict:
         title=item.title, external_ref=item.external_ref, source_system=item.source_system,
         counterparty=item.counterparty, region=item.region, product_line=item.product_line,
         partner_type=item.partner_type, amount=_money(item.amount), currency=item.currency,
-        priority=item.priority, risk_score=item.risk_score, state=item.state,
+        priority=item.priority, risk_score=item.risk_score, team_queue=item.team_queue,
+        state=item.state,
         sla_due_at=item.sla_due_at, sla_state=item.sla_state, created_at=item.created_at,
         resolved_at=item.resolved_at, version=item.version, details=item.details or {},
         amount_at_risk=_money(item.amount_at_risk), claimed_amount=_money(item.claimed_amount),

@@ -114,6 +114,11 @@ def approve_step(actor: Actor, item_id: int, *, comment: str | None = None,
         record_event(actor, "approval.step_approved", tenant_id=item.tenant_id, item_id=item.id,
                      from_state=item.state, to_state=item.state, comment=comment,
                      on_behalf_of_id=on_behalf_of, data=data)
+        # The item stays pending, so no item.state_changed: source systems hear of the step.
+        add_message("item.step_approved",
+                    {"item_id": item.id, "step": step.position, "role": step.role,
+                     "next_step": later[0].position, "next_role": later[0].role},
+                    item.tenant_id)
         revoke_links(item, RevokeReason.DECIDED)
         return item
     item = transition(

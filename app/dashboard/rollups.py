@@ -257,11 +257,14 @@ PENDING_DELTAS = CommitTimeList("rollup_deltas", _apply_pending, order=10)
 
 def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
     """For writers that change items without the ORM (the policy engine's batch UPDATE):
-    (before, after) values of the TRACKED columns of each changed item."""
+    (before, after) values of the TRACKED columns of each changed item; before is None for
+    an item just inserted (a batch of new items)."""
     deltas: dict = {}
     tenants: dict[int, Tenant] = {}
     for before, after in changes:
         for values, sign in ((before, -1), (after, +1)):
+            if values is None:
+                continue
             facts = ItemFacts(**{name: values.get(name) for name in TRACKED})
             if facts.tenant_id not in tenants:
                 tenants[facts.tenant_id] = session.get(Tenant, facts.tenant_id)

@@ -109,8 +109,12 @@ _COLUMN_OF = {
 }
 
 
-def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str) -> ParsedFile:
-    """Every row checked; rows are numbered as a spreadsheet shows them (the header is 1)."""
+def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
+             schema_checked: bool = False) -> ParsedFile:
+    """Every row checked; rows are numbered as a spreadsheet shows them (the header is 1).
+    `schema_checked`: this same content passed the item schema before (the import job
+    re-reading its upload), so only what can have changed since is checked again here (the
+    tenant's currency); the write path's own checks follow (prepare_items)."""
     text = _decode(raw)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
@@ -139,10 +143,14 @@ def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str) -
             if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue  # a blank line
             parsed.total_rows += 1
-            problems = _check_row(fmt, row, source_system, currency, column_of)
-            item = None
-            if not problems:
+            if schema_checked:
                 item = _row_to_item(fmt, row, source_system)
+                problems = ([("currency", f"this tenant works in {currency}")]
+                            if item.get("currency") and item["currency"] != currency else [])
+            else:
+                problems = _check_row(fmt, row, source_system, currency, column_of)
+                item = None if problems else _row_to_item(fmt, row, source_system)
+            if not problems:
                 ref = item["external_ref"]
                 if ref in seen:
                     problems = [(column_of.get("external_ref", "external_ref"),

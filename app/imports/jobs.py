@@ -1,8 +1,10 @@
-"""The import job: rows through the write path in batches, one commit per batch, progress in
-the import's row (which the page polls). A crash or a retry starts over from the first row;
-rows already made are found by their reference and not made again."""
+"""The import job: every row checked by the write path first (a file that fails is refused
+whole, nothing written), then written in batches, one commit per batch, progress in the
+import's row (which the page polls). A crash or a retry starts over from the first row; rows
+already made are found by their reference and not made again."""
 from __future__ import annotations
 
+from app.errors import DomainError
 from app.extensions import db
 from app.imports import services
 from app.imports.models import ImportJob, ImportStatus
@@ -29,7 +31,13 @@ def run_import(import_id: int) -> str:
                           ImportStatus.FAILED.value):
         return job.status
     actor = services.importer_actor(job)
-    rows = services.parse_for_import(job)
+    try:
+        rows = services.prepare_import(job, actor)
+    except DomainError as error:  # the file no longer passes: refused whole, nothing written
+        db.session.rollback()
+        services.refuse(db.session.get(ImportJob, import_id), actor, error.message)
+        commit()
+        return ImportStatus.REFUSED.value
     job.status = ImportStatus.RUNNING.value
     job.started_at = job.started_at or utcnow()
     job.processed_rows = job.created_count = job.existing_count = 0

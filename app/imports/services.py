@@ -1,7 +1,8 @@
 """Imports through the write path: checking an upload (nothing is written for a file with
 errors), confirming it (the job starts once that is committed), and running it in batches
-through app.work.services.create_item, which makes a second import of the same rows create
-nothing (items are unique per tenant, source system and reference)."""
+through app.work.services.create_prepared_items (create_item's checks and rules, written a
+batch at a time), which makes a second import of the same rows create nothing (items are
+unique per tenant, source system and reference)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,14 +16,14 @@ from app.errors import InvalidTransition, NotFound, PermissionDenied, Validation
 from app.extensions import db
 from app.imports.formats import FORMATS, FileRefused, read_csv
 from app.imports.models import ImportJob, ImportStatus
-from app.models import Role, Tenant, User, WorkItem
+from app.models import Role, Tenant, User
 from app.outbox.services import add_message
 from app.types import utcnow
-from app.work.services import create_item
+from app.work.services import create_prepared_items, creation_tenant, prepare_items
 
 IMPORT_ROLES = {Role.ANALYST.value, Role.MANAGER.value}
 MAX_BYTES = 50 * 1024 * 1024
-BATCH = 500
+BATCH = 2000
 
 
 def _require_importer(actor: Actor, tenant_id: int) -> None:
@@ -129,34 +130,24 @@ def importer_actor(job: ImportJob) -> Actor:
     return Actor(ActorType.USER, user=user, label=user.email, extra={"import_id": job.id})
 
 
-def import_batch(job: ImportJob, rows: list[dict], actor: Actor) -> tuple[int, int]:
-    """Create one batch of rows; returns (created, already there). Never commits."""
-    created = existing = 0
-    # One query finds the rows already there (a re-import, or a retried job): create_item
-    # would find each of them too, one query at a time.
-    there = set(db.session.scalars(select(WorkItem.external_ref).where(
-        WorkItem.tenant_id == job.tenant_id, WorkItem.source_system == job.source_system,
-        WorkItem.external_ref.in_([r["external_ref"] for r in rows]))))
-    for row in rows:
-        if row["external_ref"] in there:
-            existing += 1
-            continue
-        _item, made = create_item(actor, tenant_id=job.tenant_id, **row)
-        if made:
-            created += 1
-        else:
-            existing += 1
-    return created, existing
-
-
-def parse_for_import(job: ImportJob):
-    """The rows again, checked again: the tenant's currency may have changed since."""
+def prepare_import(job: ImportJob, actor: Actor) -> list[dict]:
+    """Every row of the file, checked again (the tenant's currency, the importer's roles may
+    have changed since the upload) by the write path's own checks, before anything is
+    written: a file that no longer passes is refused whole."""
     fmt = FORMATS[job.format]
     parsed = read_csv(job.content.encode(), fmt, source_system=job.source_system,
-                      currency=job.tenant.currency)
+                      currency=job.tenant.currency, schema_checked=True)
     if parsed.error_rows:
-        raise ValidationFailed("The file no longer passes its checks.", {})
-    return parsed.rows
+        raise ValidationFailed(f"The file no longer passes its checks: row "
+                               f"{parsed.errors[0]['row']}, {parsed.errors[0]['field']}: "
+                               f"{parsed.errors[0]['message']}.", {})
+    return prepare_items(actor, creation_tenant(actor, job.tenant_id), parsed.rows)
+
+
+def import_batch(job: ImportJob, prepared: list[dict], actor: Actor) -> tuple[int, int]:
+    """Create one batch of prepared rows; returns (created, already there). Never commits."""
+    created, existing = create_prepared_items(actor, job.tenant, prepared)
+    return len(created), existing
 
 
 def batch_size() -> int:
@@ -169,3 +160,13 @@ def finish(job: ImportJob, actor: Actor) -> None:
     record_event(actor, "import.finished", tenant_id=job.tenant_id,
                  data={"import_id": job.id, "created": job.created_count,
                        "existing": job.existing_count})
+
+
+def refuse(job: ImportJob, actor: Actor, reason: str) -> None:
+    """A confirmed file that fails the write path's checks when its job runs (the importer's
+    roles or the tenant's currency changed since): refused whole, before any write."""
+    job.status = ImportStatus.REFUSED.value
+    job.finished_at = utcnow()
+    job.errors = [{"row": None, "field": "file", "message": reason[:500]}]
+    record_event(actor, "import.refused", tenant_id=job.tenant_id,
+                 data={"import_id": job.id, "reason": reason[:500]})

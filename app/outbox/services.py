@@ -20,6 +20,11 @@ HANDLERS: dict[str, list[str]] = {
     # The policy engine decides or routes a new approval; source systems hear of it.
     "item.created": ["app.policy.jobs.evaluate_arrival", "app.webhooks.services.fan_out"],
     "item.state_changed": ["app.webhooks.services.fan_out"],
+    # A step of a multi-step approval was approved (the item stays pending): source systems.
+    "item.step_approved": ["app.webhooks.services.fan_out"],
+    # Many items created at once (an import): {"item_ids": [...]}, evaluated and fanned out
+    # as a batch; subscribers still get one item.created event per item.
+    "items.created": ["app.policy.jobs.evaluate_arrivals", "app.webhooks.services.fan_out"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed: the admins' banner reads the alert row; mail them too.

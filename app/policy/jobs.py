@@ -20,6 +20,15 @@ def evaluate_arrival(message) -> None:
     evaluate_items(policy_actor(message.tenant_id), [item_id])
 
 
+def evaluate_arrivals(message) -> None:
+    """Outbox handler of items.created (a batch of new items): decide them in one batch.
+    Exactly once per item: evaluate_items claims each undecided receipt first."""
+    item_ids = (message.payload or {}).get("item_ids") or []
+    if not item_ids or message.tenant_id is None:
+        return
+    evaluate_items(policy_actor(message.tenant_id), item_ids)
+
+
 def sweep_undecided(batch: int | None = None, max_seconds: float | None = None) -> int:
     """Decide undecided items, `batch` at a time, one commit per batch, until none is left or
     `max_seconds` have passed. A worker killed half-way loses only its open batch, which the

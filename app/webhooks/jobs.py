@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -12,7 +13,8 @@ from flask import current_app
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Membership, MembershipRole, Role, Tenant, User
+from app.auth.services import people_with_role
+from app.models import Role, Tenant
 from app.unit_of_work import commit
 from app.webhooks import services
 from app.webhooks.models import DeliveryStatus, SubscriptionStatus, WebhookDelivery, \
@@ -22,9 +24,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Cleardesk-Webhooks/1"
 
 
-def delivery_job_id(delivery: WebhookDelivery) -> str:
+def delivery_job_id(delivery_pk: int, attempts: int) -> str:
     """One job per delivery and attempt, so queueing the same attempt twice is harmless."""
-    return f"webhook-{current_app.config['RQ_QUEUE']}-{delivery.id}-{delivery.attempts}"
+    return f"webhook-{current_app.config['RQ_QUEUE']}-{delivery_pk}-{attempts}"
 
 
 def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> None:
@@ -33,7 +35,7 @@ def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> Non
     from app.jobs import job_queue
 
     queue = job_queue()
-    job_id = delivery_job_id(delivery)
+    job_id = delivery_job_id(delivery.id, delivery.attempts)
     if delay_seconds >= 1:
         # Runs on a worker started --with-scheduler; the sweep catches it up otherwise.
         queue.enqueue_in(timedelta(seconds=delay_seconds), "app.webhooks.jobs.deliver_webhook",
@@ -42,12 +44,38 @@ def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> Non
         queue.enqueue("app.webhooks.jobs.deliver_webhook", delivery.id, job_id=job_id)
 
 
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the address that was checked (not a second lookup of the name, which a
+    rebinding DNS could answer differently); the Host header still names the host."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self):
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """As above, with TLS verified against the host name (SNI and certificate)."""
+
+    def __init__(self, host, port, address, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self):
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
 def _post(url: str, body: str, headers: dict, timeout: float) -> int:
-    """POST without following redirects (a redirect is an answer, not a delivery)."""
+    """POST without following redirects (a redirect is an answer, not a delivery), to the
+    address services.delivery_address resolved and checked just now."""
     parts = urlsplit(url)
-    connection_class = (http.client.HTTPSConnection if parts.scheme == "https"
-                        else http.client.HTTPConnection)
-    conn = connection_class(parts.hostname, parts.port, timeout=timeout)
+    address = services.delivery_address(url)
+    connection_class = (_PinnedHTTPSConnection if parts.scheme == "https"
+                        else _PinnedHTTPConnection)
+    conn = connection_class(parts.hostname, parts.port, address, timeout=timeout)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         conn.request("POST", path, body=body.encode(), headers=headers)
@@ -86,6 +114,8 @@ def deliver_webhook(delivery_pk: int) -> str:
     try:
         status_code = _post(sub.url, delivery.body, headers,
                             float(current_app.config.get("WEBHOOK_TIMEOUT_SECONDS", 10)))
+    except services.DeliveryRefused as refused:  # written to the log; retried (DNS changes)
+        error = str(refused)
     except (OSError, http.client.HTTPException) as exc:
         error = f"{exc.__class__.__name__}: {exc}"
     services.record_attempt(delivery, status_code, error)
@@ -102,11 +132,20 @@ def deliver_webhook(delivery_pk: int) -> str:
 
 
 def enqueue_due(message) -> None:
-    """Outbox handler of webhook.delivery_due: queue the deliveries now committed."""
+    """Outbox handler of webhook.delivery_due: queue the deliveries now committed (one job
+    each, handed to Redis in one pipeline)."""
+    from rq import Queue
+
+    from app.jobs import job_queue
+
     ids = (message.payload or {}).get("ids", [])
-    for delivery in db.session.scalars(select(WebhookDelivery).where(
-            WebhookDelivery.id.in_(ids))):
-        enqueue_delivery(delivery)
+    rows = db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+        WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)).all()
+    if rows:
+        job_queue().enqueue_many([
+            Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,),
+                               job_id=delivery_job_id(pk, attempts))
+            for pk, attempts in rows])
 
 
 def retry_due_deliveries() -> int:
@@ -129,11 +168,7 @@ def mail_admins_paused(message) -> None:
     if sub is None or sub.status != SubscriptionStatus.PAUSED.value:
         return
     tenant = db.session.get(Tenant, sub.tenant_id)
-    admins = db.session.scalars(
-        select(User).join(Membership, Membership.user_id == User.id)
-        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-        .where(Membership.tenant_id == sub.tenant_id, MembershipRole.role == Role.ADMIN.value,
-               User.active.is_(True)))
+    admins = people_with_role(Role.ADMIN.value, sub.tenant_id)
     base = current_app.config["APP_BASE_URL"].rstrip("/")
     link = f"{base}/admin/integrations/webhooks/{sub.id}?tenant={sub.tenant_id}"
     text = (f"The webhook to {sub.url} was paused: {sub.paused_reason}\n\n"

@@ -54,7 +54,7 @@ class WebhookDelivery(db.Model):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        UniqueConstraint("subscription_id", "outbox_message_id"),
+        UniqueConstraint("subscription_id", "outbox_message_id", "part"),
         Index("ix_webhook_deliveries_log", "subscription_id", "id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     )
@@ -65,6 +65,9 @@ class WebhookDelivery(db.Model):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     outbox_message_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("outbox_messages.id"))
+    # Which of the message's items this delivery is about: a batch message (items.created)
+    # carries many, each delivered as its own event; 0 for a message about one item.
+    part: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     event: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)  # the exact bytes signed and sent, kept as text
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
@@ -32,7 +33,10 @@ from app.webhooks.models import (
 EVENTS = {
     "item.created": "An item arrived (from the API, an import or a person)",
     "item.state_changed": "An item changed state: every decision, approval and resolution",
+    "item.step_approved": "A step of a multi-step approval was approved; the next one opened",
 }
+# Outbox topics that carry many items, and the event each of their items is delivered as.
+BATCH_TOPICS = {"items.created": "item.created"}
 SIGNATURE_HEADER = "Cleardesk-Signature"
 DELIVERY_HEADER = "Cleardesk-Delivery"
 EVENT_HEADER = "Cleardesk-Event"
@@ -84,7 +88,9 @@ def _subscription(actor: Actor, tenant_id: int, subscription_id: int) -> Webhook
 
 
 def check_url(url: str) -> str | None:
-    """Why the URL cannot receive webhooks, or None. Production wants https."""
+    """Why the URL cannot receive webhooks, or None. Production wants https. The host must be
+    public: neither a local name nor an address, nor a name that resolves to one, on this
+    machine or a private network (unless WEBHOOK_ALLOW_PRIVATE_TARGETS, for tests)."""
     url = (url or "").strip()
     if not url:
         return "is required"
@@ -93,30 +99,93 @@ def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     allowed = ("https",) if current_app.config.get("APP_ENV") == "production" else (
         "https", "http")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number or out of range
+    except ValueError:
+        return "has a port that is not valid"
     if parts.scheme not in allowed or not parts.hostname:
         return "must be an " + " or ".join(allowed) + " URL"
     if parts.username or parts.password:
         return "must not carry a user name or password"
-    if current_app.config.get("APP_ENV") == "production" and _internal_host(parts.hostname):
+    if _private_targets_allowed():
+        return None
+    if _internal_host(parts.hostname):
         return "must be a public address, not this machine or a private network"
+    try:
+        addresses = resolve_host(parts.hostname, parts.port or _default_port(parts.scheme))
+    except OSError:
+        return None  # not resolvable now: each delivery resolves and checks it again
+    private = next((a for a in addresses if not is_public_address(a)), None)
+    if private is not None:
+        return (f"{parts.hostname} resolves to {private}, an address on this machine or a "
+                "private network; use a public address")
     return None
 
 
+def _private_targets_allowed() -> bool:
+    return bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS"))
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def resolve_host(hostname: str, port: int) -> list[str]:
+    """Every address the name resolves to now (raises OSError if it does not)."""
+    import socket
+
+    infos = socket.getaddrinfo(hostname.strip("[]"), port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def is_public_address(address: str) -> bool:
+    """A globally routable unicast address: not loopback, private, link-local (cloud
+    metadata), shared (carrier NAT), reserved, documentation, multicast or unspecified; an
+    IPv4 address written as IPv6 is judged as itself."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def delivery_address(url: str) -> str:
+    """The address a delivery to `url` connects to: resolved now (DNS may have changed since
+    the webhook was saved) and checked, so the connection goes to the very address that was
+    checked. Raises DeliveryRefused for a private one (unless allowed, for tests)."""
+    parts = urlsplit(url)
+    addresses = resolve_host(parts.hostname, parts.port or _default_port(parts.scheme))
+    if not addresses:
+        raise OSError(f"{parts.hostname} has no address")
+    if not _private_targets_allowed():
+        if _internal_host(parts.hostname):
+            raise DeliveryRefused(f"refused: {parts.hostname} is not a public host")
+        private = next((a for a in addresses if not is_public_address(a)), None)
+        if private is not None:
+            raise DeliveryRefused(f"refused: {parts.hostname} resolves to {private}, an "
+                                  "address on this machine or a private network")
+    return addresses[0]
+
+
+class DeliveryRefused(Exception):
+    """The webhook's host is (now) a private address: the attempt is not made."""
+
+
 def _internal_host(hostname: str) -> bool:
-    """Loopback, private, link-local (cloud metadata) addresses and local names: a tenant
-    admin must not make Cleardesk probe its own network. (A public name that resolves to a
-    private address is not caught here; an egress proxy is the complete answer.)"""
+    """Loopback, private, link-local (cloud metadata) addresses and local names, as written
+    in the URL: a tenant admin must not make Cleardesk probe its own network. Names that
+    resolve to such addresses are caught by resolving them (check_url, delivery_address)."""
     import ipaddress
 
     if hostname.lower() in ("localhost",) or hostname.lower().endswith((".localhost",
                                                                          ".local", ".internal")):
         return True
     try:
-        address = ipaddress.ip_address(hostname.strip("[]"))
+        ipaddress.ip_address(hostname.strip("[]"))
     except ValueError:
         return False
-    return (address.is_private or address.is_loopback or address.is_link_local
-            or address.is_reserved or address.is_multicast or address.is_unspecified)
+    return not is_public_address(hostname.strip("[]"))
 
 
 def create_subscription(actor: Actor, tenant_id: int, *, url: str, events,
@@ -266,45 +335,59 @@ def _make_due(delivery_pks: list[int]) -> None:
 # --- fanning out (an outbox handler) ---------------------------------------------------------
 
 def fan_out(message) -> None:
-    """Outbox handler of item.created and item.state_changed: one delivery per subscription
-    of the tenant that wants the topic. Idempotent (unique per subscription and message), so
-    a retried outbox job makes no second delivery."""
+    """Outbox handler of item.created, item.state_changed, item.step_approved and
+    items.created: one delivery per subscription of the tenant that wants the event and per
+    item (items.created, a batch, is delivered as one item.created event per item).
+    Idempotent (unique per subscription, message and item), so a retried outbox job makes no
+    second delivery. The deliveries are inserted together and queued in chunks."""
     if message.tenant_id is None:
         return
+    event = BATCH_TOPICS.get(message.topic, message.topic)
     subs = [s for s in db.session.scalars(select(WebhookSubscription).where(
-        WebhookSubscription.tenant_id == message.tenant_id)) if message.topic in s.events]
+        WebhookSubscription.tenant_id == message.tenant_id)) if event in s.events]
     if not subs:
         return
     payload = message.payload or {}
-    item = db.session.get(WorkItem, payload.get("item_id")) if payload.get("item_id") else None
+    if message.topic in BATCH_TOPICS:
+        item_ids, extra = list(payload.get("item_ids") or []), {}
+    else:
+        item_ids = [payload.get("item_id")]
+        extra = {k: v for k, v in payload.items() if k != "item_id"}
     from app.api.schemas import item_json
+    from app.bulk import insert_rows
 
-    data = {k: v for k, v in payload.items() if k != "item_id"}
-    if item is not None:
-        data["item"] = item_json(item)
+    items = {item.id: item for item in db.session.scalars(
+        select(WorkItem).where(WorkItem.id.in_([i for i in item_ids if i is not None]))
+        .options(selectinload(WorkItem.steps)))}
+    shown = {item_id: item_json(item) for item_id, item in items.items()}
+    done = set(db.session.execute(select(WebhookDelivery.subscription_id, WebhookDelivery.part)
+                                  .where(WebhookDelivery.outbox_message_id == message.id)).all())
     tenant = db.session.get(Tenant, message.tenant_id)
-    due = []
+    occurred_at = message.created_at.isoformat()
+    now = utcnow()
+    rows = []
     for sub in subs:
-        exists = db.session.scalar(select(WebhookDelivery.id).where(
-            WebhookDelivery.subscription_id == sub.id,
-            WebhookDelivery.outbox_message_id == message.id))
-        if exists:
-            continue
-        delivery_id = str(uuid.uuid4())
-        body = json.dumps({"delivery_id": delivery_id, "event": message.topic,
-                           "occurred_at": message.created_at.isoformat(),
-                           "tenant": tenant.slug, "data": data}, sort_keys=True)
         paused = sub.status == SubscriptionStatus.PAUSED.value
-        delivery = WebhookDelivery(
-            delivery_id=delivery_id, subscription_id=sub.id, tenant_id=sub.tenant_id,
-            outbox_message_id=message.id, event=message.topic, body=body,
-            status=DeliveryStatus.HELD.value if paused else DeliveryStatus.PENDING.value)
-        db.session.add(delivery)
-        db.session.flush()
-        if not paused:
-            due.append(delivery.id)
-    if due:
-        add_message("webhook.delivery_due", {"ids": due}, None)
+        for part, item_id in enumerate(item_ids):
+            if (sub.id, part) in done:
+                continue
+            data = dict(extra)
+            if item_id in shown:
+                data["item"] = shown[item_id]
+            delivery_id = str(uuid.uuid4())
+            body = json.dumps({"delivery_id": delivery_id, "event": event,
+                               "occurred_at": occurred_at, "tenant": tenant.slug,
+                               "data": data}, sort_keys=True)
+            rows.append({"delivery_id": delivery_id, "subscription_id": sub.id,
+                         "tenant_id": sub.tenant_id, "outbox_message_id": message.id,
+                         "part": part, "event": event, "body": body, "attempts": 0,
+                         "created_at": now,
+                         "status": (DeliveryStatus.HELD.value if paused
+                                    else DeliveryStatus.PENDING.value)})
+    ids = insert_rows(WebhookDelivery.__table__, rows, with_ids=True)
+    due = [pk for row, pk in zip(rows, ids) if row["status"] == DeliveryStatus.PENDING.value]
+    for start in range(0, len(due), 500):
+        add_message("webhook.delivery_due", {"ids": due[start:start + 500]}, None)
 
 
 # --- attempts (called by the delivery job) ---------------------------------------------------

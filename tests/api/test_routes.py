@@ -202,6 +202,15 @@ def test_an_item_of_another_tenant_is_404_like_a_missing_one(api, make_tenant, m
     assert api.get("/api/v1/items").get_json()["items"] == []
 
 
+def test_an_item_shows_the_team_queue_its_policy_routed_it_to(api, make_item):
+    plain = make_item(api.tenant)
+    routed = make_item(api.tenant)
+    routed.team_queue = "Deal desk"  # what the policy worker sets (tests/policy)
+    commit()
+    assert api.get(f"/api/v1/items/{routed.id}").get_json()["team_queue"] == "Deal desk"
+    assert api.get(f"/api/v1/items/{plain.id}").get_json()["team_queue"] is None
+
+
 def test_unknown_paths_and_methods_under_the_api_are_problems(api):
     _problem(api.get("/api/v1/nothing-here"), 404)
     _problem(api.client.delete("/api/v1/items",

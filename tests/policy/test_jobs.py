@@ -207,3 +207,36 @@ def test_a_sweep_killed_half_way_is_finished_by_a_new_worker_each_item_decided_o
                            cwd=ROOT, env=_worker_env(app), capture_output=True, text=True,
                            timeout=120)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_batch_of_arrivals_is_decided_once_each_through_its_batch_messages(
+        relaying, admins, make_policy, make_user):
+    from app.outbox.models import OutboxMessage
+    from app.work.services import create_items
+
+    tenant, author, checker = admins
+    make_user("a@example.com", [tenant], roles=("approver",), limit="20000")
+    make_user("m@example.com", [tenant], roles=("manager",), limit="1000000")
+    make_policy(tenant, author, checker, [AUTO, CHAIN])
+    rows = [{"kind": "approval", "subtype": "discount", "title": f"Deal {n}",
+             "external_ref": f"B-{n}", "source_system": "crm", "counterparty": f"C {n % 9}",
+             "amount": "800.00" if n % 2 else "75000.00", "details": {"discount_pct": "5"}}
+            for n in range(40)]
+    relaying.config["OUTBOX_BATCH_ITEMS"] = 25
+    ids, _existing = create_items(Actor.system("tests"), tenant.id, rows)
+    commit()
+    assert db.session.scalar(select(func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.topic == "items.created")) == 2
+    assert db.session.scalar(select(func.count()).select_from(PolicyDecision).where(
+        PolicyDecision.decided_at.is_(None))) == 40
+    worker = run_burst_worker(relaying)
+    assert worker.returncode == 0, worker.stderr
+    assert _decided() == 40
+    states = dict(db.session.execute(select(WorkItem.state, func.count()).where(
+        WorkItem.id.in_(ids)).group_by(WorkItem.state)).all())
+    assert states == {"approved": 20, "pending": 20}
+    decided = db.session.execute(select(AuditEvent.item_id, func.count()).where(
+        AuditEvent.action.in_(("item.approve", "policy.routed")))
+        .group_by(AuditEvent.item_id)).all()
+    assert len(decided) == 40 and {n for _i, n in decided} == {1}
+    assert all(report.ok for report in verify_all())

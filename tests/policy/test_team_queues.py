@@ -232,6 +232,30 @@ def test_exception_and_dispute_rules_route_set_priority_and_assign(
     assert all(r.ok for r in verify_all())
 
 
+def test_exceptions_created_in_a_batch_are_held_and_routed_as_single_ones_are(
+        admins, team, make_policy):
+    from app.work.services import create_items
+
+    tenant, author, checker = admins
+    policy = make_policy(tenant, author, checker, [LEAKAGE])
+    rows = [{"kind": "billing_exception", "subtype": "payment_failed", "title": f"Leak {n}",
+             "external_ref": f"EX-{n}", "source_system": "billing", "counterparty": "Acme",
+             "amount": amount, "amount_at_risk": amount}
+            for n, amount in enumerate(("40000.00", "900.00"))]
+    ids, _existing = create_items(actor(team["analyst"]), tenant.id, rows)
+    commit()
+    receipts = [db.session.get(PolicyDecision, i) for i in ids]
+    assert all(r is not None and r.outcome is None for r in receipts)  # waiting, as one by one
+    created = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "item.created", AuditEvent.item_id.in_(ids))).all()
+    assert {e.data["awaiting_policy_version"] for e in created} == {policy.version}
+    counts = _evaluate(tenant, *(db.session.get(WorkItem, i) for i in ids))
+    assert {outcome: n for outcome, n in counts.items() if n} == {"queued": 1, "unrouted": 1}
+    leak, small = (db.session.get(WorkItem, i) for i in ids)
+    assert (leak.team_queue, leak.priority) == ("Revenue assurance", "urgent")
+    assert small.team_queue is None
+
+
 def test_assignment_goes_to_the_least_loaded_holder_of_the_role(
         admins, team, make_policy, make_item):
     tenant, author, checker = admins

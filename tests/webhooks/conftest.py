@@ -94,11 +94,14 @@ def receiver():
 
 
 def run_worker(app, **env_extra) -> subprocess.CompletedProcess:
-    """A real RQ worker process with the webhook settings of the app, until the queue is empty."""
+    """A real RQ worker process with the webhook settings of the app (private targets allowed
+    only when the app allows them), until the queue is empty."""
     config = app.config
     return run_app_worker(
         app, timeout=180,
         WEBHOOK_RETRY_BASE_SECONDS=str(config["WEBHOOK_RETRY_BASE_SECONDS"]),
         WEBHOOK_MAX_ATTEMPTS=str(config["WEBHOOK_MAX_ATTEMPTS"]),
         WEBHOOK_PAUSE_AFTER=str(config["WEBHOOK_PAUSE_AFTER"]),
-        WEBHOOK_TIMEOUT_SECONDS="5", **env_extra)
+        WEBHOOK_TIMEOUT_SECONDS="5",
+        WEBHOOK_ALLOW_PRIVATE_TARGETS="1" if config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS") else "0",
+        **env_extra)

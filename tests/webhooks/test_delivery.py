@@ -21,8 +21,9 @@ from tests.webhooks.conftest import run_worker
 
 @pytest.fixture
 def hooked(app, relaying, make_tenant, make_user, receiver, inbox):
+    # The receiver listens on 127.0.0.1: private targets allowed, explicitly, for these tests.
     app.config.update(WEBHOOK_RETRY_BASE_SECONDS=0, WEBHOOK_MAX_ATTEMPTS=3,
-                      WEBHOOK_PAUSE_AFTER=4)
+                      WEBHOOK_PAUSE_AFTER=4, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
     tenant = make_tenant()
     admin = make_user("admin@x.test", [tenant], roles=("admin",))
     analyst = make_user("analyst@x.test", [tenant], roles=("analyst",))
@@ -159,3 +160,154 @@ def test_in_production_a_webhook_must_be_https_to_a_public_address(app, make_ten
                                                 url="https://billing.example.com/hooks",
                                                 events=["item.created"])
     assert sub.id
+
+
+def test_a_batch_of_new_items_reaches_the_receiver_as_one_event_per_item(app, hooked,
+                                                                           receiver):
+    from app.outbox.jobs import deliver_message
+    from app.work.services import create_items
+
+    receiver.start()
+    rows = [{"kind": "billing_exception", "subtype": "payment_failed", "title": f"Card {n}",
+             "external_ref": f"EX-{n}", "source_system": "billing", "counterparty": "Acme",
+             "amount": f"{10 + n}.00"} for n in range(25)]
+    app.config["OUTBOX_RELAY_ON_COMMIT"] = False
+    ids, _existing = create_items(actor(hooked["analyst"]), hooked["tenant"].id, rows)
+    commit()
+    [message] = db.session.scalars(select(OutboxMessage).where(
+        OutboxMessage.topic == "items.created")).all()
+    assert message.payload == {"item_ids": ids}
+    app.config["OUTBOX_RELAY_ON_COMMIT"] = True
+    assert deliver_message(message.id) == "processed"
+    # A retried fan-out (the same message handled again) makes no second delivery.
+    from app.webhooks.services import fan_out
+
+    fan_out(db.session.get(OutboxMessage, message.id))
+    commit()
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert len(deliveries) == 25 and {d.event for d in deliveries} == {"item.created"}
+    assert {d.status for d in deliveries} == {"succeeded"}
+    assert receiver.bad_signatures == 0 and len(receiver.processed) == 25
+    bodies = list(receiver.processed.values())
+    assert sorted(b["data"]["item"]["id"] for b in bodies) == ids
+    assert {b["event"] for b in bodies} == {"item.created"}
+    assert {b["data"]["item"]["external_ref"] for b in bodies} == {f"EX-{n}" for n in range(25)}
+
+
+def test_an_intermediate_step_approval_is_delivered_as_item_step_approved(app, hooked, receiver,
+                                                                          make_user, make_item):
+    """A two-step approval: the first approver's decision leaves the item pending (no state
+    change) but the receiver hears of it; the last one is the item's state change. Both
+    bodies are what the OpenAPI document's webhook models say."""
+    from app.api.schemas import WEBHOOK_EVENTS
+    from app.approvals.services import approve_step
+
+    tenant = hooked["tenant"]
+    requester = make_user("req@x.test", [tenant], roles=("requester",))
+    approver = make_user("appr@x.test", [tenant], roles=("approver",), limit="60000")
+    manager = make_user("mgr@x.test", [tenant], roles=("manager",), limit="1000000")
+    sub = db.session.get(WebhookSubscription, hooked["sub"])
+    sub.events = ["item.state_changed", "item.step_approved"]
+    commit()
+    item = make_item(tenant, amount="75000.00", requester=requester)
+    receiver.start()
+    approve_step(actor(approver), item.id, comment="fine by me")
+    commit()
+    run_worker(app)
+    approve_step(actor(manager), item.id)
+    commit()
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert [d.event for d in deliveries] == ["item.step_approved", "item.state_changed"]
+    assert {d.status for d in deliveries} == {"succeeded"} and receiver.bad_signatures == 0
+    assert [r["event"] for r in receiver.received] == ["item.step_approved",
+                                                       "item.state_changed"]
+    step, final = (receiver.processed[d.delivery_id] for d in deliveries)
+    for body in (step, final):
+        WEBHOOK_EVENTS[body["event"]].model_validate(body)
+    assert {k: step["data"][k] for k in ("step", "role", "next_step", "next_role")} == {
+        "step": 1, "role": "approver", "next_step": 2, "next_role": "manager"}
+    assert step["data"]["item"]["id"] == item.id and step["data"]["item"]["state"] == "pending"
+    assert [s["state"] for s in step["data"]["item"]["steps"]] == ["approved", "open"]
+    assert final["data"]["to"] == "approved"
+
+
+def test_the_openapi_document_describes_every_webhook_event(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert set(document["webhooks"]) == set(services.EVENTS)
+    body = document["webhooks"]["item.step_approved"]["post"]["requestBody"]
+    ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert {"step", "next_step", "item"} <= set(
+        document["components"]["schemas"][document["components"]["schemas"][ref]
+                                           ["properties"]["data"]["$ref"].rsplit("/", 1)[1]]
+        ["required"])
+
+
+def _local_name() -> str:
+    """A host name, not an address nor "localhost", that resolves to this machine or a
+    private network: the machine's own name (in /etc/hosts, or the container's address)."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        addresses = services.resolve_host(name, 80)
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve")
+    if all(services.is_public_address(a) for a in addresses):
+        pytest.skip(f"this machine's name {name!r} resolves to a public address")
+    return name
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/h", "http://10.1.2.3/h",
+                                 "http://169.254.169.254/latest/meta-data",
+                                 "http://[::1]:8080/h", "http://[::ffff:127.0.0.1]/h",
+                                 "http://100.64.0.1/h", "http://0.0.0.0/h",
+                                 "http://printer.local/h", "http://localhost/h"])
+def test_private_addresses_are_refused_in_every_environment(app, make_tenant, url):
+    from app.errors import ValidationFailed
+
+    tenant = make_tenant()
+    assert not app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"]  # the default
+    with pytest.raises(ValidationFailed) as bad:
+        services.create_subscription(SYSTEM, tenant.id, url=url, events=["item.created"])
+    assert "public address" in bad.value.fields["url"]
+
+
+def test_a_public_name_that_resolves_to_a_private_address_is_refused_on_the_form(
+        app, client, auth, make_tenant, make_user):
+    from tests.conftest import csrf_from
+
+    name = _local_name()
+    tenant = make_tenant()
+    make_user("admin@x.test", [tenant], roles=("admin",))
+    auth.login("admin@x.test")
+    page = client.get(f"/admin/integrations/webhooks/?tenant={tenant.id}")
+    response = client.post(f"/admin/integrations/webhooks/?tenant={tenant.id}", data={
+        "csrf_token": csrf_from(page.text), "url": f"https://{name}:8443/hooks",
+        "events": ["item.created"]})
+    assert response.status_code == 422
+    assert f"{name} resolves to" in response.text and "private network" in response.text
+    assert db.session.scalars(select(WebhookSubscription)).all() == []
+
+
+def test_a_delivery_to_a_host_that_now_resolves_privately_fails_in_the_log(
+        app, hooked, receiver, make_item, client, auth):
+    """Saved while allowed (as if the name were public then); the worker, with private
+    targets refused (the default), resolves the name again at delivery and refuses it: the
+    attempt is written to the delivery log and retried, nothing reaches the receiver."""
+    name = _local_name()
+    receiver.start()
+    sub = db.session.get(WebhookSubscription, hooked["sub"])
+    sub.url = f"http://{name}:{receiver.port}/hooks/cleardesk"
+    commit()
+    app.config.update(WEBHOOK_ALLOW_PRIVATE_TARGETS=False, WEBHOOK_MAX_ATTEMPTS=1)
+    _exceptions(make_item, hooked["tenant"], 1)
+    run_worker(app)
+    [delivery] = _deliveries(hooked["sub"])
+    assert delivery.status == "failed" and delivery.attempts == 1
+    assert delivery.last_error.startswith(f"refused: {name} resolves to")
+    assert receiver.received == []
+    auth.login("admin@x.test")
+    log = client.get(f"/admin/integrations/webhooks/{hooked['sub']}?tenant={hooked['tenant'].id}")
+    assert log.status_code == 200 and f"refused: {name} resolves to" in log.text
