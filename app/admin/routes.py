@@ -5,6 +5,8 @@ function, then renders or redirects. A service's ValidationFailed re-renders the
 messages next to their fields."""
 from __future__ import annotations
 
+from collections import Counter
+
 from flask import Blueprint, Response, abort, flash, redirect, request, url_for
 from flask_login import current_user, login_required
 
@@ -26,6 +28,7 @@ from app.extensions import db
 from app.models import Role
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
+from app.webhooks.services import paused_subscriptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 account = Blueprint("account", __name__, url_prefix="/account")
@@ -74,7 +77,8 @@ def index():
     if not tenants:
         abort(403, "The admin area is for admins.")
     pending = {t.id: len(services.pending_changes(actor, t)) for t in tenants}
-    return _page("admin/index.html", tenants=tenants, pending=pending)
+    paused = Counter(sub.tenant_id for sub in paused_subscriptions(actor))
+    return _page("admin/index.html", tenants=tenants, pending=pending, paused_counts=paused)
 
 
 def _tenant_form_defaults(form: TenantForm) -> None:

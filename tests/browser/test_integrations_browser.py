@@ -32,7 +32,8 @@ def sign_in(page, email="admin@example.com"):
 def test_an_admin_creates_a_token_sees_it_once_and_revokes_it(page, admin):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sign_in(page)
-    page.get_by_role("link", name="Integrations").click()
+    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("link", name="API tokens").click()
     expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
     page.get_by_label("Name").fill("Billing export")
     page.get_by_label(re.compile("decisions:write")).check()
@@ -51,8 +52,8 @@ def test_an_admin_creates_a_token_sees_it_once_and_revokes_it(page, admin):
 def test_an_admin_adds_a_webhook_and_reads_its_delivery_log(page, admin, make_item):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sign_in(page)
-    page.get_by_role("link", name="Integrations").click()
-    page.locator(".integrations-subnav").get_by_role("link", name="Webhooks").click()
+    page.get_by_role("link", name="Admin").click()
+    page.locator(".cards").get_by_role("link", name="Webhooks").click()
     # This machine's own address is refused, with the reason at the field.
     page.get_by_label("Endpoint URL").fill("http://127.0.0.1:9/hooks/cleardesk")
     page.get_by_label("Description").fill("Release billing holds")
@@ -68,8 +69,13 @@ def test_an_admin_adds_a_webhook_and_reads_its_delivery_log(page, admin, make_it
     expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
     page.get_by_role("button", name="Pause").click()
     expect(page.locator(".notice-alert")).to_contain_text("Webhook paused")
-    expect(page.get_by_role("link", name=re.compile("Integrations"))).to_contain_text("⚠ 1")
+    expect(page.get_by_role("link", name=re.compile(r"^Admin"))).to_contain_text("⚠ 1")
     page.screenshot(path=str(ARTIFACTS / "04-webhook-paused.png"), full_page=True)
+    deliveries = page.url
+    page.get_by_role("link", name=re.compile(r"^Admin")).click()
+    expect(page.locator(".cards")).to_contain_text("⚠ 1 paused")
+    page.screenshot(path=str(ARTIFACTS / "04-admin-webhook-paused.png"), full_page=True)
+    page.goto(deliveries)
     page.get_by_role("button", name="Resume and send what waits").click()
     expect(page.locator(".notice-alert")).to_have_count(0)
 
