@@ -57,51 +57,43 @@ class BusinessCalendar:
             yield day + timedelta(days=offset)
         raise NoWorkingTime("no working time within three years")
 
-    def add(self, start: datetime, duration: timedelta) -> datetime:
-        """The moment `duration` of working time after `start`. A zero duration from outside
-        working hours gives the next opening."""
-        if duration < ZERO:
-            raise ValueError("use a positive duration")
+    def _spans(self, start: datetime):
+        """The working time from `start` on, as (from, to) spans in order."""
         cursor = start.astimezone(UTC)
-        remaining = duration
         for day in self._days_from(cursor):
             window = self.window(day)
             if window is None:
                 continue
             opens, closes = window
-            if cursor >= closes:
-                continue
-            cursor = max(cursor, opens)
-            available = closes - cursor
-            if remaining <= available:
-                return cursor + remaining
-            remaining -= available
-            cursor = closes
+            if cursor < closes:
+                yield max(cursor, opens), closes
+
+    def add(self, start: datetime, duration: timedelta) -> datetime:
+        """The moment `duration` of working time after `start`. A zero duration from outside
+        working hours gives the next opening."""
+        if duration < ZERO:
+            raise ValueError("use a positive duration")
+        remaining = duration
+        for begins, ends in self._spans(start):
+            if remaining <= ends - begins:
+                return begins + remaining
+            remaining -= ends - begins
         raise NoWorkingTime("unreachable")  # pragma: no cover
 
     def hour_marks(self, start: datetime, hours: int) -> list[datetime]:
         """add(start, 1 h), add(start, 2 h), ... add(start, `hours` h), in one walk over the
         working windows."""
         marks: list[datetime] = []
-        cursor = start.astimezone(UTC)
         step = timedelta(hours=1)
         remaining = step
-        for day in self._days_from(cursor):
-            window = self.window(day)
-            if window is None:
-                continue
-            opens, closes = window
-            if cursor >= closes:
-                continue
-            cursor = max(cursor, opens)
-            while remaining <= closes - cursor:
+        for cursor, ends in self._spans(start):
+            while remaining <= ends - cursor:
                 cursor += remaining
                 marks.append(cursor)
                 if len(marks) == hours:
                     return marks
                 remaining = step
-            remaining -= closes - cursor
-            cursor = closes
+            remaining -= ends - cursor
         raise NoWorkingTime("unreachable")  # pragma: no cover
 
     def between(self, start: datetime, end: datetime) -> timedelta:
