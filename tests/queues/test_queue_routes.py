@@ -364,10 +364,13 @@ def test_a_bulk_action_refused_for_every_item_changes_nothing_not_even_the_log(
         "selected_ids": [item.id]}).status_code == 404
 
 
-def test_only_admins_see_the_sent_mail_link(world, make_user, client, auth):
+def test_only_admins_see_the_admin_link_and_the_sent_mail_link_under_it(world, make_user,
+                                                                      client, auth):
     nw, co, p = world
     make_user("admin@x.test", [nw], roles=("admin",))
     auth.login("approver@x.test")
-    assert "/admin/mail/" not in client.get("/queues/mine").text
+    assert 'href="/admin/"' not in client.get("/queues/mine").text
+    assert client.get("/admin/").status_code == 403
     auth.login("admin@x.test")
-    assert "/admin/mail/" in client.get("/queues/mine").text
+    assert 'href="/admin/"' in client.get("/queues/mine").text
+    assert 'href="/admin/mail/"' in client.get("/admin/").text
