@@ -69,6 +69,7 @@ def test_a_manager_works_the_qa_sample_and_sees_the_deal_desk_team_queue(
     nav.get_by_role("link", name=re.compile("^Approvals")).click()
     # The QA sample page has tags and a filter too: wait for the approvals page itself.
     expect(page.locator(".queue-header h1")).to_have_text("Approvals")
+    page.wait_for_load_state("networkidle")  # and htmx has wired up its new filter form
     expect(page.locator("#rows .queue-tag").first).to_be_visible()
     page.get_by_label("Team queue").select_option("Deal desk")
     expect(page.locator("#rows tr.queue-row")).to_have_count(2)
