@@ -29,6 +29,7 @@ from app.admin.models import (
     TenantLogo,
 )
 from app.audit.services import record_event
+from app.auth.services import people_with_role
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import (
@@ -457,14 +458,8 @@ def grant_membership(actor: Actor, *, user: User, tenant: Tenant, roles: list[st
 
 
 def _active_admins(tenant_id: int, excluding: int | None = None) -> int:
-    query = (select(func.count()).select_from(Membership)
-             .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-             .join(User, User.id == Membership.user_id)
-             .where(Membership.tenant_id == tenant_id, MembershipRole.role == Role.ADMIN.value,
-                    User.active.is_(True)))
-    if excluding is not None:
-        query = query.where(Membership.user_id != excluding)
-    return db.session.scalar(query)
+    return sum(1 for user in people_with_role(Role.ADMIN.value, tenant_id)
+               if user.id != excluding)
 
 
 def _keep_an_admin(tenant: Tenant, user_id: int) -> None:

@@ -127,3 +127,33 @@ def test_keyboard_j_j_a_approves_the_second_item(page, queue_items):
     expect(page.locator("#rows tr.queue-row.current")).to_have_count(1)
     page.keyboard.press("?")
     expect(page.locator("#shortcuts")).to_be_visible()
+
+
+def test_a_slow_older_search_never_overwrites_the_newer_results(page, queue_items):
+    """Typing on while an earlier search is still on its way: the queue shows what the last
+    search asked for, even when the earlier answer arrives after it."""
+    sign_in_to_unassigned(page)
+    held = []
+
+    def hold_the_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered only after the newer search has been shown
+
+    page.route(lambda url: "q=hooli" in url, hold_the_first)
+    page.get_by_label("Search").fill("hooli")
+    page.wait_for_function("() => document.querySelector('#filters.htmx-request') !== null")
+    assert len(held) == 1
+    page.get_by_label("Search").fill("globex")
+    expect(page.locator("#rows tr.queue-row")).to_have_count(1)
+    expect(page.locator("#rows")).to_contain_text("Refund for Globex")
+    try:
+        held[0].continue_()
+    except Exception:  # the browser already dropped the superseded request: the fix at work
+        pass
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(300)
+    expect(page.locator("#rows tr.queue-row")).to_have_count(1)
+    expect(page.locator("#rows")).to_contain_text("Refund for Globex")
+    assert "q=globex" in page.url
