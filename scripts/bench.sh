@@ -33,29 +33,11 @@ ITEMS="${BENCH_ITEMS:-100000}"
 CLIENT="${BENCH_CLIENT:-auto}"
 WORKERS=2
 
-WORK="$(mktemp -d /tmp/cleardesk-bench.XXXXXX)"
-chmod 755 "$WORK"
-REDIS_PID=""
-WEB_PID=""
-PG_STOP=()
-cleanup() {
-  [ -n "$WEB_PID" ] && kill "$WEB_PID" 2>/dev/null
-  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
-  [ ${#PG_STOP[@]} -gt 0 ] && "${PG_STOP[@]}" >/dev/null 2>&1
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 if [ "$CLIENT" != python ] && ! command -v wrk >/dev/null 2>&1; then
   apt_install wrk || say "wrk not available; using the Python load client"
 fi
 
-REDIS_PORT="$(free_port)"
-start_redis "$REDIS_PORT" "$WORK/redis" || exit 1
-PG_PORT="$(free_port)"
-start_postgres "$PG_PORT" "$WORK/pg" || exit 1
+start_throwaway_servers bench || exit 1
 
 export DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
@@ -63,14 +45,20 @@ export SECRET_KEY="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"
 export PYTHONDONTWRITEBYTECODE=1
 
 FLASK=("$VENV/bin/flask" --app wsgi)
+
+bench_database() {
+  # bench_database NAME : a fresh database of its own for one part, migrated; prints its URL.
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_$1" >/dev/null
+  local url="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_$1"
+  DATABASE_URL="$url" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" >&2 || true
+  echo "$url"
+}
 PARTS=",${BENCH_PARTS:-pages,audit},"
 status=0
 
 if [[ "$PARTS" == *,audit,* ]]; then
   say "audit trail: verify rate and the cost of the hash chain (own database)"
-  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_audit" >/dev/null
-  AUDIT_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_audit"
-  DATABASE_URL="$AUDIT_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  AUDIT_URL="$(bench_database audit)"
   DATABASE_URL="$AUDIT_URL" "$PY" bench/audit_bench.py --events "${BENCH_AUDIT_EVENTS:-1000000}" \
     --decisions "${BENCH_DECISIONS:-2400}" --writers "${BENCH_WRITERS:-1,4}" || status=1
 fi
@@ -82,13 +70,12 @@ if [[ "$PARTS" == *,dashboard,* ]]; then
 fi
 if [[ "$PARTS" == *,api,* ]]; then
   say "integrations: POST /api/v1/items and a CSV import (own database)"
-  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_api" >/dev/null
-  API_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_api"
-  DATABASE_URL="$API_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  API_URL="$(bench_database api)"
   API_PORT="$(free_port)"
   DATABASE_URL="$API_URL" API_RATE_LIMIT_PER_MINUTE=1000000000 "$VENV/bin/gunicorn" \
     --workers "$WORKERS" --bind "127.0.0.1:$API_PORT" wsgi:app > "$WORK/gunicorn-api.log" 2>&1 &
   API_PID=$!
+  STOP_PIDS+=("$API_PID")
   if wait_for_port "$API_PORT" 30; then
     DATABASE_URL="$API_URL" "$PY" bench/api_bench.py --url "http://127.0.0.1:$API_PORT" \
       --duration "${BENCH_DURATION:-10}" --connections "${BENCH_CONNECTIONS:-8}" \
@@ -100,17 +87,13 @@ if [[ "$PARTS" == *,api,* ]]; then
 fi
 if [[ "$PARTS" == *,admin,* ]]; then
   say "administration: People page, closures in SLA due times, deactivation (own database)"
-  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_admin" >/dev/null
-  ADMIN_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_admin"
-  DATABASE_URL="$ADMIN_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  ADMIN_URL="$(bench_database admin)"
   DATABASE_URL="$ADMIN_URL" "$PY" bench/admin_bench.py --members "${BENCH_MEMBERS:-1000}" \
     --closures "${BENCH_CLOSURES:-60}" --held "${BENCH_HELD:-300}" || status=1
 fi
 if [[ "$PARTS" == *,policy,* ]]; then
   say "policy worker: decisions/s against single-row INSERT commits/s (own database)"
-  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_policy" >/dev/null
-  POLICY_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_policy"
-  DATABASE_URL="$POLICY_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  POLICY_URL="$(bench_database policy)"
   DATABASE_URL="$POLICY_URL" RQ_QUEUE=bench-policy "$PY" bench/policy_bench.py \
     --items "${BENCH_POLICY_ITEMS:-100000}" || status=1
 fi
@@ -135,7 +118,7 @@ WEB_PORT="$(free_port)"
 say "gunicorn with $WORKERS workers on 127.0.0.1:$WEB_PORT"
 "$VENV/bin/gunicorn" --workers "$WORKERS" --bind "127.0.0.1:$WEB_PORT" wsgi:app \
   > "$WORK/gunicorn.log" 2>&1 &
-WEB_PID=$!
+STOP_PIDS+=($!)
 wait_for_port "$WEB_PORT" 30 || { cat "$WORK/gunicorn.log" >&2; exit 1; }
 
 say "measuring"

@@ -126,3 +126,29 @@ start_postgres() {
   PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
   "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE cleardesk" >/dev/null
 }
+
+start_throwaway_servers() {
+  # start_throwaway_servers NAME : a temporary directory WORK with a Redis (REDIS_PORT) and a
+  # PostgreSQL (PG_PORT) on spare ports; they, the processes in STOP_PIDS and WORK go when the
+  # script exits, also on failure or Ctrl-C.
+  WORK="$(mktemp -d "/tmp/cleardesk-$1.XXXXXX")"
+  chmod 755 "$WORK"
+  REDIS_PID=""
+  PG_STOP=()
+  STOP_PIDS=()
+  trap stop_throwaway_servers EXIT
+  trap 'exit 130' INT TERM
+  REDIS_PORT="$(free_port)"
+  start_redis "$REDIS_PORT" "$WORK/redis" || return 1
+  PG_PORT="$(free_port)"
+  start_postgres "$PG_PORT" "$WORK/pg" || return 1
+}
+
+stop_throwaway_servers() {
+  local pid
+  for pid in "${STOP_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
+  [ ${#PG_STOP[@]} -gt 0 ] && "${PG_STOP[@]}" >/dev/null 2>&1
+  wait 2>/dev/null
+  rm -rf "$WORK"
+}

@@ -7,24 +7,8 @@ source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
 ensure_venv || exit 1
 
-WORK="$(mktemp -d /tmp/cleardesk-test.XXXXXX)"
-chmod 755 "$WORK"
-REDIS_PID=""
-PG_STOP=()
-cleanup() {
-  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
-  [ ${#PG_STOP[@]} -gt 0 ] && "${PG_STOP[@]}" >/dev/null 2>&1
-  wait 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 CHROMIUM="$(find_chromium)" || exit 1
-REDIS_PORT="$(free_port)"
-start_redis "$REDIS_PORT" "$WORK/redis" || exit 1
-PG_PORT="$(free_port)"
-start_postgres "$PG_PORT" "$WORK/pg" || exit 1
+start_throwaway_servers test || exit 1
 
 export CLEARDESK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export CLEARDESK_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk"
