@@ -10,7 +10,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app.models import Kind, Priority
 
 OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
-            ("queue", "Send to a team queue"), ("assign", "Assign to the least-loaded"),
+            ("queue", "Send to a team queue"), ("assign", "Assign to a person"),
             ("prioritize", "Only set the priority")]
 RULE_KINDS = [("approval", "Approvals"), ("billing_exception", "Billing exceptions"),
               ("settlement_dispute", "Settlement disputes")]
