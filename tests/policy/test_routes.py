@@ -210,12 +210,14 @@ def test_switching_to_a_kind_picks_an_outcome_that_fits_and_rechecks_the_conditi
     assert "✓ Valid — uses discount_pct" in back.text
 
 
-def test_the_rule_form_fragment_needs_the_csrf_token_and_an_admin(
+def test_the_rule_form_fragment_needs_the_csrf_token_an_admin_and_a_known_form(
         client, auth, draft_page, admins, make_user):
     tenant, draft, url, token = draft_page
     refused = client.post(f"{url}/rule-form", headers={"HX-Request": "true"},
                           data={"form_id": "new", "kind": "approval"})
     assert refused.status_code == 400
+    unknown = _kind_part(client, url, token, kind="approval", form_id="rule")
+    assert unknown.status_code == 422
     make_user("appr@example.com", [tenant], roles=("approver",))
     auth.login("appr@example.com")
     other = auth.csrf("/")
