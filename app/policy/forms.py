@@ -1,6 +1,8 @@
 """Forms of the policy admin pages."""
 from __future__ import annotations
 
+import re
+
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
@@ -8,10 +10,15 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 from app.models import Kind, Priority
 
 OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
-            ("queue", "Send to a team queue"), ("assign", "Assign to a role"),
+            ("queue", "Send to a team queue"), ("assign", "Assign to a person"),
             ("prioritize", "Only set the priority")]
 RULE_KINDS = [("approval", "Approvals"), ("billing_exception", "Billing exceptions"),
               ("settlement_dispute", "Settlement disputes")]
+# The outcome inputs the rule form shows for each kind (the service refuses the others).
+RULE_INPUTS = {"approval": ("queue", "steps"),
+               "billing_exception": ("queue", "assign_role", "set_priority"),
+               "settlement_dispute": ("queue", "assign_role", "set_priority")}
+RULE_FORM_ID = re.compile(r"new|r[0-9]{1,18}")
 CASE_ROLES = ["analyst", "manager"]
 STEP_ROLES = [("manager", "manager"), ("approver", "approver")]
 RISK_NUMBERS = ("base", "per_10k", "per_discount_pct", "max_auto_risk")
@@ -31,6 +38,18 @@ class RuleForm(FlaskForm):
     queue = StringField("Queue", validators=[Optional(), Length(max=64)])
     set_priority = StringField("Set priority", validators=[Optional(), Length(max=10)])
     assign_role = StringField("Assign to", validators=[Optional(), Length(max=20)])
+
+
+def rule_values_for_kind(data: dict, outcomes_by_kind: dict) -> dict:
+    """The rule form's values once its kind is chosen: an unknown kind reads as approvals, and
+    an outcome that does not fit the kind gives way to the kind's first one."""
+    values = dict(data)
+    if values.get("kind") not in outcomes_by_kind:
+        values["kind"] = "approval"
+    allowed = outcomes_by_kind[values["kind"]]
+    if values.get("outcome") not in allowed:
+        values["outcome"] = allowed[0]
+    return values
 
 
 class ConditionForm(FlaskForm):

@@ -15,7 +15,7 @@ from app.extensions import db
 from app.models import Role
 from app.policy import forms, services, simulation
 from app.policy.models import PolicyVersion
-from app.policy.rules import FIELDS, FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
+from app.policy.rules import FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
@@ -68,17 +68,22 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
     context = dict(
         tenant=policy.tenant, policy=policy, base=base, now=utcnow(),
         diff=simulation.version_diff(base, policy), settings=settings,
-        new_rule=forms.RuleForm(formdata=None, data={"outcome": "auto_approve"}),
-        fields=FIELDS, fields_by_kind=FIELDS_BY_KIND, kind_words=KIND_WORDS,
-        rule_kinds=forms.RULE_KINDS, outcomes=forms.OUTCOMES, case_roles=forms.CASE_ROLES,
-        type_words=TYPE_WORDS, steps_text=forms.steps_text,
-        points_text=forms.points_text, outcome_text=simulation.outcome_text,
-        sla_kinds=forms.SLA_KINDS, sla_priorities=forms.SLA_PRIORITIES,
+        steps_text=forms.steps_text, points_text=forms.points_text,
+        outcome_text=simulation.outcome_text, sla_kinds=forms.SLA_KINDS,
         activate_form=forms.ActivateForm(formdata=None), simulate_form=forms.SimulateForm(),
         actor_id=actor.user_id, rule_errors={}, rule_values={}, settings_errors={},
         sim=None)
+    context.update(_rule_form_context())
     context.update(extra)
     return render_page("policy/version.html", status=status, **context)
+
+
+def _rule_form_context() -> dict:
+    """What the rule form needs to show each kind its own fields and outcomes."""
+    return dict(fields_by_kind=FIELDS_BY_KIND, kind_words=KIND_WORDS, type_words=TYPE_WORDS,
+                rule_kinds=forms.RULE_KINDS, outcome_labels=dict(forms.OUTCOMES),
+                outcomes_by_kind=services.OUTCOMES_BY_KIND, rule_inputs=forms.RULE_INPUTS,
+                case_roles=forms.CASE_ROLES, sla_priorities=forms.SLA_PRIORITIES)
 
 
 @bp.get("/<int:tenant_id>/versions/<int:policy_id>")
@@ -108,14 +113,43 @@ def check(tenant_id: int):
     services.require_policy_admin(current_actor(), tenant_id)
     form = forms.ConditionForm()
     form.validate()
-    error, used = None, []
     kind = form.kind.data if form.kind.data in FIELDS_BY_KIND else "approval"
-    try:
-        check_condition(form.condition.data or "", kind)
-        used = [name for name in FIELDS_BY_KIND[kind] if name in (form.condition.data or "")]
-    except ValidationFailed as failed:
-        error = failed.message
+    error, used = _checked(form.condition.data or "", kind)
     return render_page("policy/_check.html", error=error, used=used)
+
+
+@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rule-form")
+@login_required
+def rule_form(tenant_id: int, policy_id: int):
+    """The rule form after its kind changed: for htmx, the kind's part of the form (its fields
+    to use in a condition, its outcomes and their inputs) and, out of band, the condition
+    checked against that kind; without JS, the whole page with the form's values kept.
+    Changes nothing."""
+    actor = current_actor()
+    policy = services.get_version(actor, tenant_id, policy_id)
+    form = forms.RuleForm()
+    form.validate()
+    values = forms.rule_values_for_kind(form.data, services.OUTCOMES_BY_KIND)
+    form_id = request.form.get("form_id", "")
+    if not forms.RULE_FORM_ID.fullmatch(form_id):
+        raise ValidationFailed("Unknown rule form.", {"form_id": "unknown form"})
+    if not wants_fragment():
+        return _version_page(actor, tenant_id, policy_id,
+                             rule_values={int(form_id[1:]) if form_id != "new" else "new": values})
+    error, used = _checked(values.get("condition") or "", values["kind"])
+    return render_page("policy/_rule_kind.html", tenant=policy.tenant, policy=policy,
+                       form_id=form_id, values=values, kind=values["kind"], errors={},
+                       editable=policy.state == "draft" and policy.author_id == actor.user_id,
+                       oob_check=True, error=error, used=used, **_rule_form_context())
+
+
+def _checked(condition: str, kind: str) -> tuple[str | None, list[str]]:
+    """A condition's live check: the problem, or the fields of `kind` it uses."""
+    try:
+        check_condition(condition, kind)
+    except ValidationFailed as failed:
+        return failed.message, []
+    return None, [name for name in FIELDS_BY_KIND[kind] if name in condition]
 
 
 @bp.post("/<int:tenant_id>/drafts")

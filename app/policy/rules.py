@@ -29,17 +29,13 @@ FIELDS: dict[str, tuple[DataType, str]] = {
     "payment_terms_days": (DataType.FLOAT, "payment terms asked for"),
     "contract_term_months": (DataType.FLOAT, "contract term"),
 }
+# Exceptions and disputes share these approval fields; where the help differs, it says so.
+_CASE_SHARED = ("amount", "currency", "region", "product_line", "partner_type", "priority",
+                "source_system", "counterparty", "risk_score")
+_CASE_HELP = {"priority": "low, normal, high, urgent (as it arrived)",
+              "source_system": "e.g. zuora, stripe, partner_portal"}
 _CASE_COMMON: dict[str, tuple[DataType, str]] = {
-    "amount": (DataType.FLOAT, "amount in the tenant's currency"),
-    "currency": (DataType.STRING, "ISO currency code"),
-    "region": (DataType.STRING, "NA, EMEA, APAC, LATAM"),
-    "product_line": (DataType.STRING, "e.g. Core Platform, Payments"),
-    "partner_type": (DataType.STRING, "reseller, referral, marketplace, systems_integrator"),
-    "priority": (DataType.STRING, "low, normal, high, urgent (as it arrived)"),
-    "source_system": (DataType.STRING, "e.g. zuora, stripe, partner_portal"),
-    "counterparty": (DataType.STRING, "customer or partner name"),
-    "risk_score": (DataType.FLOAT, "0-100, from the policy's risk scoring"),
-}
+    name: (FIELDS[name][0], _CASE_HELP.get(name, FIELDS[name][1])) for name in _CASE_SHARED}
 # The fields a rule for each kind of work sees.
 FIELDS_BY_KIND: dict[str, dict[str, tuple[DataType, str]]] = {
     "approval": FIELDS,

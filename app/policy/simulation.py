@@ -180,7 +180,7 @@ def outcome_text(rule) -> str:
         steps = f" with steps {_steps_words(rule.steps)}" if rule.steps else ""
         return f"queue “{rule.queue}”{steps}{priority}"
     if rule.outcome == "assign":
-        return f"assign to a {rule.assign_role}{priority}"
+        return f"assign to the least-loaded {rule.assign_role}{priority}"
     if rule.outcome == "prioritize":
         return f"priority {rule.set_priority}"
     return "steps " + _steps_words(rule.steps)

@@ -76,3 +76,74 @@ def test_an_admin_drafts_validates_simulates_and_a_second_admin_activates(
     expect(receipt).to_contain_text("#2 Mid-size deals")
     expect(receipt).to_contain_text("2500.00")
     page.screenshot(path=str(shots / "policy-receipt.png"), full_page=True)
+
+
+def test_an_admin_switches_a_draft_rule_kind_and_sees_only_its_outcomes_then_saves_it(
+        page, admins, make_policy, shots):
+    from app.policy.services import create_draft
+    from tests.conftest import actor
+
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [("Small deals", "amount <= 1000", "auto_approve", "")])
+    draft = create_draft(actor(author), tenant.id)
+    commit()
+    rule_id = draft.rules[0].id
+    sign_in(page, author.email)
+    page.goto(f"/admin/policy/{tenant.id}/versions/{draft.id}")
+    page.wait_for_load_state("networkidle")  # htmx wired up
+    rule = page.locator(f"#rule-{rule_id}")
+    outcome = rule.locator(".rule-outcome")
+    expect(outcome.locator("legend")).to_have_text("Outcome for approvals")
+    expect(outcome.locator("textarea[name=steps]")).to_be_visible()
+    expect(outcome.locator("[name=assign_role]")).to_have_count(0)
+    expect(rule.locator(".field-chips")).to_contain_text("discount_pct")
+    rule.scroll_into_view_if_needed()
+    rule.screenshot(path=str(shots / "rule-editor-approval.png"))
+
+    rule.get_by_label("For").select_option("settlement_dispute")
+    expect(outcome.locator("legend")).to_have_text("Outcome for settlement disputes")
+    expect(outcome.locator("[name=steps]")).to_have_count(0)
+    expect(outcome.locator("[name=outcome]").locator("option")).to_have_text(
+        ["Send to a team queue", "Assign to a person", "Only set the priority"])
+    expect(rule.locator(".field-chips")).to_contain_text("delta_pct")
+    expect(rule.locator(".field-chips")).not_to_contain_text("discount_pct")
+    # The live check now knows only the dispute's fields.
+    condition = rule.locator("textarea[name=condition]")
+    condition.fill("")
+    condition.press_sequentially("discount_pct > 5", delay=5)
+    expect(rule.locator(".condition-check")).to_contain_text(
+        "Unknown field “discount_pct” of settlement disputes.")
+    condition.fill("")
+    condition.press_sequentially("delta > 5000", delay=5)
+    expect(rule.locator(".condition-check")).to_contain_text("✓ Valid — uses delta")
+    rule.get_by_label("Name").fill("Big deltas")
+    outcome.locator("[name=outcome]").select_option("assign")
+    outcome.locator("[name=assign_role]").select_option("analyst")
+    outcome.locator("[name=set_priority]").select_option("high")
+    rule.screenshot(path=str(shots / "rule-editor-settlement_dispute.png"))
+
+    # Exceptions have no "delta": switching re-checks the condition and says so; the chosen
+    # outcome and its inputs carry over.
+    rule.get_by_label("For").select_option("billing_exception")
+    expect(outcome.locator("legend")).to_have_text("Outcome for billing exceptions")
+    expect(rule.locator(".condition-check")).to_contain_text(
+        "Unknown field “delta” of billing exceptions.")
+    expect(outcome.locator("[name=assign_role]")).to_have_value("analyst")
+    expect(rule.locator(".field-chips")).to_contain_text("amount_at_risk")
+    rule.get_by_text("What they mean").click()
+    expect(rule.locator(".field-meanings table")).to_contain_text("revenue at risk (leakage)")
+    rule.screenshot(path=str(shots / "rule-editor-billing_exception.png"))
+
+    rule.get_by_label("For").select_option("settlement_dispute")
+    expect(rule.locator(".condition-check")).to_contain_text("✓ Valid")
+    expect(outcome.locator("[name=set_priority]")).to_have_value("high")
+    rule.get_by_role("button", name="Save rule").click()
+    expect(page.locator(".flash")).to_contain_text("Rule saved.")
+    saved = page.locator(f"#rule-{rule_id} header")
+    expect(saved).to_contain_text("1. Big deltas")
+    expect(saved).to_contain_text("settlement disputes")
+    expect(saved).to_contain_text("assign to the least-loaded analyst, priority high")
+    expect(page.locator(".diff")).to_contain_text("Big deltas")
+    expect(page.locator(f"#rule-{rule_id} .rule-outcome legend")).to_have_text(
+        "Outcome for settlement disputes")
+    page.screenshot(path=str(shots / "rule-editor-saved.png"), full_page=True)

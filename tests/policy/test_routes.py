@@ -136,3 +136,158 @@ def test_posts_without_a_csrf_token_are_refused(client, auth, admins):
     auth.login(author.email)
     assert client.post(f"/admin/policy/{tenant.id}/drafts").status_code == 400
     assert re.search("New draft", client.get("/admin/policy/").text)
+
+
+# The rule form shows each kind only its own fields and outcomes.
+
+KIND_INPUTS = {
+    "approval": ({"outcome", "queue", "steps"}, ["auto_approve", "steps", "queue"]),
+    "billing_exception": ({"outcome", "queue", "assign_role", "set_priority"},
+                          ["queue", "assign", "prioritize"]),
+    "settlement_dispute": ({"outcome", "queue", "assign_role", "set_priority"},
+                           ["queue", "assign", "prioritize"]),
+}
+
+
+@pytest.fixture
+def draft_page(client, auth, admins, make_policy):
+    """The author signed in on a fresh draft: (tenant, draft, its page's URL, a CSRF token)."""
+    from app.policy import services
+    from app.unit_of_work import commit
+    from tests.conftest import actor
+
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [AUTO])
+    draft = services.create_draft(actor(author), tenant.id)
+    commit()
+    auth.login(author.email)
+    url = f"/admin/policy/{tenant.id}/versions/{draft.id}"
+    return tenant, draft, url, auth.csrf(url)
+
+
+def _kind_part(client, url, token, **data):
+    return client.post(f"{url}/rule-form", headers={"HX-Request": "true", "X-CSRFToken": token},
+                       data={"form_id": "new", "name": "", "condition": "", **data})
+
+
+def _main_part(html):
+    """The swapped part of a rule-form answer, without its out-of-band condition check."""
+    return html.split('hx-swap-oob="true"')[0]
+
+
+@pytest.mark.parametrize("kind", list(KIND_INPUTS))
+def test_the_rule_form_fragment_for_a_kind_holds_exactly_its_outcomes_and_fields(
+        client, draft_page, kind):
+    from app.policy.rules import FIELDS_BY_KIND
+
+    tenant, draft, url, token = draft_page
+    answer = _kind_part(client, url, token, kind=kind, outcome="queue", queue="Deal desk")
+    assert answer.status_code == 200 and "<html" not in answer.text
+    part = _main_part(answer.text)
+    assert part.lstrip().startswith('<div id="kindpart-new"')
+    inputs, outcomes = KIND_INPUTS[kind]
+    assert set(re.findall(r'name="(\w+)"', part)) == inputs
+    assert re.findall(r'<option value="(\w+)"[^>]*>(?:Auto|Approval|Send|Assign|Only)',
+                      part) == outcomes
+    assert 'value="Deal desk"' in part  # what was typed survives the switch
+    # The condition's help lists this kind's fields, with their types, and no other kind's.
+    chips = re.findall(r"<li title=\"[^\"]*\"><code>(\w+)</code> <small>([^<]+)</small>", part)
+    assert chips == [(name, "a number" if ftype.name == "FLOAT" else "text")
+                     for name, (ftype, _help) in FIELDS_BY_KIND[kind].items()]
+
+
+def test_switching_to_a_kind_picks_an_outcome_that_fits_and_rechecks_the_condition(
+        client, draft_page):
+    tenant, draft, url, token = draft_page
+    answer = _kind_part(client, url, token, kind="settlement_dispute", outcome="auto_approve",
+                        condition="discount_pct > 10")
+    assert re.search(r'<option value="queue"\s+selected', answer.text)
+    assert "auto_approve" not in _main_part(answer.text)
+    oob = answer.text.split('id="check-new"')[1]
+    assert "Unknown field “discount_pct” of settlement disputes." in oob
+    back = _kind_part(client, url, token, kind="approval", outcome="queue",
+                      condition="discount_pct > 10")
+    assert "✓ Valid — uses discount_pct" in back.text
+
+
+def test_the_rule_form_fragment_needs_the_csrf_token_an_admin_and_a_known_form(
+        client, auth, draft_page, admins, make_user):
+    tenant, draft, url, token = draft_page
+    refused = client.post(f"{url}/rule-form", headers={"HX-Request": "true"},
+                          data={"form_id": "new", "kind": "approval"})
+    assert refused.status_code == 400
+    unknown = _kind_part(client, url, token, kind="approval", form_id="rule")
+    assert unknown.status_code == 422
+    make_user("appr@example.com", [tenant], roles=("approver",))
+    auth.login("appr@example.com")
+    other = auth.csrf("/")
+    assert _kind_part(client, url, other, kind="approval").status_code == 403
+
+
+def test_without_js_the_kind_button_shows_the_whole_page_with_that_kind_fields(
+        client, draft_page):
+    tenant, draft, url, token = draft_page
+    page = client.get(url).text
+    assert "Show this kind's fields" in page and "<noscript>" in page
+    shown = client.post(f"{url}/rule-form", data={
+        "csrf_token": token, "form_id": "new", "name": "Disputes", "kind": "settlement_dispute",
+        "condition": "delta > 5000", "outcome": "auto_approve"})
+    assert shown.status_code == 200 and "<html" in shown.text
+    new_form = shown.text.split('id="kindpart-new"')[1].split("</fieldset>")[0]
+    assert set(re.findall(r'name="(\w+)"', new_form)) == KIND_INPUTS["settlement_dispute"][0]
+    assert 'value="Disputes"' in shown.text and "delta &gt; 5000" in shown.text
+    db.session.expire_all()
+    assert len(db.session.get(PolicyVersion, draft.id).rules) == 1  # nothing saved
+
+
+@pytest.mark.parametrize("kind, data, field, message", [
+    ("settlement_dispute", {"outcome": "auto_approve"}, "outcome",
+     "Settlement disputes are never auto-approved"),
+    ("billing_exception", {"outcome": "steps", "steps": "approver >= 0"}, "outcome",
+     "Approval steps are for approvals; send billing exceptions to a queue"),
+    ("billing_exception", {"outcome": "queue", "queue": "Ops", "steps": "approver >= 0"},
+     "steps", "approval steps are for approvals, not billing exceptions"),
+])
+def test_a_plain_post_of_an_outcome_that_does_not_fit_the_kind_is_refused_with_its_reason(
+        client, draft_page, kind, data, field, message):
+    tenant, draft, url, token = draft_page
+    refused = client.post(f"{url}/rules", data={
+        "csrf_token": token, "form_id": "new", "name": "Misfit", "kind": kind,
+        "condition": "amount > 10", **data})
+    assert refused.status_code == 422
+    new_form = refused.text.split('id="kindpart-new"')[1].split("</fieldset>")[0]
+    assert message in new_form  # shown in the form, though its input is not the kind's
+    assert set(re.findall(r'name="(\w+)"', new_form)) == KIND_INPUTS[kind][0]
+    db.session.expire_all()
+    assert [r.name for r in db.session.get(PolicyVersion, draft.id).rules] == ["Small deals"]
+
+
+def test_live_validation_under_the_dispute_kind_does_not_know_an_approval_only_field(
+        client, draft_page):
+    tenant, draft, url, token = draft_page
+    checked = client.post(f"/admin/policy/{tenant.id}/check",
+                          headers={"HX-Request": "true", "X-CSRFToken": token},
+                          data={"condition": "discount_pct > 10", "kind": "settlement_dispute"})
+    assert checked.status_code == 200
+    assert "Unknown field “discount_pct” of settlement disputes." in checked.text
+    fine = client.post(f"/admin/policy/{tenant.id}/check",
+                       headers={"HX-Request": "true", "X-CSRFToken": token},
+                       data={"condition": "discount_pct > 10", "kind": "approval"})
+    assert "✓ Valid" in fine.text
+
+
+def test_a_fitting_rule_of_each_kind_saves_from_the_form(client, draft_page):
+    tenant, draft, url, token = draft_page
+    saved = client.post(f"{url}/rules", data={
+        "csrf_token": token, "form_id": "new", "name": "Big deltas", "kind": "settlement_dispute",
+        "condition": "delta > 5000", "outcome": "assign", "assign_role": "analyst",
+        "set_priority": "high"})
+    assert saved.status_code == 303
+    db.session.expire_all()
+    rule = db.session.get(PolicyVersion, draft.id).rules[-1]
+    assert (rule.kind, rule.outcome, rule.assign_role, rule.set_priority) == (
+        "settlement_dispute", "assign", "analyst", "high")
+    page = client.get(url).text
+    edit = page.split(f'id="kindpart-r{rule.id}"')[1].split("</fieldset>")[0]
+    assert set(re.findall(r'name="(\w+)"', edit)) == KIND_INPUTS["settlement_dispute"][0]
+    assert re.search(r'<option value="analyst"\s+selected', edit)

@@ -28,3 +28,18 @@ def test_a_bad_condition_is_refused_with_a_message_naming_the_problem(condition,
     with pytest.raises(ValidationFailed) as refused:
         check_condition(condition)
     assert refused.value.message == message
+
+
+def test_exceptions_and_disputes_see_the_shared_approval_fields_with_their_own_help():
+    from app.policy.rules import FIELDS, FIELDS_BY_KIND
+
+    shared = ["amount", "currency", "region", "product_line", "partner_type", "priority",
+              "source_system", "counterparty", "risk_score"]
+    for kind in ("billing_exception", "settlement_dispute"):
+        fields = FIELDS_BY_KIND[kind]
+        assert list(fields)[:len(shared)] == shared
+        assert "discount_pct" not in fields and "counterparty_risk" not in fields
+        assert all(fields[name][0] == FIELDS[name][0] for name in shared)
+        assert fields["priority"][1] == "low, normal, high, urgent (as it arrived)"
+        assert fields["source_system"][1] == "e.g. zuora, stripe, partner_portal"
+        assert fields["amount"] == FIELDS["amount"]

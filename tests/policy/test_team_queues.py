@@ -51,21 +51,39 @@ def _evaluate(tenant, *items):
     return counts
 
 
+@pytest.fixture
+def routed(admins, team, make_policy, make_item):
+    """route(rules, *items): activate a policy of `rules`, make the items (dicts of make_item's
+    keywords; approvals are the team requester's) and let the policy evaluate them. Answers
+    the evaluation's counts and the items as they are after it."""
+    tenant, author, checker = admins
+
+    def route(rules, *specs):
+        make_policy(tenant, author, checker, rules)
+        items = [make_item(tenant, **({"requester": team["requester"]}
+                                      if spec.get("kind", "approval") == "approval" else {}),
+                           **spec) for spec in specs]
+        counts = _evaluate(tenant, *items)
+        return counts, [db.session.get(WorkItem, i.id) for i in items]
+
+    return route
+
+
 def _ids(html):
     return [int(i) for i in re.findall(r'id="row-(\d+)"', html)]
 
 
-def _deal(make_item, tenant, requester, amount="8000.00"):
-    return make_item(tenant, amount=amount, subtype="non_standard_terms", requester=requester)
+def _deal(amount="8000.00"):
+    return {"amount": amount, "subtype": "non_standard_terms"}
 
 
-def test_a_queue_rule_puts_the_item_in_that_team_queue_with_the_rule_steps(
-        admins, team, make_policy, make_item):
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [DEAL_DESK])
-    item = _deal(make_item, tenant, team["requester"])
-    assert _evaluate(tenant, item) == {"queued": 1, "skipped": 0}
-    item = db.session.get(WorkItem, item.id)
+LEAK = {"kind": "billing_exception", "amount": "40000.00", "amount_at_risk": "30000.00"}
+BIG_DELTA = {"kind": "settlement_dispute", "amount": "20000.00", "calculated_amount": "1000.00"}
+
+
+def test_a_queue_rule_puts_the_item_in_that_team_queue_with_the_rule_steps(routed):
+    counts, [item] = routed([DEAL_DESK], _deal())
+    assert counts == {"queued": 1, "skipped": 0}
     assert item.team_queue == "Deal desk" and item.state == "pending"
     assert [(s.role, s.min_limit, s.state) for s in item.steps] == [
         ("approver", Decimal("1000.00"), "open"), ("manager", Decimal("8000.00"), "waiting")]
@@ -74,12 +92,8 @@ def test_a_queue_rule_puts_the_item_in_that_team_queue_with_the_rule_steps(
 
 
 def test_the_team_queue_page_lists_counts_and_opens_its_items_for_the_kind_workers(
-        admins, team, make_policy, make_item, client, auth):
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [DEAL_DESK])
-    queued = _deal(make_item, tenant, team["requester"])
-    other = make_item(tenant, amount="700.00", requester=team["requester"])
-    _evaluate(tenant, queued, other)
+        routed, client, auth):
+    _counts, [queued, other] = routed([DEAL_DESK], _deal(), {"amount": "700.00"})
     auth.login("ann@example.com")
     page = client.get("/queues/@Deal desk")
     assert page.status_code == 200
@@ -100,11 +114,8 @@ def test_the_team_queue_page_lists_counts_and_opens_its_items_for_the_kind_worke
 
 
 def test_an_item_is_claimed_and_its_steps_decided_from_the_team_queue(
-        admins, team, make_policy, make_item, client, auth):
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [DEAL_DESK])
-    item = _deal(make_item, tenant, team["requester"])
-    _evaluate(tenant, item)
+        routed, team, client, auth):
+    _counts, [item] = routed([DEAL_DESK], _deal())
     queue = "@Deal desk"
     auth.login("ann@example.com")
     token = auth.csrf("/queues/" + quote(queue))
@@ -134,12 +145,9 @@ def test_an_item_is_claimed_and_its_steps_decided_from_the_team_queue(
     assert _ids(client.get("/queues/" + quote(queue)).text) == []  # decided: out of the queue
 
 
-def test_the_team_queue_pages_by_keyset_in_each_sort_order(admins, team, make_policy, make_item):
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [DEAL_DESK])
-    items = [_deal(make_item, tenant, team["requester"], amount=f"{2000 + n * 10}.00")
-             for n in range(5)]
-    _evaluate(tenant, *items)
+def test_the_team_queue_pages_by_keyset_in_each_sort_order(admins, team, routed):
+    tenant = admins[0]
+    _counts, items = routed([DEAL_DESK], *(_deal(f"{2000 + n * 10}.00") for n in range(5)))
     viewer = actor(team["approver"])
     for sort in ("sla", "amount", "age"):
         filters = QueueFilters(sort=sort, tenant_ids=frozenset({tenant.id}))
@@ -256,14 +264,9 @@ def test_exceptions_created_in_a_batch_are_held_and_routed_as_single_ones_are(
     assert small.team_queue is None
 
 
-def test_assignment_goes_to_the_least_loaded_holder_of_the_role(
-        admins, team, make_policy, make_item):
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [DISPUTES])
-    disputes = [make_item(tenant, kind="settlement_dispute", amount="20000.00",
-                          calculated_amount="1000.00") for _ in range(4)]
-    _evaluate(tenant, *disputes)
-    assignees = [db.session.get(WorkItem, d.id).assignee_id for d in disputes]
+def test_assignment_goes_to_the_least_loaded_holder_of_the_role(team, routed):
+    _counts, disputes = routed([DISPUTES], *[BIG_DELTA] * 4)
+    assignees = [d.assignee_id for d in disputes]
     assert sorted(assignees) == sorted([team["analyst"].id] * 2 + [team["analyst2"].id] * 2)
 
 
@@ -273,8 +276,7 @@ def test_an_exception_already_claimed_is_left_to_its_person(
 
     tenant, author, checker = admins
     make_policy(tenant, author, checker, [LEAKAGE])
-    leak = make_item(tenant, kind="billing_exception", amount="40000.00",
-                     amount_at_risk="30000.00")
+    leak = make_item(tenant, **LEAK)
     claim_item(actor(team["analyst"]), leak.id)
     commit()
     assert _evaluate(tenant, leak) == {"skipped": 1}
@@ -290,13 +292,8 @@ def test_exceptions_of_a_tenant_whose_policy_has_no_rules_for_them_are_not_held(
     assert db.session.get(PolicyDecision, item.id) is None
 
 
-def test_an_exception_team_queue_is_worked_by_analysts_not_approvers(
-        admins, team, make_policy, make_item, client, auth):
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [LEAKAGE])
-    leak = make_item(tenant, kind="billing_exception", amount="40000.00",
-                     amount_at_risk="30000.00")
-    _evaluate(tenant, leak)
+def test_an_exception_team_queue_is_worked_by_analysts_not_approvers(routed, client, auth):
+    _counts, [leak] = routed([LEAKAGE], LEAK)
     auth.login("ava@example.com")
     page = client.get("/queues/" + quote("@Revenue assurance"))
     assert page.status_code == 200 and _ids(page.text) == [leak.id]
@@ -312,8 +309,7 @@ def test_an_exception_team_queue_is_worked_by_analysts_not_approvers(
     assert client.get("/queues/" + quote("@Revenue assurance")).status_code == 404
 
 
-def test_a_team_queue_page_is_one_ordered_scan_of_its_own_index(
-        admins, team, make_policy, make_item):
+def test_a_team_queue_page_is_one_ordered_scan_of_its_own_index(admins, team, routed):
     """The team queue's keyset query can read its partial index in order and stop after a
     page (the planner prefers it once the queue is large; on a few rows every ordered index
     costs the same, so on PostgreSQL the others are dropped inside the test's transaction and
@@ -323,11 +319,8 @@ def test_a_team_queue_page_is_one_ordered_scan_of_its_own_index(
     from app.queues.views import _base
     from app.models import WorkItem
 
-    tenant, author, checker = admins
-    make_policy(tenant, author, checker, [DEAL_DESK])
-    items = [_deal(make_item, tenant, team["requester"], amount=f"{2000 + n}.00")
-             for n in range(3)]
-    _evaluate(tenant, *items)
+    tenant = admins[0]
+    routed([DEAL_DESK], *(_deal(f"{2000 + n}.00") for n in range(3)))
     viewer = actor(team["approver"])
     dialect = db.session.get_bind().dialect.name
     for sort, index in (("sla", "ix_work_items_team_queue_sla"),
