@@ -66,7 +66,8 @@ def case_summary(item: WorkItem, notice: dict, membership: Membership | None) ->
         "title": item.title,
         "what": f"{item.kind_label}: {subtype_label(item.kind, item.subtype)}",
         "amounts": lines,
-        "headline": lines[-1][1],  # the amount at risk, or the disputed delta
+        # The amount at risk, or the disputed delta.
+        "headline": lines[-1][1], "headline_label": lines[-1][0],
         "counterparty": item.counterparty,
         "priority": item.priority,
         "external_ref": f"{item.source_system} {item.external_ref}",
