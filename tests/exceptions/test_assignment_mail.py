@@ -270,3 +270,15 @@ def test_an_assignee_out_of_office_is_told_who_stands_in_for_them(
     assert (f"You are out of office until {until}; Max Manager stands in for you on it."
             in inbox.text(mail))
     assert Decimal("950.00") == db.session.get(WorkItem, item.id).amount_at_risk
+
+
+def test_a_reassign_rolled_back_leaves_no_notice_behind(relaying, inbox, desk, make_item):
+    tenant, analyst, manager = desk["tenant"], desk["analyst"], desk["manager"]
+    item = _exception(make_item, tenant)
+    perform(actor(manager), item.id, "reassign", assignee_id=analyst.id)
+    db.session.rollback()  # the request failed after the reassign
+    perform(actor(analyst), _exception(make_item, tenant).id, "claim")
+    commit()  # the next unit of work on the same session writes only its own
+    assert _assigned_topics() == 0
+    run_worker(relaying)
+    assert inbox.messages == []
