@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from flask import current_app
-from sqlalchemy import exists, select
+from sqlalchemy import select
 
 from app.approvals.notifications import DEFAULT_BRAND_COLOR, brand, money, render_mail
 from app.approvals.services import standing_delegate
@@ -121,13 +121,17 @@ def mail_assignment_notices(message) -> int:
     (sent_mails.notice_key per message and assignee), so a retry, or the message delivered
     twice, mails only those not yet mailed. Returns how many mails went."""
     notices = (message.payload or {}).get("notices") or []
-    sent = 0
-    for assignee_id, entries in sorted(_still_theirs(notices).items()):
+    theirs = _still_theirs(notices)
+    keys = {assignee_id: f"assigned:{message.id}:{assignee_id}" for assignee_id in theirs}
+    already = set(db.session.scalars(select(SentMail.notice_key)
+                                     .where(SentMail.notice_key.in_(list(keys.values())))))
+    base = current_app.config["APP_BASE_URL"].rstrip("/")
+    # Every mail is rendered before the first is sent: each send commits, and a commit expires
+    # the items every later mail would otherwise load again one by one.
+    mails = []
+    for assignee_id, entries in sorted(theirs.items()):
         user = db.session.get(User, assignee_id)
-        if user is None or not user.active:
-            continue
-        key = f"assigned:{message.id}:{assignee_id}"
-        if db.session.scalar(select(exists().where(SentMail.notice_key == key))):
+        if user is None or not user.active or keys[assignee_id] in already:
             continue
         parts = _parts(user, entries)
         count = len(entries)
@@ -140,15 +144,15 @@ def mail_assignment_notices(message) -> int:
             subject = f"Assigned to you: {only['title']} — {only['headline']} ({where})"
         else:
             subject = f"{count} items assigned to you ({where})"
-        base = current_app.config["APP_BASE_URL"].rstrip("/")
         context = {"brand": mail_brand, "recipient": user, "parts": parts, "count": count,
                    "single": parts[0]["items"][0] if count == 1 else None,
                    "my_work_url": f"{base}/queues/mine"}
-        send_mail(tenant=tenant, recipient=user, subject=subject,
-                  text=render_mail("mail/assigned.txt", **context),
-                  html=render_mail("mail/assigned.html", **context),
-                  kind="assigned", item_id=entries[0][0].id if count == 1 else None,
-                  notice_key=key)
+        mails.append(dict(tenant=tenant, recipient=user, subject=subject,
+                          text=render_mail("mail/assigned.txt", **context),
+                          html=render_mail("mail/assigned.html", **context),
+                          kind="assigned", item_id=entries[0][0].id if count == 1 else None,
+                          notice_key=keys[assignee_id]))
+    for mail in mails:
+        send_mail(**mail)
         commit()
-        sent += 1
-    return sent
+    return len(mails)
