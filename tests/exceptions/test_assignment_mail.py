@@ -282,3 +282,23 @@ def test_a_reassign_rolled_back_leaves_no_notice_behind(relaying, inbox, desk, m
     assert _assigned_topics() == 0
     run_worker(relaying)
     assert inbox.messages == []
+
+
+def test_a_bulk_reassign_across_tenants_is_still_one_mail_with_a_section_per_tenant(
+        relaying, inbox, make_tenant, make_user, make_item):
+    northwind = make_tenant()
+    contoso = make_tenant("contoso", currency="EUR", timezone="Europe/Berlin", country="DE")
+    manager = make_user("max@x.test", [northwind, contoso], roles=("manager",))
+    analyst = make_user("ava@x.test", [northwind, contoso], roles=("analyst",))
+    ids = [_exception(make_item, northwind).id, _exception(make_item, contoso).id]
+    bulk_act(actor(manager), ids, "reassign", assignee_id=analyst.id)
+    commit()
+    run_worker(relaying)
+
+    [mail] = inbox.messages
+    assert mail["Subject"] == "2 items assigned to you (2 tenants)"
+    text = inbox.text(mail)
+    assert "== Contoso (1) ==" in text and "== Northwind (1) ==" in text
+    assert "EUR 950.00" in text and "USD 950.00" in text
+    assert re.search(r"SLA due \S+ \S+ CE[S]?T", text)  # Berlin time for Contoso's item
+    assert text.rstrip().endswith("— Cleardesk")  # no one tenant's brand on a shared mail
