@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.actors import Actor
+from app.extensions import db
 from app.models import Kind, WorkItem
 from app.outbox.services import add_messages
 from app.unit_of_work import CommitTimeList
@@ -35,8 +36,6 @@ def note_assignment(actor: Actor, item: WorkItem, assignee_id: int | None, *,
     else:
         notice.update(by_user_id=actor.user_id,
                       by_name=actor.user.name if actor.user is not None else actor.label)
-    from app.extensions import db
-
     PENDING_NOTICES.add(db.session(), notice)
     return True
 
