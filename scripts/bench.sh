@@ -24,6 +24,9 @@
 #                               open steps (default 300)
 #                        policy the policy worker: BENCH_POLICY_ITEMS newly arrived items (default
 #                               100000) decided by one worker, against single-row INSERT commits/s
+#                        notify the "assigned to you" mail: a policy batch assigning BENCH_NOTIFY_ITEMS
+#                               exceptions (default 1000) to BENCH_NOTIFY_ANALYSTS analysts
+#                               (default 5), then their digest mails, against as many plain mails
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
 cd "$ROOT"
@@ -96,6 +99,14 @@ if [[ "$PARTS" == *,policy,* ]]; then
   POLICY_URL="$(bench_database policy)"
   DATABASE_URL="$POLICY_URL" RQ_QUEUE=bench-policy "$PY" bench/policy_bench.py \
     --items "${BENCH_POLICY_ITEMS:-100000}" || status=1
+fi
+if [[ "$PARTS" == *,notify,* ]]; then
+  say "assigned-to-you mail: a policy batch's digests against plain mails (own database)"
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_notify" >/dev/null
+  NOTIFY_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_notify"
+  DATABASE_URL="$NOTIFY_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  DATABASE_URL="$NOTIFY_URL" RQ_QUEUE=bench-notify "$PY" bench/notify_bench.py \
+    --items "${BENCH_NOTIFY_ITEMS:-1000}" --analysts "${BENCH_NOTIFY_ANALYSTS:-5}" || status=1
 fi
 [[ "$PARTS" == *,pages,* ]] || exit $status
 

@@ -48,6 +48,9 @@ HANDLERS: dict[str, list[str]] = {
     "account.password_link": ["app.admin.notifications.mail_password_link"],
     # A tenant's business calendar changed: its open items' due times follow.
     "tenant.calendar_changed": ["app.admin.jobs.move_due_times"],
+    # Exceptions and disputes were given to people by someone else or by the policy, in one
+    # unit of work: one "assigned to you" mail per assignee, listing their items.
+    "work.assigned": ["app.exceptions.notifications.mail_assignment_notices"],
 }
 
 _PENDING_KEY = "cleardesk_outbox_pending"

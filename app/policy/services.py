@@ -33,6 +33,7 @@ from app.policy.models import (
 )
 from app.policy.rules import KIND_WORDS, check_condition
 from app.types import utcnow
+from app.work.assignment_notices import note_assignment
 from app.work.kinds import parse_money
 from app.work.states import INITIAL_STATE, WORKER_ROLES, ApprovalState
 
@@ -400,6 +401,8 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
                 if assignee_id is not None:
                     item.assignee_id = assignee_id
                     item.claimed_at = now
+                    note_assignment(actor, item, assignee_id, policy_version=policy.version,
+                                    rule_name=rule.name, rule_position=rule.position)
                 changes["assignee_id"] = assignee_id
         inputs = _plain(verdict.inputs)
         db.session.execute(update(PolicyDecision.__table__)

@@ -21,6 +21,7 @@ from app.sla.services import resume_sla_clock, sla_due_at, sla_state_at
 from app.types import utcnow
 from app.unit_of_work import savepoint
 from app.work import kinds
+from app.work.assignment_notices import note_assignment
 from app.work.states import (
     ACTION_ROLES,
     COMMENT_ROLES,
@@ -630,6 +631,8 @@ def reassign_item(actor: Actor, item_id: int, assignee_id: int,
     _flush_or_conflict(item)
     record_event(actor, "item.reassigned", tenant_id=item.tenant_id, item_id=item.id,
                  data={"previous_assignee_id": previous, "assignee_id": assignee_id})
+    if previous != assignee_id:
+        note_assignment(actor, item, assignee_id)  # mailed once the unit of work commits
     return item
 
 
