@@ -102,9 +102,7 @@ if [[ "$PARTS" == *,policy,* ]]; then
 fi
 if [[ "$PARTS" == *,notify,* ]]; then
   say "assigned-to-you mail: a policy batch's digests against plain mails (own database)"
-  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_notify" >/dev/null
-  NOTIFY_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_notify"
-  DATABASE_URL="$NOTIFY_URL" "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+  NOTIFY_URL="$(bench_database notify)"
   DATABASE_URL="$NOTIFY_URL" RQ_QUEUE=bench-notify "$PY" bench/notify_bench.py \
     --items "${BENCH_NOTIFY_ITEMS:-1000}" --analysts "${BENCH_NOTIFY_ANALYSTS:-5}" || status=1
 fi
