@@ -3,6 +3,8 @@ server, every operation is driven with generated valid and invalid requests carr
 token, and every answer must be no server error and must conform to the document."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.api.conftest import item_payload
 
 # Bounded so the suite stays quick: 5 operations x 2 modes x this many requests.
-EXAMPLES = 20
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 

@@ -270,6 +270,22 @@ def test_assignment_goes_to_the_least_loaded_holder_of_the_role(team, routed):
     assert sorted(assignees) == sorted([team["analyst"].id] * 2 + [team["analyst2"].id] * 2)
 
 
+def test_one_batch_counts_the_open_work_people_hold_and_what_it_assigns_itself(
+        admins, team, make_item, routed):
+    """Ava already holds three open items: a batch of five goes three to Abe first, then
+    alternates from the tie (to the lower id first), as one-by-one evaluation would."""
+    from app.work.services import claim_item
+
+    tenant, _author, _checker = admins
+    for _ in range(3):
+        held = make_item(tenant, kind="billing_exception", amount="100.00")
+        claim_item(actor(team["analyst"]), held.id)
+    commit()
+    _counts, disputes = routed([DISPUTES], *[BIG_DELTA] * 5)
+    assert [d.assignee_id for d in disputes] == [team["analyst2"].id] * 3 + [
+        team["analyst"].id, team["analyst2"].id]
+
+
 def test_an_exception_already_claimed_is_left_to_its_person(
         admins, team, make_policy, make_item):
     from app.work.services import claim_item
