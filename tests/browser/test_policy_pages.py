@@ -94,7 +94,15 @@ def test_an_admin_switches_a_draft_rule_kind_and_sees_only_its_outcomes_then_sav
     rule = page.locator(f"#rule-{rule_id}")
     outcome = rule.locator(".rule-outcome")
     expect(outcome.locator("legend")).to_have_text("Outcome for approvals")
+    # Inputs show with the outcomes that use them: nothing more to fill in to auto-approve.
+    expect(outcome.locator("textarea[name=steps]")).to_be_hidden()
+    expect(outcome.locator("input[name=queue]")).to_be_hidden()
+    outcome.locator("[name=outcome]").select_option("steps")
     expect(outcome.locator("textarea[name=steps]")).to_be_visible()
+    expect(outcome.locator("input[name=queue]")).to_be_hidden()
+    outcome.locator("[name=outcome]").select_option("queue")
+    expect(outcome.locator("textarea[name=steps]")).to_be_visible()  # a queued item keeps them
+    expect(outcome.locator("input[name=queue]")).to_be_visible()
     expect(outcome.locator("[name=assign_role]")).to_have_count(0)
     expect(rule.locator(".field-chips")).to_contain_text("discount_pct")
     rule.scroll_into_view_if_needed()
