@@ -4,14 +4,16 @@ in the tenant's branding and sent by the worker; none is sent from a request."""
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from app.approvals.links import issue_link, link_url, step_up_threshold
 from app.approvals.models import ApprovalAssignment
 from app.approvals.services import named_approver_id, step_recipient
 from app.extensions import db
+from app.mail.models import SentMail
 from app.mail.sending import send_mail
 from app.models import ApprovalStep, StepState, Tenant, User, WorkItem
+from app.unit_of_work import commit
 from app.web import localtime, subtype_label
 from app.work.states import ApprovalState
 
@@ -95,6 +97,26 @@ def mail_step_assigned(message) -> None:
         return
     item = db.session.get(WorkItem, payload["item_id"])
     send_step_mail(item, step, "assignment", notice_key=f"assignment:{message.id}")
+
+
+def mail_steps_assigned(message) -> int:
+    """Outbox handler of approval.steps_assigned (a policy batch): the request mail of each step
+    as mail_step_assigned sends it. Each mail commits on its own (a notice key per message and
+    step), so a retry after a failed send mails only the steps not yet mailed. Returns how many
+    mails went."""
+    sent = 0
+    for assignment in (message.payload or {}).get("assignments") or []:
+        key = f"assignment:{message.id}:{assignment['step_id']}"
+        if db.session.scalar(select(exists().where(SentMail.notice_key == key))):
+            continue
+        step = db.session.get(ApprovalStep, assignment["step_id"])
+        if step is None or named_approver_id(step) != assignment["approver_id"]:
+            continue
+        item = db.session.get(WorkItem, assignment["item_id"])
+        if send_step_mail(item, step, "assignment", notice_key=key):
+            commit()
+            sent += 1
+    return sent
 
 
 def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str) -> None:

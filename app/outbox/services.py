@@ -25,12 +25,17 @@ HANDLERS: dict[str, list[str]] = {
     # Many items created at once (an import): {"item_ids": [...]}, evaluated and fanned out
     # as a batch; subscribers still get one item.created event per item.
     "items.created": ["app.policy.jobs.evaluate_arrivals", "app.webhooks.services.fan_out"],
+    # The policy decided many items at once: {"changes": [{"item_id", "from", "to", "action"}]},
+    # fanned out as one item.state_changed event per item.
+    "items.state_changed": ["app.webhooks.services.fan_out"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed: the admins' banner reads the alert row; mail them too.
     "audit.verification_failed": ["app.audit.notifications.mail_verification_failed"],
     # A step was given its approver: mail them (or their delegate) an email-link request.
     "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
+    # The policy gave many first steps their approvers at once: one request mail per step.
+    "approval.steps_assigned": ["app.approvals.notifications.mail_steps_assigned"],
     # An open item breached its SLA (it has been escalated): mail its tenant's managers.
     # (No longer written: the SLA digest replaces it; kept for messages already queued.)
     "sla.breached": ["app.sla.notifications.mail_sla_breached"],

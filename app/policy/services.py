@@ -335,8 +335,11 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                        "from_state": item.state, "to_state": item.state, "data": decided})
     if assignments:
         insert_rows(ApprovalAssignment.__table__, assignments)
-    add_messages("item.state_changed", changed, tenant.id)
-    add_messages("approval.step_assigned", assigned, tenant.id)
+    # One message per batch and topic (not per item): the worker's jobs stay few.
+    if changed:
+        add_messages("items.state_changed", [{"changes": changed}], tenant.id)
+    if assigned:
+        add_messages("approval.steps_assigned", [{"assignments": assigned}], tenant.id)
     update_rows(PolicyDecision.__table__, receipts, match=("item_id",))
     record_events(actor, tenant.id, events)
 

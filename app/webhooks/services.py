@@ -36,7 +36,7 @@ EVENTS = {
     "item.step_approved": "A step of a multi-step approval was approved; the next one opened",
 }
 # Outbox topics that carry many items, and the event each of their items is delivered as.
-BATCH_TOPICS = {"items.created": "item.created"}
+BATCH_TOPICS = {"items.created": "item.created", "items.state_changed": "item.state_changed"}
 SIGNATURE_HEADER = "Cleardesk-Signature"
 DELIVERY_HEADER = "Cleardesk-Delivery"
 EVENT_HEADER = "Cleardesk-Event"
@@ -335,9 +335,9 @@ def _make_due(delivery_pks: list[int]) -> None:
 # --- fanning out (an outbox handler) ---------------------------------------------------------
 
 def fan_out(message) -> None:
-    """Outbox handler of item.created, item.state_changed, item.step_approved and
-    items.created: one delivery per subscription of the tenant that wants the event and per
-    item (items.created, a batch, is delivered as one item.created event per item).
+    """Outbox handler of item.created, item.state_changed, item.step_approved and the batches
+    items.created and items.state_changed: one delivery per subscription of the tenant that
+    wants the event and per item (a batch is delivered as one event per item).
     Idempotent (unique per subscription, message and item), so a retried outbox job makes no
     second delivery. The deliveries are inserted together and queued in chunks."""
     if message.tenant_id is None:
@@ -348,11 +348,14 @@ def fan_out(message) -> None:
     if not subs:
         return
     payload = message.payload or {}
-    if message.topic in BATCH_TOPICS:
-        item_ids, extra = list(payload.get("item_ids") or []), {}
+    if "changes" in payload:  # items.state_changed: each part has its own states
+        parts = [(change.get("item_id"), {k: v for k, v in change.items() if k != "item_id"})
+                 for change in payload["changes"]]
+    elif message.topic in BATCH_TOPICS:
+        parts = [(item_id, {}) for item_id in payload.get("item_ids") or []]
     else:
-        item_ids = [payload.get("item_id")]
-        extra = {k: v for k, v in payload.items() if k != "item_id"}
+        parts = [(payload.get("item_id"), {k: v for k, v in payload.items() if k != "item_id"})]
+    item_ids = [item_id for item_id, _extra in parts]
     from app.api.schemas import item_json
     from app.bulk import insert_rows
 
@@ -368,7 +371,7 @@ def fan_out(message) -> None:
     rows = []
     for sub in subs:
         paused = sub.status == SubscriptionStatus.PAUSED.value
-        for part, item_id in enumerate(item_ids):
+        for part, (item_id, extra) in enumerate(parts):
             if (sub.id, part) in done:
                 continue
             data = dict(extra)
