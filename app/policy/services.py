@@ -482,25 +482,30 @@ def update_rows(table, rows: list[dict], *, match: tuple[str, ...], fixed: dict 
 
     from sqlalchemy import JSON, text
 
-    arrays, kinds, params = [], {}, {}
-    for n in names:
-        column_type = table.c[n].type
-        is_json = isinstance(column_type, JSON)
-        sql_type = "TEXT" if is_json else column_type.compile(dialect=dialect)
-        kinds[n] = is_json
-        arrays.append(f"CAST(:p_{n} AS {sql_type}[])")
-        values = [row[n] for row in rows]
-        params[f"p_{n}"] = ([None if v is None else json.dumps(v) for v in values] if is_json
-                            else values)
+    # The rows travel as one JSON document (json.dumps is C; binding a thousand-element array
+    # per column made the driver inspect every element), typed by json_to_recordset.
+    columns = ", ".join(
+        f"{n} " + ("json" if isinstance(table.c[n].type, JSON)
+                   else table.c[n].type.compile(dialect=dialect)) for n in names)
+    params = {"rows": json.dumps(rows, default=_json_scalar)}
     for n, value in fixed.items():
         params[f"f_{n}"] = value
-    sets = [f"{n} = v.{n}" + ("::json" if kinds[n] else "") for n in assigned]
+    sets = [f"{n} = v.{n}" for n in assigned]
     sets += [f"{n} = :f_{n}" for n in fixed]
     sets += [f"{n} = {sql}" for n, sql in (fixed_sql or {}).items()]
     where = " AND ".join(f"t.{n} = v.{n}" for n in match)
     db.session.execute(text(
         f"UPDATE {table.name} AS t SET {', '.join(sets)} "
-        f"FROM unnest({', '.join(arrays)}) AS v({', '.join(names)}) WHERE {where}"), params)
+        f"FROM json_to_recordset(CAST(:rows AS json)) AS v({columns}) WHERE {where}"), params)
+
+
+def _json_scalar(value):
+    """Money and times in update_rows' JSON: as the text PostgreSQL reads back exactly."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} in a batch update")
 
 
 def _plain(inputs: dict) -> dict:
