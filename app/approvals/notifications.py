@@ -91,12 +91,7 @@ def mail_step_assigned(message) -> None:
     """Outbox handler of approval.step_assigned: mail the approval request. Reloads the step
     and checks it still waits for the approver named in the message; the outbox runs this
     once per message."""
-    payload = message.payload
-    step = db.session.get(ApprovalStep, payload["step_id"])
-    if step is None or named_approver_id(step) != payload["approver_id"]:
-        return
-    item = db.session.get(WorkItem, payload["item_id"])
-    send_step_mail(item, step, "assignment", notice_key=f"assignment:{message.id}")
+    _mail_assignment(message.payload, f"assignment:{message.id}")
 
 
 def mail_steps_assigned(message) -> int:
@@ -109,14 +104,20 @@ def mail_steps_assigned(message) -> int:
         key = f"assignment:{message.id}:{assignment['step_id']}"
         if db.session.scalar(select(exists().where(SentMail.notice_key == key))):
             continue
-        step = db.session.get(ApprovalStep, assignment["step_id"])
-        if step is None or named_approver_id(step) != assignment["approver_id"]:
-            continue
-        item = db.session.get(WorkItem, assignment["item_id"])
-        if send_step_mail(item, step, "assignment", notice_key=key):
+        if _mail_assignment(assignment, key):
             commit()
             sent += 1
     return sent
+
+
+def _mail_assignment(assignment: dict, notice_key: str) -> bool:
+    """The request mail of one assigned step ({"item_id", "step_id", "approver_id"}), if the
+    step still waits for that approver."""
+    step = db.session.get(ApprovalStep, assignment["step_id"])
+    if step is None or named_approver_id(step) != assignment["approver_id"]:
+        return False
+    item = db.session.get(WorkItem, assignment["item_id"])
+    return send_step_mail(item, step, "assignment", notice_key=notice_key)
 
 
 def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str) -> None:

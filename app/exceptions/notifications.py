@@ -26,6 +26,8 @@ DIGEST_LIST_LIMIT = 50
 
 
 def why(notice: dict) -> str:
+    if notice.get("reason"):
+        return notice["reason"]
     if notice.get("policy_version") is not None:
         rule = f' rule {notice["rule_position"]}' if notice.get("rule_position") else " rule"
         return (f'Routed by policy version {notice["policy_version"]},{rule} '

@@ -189,6 +189,7 @@ def escalate_breach(actor, item_id: int) -> dict:
     from app.audit.services import record_event
     from app.extensions import db
     from app.models import WorkItem
+    from app.work.assignment_notices import note_assignment
     from app.work.services import _flush_or_conflict, get_item
 
     item = get_item(actor, item_id)
@@ -209,6 +210,9 @@ def escalate_breach(actor, item_id: int) -> dict:
             item.assignee_id = target
             item.claimed_at = item.last_action_at = utcnow()
             _flush_or_conflict(item)
+            note_assignment(actor, item, target,
+                            reason="Moved to you after it breached its SLA (the tenant moves "
+                                   "breached work to the least-loaded colleague)")
     record_event(actor, "item.sla_escalated", tenant_id=item.tenant_id, item_id=item.id,
                  data=change)
     record_notices([(item.tenant_id, item.id, SlaState.BREACHED.value)])

@@ -20,7 +20,7 @@ NOTIFIED_KINDS = frozenset({Kind.BILLING_EXCEPTION.value, Kind.SETTLEMENT_DISPUT
 
 def note_assignment(actor: Actor, item: WorkItem, assignee_id: int | None, *,
                     policy_version: int | None = None, rule_name: str | None = None,
-                    rule_position: int | None = None) -> bool:
+                    rule_position: int | None = None, reason: str | None = None) -> bool:
     """Call where an item's assignee is set by the write path. Nothing for approvals, for an
     unassignment, nor for someone assigning themselves (a claim, or a manager taking it).
     Returns whether a notice was collected."""
@@ -36,6 +36,8 @@ def note_assignment(actor: Actor, item: WorkItem, assignee_id: int | None, *,
     else:
         notice.update(by_user_id=actor.user_id,
                       by_name=actor.user.name if actor.user is not None else actor.label)
+    if reason:
+        notice["reason"] = reason  # said in the mail instead of who reassigned it
     PENDING_NOTICES.add(db.session(), notice)
     return True
 

@@ -207,6 +207,11 @@ def test_reassigning_on_breach_is_off_unless_the_tenant_turns_it_on(
         AuditEvent.action == "item.sla_escalated", AuditEvent.item_id == later.id)).one()
     assert event.data["previous_assignee_id"] == ben.id
     assert event.data["assignee_id"] == team["managers"][0].id
+    # The colleague who now holds it is told, with why.
+    [notice] = [n for m in db.session.scalars(select(OutboxMessage).where(
+        OutboxMessage.topic == "work.assigned")) for n in m.payload["notices"]]
+    assert (notice["item_id"], notice["assignee_id"]) == (later.id, team["managers"][0].id)
+    assert "breached its SLA" in notice["reason"]
     assert refresh_sla_states() == {}
     db.session.expire_all()
     assert db.session.get(WorkItem, later.id).assignee_id == team["managers"][0].id
