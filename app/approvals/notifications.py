@@ -4,7 +4,7 @@ in the tenant's branding and sent by the worker; none is sent from a request."""
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import exists, select
+from sqlalchemy import select
 
 from app.approvals.links import issue_link, link_url, step_up_threshold
 from app.approvals.models import ApprovalAssignment
@@ -99,10 +99,13 @@ def mail_steps_assigned(message) -> int:
     as mail_step_assigned sends it. Each mail commits on its own (a notice key per message and
     step), so a retry after a failed send mails only the steps not yet mailed. Returns how many
     mails went."""
+    assignments = (message.payload or {}).get("assignments") or []
+    keys = [f"assignment:{message.id}:{a['step_id']}" for a in assignments]
+    already = set(db.session.scalars(select(SentMail.notice_key)
+                                     .where(SentMail.notice_key.in_(keys)))) if keys else set()
     sent = 0
-    for assignment in (message.payload or {}).get("assignments") or []:
-        key = f"assignment:{message.id}:{assignment['step_id']}"
-        if db.session.scalar(select(exists().where(SentMail.notice_key == key))):
+    for assignment, key in zip(assignments, keys):
+        if key in already:
             continue
         if _mail_assignment(assignment, key):
             commit()
