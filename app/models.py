@@ -81,6 +81,9 @@ class Tenant(db.Model):
     work_start: Mapped[str] = mapped_column(String(5), default="09:00")
     work_end: Mapped[str] = mapped_column(String(5), default="17:00")
     is_reseller: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The largest amount (in magnitude) one item may carry, whatever its channel; None: only
+    # what the storage holds.
+    max_item_amount: Mapped[Decimal | None] = mapped_column(Money)
     brand_name: Mapped[str | None] = mapped_column(String(200))
     brand_color: Mapped[str | None] = mapped_column(String(7))
     # SLA escalation: reassign a breached item to the least-loaded colleague (off by default:

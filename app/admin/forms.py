@@ -47,6 +47,7 @@ class TenantForm(FlaskForm):
     working_days = CheckboxesField("Working days", choices=WEEKDAYS)
     work_start = StringField("Opens", validators=[Length(max=5)])
     work_end = StringField("Closes", validators=[Length(max=5)])
+    max_item_amount = StringField("Largest amount per item", validators=[Length(max=32)])
     sla_reassign_on_breach = BooleanField("Move a breached item to the least-loaded colleague")
 
 

@@ -106,7 +106,7 @@ def new_tenant():
                 actor, slug=form.slug.data, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
-                work_end=form.work_end.data)
+                work_end=form.work_end.data, max_item_amount=form.max_item_amount.data)
             commit()
         except ValidationFailed as error:
             failed = error
@@ -136,7 +136,7 @@ def tenant(slug: str):
                 actor, tenant, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
-                work_end=form.work_end.data,
+                work_end=form.work_end.data, max_item_amount=form.max_item_amount.data,
                 sla_reassign_on_breach=form.sla_reassign_on_breach.data)
             commit()
         except ValidationFailed as error:

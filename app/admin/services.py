@@ -46,6 +46,7 @@ from app.models import (
 from app.outbox.services import add_message
 from app.types import utcnow
 from app.work.kinds import parse_money
+from app.work.money import POSITIVE, currency_problem, parse_amount
 
 # ---------------------------------------------------------------------------------------------
 # Who administers what.
@@ -111,7 +112,7 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 SETTINGS = ("name", "currency", "timezone", "calendar_country", "working_days", "work_start",
-            "work_end")
+            "work_end", "max_item_amount")
 
 
 @lru_cache(maxsize=1)
@@ -146,6 +147,17 @@ def clean_tenant_settings(data: dict) -> dict:
     currency = (data.get("currency") or "").strip().upper()
     if not CURRENCY_RE.match(currency):
         errors["currency"] = "a three-letter ISO 4217 code, such as EUR"
+    elif problem := currency_problem(currency):
+        errors["currency"] = problem
+    max_item_amount = None
+    raw_max = str(data.get("max_item_amount") or "").strip()
+    if raw_max:
+        try:
+            max_item_amount = parse_amount(raw_max, "max_item_amount",
+                                           currency=None if "currency" in errors else currency,
+                                           sign=POSITIVE)
+        except ValidationFailed as failed:
+            errors.update(failed.fields)
     timezone = (data.get("timezone") or "").strip()
     if timezone not in timezone_names():
         errors["timezone"] = "not a known time zone name (such as Europe/Berlin)"
@@ -170,7 +182,7 @@ def clean_tenant_settings(data: dict) -> dict:
         raise ValidationFailed("Some settings are not valid.", errors)
     return {"name": name, "currency": currency, "timezone": timezone,
             "calendar_country": country, "working_days": days, "work_start": start,
-            "work_end": end}
+            "work_end": end, "max_item_amount": max_item_amount}
 
 
 def _settings_of(tenant: Tenant) -> dict:

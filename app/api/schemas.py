@@ -57,8 +57,11 @@ MoneyIn = Annotated[
     Decimal, BeforeValidator(_money_input),
     Field(max_digits=18, decimal_places=2, allow_inf_nan=False),
     WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string", "pattern": MONEY_PATTERN}],
-                    "description": "An amount with at most two decimals; a JSON string "
-                                   "(\"1250.00\") keeps it exact."}),
+                    "description": "An amount with no more decimals than the tenant's "
+                                   "currency has (at most two); a JSON string (\"1250.00\") "
+                                   "keeps it exact. An approval's amount is more than zero "
+                                   "(money going out is a positive amount); other amounts are "
+                                   "zero or more; none above the tenant's maximum."}),
 ]
 MoneyOut = Annotated[str, Field(description="An exact decimal amount as a string, e.g. "
                                             "\"1250.00\".", examples=["1250.00"])]

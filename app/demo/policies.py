@@ -58,7 +58,7 @@ DEMO_POLICIES = {
          ("Vendor bills", 'subtype == "vendor_bill" and amount <= 1000', "auto_approve", []),
          ("Duplicate invoices to an analyst", 'subtype == "duplicate_invoice"', "assign",
           {"kind": "billing_exception", "assign_role": "analyst"}),
-         ("Large partner deltas", "delta > 5000 or delta_pct > 30", "queue",
+         ("Large partner deltas", "delta_magnitude > 5000 or delta_pct_magnitude > 30", "queue",
           {"kind": "settlement_dispute", "queue": "Partner disputes", "set_priority": "high"})]),
     "fabrikam": (
         dict(max_auto_amount=Decimal("3000.00"), daily_auto_count=150,
@@ -76,7 +76,7 @@ DEMO_POLICIES = {
           "auto_approve", []),
          ("Marketplace deals go to review", 'partner_type == "marketplace"', "steps",
           [{"role": "approver", "min_limit": "amount"}]),
-         ("Reseller margin disputes", 'subtype == "partner_margin" and delta > 2000', "queue",
+         ("Reseller margin disputes", 'subtype == "partner_margin" and delta_magnitude > 2000', "queue",
           {"kind": "settlement_dispute", "queue": "Partner disputes", "set_priority": "high"}),
          ("Payment failures at risk", 'subtype == "payment_failed" and amount_at_risk > 5000',
           "queue", {"kind": "billing_exception", "queue": "Collections"})]),

@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from pydantic import ValidationError
 
 from app.api.schemas import ItemCreate
+from app.errors import ValidationFailed
 from app.work.kinds import SUBTYPES
+from app.work.money import clean_item_amounts, item_amounts
 
 MAX_ROWS = 200_000
 MAX_ERRORS_KEPT = 1000
@@ -110,11 +113,12 @@ _COLUMN_OF = {
 
 
 def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
-             schema_checked: bool = False) -> ParsedFile:
+             ceiling: Decimal | None = None, schema_checked: bool = False) -> ParsedFile:
     """Every row checked; rows are numbered as a spreadsheet shows them (the header is 1).
     `schema_checked`: this same content passed the item schema before (the import job
     re-reading its upload), so only what can have changed since is checked again here (the
-    tenant's currency); the write path's own checks follow (prepare_items)."""
+    tenant's currency); the write path's own checks follow (prepare_items). `ceiling`: the
+    tenant's largest amount per item."""
     text = _decode(raw)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
@@ -148,7 +152,7 @@ def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
                 problems = ([("currency", f"this tenant works in {currency}")]
                             if item.get("currency") and item["currency"] != currency else [])
             else:
-                problems = _check_row(fmt, row, source_system, currency, column_of)
+                problems = _check_row(fmt, row, source_system, currency, ceiling, column_of)
                 item = None if problems else _row_to_item(fmt, row, source_system)
             if not problems:
                 ref = item["external_ref"]
@@ -171,7 +175,8 @@ def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
     return parsed
 
 
-def _check_row(fmt, row, source_system, currency, column_of) -> list[tuple[str, str]]:
+def _check_row(fmt, row, source_system, currency, ceiling,
+               column_of) -> list[tuple[str, str]]:
     if None in row:  # more cells than columns
         return [("row", f"{len(fmt.columns) + len(row[None])} cells where the header has "
                         f"{len(row) - 1}")]
@@ -195,4 +200,11 @@ def _check_row(fmt, row, source_system, currency, column_of) -> list[tuple[str, 
                          + ", ".join(SUBTYPES[fmt.kind])))
     if item.get("currency") and item["currency"] != currency:
         problems.append(("currency", f"this tenant works in {currency}"))
+    if not problems:  # the write path's money rules, named by the row's own columns
+        try:
+            clean_item_amounts(fmt.kind, item["subtype"], item_amounts(fmt.kind, item),
+                               currency=currency, ceiling=ceiling)
+        except ValidationFailed as failed:
+            problems.extend((column_of.get(name, name), message)
+                            for name, message in failed.fields.items())
     return problems

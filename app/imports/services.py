@@ -68,7 +68,8 @@ def upload(actor: Actor, tenant_id: int, *, format_name: str, filename: str, raw
                     file_sha256=hashlib.sha256(raw).hexdigest(), content="",
                     created_by_id=actor.user_id, errors=[])
     try:
-        parsed = read_csv(raw, fmt, source_system=source_system, currency=tenant.currency)
+        parsed = read_csv(raw, fmt, source_system=source_system, currency=tenant.currency,
+                          ceiling=tenant.max_item_amount)
     except FileRefused as refused:
         job.status = ImportStatus.REFUSED.value
         job.errors = [{"row": None, "field": "file", "message": str(refused)}]

@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from app.policy.models import Outcome, PolicyVersion
 from app.policy.rules import Compiled, as_rule_value, check_condition
 from app.work import kinds
+from app.work.money import magnitude
 
 HOLD_KILL_SWITCH = "kill_switch"
 HOLD_MAX_AMOUNT = "max_auto_amount"
@@ -124,8 +125,10 @@ def item_inputs(row, rejections: int = 0) -> dict:
             return None
 
     return {
-        "amount": Decimal(row.amount), "currency": row.currency, "subtype": row.subtype,
-        "region": row.region, "product_line": row.product_line,
+        # An approval's amount is money going out, positive by the write path's rules; its
+        # magnitude here too, so no condition can be passed by a sign.
+        "amount": magnitude(Decimal(row.amount)), "currency": row.currency,
+        "subtype": row.subtype, "region": row.region, "product_line": row.product_line,
         "partner_type": row.partner_type, "priority": row.priority,
         "source_system": row.source_system, "counterparty": row.counterparty,
         "counterparty_risk": counterparty_risk(rejections),
@@ -138,7 +141,8 @@ def item_inputs(row, rejections: int = 0) -> dict:
 def case_inputs(row) -> dict:
     """The typed fields a rule for a billing exception or a settlement dispute sees."""
     inputs = {
-        "amount": Decimal(row.amount), "currency": row.currency, "subtype": row.subtype,
+        "amount": magnitude(Decimal(row.amount)), "currency": row.currency,
+        "subtype": row.subtype,
         "region": row.region, "product_line": row.product_line,
         "partner_type": row.partner_type, "priority": row.priority,
         "source_system": row.source_system, "counterparty": row.counterparty,
@@ -151,9 +155,12 @@ def case_inputs(row) -> dict:
         calculated = (Decimal(row.calculated_amount) if row.calculated_amount is not None
                       else None)
         delta = claimed - calculated if claimed is not None and calculated is not None else None
+        delta_pct = ((delta * 100 / calculated).quantize(Decimal("0.01"))
+                     if delta is not None and calculated else None)
         inputs.update(claimed_amount=claimed, calculated_amount=calculated, delta=delta,
-                      delta_pct=(delta * 100 / calculated).quantize(Decimal("0.01"))
-                      if delta is not None and calculated else None)
+                      delta_pct=delta_pct,
+                      delta_magnitude=None if delta is None else magnitude(delta),
+                      delta_pct_magnitude=None if delta_pct is None else magnitude(delta_pct))
     return inputs
 
 
@@ -168,7 +175,7 @@ def risk_score(risk: dict, inputs: dict) -> int:
     """0-100: a base, plus points per 10,000 of amount and per discount percent, plus points
     for the region, partner type and counterparty risk the policy names."""
     score = _dec(risk.get("base"))
-    score += _dec(risk.get("per_10k")) * inputs["amount"] / Decimal(10000)
+    score += _dec(risk.get("per_10k")) * magnitude(inputs["amount"]) / Decimal(10000)
     if inputs.get("discount_pct") is not None:
         score += _dec(risk.get("per_discount_pct")) * inputs["discount_pct"]
     score += _dec((risk.get("regions") or {}).get(inputs.get("region") or ""))
@@ -232,16 +239,13 @@ class Verdict:
 
 
 def concrete_steps(steps: tuple, amount: Decimal) -> list[tuple[str, Decimal]]:
-    out = []
-    for role, limit in steps:
-        out.append((role, amount if limit == "amount" else _dec(limit)))
-    return out
+    """A rule's steps for an item: "amount" is the item's magnitude (a limit is never below
+    zero, whatever sign a careless source sent)."""
+    return [(role, magnitude(amount) if limit == "amount" else _dec(limit))
+            for role, limit in steps]
 
 
-def default_chain(amount: Decimal) -> list[tuple[str, Decimal]]:
-    """The chain without a policy (app.work.services.default_steps), as (role, limit)."""
-    first = ("approver", min(amount, kinds.SECOND_STEP_ABOVE))
-    return [first] if amount <= kinds.SECOND_STEP_ABOVE else [first, ("manager", amount)]
+default_chain = kinds.default_chain
 
 
 def decide(policy: CompiledPolicy, item_id: int, inputs: dict, *, kill_switch: bool,
@@ -252,7 +256,8 @@ def decide(policy: CompiledPolicy, item_id: int, inputs: dict, *, kill_switch: b
     inputs = dict(inputs)
     risk = risk_score(policy.risk, inputs)
     inputs["risk_score"] = Decimal(risk)
-    amount = inputs["amount"]
+    # Guard rails, budgets and limits weigh the magnitude: a sign never needs less approval.
+    amount = magnitude(inputs["amount"])
     fallback = (concrete_steps(policy.fallback_steps, amount) if policy.fallback_steps
                 else default_chain(amount))
     matched = next((r for r in policy.rules if r.condition.matches(inputs)), None)

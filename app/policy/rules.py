@@ -52,6 +52,9 @@ FIELDS_BY_KIND: dict[str, dict[str, tuple[DataType, str]]] = {
         "calculated_amount": (DataType.FLOAT, "what we calculated"),
         "delta": (DataType.FLOAT, "claimed minus calculated"),
         "delta_pct": (DataType.FLOAT, "the delta in percent of the calculated amount"),
+        "delta_magnitude": (DataType.FLOAT, "the size of the delta, whichever way it goes "
+                                            "(use it for thresholds)"),
+        "delta_pct_magnitude": (DataType.FLOAT, "the size of delta_pct, whichever way"),
     },
 }
 KIND_WORDS = {"approval": "approvals", "billing_exception": "billing exceptions",

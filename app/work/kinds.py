@@ -5,6 +5,7 @@ from decimal import Decimal, InvalidOperation
 
 from app.errors import ValidationFailed
 from app.models import Kind
+from app.work.money import magnitude, parse_amount
 
 SUBTYPES: dict[str, dict[str, str]] = {
     Kind.APPROVAL.value: {
@@ -94,6 +95,14 @@ RESOLUTION_CODES = {
 SECOND_STEP_ABOVE = Decimal("50000.00")
 
 
+def default_chain(amount: Decimal) -> list[tuple[str, Decimal]]:
+    """The approval chain without a policy, as (role, minimum limit): an approver; above
+    SECOND_STEP_ABOVE (in magnitude) a manager too, with a limit that covers the whole amount."""
+    size = magnitude(amount)
+    first = ("approver", min(size, SECOND_STEP_ABOVE))
+    return [first] if size <= SECOND_STEP_ABOVE else [first, ("manager", size)]
+
+
 def clean_details(kind: str, details: dict | None) -> dict:
     """Check detail fields against their kind's schema; return them as stored JSON values."""
     schema = DETAIL_FIELDS[kind]
@@ -123,15 +132,6 @@ def clean_details(kind: str, details: dict | None) -> dict:
 
 
 def parse_money(value, field: str = "amount") -> Decimal:
-    try:
-        amount = Decimal(str(value).replace(",", "").strip())
-    except (InvalidOperation, AttributeError):
-        raise ValidationFailed(f"{field} is not a number", {field: "must be a number"}) from None
-    if not amount.is_finite():
-        raise ValidationFailed(f"{field} is not a number", {field: "must be a number"})
-    if abs(amount) >= Decimal("1e16"):
-        raise ValidationFailed(f"{field} is too large", {field: "too large"})
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ValidationFailed(f"{field} has more than two decimals",
-                               {field: "at most two decimals"})
-    return amount.quantize(Decimal("0.01"))
+    """A finite amount of either sign with at most two decimals (limits, thresholds); an item's
+    own amounts go through app.work.money.clean_item_amounts, which knows signs and currencies."""
+    return parse_amount(value, field)

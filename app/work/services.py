@@ -21,6 +21,7 @@ from app.sla.services import resume_sla_clock, sla_due_at, sla_state_at
 from app.types import utcnow
 from app.unit_of_work import savepoint
 from app.work import kinds
+from app.work.money import clean_item_amounts, item_amounts
 from app.work.assignment_notices import note_assignment
 from app.work.states import (
     ACTION_ROLES,
@@ -199,24 +200,22 @@ def prepare_item(
         errors["currency"] = f"this tenant works in {tenant.currency}"
     if errors:
         raise ValidationFailed("The item is not valid.", errors)
-    amount = kinds.parse_money(amount)
+    # Money rules, whatever the channel: the sign the kind and subtype allow, the currency's
+    # decimals, the tenant's ceiling.
+    money = clean_item_amounts(
+        kind, subtype, item_amounts(kind, {"amount": amount, "amount_at_risk": amount_at_risk,
+                                           "claimed_amount": claimed_amount,
+                                           "calculated_amount": calculated_amount}),
+        currency=tenant.currency, ceiling=tenant.max_item_amount)
     values = dict(
         tenant_id=tenant.id, kind=kind, subtype=subtype, title=title.strip(),
         external_ref=external_ref, source_system=source_system, counterparty=counterparty,
         region=region, product_line=product_line, partner_type=partner_type,
-        amount=amount, currency=tenant.currency, priority=priority,
+        amount=money["amount"], currency=tenant.currency, priority=priority,
         state=INITIAL_STATE[kind], requester_id=requester_id,
         details=kinds.clean_details(kind, details), last_actor_id=actor.user_id,
-        amount_at_risk=None, claimed_amount=None, calculated_amount=None)
-    if kind == _BILLING_EXCEPTION:
-        values["amount_at_risk"] = kinds.parse_money(
-            amount_at_risk if amount_at_risk is not None else amount, "amount_at_risk")
-    if kind == _SETTLEMENT_DISPUTE:
-        values["claimed_amount"] = kinds.parse_money(
-            claimed_amount if claimed_amount is not None else amount, "claimed_amount")
-        values["calculated_amount"] = kinds.parse_money(
-            calculated_amount if calculated_amount is not None else Decimal("0"),
-            "calculated_amount")
+        amount_at_risk=money.get("amount_at_risk"), claimed_amount=money.get("claimed_amount"),
+        calculated_amount=money.get("calculated_amount"))
     return values
 
 
@@ -458,16 +457,11 @@ def _after_batch_insert(actor: Actor, tenant: Tenant, rows: list[dict], ids: lis
 
 
 def default_steps(amount: Decimal) -> list[ApprovalStep]:
-    """An approver step; above SECOND_STEP_ABOVE a manager step too, with a limit that covers
-    the whole amount. Tenant policies (routing rules) replace this when they exist."""
-    first = ApprovalStep(position=1, role=Role.APPROVER.value,
-                         min_limit=min(amount, kinds.SECOND_STEP_ABOVE),
-                         state=StepState.OPEN.value)
-    if amount <= kinds.SECOND_STEP_ABOVE:
-        return [first]
-    second = ApprovalStep(position=2, role=Role.MANAGER.value, min_limit=amount,
-                          state=StepState.WAITING.value)
-    return [first, second]
+    """The chain without a policy (kinds.default_chain) as steps: the first open, the rest
+    waiting. Tenant policies (routing rules) replace this when they exist."""
+    return [ApprovalStep(position=n, role=role, min_limit=limit,
+                         state=StepState.OPEN.value if n == 1 else StepState.WAITING.value)
+            for n, (role, limit) in enumerate(kinds.default_chain(amount), start=1)]
 
 
 # ---------------------------------------------------------------------------------------------
