@@ -14,7 +14,7 @@ from app.queues.routes import queue_row_update
 from app.queues.views import QUEUES, TEAM_PREFIX
 from app.unit_of_work import commit
 from app.web import current_actor, render_page, wants_fragment
-from app.work.actions import perform
+from app.work.actions import outcome_message, perform
 from app.work.services import add_comment, get_item
 
 bp = Blueprint("items", __name__, url_prefix="/items")
@@ -54,10 +54,11 @@ def act(item_id: int):
     if not form.validate_on_submit():
         abort(400)
     try:
-        perform(actor, item_id, form.action.data, comment=form.comment.data,
+        item = perform(actor, item_id, form.action.data, comment=form.comment.data,
                 resolution_code=form.resolution_code.data or None,
                 adjustment_amount=form.adjustment_amount.data or None,
                 expected_version=form.version.data, assignee_id=form.assignee_id.data)
+        message = outcome_message(item, form.action.data)
         commit()
     except DomainError as error:
         # NotFound stays a 404: redirecting would send the person to a page that is not there.
@@ -66,8 +67,8 @@ def act(item_id: int):
         flash(error.message, "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
     if wants_fragment():
-        return _after_action(actor, item_id)
-    flash("Done.", "success")
+        return _after_action(actor, item_id, message)
+    flash(message + ".", "success")
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
 
@@ -86,7 +87,7 @@ def comment(item_id: int):
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
 
-def _after_action(actor, item_id: int):
+def _after_action(actor, item_id: int, message: str):
     """The new panel; in a queue's pane also the row (updated, or gone when the item left the
     queue) and the queue counts, swapped out of band, and an event that moves the focus."""
     response = _panel(actor, item_id)
@@ -95,6 +96,6 @@ def _after_action(actor, item_id: int):
     if context:
         extra, left = queue_row_update(actor, context["queue"], context["filters"], item_id)
         response.set_data(response.get_data(as_text=True) + extra)
-    response.headers["HX-Trigger"] = json.dumps({"cleardesk:acted": {"id": item_id,
-                                                                      "left": left}})
+    response.headers["HX-Trigger"] = json.dumps({"cleardesk:acted": {
+        "id": item_id, "left": left, "message": message}})
     return response

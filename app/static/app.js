@@ -92,11 +92,28 @@ queue.act = (action) => {
   return true;
 };
 
+// The item open in the pane (shortcuts act on it), and whether it is the highlighted row's.
+queue.openItemId = () => {
+  const panel = document.querySelector("#item-panel");
+  return panel ? panel.dataset.itemId : null;
+};
+queue.rowTitle = (row) => {
+  const link = row.querySelector("a.open-item");
+  return (link ? link.textContent : row.dataset.itemId).trim();
+};
+
+// Focus on something that acts on Enter or Space of its own (a link, a button, a field, a
+// summary): the key is that control's, never a shortcut's.
+const ownsKeys = (el) => !!(el && el.closest && el.closest(
+  "a[href], button, input, textarea, select, summary, label, [contenteditable], dialog, [role=button]"));
+
 // Keyboard shortcuts, unless typing in a field.
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const tag = (event.target.tagName || "").toLowerCase();
   if (["input", "textarea", "select"].includes(tag) || event.target.isContentEditable) return;
+  if (document.querySelector("dialog[open]")) return;
+  if ((event.key === "Enter" || event.key === " ") && ownsKeys(event.target)) return;
   const inQueue = !!document.getElementById("queue-page");
   const press = (selector) => {
     const el = document.querySelector(selector);
@@ -117,17 +134,25 @@ document.addEventListener("keydown", (event) => {
       if (box) { event.preventDefault(); box.checked = !box.checked; queue.lastChecked = box; queue.updateSelected(); }
       break;
     }
-    case "a":
-      if (inQueue) { if (queue.act("approve")) event.preventDefault(); }
-      else press("#item-panel button[data-action=approve]");
+    case "a": {
+      // Approve the item open in the pane (its own button, with its version). An item that
+      // was only highlighted, never opened, is approved only after one question.
+      if (press("#item-panel button[data-action=approve]")) break;
+      const row = inQueue && queue.current();
+      if (row && row.dataset.itemId !== queue.openItemId()) {
+        event.preventDefault();
+        if (window.confirm(`Approve “${queue.rowTitle(row)}” without opening it?`)) queue.act("approve");
+      }
       break;
+    }
     case "c": {
-      const row = queue.current();
-      if (inQueue && row) {
+      if (press("#item-panel button[data-action=claim], #item-panel button[data-action=release]")) break;
+      const row = inQueue && queue.current();
+      if (row) {
         event.preventDefault();
         const assigned = row.querySelector("td.assignee").textContent.trim() !== "—";
         queue.act(assigned ? "release" : "claim");
-      } else press("#item-panel button[data-action=claim], #item-panel button[data-action=release]");
+      }
       break;
     }
     case "r": {
@@ -139,7 +164,7 @@ document.addEventListener("keydown", (event) => {
       };
       const row = queue.current();
       event.preventDefault();
-      if (inQueue && row && !document.querySelector(`#item-panel[data-item-id="${row.dataset.itemId}"]`)) {
+      if (inQueue && row && row.dataset.itemId !== queue.openItemId()) {
         queue.open(row);
         document.body.addEventListener("htmx:afterSettle", focusReason, { once: true });
       } else focusReason();
@@ -152,6 +177,43 @@ document.addEventListener("keydown", (event) => {
     }
     default: break;
   }
+});
+
+// After an action: a short confirmation of what truly happened, announced once by the live
+// region (the pane itself is not re-read).
+let toastTimer = null;
+document.body.addEventListener("cleardesk:acted", (event) => {
+  const message = event.detail && event.detail.message;
+  const toast = document.getElementById("toast");
+  if (!message || !toast) return;
+  toast.textContent = message;
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, 10000);
+});
+
+// Messages answer the last thing done: the next action (a POST) or opening another item
+// clears them, so a stale error never reads as the answer to the next keypress.
+document.body.addEventListener("htmx:beforeRequest", (event) => {
+  const verb = (event.detail.requestConfig && event.detail.requestConfig.verb) || "";
+  const target = event.detail.target;
+  if (verb.toLowerCase() === "get" && !(target && target.id === "pane")) return;
+  const messages = document.getElementById("messages");
+  if (messages) messages.replaceChildren();
+  const toast = document.getElementById("toast");
+  if (toast) toast.hidden = true;
+});
+
+// A request the server could not answer (down, or an error page) says so instead of
+// silently doing nothing.
+document.body.addEventListener("htmx:sendError", () => {
+  const messages = document.getElementById("messages");
+  if (!messages) return;
+  const note = document.createElement("div");
+  note.className = "flash flash-error";
+  note.setAttribute("role", "alert");
+  note.textContent = "Cleardesk could not be reached; nothing was changed. Try again in a moment.";
+  messages.replaceChildren(note);
 });
 
 // Filter URLs carry only the filters that are set, so they read well when shared.

@@ -6,7 +6,7 @@ from app.actors import Actor
 from app.approvals import services as approvals
 from app.errors import InvalidTransition
 from app.exceptions import services as exceptions
-from app.models import Kind, WorkItem
+from app.models import Kind, StepState, WorkItem
 from app.work import services as work
 
 
@@ -43,3 +43,28 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
                                              adjustment_amount=adjustment_amount,
                                              expected_version=v)
     raise InvalidTransition(f"'{action}' is not an action on {item.kind_label.lower()}s.")
+
+
+_ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
+_DONE_WORDS = {"claim": "Claimed", "release": "Released", "reject": "Rejected",
+               "request_info": "Asked the requester about", "resubmit": "Resubmitted",
+               "withdraw": "Withdrew", "investigate": "Investigating", "resolve": "Resolved",
+               "wait_on_customer": "Waiting on the customer for", "escalate": "Escalated",
+               "review": "Reviewing", "accept": "Accepted", "partially_accept": "Partially accepted"}
+
+
+def outcome_message(item: WorkItem, action: str) -> str:
+    """What an action truly did, in a sentence the person who acted reads next: an approval
+    whose first of two steps was approved is not "approved"."""
+    ref = item.external_ref or f"#{item.id}"
+    if action == "approve" and item.kind == Kind.APPROVAL.value and item.state == "pending":
+        steps = sorted(item.steps, key=lambda s: s.position)
+        done = sum(1 for s in steps if s.state == StepState.APPROVED.value)
+        waiting = next((s for s in steps if s.state == StepState.OPEN.value), None)
+        who = _ROLE_WORDS.get(waiting.role, waiting.role) if waiting else "the next step"
+        return f"Step {done} of {len(steps)} of {ref} approved — now waiting on {who}"
+    if action == "approve":
+        return f"Approved {ref}"
+    if action == "reassign":
+        return f"Reassigned {ref} to {item.assignee.name if item.assignee else 'nobody'}"
+    return f"{_DONE_WORDS.get(action, action.replace('_', ' ').capitalize())} {ref}"

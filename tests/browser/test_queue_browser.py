@@ -118,8 +118,12 @@ def test_keyboard_j_j_a_approves_the_second_item(page, queue_items):
     page.keyboard.press("j")
     expect(page.locator("#rows tr.queue-row.current")).to_have_attribute(
         "data-item-id", str(second_id))
+    # Highlighted, never opened: `a` asks once before it decides.
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.keyboard.press("a")
     expect(page.locator(f"#row-{second_id}")).to_have_count(0)
+    assert asked and "without opening it" in asked[0]
     expect(page.locator("#pane #item-panel header .badge").first).to_have_text("approved")
     assert state_of(second_id) == "approved"
     assert state_of(first_id) == "pending"
@@ -161,3 +165,63 @@ def test_a_newer_search_replaces_a_slow_older_one_at_once(page, queue_items):
     expect(page.locator("#rows tr.queue-row")).to_have_count(1)
     expect(page.locator("#rows")).to_contain_text("Refund for Globex")
     assert "q=globex" in page.url
+
+
+def test_a_on_a_row_never_opened_asks_and_a_no_changes_nothing(page, queue_items):
+    sign_in_to_unassigned(page)
+    first_id = int(page.locator("#rows tr.queue-row").nth(0).get_attribute("data-item-id"))
+    page.locator("h1").click()
+    page.keyboard.press("j")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.keyboard.press("a")
+    page.wait_for_timeout(300)
+    expect(page.locator(f"#row-{first_id}")).to_have_count(1)
+    assert state_of(first_id) == "pending"
+
+
+def test_keyboard_only_reject_with_a_typed_reason_by_tab_and_enter(page, queue_items):
+    sign_in_to_unassigned(page)
+    first = page.locator("#rows tr.queue-row").nth(0)
+    first_id = int(first.get_attribute("data-item-id"))
+    ref = db.session.get(WorkItem, first_id).external_ref
+    page.locator("h1").click()
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")  # opens the highlighted row in the pane
+    expect(page.locator("#pane #item-panel")).to_have_attribute("data-item-id", str(first_id))
+    page.keyboard.press("r")  # the cursor goes to the reason box
+    page.keyboard.type("Outside the discount guidance")
+    page.keyboard.press("Tab")  # to the Reject button
+    expect(page.locator("#item-panel button[data-action=reject]")).to_be_focused()
+    page.keyboard.press("Enter")  # the button's own Enter: reject, not re-open the row
+    expect(page.locator("#toast")).to_have_text(f"Rejected {ref}")
+    expect(page.locator("#pane #item-panel header .badge").first).to_have_text("rejected")
+    assert state_of(first_id) == "rejected"
+    db.session.rollback()
+    from app.audit.models import AuditEvent
+    from sqlalchemy import select
+    event = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.item_id == first_id, AuditEvent.action == "item.reject")).one()
+    assert event.comment == "Outside the discount guidance"
+
+
+def test_enter_on_a_focused_link_follows_the_link_not_the_highlighted_row(page, queue_items):
+    sign_in_to_unassigned(page)
+    page.locator("h1").click()
+    page.keyboard.press("j")
+    link = page.locator(".queue-nav").get_by_role("link", name="My work")
+    link.focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/queues/mine$"))
+    expect(page.locator("#pane #item-panel")).to_have_count(0)
+
+
+def test_a_stale_error_clears_on_the_next_action_and_the_result_is_confirmed(page, queue_items):
+    sign_in_to_unassigned(page)
+    page.get_by_role("link", name="Discount for Acme Labs").click()
+    pane = page.locator("#pane #item-panel")
+    pane.locator("textarea[name=comment]").first.evaluate("el => el.removeAttribute('required')")
+    pane.get_by_role("button", name="Reject").click()
+    expect(page.locator("#messages")).to_contain_text("Give a reason for rejecting.")
+    pane.get_by_role("button", name="Approve").click()
+    expect(page.locator("#toast")).to_have_text(f"Approved {queue_items[0].external_ref}")
+    expect(page.locator("#messages")).to_be_empty()
