@@ -139,9 +139,12 @@ def bulk(name: str):
     if result.refused:
         titles = {i.id: i.title for i in _titles(actor, [r[0] for r in result.refused])}
     verb = BULK_ACTIONS.get(form.action.data, form.action.data).lower()
-    if result.done:
-        flash(f"{len(result.done)} item{'s' if len(result.done) != 1 else ''} "
-              f"{'were' if len(result.done) != 1 else 'was'} {_past(verb)}.", "success")
+    if result.fully_done:
+        done = result.fully_done
+        flash(f"{done} item{'s' if done != 1 else ''} "
+              f"{'were' if done != 1 else 'was'} {_past(verb)}.", "success")
+    for _item_id, what in result.partly:
+        flash(f"{what}.", "success")
     for item_id, reason in result.refused:
         flash(f"#{item_id} {titles.get(item_id, '')}: not {_past(verb)}: {reason}", "error")
     args = MultiDict(parse_qs(form.filters.data or ""))

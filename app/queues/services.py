@@ -11,7 +11,7 @@ from app.errors import DomainError, NotFound, ValidationFailed
 from app.extensions import db
 from app.queues.models import SavedView
 from app.unit_of_work import savepoint
-from app.work.actions import perform
+from app.work.actions import outcome_message, perform
 
 BULK_ACTIONS = {"approve": "Approve", "release": "Release", "reassign": "Reassign",
                 "claim": "Claim"}
@@ -22,6 +22,13 @@ BULK_LIMIT = 200
 class BulkResult:
     done: list[int] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)  # (item id, reason)
+    # Done, but not what the action's name says: an approval whose step was approved while
+    # a later step still waits. (item id, what truly happened)
+    partly: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def fully_done(self) -> int:
+        return len(self.done) - len(self.partly)
 
 
 class NothingDone(DomainError):
@@ -57,12 +64,14 @@ def bulk_act(actor: Actor, item_ids: list[int], action: str, *,
     for item_id in ids:
         try:
             with savepoint():
-                perform(actor, item_id, action, comment=comment, assignee_id=assignee_id)
+                item = perform(actor, item_id, action, comment=comment, assignee_id=assignee_id)
         except DomainError as error:
             reason = "No such item." if isinstance(error, NotFound) else error.message
             result.refused.append((item_id, reason))
         else:
             result.done.append(item_id)
+            if action == "approve" and item.state == "pending":
+                result.partly.append((item_id, outcome_message(item, action)))
     if not result.done:
         raise NothingDone(result)
     return result

@@ -374,3 +374,19 @@ def test_only_admins_see_the_admin_link_and_the_sent_mail_link_under_it(world, m
     auth.login("admin@x.test")
     assert 'href="/admin/"' in client.get("/queues/mine").text
     assert 'href="/admin/mail/"' in client.get("/admin/").text
+
+
+def test_bulk_approve_says_which_items_only_had_a_step_approved(world, make_item, client, auth):
+    nw, co, p = world
+    one_step = _item(make_item, nw, "Small one", p["requester"], amount="100.00")
+    two_steps = _item(make_item, nw, "Large one", p["requester"], amount="60000.00")
+    assert len(two_steps.steps) == 2
+    auth.login("approver@x.test")
+    response = _bulk(client, auth, "unassigned", [one_step.id, two_steps.id], "approve")
+    page = client.get(response.headers["Location"]).text
+    assert "1 item was approved." in page
+    assert "2 items were approved" not in page
+    assert (f"Step 1 of 2 of {two_steps.external_ref} approved — now waiting on a manager."
+            in page)
+    db.session.expire_all()
+    assert db.session.get(WorkItem, two_steps.id).state == "pending"
