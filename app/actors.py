@@ -54,6 +54,13 @@ class Actor:
             return {self.tenant_id}
         return set()  # the system actor is not a member; scoped_items lets it reach any item
 
+    def own_requests_only(self) -> set[int]:
+        """Tenants where this person is only a requester: there they see their own requests,
+        nothing else of the tenant (need-to-know). Empty for tokens, the policy, the system."""
+        if self.type is not ActorType.USER or self.user is None:
+            return set()
+        return {m.tenant_id for m in self.user.memberships if m.role_set <= {"requester"}}
+
     def roles_in(self, tenant_id: int) -> set[str]:
         if self.user is None or tenant_id not in self.tenant_ids():
             return set()

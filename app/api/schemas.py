@@ -103,6 +103,11 @@ class ItemCreate(_Strict):
     amount_at_risk: MoneyIn | None = None
     claimed_amount: MoneyIn | None = None
     calculated_amount: MoneyIn | None = None
+    requester_email: Annotated[str, StringConstraints(max_length=254,
+                                                      pattern=r"^[^@\s]+@[^@\s]+$")] | None = Field(
+        default=None, description="Who asked for this, an active member of the tenant: they "
+                                  "are told of its outcome, answer questions about it, and "
+                                  "may never approve it themselves.")
 
 
 class StepOut(BaseModel):

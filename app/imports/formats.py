@@ -39,7 +39,7 @@ FORMATS = {
         kind="billing_exception",
         required=("exception_id", "invoice_number", "customer", "exception_type", "amount"),
         optional=("amount_at_risk", "customer_account", "failing_check", "currency", "region",
-                  "product_line", "priority", "title"),
+                  "product_line", "priority", "title", "requester_email"),
         default_source="billing"),
     "partner_statement": CsvFormat(
         name="partner_statement", label="Settlement disputes from a partner statement",
@@ -47,7 +47,7 @@ FORMATS = {
         required=("statement_ref", "line_id", "partner", "claim_type", "claimed_amount",
                   "calculated_amount"),
         optional=("partner_id", "period", "currency", "region", "partner_type", "priority",
-                  "title"),
+                  "title", "requester_email"),
         default_source="partner-portal"),
 }
 
@@ -74,7 +74,8 @@ def _decode(raw: bytes) -> str:
 def _row_to_item(fmt: CsvFormat, row: dict, source_system: str) -> dict:
     get = lambda name: (row.get(name) or "").strip() or None  # noqa: E731
     common = {"kind": fmt.kind, "source_system": source_system, "currency": get("currency"),
-              "region": get("region"), "priority": get("priority") or "normal"}
+              "region": get("region"), "priority": get("priority") or "normal",
+              "requester_email": get("requester_email")}
     if fmt.name == "billing_export":
         subtype = get("exception_type")
         return {**common, "subtype": subtype, "external_ref": get("exception_id"),
@@ -113,12 +114,14 @@ _COLUMN_OF = {
 
 
 def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
-             ceiling: Decimal | None = None, schema_checked: bool = False) -> ParsedFile:
+             ceiling: Decimal | None = None, members: frozenset[str] | None = None,
+             schema_checked: bool = False) -> ParsedFile:
     """Every row checked; rows are numbered as a spreadsheet shows them (the header is 1).
     `schema_checked`: this same content passed the item schema before (the import job
     re-reading its upload), so only what can have changed since is checked again here (the
     tenant's currency); the write path's own checks follow (prepare_items). `ceiling`: the
-    tenant's largest amount per item."""
+    tenant's largest amount per item; `members`: the lower-cased emails of the tenant's active
+    members, who may be named as requesters."""
     text = _decode(raw)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
@@ -152,7 +155,8 @@ def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
                 problems = ([("currency", f"this tenant works in {currency}")]
                             if item.get("currency") and item["currency"] != currency else [])
             else:
-                problems = _check_row(fmt, row, source_system, currency, ceiling, column_of)
+                problems = _check_row(fmt, row, source_system, currency, ceiling, members,
+                                      column_of)
                 item = None if problems else _row_to_item(fmt, row, source_system)
             if not problems:
                 ref = item["external_ref"]
@@ -175,7 +179,7 @@ def read_csv(raw: bytes, fmt: CsvFormat, *, source_system: str, currency: str,
     return parsed
 
 
-def _check_row(fmt, row, source_system, currency, ceiling,
+def _check_row(fmt, row, source_system, currency, ceiling, members,
                column_of) -> list[tuple[str, str]]:
     if None in row:  # more cells than columns
         return [("row", f"{len(fmt.columns) + len(row[None])} cells where the header has "
@@ -200,6 +204,10 @@ def _check_row(fmt, row, source_system, currency, ceiling,
                          + ", ".join(SUBTYPES[fmt.kind])))
     if item.get("currency") and item["currency"] != currency:
         problems.append(("currency", f"this tenant works in {currency}"))
+    requester = item.get("requester_email")
+    if requester and members is not None and requester.lower() not in members \
+            and not any(name == "requester_email" for name, _m in problems):
+        problems.append(("requester_email", "is not an active member of this tenant"))
     if not problems:  # the write path's money rules, named by the row's own columns
         try:
             clean_item_amounts(fmt.kind, item["subtype"], item_amounts(fmt.kind, item),

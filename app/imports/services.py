@@ -19,7 +19,12 @@ from app.imports.models import ImportJob, ImportStatus
 from app.models import Role, Tenant, User
 from app.outbox.services import add_message
 from app.types import utcnow
-from app.work.services import create_prepared_items, creation_tenant, prepare_items
+from app.work.services import (
+    RequesterDirectory,
+    create_prepared_items,
+    creation_tenant,
+    prepare_items,
+)
 
 IMPORT_ROLES = {Role.ANALYST.value, Role.MANAGER.value}
 MAX_BYTES = 50 * 1024 * 1024
@@ -69,7 +74,7 @@ def upload(actor: Actor, tenant_id: int, *, format_name: str, filename: str, raw
                     created_by_id=actor.user_id, errors=[])
     try:
         parsed = read_csv(raw, fmt, source_system=source_system, currency=tenant.currency,
-                          ceiling=tenant.max_item_amount)
+                          ceiling=tenant.max_item_amount, members=RequesterDirectory(tenant.id).emails())
     except FileRefused as refused:
         job.status = ImportStatus.REFUSED.value
         job.errors = [{"row": None, "field": "file", "message": str(refused)}]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, and_, or_, select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -42,7 +42,12 @@ from app.work.states import (
 def scoped_items(actor: Actor) -> Select:
     if actor.type is ActorType.SYSTEM:
         return select(WorkItem)  # jobs and CLI commands work across tenants by item id
-    return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
+    own_only = actor.own_requests_only()
+    if not own_only:
+        return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
+    return select(WorkItem).where(or_(
+        WorkItem.tenant_id.in_(actor.tenant_ids() - own_only),
+        and_(WorkItem.tenant_id.in_(own_only), WorkItem.requester_id == actor.user_id)))
 
 
 def open_items():
@@ -153,6 +158,28 @@ _RAISE_OTHER_WORK = frozenset({Role.ANALYST.value, Role.MANAGER.value})
 _PRIORITIES = frozenset(p.value for p in Priority)
 
 
+class RequesterDirectory:
+    """Who may be named as an item's requester in one tenant: its active members, by email
+    (case-insensitive). Read once per batch, so an import of thousands of rows asks once."""
+
+    def __init__(self, tenant_id: int):
+        self.tenant_id = tenant_id
+        self._ids: dict[str, int] | None = None
+
+    def _load(self) -> dict[str, int]:
+        if self._ids is None:
+            self._ids = {e.lower(): i for e, i in db.session.execute(
+                select(User.email, User.id).join(Membership, Membership.user_id == User.id)
+                .where(Membership.tenant_id == self.tenant_id, User.active.is_(True)))}
+        return self._ids
+
+    def member_id(self, email: str) -> int | None:
+        return self._load().get((email or "").strip().lower())
+
+    def emails(self) -> frozenset[str]:
+        return frozenset(self._load())
+
+
 def prepare_item(
     actor: Actor,
     tenant: Tenant,
@@ -174,6 +201,8 @@ def prepare_item(
     claimed_amount=None,
     calculated_amount=None,
     requester_id: int | None = None,
+    requester_email: str | None = None,
+    requesters: RequesterDirectory | None = None,
 ) -> dict:
     """Check a new item the way every entry point must (permission, kind, subtype, required
     fields, priority, currency, money, details) and return its column values, those that
@@ -188,6 +217,12 @@ def prepare_item(
             raise PermissionDenied("Your roles in this tenant do not let you raise this work.")
         if kind == _APPROVAL:
             requester_id = actor.user_id
+    if requester_email and not (actor.type is ActorType.USER and kind == _APPROVAL):
+        # A source system or an import names who asked: a member of the tenant, so
+        # segregation of duties holds for its items as for those raised in the app.
+        requester_id = (requesters or RequesterDirectory(tenant.id)).member_id(requester_email)
+        if requester_id is None:
+            errors["requester_email"] = "is not an active member of this tenant"
     if subtype not in kinds.SUBTYPES[kind]:
         errors["subtype"] = "unknown subtype for this kind"
     for name, value in (("title", title), ("external_ref", external_ref),
@@ -321,9 +356,10 @@ def prepare_items(actor: Actor, tenant: Tenant, rows: list[dict]) -> list[dict]:
     """prepare_item for every row, before anything is written: the first row that fails
     refuses the whole batch, named by its position (1-based)."""
     prepared = []
+    requesters = RequesterDirectory(tenant.id)
     for number, row in enumerate(rows, start=1):
         try:
-            prepared.append(prepare_item(actor, tenant, **row))
+            prepared.append(prepare_item(actor, tenant, **row, requesters=requesters))
         except ValidationFailed as error:
             raise ValidationFailed(
                 f"Item {number}: {error.message}",
