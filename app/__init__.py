@@ -51,6 +51,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(queues_bp)
     app.register_blueprint(items_bp)
+    from app.requests.routes import bp as requests_bp
+
+    app.register_blueprint(requests_bp)
     from app.approvals.routes import install_email_links
     from app.mail.routes import bp as mail_bp
 

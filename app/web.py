@@ -70,6 +70,8 @@ def _nav_context() -> dict:
         "nav_memberships": memberships,
         "nav_tenant": current,
         "nav_roles": roles,
+        # Anything besides requesting work brings the queues; a requester has their requests.
+        "nav_works_queues": bool(roles - {Role.REQUESTER.value}),
         # White-label: the tenant being worked in (or someone's only tenant) shows its brand.
         "nav_brand": current or (memberships[0].tenant if len(memberships) == 1 else None),
         "nav_admin": any(Role.ADMIN.value in m.role_set for m in memberships),

@@ -4,12 +4,13 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from flask_login import login_required
+from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
 from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
 from app.queues.forms import BulkForm, SaveViewForm
 from app.extensions import db
+from app.models import Role
 from app.queues.services import (
     BULK_ACTIONS,
     NothingDone,
@@ -45,6 +46,9 @@ def pane_query(queue_name: str, filters: QueueFilters) -> str:
 @bp.get("/")
 @login_required
 def home():
+    roles = {r for m in current_user.memberships for r in m.role_set}
+    if roles and roles <= {Role.REQUESTER.value}:
+        return redirect(url_for("requests.index"))  # a requester's work is their requests
     return redirect(url_for("queues.show", name="mine"))
 
 

@@ -43,6 +43,10 @@ DETAIL_FIELDS: dict[str, dict[str, type]] = {
         "standard_terms_days": int,
         "reason": str,
         "contract_term_months": int,
+        "invoice_number": str,
+        "vendor": str,
+        "cost_centre": str,
+        "gl_account": str,
     },
     Kind.BILLING_EXCEPTION.value: {
         "invoice_number": str,
@@ -57,6 +61,19 @@ DETAIL_FIELDS: dict[str, dict[str, type]] = {
     },
 }
 
+# What a request of each approval subtype asks for besides amount, counterparty and reason
+# (the first is required in the app's request form; source systems send what they have).
+SUBTYPE_FIELDS: dict[str, tuple[str, ...]] = {
+    "discount": ("discount_pct", "contract_term_months"),
+    "non_standard_terms": ("payment_terms_days", "standard_terms_days", "contract_term_months"),
+    "credit_memo": ("invoice_number",),
+    "refund": ("invoice_number",),
+    "write_off": ("invoice_number",),
+    "purchase_request": ("cost_centre", "gl_account", "vendor"),
+    "invoice_release": ("invoice_number",),
+    "vendor_bill": ("vendor", "invoice_number", "cost_centre", "gl_account"),
+}
+
 DETAIL_LABELS = {
     "discount_pct": ("Discount", "{}%"),
     "payment_terms_days": ("Payment terms", "{} days"),
@@ -64,6 +81,9 @@ DETAIL_LABELS = {
     "contract_term_months": ("Contract term", "{} months"),
     "reason": ("Requester's reason", "{}"),
     "invoice_number": ("Invoice", "{}"),
+    "vendor": ("Vendor", "{}"),
+    "cost_centre": ("Cost centre", "{}"),
+    "gl_account": ("GL account", "{}"),
     "failing_check": ("Failing check", "{}"),
     "source_record": ("Source record", "{}"),
     "customer_account": ("Customer account", "{}"),

@@ -1,0 +1,83 @@
+"""The requester's pages: raise a request, see one's own requests and where each waits."""
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask_login import login_required
+
+from app.errors import ValidationFailed
+from app.models import Kind, Role
+from app.requests.forms import RequestForm
+from app.requests.services import NEEDS_ANSWER, my_requests, submit_request, where_waiting
+from app.unit_of_work import commit
+from app.web import current_actor, current_tenant_id, render_page
+from app.work import kinds
+
+bp = Blueprint("requests", __name__, url_prefix="/requests")
+
+
+def _request_tenants(actor):
+    return sorted((m.tenant for m in actor.user.memberships
+                   if Role.REQUESTER.value in m.role_set), key=lambda t: t.display_name)
+
+
+@bp.get("/")
+@login_required
+def index():
+    actor = current_actor()
+    items = my_requests(actor)
+    return render_page("requests/index.html", items=items, waiting=where_waiting(items),
+                       needs_answer=[i for i in items if i.state == NEEDS_ANSWER],
+                       can_request=bool(_request_tenants(actor)),
+                       subtypes=kinds.SUBTYPES[Kind.APPROVAL.value])
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@login_required
+def new():
+    actor = current_actor()
+    tenants = _request_tenants(actor)
+    if not tenants:
+        abort(403, "Your roles do not let you raise requests.")
+    form = RequestForm()
+    form.tenant_id.choices = [(t.id, t.display_name) for t in tenants]
+    form.subtype.choices = list(kinds.SUBTYPES[Kind.APPROVAL.value].items())
+    subtype = request.values.get("subtype") or "discount"
+    if subtype not in kinds.SUBTYPES[Kind.APPROVAL.value]:
+        subtype = "discount"
+    failed = None
+    if request.method == "GET" or request.form.get("refresh"):
+        # A first visit, or the subtype changed (htmx): a fresh form, a fresh key.
+        form.request_key.data = form.request_key.data or uuid.uuid4().hex
+        form.subtype.data = subtype
+        if not form.tenant_id.data:
+            current = current_tenant_id()
+            form.tenant_id.data = current if any(t.id == current for t in tenants) else tenants[0].id
+    elif not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "This form has expired or did not come from Cleardesk. Reload the page.")
+        failed = ValidationFailed("Some fields need attention.", {})
+    else:
+        try:
+            item, created = submit_request(
+                actor, tenant_id=form.tenant_id.data, subtype=subtype, title=form.title.data,
+                counterparty=form.counterparty.data, amount=form.amount.data,
+                reason=form.reason.data, fields=request.form,
+                request_key=form.request_key.data)
+            commit()
+        except ValidationFailed as error:
+            failed = error
+        else:
+            flash(f"Your request {item.external_ref} is submitted." if created
+                  else f"Your request {item.external_ref} was already submitted.", "success")
+            return redirect(url_for("items.detail", item_id=item.id), code=303)
+    errors = {name: list(messages) for name, messages in form.errors.items()}
+    for name, message in (failed.fields if failed else {}).items():
+        errors.setdefault(name, []).append(message)
+    tenant = next((t for t in tenants if t.id == form.tenant_id.data), tenants[0])
+    return render_page("requests/new.html", "request_form", form=form, subtype=subtype,
+                       fields=kinds.SUBTYPE_FIELDS.get(subtype, ()), labels=kinds.DETAIL_LABELS,
+                       types=kinds.DETAIL_FIELDS[Kind.APPROVAL.value], values=request.form,
+                       errors=errors, failed=failed, tenant=tenant,
+                       status=422 if failed else 200)
