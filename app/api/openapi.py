@@ -112,6 +112,7 @@ def _webhooks() -> dict:
 def _document() -> dict:
     _keys, top = models_json_schema(
         [(schemas.ItemCreate, "validation"), (schemas.DecisionIn, "validation"),
+         (schemas.ResubmitIn, "validation"),
          (schemas.ItemOut, "serialization"), (schemas.ItemPage, "serialization"),
          (schemas.EventPage, "serialization"), (schemas.Problem, "serialization"),
          *[(model, "serialization") for model in schemas.WEBHOOK_EVENTS.values()]],
@@ -179,6 +180,20 @@ def _document() -> dict:
                     "requestBody": {"required": True, "content": _json_content("DecisionIn")},
                     "responses": {
                         "200": {"description": "The item after the decision.",
+                                "content": _json_content("ItemOut")},
+                        **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429),
+                    },
+                },
+            },
+            "/items/{item_id}/resubmit": {
+                "post": {
+                    "operationId": "resubmitItem",
+                    "summary": "Answer an approver's question about an item this system "
+                               "raised (item.info_requested) and send it back to them",
+                    "parameters": [ITEM_ID, IDEMPOTENCY_KEY],
+                    "requestBody": {"required": True, "content": _json_content("ResubmitIn")},
+                    "responses": {
+                        "200": {"description": "The item, pending again.",
                                 "content": _json_content("ItemOut")},
                         **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429),
                     },

@@ -202,6 +202,18 @@ def decide(item_id: int):
     return _idempotent(change)
 
 
+@bp.post("/items/<int(signed=True):item_id>/resubmit")
+@requires("decisions:write")
+def resubmit(item_id: int):
+    body = _json_body(schemas.ResubmitIn)
+
+    def change():
+        item = services.resubmit_from_api(g.api_actor, item_id, body)
+        return 200, schemas.item_json(item), {}
+
+    return _idempotent(change)
+
+
 @bp.get("/items/<int(signed=True):item_id>/events")
 @requires("items:read")
 def item_events(item_id: int):

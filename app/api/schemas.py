@@ -216,6 +216,14 @@ class DecisionIn(_Strict):
     expected_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
+class ResubmitIn(_Strict):
+    """The source system's answer to an approver's question about an item it raised (one with
+    no human requester): the item goes back to the step's approver and its SLA clock resumes."""
+
+    answer: Text(5000)
+    expected_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
 class FieldError(BaseModel):
     field: str
     message: str
@@ -285,8 +293,24 @@ class ItemStepApprovedEvent(_WebhookEvent):
     data: ItemStepApprovedData
 
 
+class ItemInfoRequestedData(BaseModel):
+    question: str = Field(description="What the approver asked.")
+    asked_by: int | None = Field(default=None, description="Id of the approver who asked.")
+    item: ItemOut = Field(description="The item, waiting in info_requested.")
+
+
+class ItemInfoRequestedEvent(_WebhookEvent):
+    """An approver asked for information about an item. Answer with
+    POST /api/v1/items/{id}/resubmit (items with a human requester are answered in Cleardesk
+    by that person, who is mailed the question)."""
+
+    event: Literal["item.info_requested"]
+    data: ItemInfoRequestedData
+
+
 WEBHOOK_EVENTS = {"item.created": ItemCreatedEvent, "item.state_changed": ItemStateChangedEvent,
-                  "item.step_approved": ItemStepApprovedEvent}
+                  "item.step_approved": ItemStepApprovedEvent,
+                  "item.info_requested": ItemInfoRequestedEvent}
 
 
 def _money(value) -> str | None:

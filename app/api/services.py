@@ -14,9 +14,9 @@ from sqlalchemy.orm import selectinload
 
 from app.actors import Actor, ActorType
 from app.api.models import IdempotencyRecord
-from app.api.schemas import DecisionIn, ItemCreate, ItemQuery
+from app.api.schemas import DecisionIn, ItemCreate, ItemQuery, ResubmitIn
 from app.audit.models import AuditEvent
-from app.errors import Conflict, DomainError, NotFound, ValidationFailed
+from app.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Membership, User, WorkItem
 from app.queues.filters import BadCursor, QueueFilters
@@ -135,6 +135,16 @@ def decide_from_api(actor: Actor, item_id: int, body: DecisionIn) -> WorkItem:
     return perform(acting, item_id, body.action, comment=body.comment,
                    resolution_code=body.resolution_code,
                    adjustment_amount=body.adjustment_amount,
+                   expected_version=body.expected_version)
+
+
+def resubmit_from_api(actor: Actor, item_id: int, body: ResubmitIn) -> WorkItem:
+    """The source system answers the question about an item it raised. An item with a human
+    requester is theirs to answer (they were mailed the question)."""
+    item = read_item(actor, item_id)
+    if item.requester_id is not None:
+        raise PermissionDenied("This request has a requester in Cleardesk; they answer it there.")
+    return perform(actor, item_id, "resubmit", comment=body.answer,
                    expected_version=body.expected_version)
 
 

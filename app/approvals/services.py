@@ -164,6 +164,9 @@ def request_info(actor: Actor, item_id: int, *, question: str,
                       expected_version=expected_version, on_behalf_of_id=on_behalf_of,
                       data={"step": step.position if step else None})
     revoke_links(item, RevokeReason.CLOSED)
+    add_message("item.info_requested",
+                {"item_id": item.id, "question": question, "asked_by": actor.user_id},
+                item.tenant_id)
     return item
 
 

@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 HANDLERS: dict[str, list[str]] = {
     # The policy engine decides or routes a new approval; source systems hear of it.
     "item.created": ["app.policy.jobs.evaluate_arrival", "app.webhooks.services.fan_out"],
-    "item.state_changed": ["app.webhooks.services.fan_out"],
+    # Source systems hear of every decision; an approval's requester is told its outcome.
+    "item.state_changed": ["app.webhooks.services.fan_out",
+                           "app.requests.notifications.mail_requester_outcome"],
+    # An approver asked for information: the requester is mailed the question, and a source
+    # system hears it (it answers with POST /api/v1/items/{id}/resubmit).
+    "item.info_requested": ["app.requests.notifications.mail_info_requested",
+                            "app.webhooks.services.fan_out"],
     # A step of a multi-step approval was approved (the item stays pending): source systems.
     "item.step_approved": ["app.webhooks.services.fan_out"],
     # Many items created at once (an import): {"item_ids": [...]}, evaluated and fanned out
@@ -27,7 +33,8 @@ HANDLERS: dict[str, list[str]] = {
     "items.created": ["app.policy.jobs.evaluate_arrivals", "app.webhooks.services.fan_out"],
     # The policy decided many items at once: {"changes": [{"item_id", "from", "to", "action"}]},
     # fanned out as one item.state_changed event per item.
-    "items.state_changed": ["app.webhooks.services.fan_out"],
+    "items.state_changed": ["app.webhooks.services.fan_out",
+                            "app.requests.notifications.mail_requester_outcome"],
     # The export job starts once the request that asked for it has committed.
     "audit.export_requested": ["app.audit.jobs.start_export"],
     # A periodic verification failed: the admins' banner reads the alert row; mail them too.

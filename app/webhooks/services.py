@@ -34,6 +34,8 @@ EVENTS = {
     "item.created": "An item arrived (from the API, an import or a person)",
     "item.state_changed": "An item changed state: every decision, approval and resolution",
     "item.step_approved": "A step of a multi-step approval was approved; the next one opened",
+    "item.info_requested": "An approver asked for information; answer with POST "
+                           "/api/v1/items/{id}/resubmit",
 }
 # Outbox topics that carry many items, and the event each of their items is delivered as.
 BATCH_TOPICS = {"items.created": "item.created", "items.state_changed": "item.state_changed"}
