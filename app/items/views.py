@@ -111,7 +111,24 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "Kind": Kind,
         "event_label": event_label,
         "receipt": receipt_view(item),
+        **routed_to(item),
     }
+
+
+def routed_to(item: WorkItem) -> dict:
+    """Who the open step waits on: the approver it was routed (or reserved) to, and their
+    delegate while they are away."""
+    from app.approvals.services import named_approver_id, step_recipient
+
+    step = item.current_step() if item.kind == Kind.APPROVAL.value else None
+    named = named_approver_id(step) if step is not None else None
+    if named is None:
+        return {"routed_to": None, "routed_to_delegate": None}
+    person = db.session.get(User, named)
+    recipient = step_recipient(item, step)
+    return {"routed_to": person,
+            "routed_to_delegate": recipient if recipient is not None and recipient.id != named
+            else None}
 
 
 def receipt_view(item: WorkItem) -> dict | None:

@@ -3,14 +3,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import false, func, or_, select, true
+from sqlalchemy import exists, false, func, or_, select, true
 
 from app.actors import Actor
 from app.extensions import db
-from app.models import Kind, Membership, MembershipRole, Role, Tenant, User, WorkItem
+from app.approvals.models import ApprovalAssignment
+from app.models import (
+    ApprovalStep,
+    Kind,
+    Membership,
+    MembershipRole,
+    Role,
+    StepState,
+    Tenant,
+    User,
+    WorkItem,
+)
 from app.queues.filters import QueueFilters
 from app.work.services import open_items, scoped_items
-from app.work.states import WORKER_ROLES
+from app.types import utcnow
+from app.work.states import WORKER_ROLES, ApprovalState
 
 PAGE_SIZE = 50
 ROW_COLUMNS = (WorkItem.id, WorkItem.kind, WorkItem.subtype, WorkItem.title,
@@ -33,7 +45,8 @@ class QueueDef:
 
 
 QUEUES = {
-    "mine": QueueDef("mine", "My work", "Nothing is assigned to you. Claim work from Unassigned."),
+    "mine": QueueDef("mine", "My work", "Nothing is assigned or routed to you. Claim work from "
+                                        "Unassigned."),
     "unassigned": QueueDef("unassigned", "Unassigned", "No unassigned work you can take."),
     "team": QueueDef("team", "Team", "Your teams have no open work."),
     "approvals": QueueDef("approvals", "Approvals", "No open approvals.", Kind.APPROVAL.value),
@@ -144,15 +157,97 @@ def queue_condition(actor: Actor, queue: str, tenant_id: int | None):
         for t, r in roles.items() for kind in WORKER_ROLES if _works(r, kind)
     ]
     if queue == "mine":
-        return WorkItem.assignee_id == actor.user_id
+        waiting = waiting_on(actor, tenant_id)
+        mine = WorkItem.assignee_id == actor.user_id
+        return or_(mine, WorkItem.id.in_(waiting)) if waiting else mine
     if queue == "unassigned":
-        return (WorkItem.assignee_id.is_(None)) & (or_(*workable) if workable else false())
+        return ((WorkItem.assignee_id.is_(None)) & (or_(*workable) if workable else false())
+                & decidable_now(actor, roles))
     if queue == "team":
         managed = [t for t, r in roles.items() if Role.MANAGER.value in r]
         return WorkItem.tenant_id.in_(managed) if managed else false()
     kind = QUEUES[queue].kind
     tenants = [t for t, r in roles.items() if _works(r, kind)]
-    return (WorkItem.kind == kind) & WorkItem.tenant_id.in_(tenants) if tenants else false()
+    if not tenants:
+        return false()
+    condition = (WorkItem.kind == kind) & WorkItem.tenant_id.in_(tenants)
+    return condition & decidable_now(actor, roles) if kind == Kind.APPROVAL.value else condition
+
+
+# The most routed steps "My work" lists by id (an approver with more has a backlog to clear
+# from Approvals, which lists everything they may decide).
+WAITING_LIMIT = 2000
+
+
+def waiting_on(actor: Actor, tenant_id: int | None) -> list[int]:
+    """Pending approvals whose open step is routed (or reserved) to the viewer, or to someone
+    they stand in for today (within the delegation's kinds and amount): the work mailed to
+    them, which "My work" lists beside what they claimed. Read once per request."""
+    from flask import g, has_request_context
+
+    key = ("waiting_on", actor.user_id, tenant_id)
+    cache = g.setdefault("cleardesk_waiting_on", {}) if has_request_context() else {}
+    if key in cache:
+        return cache[key]
+    today = utcnow().date()
+    standing_in = [m for m in db.session.scalars(select(Membership).where(
+        Membership.delegate_id == actor.user_id, Membership.delegate_from <= today,
+        Membership.delegate_until >= today))
+        if not m.delegate_kinds or Kind.APPROVAL.value in m.delegate_kinds]
+    people = {actor.user_id, *(m.user_id for m in standing_in)}
+    named = func.coalesce(ApprovalStep.approver_id, ApprovalAssignment.approver_id)
+    query = (select(WorkItem.id, WorkItem.tenant_id, WorkItem.amount, named)
+             .select_from(ApprovalStep)
+             .join(WorkItem, WorkItem.id == ApprovalStep.item_id)
+             .outerjoin(ApprovalAssignment, ApprovalAssignment.step_id == ApprovalStep.id)
+             .where(ApprovalStep.state == StepState.OPEN.value,
+                    WorkItem.state == ApprovalState.PENDING.value,
+                    or_(ApprovalStep.approver_id.in_(people),
+                        ApprovalStep.approver_id.is_(None)
+                        & ApprovalAssignment.approver_id.in_(people)))
+             .limit(WAITING_LIMIT))
+    if tenant_id:
+        query = query.where(WorkItem.tenant_id == tenant_id)
+    for_whom = {(m.tenant_id, m.user_id): m for m in standing_in}
+    ids = []
+    for item_id, item_tenant, amount, approver in db.session.execute(query):
+        if approver == actor.user_id:
+            ids.append(item_id)
+            continue
+        covered = for_whom.get((item_tenant, approver))
+        if covered is not None and (covered.delegate_max_amount is None
+                                    or amount <= covered.delegate_max_amount):
+            ids.append(item_id)
+    cache[key] = ids
+    return ids
+
+
+def decidable_now(actor: Actor, roles: dict[int, set[str]]):
+    """Approvals the viewer may decide now: the open step needs a role they hold with a limit
+    they have, is not reserved for someone else, they did not request the item and approved
+    no earlier step of it (segregation of duties). Anything that is not an approval passes."""
+    limits = dict(db.session.execute(
+        select(Membership.tenant_id, Membership.approval_limit)
+        .where(Membership.user_id == actor.user_id,
+               Membership.tenant_id.in_(list(roles)))).all()) if roles else {}
+    me = actor.user_id
+    per_tenant = []
+    for tenant, held in sorted(roles.items()):
+        step_roles = sorted(held & {Role.APPROVER.value, Role.MANAGER.value})
+        if not step_roles or tenant not in limits:
+            continue
+        per_tenant.append((WorkItem.tenant_id == tenant) & exists().where(
+            ApprovalStep.item_id == WorkItem.id, ApprovalStep.state == StepState.OPEN.value,
+            ApprovalStep.role.in_(step_roles), ApprovalStep.min_limit <= limits[tenant],
+            or_(ApprovalStep.approver_id.is_(None), ApprovalStep.approver_id == me)))
+    if not per_tenant:
+        return WorkItem.kind != Kind.APPROVAL.value
+    decided_earlier = exists().where(
+        ApprovalStep.item_id == WorkItem.id, ApprovalStep.state == StepState.APPROVED.value,
+        or_(ApprovalStep.decided_by_id == me, ApprovalStep.on_behalf_of_id == me))
+    return or_(WorkItem.kind != Kind.APPROVAL.value,
+               or_(*per_tenant) & or_(WorkItem.requester_id.is_(None),
+                                      WorkItem.requester_id != me) & ~decided_earlier)
 
 
 def _status_condition(status: str | None):
