@@ -2,11 +2,14 @@
 do now (read-only, for GET and HEAD), and deciding through it (the write path for a POST).
 
 The link carries only a random nonce signed with SECRET_KEY; the row it names (by the nonce's
-SHA-256) binds it to item, step, approver and item version. Every rule of the browser applies,
+SHA-256) binds it to item, step, approver and the facts the approver decides on (a fingerprint
+of amount, subtype, counterparty, title and details): claiming, commenting or reassigning the
+item leaves a link good, a changed fact supersedes it. Every rule of the browser applies,
 because the decision goes through approve_step / reject_approval with an email-link actor."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -94,6 +97,15 @@ def step_up_threshold() -> Decimal:
     return Decimal(str(current_app.config["EMAIL_LINK_STEP_UP_ABOVE"]))
 
 
+def decision_facts(item: WorkItem) -> str:
+    """A fingerprint of what an approver decides on. Work on the item that leaves these alone
+    (a claim, a comment, a reassignment) does not change it; an amended amount or detail does."""
+    facts = {"amount": str(item.amount), "currency": item.currency, "subtype": item.subtype,
+             "counterparty": item.counterparty, "title": item.title,
+             "details": item.details or {}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def issue_link(item: WorkItem, step: ApprovalStep, recipient: User,
                purpose: str = "assignment") -> tuple[str, ApprovalLinkToken]:
     """A new link for `recipient` to decide `step` of `item` as it is now. Returns the signed
@@ -103,7 +115,8 @@ def issue_link(item: WorkItem, step: ApprovalStep, recipient: User,
     row = ApprovalLinkToken(
         nonce_hash=nonce_hash(nonce), tenant_id=item.tenant_id, item_id=item.id,
         step_id=step.id, approver_id=recipient.id, item_version=item.version,
-        item_amount=item.amount, purpose=purpose, created_at=now,
+        facts_sha256=decision_facts(item), item_amount=item.amount, purpose=purpose,
+        created_at=now,
         expires_at=now + timedelta(hours=current_app.config["EMAIL_LINK_TTL_HOURS"]),
     )
     db.session.add(row)
@@ -171,7 +184,8 @@ def inspect_link(token: str, signed_in: User | None = None) -> LinkView:
         view.status = LinkStatus.EXPIRED
         view.facts = {"when": row.expires_at}
         return view
-    if item.version != row.item_version:
+    if (decision_facts(item) != row.facts_sha256 if row.facts_sha256
+            else item.version != row.item_version):
         view.status = LinkStatus.SUPERSEDED
         view.facts = {"was": row.item_amount, "now": item.amount,
                       "who": _describe(item.last_actor), "when": item.last_action_at}
@@ -226,11 +240,12 @@ def decide_by_link(token: str, action: str, *, reason: str | None, signed_in: Us
     if taken != 1:
         db.session.expire(row)
         raise LinkRefused(inspect_link(token, signed_in))
+    # The version the facts were checked at (a link of before fingerprints: its own).
+    version = view.item.version if row.facts_sha256 else row.item_version
     if action == "approve":
-        item = approve_step(actor, row.item_id, expected_version=row.item_version)
+        item = approve_step(actor, row.item_id, expected_version=version)
     else:
-        item = reject_approval(actor, row.item_id, reason=reason or "",
-                               expected_version=row.item_version)
+        item = reject_approval(actor, row.item_id, reason=reason or "", expected_version=version)
     record_event(actor, "approval.link_used", tenant_id=row.tenant_id, item_id=row.item_id,
                  data={"link_id": row.id, "step": view.step.position, "action": action,
                        "step_up": view.step_up})

@@ -1,6 +1,6 @@
 """Email-link tokens: one row per link sent. Only a SHA-256 of the link's nonce is kept, so the
-table cannot be used to act; the row binds the link to its item, step, approver and the item
-version it was sent for, and records its single use or why it was revoked."""
+table cannot be used to act; the row binds the link to its item, step, approver and the facts
+the approver decides on when it was sent, and records its single use or why it was revoked."""
 from __future__ import annotations
 
 import enum
@@ -32,6 +32,9 @@ class ApprovalLinkToken(db.Model):
     step_id: Mapped[int] = mapped_column(ForeignKey("approval_steps.id", ondelete="CASCADE"))
     approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))  # who the link is for
     item_version: Mapped[int] = mapped_column(Integer)
+    # app.approvals.links.decision_facts of the item when the link was sent (None: a link of
+    # before fingerprints, bound to the item version instead).
+    facts_sha256: Mapped[str | None] = mapped_column(String(64))
     item_amount: Mapped[Decimal] = mapped_column(Money)  # to say what changed when superseded
     purpose: Mapped[str] = mapped_column(String(32), default="assignment")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,7 @@ from app.models import WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker
-from tests.conftest import csrf_from
+from tests.conftest import actor, csrf_from
 
 
 def _path(link: str) -> str:
@@ -169,6 +169,33 @@ def test_a_new_amount_supersedes_the_link(client, mailed):
     refusal = db.session.scalars(select(AuditEvent).where(
         AuditEvent.action == "approval.link_refused")).one()
     assert refusal.actor_type == "email_link" and refusal.data["reason"] == "superseded"
+
+
+def test_claiming_commenting_and_reassigning_leave_the_link_good(client, mailed, team,
+                                                                  make_user):
+    from app.work.services import add_comment, claim_item, release_item
+
+    item_id = mailed["item"].id
+    claim_item(actor(team["approver"]), item_id)
+    commit()
+    add_comment(actor(team["manager"]), item_id, "Looks fine to me")
+    commit()
+    release_item(actor(team["approver"]), item_id)
+    commit()
+    page = client.get(mailed["path"])
+    assert page.status_code == 200 and "changed after this link was sent" not in page.text
+    approved = _decide(client, mailed["path"], "approve")
+    assert approved.status_code in (200, 303), approved.text
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item_id).state == "approved"
+
+
+def test_an_amended_detail_supersedes_the_link(client, mailed):
+    item = db.session.get(WorkItem, mailed["item"].id)
+    item.details = {**item.details, "discount_pct": "35"}
+    commit()
+    page = client.get(mailed["path"])
+    assert page.status_code == 409 and "changed after this link was sent" in page.text
 
 
 def test_a_step_decided_in_the_browser_revokes_the_link(client, auth, mailed, team):
