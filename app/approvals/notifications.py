@@ -13,8 +13,10 @@ from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.sending import send_mail
 from app.models import ApprovalStep, StepState, Tenant, User, WorkItem
+from app.policy.models import PolicyDecision
 from app.unit_of_work import commit
 from app.web import localtime, subtype_label
+from app.work import kinds
 from app.work.states import ApprovalState
 
 DEFAULT_BRAND_COLOR = "#1f6feb"
@@ -51,7 +53,22 @@ def item_summary(item: WorkItem, step: ApprovalStep | None = None) -> dict:
         "step": (f"Step {step.position} of {steps} ({step.role})" if step and steps > 1
                  else None),
         "url": current_app.config["APP_BASE_URL"].rstrip("/") + f"/items/{item.id}",
+        # The subtype's own fields (discount %, terms, invoice, cost centre…), the reason aside.
+        "details": [(label, value) for label, value in kinds.labelled_details(
+            {k: v for k, v in (item.details or {}).items() if k != "reason"})],
+        **_policy_facts(item),
     }
+
+
+def _policy_facts(item: WorkItem) -> dict:
+    """What the policy said of the item: its risk score and the rule that routed it."""
+    receipt = db.session.get(PolicyDecision, item.id)
+    if receipt is None or receipt.decided_at is None:
+        return {"risk_score": item.risk_score, "rule": None}
+    rule = receipt.rule_name or "no rule matched (the fallback steps)"
+    return {"risk_score": receipt.risk_score if receipt.risk_score is not None
+            else item.risk_score,
+            "rule": f"{rule}, policy version {receipt.policy_version}"}
 
 
 def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,

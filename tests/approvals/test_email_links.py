@@ -365,3 +365,48 @@ def test_a_redis_outage_at_assignment_delays_the_mail_and_sends_it_once(
     assert relay_pending() == 0
     run_worker(relaying)
     assert len(inbox.messages) == 1
+
+
+def test_the_mail_and_the_link_page_show_the_facts_decided_on(relaying, inbox, team, make_item,
+                                                              client):
+    item = make_item(team["tenant"], amount="1200.00", requester=team["requester"],
+                     subtype="discount",
+                     details={"reason": "Matching a competitor", "discount_pct": "12",
+                              "contract_term_months": 24})
+    run_worker(relaying)
+    [message] = inbox.to("ann@x.test")
+    text = inbox.text(message)
+    assert "Discount:      12%" in text and "Contract term: 24 months" in text
+    assert "Matching a competitor" in text
+    page = client.get(_path(inbox.link(message))).text
+    assert "<dt>Discount</dt><dd>12%</dd>" in page
+    assert "<dt>Contract term</dt><dd>24 months</dd>" in page
+    assert item.id
+
+
+def test_a_policy_routed_approval_mail_names_the_rule_and_the_risk_score(
+        relaying, inbox, team, make_item, make_user):
+    from app.policy import services as policy_services
+    from app.unit_of_work import commit as finish
+
+    tenant = team["tenant"]
+    author = make_user("author@x.test", [tenant], roles=("admin",), limit="0")
+    checker = make_user("checker@x.test", [tenant], roles=("admin",), limit="0")
+    draft = policy_services.create_draft(actor(author), tenant.id)
+    policy_services.save_rule(actor(author), tenant.id, draft.id, rule_id=None,
+                              name="Discounts need an approver", condition="amount > 100",
+                              outcome="steps", steps_text="approver >= amount", queue=None)
+    policy_services.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
+                                  daily_auto_count="", daily_auto_amount="", qa_sample_pct="0",
+                                  qa_role="manager", fallback_steps_text="approver >= amount",
+                                  risk={"base": 20})
+    policy_services.submit_version(actor(author), tenant.id, draft.id)
+    finish()
+    policy_services.activate_version(actor(checker), tenant.id, draft.id)
+    finish()
+    make_item(tenant, amount="1200.00", requester=team["requester"])
+    run_worker(relaying)
+    [message] = inbox.to("ann@x.test")
+    text = inbox.text(message)
+    assert "Routed by:     Discounts need an approver, policy version 1" in text
+    assert "Risk score:    20 / 100" in text
