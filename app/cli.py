@@ -45,13 +45,16 @@ def seed_demo_command(items: int, if_empty: bool) -> None:
             return
         raise click.ClickException(str(refused)) from None
     commit()
+    from app.demo.journeys import seed_journeys
+
+    journeys = seed_journeys()  # the demo requester's requests in every state, by the write path
     if db.engine.dialect.name == "postgresql":
         # VACUUM (outside any transaction) fills the visibility map, so counts over the open
         # items are index-only scans from the start, not after autovacuum gets round to it.
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE work_items"))
     click.echo(f"Seeded {result['tenants']} tenants, {result['users']} users and "
-               f"{result['items']:,} items in {time.monotonic() - started:.1f}s.")
+               f"{result['items'] + journeys:,} items in {time.monotonic() - started:.1f}s.")
     click.echo(f"Demo users (password '{DEMO_PASSWORD}'): " + ", ".join(u[0] for u in USERS))
 
 

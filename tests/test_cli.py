@@ -8,6 +8,7 @@ from sqlalchemy import func, select, text
 
 from app import create_app
 from app.audit.models import AuditEvent
+from app.demo.journeys import JOURNEYS
 from app.extensions import db
 from app.models import ApiToken, Membership, Tenant, User, WorkItem
 from app.types import utcnow
@@ -83,7 +84,8 @@ def test_seed_demo_creates_the_seven_demo_users_with_their_roles(seeded):
 
 
 def test_seed_demo_creates_the_requested_items_of_every_kind_and_subtype(seeded):
-    assert _count(WorkItem) == DEMO_ITEMS
+    # The bulk of the history, and the demo requester's journeys made through the write path.
+    assert _count(WorkItem) == DEMO_ITEMS + len(JOURNEYS)
     present = set(db.session.execute(select(WorkItem.kind, WorkItem.subtype).distinct()))
     expected = {(kind, subtype) for kind, subtypes in kinds.SUBTYPES.items()
                 for subtype in subtypes}
@@ -91,7 +93,20 @@ def test_seed_demo_creates_the_requested_items_of_every_kind_and_subtype(seeded)
     per_tenant = dict(db.session.execute(
         select(Tenant.slug, func.count(WorkItem.id)).join(WorkItem.tenant)
         .group_by(Tenant.slug)).all())
-    assert per_tenant == {slug: DEMO_ITEMS // 3 for slug in DEMO_TENANTS}
+    assert per_tenant == {slug: DEMO_ITEMS // 3 + (len(JOURNEYS) if slug == "northwind" else 0)
+                          for slug in DEMO_TENANTS}
+
+
+def test_seed_demo_shows_the_requesters_journey_in_every_state(seeded):
+    requester = db.session.scalars(select(User).where(
+        User.email == "requester@cleardesk.demo")).one()
+    made = db.session.scalars(select(WorkItem).where(WorkItem.source_system == "cleardesk",
+                                                     WorkItem.requester_id == requester.id)).all()
+    states = {(i.state, i.decided_by_type) for i in made}
+    assert {("info_requested", None), ("pending", None), ("approved", "user"),
+            ("approved", "policy"), ("rejected", "user"), ("withdrawn", "user")} <= states
+    two_step = [i for i in made if len(i.steps) == 2 and i.state == "pending"]
+    assert two_step and two_step[0].current_step().role == "manager"
 
 
 def test_seed_demo_items_carry_90_days_of_history(seeded):
