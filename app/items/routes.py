@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_login import login_required
 
-from app.errors import DomainError, NotFound
+from app.errors import DomainError, NotFound, ValidationFailed
 from app.items.forms import ActionForm, CommentForm
 from app.items.views import item_context
 from app.queues.routes import queue_row_update
@@ -80,8 +80,14 @@ def comment(item_id: int):
     if not form.validate_on_submit():
         flash("Write a comment first.", "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
-    add_comment(actor, item_id, form.comment.data)
-    commit()
+    try:
+        add_comment(actor, item_id, form.comment.data)
+        commit()
+    except ValidationFailed as error:
+        if wants_fragment():
+            raise  # shown in the page's message area, the comment box keeps its text
+        flash(f"{error.message} ({'; '.join(error.fields.values())})", "error")
+        return redirect(url_for("items.detail", item_id=item_id), code=303)
     if wants_fragment():
         return _panel(actor, item_id)
     return redirect(url_for("items.detail", item_id=item_id), code=303)

@@ -22,6 +22,8 @@ HANDLERS: dict[str, list[str]] = {
     # Source systems hear of every decision; an approval's requester is told its outcome.
     "item.state_changed": ["app.webhooks.services.fan_out",
                            "app.requests.notifications.mail_requester_outcome"],
+    # A comment mentioned members: each is mailed it.
+    "item.mentioned": ["app.requests.notifications.mail_mentioned"],
     # An approver asked for information: the requester is mailed the question, and a source
     # system hears it (it answers with POST /api/v1/items/{id}/resubmit).
     "item.info_requested": ["app.requests.notifications.mail_info_requested",

@@ -1,7 +1,8 @@
-"""The requester's side of the loop, sent by the worker from the outbox: a question from an
-approver (answer and resubmit), and the outcome of their request (approved, with the rule when
-the policy approved it; rejected, with the reason; expired). One mail per message and item,
-never twice (a notice key), never to a deactivated person."""
+"""What people hear of items they follow, sent by the worker from the outbox: the requester's
+side of the loop (a question from an approver, to answer and resubmit; the outcome of their
+request: approved, with the rule when the policy approved it; rejected, with the reason;
+expired), and a comment that mentions someone. One mail per message and person, never twice
+(a notice key), never to a deactivated person."""
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -105,3 +106,32 @@ def _outcome_lines(item: WorkItem) -> list[str]:
         lines = ["Nobody decided it within the policy's time; raise it again if it is still "
                  "needed."]
     return lines
+
+
+def mail_mentioned(message) -> int:
+    """Outbox handler of item.mentioned: each member mentioned in a comment is mailed it, with
+    a link to the item (which they may now open). Once per message and person."""
+    payload = message.payload or {}
+    item = db.session.get(WorkItem, payload.get("item_id"))
+    if item is None:
+        return 0
+    by = db.session.get(User, payload.get("by")) if payload.get("by") else None
+    ids = [i for i in payload.get("user_ids") or [] if i != payload.get("by")]
+    keys = [f"mention:{message.id}:{i}" for i in ids]
+    already = _already(keys)
+    sent = 0
+    for user_id, key in zip(ids, keys):
+        person = db.session.get(User, user_id)
+        if key in already or person is None or not person.active:
+            continue
+        context = {"brand": brand(item.tenant), "item": item_summary(item),
+                   "headline": f"{by.name if by else 'Someone'} mentioned you",
+                   "lines": [f"“{payload.get('comment') or ''}”"], "recipient": person}
+        send_mail(tenant=item.tenant, recipient=person,
+                  subject=f"{by.name if by else 'Someone'} mentioned you on {item.title}",
+                  text=render_mail("mail/requester_notice.txt", **context),
+                  html=render_mail("mail/requester_notice.html", **context),
+                  kind="mention", item_id=item.id, notice_key=key)
+        commit()
+        sent += 1
+    return sent

@@ -21,6 +21,7 @@ from app.sla.services import resume_sla_clock, sla_due_at, sla_state_at
 from app.types import utcnow
 from app.unit_of_work import savepoint
 from app.work import kinds
+from app.work.mentions import mentioned_item_ids, mentioned_members, record_mentions
 from app.work.money import clean_item_amounts, item_amounts
 from app.work.assignment_notices import note_assignment
 from app.work.states import (
@@ -47,7 +48,9 @@ def scoped_items(actor: Actor) -> Select:
         return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
     return select(WorkItem).where(or_(
         WorkItem.tenant_id.in_(actor.tenant_ids() - own_only),
-        and_(WorkItem.tenant_id.in_(own_only), WorkItem.requester_id == actor.user_id)))
+        and_(WorkItem.tenant_id.in_(own_only),
+             or_(WorkItem.requester_id == actor.user_id,
+                 WorkItem.id.in_(mentioned_item_ids(actor.user_id))))))
 
 
 def open_items():
@@ -676,4 +679,9 @@ def add_comment(actor: Actor, item_id: int, text: str) -> None:
         raise ValidationFailed("Write a comment first.", {"comment": "is required"})
     if len(text) > 5000:
         raise ValidationFailed("That comment is too long.", {"comment": "at most 5000 characters"})
-    record_event(actor, "item.commented", tenant_id=item.tenant_id, item_id=item.id, comment=text)
+    mentioned = record_mentions(item, mentioned_members(item, text), actor.user_id)
+    record_event(actor, "item.commented", tenant_id=item.tenant_id, item_id=item.id, comment=text,
+                 data={"mentioned": mentioned} if mentioned else None)
+    if mentioned:
+        add_message("item.mentioned", {"item_id": item.id, "user_ids": mentioned,
+                                       "by": actor.user_id, "comment": text}, item.tenant_id)

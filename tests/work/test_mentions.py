@@ -1,0 +1,48 @@
+"""@mentions: a comment that names a member mails them the comment and lets a requester-only
+member open that item (and no other of the tenant); a mention of someone who is not a member
+is refused with the address, and nothing is recorded."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app.audit.models import AuditEvent
+from app.errors import NotFound, ValidationFailed
+from app.extensions import db
+from app.unit_of_work import commit
+from app.work.mentions import ItemMention
+from app.work.services import add_comment, get_item
+from tests.approvals.conftest import inbox, relaying, run_worker, team  # noqa: F401 (fixtures)
+from tests.conftest import actor
+
+
+def test_a_mention_mails_the_member_and_opens_the_item_to_them(relaying, inbox, team, make_user,
+                                                               make_item):
+    cfo = make_user("cfo@x.test", [team["tenant"]], roles=("requester",), name="Cora CFO")
+    item = make_item(team["tenant"], amount="5000.00", requester=team["requester"])
+    other = make_item(team["tenant"], amount="10.00", requester=team["requester"])
+    commit()
+    with pytest.raises(NotFound):
+        get_item(actor(cfo), item.id)
+    add_comment(actor(team["approver"]), item.id, "@CFO@x.test can you confirm the budget?")
+    commit()
+    assert get_item(actor(cfo), item.id).id == item.id
+    with pytest.raises(NotFound):
+        get_item(actor(cfo), other.id)
+    event = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "item.commented")).one()
+    assert event.data["mentioned"] == [cfo.id]
+    run_worker(relaying)
+    mails = [m for m in inbox.to("cfo@x.test") if "mentioned you" in m["Subject"]]
+    assert len(mails) == 1 and "can you confirm the budget?" in inbox.text(mails[0])
+    assert "Ann Approver mentioned you" in mails[0]["Subject"]
+
+
+def test_a_mention_of_a_stranger_is_refused_by_name(team, make_item):
+    item = make_item(team["tenant"], amount="50.00", requester=team["requester"])
+    commit()
+    with pytest.raises(ValidationFailed) as refused:
+        add_comment(actor(team["approver"]), item.id, "cc @nobody@elsewhere.test")
+    assert "nobody@elsewhere.test" in refused.value.fields["comment"]
+    db.session.rollback()
+    assert not db.session.scalars(select(ItemMention)).all()
