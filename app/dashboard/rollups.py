@@ -273,17 +273,6 @@ def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
         PENDING_DELTAS.add(session, deltas)
 
 
-def move_due_slots(session, tenant_id: int, moves: list[tuple[str, datetime, datetime]]) -> None:
-    """For writers that move open items' due times without the ORM (a calendar change):
-    (kind, old due, new due) of each moved item."""
-    deltas: dict = {}
-    for kind, old, new in moves:
-        _add(deltas, [(open_due_rollups, (tenant_id, due_slot(old), kind), {"items": 1})], -1)
-        _add(deltas, [(open_due_rollups, (tenant_id, due_slot(new), kind), {"items": 1})], +1)
-    if deltas:
-        PENDING_DELTAS.add(session, deltas)
-
-
 # The old value of every tracked column is needed even when the item was expired (by a commit)
 # before it was changed: active history loads it on set.
 for _name in TRACKED:
