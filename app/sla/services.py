@@ -77,16 +77,6 @@ def sla_state_at(tenant, kind: str, priority: str, due: datetime, now: datetime)
     return SlaState.ON_TRACK.value
 
 
-def resume_sla_clock(item, now: datetime) -> None:
-    """The item stops waiting on someone outside: its due time moves by exactly the business
-    time it waited."""
-    if item.sla_due_at is not None and item.sla_paused_at is not None:
-        calendar = calendar_for(item.tenant)
-        waited = calendar.between(item.sla_paused_at, now)
-        item.sla_due_at = calendar.add(item.sla_due_at, waited)
-    item.sla_paused_at = None
-
-
 # ---------------------------------------------------------------------------------------------
 # Escalation: what the SLA sweep does to an item that has just breached.
 
