@@ -215,11 +215,12 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
 
     from sqlalchemy.exc import IntegrityError
 
+    row = {**values, **arrival_values(tenant, values, utcnow())}
     try:
-        # In a savepoint: a losing insert fails inside it, not the outer transaction.
+        # In a savepoint: a losing insert fails inside it, not the outer transaction. Nothing
+        # is read inside it (on SQLite a read there would make the write wait in vain).
         with savepoint():
-            item_id = ledger.insert_item(actor, {**values,
-                                                 **arrival_values(tenant, values, utcnow())})
+            item_id = ledger.insert_item(actor, row)
     except IntegrityError:  # a concurrent create of the same reference won the race
         existing = db.session.scalars(
             select(WorkItem).where(
