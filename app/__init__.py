@@ -31,7 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.work import mentions as mention_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
     from app.dashboard import models as dashboard_models  # noqa: F401
-    from app.dashboard import rollups  # noqa: F401  (keeps the rollups current on flush)
+    from app.dashboard import rollups  # noqa: F401  (writes the ledger's rollup changes)
     from app.api import models as api_models  # noqa: F401
     from app.webhooks import models as webhook_models  # noqa: F401
     from app.imports import models as import_models  # noqa: F401
@@ -39,6 +39,12 @@ def create_app(config: dict | None = None) -> Flask:
     from app.policy import models as policy_models  # noqa: F401
     from app.sla import models as sla_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)
+    if app.config.get("LEDGER_GUARD"):
+        # Tests: a write of work items that did not come through the ledger is refused.
+        from app.work.ledger import guard_engine
+
+        with app.app_context():
+            guard_engine(db.engine)
 
     from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
     from app.audit.routes import bp as audit_bp

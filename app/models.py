@@ -310,9 +310,9 @@ class WorkItem(db.Model):
     decided_by_type: Mapped[str | None] = mapped_column(String(16))
     last_actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     last_action_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The row version: every change a decision rests on adds one; the ledger
+    # (app.work.ledger), the only writer of work items, guards its UPDATEs with it.
     version: Mapped[int] = mapped_column(Integer, nullable=False)
-
-    __mapper_args__ = {"version_id_col": version}
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
     requester: Mapped[User | None] = relationship(foreign_keys=[requester_id])

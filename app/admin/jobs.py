@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from datetime import date, time
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.actors import Actor
 from app.audit.services import record_event
-from app.dashboard.rollups import move_due_slots
 from app.extensions import db
 from app.models import Tenant, WorkItem
 from app.sla.calendar import BusinessCalendar, calendar_for
 from app.types import utcnow
+from app.work import ledger
 from app.work.services import open_items
 
 SYSTEM = Actor.system("calendar")
@@ -41,8 +41,8 @@ def _calendar_from(snapshot: dict) -> BusinessCalendar:
 def move_due_times(message) -> None:
     """Outbox handler of tenant.calendar_changed. Items whose due time has passed stay
     breached; a paused item keeps what it had left when it paused. Due times are derived, so
-    they are written without bumping the item's version (nobody's open form goes stale); the
-    SLA sweep then recomputes on track / at risk. One audit event says how many moved."""
+    the ledger writes them without bumping the item's version (nobody's open form goes stale);
+    the SLA sweep then recomputes on track / at risk. One audit event says how many moved."""
     tenant = db.session.get(Tenant, message.payload["tenant_id"])
     if tenant is None:
         return
@@ -50,29 +50,39 @@ def move_due_times(message) -> None:
     new = calendar_for(tenant)
     now = utcnow()
     moved = 0
-    moves: list = []
     last_id = 0
     while True:
         rows = db.session.execute(
-            select(WorkItem.id, WorkItem.kind, WorkItem.sla_due_at, WorkItem.sla_paused_at)
+            select(*ledger.before_columns())
             .where(WorkItem.tenant_id == tenant.id, open_items(),
                    WorkItem.sla_due_at > now, WorkItem.id > last_id)
             .order_by(WorkItem.id).limit(BATCH)).all()
         if not rows:
             break
+        moved += _move(tenant, rows, old, new, now)
+        last_id = rows[-1].id
+    record_event(SYSTEM, "sla.due_times_moved", tenant_id=tenant.id,
+                 data={"items": moved, "reason": message.payload.get("reason")})
+
+
+def _move(tenant: Tenant, rows, old: BusinessCalendar, new: BusinessCalendar, now) -> int:
+    """Move the rows' due times; an item someone changed since it was read is read again (its
+    clock may have paused or resumed meanwhile). Returns how many moved."""
+    moved = 0
+    for _attempt in range(3):
+        changes = []
         for row in rows:
             anchor = row.sla_paused_at or now
             due = new.add(anchor, old.between(anchor, row.sla_due_at))
             if due != row.sla_due_at:
-                done = db.session.execute(
-                    update(WorkItem).where(WorkItem.id == row.id,
-                                           WorkItem.sla_due_at == row.sla_due_at)
-                    .values(sla_due_at=due).execution_options(synchronize_session=False))
-                if done.rowcount:
-                    moves.append((row.kind, row.sla_due_at, due))
-                    moved += 1
-        last_id = rows[-1].id
-    # The UPDATEs bypass the ORM flush that keeps the dashboard's due-slot rollup current.
-    move_due_slots(db.session, tenant.id, moves)
-    record_event(SYSTEM, "sla.due_times_moved", tenant_id=tenant.id,
-                 data={"items": moved, "reason": message.payload.get("reason")})
+                changes.append(ledger.Change(row, {"sla_due_at": due}, bump=False))
+        written = ledger.apply_changes(SYSTEM, tenant.id, changes, now=now, lost="skip")
+        moved += len(written)
+        if len(written) == len(changes):
+            return moved
+        done = {c.item_id for c in written}
+        rows = db.session.execute(
+            select(*ledger.before_columns())
+            .where(WorkItem.id.in_([c.item_id for c in changes if c.item_id not in done]),
+                   open_items(), WorkItem.sla_due_at > now)).all()
+    return moved

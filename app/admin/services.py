@@ -717,19 +717,20 @@ def _hand_back_work(actor: Actor, user: User, tenant_id: int) -> dict:
     else, end delegations to them and revoke their unused email links, in one tenant."""
     from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
     from app.approvals.services import assign_step_approver
+    from app.work import ledger
     from app.work.services import open_items
 
-    released = []
     claimed = db.session.scalars(select(WorkItem).where(
-        WorkItem.tenant_id == tenant_id, WorkItem.assignee_id == user.id, open_items())).all()
-    for item in claimed:
-        item.assignee_id = None
-        item.claimed_at = None
-        item.last_actor_id, item.last_action_at = actor.user_id, utcnow()
-        db.session.flush()
-        record_event(actor, "item.released", tenant_id=tenant_id, item_id=item.id,
-                     data={"previous_assignee_id": user.id, "reason": "deactivated"})
-        released.append(item.id)
+        WorkItem.tenant_id == tenant_id, WorkItem.assignee_id == user.id, open_items())
+        .order_by(WorkItem.id)).all()
+    now = utcnow()
+    ledger.apply_changes(actor, tenant_id, [
+        ledger.Change(item, {"assignee_id": None, "claimed_at": None,
+                             "last_actor_id": actor.user_id, "last_action_at": now},
+                      action="item.released",
+                      data={"previous_assignee_id": user.id, "reason": "deactivated"})
+        for item in claimed], now=now)
+    released = [item.id for item in claimed]
 
     # Delegations to them end first, so routing does not count on them standing in.
     ended = []

@@ -4,18 +4,16 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from app.actors import Actor, ActorType
-from app.audit.services import record_event
 from app.errors import InvalidTransition, PermissionDenied, SegregationOfDuties, ValidationFailed
 from app.extensions import db
 from app.models import ApprovalStep, Kind, Membership, MembershipRole, StepState, User, WorkItem
 from app.outbox.services import add_message
 from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
 from app.types import utcnow
+from app.work import ledger
 from app.work.services import (
     _check_version,
-    _flush_or_conflict,
     _money,
-    _touch,
     describe_user,
     get_item,
     require_action_role,
@@ -107,13 +105,12 @@ def approve_step(actor: Actor, item_id: int, *, comment: str | None = None,
         _check_version(item, expected_version)
         _decide_step(step, actor, StepState.APPROVED.value, on_behalf_of, comment)
         later[0].state = StepState.OPEN.value
-        _touch(item, actor)
-        _flush_or_conflict(item)
         # The next step's routing is part of this change and recorded in its event.
         data["next_approver_id"] = assign_step_approver(item, later[0])
-        record_event(actor, "approval.step_approved", tenant_id=item.tenant_id, item_id=item.id,
-                     from_state=item.state, to_state=item.state, comment=comment,
-                     on_behalf_of_id=on_behalf_of, data=data)
+        now = utcnow()
+        ledger.change_item(actor, item, ledger.touched(actor, item, now),
+                           action="approval.step_approved", event_states=True, comment=comment,
+                           on_behalf_of_id=on_behalf_of, data=data, now=now)
         # The item stays pending, so no item.state_changed: source systems hear of the step.
         add_message("item.step_approved",
                     {"item_id": item.id, "step": step.position, "role": step.role,

@@ -1,18 +1,13 @@
 """Keeping the dashboard rollups current in the transaction that changes an item.
 
-Every flush of a work item (created, moved, claimed, reassigned, resolved) takes the item's
-contribution to the rollups before the change away and adds its contribution after it. So the
+The ledger (app.work.ledger), the only writer of work items, reports each change it writes
+with the item's values before and after it (`apply_item_changes`): the item's contribution to
+the rollups before the change is taken away and its contribution after it added. So the
 rollups are always the same function of the items' current rows (`contributions`) — the bulk
 rebuild uses that same function — and they commit or roll back with the change itself: no lag,
 no watermark, no job to miss. A unit of work's changes are summed and written when it commits
 (app.unit_of_work.CommitTimeList), one upsert per rollup row, so those hot rows are locked for
-the commit only.
-
-Writes that bypass the ORM must keep to columns the rollups do not read — the SLA sweep's bulk
-UPDATE of `sla_state` on open items is such a write (open items count only by arrival day,
-assignee and due slot) — or report their changes (`apply_item_changes`, as the policy engine's
-batch does, or `move_due_slots` for due times moved by a calendar change).
-The demo seed writes by COPY and then calls `rebuild_rollups`.
+the commit only. The demo seed writes by COPY and then calls `rebuild_rollups`.
 """
 from __future__ import annotations
 
@@ -22,8 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, event, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select
 
 from app.dashboard.models import (
     BUCKETS,
@@ -185,61 +179,6 @@ def _add(deltas: dict, rows: list[tuple], sign: int) -> None:
             target[name] += sign * value
 
 
-def _facts(state, before: bool) -> ItemFacts | None:
-    values = {}
-    for name in TRACKED:
-        history = state.attrs[name].history
-        if before:
-            if history.deleted:
-                value = history.deleted[0]
-            elif history.unchanged:
-                value = history.unchanged[0]
-            elif history.added:  # set without the old value known: unchanged in effect
-                value = history.added[0]
-            else:
-                value = None
-        else:
-            value = getattr(state.obj(), name)
-        values[name] = value
-    if values["created_at"] is None or values["state"] is None:
-        return None
-    return ItemFacts(**values)
-
-
-def _changed(state) -> bool:
-    return any(state.attrs[name].history.has_changes() for name in TRACKED)
-
-
-@event.listens_for(Session, "after_flush")
-def _keep_rollups_current(session, flush_context) -> None:
-    deltas: dict = {}
-    tenants: dict[int, Tenant] = {}
-
-    def tenant(tenant_id: int) -> Tenant:
-        if tenant_id not in tenants:
-            with session.no_autoflush:
-                tenants[tenant_id] = session.get(Tenant, tenant_id)
-        return tenants[tenant_id]
-
-    for obj in list(session.new) + list(session.dirty) + list(session.deleted):
-        if not isinstance(obj, WorkItem):
-            continue
-        state = inspect(obj)
-        is_new, is_deleted = obj in session.new, obj in session.deleted
-        if not (is_new or is_deleted) and not _changed(state):
-            continue
-        if not is_new:
-            before = _facts(state, before=True)
-            if before is not None:
-                _add(deltas, contributions(before, tenant(before.tenant_id)), -1)
-        if not is_deleted:
-            after = _facts(state, before=False)
-            if after is not None:
-                _add(deltas, contributions(after, tenant(after.tenant_id)), +1)
-    if deltas:
-        PENDING_DELTAS.add(session, deltas)
-
-
 def _apply_pending(session, collected: list[dict]) -> None:
     """At commit: the unit of work's changes summed per rollup row, one upsert for each row,
     so the (hot) rollup rows are locked for the commit only."""
@@ -255,10 +194,9 @@ def _apply_pending(session, collected: list[dict]) -> None:
 PENDING_DELTAS = CommitTimeList("rollup_deltas", _apply_pending, order=10)
 
 
-def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
-    """For writers that change items without the ORM (the policy engine's batch UPDATE):
-    (before, after) values of the TRACKED columns of each changed item; before is None for
-    an item just inserted (a batch of new items)."""
+def apply_item_changes(session, changes: list[tuple[dict | None, dict]]) -> None:
+    """The ledger's report of what it wrote (app.work.ledger): (before, after) values of the
+    TRACKED columns of each changed item; before is None for an item just inserted."""
     deltas: dict = {}
     tenants: dict[int, Tenant] = {}
     for before, after in changes:
@@ -271,23 +209,6 @@ def apply_item_changes(session, changes: list[tuple[dict, dict]]) -> None:
             _add(deltas, contributions(facts, tenants[facts.tenant_id]), sign)
     if deltas:
         PENDING_DELTAS.add(session, deltas)
-
-
-def move_due_slots(session, tenant_id: int, moves: list[tuple[str, datetime, datetime]]) -> None:
-    """For writers that move open items' due times without the ORM (a calendar change):
-    (kind, old due, new due) of each moved item."""
-    deltas: dict = {}
-    for kind, old, new in moves:
-        _add(deltas, [(open_due_rollups, (tenant_id, due_slot(old), kind), {"items": 1})], -1)
-        _add(deltas, [(open_due_rollups, (tenant_id, due_slot(new), kind), {"items": 1})], +1)
-    if deltas:
-        PENDING_DELTAS.add(session, deltas)
-
-
-# The old value of every tracked column is needed even when the item was expired (by a commit)
-# before it was changed: active history loads it on set.
-for _name in TRACKED:
-    event.listen(getattr(WorkItem, _name), "set", lambda *args: None, active_history=True)
 
 
 def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -34,6 +35,7 @@ from app.models import (
 )
 from app.sla.services import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
+from app.work.ledger import issued_by_ledger
 from app.demo.policies import BUDGETS, DECISION_DELAY, RECEIPTS, DemoDecider, seed_policies
 from app.policy import engine
 from app.work.states import FINAL_STATES
@@ -138,10 +140,13 @@ class BulkWriter:
             rows = self.rows.pop(t, [])
             if not rows:
                 continue
-            if self.postgres:
-                self._copy(t, rows)
-            else:
-                self.connection.execute(insert(t), rows)
+            # The items are the ledger's to write: loaded here as a whole, their rollups are
+            # rebuilt from them at the end (rebuild_rollups).
+            with issued_by_ledger() if t is WorkItem.__table__ else nullcontext():
+                if self.postgres:
+                    self._copy(t, rows)
+                else:
+                    self.connection.execute(insert(t), rows)
 
     def _copy(self, table, rows: list[dict]) -> None:
         columns = list(rows[0].keys())
@@ -275,7 +280,8 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
     global_chain.close()
     for chain in chains.values():
         chain.close()
-    # The rows went in by COPY, past the flush listener that keeps the rollups current.
+    # The items went in by COPY, not one change at a time through the ledger: their rollups
+    # are computed from them in one go.
     from app.dashboard.rollups import rebuild_rollups
 
     rebuild_rollups(db.session)

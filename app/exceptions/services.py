@@ -24,19 +24,17 @@ def act_on_exception(actor: Actor, item_id: int, action: str, *, comment: str | 
     item = _item_of(actor, item_id, Kind.BILLING_EXCEPTION.value)
     require_action_role(actor, item, action)
     data: dict = {"amount_at_risk": item.amount_at_risk}
-    apply = None
+    values = None
     if action == "resolve":
         if resolution_code not in kinds.RESOLUTION_CODES:
             raise ValidationFailed("Choose a resolution code.",
                                    {"resolution_code": "choose one of the listed codes"})
         data["resolution_code"] = resolution_code
-
-        def apply(i: WorkItem) -> None:
-            i.resolution_code = resolution_code
+        values = {"resolution_code": resolution_code}
     if action in ("escalate", "wait_on_customer") and not (comment or "").strip():
         raise ValidationFailed("Say why.", {"comment": "is required"})
     return transition(actor, item, action, comment=comment, expected_version=expected_version,
-                      data=data, before_flush=apply)
+                      data=data, values=values)
 
 
 def act_on_dispute(actor: Actor, item_id: int, action: str, *, comment: str | None = None,
@@ -46,7 +44,7 @@ def act_on_dispute(actor: Actor, item_id: int, action: str, *, comment: str | No
     require_action_role(actor, item, action)
     data: dict = {"claimed_amount": item.claimed_amount,
                   "calculated_amount": item.calculated_amount, "delta": item.delta}
-    apply = None
+    values = None
     if action in ("reject", "escalate") and not (comment or "").strip():
         raise ValidationFailed("Give a reason.", {"comment": "a reason is required"})
     if action == "partially_accept":
@@ -61,8 +59,6 @@ def act_on_dispute(actor: Actor, item_id: int, action: str, *, comment: str | No
                 f"delta ({item.currency} {ceiling:,.2f}).",
                 {"adjustment_amount": f"between 0 and {ceiling:,.2f}, exclusive"})
         data["adjustment_amount"] = adjustment
-
-        def apply(i: WorkItem) -> None:
-            i.adjustment_amount = adjustment
+        values = {"adjustment_amount": adjustment}
     return transition(actor, item, action, comment=comment, expected_version=expected_version,
-                      data=data, before_flush=apply)
+                      data=data, values=values)

@@ -14,7 +14,6 @@ from sqlalchemy import bindparam, func, or_, select, update
 
 from app.actors import Actor, ActorType
 from app.approvals.models import ApprovalAssignment
-from app.audit.batch import record_events
 from app.bulk import insert_rows
 from app.audit.services import _dialect_insert, record_event
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
@@ -33,6 +32,7 @@ from app.policy.models import (
 )
 from app.policy.rules import KIND_WORDS, check_condition
 from app.types import utcnow
+from app.work import ledger
 from app.work.assignment_notices import note_assignment
 from app.work.kinds import parse_money
 from app.work.states import INITIAL_STATE, WORKER_ROLES, ApprovalState
@@ -173,10 +173,10 @@ ITEM_COLUMNS = (WorkItem.id, WorkItem.tenant_id, WorkItem.kind, WorkItem.state,
                 WorkItem.priority, WorkItem.source_system, WorkItem.counterparty,
                 WorkItem.details, WorkItem.requester_id, WorkItem.sla_due_at,
                 WorkItem.created_at, WorkItem.first_action_at,
-                # What the dashboard's rollups track (app.dashboard.rollups.TRACKED).
-                WorkItem.resolved_at, WorkItem.sla_state, WorkItem.assignee_id,
-                WorkItem.last_actor_id, WorkItem.decided_by_type, WorkItem.amount_at_risk,
-                WorkItem.claimed_amount, WorkItem.calculated_amount)
+                # What the ledger reads of an item before changing it (app.work.ledger.BEFORE).
+                WorkItem.sla_paused_at, WorkItem.resolved_at, WorkItem.sla_state,
+                WorkItem.assignee_id, WorkItem.last_actor_id, WorkItem.decided_by_type,
+                WorkItem.amount_at_risk, WorkItem.claimed_amount, WorkItem.calculated_amount)
 
 
 def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
@@ -255,39 +255,15 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
 
 def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                      verdicts: list[tuple], now: datetime) -> None:
+    """Auto-approve or route the batch's approvals, through the ledger's batch door (which
+    applies the finishing rules of the approval, writes the events and the rollup changes and
+    tells source systems of the state changes in one message)."""
     if not verdicts:
         return
     version = policy.version if policy else None
-    items = WorkItem.__table__.c
-    approved = [(i, v) for i, v in verdicts if v.outcome == engine.AUTO_APPROVED]
     routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
-    if approved:
-        decided = dict(state=ApprovalState.APPROVED.value, resolved_at=now, last_actor_id=None,
-                       decided_by_type=actor.type.value)
-        rows = [{"id": i.id, "version": i.version, "risk_score": v.risk_score,
-                 "first_action_at": i.first_action_at or now,
-                 "sla_state": "breached" if i.sla_due_at and now > i.sla_due_at else "met"}
-                for i, v in approved]
-        update_rows(
-            WorkItem.__table__, rows, match=("id", "version"),
-            fixed=dict(decided, last_action_at=now, policy_version=version),
-            fixed_sql={"version": "t.version + 1"})
-        # The UPDATE bypasses the ORM flush that keeps the dashboard's rollups current.
-        from app.dashboard.rollups import TRACKED, apply_item_changes
-
-        apply_item_changes(db.session, [
-            ({n: getattr(i, n) for n in TRACKED},
-             {**{n: getattr(i, n) for n in TRACKED}, **decided, "sla_state": row["sla_state"]})
-            for (i, _v), row in zip(approved, rows)])
     step_rows, first_steps = [], {}
     if routed:
-        update_rows(
-            WorkItem.__table__,
-            [{"id": i.id, "version": i.version, "risk_score": v.risk_score,
-              "team_queue": v.queue} for i, v in routed],
-            match=("id", "version"),
-            fixed=dict(policy_version=version, last_action_at=now),
-            fixed_sql={"version": "t.version + 1"})
         for item, verdict in routed:
             for position, (role, limit) in enumerate(verdict.steps, start=1):
                 step_rows.append({"item_id": item.id, "position": position, "role": role,
@@ -299,7 +275,7 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
             if row["position"] == 1:
                 first_steps[row["item_id"]] = step_id
     router = _Router(tenant.id) if routed else None
-    assignments, events, receipts, changed, assigned = [], [], [], [], []
+    assignments, changes, receipts, assigned = [], [], [], []
     for item, verdict in verdicts:
         rule = verdict.rule
         inputs = _plain(verdict.inputs)  # once, for the receipt and the event alike
@@ -315,11 +291,12 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
         receipts.append(receipt)
         if verdict.outcome == engine.AUTO_APPROVED:
             decided["amount"] = item.amount
-            events.append({"action": "item.approve", "item_id": item.id,
-                           "from_state": item.state, "to_state": ApprovalState.APPROVED.value,
-                           "data": decided})
-            changed.append({"item_id": item.id, "from": item.state,
-                            "to": ApprovalState.APPROVED.value, "action": "approve"})
+            # first_action_at in every row (not only where unset): one statement for all.
+            changes.append(ledger.Change(
+                item, {"state": ApprovalState.APPROVED.value, "risk_score": verdict.risk_score,
+                       "policy_version": version, "last_actor_id": actor.user_id,
+                       "last_action_at": now, "first_action_at": item.first_action_at or now},
+                action="item.approve", data=decided))
             continue
         role, limit = verdict.steps[0]
         approver_id = router.choose(role, limit, item)
@@ -331,17 +308,17 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                              "approver_id": approver_id})
         decided.update(held_by=verdict.held_by, queue=verdict.queue,
                        steps=receipt["steps"], approver_id=approver_id)
-        events.append({"action": "policy.routed", "item_id": item.id,
-                       "from_state": item.state, "to_state": item.state, "data": decided})
+        changes.append(ledger.Change(
+            item, {"risk_score": verdict.risk_score, "team_queue": verdict.queue,
+                   "policy_version": version, "last_action_at": now},
+            action="policy.routed", data=decided, event_states=True))
+    ledger.apply_changes(actor, tenant.id, changes, now=now)
     if assignments:
         insert_rows(ApprovalAssignment.__table__, assignments)
     # One message per batch and topic (not per item): the worker's jobs stay few.
-    if changed:
-        add_messages("items.state_changed", [{"changes": changed}], tenant.id)
     if assigned:
         add_messages("approval.steps_assigned", [{"assignments": assigned}], tenant.id)
     update_rows(PolicyDecision.__table__, receipts, match=("item_id",))
-    record_events(actor, tenant.id, events)
 
 
 class _LeastLoaded:
@@ -397,8 +374,8 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
                   compiled: engine.CompiledPolicy, item_ids: list[int], now: datetime) -> list[str]:
     """Route untouched billing exceptions and settlement disputes by their kind's rules: a named
     queue, an assignee holding a role, a priority (with the SLA due time it implies), and the
-    risk score. Through the ORM (they are few, and the flush keeps the dashboard's rollups);
-    an item no rule matches is left as it is, only its receipt says so."""
+    risk score, through the ledger's batch door; an item no rule matches is left as it is,
+    only its receipt says so."""
     from app.sla.services import sla_due_at, sla_state_at
 
     outcomes = []
@@ -406,33 +383,32 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
     items = db.session.scalars(select(WorkItem).where(WorkItem.id.in_(item_ids))
                                .order_by(WorkItem.id)
                                .execution_options(populate_existing=True)).all()
+    routed, notices = [], []
     for item in items:
         verdict = engine.decide_case(compiled, item.kind, engine.case_inputs(item))
         rule = verdict.rule
         assignee_id = None
         changes: dict = {}
+        values: dict = {}
         if verdict.outcome != engine.UNROUTED:
-            item.risk_score = verdict.risk_score
-            item.policy_version = policy.version
-            item.last_action_at = now
+            values.update(risk_score=verdict.risk_score, policy_version=policy.version,
+                          last_action_at=now)
             if verdict.queue:
-                item.team_queue = changes["queue"] = verdict.queue
+                values["team_queue"] = changes["queue"] = verdict.queue
             if verdict.priority and verdict.priority != item.priority:
                 changes["priority"] = {"from": item.priority, "to": verdict.priority}
-                item.priority = verdict.priority
+                values["priority"] = verdict.priority
                 if item.sla_due_at is not None:
-                    item.sla_due_at = sla_due_at(tenant, item.kind, item.priority,
-                                                 item.created_at)
-                    item.sla_state = sla_state_at(tenant, item.kind, item.priority,
-                                                  item.sla_due_at, now)
+                    due = values["sla_due_at"] = sla_due_at(tenant, item.kind, verdict.priority,
+                                                            item.created_at)
+                    values["sla_state"] = sla_state_at(tenant, item.kind, verdict.priority,
+                                                       due, now)
             if verdict.assign_role:
                 assignee_id = least_loaded.pick(verdict.assign_role, item.kind)
                 if assignee_id is not None:
                     least_loaded.assigned(assignee_id, item.assignee_id)
-                    item.assignee_id = assignee_id
-                    item.claimed_at = now
-                    note_assignment(actor, item, assignee_id, policy_version=policy.version,
-                                    rule_name=rule.name, rule_position=rule.position)
+                    values.update(assignee_id=assignee_id, claimed_at=now)
+                    notices.append((item, assignee_id, rule))
                 changes["assignee_id"] = assignee_id
         inputs = _plain(verdict.inputs)
         db.session.execute(update(PolicyDecision.__table__)
@@ -445,14 +421,17 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
                                    priority=verdict.priority, assign_role=verdict.assign_role,
                                    assignee_id=assignee_id, steps=[]))
         if verdict.outcome != engine.UNROUTED:
-            db.session.flush()
-            record_event(actor, "policy.routed", tenant_id=tenant.id, item_id=item.id,
-                         from_state=item.state, to_state=item.state,
-                         data={"policy_version": policy.version, "rule": rule.position,
-                               "rule_name": rule.name, "outcome": verdict.outcome,
-                               "risk_score": verdict.risk_score, "inputs": inputs,
-                               "assign_role": verdict.assign_role, **changes})
+            routed.append(ledger.Change(
+                item, values, action="policy.routed", event_states=True,
+                data={"policy_version": policy.version, "rule": rule.position,
+                      "rule_name": rule.name, "outcome": verdict.outcome,
+                      "risk_score": verdict.risk_score, "inputs": inputs,
+                      "assign_role": verdict.assign_role, **changes}))
         outcomes.append(verdict.outcome)
+    ledger.apply_changes(actor, tenant.id, routed, now=now)
+    for item, assignee_id, rule in notices:
+        note_assignment(actor, item, assignee_id, policy_version=policy.version,
+                        rule_name=rule.name, rule_position=rule.position)
     return outcomes
 
 

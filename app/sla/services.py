@@ -77,16 +77,6 @@ def sla_state_at(tenant, kind: str, priority: str, due: datetime, now: datetime)
     return SlaState.ON_TRACK.value
 
 
-def resume_sla_clock(item, now: datetime) -> None:
-    """The item stops waiting on someone outside: its due time moves by exactly the business
-    time it waited."""
-    if item.sla_due_at is not None and item.sla_paused_at is not None:
-        calendar = calendar_for(item.tenant)
-        waited = calendar.between(item.sla_paused_at, now)
-        item.sla_due_at = calendar.add(item.sla_due_at, waited)
-    item.sla_paused_at = None
-
-
 # ---------------------------------------------------------------------------------------------
 # Escalation: what the SLA sweep does to an item that has just breached.
 
@@ -183,37 +173,30 @@ def escalate_breach(actor, item_id: int) -> dict:
     move it to the least-loaded colleague; record what changed and note it for its managers'
     digest. The caller (the SLA sweep) calls it once per breach: the sweep marks the breach and
     escalates in one transaction, and a second sweep finds nothing new."""
-    from sqlalchemy import update
-    from sqlalchemy.orm.attributes import set_committed_value
-
-    from app.audit.services import record_event
-    from app.extensions import db
-    from app.models import WorkItem
+    from app.work import ledger
     from app.work.assignment_notices import note_assignment
-    from app.work.services import _flush_or_conflict, get_item
+    from app.work.services import get_item
 
     item = get_item(actor, item_id)
     change = {"sla_due_at": item.sla_due_at, "from_priority": item.priority,
               "to_priority": raised_priority(item.priority)}
+    target = least_loaded_colleague(item) if item.tenant.sla_reassign_on_breach else None
+    if target is not None:
+        change.update(previous_assignee_id=item.assignee_id, assignee_id=target)
     # The priority orders the queues; no decision rests on it, so it is written without
     # bumping the item's version (like the SLA state): someone deciding the item right now
     # is not turned away by the escalation.
-    db.session.execute(update(WorkItem).where(WorkItem.id == item.id)
-                       .values(priority=change["to_priority"])
-                       .execution_options(synchronize_session=False))
-    set_committed_value(item, "priority", change["to_priority"])
-    if item.tenant.sla_reassign_on_breach:
-        target = least_loaded_colleague(item)
-        if target is not None:
-            # Moving the work is a real change: it takes the version check.
-            change.update(previous_assignee_id=item.assignee_id, assignee_id=target)
-            item.assignee_id = target
-            item.claimed_at = item.last_action_at = utcnow()
-            _flush_or_conflict(item)
-            note_assignment(actor, item, target,
-                            reason="Moved to you after it breached its SLA (the tenant moves "
-                                   "breached work to the least-loaded colleague)")
-    record_event(actor, "item.sla_escalated", tenant_id=item.tenant_id, item_id=item.id,
-                 data=change)
+    ledger.change_item(actor, item, {"priority": change["to_priority"]}, bump=False,
+                       action=None if target is not None else "item.sla_escalated",
+                       data=change)
+    if target is not None:
+        # Moving the work is a real change: it takes the version check.
+        now = utcnow()
+        ledger.change_item(actor, item, {"assignee_id": target, "claimed_at": now,
+                                         "last_action_at": now},
+                           action="item.sla_escalated", data=change, now=now)
+        note_assignment(actor, item, target,
+                        reason="Moved to you after it breached its SLA (the tenant moves "
+                               "breached work to the least-loaded colleague)")
     record_notices([(item.tenant_id, item.id, SlaState.BREACHED.value)])
     return change

@@ -8,19 +8,29 @@ from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import Select, and_, or_, select, text
-from sqlalchemy.orm import Session, joinedload, selectinload
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm import selectinload
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
 from app.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import ApprovalStep, Kind, Membership, Priority, Role, StepState, Tenant, User, WorkItem
+from app.models import (
+    ApprovalStep,
+    Kind,
+    Membership,
+    Priority,
+    Role,
+    StepState,
+    Tenant,
+    User,
+    WorkItem,
+)
 from app.outbox.services import add_message
-from app.sla.services import resume_sla_clock, sla_due_at, sla_state_at
+from app.sla.services import sla_due_at
 from app.types import utcnow
 from app.unit_of_work import savepoint
-from app.work import kinds
+from app.work import kinds, ledger
+from app.work.ledger import conflict_for, describe_user, stamp
 from app.work.mentions import mentioned_item_ids, mentioned_members, record_mentions
 from app.work.money import clean_item_amounts, item_amounts
 from app.work.assignment_notices import note_assignment
@@ -31,7 +41,6 @@ from app.work.states import (
     INITIAL_STATE,
     OPEN_STATES,
     TRANSITIONS,
-    WAITING_STATES,
     WORKER_ROLES,
     target_state,
 )
@@ -73,54 +82,9 @@ def get_item(actor: Actor, item_id: int) -> WorkItem:
 # Helpers shared by every change.
 
 
-def describe_user(user: User | None) -> str:
-    return user.name if user else "someone"
-
-
-def _stamp(when) -> str:
-    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "an unknown time"
-
-
 def _check_version(item: WorkItem, expected_version: int | None) -> None:
     if expected_version is not None and item.version != expected_version:
-        raise _conflict_for(item)
-
-
-def _conflict_for(item: WorkItem) -> Conflict:
-    who = describe_user(item.last_actor)
-    when = _stamp(item.last_action_at)
-    if item.state in FINAL_STATES[item.kind]:
-        return Conflict(f"Already {item.state.replace('_', ' ')} by {who} at {when}.")
-    return Conflict(f"This item was changed by {who} at {when}; reload to see the change.")
-
-
-def _committed_state(item_id: int, describe: Callable[[WorkItem], Conflict]) -> Conflict:
-    """Describe what a concurrent writer committed, read on a connection of its own: this
-    transaction failed its flush and is left for the caller (a request, a job, or a bulk
-    action's savepoint) to roll back."""
-    with Session(db.engine) as fresh_session:
-        fresh = fresh_session.scalars(
-            select(WorkItem).where(WorkItem.id == item_id)
-            .options(joinedload(WorkItem.last_actor), joinedload(WorkItem.assignee))
-        ).one()
-        return describe(fresh)
-
-
-def _flush_or_conflict(item: WorkItem) -> None:
-    """Flush with the version check; a concurrent writer turns into a clear Conflict."""
-    item_id = item.id
-    try:
-        db.session.flush()
-    except StaleDataError:
-        raise _committed_state(item_id, _conflict_for) from None
-
-
-def _touch(item: WorkItem, actor: Actor, now=None) -> None:
-    now = now or utcnow()
-    item.last_actor_id = actor.user_id
-    item.last_action_at = now
-    if item.first_action_at is None:
-        item.first_action_at = now
+        raise conflict_for(item)
 
 
 def _require_member(actor: Actor, item: WorkItem) -> set[str]:
@@ -298,18 +262,15 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
     if existing is not None:
         return existing, False
 
-    item = WorkItem(**values, **arrival_values(tenant, values, utcnow()))
-    try:
-        # Added inside the savepoint: a losing insert must fail inside it (which then forgets
-        # the item), not in a flush of the outer transaction.
-        with savepoint():
-            db.session.add(item)
-            db.session.flush()
-    except Exception as exc:  # a concurrent create of the same reference won the race
-        from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError
 
-        if not isinstance(exc, IntegrityError):
-            raise
+    row = {**values, **arrival_values(tenant, values, utcnow())}
+    try:
+        # In a savepoint: a losing insert fails inside it, not the outer transaction. Nothing
+        # is read inside it (on SQLite a read there would make the write wait in vain).
+        with savepoint():
+            item_id = ledger.insert_item(actor, row)
+    except IntegrityError:  # a concurrent create of the same reference won the race
         existing = db.session.scalars(
             select(WorkItem).where(
                 WorkItem.tenant_id == tenant_id,
@@ -318,6 +279,7 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
             )
         ).one()
         return existing, False
+    item = db.session.get(WorkItem, item_id)
     data = created_event_data(values)
     from app.policy.services import receive_item
 
@@ -338,9 +300,7 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
             item.steps = default_steps(amount)
             db.session.flush()
             data["approver_id"] = assign_open_step(item)  # routing the first step is part of it
-    record_event(actor, "item.created", tenant_id=tenant_id, item_id=item.id,
-                 to_state=item.state, data=data)
-    add_message("item.created", {"item_id": item.id}, tenant_id)
+    ledger.record_created(actor, item.id, tenant_id, item.state, data)
     return item, True
 
 
@@ -403,8 +363,7 @@ def create_prepared_items(actor: Actor, tenant: Tenant,
         else:
             fresh.append(values)
     due_cache: dict = {}
-    rows = [{**values, **arrival_values(tenant, values, now, due_cache), "version": 1}
-            for values in fresh]
+    rows = [{**values, **arrival_values(tenant, values, now, due_cache)} for values in fresh]
     rows, ids = _insert_new_items(tenant.id, rows)
     created = list(ids)
     if rows:
@@ -447,8 +406,6 @@ def _insert_new_items(tenant_id: int, rows: list[dict]) -> tuple[list[dict], lis
     makes the insert fail as a whole, in a savepoint: those are left out and it goes again."""
     from sqlalchemy.exc import IntegrityError
 
-    from app.bulk import insert_rows
-
     # COPY runs on the driver's own cursor, whose errors SQLAlchemy does not wrap.
     duplicate = (IntegrityError, db.session.get_bind().dialect.dbapi.IntegrityError)
     for _attempt in range(3):
@@ -456,7 +413,7 @@ def _insert_new_items(tenant_id: int, rows: list[dict]) -> tuple[list[dict], lis
             return [], []
         try:
             with savepoint():
-                return rows, insert_rows(WorkItem.__table__, rows, with_ids=True)
+                return rows, ledger.insert_rows(rows)
         except duplicate:
             there = _existing_refs(tenant_id, rows)
             rows = [r for r in rows if (r["source_system"], r["external_ref"]) not in there]
@@ -465,13 +422,10 @@ def _insert_new_items(tenant_id: int, rows: list[dict]) -> tuple[list[dict], lis
 
 def _after_batch_insert(actor: Actor, tenant: Tenant, rows: list[dict], ids: list[int],
                         policy, now) -> None:
-    from app.audit.batch import record_events
     from app.bulk import insert_rows
-    from app.dashboard.rollups import TRACKED, apply_item_changes
-    from app.outbox.services import add_messages
     from app.policy.models import PolicyDecision
 
-    events = []
+    events = []  # the data of each item's item.created event
     receipts = []
     # As receive_item: under the policy in force an approval waits for its evaluation, and an
     # exception or a dispute does when the policy has rules for its kind.
@@ -482,17 +436,10 @@ def _after_batch_insert(actor: Actor, tenant: Tenant, rows: list[dict], ids: lis
         if row["kind"] in routed_kinds:
             receipts.append({"item_id": item_id, "tenant_id": tenant.id, "arrived_at": now})
             data["awaiting_policy_version"] = policy.version
-        events.append({"action": "item.created", "item_id": item_id,
-                       "to_state": row["state"], "data": data})
+        events.append(data)
     insert_rows(PolicyDecision.__table__, receipts)
-    record_events(actor, tenant.id, events)
-    # The insert bypasses the ORM flush that keeps the dashboard's rollups current.
-    apply_item_changes(db.session, [(None, {name: row.get(name) for name in TRACKED})
-                                    for row in rows])
     per_message = int(current_app.config.get("OUTBOX_BATCH_ITEMS", ITEMS_PER_MESSAGE))
-    add_messages("items.created",
-                 [{"item_ids": ids[start:start + per_message]}
-                  for start in range(0, len(ids), per_message)], tenant.id)
+    ledger.record_items_created(actor, tenant.id, rows, ids, events, per_message)
 
 
 def default_steps(amount: Decimal) -> list[ApprovalStep]:
@@ -516,10 +463,13 @@ def transition(
     expected_version: int | None = None,
     on_behalf_of_id: int | None = None,
     data: dict | None = None,
+    values: dict | None = None,
     before_flush: Callable[[WorkItem], None] | None = None,
 ) -> WorkItem:
-    """Move an item by `action` according to its kind's transition table. Kind-specific rules
-    (steps, codes, amounts) are checked by the caller and applied in `before_flush`."""
+    """Move an item by `action` according to its kind's transition table, through the ledger
+    (which applies the rules of the new state). Kind-specific rules are checked by the caller:
+    its item columns come in `values` (a resolution code, an adjustment), its changes of other
+    rows (steps) in `before_flush`."""
     from_state = item.state
     to_state = target_state(item.kind, from_state, action)
     if to_state is None:
@@ -528,35 +478,18 @@ def transition(
         if action in {a for a in TRANSITIONS[item.kind].values()} and (
             from_state in FINAL_STATES[item.kind]
         ):
-            raise _conflict_for(item)
+            raise conflict_for(item)
         raise InvalidTransition(
             f"Cannot {action.replace('_', ' ')} an item that is {from_state.replace('_', ' ')}."
         )
     _check_version(item, expected_version)
-    now = utcnow()
-    item.state = to_state
-    _touch(item, actor, now)  # one moment for the change, its SLA clock and its record
-    if from_state in WAITING_STATES and item.sla_paused_at is not None:
-        resume_sla_clock(item, now)
-    if to_state in FINAL_STATES[item.kind]:
-        item.resolved_at = now
-        item.decided_by_type = actor.type.value
-        item.sla_state = "breached" if item.sla_due_at and now > item.sla_due_at else "met"
-    elif to_state in WAITING_STATES:
-        item.sla_state = "paused"
-        item.sla_paused_at = now
-    elif from_state in WAITING_STATES and item.sla_due_at is not None:
-        item.sla_state = sla_state_at(item.tenant, item.kind, item.priority, item.sla_due_at, now)
+    now = utcnow()  # one moment for the change, its SLA clock and its record
     if before_flush:
         before_flush(item)
-    _flush_or_conflict(item)
-    record_event(actor, f"item.{action}", tenant_id=item.tenant_id, item_id=item.id,
-                 from_state=from_state, to_state=to_state, comment=comment,
-                 on_behalf_of_id=on_behalf_of_id, data=data)
-    add_message("item.state_changed",
-                {"item_id": item.id, "from": from_state, "to": to_state, "action": action},
-                item.tenant_id)
-    return item
+    return ledger.change_item(
+        actor, item, {"state": to_state, **ledger.touched(actor, item, now), **(values or {})},
+        action=f"item.{action}", comment=comment, on_behalf_of_id=on_behalf_of_id, data=data,
+        now=now)
 
 
 def _is_repeat(item: WorkItem, action: str, actor: Actor) -> bool:
@@ -606,23 +539,19 @@ def claim_item(actor: Actor, item_id: int, expected_version: int | None = None) 
     if item.assignee_id is not None:
         raise _claim_conflict(item)
     _check_version(item, expected_version)
-    item.assignee_id = actor.user_id
-    item.claimed_at = utcnow()
-    _touch(item, actor)
-    try:
-        db.session.flush()
-    except StaleDataError:
-        raise _committed_state(item_id, _claim_conflict) from None
-    record_event(actor, "item.claimed", tenant_id=item.tenant_id, item_id=item.id,
-                 data={"assignee_id": actor.user_id})
-    return item
+    now = utcnow()
+    return ledger.change_item(
+        actor, item, {"assignee_id": actor.user_id, "claimed_at": now,
+                      **ledger.touched(actor, item, now)},
+        action="item.claimed", data={"assignee_id": actor.user_id}, now=now,
+        describe=_claim_conflict)
 
 
 def _claim_conflict(item: WorkItem) -> Conflict:
     if item.assignee_id is not None:
         return Conflict(f"Already claimed by {describe_user(item.assignee)} at "
-                        f"{_stamp(item.claimed_at)}.")
-    return _conflict_for(item)
+                        f"{stamp(item.claimed_at)}.")
+    return conflict_for(item)
 
 
 def release_item(actor: Actor, item_id: int, expected_version: int | None = None) -> WorkItem:
@@ -633,14 +562,10 @@ def release_item(actor: Actor, item_id: int, expected_version: int | None = None
     if item.assignee_id != actor.user_id and Role.MANAGER.value not in roles:
         raise PermissionDenied(f"Only {describe_user(item.assignee)} or a manager can release it.")
     _check_version(item, expected_version)
-    previous = item.assignee_id
-    item.assignee_id = None
-    item.claimed_at = None
-    _touch(item, actor)
-    _flush_or_conflict(item)
-    record_event(actor, "item.released", tenant_id=item.tenant_id, item_id=item.id,
-                 data={"previous_assignee_id": previous})
-    return item
+    now = utcnow()
+    return ledger.change_item(
+        actor, item, {"assignee_id": None, "claimed_at": None, **ledger.touched(actor, item, now)},
+        action="item.released", data={"previous_assignee_id": item.assignee_id}, now=now)
 
 
 def reassign_item(actor: Actor, item_id: int, assignee_id: int,
@@ -658,12 +583,12 @@ def reassign_item(actor: Actor, item_id: int, assignee_id: int,
                                {"assignee_id": "not a member who works this kind of item"})
     _check_version(item, expected_version)
     previous = item.assignee_id
-    item.assignee_id = assignee_id
-    item.claimed_at = utcnow()
-    _touch(item, actor)
-    _flush_or_conflict(item)
-    record_event(actor, "item.reassigned", tenant_id=item.tenant_id, item_id=item.id,
-                 data={"previous_assignee_id": previous, "assignee_id": assignee_id})
+    now = utcnow()
+    ledger.change_item(
+        actor, item, {"assignee_id": assignee_id, "claimed_at": now,
+                      **ledger.touched(actor, item, now)},
+        action="item.reassigned",
+        data={"previous_assignee_id": previous, "assignee_id": assignee_id}, now=now)
     if previous != assignee_id:
         note_assignment(actor, item, assignee_id)  # mailed once the unit of work commits
     return item

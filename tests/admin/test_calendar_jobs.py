@@ -16,7 +16,7 @@ from app.sla.calendar import calendar_for
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker
-from tests.conftest import actor
+from tests.conftest import actor, arrange
 from tests.dashboard.recompute import expected_rollups, stored_rollups
 
 
@@ -29,8 +29,7 @@ def test_a_closure_on_the_due_day_moves_open_items_by_the_working_time_they_had_
         app, org, make_item, relaying, inbox):
     item = make_item(org.northwind, kind="billing_exception", amount="900.00")
     late = make_item(org.northwind, kind="billing_exception", amount="100.00")
-    late.sla_due_at = utcnow() - timedelta(hours=1)
-    commit()
+    arrange(late, sla_due_at=utcnow() - timedelta(hours=1))
     item = _reload(item.id)
     old_due, version = item.sla_due_at, item.version
     old_cal = calendar_for(item.tenant)

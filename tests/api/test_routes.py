@@ -16,7 +16,7 @@ from app.models import ApiToken, WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.api.conftest import BearerClient, item_payload
-from tests.conftest import SYSTEM
+from tests.conftest import SYSTEM, arrange
 
 
 def _problem(response, status):
@@ -205,8 +205,7 @@ def test_an_item_of_another_tenant_is_404_like_a_missing_one(api, make_tenant, m
 def test_an_item_shows_the_team_queue_its_policy_routed_it_to(api, make_item):
     plain = make_item(api.tenant)
     routed = make_item(api.tenant)
-    routed.team_queue = "Deal desk"  # what the policy worker sets (tests/policy)
-    commit()
+    arrange(routed, team_queue="Deal desk")  # what the policy worker sets (tests/policy)
     assert api.get(f"/api/v1/items/{routed.id}").get_json()["team_queue"] == "Deal desk"
     assert api.get(f"/api/v1/items/{plain.id}").get_json()["team_queue"] is None
 

@@ -17,7 +17,7 @@ from app.models import WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker
-from tests.conftest import actor, csrf_from
+from tests.conftest import actor, arrange, csrf_from
 
 
 def _path(link: str) -> str:
@@ -154,8 +154,7 @@ def test_an_expired_link_is_refused(client, mailed):
 
 def test_a_new_amount_supersedes_the_link(client, mailed):
     item = db.session.get(WorkItem, mailed["item"].id)
-    item.amount = Decimal("9800.00")
-    commit()
+    arrange(item, amount=Decimal("9800.00"))
     page = client.get(mailed["path"])
     assert page.status_code == 409 and "changed after this link was sent" in page.text
     assert "USD 9,800.00" in page.text and "USD 1,200.00" in page.text
@@ -192,8 +191,7 @@ def test_claiming_commenting_and_reassigning_leave_the_link_good(client, mailed,
 
 def test_an_amended_detail_supersedes_the_link(client, mailed):
     item = db.session.get(WorkItem, mailed["item"].id)
-    item.details = {**item.details, "discount_pct": "35"}
-    commit()
+    arrange(item, details={**item.details, "discount_pct": "35"})
     page = client.get(mailed["path"])
     assert page.status_code == 409 and "changed after this link was sent" in page.text
 

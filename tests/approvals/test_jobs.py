@@ -11,6 +11,7 @@ from app.approvals.models import ApprovalLinkToken
 from app.extensions import db
 from app.mail.models import SentMail
 from app.unit_of_work import commit
+from tests.conftest import arrange
 
 
 # A Tuesday, 10:00 in New York: an approval's target is 8 business hours (09:00-17:00).
@@ -22,10 +23,10 @@ def _due_in(item, business_hours: float) -> None:
     from app.sla.calendar import calendar_for
 
     if business_hours >= 0:
-        item.sla_due_at = calendar_for(item.tenant).add(NOW, timedelta(hours=business_hours))
+        arrange(item, sla_due_at=calendar_for(item.tenant).add(NOW,
+                                                               timedelta(hours=business_hours)))
     else:
-        item.sla_due_at = NOW + timedelta(hours=business_hours)
-    commit()
+        arrange(item, sla_due_at=NOW + timedelta(hours=business_hours))
 
 
 def test_one_reminder_per_step_once_half_the_sla_is_gone(inbox, team, make_item):

@@ -10,6 +10,7 @@ from app.audit.models import AuditEvent
 from app.audit.services import verify_chain
 from app.extensions import db
 from app.unit_of_work import commit
+from app.work.ledger import change_item
 from app.work.services import add_comment
 from tests.conftest import DATABASE, SYSTEM
 
@@ -126,7 +127,7 @@ def test_a_released_savepoint_commits_nothing_until_the_unit_of_work_does(item):
     from app.unit_of_work import savepoint
 
     with savepoint():
-        db.session.get(WorkItem, item.id).title = "changed in a savepoint"
+        change_item(SYSTEM, db.session.get(WorkItem, item.id), {"title": "changed in a savepoint"})
     add_comment(SYSTEM, item.id, "in the same unit of work")
     db.session.rollback()
     db.session.expire_all()

@@ -15,7 +15,7 @@ from app.extensions import db
 from app.models import WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
-from tests.conftest import PASSWORD, actor
+from tests.conftest import PASSWORD, actor, arrange
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "email-links"
 
@@ -40,7 +40,7 @@ def _link(team, make_item, amount="1200.00", title=None) -> tuple[WorkItem, str]
     item = make_item(team["tenant"], amount=amount, requester=team["requester"],
                      details={"reason": "Three-year renewal; competitor quoted 18% lower"})
     if title:
-        item.title = title
+        arrange(item, title=title)
     step = item.current_step()
     token, _row = issue_link(item, step, team["approver"])
     commit()
@@ -109,8 +109,7 @@ def test_each_refusal_has_its_own_page(page, team, make_item):
     _shot(page, "06-expired")
 
     changed, superseded = _link(team, make_item)
-    changed.amount = Decimal("9800.00")
-    commit()
+    arrange(changed, amount=Decimal("9800.00"))
     page.goto(superseded)
     _status(page, "superseded", "The item changed after this link was sent")
     expect(page.locator("p.lead")).to_contain_text("USD 9,800.00")

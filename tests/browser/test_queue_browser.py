@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from app.extensions import db
 from app.models import WorkItem
 from app.unit_of_work import commit
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, arrange
 
 pytestmark = pytest.mark.browser
 
@@ -30,8 +30,7 @@ def queue_items(make_tenant, make_user, make_item):
                                          ("Write-off for Hooli", "80.00"),
                                          ("Vendor bill for Umbrella", "2500.00")]):
         item = make_item(tenant, amount=amount, requester=requester)
-        item.title = title
-        item.counterparty = title.split(" for ")[1]
+        arrange(item, title=title, counterparty=title.split(" for ")[1])
         items.append(item)
     commit()
     return items

@@ -20,6 +20,7 @@ from app.sla.calendar import calendar_for
 from app.sla.services import sla_target
 from app.types import utcnow
 from app.unit_of_work import commit
+from tests.conftest import arrange
 from tests.dashboard.recompute import (
     all_items,
     bucket_index,
@@ -236,11 +237,12 @@ def test_work_arriving_faster_than_it_is_done_is_forecast_to_breach(
     items = []
     for n in range(40):
         item = make_item(tenant)
-        item.created_at = week_ago + (now - week_ago) * n / 40
         # Due well after the window: only the new arrivals can breach in it.
-        item.sla_due_at = calendar.add(now, timedelta(hours=60))
+        values = {"created_at": week_ago + (now - week_ago) * n / 40,
+                  "sla_due_at": calendar.add(now, timedelta(hours=60))}
         if n < 10:
-            item.state, item.resolved_at, item.sla_state = "approved", now, "met"
+            values.update(state="approved", resolved_at=now, sla_state="met")
+        arrange(item, **values)
         items.append(item)
     commit()
     db.session.expire_all()

@@ -12,7 +12,7 @@ from app.exceptions.services import act_on_dispute, act_on_exception
 from app.extensions import db
 from app.unit_of_work import commit
 from app.work.services import claim_item, get_item, reassign_item, release_item, transition
-from tests.conftest import actor
+from tests.conftest import actor, arrange
 from tests.dashboard.recompute import expected_rollups, quarter_hour, stored_rollups
 
 
@@ -90,8 +90,7 @@ def test_changes_to_an_item_loaded_before_a_commit_still_move_its_old_contributi
     tenant = make_tenant()
     item = make_item(tenant, kind="billing_exception")
     commit()  # expires the item
-    item.created_at = item.created_at - timedelta(days=3)
-    commit()
+    arrange(item, created_at=item.created_at - timedelta(days=3))
     _agree()
 
 
@@ -126,14 +125,12 @@ def test_the_due_slot_rollup_follows_a_paused_clock_and_a_moved_due_time(
     _agree()
     db.session.expire_all()
     paused = get_item(actor(analyst), item.id)
-    paused.sla_paused_at = paused.sla_paused_at - timedelta(days=2)  # waited two days
-    commit()
+    arrange(paused, sla_paused_at=paused.sla_paused_at - timedelta(days=2))  # waited two days
     act_on_exception(actor(analyst), item.id, "investigate")
     commit()
     _agree()
     item = get_item(actor(analyst), item.id)
-    item.sla_due_at = item.sla_due_at + timedelta(hours=5)
-    commit()
+    arrange(item, sla_due_at=item.sla_due_at + timedelta(hours=5))
     _agree()
     act_on_exception(actor(analyst), item.id, "resolve", resolution_code="credit_issued")
     commit()

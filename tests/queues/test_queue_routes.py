@@ -11,7 +11,7 @@ from app.extensions import db
 from app.models import WorkItem
 from app.queues.models import SavedView
 from app.unit_of_work import commit
-from tests.conftest import csrf_from
+from tests.conftest import arrange, csrf_from
 
 
 @pytest.fixture
@@ -39,9 +39,8 @@ def _ids(html):
 
 def _item(make_item, tenant, title, requester=None, **kw):
     item = make_item(tenant, requester=requester, **kw)
-    item.title = title
-    item.counterparty = title.split(" for ")[-1] if " for " in title else "Initech"
-    commit()
+    arrange(item, title=title,
+            counterparty=title.split(" for ")[-1] if " for " in title else "Initech")
     return item
 
 
@@ -50,8 +49,7 @@ def test_unassigned_shows_only_open_items_of_kinds_my_roles_work(world, make_ite
     approval = _item(make_item, nw, "Discount for Acme", p["requester"])
     exception = _item(make_item, nw, "Payment failed at Globex", kind="billing_exception")
     done = _item(make_item, nw, "Already done", p["requester"])
-    done.state = "approved"
-    commit()
+    arrange(done, state="approved")
     auth.login("approver@x.test")
     page = client.get("/queues/unassigned").text
     assert _titles(page) == ["Discount for Acme"]

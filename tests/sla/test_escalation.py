@@ -18,7 +18,7 @@ from app.sla.notifications import mail_sla_digest
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.work.services import claim_item
-from tests.conftest import actor
+from tests.conftest import actor, arrange
 from tests.sla.conftest import run_worker
 
 
@@ -41,8 +41,7 @@ def _team(make_tenant, make_user):
 
 
 def _overdue(item):
-    item.sla_due_at = utcnow() - timedelta(minutes=5)
-    commit()
+    arrange(item, sla_due_at=utcnow() - timedelta(minutes=5))
 
 
 def _recipients(inbox):
@@ -88,11 +87,10 @@ def test_one_digest_per_manager_per_sweep_lists_every_item_with_its_link(
     late = [make_item(north, kind="billing_exception") for _ in range(3)]
     late += [make_item(contoso, kind="approval") for _ in range(2)]
     for item in late:
-        item.sla_due_at = utcnow() - timedelta(minutes=5)
+        arrange(item, sla_due_at=utcnow() - timedelta(minutes=5))
     risky = [make_item(north, kind="settlement_dispute") for _ in range(2)]
     for item in risky:
-        item.sla_due_at = calendar_for(north).add(utcnow(), timedelta(hours=3))
-    commit()
+        arrange(item, sla_due_at=calendar_for(north).add(utcnow(), timedelta(hours=3)))
     assert refresh_sla_states() == {"breached": 5, "at_risk": 2}
     run_worker(relaying)
     assert _recipients(inbox) == ["max@x.test", "mia@x.test", "otto@x.test"]
@@ -141,19 +139,16 @@ def test_a_digest_leaves_out_items_decided_before_it_was_sent(
     team = _team(make_tenant, make_user)
     first, second = [make_item(team["tenant"], kind="billing_exception") for _ in range(2)]
     for item in (first, second):
-        item.sla_due_at = utcnow() - timedelta(minutes=5)
-    commit()
+        arrange(item, sla_due_at=utcnow() - timedelta(minutes=5))
     assert refresh_sla_states() == {"breached": 2}
-    db.session.get(WorkItem, first.id).state = "resolved"
-    commit()
+    arrange(db.session.get(WorkItem, first.id), state="resolved")
     assert mail_sla_digest(_digests()[0]) == 2
     assert [_links(inbox, m) for m in inbox.messages] == [{second.id}, {second.id}]
 
     third = make_item(team["tenant"], kind="billing_exception")
     _overdue(third)
     assert refresh_sla_states() == {"breached": 1}
-    db.session.get(WorkItem, third.id).state = "resolved"
-    commit()
+    arrange(db.session.get(WorkItem, third.id), state="resolved")
     assert mail_sla_digest(_digests()[1]) == 0
     assert len(inbox.messages) == 2
 
@@ -163,8 +158,7 @@ def test_at_risk_mails_the_managers_without_raising_the_priority(
     team = _team(make_tenant, make_user)
     item = make_item(team["tenant"], kind="settlement_dispute")
     # An eighth of its 24-hour target left: past the at-risk share, not yet due.
-    item.sla_due_at = calendar_for(team["tenant"]).add(utcnow(), timedelta(hours=3))
-    commit()
+    arrange(item, sla_due_at=calendar_for(team["tenant"]).add(utcnow(), timedelta(hours=3)))
     assert refresh_sla_states() == {"at_risk": 1}
     db.session.expire_all()
     assert (item.sla_state, item.priority) == ("at_risk", "normal")

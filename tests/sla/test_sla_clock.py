@@ -12,7 +12,7 @@ from app.sla.calendar import calendar_for
 from app.sla.jobs import refresh_sla_states
 from app.types import utcnow
 from app.unit_of_work import commit
-from tests.conftest import actor
+from tests.conftest import actor, arrange
 
 
 def test_waiting_on_the_customer_moves_the_due_time_by_exactly_the_business_time_waited(
@@ -25,9 +25,8 @@ def test_waiting_on_the_customer_moves_the_due_time_by_exactly_the_business_time
     assert item.sla_state == "paused" and item.sla_paused_at is not None
     due_before = item.sla_due_at
     # Three days of waiting (moved back in time rather than slept through).
-    item.sla_paused_at = item.sla_paused_at - timedelta(days=3)
+    arrange(item, sla_paused_at=item.sla_paused_at - timedelta(days=3))
     paused_at = item.sla_paused_at
-    commit()
     act_on_exception(actor(analyst), item.id, "investigate")
     commit()
     db.session.refresh(item)
@@ -48,10 +47,9 @@ def test_the_sweep_marks_breaches_and_escalates_each_once(make_tenant, make_item
     late = make_item(tenant, kind="settlement_dispute")
     fine = make_item(tenant, kind="settlement_dispute")
     paused = make_item(tenant, kind="billing_exception")
-    late.sla_due_at = utcnow() - timedelta(hours=1)
-    paused.sla_due_at = utcnow() - timedelta(hours=1)
-    paused.state, paused.sla_state, paused.sla_paused_at = "waiting_on_customer", "paused", utcnow()
-    commit()
+    arrange(late, sla_due_at=utcnow() - timedelta(hours=1))
+    arrange(paused, sla_due_at=utcnow() - timedelta(hours=1), state="waiting_on_customer",
+            sla_state="paused", sla_paused_at=utcnow())
     version = late.version
     assert refresh_sla_states() == {"breached": 1}
     db.session.expire_all()

@@ -8,7 +8,7 @@ from app.extensions import db
 from app.unit_of_work import commit
 from app.work.services import transition
 from app.work.states import FINAL_STATES, STATE_ENUMS, TRANSITIONS
-from tests.conftest import SYSTEM
+from tests.conftest import SYSTEM, arrange
 
 # DESIGN §2, restated by hand: (from, action) -> to. The tables in app.work.states must match.
 EXPECTED = {
@@ -69,8 +69,7 @@ def test_move_is_allowed_exactly_when_the_table_says(make_tenant, make_item, kin
                                                       action, to_state):
     tenant = make_tenant()
     item = make_item(tenant, kind=kind)
-    item.state = state
-    commit()
+    arrange(item, state=state)
     version = item.version
     if to_state is None:
         expected_error = Conflict if state in FINAL_STATES[kind] else InvalidTransition
