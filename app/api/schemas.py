@@ -221,6 +221,9 @@ class ResubmitIn(_Strict):
     no human requester): the item goes back to the step's approver and its SLA clock resumes."""
 
     answer: Text(5000)
+    amount: MoneyIn | None = Field(
+        default=None, description="A corrected amount, if the answer amends it (not above the "
+                                  "amount asked about: a larger one is a new item).")
     expected_version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 

@@ -144,7 +144,7 @@ def resubmit_from_api(actor: Actor, item_id: int, body: ResubmitIn) -> WorkItem:
     item = read_item(actor, item_id)
     if item.requester_id is not None:
         raise PermissionDenied("This request has a requester in Cleardesk; they answer it there.")
-    return perform(actor, item_id, "resubmit", comment=body.answer,
+    return perform(actor, item_id, "resubmit", comment=body.answer, amount=body.amount,
                    expected_version=body.expected_version)
 
 

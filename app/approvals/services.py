@@ -10,7 +10,8 @@ from app.models import ApprovalStep, Kind, Membership, MembershipRole, StepState
 from app.outbox.services import add_message
 from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
 from app.types import utcnow
-from app.work import ledger
+from app.work import kinds, ledger
+from app.work.money import clean_item_amounts
 from app.work.services import (
     _check_version,
     _money,
@@ -172,8 +173,13 @@ def _require_requester(actor: Actor, item: WorkItem, what: str) -> None:
         raise PermissionDenied(f"Only the requester can {what} this item.")
 
 
-def resubmit(actor: Actor, item_id: int, *, answer: str,
+def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: dict | None = None,
              expected_version: int | None = None) -> WorkItem:
+    """The requester (or, for an item no person requested, its source system) answers the
+    question and sends the item back to the step's approver. The answer may amend the amount
+    (never upward: a larger amount may need more approval, so it is a new request) or the
+    subtype's fields; the amendment is audited with before and after, and it changes the facts
+    decided on, so no link sent before can decide it."""
     answer = (answer or "").strip()
     if not answer:
         raise ValidationFailed("Answer the question before resubmitting.",
@@ -181,7 +187,12 @@ def resubmit(actor: Actor, item_id: int, *, answer: str,
     item = _approval(actor, item_id)
     _require_requester(actor, item, "resubmit")
     before = item.state
-    item = transition(actor, item, "resubmit", comment=answer, expected_version=expected_version)
+    amended = _amendment(item, amount, details)
+    item = transition(actor, item, "resubmit", comment=answer, expected_version=expected_version,
+                      values={name: after for name, (_before, after) in amended.items()},
+                      data={"amended": {name: {"before": b, "after": a}
+                                        for name, (b, a) in amended.items()}}
+                      if amended else None)
     step = item.current_step()
     named = named_approver_id(step) if step is not None else None
     if before != item.state and named is not None:
@@ -190,6 +201,28 @@ def resubmit(actor: Actor, item_id: int, *, answer: str,
                     {"item_id": item.id, "step_id": step.id, "approver_id": named},
                     item.tenant_id)
     return item
+
+
+def _amendment(item: WorkItem, amount, details: dict | None) -> dict[str, tuple]:
+    """{column: (before, after)} of what an answer amends, checked by the write path's rules."""
+    out: dict[str, tuple] = {}
+    if amount not in (None, ""):
+        new = clean_item_amounts(item.kind, item.subtype, {"amount": amount},
+                                 currency=item.currency,
+                                 ceiling=item.tenant.max_item_amount)["amount"]
+        if new > item.amount:
+            raise ValidationFailed(
+                "A larger amount may need more approval: withdraw this request and raise a new "
+                "one for the new amount.",
+                {"amount": f"at most {item.currency} {item.amount:,.2f} when answering"})
+        if new != item.amount:
+            out["amount"] = (item.amount, new)
+    if details:
+        wanted = {k: v for k, v in details.items() if v not in (None, "")}
+        merged = {**(item.details or {}), **kinds.clean_details(item.kind, wanted)}
+        if merged != (item.details or {}):
+            out["details"] = (item.details or {}, merged)
+    return out
 
 
 def withdraw(actor: Actor, item_id: int, *, comment: str | None = None,

@@ -9,6 +9,7 @@ class ActionForm(FlaskForm):
     comment = TextAreaField(validators=[Optional(), Length(max=5000)])
     resolution_code = StringField(validators=[Optional(), Length(max=64)])
     adjustment_amount = StringField(validators=[Optional(), Length(max=32)])
+    amount = StringField(validators=[Optional(), Length(max=32)])  # a requester's correction
     assignee_id = IntegerField(validators=[Optional()])
 
 

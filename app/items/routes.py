@@ -57,7 +57,8 @@ def act(item_id: int):
         item = perform(actor, item_id, form.action.data, comment=form.comment.data,
                 resolution_code=form.resolution_code.data or None,
                 adjustment_amount=form.adjustment_amount.data or None,
-                expected_version=form.version.data, assignee_id=form.assignee_id.data)
+                expected_version=form.version.data, assignee_id=form.assignee_id.data,
+                amount=form.amount.data or None)
         message = outcome_message(item, form.action.data)
         commit()
     except DomainError as error:

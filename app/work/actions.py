@@ -12,7 +12,8 @@ from app.work import services as work
 
 def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = None,
             resolution_code: str | None = None, adjustment_amount=None,
-            expected_version: int | None = None, assignee_id: int | None = None) -> WorkItem:
+            expected_version: int | None = None, assignee_id: int | None = None,
+            amount=None) -> WorkItem:
     if action == "claim":
         return work.claim_item(actor, item_id, expected_version)
     if action == "release":
@@ -29,7 +30,8 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
         if action == "request_info":
             return approvals.request_info(actor, item_id, question=comment, expected_version=v)
         if action == "resubmit":
-            return approvals.resubmit(actor, item_id, answer=comment, expected_version=v)
+            return approvals.resubmit(actor, item_id, answer=comment, amount=amount,
+                                      expected_version=v)
         if action == "withdraw":
             return approvals.withdraw(actor, item_id, comment=comment, expected_version=v)
     elif item.kind == Kind.BILLING_EXCEPTION.value:

@@ -96,3 +96,28 @@ def test_the_api_cannot_answer_for_a_human_requester(relaying, team, client, mak
     refused = api.post(f"/api/v1/items/{item.id}/resubmit", json={"answer": "INV-1"})
     assert refused.status_code == 403 and "requester" in refused.text
     assert _fresh(item.id).state == "info_requested"
+
+
+def test_an_answer_may_lower_the_amount_audited_and_never_raise_it(team, make_item):
+    from app.approvals.services import resubmit
+    from app.audit.models import AuditEvent
+    from app.errors import ValidationFailed
+
+    item = make_item(team["tenant"], amount="1200.00", requester=team["requester"])
+    request_info(actor(team["approver"]), item.id, question="Is 1,200 right?")
+    commit()
+    try:
+        resubmit(actor(team["requester"]), item.id, answer="It is 1,500", amount="1500.00")
+    except ValidationFailed as refused:
+        assert "new one" in refused.message and "amount" in refused.fields
+    else:
+        raise AssertionError("a larger amount was taken on resubmit")
+    db.session.rollback()
+    resubmit(actor(team["requester"]), item.id, answer="1,150 after the credit",
+             amount="1150.00")
+    commit()
+    amended = _fresh(item.id)
+    assert amended.state == "pending" and str(amended.amount) == "1150.00"
+    event = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "item.resubmit")).one()
+    assert event.data["amended"] == {"amount": {"before": "1200.00", "after": "1150.00"}}
