@@ -22,6 +22,7 @@ from app.admin.forms import (
     choices,
 )
 from app.admin.models import PendingMembershipChange
+from app.auth import services as auth_services
 from app.auth.forms import EmptyForm
 from app.errors import ValidationFailed
 from app.extensions import db
@@ -454,8 +455,11 @@ def set_password(token: str):
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                services.set_password_with_link(token, form.password.data, form.confirm.data,
-                                                request.remote_addr, request.user_agent.string)
+                # Signed in as the person (a reset while signed in): this session stays.
+                services.set_password_with_link(
+                    token, form.password.data, form.confirm.data, request.remote_addr,
+                    request.user_agent.string,
+                    keep_session_id=auth_services.session_id_of(current_user.get_id()))
                 commit()
             except ValidationFailed as error:
                 db.session.rollback()
