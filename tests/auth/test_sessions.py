@@ -68,6 +68,11 @@ def signed_in(client) -> bool:
     return True
 
 
+def post(client, path: str, data: dict | None = None):
+    token = csrf_from(client.get("/account/").text)
+    return client.post(path, data={"csrf_token": token, **(data or {})})
+
+
 def login_id(app, client) -> str:
     """What Flask-Login keeps in the (signed, readable) session cookie."""
     cookie = client.get_cookie("session").value
@@ -220,6 +225,105 @@ def test_last_seen_moves_at_most_every_few_minutes(app, browser, ann, statements
 
     client.get("/ping")
     assert session_of(app, client).last_seen_at == moved
+
+
+# ---------------------------------------------------------------------------------------------
+# The account page: one's sessions, ending them.
+
+
+def test_the_account_page_lists_ones_open_sessions_in_local_time(app, browser, ann, bob):
+    here = browser(ann, address="198.51.100.4")
+    browser(ann, agent=SAFARI, address="203.0.113.20")
+    ended = browser(ann)
+    ended.post("/logout", data={"csrf_token": csrf_from(ended.get("/queues/mine").text)})
+    browser(bob, address="192.0.2.99")
+
+    page = here.get("/account/")
+
+    assert page.status_code == 200
+    assert "Your sessions" in page.text
+    assert page.text.count("<tr>") - 1 == 2  # Ann's two open sessions, not Bob's
+    assert "198.51.100.4" in page.text and "203.0.113.20" in page.text
+    assert "192.0.2.99" not in page.text
+    assert "Firefox on Linux" in page.text and "Safari on iOS" in page.text
+    assert "this browser" in page.text
+    assert "America/New_York" in page.text and (" EST" in page.text or " EDT" in page.text)
+    assert "Sign out everywhere else" in page.text
+
+
+def test_the_header_name_leads_to_the_account_page(browser, ann):
+    page = browser(ann).get("/queues/mine")
+    assert 'href="/account/"' in page.text
+
+
+def test_sign_out_everywhere_else_ends_every_other_session_and_keeps_this_one(
+        app, browser, ann, bob):
+    here, laptop, phone = browser(ann), browser(ann), browser(ann, agent=SAFARI)
+    bobs = browser(bob)
+    others = sorted([session_of(app, laptop).id, session_of(app, phone).id])
+
+    response = post(here, "/account/sessions/end-others")
+
+    assert response.status_code == 303 and response.headers["Location"] == "/account/"
+    assert "2 other sessions ended" in here.get("/account/").text
+    assert signed_in(here)
+    assert not signed_in(laptop) and not signed_in(phone)
+    assert signed_in(bobs)
+    assert {session_of(app, c).ended_reason for c in (laptop, phone)} == {"ended_by_user"}
+    [ended] = events("auth.sessions_ended")
+    assert ended.actor_id == ann.id and ended.chain_id == GLOBAL_CHAIN
+    assert ended.data["session_ids"] == others and ended.data["reason"] == "ended_by_user"
+
+
+def test_ending_one_session_signs_out_only_that_browser(app, browser, ann):
+    here, lost, kept = browser(ann), browser(ann), browser(ann)
+    lost_id = session_of(app, lost).id
+
+    response = post(here, f"/account/sessions/{lost_id}/end")
+
+    assert response.status_code == 303
+    assert not signed_in(lost)
+    assert signed_in(here) and signed_in(kept)
+    [ended] = events("auth.session_ended")
+    assert ended.data["session_id"] == lost_id and ended.data["reason"] == "ended_by_user"
+
+
+def test_ending_the_session_one_is_using_signs_one_out(app, browser, ann):
+    here = browser(ann)
+    response = post(here, f"/account/sessions/{session_of(app, here).id}/end")
+    assert response.status_code == 303
+    assert urlsplit(response.headers["Location"]).path == "/login"
+    assert not signed_in(here)
+
+
+def test_ending_another_persons_session_is_refused_and_changes_nothing(app, browser, ann, bob):
+    anns = browser(ann)
+    bobs = browser(bob)
+    anns_id = session_of(app, anns).id
+
+    refused = post(bobs, f"/account/sessions/{anns_id}/end")
+    unknown = post(bobs, "/account/sessions/no-such-session/end")
+
+    assert refused.status_code == unknown.status_code == 404
+    assert signed_in(anns)
+    assert session_of(app, anns).ended_at is None
+    assert events("auth.session_ended") == []
+    # Bob's "everywhere else" is his own sessions only.
+    post(bobs, "/account/sessions/end-others")
+    assert signed_in(anns)
+
+
+def test_ending_a_session_without_a_csrf_token_changes_nothing(app, browser, ann):
+    here, other = browser(ann), browser(ann)
+    assert here.post(f"/account/sessions/{session_of(app, other).id}/end").status_code == 400
+    assert here.post("/account/sessions/end-others").status_code == 400
+    assert signed_in(other)
+
+
+def test_the_account_page_and_its_actions_need_a_signed_in_person(browser):
+    anonymous = browser()
+    assert anonymous.get("/account/").status_code == 302
+    assert anonymous.post("/account/sessions/end-others").status_code in (302, 400)
 
 
 # ---------------------------------------------------------------------------------------------
