@@ -36,6 +36,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.webhooks import models as webhook_models  # noqa: F401
     from app.imports import models as import_models  # noqa: F401
     from app.admin import models as admin_models  # noqa: F401
+    from app.auth import models as auth_models  # noqa: F401
     from app.policy import models as policy_models  # noqa: F401
     from app.sla import models as sla_models  # noqa: F401
     from app import unit_of_work  # noqa: F401  (installs the rollback listener)

@@ -114,8 +114,6 @@ class User(UserMixin, db.Model):
     name: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Bumped to end every session of this user (password change, deactivation).
-    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -127,8 +125,23 @@ class User(UserMixin, db.Model):
     def is_active(self) -> bool:  # Flask-Login
         return self.active
 
-    def get_id(self) -> str:  # Flask-Login: a bumped epoch invalidates old sessions
-        return f"{self.id}:{self.session_epoch}"
+    # Flask-Login's id for the session (and remember) cookie, "user id:session id:secret",
+    # naming the server-side session record (app.auth.models.UserSession) this object was
+    # signed in or recognised with; None for a user loaded any other way, who cannot be
+    # signed in by it.
+    login_id = None
+
+    def get_id(self) -> str | None:  # Flask-Login
+        return self.login_id
+
+    def __eq__(self, other) -> bool:
+        # One person, whichever session record (or none) the object was loaded with
+        # (UserMixin compares get_id).
+        if isinstance(other, User):
+            return self is other or (self.id is not None and self.id == other.id)
+        return NotImplemented
+
+    __hash__ = object.__hash__
 
     def membership_in(self, tenant_id: int) -> Membership | None:
         for m in self.memberships:

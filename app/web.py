@@ -82,10 +82,10 @@ def _nav_context() -> dict:
 
 
 def localtime(value, tenant) -> str:
-    """A stored UTC time shown in the tenant's timezone."""
+    """A stored UTC time shown in the tenant's timezone (UTC without a tenant)."""
     if value is None:
         return "—"
-    local = value.astimezone(ZoneInfo(tenant.timezone))
+    local = value.astimezone(ZoneInfo(tenant.timezone if tenant is not None else "UTC"))
     return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()
 
 

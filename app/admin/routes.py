@@ -1,14 +1,14 @@
 """The admin area (/admin: tenants, branding, closures, people, pending changes) and the
-account pages everyone uses (/account: set a password from a mailed link, out of office, the
-tenant's logo). Thin: each route checks who may see the page, parses a form, calls one service
-function, then renders or redirects. A service's ValidationFailed re-renders the form with the
-messages next to their fields."""
+account pages everyone uses (/account: one's sessions, set a password from a mailed link, out
+of office, the tenant's logo). Thin: each route checks who may see the page, parses a form,
+calls one service function, then renders or redirects. A service's ValidationFailed re-renders
+the form with the messages next to their fields."""
 from __future__ import annotations
 
 from collections import Counter
 
-from flask import Blueprint, Response, abort, flash, redirect, request, url_for
-from flask_login import current_user, login_required
+from flask import Blueprint, Response, abort, flash, redirect, request, session, url_for
+from flask_login import current_user, login_required, logout_user
 
 from app.admin import services
 from app.admin.forms import (
@@ -22,12 +22,14 @@ from app.admin.forms import (
     choices,
 )
 from app.admin.models import PendingMembershipChange
+from app.auth import services as auth_services
 from app.auth.forms import EmptyForm
+from app.auth.session import current_session
 from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import Role
 from app.unit_of_work import commit
-from app.web import current_actor, render_page
+from app.web import current_actor, current_tenant_id, render_page
 from app.webhooks.services import paused_subscriptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -444,6 +446,46 @@ def _decide_change(slug: str, change_id: int, decision: str):
 # Account pages.
 
 
+@account.get("/")
+@login_required
+def index():
+    memberships = sorted(current_user.memberships, key=lambda m: m.tenant.name)
+    # Times in the tenant being worked in, else the person's first tenant (UTC without one).
+    tenant = next((m.tenant for m in memberships if m.tenant_id == current_tenant_id()),
+                  memberships[0].tenant if memberships else None)
+    return render_page("admin/account.html", tenant=tenant,
+                       sessions=auth_services.open_sessions(current_user),
+                       current=current_session())
+
+
+@account.post("/sessions/end-others")
+@login_required
+def end_other_sessions():
+    _require_csrf(EmptyForm())
+    ended = auth_services.end_other_sessions(current_actor(), current_session().id)
+    commit()
+    flash(f"Signed out everywhere else: {len(ended)} other session"
+          f"{'' if len(ended) == 1 else 's'} ended." if ended
+          else "You had no other sessions.", "success")
+    return redirect(url_for("account.index"), code=303)
+
+
+@account.post("/sessions/<session_id>/end")
+@login_required
+def end_session(session_id: str):
+    _require_csrf(EmptyForm())
+    ended = auth_services.end_session(current_actor(), session_id)
+    current = ended.id == current_session().id
+    commit()
+    if current:  # ended from its own page: as signing out
+        logout_user()
+        session.clear()
+        flash("You are signed out.", "info")
+        return redirect(url_for("auth.login"), code=303)
+    flash(f"Session ended: {ended.browser} is signed out.", "success")
+    return redirect(url_for("account.index"), code=303)
+
+
 @account.route("/set-password/<token>", methods=["GET", "POST"])
 def set_password(token: str):
     """Opening the link (GET) changes nothing (mail scanners open every link); the form posts."""
@@ -454,8 +496,11 @@ def set_password(token: str):
     if request.method == "POST":
         if form.validate_on_submit():
             try:
-                services.set_password_with_link(token, form.password.data, form.confirm.data,
-                                                request.remote_addr, request.user_agent.string)
+                # Signed in as the person (a reset while signed in): this session stays.
+                services.set_password_with_link(
+                    token, form.password.data, form.confirm.data, request.remote_addr,
+                    request.user_agent.string,
+                    keep_session_id=auth_services.session_id_of(current_user.get_id()))
                 commit()
             except ValidationFailed as error:
                 db.session.rollback()

@@ -29,7 +29,8 @@ from app.admin.models import (
     TenantLogo,
 )
 from app.audit.services import record_event
-from app.auth.services import people_with_role
+from app.auth.models import SessionEndReason
+from app.auth.services import end_sessions, people_with_role
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import (
@@ -658,13 +659,14 @@ def deactivate_user(actor: Actor, tenant: Tenant, user_id: int) -> User:
         if Role.ADMIN.value in m.role_set:
             _keep_an_admin(m.tenant, user.id)
     user.active = False
-    user.session_epoch = (user.session_epoch or 0) + 1  # every session ends at once
+    ended = end_sessions(actor, user, SessionEndReason.DEACTIVATED)  # signed out everywhere
     db.session.flush()
     for m in user.memberships:
         handed = _hand_back_work(actor, user, m.tenant_id)
         record_event(actor, "user.deactivated", tenant_id=m.tenant_id,
                      data={"user_id": user.id, "email": user.email,
-                           "before": {"active": True}, "after": {"active": False}, **handed})
+                           "before": {"active": True}, "after": {"active": False},
+                           "sessions_ended": len(ended), **handed})
     # Unused password links die with the account.
     db.session.execute(update(PasswordLink).where(
         PasswordLink.user_id == user.id, PasswordLink.used_at.is_(None),
@@ -825,7 +827,9 @@ def password_link(token: str) -> PasswordLink:
 
 
 def set_password_with_link(token: str, password: str, confirm: str, ip: str | None,
-                           user_agent: str | None) -> User:
+                           user_agent: str | None, keep_session_id: str | None = None) -> User:
+    """Set the password a link is for; every other session of the person ends (the one the
+    request came with, `keep_session_id`, stays if it is theirs)."""
     from app.auth.passwords import hash_password
 
     row = password_link(token)
@@ -844,11 +848,12 @@ def set_password_with_link(token: str, password: str, confirm: str, ip: str | No
     if used.rowcount != 1:
         raise LinkRefused("This link was already used.")
     user.password_hash = hash_password(password)
-    user.session_epoch = (user.session_epoch or 0) + 1  # other sessions end
-    db.session.flush()
     actor = Actor(ActorType.USER, user=user, label=user.email, ip=ip, user_agent=user_agent)
+    ended = end_sessions(actor, user, SessionEndReason.PASSWORD_CHANGED, keep=keep_session_id)
+    db.session.flush()
     record_event(actor, "user.password_set", tenant_id=row.tenant_id,
-                 data={"user_id": user.id, "via": row.purpose, "link_id": row.id})
+                 data={"user_id": user.id, "via": row.purpose, "link_id": row.id,
+                       "sessions_ended": len(ended)})
     return user
 
 

@@ -7,8 +7,9 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user, login_required, login_user, logout_user
 
 from app.auth.forms import EmptyForm, LoginForm
-from app.auth.services import SignInRefused, authenticate, record_logout
+from app.auth.services import SignInRefused, authenticate, session_id_of, sign_out
 from app.unit_of_work import commit
+from app.web import current_actor
 
 bp = Blueprint("auth", __name__)
 
@@ -56,7 +57,7 @@ def ping():
 def logout():
     if not EmptyForm().validate_on_submit():
         abort(400)
-    record_logout(current_user, request.remote_addr, request.user_agent.string)
+    sign_out(current_actor(), session_id_of(current_user.get_id()))
     commit()
     logout_user()
     session.clear()

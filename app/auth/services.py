@@ -1,17 +1,23 @@
-"""Authenticating people, with throttling that every sign-in path shares."""
+"""Authenticating people, with throttling that every sign-in path shares, and their
+server-side sessions: started at sign-in, recognised on every request, ended by signing out,
+from another session, by a password change or by deactivation."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
+import secrets
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import lazyload
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
+from app.auth.models import SessionEndReason, UserSession
 from app.auth.passwords import check_password, hash_password
-from app.errors import PermissionDenied, ValidationFailed
+from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import LoginThrottle, Membership, MembershipRole, User
 from app.types import utcnow
@@ -55,10 +61,11 @@ def _keys(email: str, ip: str | None) -> tuple[str, str]:
 
 
 def authenticate(email: str, password: str, ip: str | None, user_agent: str | None) -> User:
-    """Check a password. After LOGIN_MAX_FAILURES failures in a row for one email (whether or
-    not an account has it), or LOGIN_MAX_FAILURES_PER_IP within the lockout period from one
-    address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. Every outcome is audited; the
-    caller commits, also on refusal, so counts and events are kept."""
+    """Check a password and start a session (the user comes back with `login_id` set, what
+    Flask-Login keeps in the cookie). After LOGIN_MAX_FAILURES failures in a row for one email
+    (whether or not an account has it), or LOGIN_MAX_FAILURES_PER_IP within the lockout period
+    from one address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. Every outcome is audited;
+    the caller commits, also on refusal, so counts and events are kept."""
     config = current_app.config
     now = utcnow()
     email = (email or "").strip().lower()[:254]
@@ -101,12 +108,141 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
     by_email.failures = 0
     by_email.locked_until = None
     user.last_login_at = now
-    record_event(actor, "auth.login", tenant_id=None)
+    session_id = start_session(user, ip, user_agent)
+    record_event(actor, "auth.login", tenant_id=None, data={"session_id": session_id})
     return user
 
 
-def record_logout(user: User, ip: str | None, user_agent: str | None) -> None:
-    record_event(Actor.for_user(user, ip, user_agent), "auth.logout", tenant_id=None)
+# ---------------------------------------------------------------------------------------------
+# Sessions.
+
+# How stale a session's last-seen time may get before a request moves it: a write every few
+# minutes per session, not one per request.
+SEEN_EVERY = timedelta(minutes=5)
+
+
+def _secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
+    """Record a new session of `user` and set `user.login_id` ("user id:session id:secret")
+    for the cookie; the secret is not kept. Returns the session id."""
+    session_id, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(UserSession(id=session_id, user_id=user.id, secret_hash=_secret_hash(secret),
+                               created_at=now, last_seen_at=now, ip=(ip or "")[:64] or None,
+                               user_agent=(user_agent or "")[:300] or None))
+    db.session.flush()
+    user.login_id = f"{user.id}:{session_id}:{secret}"
+    return session_id
+
+
+def session_id_of(login_id: str | None) -> str | None:
+    parts = (login_id or "").split(":")
+    return parts[1] if len(parts) == 3 else None
+
+
+def recognise_session(login_id: str) -> tuple[User, UserSession] | None:
+    """The active user and open session a cookie's login id names, or None: unknown, ended,
+    another user's, a wrong secret, a deactivated user. One query, run on every request; the
+    user's memberships load when a page first uses them."""
+    try:
+        user_id, session_id, secret = login_id.split(":")
+        user_id = int(user_id)
+    except (AttributeError, ValueError):
+        return None
+    found = db.session.execute(
+        select(User, UserSession).join(UserSession, UserSession.user_id == User.id)
+        .where(UserSession.id == session_id, User.id == user_id,
+               UserSession.ended_at.is_(None), User.active.is_(True))
+        .options(lazyload(User.memberships))
+    ).first()
+    if found is None or not hmac.compare_digest(found.UserSession.secret_hash,
+                                                _secret_hash(secret)):
+        return None
+    found.User.login_id = login_id
+    return found.User, found.UserSession
+
+
+def note_session_seen(row: UserSession) -> bool:
+    """Move the session's last-seen time to now when it is older than SEEN_EVERY. Returns
+    True when it wrote (the caller commits that on its own, as a token's last use)."""
+    now = utcnow()
+    if now - row.last_seen_at < SEEN_EVERY:
+        return False
+    # Conditional: of several requests seeing a stale time at once, one writes; an ended
+    # session stays as it ended.
+    result = db.session.execute(
+        update(UserSession)
+        .where(UserSession.id == row.id, UserSession.ended_at.is_(None),
+               UserSession.last_seen_at < now - SEEN_EVERY)
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount > 0
+
+
+def open_sessions(user: User) -> list[UserSession]:
+    """The person's sessions that have not ended, the most recently seen first."""
+    return list(db.session.scalars(
+        select(UserSession).where(UserSession.user_id == user.id, UserSession.ended_at.is_(None))
+        .order_by(UserSession.last_seen_at.desc(), UserSession.created_at.desc())))
+
+
+def end_sessions(actor: Actor, user: User, reason: SessionEndReason, *,
+                 keep: str | None = None) -> list[str]:
+    """End every open session of `user` (but `keep`, the one the request came with, if it is
+    theirs); audited as one `auth.sessions_ended` event when any ended. Returns their ids."""
+    query = select(UserSession.id).where(UserSession.user_id == user.id,
+                                         UserSession.ended_at.is_(None))
+    if keep is not None:
+        query = query.where(UserSession.id != keep)
+    ids = sorted(db.session.scalars(query))
+    if not ids:
+        return []
+    db.session.execute(
+        update(UserSession)
+        .where(UserSession.id.in_(ids), UserSession.ended_at.is_(None))
+        .values(ended_at=utcnow(), ended_reason=reason.value)
+        .execution_options(synchronize_session="fetch"))
+    record_event(actor, "auth.sessions_ended", tenant_id=None,
+                 data={"user_id": user.id, "reason": reason.value, "session_ids": ids})
+    return ids
+
+
+def _own_open_session(actor: Actor, session_id: str | None) -> UserSession:
+    row = db.session.get(UserSession, session_id) if session_id else None
+    if row is None or actor.user is None or row.user_id != actor.user_id or row.ended_at:
+        raise NotFound("There is no such session of yours, or it has already ended.")
+    return row
+
+
+def end_session(actor: Actor, session_id: str) -> UserSession:
+    """End one of the actor's own sessions (another browser, a lost device)."""
+    row = _own_open_session(actor, session_id)
+    row.ended_at, row.ended_reason = utcnow(), SessionEndReason.ENDED_BY_USER.value
+    db.session.flush()
+    record_event(actor, "auth.session_ended", tenant_id=None,
+                 data={"user_id": row.user_id, "session_id": row.id,
+                       "reason": SessionEndReason.ENDED_BY_USER.value,
+                       "session_ip": row.ip, "session_started_at": row.created_at})
+    return row
+
+
+def end_other_sessions(actor: Actor, current_session_id: str) -> list[str]:
+    """Sign the actor out everywhere but the session they ask from."""
+    _own_open_session(actor, current_session_id)
+    return end_sessions(actor, actor.user, SessionEndReason.ENDED_BY_USER,
+                        keep=current_session_id)
+
+
+def sign_out(actor: Actor, session_id: str | None) -> None:
+    """End the session the request came with; audited as `auth.logout`."""
+    row = db.session.get(UserSession, session_id) if session_id else None
+    if row is not None and row.user_id == actor.user_id and row.ended_at is None:
+        row.ended_at, row.ended_reason = utcnow(), SessionEndReason.SIGNED_OUT.value
+        db.session.flush()
+    record_event(actor, "auth.logout", tenant_id=None, data={"session_id": session_id})
 
 
 def create_user(actor: Actor, *, email: str, name: str, password: str) -> User:

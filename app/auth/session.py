@@ -1,12 +1,17 @@
-"""Flask-Login wiring: loading the user from the session, and what an anonymous request gets."""
+"""Flask-Login wiring: loading the user from the session cookie (and the server-side session
+record it names), and what an anonymous request gets."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, flash, redirect, request, url_for
+from flask import Flask, current_app, flash, g, redirect, request, session, url_for
+from flask_login import current_user
 
-from app.extensions import db, login_manager
+from app.auth.models import UserSession
+from app.auth.services import note_session_seen, recognise_session
+from app.extensions import login_manager
 from app.models import User
+from app.unit_of_work import commit
 
 
 def install_login(app: Flask) -> None:
@@ -15,21 +20,34 @@ def install_login(app: Flask) -> None:
     login_manager.login_message_category = "info"
     login_manager.session_protection = "strong"
 
+    # Also what a remember cookie holds (Flask-Login copies the session's id into it), so one
+    # would name the same session record and die with it.
     @login_manager.user_loader
-    def load_user(session_id: str) -> User | None:
-        try:
-            user_id, epoch = (int(part) for part in session_id.split(":"))
-        except ValueError:
+    def load_user(login_id: str) -> User | None:
+        recognised = recognise_session(login_id)
+        if recognised is None:
             return None
-        user = db.session.get(User, user_id)
-        if user is None or not user.active or user.session_epoch != epoch:
-            return None
+        user, g.user_session = recognised
         return user
+
+    @app.before_request
+    def _note_session_seen():
+        # Before the view has changed anything, so the write can be committed on its own (as
+        # an API token's last use). Static files need no user.
+        if request.endpoint == "static" or "_user_id" not in session:
+            return
+        if current_user.is_authenticated and note_session_seen(g.user_session):
+            commit()
 
     @login_manager.unauthorized_handler
     def unauthorized():
         flash(login_manager.login_message, login_manager.login_message_category)
         return sign_in_redirect()
+
+
+def current_session() -> UserSession | None:
+    """The session record the signed-in request came with."""
+    return g.get("user_session") if current_user.is_authenticated else None
 
 
 def sign_in_redirect():

@@ -15,6 +15,8 @@ ALLOWED = {
     "auth.login": "signing in (there is no auditor yet)",
     "auth.logout": "signing out",
     "auth.switch_tenant": "which tenant to show; kept in the session, not the database",
+    "account.end_session": "ending one of one's own sessions, as signing out",
+    "account.end_other_sessions": "signing out one's own other sessions",
     "audit.create_export": "an export is a read, itself audited",
     "queues.save": "a person's own saved filter, not tenant data",
     "queues.delete": "a person's own saved filter, not tenant data",

@@ -6,8 +6,10 @@ import pytest
 from sqlalchemy import select
 
 from app import create_app
+from app.actors import Actor
 from app.audit.models import GLOBAL_CHAIN, AuditEvent
-from app.auth.services import email_throttle
+from app.auth.models import SessionEndReason
+from app.auth.services import email_throttle, end_sessions
 from app.extensions import db
 from app.models import WorkItem
 from app.unit_of_work import commit
@@ -343,11 +345,12 @@ def test_logout_without_csrf_token_keeps_the_session(client, auth, approver):
     assert _is_signed_in(client)
 
 
-def test_bumping_session_epoch_signs_the_user_out_on_their_next_request(client, auth, approver):
+def test_ending_the_session_record_signs_the_user_out_on_their_next_request(
+        client, auth, approver):
     auth.login("approver@example.com")
     assert _is_signed_in(client)
 
-    approver.session_epoch += 1
+    end_sessions(Actor.system("tests"), approver, SessionEndReason.PASSWORD_CHANGED)
     commit()
 
     response = client.get("/queues/mine")

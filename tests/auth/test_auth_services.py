@@ -8,6 +8,7 @@ from sqlalchemy import select
 from app.actors import Actor
 from app.audit.models import GLOBAL_CHAIN, AuditEvent
 from app.audit.services import verify_chain
+from app.auth.models import UserSession
 from app.auth.passwords import check_password
 from app.auth.services import SignInRefused, authenticate, create_user, email_throttle
 from app.errors import ValidationFailed
@@ -68,13 +69,21 @@ def test_create_user_refuses_short_passwords_and_duplicate_emails(app, user):
     assert "email" in duplicate.value.fields
 
 
-def test_right_password_returns_the_user_and_records_the_sign_in(user):
+def test_right_password_returns_the_user_with_a_new_session_and_records_the_sign_in(user):
     signed_in = _sign_in("person@example.com")
 
     assert signed_in.id == user.id
     assert signed_in.last_login_at is not None
+    session = db.session.scalars(select(UserSession)).one()
+    assert signed_in.get_id().startswith(f"{user.id}:{session.id}:")
     event = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.login")).one()
-    assert event.data == {"ip": IP, "user_agent": AGENT}
+    assert event.data == {"ip": IP, "user_agent": AGENT, "session_id": session.id}
+
+
+def test_a_refused_sign_in_starts_no_session(user):
+    with pytest.raises(SignInRefused):
+        _sign_in("person@example.com", "not the password")
+    assert db.session.scalars(select(UserSession)).all() == []
 
 
 def test_each_failure_is_counted_and_audited(user):

@@ -1,8 +1,8 @@
 """The admin area in a real Chromium: an admin invites an approver with a limit in one tenant,
 who sets a password from the mailed link and sees only that tenant's work; a deactivated
-person's open session stops at once; out of office routes work to the delegate within its
-scope; another tenant's admin pages do not exist for a contoso admin; bad input shows
-messages next to its fields."""
+person's open session stops at once; signing out everywhere else from the account page stops
+another browser; out of office routes work to the delegate within its scope; another tenant's
+admin pages do not exist for a contoso admin; bad input shows messages next to its fields."""
 from __future__ import annotations
 
 import re
@@ -127,10 +127,36 @@ def test_a_deactivated_persons_open_session_stops_at_once(page, chromium, live_s
     ann.context.close()
 
 
+def test_signing_out_everywhere_else_from_the_account_page_stops_the_other_browser(
+        page, chromium, live_server, org):
+    laptop = new_page(chromium, live_server)
+    sign_in(laptop, "ann@example.com")
+    sign_in(page, "ann@example.com")
+    page.locator(".who a").click()
+    expect(page.get_by_role("heading", name="Your sessions")).to_be_visible()
+    rows = page.locator("#sessions tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.filter(has_text="this browser")).to_have_count(1)
+    expect(rows.filter(has_text="this browser").get_by_role("button", name="End")).to_have_count(0)
+    shot(page, "account-sessions")
+
+    page.get_by_role("button", name="Sign out everywhere else").click()
+    expect(page.locator("#messages")).to_contain_text("1 other session ended")
+    expect(rows).to_have_count(1)
+    expect(page.get_by_text("You are signed in only here.")).to_be_visible()
+
+    laptop.locator(".queue-nav").get_by_role("link", name="Unassigned").click()
+    laptop.wait_for_url(re.compile(r"/login"))
+    expect(laptop.get_by_role("heading", name="Sign in to Cleardesk")).to_be_visible()
+    laptop.context.close()
+
+
 def test_out_of_office_routes_work_to_the_delegate_within_its_scope(
         page, chromium, live_server, org, make_item):
     sign_in(page, "ann@example.com")
     page.locator(".who a").click()
+    expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    page.get_by_role("link", name="Out of office").click()
     expect(page.get_by_role("heading", name="Out of office")).to_be_visible()
     from datetime import timedelta
 

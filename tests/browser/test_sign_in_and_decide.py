@@ -6,6 +6,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from app.actors import Actor
+from app.auth.models import SessionEndReason
+from app.auth.services import end_sessions
 from app.extensions import db
 from app.models import User, WorkItem
 from app.unit_of_work import commit
@@ -93,7 +96,7 @@ def test_signed_out_htmx_action_lands_on_the_full_login_page(page, approval):
     # Signed out from elsewhere (a password change, an admin): the cookie stays, the session
     # does not.
     user = db.session.query(User).filter_by(email="approver@example.com").one()
-    user.session_epoch += 1
+    end_sessions(Actor.system("tests"), user, SessionEndReason.PASSWORD_CHANGED)
     commit()
     panel.get_by_role("button", name="Claim").click()
 

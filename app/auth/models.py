@@ -1,0 +1,64 @@
+"""Server-side sign-in sessions: one row per sign-in, so signing out, a password change and
+deactivation end a session for good, whatever copies of its cookie exist."""
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models import User
+from app.types import UTCDateTime, utcnow
+
+
+class SessionEndReason(str, enum.Enum):
+    SIGNED_OUT = "signed_out"  # the person signed out in that browser
+    ENDED_BY_USER = "ended_by_user"  # ended from another of their sessions
+    PASSWORD_CHANGED = "password_changed"
+    DEACTIVATED = "deactivated"
+
+
+class UserSession(db.Model):
+    """One sign-in. The cookie carries the id and a secret; only the secret's SHA-256 is kept
+    (256 random bits need no slow hash), so a copy of the table cannot sign anyone in."""
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index("ix_user_sessions_user_ended", "user_id", "ended_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Moved forward at most every few minutes (app.auth.services.SEEN_EVERY), not per request.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_reason: Mapped[str | None] = mapped_column(String(32))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def browser(self) -> str:
+        """A short name for the browser and system ("Firefox on Linux"), or the raw agent."""
+        return describe_user_agent(self.user_agent)
+
+
+# Order matters: Edge and Opera say "Chrome" too, Chrome says "Safari".
+_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"),
+             ("Chromium/", "Chromium"), ("Chrome/", "Chrome"), ("Safari/", "Safari"))
+_SYSTEMS = (("Android", "Android"), (r"iPhone|iPad", "iOS"), ("Windows", "Windows"),
+            ("Mac OS X|Macintosh", "macOS"), ("CrOS", "ChromeOS"), ("Linux", "Linux"))
+
+
+def describe_user_agent(agent: str | None) -> str:
+    if not agent:
+        return "Unknown browser"
+    browser = next((name for marker, name in _BROWSERS if marker in agent), None)
+    system = next((name for pattern, name in _SYSTEMS if re.search(pattern, agent)), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    return browser or system or agent[:60]
