@@ -25,7 +25,7 @@ from app.unit_of_work import commit
 from app.work import kinds
 from app.work.money import clean_item_amounts, item_amounts
 from app.work.services import create_item
-from tests.api.conftest import BearerClient, item_payload, make_token  # noqa: F401 (a fixture)
+from tests.api.conftest import BearerClient, api, item_payload, make_token  # noqa: F401 (fixtures)
 from tests.conftest import csrf_from
 from tests.imports.test_imports import BILLING_HEADER, _errors, _upload
 
@@ -34,14 +34,6 @@ EXAMPLES = int(os.environ.get("MONEY_EXAMPLES", "300"))
 
 def _count(model) -> int:
     return db.session.scalar(select(func.count()).select_from(model))
-
-
-@pytest.fixture
-def api(client, make_tenant, make_token):
-    tenant = make_tenant()
-    bearer = BearerClient(client, make_token(tenant))
-    bearer.tenant = tenant
-    return bearer
 
 
 REFUND = dict(kind="approval", subtype="refund", title="Refund", details={})
