@@ -4,13 +4,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 
+from app.access import allow, declare_access
 from app.auth.forms import EmptyForm, LoginForm
 from app.auth.services import SignInRefused, authenticate, record_logout
 from app.unit_of_work import commit
 
 bp = Blueprint("auth", __name__)
+declare_access(bp, member=True)
 
 
 def _safe_next(target: str | None) -> str:
@@ -22,6 +24,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@allow(anonymous=True)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("queues.home"))
@@ -44,7 +47,6 @@ def login():
 
 
 @bp.get("/ping")
-@login_required
 def ping():
     """The cheapest signed-in page (session and user load, nothing else): the ceiling that
     `make bench` measures the real pages against."""
@@ -52,7 +54,6 @@ def ping():
 
 
 @bp.post("/logout")
-@login_required
 def logout():
     if not EmptyForm().validate_on_submit():
         abort(400)
@@ -65,7 +66,6 @@ def logout():
 
 
 @bp.post("/tenant")
-@login_required
 def switch_tenant():
     form = EmptyForm()
     tenant_id = request.form.get("tenant_id", type=int)
