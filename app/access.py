@@ -103,8 +103,9 @@ def declare_access(bp: Blueprint, *, anonymous: bool = False, member: bool = Fal
                    api_token: str | Iterable[str] | None = None,
                    authenticate: Callable | None = None) -> None:
     """The access every route of `bp` gets unless it has its own `@allow`. `authenticate`
-    (for API-token blueprints) runs before the check of any route of `bp` that is not open to
-    anyone: it answers a refusal (a response) or None, having put the token in `g.api_token`."""
+    (for a blueprint of API-token routes) runs before the scope check of each of its routes
+    that takes a token: it answers a refusal (a response), or None having put the token in
+    `g.api_token`."""
     access = _access(anonymous, member, roles, api_token)
 
     def register(state):
