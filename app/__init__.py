@@ -7,6 +7,7 @@ from flask import Flask, jsonify
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
+from app.access import allow, install_access
 from app.config import load_config
 from app.extensions import csrf, db, htmx, login_manager, migrate
 
@@ -101,6 +102,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.cli.add_command(dashboard_cli)
 
     @app.get("/healthz")
+    @allow(anonymous=True)
     def healthz():
         body = {"database": "ok"}
         status = 200
@@ -119,6 +121,7 @@ def create_app(config: dict | None = None) -> Flask:
         body["status"] = "ok" if status == 200 else "error"
         return jsonify(body), status
 
+    install_access(app)  # last: every route is known now, and each must say who may use it
     return app
 
 

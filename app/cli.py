@@ -22,6 +22,23 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(cron_command)
     app.cli.add_command(relay_outbox_command)
+    app.cli.add_command(access_command)
+
+
+@click.command("access")
+def access_command() -> None:
+    """Print who may use each route: the access table the app enforces."""
+    from app.access import access_of
+
+    rules = sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint))
+    width = max(len(r.rule) for r in rules)
+    for rule in rules:
+        by_access: dict[str, list[str]] = {}
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            by_access.setdefault(str(access_of(current_app, rule.endpoint, method)),
+                                 []).append(method)
+        for access, methods in by_access.items():
+            click.echo(f"{rule.rule:{width}}  {','.join(methods):8}  {access}")
 
 
 @click.command("seed-demo")

@@ -5,13 +5,15 @@ import re
 import pytest
 from sqlalchemy import func, select
 
+from app.admin.services import grant_membership
 from app.approvals.services import approve_step
 from app.audit.models import AuditEvent
 from app.errors import NotFound, PermissionDenied
 from app.extensions import db
 from app.models import WorkItem
 from app.work.services import add_comment, claim_item, get_item, release_item
-from tests.conftest import actor, csrf_from
+from app.unit_of_work import commit
+from tests.conftest import SYSTEM, actor, csrf_from
 
 HTMX = {"HX-Request": "true"}
 
@@ -207,7 +209,27 @@ def test_auditor_action_by_htmx_is_refused_with_403_and_changes_nothing(
 
 def test_auditor_action_from_a_plain_form_is_refused_with_a_clear_message(
         client, auth, auditor, item_a):
+    # Auditing is all they do: the route's declared access refuses them, item unread.
     auth.login("auditor@example.com")
+    before = _snapshot(item_a.id)
+
+    response = client.post(f"/items/{item_a.id}/act", follow_redirects=True, data={
+        "csrf_token": auth.csrf(f"/items/{item_a.id}"), "action": "approve",
+        "version": item_a.version})
+
+    assert response.status_code == 403
+    assert "Only analysts, approvers, managers and requesters can use this." in response.text
+    assert _snapshot(item_a.id) == before
+
+
+def test_auditor_who_approves_in_another_tenant_is_told_why_on_the_item(
+        client, auth, make_user, tenant_a, tenant_b, item_a):
+    # They pass the route's access (they act somewhere); the item's own tenant refuses them.
+    both = make_user("both@example.com", tenants=[tenant_a], roles=("auditor",))
+    grant_membership(SYSTEM, user=both, tenant=tenant_b, roles=["approver"],
+                     approval_limit="100000")
+    commit()
+    auth.login("both@example.com")
     before = _snapshot(item_a.id)
 
     response = client.post(f"/items/{item_a.id}/act", follow_redirects=True, data={

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections import Counter
 
 from flask import Blueprint, Response, abort, flash, redirect, request, session, url_for
-from flask_login import current_user, login_required, logout_user
+from flask_login import current_user, logout_user
 
+from app.access import allow, declare_access
 from app.admin import services
 from app.admin.forms import (
     BrandingForm,
@@ -34,6 +35,8 @@ from app.webhooks.services import paused_subscriptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 account = Blueprint("account", __name__, url_prefix="/account")
+declare_access(bp, roles={Role.ADMIN})
+declare_access(account, member=True)
 
 
 @bp.app_template_filter("amount")
@@ -72,7 +75,6 @@ def _page(template: str, tenant=None, status: int = 200, **context):
 
 
 @bp.get("/")
-@login_required
 def index():
     actor = current_actor()
     tenants = services.admin_tenants(actor)
@@ -89,7 +91,6 @@ def _tenant_form_defaults(form: TenantForm) -> None:
 
 
 @bp.route("/tenants/new", methods=["GET", "POST"])
-@login_required
 def new_tenant():
     actor = current_actor()
     if not services.admin_tenants(actor):
@@ -122,7 +123,6 @@ def new_tenant():
 
 
 @bp.route("/t/<slug>/", methods=["GET", "POST"])
-@login_required
 def tenant(slug: str):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -154,7 +154,6 @@ def tenant(slug: str):
 
 
 @bp.route("/t/<slug>/branding", methods=["GET", "POST"])
-@login_required
 def branding(slug: str):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -183,7 +182,6 @@ def branding(slug: str):
 
 
 @bp.post("/t/<slug>/branding/logo/remove")
-@login_required
 def remove_logo(slug: str):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -195,7 +193,6 @@ def remove_logo(slug: str):
 
 
 @bp.route("/t/<slug>/closures", methods=["GET", "POST"])
-@login_required
 def closures(slug: str):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -223,7 +220,6 @@ def closures(slug: str):
 
 
 @bp.post("/t/<slug>/closures/<int:closure_id>/remove")
-@login_required
 def remove_closure(slug: str, closure_id: int):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -239,7 +235,6 @@ def remove_closure(slug: str, closure_id: int):
 
 
 @bp.get("/t/<slug>/people")
-@login_required
 def people(slug: str):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -248,7 +243,6 @@ def people(slug: str):
 
 
 @bp.route("/t/<slug>/people/new", methods=["GET", "POST"])
-@login_required
 def new_person(slug: str):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -309,7 +303,6 @@ def _delegation_form(membership) -> DelegationForm:
 
 
 @bp.route("/t/<slug>/people/<int:user_id>", methods=["GET", "POST"])
-@login_required
 def person(slug: str, user_id: int):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -346,7 +339,6 @@ def _person_action(slug: str, user_id: int, action, done: str):
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/deactivate")
-@login_required
 def deactivate(slug: str, user_id: int):
     return _person_action(slug, user_id, services.deactivate_user,
                           "{name} is deactivated: signed out everywhere, claims released, open "
@@ -354,7 +346,6 @@ def deactivate(slug: str, user_id: int):
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/remove")
-@login_required
 def remove_member(slug: str, user_id: int):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -367,20 +358,17 @@ def remove_member(slug: str, user_id: int):
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/reactivate")
-@login_required
 def reactivate(slug: str, user_id: int):
     return _person_action(slug, user_id, services.reactivate_user, "{name} is active again.")
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/reset-password")
-@login_required
 def reset_password(slug: str, user_id: int):
     return _person_action(slug, user_id, services.request_password_reset,
                           "A link to set a new password is on its way to {name}.")
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/delegation")
-@login_required
 def delegation(slug: str, user_id: int):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -404,7 +392,6 @@ def delegation(slug: str, user_id: int):
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/delegation/clear")
-@login_required
 def clear_delegation(slug: str, user_id: int):
     actor = current_actor()
     tenant = services.tenant_for_admin(actor, slug)
@@ -417,13 +404,11 @@ def clear_delegation(slug: str, user_id: int):
 
 
 @bp.post("/t/<slug>/changes/<int:change_id>/approve")
-@login_required
 def approve_change(slug: str, change_id: int):
     return _decide_change(slug, change_id, "approve")
 
 
 @bp.post("/t/<slug>/changes/<int:change_id>/reject")
-@login_required
 def reject_change(slug: str, change_id: int):
     return _decide_change(slug, change_id, "reject")
 
@@ -447,7 +432,6 @@ def _decide_change(slug: str, change_id: int, decision: str):
 
 
 @account.get("/")
-@login_required
 def index():
     memberships = sorted(current_user.memberships, key=lambda m: m.tenant.name)
     # Times in the tenant being worked in, else the person's first tenant (UTC without one).
@@ -459,7 +443,6 @@ def index():
 
 
 @account.post("/sessions/end-others")
-@login_required
 def end_other_sessions():
     _require_csrf(EmptyForm())
     ended = auth_services.end_other_sessions(current_actor(), current_session().id)
@@ -471,7 +454,6 @@ def end_other_sessions():
 
 
 @account.post("/sessions/<session_id>/end")
-@login_required
 def end_session(session_id: str):
     _require_csrf(EmptyForm())
     ended = auth_services.end_session(current_actor(), session_id)
@@ -487,6 +469,7 @@ def end_session(session_id: str):
 
 
 @account.route("/set-password/<token>", methods=["GET", "POST"])
+@allow(anonymous=True)
 def set_password(token: str):
     """Opening the link (GET) changes nothing (mail scanners open every link); the form posts."""
     link = services.password_link(token)
@@ -518,12 +501,12 @@ def set_password(token: str):
 
 
 @account.route("/out-of-office", methods=["GET", "POST"])
-@login_required
+@allow(roles=services.DELEGATING_ROLES, methods=["POST"])  # anyone may look at it
 def out_of_office():
     actor = current_actor()
     memberships = sorted(
         (m for m in current_user.memberships
-         if m.role_set & {Role.APPROVER.value, Role.MANAGER.value}),
+         if m.role_set & services.DELEGATING_ROLES),
         key=lambda m: m.tenant.name)
     forms = {m.tenant_id: _delegation_form(m) for m in memberships}
     errors: dict[int, dict] = {}
@@ -558,7 +541,7 @@ def out_of_office():
 
 
 @account.post("/out-of-office/clear")
-@login_required
+@allow(roles=services.DELEGATING_ROLES)
 def clear_out_of_office():
     actor = current_actor()
     tenant_id = request.form.get("tenant_id", type=int)
@@ -571,7 +554,6 @@ def clear_out_of_office():
 
 
 @account.get("/logo/<slug>")
-@login_required
 def logo(slug: str):
     stored = services.logo_for_member(current_actor(), slug)
     response = Response(stored.data, mimetype=stored.content_type)

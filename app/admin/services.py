@@ -875,6 +875,10 @@ def _clear_delegation_fields(m: Membership) -> None:
         setattr(m, name, None)
 
 
+# Who has approvals to delegate when away.
+DELEGATING_ROLES = frozenset({Role.APPROVER.value, Role.MANAGER.value})
+
+
 def delegation_membership(actor: Actor, tenant_id: int, user_id: int) -> Membership:
     """The membership whose delegation the actor may change: their own (in a tenant where they
     decide approvals), or anyone's in a tenant they administer."""
@@ -884,7 +888,7 @@ def delegation_membership(actor: Actor, tenant_id: int, user_id: int) -> Members
     if user_id != actor.user_id:
         return member_for_admin(actor, tenant, user_id)
     membership = actor.user.membership_in(tenant_id)
-    if not membership.role_set & {Role.APPROVER.value, Role.MANAGER.value}:
+    if not membership.role_set & DELEGATING_ROLES:
         raise PermissionDenied("Only approvers and managers have approvals to delegate.")
     return membership
 

@@ -3,17 +3,19 @@ once, on the answer to the POST, and never stored), revoke."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, url_for
-from flask_login import login_required
 
+from app.access import declare_access
 from app.api.forms import RevokeForm, TokenForm
 from app.api.tokens import SCOPES, issue_token, revoke_token, tenant_tokens
 from app.errors import DomainError
 from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
+from app.models import Role
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 
 bp = Blueprint("api_admin", __name__, url_prefix="/admin/integrations")
+declare_access(bp, roles={Role.ADMIN})
 
 
 def _page(tenant, form, secret=None, status=200):
@@ -27,14 +29,12 @@ def _page(tenant, form, secret=None, status=200):
 
 
 @bp.get("/tokens")
-@login_required
 def tokens():
     tenant = chosen_tenant(current_actor())
     return _page(tenant, TokenForm())
 
 
 @bp.post("/tokens")
-@login_required
 def create_token():
     actor = current_actor()
     tenant = chosen_tenant(actor)
@@ -54,7 +54,6 @@ def create_token():
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
-@login_required
 def revoke(token_id: int):
     actor = current_actor()
     tenant = chosen_tenant(actor)

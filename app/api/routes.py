@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-from functools import wraps
 
 from flask import Blueprint, Flask, Response, g, request, url_for
 from pydantic import BaseModel, ValidationError
 
+from app.access import allow, declare_access
 from app.api import schemas, services
 from app.api.openapi import openapi_document
 from app.api.problems import field_errors, problem
@@ -23,7 +23,6 @@ csrf.exempt(bp)
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 MAX_BODY = 256 * 1024
-PUBLIC_ENDPOINTS = {"api.openapi"}
 
 
 class ProblemResponse(Exception):
@@ -43,10 +42,9 @@ def _domain_error(error: DomainError):
     return problem(error.status, error.message, getattr(error, "fields", None))
 
 
-@bp.before_request
 def _authenticate():
-    if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
+    """The bearer token of the request, in g.api_token (run by the access check before every
+    route that needs a token; each route names the scopes it needs with @allow)."""
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     token = find_token(presented.strip()) if scheme.lower() == "bearer" else None
     if token is None:
@@ -67,6 +65,9 @@ def _authenticate():
     return None
 
 
+declare_access(bp, api_token=(), authenticate=_authenticate)
+
+
 @bp.after_request
 def _rate_limit_headers(response: Response) -> Response:
     limit = g.get("rate_limit")
@@ -74,19 +75,6 @@ def _rate_limit_headers(response: Response) -> Response:
         response.headers["RateLimit-Limit"] = str(limit.limit)
         response.headers["RateLimit-Remaining"] = str(max(0, limit.remaining))
     return response
-
-
-def requires(scope: str):
-    def decorate(view):
-        @wraps(view)
-        def wrapped(*args, **kwargs):
-            if scope not in (g.api_token.scopes or []):
-                return problem(403, f"This token lacks the '{scope}' scope.")
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorate
 
 
 def _json_body(model: type[BaseModel]):
@@ -156,12 +144,13 @@ def _idempotent(change):
 
 
 @bp.get("/openapi.json")
+@allow(anonymous=True)
 def openapi():
     return _json(openapi_document())
 
 
 @bp.post("/items")
-@requires("items:write")
+@allow(api_token="items:write")
 def create_item():
     body = _json_body(schemas.ItemCreate)
 
@@ -174,7 +163,7 @@ def create_item():
 
 
 @bp.get("/items")
-@requires("items:read")
+@allow(api_token="items:read")
 def list_items():
     query = _query(schemas.ItemQuery)
     items, next_cursor = services.list_items(g.api_actor, query)
@@ -183,7 +172,7 @@ def list_items():
 
 
 @bp.get("/items/<int(signed=True):item_id>")
-@requires("items:read")
+@allow(api_token="items:read")
 def get_item(item_id: int):
     body = schemas.item_json(services.read_item(g.api_actor, item_id))
     db.session.rollback()
@@ -191,7 +180,7 @@ def get_item(item_id: int):
 
 
 @bp.post("/items/<int(signed=True):item_id>/decision")
-@requires("decisions:write")
+@allow(api_token="decisions:write")
 def decide(item_id: int):
     body = _json_body(schemas.DecisionIn)
 
@@ -203,7 +192,7 @@ def decide(item_id: int):
 
 
 @bp.post("/items/<int(signed=True):item_id>/resubmit")
-@requires("decisions:write")
+@allow(api_token="decisions:write")
 def resubmit(item_id: int):
     body = _json_body(schemas.ResubmitIn)
 
@@ -215,7 +204,7 @@ def resubmit(item_id: int):
 
 
 @bp.get("/items/<int(signed=True):item_id>/events")
-@requires("items:read")
+@allow(api_token="items:read")
 def item_events(item_id: int):
     query = _query(schemas.EventQuery)
     events, next_cursor = services.item_events(g.api_actor, item_id, query.limit, query.cursor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, render_template, request
 from flask_login import current_user
 
+from app.access import declare_access
 from app.approvals.forms import LinkDecisionForm
 from app.approvals.links import (
     LinkRefused,
@@ -25,6 +26,7 @@ from app.models import User
 from app.unit_of_work import commit
 
 bp = Blueprint("approval_links", __name__, url_prefix="/a")
+declare_access(bp, anonymous=True)  # the link itself is the credential
 
 STATUS_CODES = {
     LinkStatus.OK: 200,

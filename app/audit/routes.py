@@ -7,13 +7,15 @@ import csv
 import io
 
 from flask import Blueprint, Response, abort, flash, redirect, request, send_file, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 
+from app.access import allow, declare_access
 from app.audit import views
 from app.audit.forms import EventSearchForm, ExportForm
 from app.audit.jobs import export_path
 from app.audit.models import ExportFormat
 from app.audit.services import (
+    AUDIT_ROLES,
     acknowledge_alert,
     get_own_export,
     record_access_review_export,
@@ -24,11 +26,12 @@ from app.audit.services import (
 from app.auth.forms import EmptyForm
 from app.errors import DomainError, NotFound, PermissionDenied
 from app.extensions import db
-from app.models import WorkItem
+from app.models import Role, WorkItem
 from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
+declare_access(bp, roles=AUDIT_ROLES)
 
 
 @bp.app_context_processor
@@ -54,7 +57,6 @@ def _chosen_tenant(actor, requested: int | None):
 
 
 @bp.get("/")
-@login_required
 def events():
     actor = current_actor()
     form = EventSearchForm(request.args)
@@ -76,7 +78,6 @@ def events():
 
 
 @bp.get("/items/<int:item_id>")
-@login_required
 def item_timeline(item_id: int):
     actor = current_actor()
     tenant_id = db.session.scalar(db.select(WorkItem.tenant_id).where(WorkItem.id == item_id))
@@ -89,7 +90,6 @@ def item_timeline(item_id: int):
 
 
 @bp.get("/events/<int:event_id>")
-@login_required
 def event_detail(event_id: int):
     actor = current_actor()
     event = views.event_in_tenants(actor, event_id)
@@ -100,7 +100,6 @@ def event_detail(event_id: int):
 
 
 @bp.post("/exports")
-@login_required
 def create_export():
     actor = current_actor()
     form = ExportForm()
@@ -120,7 +119,6 @@ def create_export():
 
 
 @bp.get("/exports/<int:export_id>")
-@login_required
 def export_status(export_id: int):
     """The export's page; htmx polls the same address for just its progress."""
     export = get_own_export(current_actor(), export_id)
@@ -128,7 +126,6 @@ def export_status(export_id: int):
 
 
 @bp.get("/exports/<int:export_id>/download")
-@login_required
 def download_export(export_id: int):
     actor = current_actor()
     export = get_own_export(actor, export_id)
@@ -142,7 +139,6 @@ def download_export(export_id: int):
 
 
 @bp.get("/access-review")
-@login_required
 def access_review():
     actor = current_actor()
     tenant = _chosen_tenant(actor, request.args.get("tenant", type=int))
@@ -151,7 +147,6 @@ def access_review():
 
 
 @bp.get("/access-review.csv")
-@login_required
 def access_review_csv():
     actor = current_actor()
     tenant = record_access_review_export(actor, request.args.get("tenant", type=int))
@@ -168,7 +163,7 @@ def access_review_csv():
 
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
-@login_required
+@allow(roles={Role.ADMIN})
 def acknowledge(alert_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)

@@ -4,14 +4,16 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 
+from app.access import allow, declare_access
 from app.auth.forms import EmptyForm, LoginForm
 from app.auth.services import SignInRefused, authenticate, session_id_of, sign_out
 from app.unit_of_work import commit
 from app.web import current_actor
 
 bp = Blueprint("auth", __name__)
+declare_access(bp, member=True)
 
 
 def _safe_next(target: str | None) -> str:
@@ -23,6 +25,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@allow(anonymous=True)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("queues.home"))
@@ -45,7 +48,6 @@ def login():
 
 
 @bp.get("/ping")
-@login_required
 def ping():
     """The cheapest signed-in page (session and user load, nothing else): the ceiling that
     `make bench` measures the real pages against."""
@@ -53,7 +55,6 @@ def ping():
 
 
 @bp.post("/logout")
-@login_required
 def logout():
     if not EmptyForm().validate_on_submit():
         abort(400)
@@ -66,7 +67,6 @@ def logout():
 
 
 @bp.post("/tenant")
-@login_required
 def switch_tenant():
     form = EmptyForm()
     tenant_id = request.form.get("tenant_id", type=int)

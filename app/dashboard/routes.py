@@ -5,16 +5,18 @@ import re
 from urllib.parse import quote_plus
 
 from flask import Blueprint, Response, abort, g, request, url_for
-from flask_login import login_required
 from markupsafe import Markup
 
+from app.access import declare_access
 from app.dashboard.charts import render_chart
 from app.dashboard.forecast import forecast_for
 from app.dashboard.services import PRESETS, dashboard_for, parse_scope
 from app.dashboard.tables import TABLES, as_csv, chart_specs, row_drills, table
+from app.models import Role
 from app.web import current_actor, current_tenant_id, render_page
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+declare_access(bp, roles={Role.MANAGER})
 # Tables shown open on the page; the others are fetched when opened.
 INLINE_TABLES = ("attainment", "turnaround-kind", "workload", "leakage", "auto-approval")
 
@@ -51,7 +53,6 @@ def _load():
 
 
 @bp.get("")
-@login_required
 def show():
     scope, dash = _load()
     charts = {name: Markup(render_chart(spec))
@@ -64,7 +65,6 @@ def show():
 
 
 @bp.get("/tables/<name>")
-@login_required
 def table_page(name: str):
     """One table: the rows an opened table on the dashboard fetches, or a page of its own."""
     if name not in TABLES:
@@ -77,7 +77,6 @@ def table_page(name: str):
 
 
 @bp.get("/export/<name>.csv")
-@login_required
 def export(name: str):
     if name not in TABLES:
         abort(404)

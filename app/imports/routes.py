@@ -3,8 +3,8 @@ summary. Thin: forms in, one service call, render or redirect."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, url_for
-from flask_login import login_required
 
+from app.access import declare_access
 from app.errors import DomainError
 from app.extensions import db
 from app.imports import services
@@ -15,6 +15,9 @@ from app.unit_of_work import commit
 from app.web import current_actor, render_page
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
+# Analysts and managers import work; an import (its file name, its rows) is shown only to them,
+# in tenants where they may import (services.get_import).
+declare_access(bp, roles=services.IMPORT_ROLES)
 
 
 def _importer_tenant(actor):
@@ -36,13 +39,11 @@ def _tenants(actor):
 
 
 @bp.get("/")
-@login_required
 def index():
     return _index(_importer_tenant(current_actor()), UploadForm())
 
 
 @bp.post("/")
-@login_required
 def upload():
     actor = current_actor()
     tenant = _importer_tenant(actor)
@@ -75,13 +76,11 @@ def _show(job, status=200):
 
 
 @bp.get("/<int:import_id>")
-@login_required
 def show(import_id: int):
     return _show(services.get_import(current_actor(), import_id))
 
 
 @bp.get("/<int:import_id>/progress")
-@login_required
 def progress(import_id: int):
     job = services.get_import(current_actor(), import_id)
     return render_page("imports/show.html", "progress", job=job, fmt=FORMATS[job.format],
@@ -89,7 +88,6 @@ def progress(import_id: int):
 
 
 @bp.post("/<int:import_id>/start")
-@login_required
 def start(import_id: int):
     if not ConfirmForm().validate_on_submit():
         abort(400)

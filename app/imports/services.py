@@ -39,10 +39,14 @@ def _require_importer(actor: Actor, tenant_id: int) -> None:
 
 
 def get_import(actor: Actor, import_id: int) -> ImportJob:
+    """An import, for those who may import in its tenant (its file name and rows are that
+    tenant's data); NotFound in a tenant that is not theirs."""
     job = db.session.get(ImportJob, import_id)
     if job is None or (actor.type is not ActorType.SYSTEM
                        and job.tenant_id not in actor.tenant_ids()):
         raise NotFound("No such import.")
+    if actor.type is not ActorType.SYSTEM:
+        _require_importer(actor, job.tenant_id)
     return job
 
 
@@ -117,7 +121,6 @@ def preview_rows(job: ImportJob, limit: int = 10) -> list[dict]:
 def confirm_import(actor: Actor, import_id: int) -> ImportJob:
     """Queue a ready import; its job starts once this is committed (through the outbox)."""
     job = get_import(actor, import_id)
-    _require_importer(actor, job.tenant_id)
     if job.status in (ImportStatus.QUEUED.value, ImportStatus.RUNNING.value,
                       ImportStatus.SUCCEEDED.value):
         return job  # a double click

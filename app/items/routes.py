@@ -5,8 +5,8 @@ import json
 from urllib.parse import urlencode
 
 from flask import Blueprint, abort, flash, redirect, request, url_for
-from flask_login import login_required
 
+from app.access import allow, declare_access
 from app.errors import DomainError, NotFound, ValidationFailed
 from app.items.forms import ActionForm, CommentForm
 from app.items.views import item_context
@@ -16,8 +16,10 @@ from app.unit_of_work import commit
 from app.web import current_actor, render_page, wants_fragment
 from app.work.actions import outcome_message, perform
 from app.work.services import add_comment, get_item
+from app.work.states import ACTING_ROLES, COMMENT_ROLES
 
 bp = Blueprint("items", __name__, url_prefix="/items")
+declare_access(bp, member=True)
 
 
 def _queue_context() -> dict | None:
@@ -41,13 +43,12 @@ def _panel(actor, item_id: int):
 
 
 @bp.get("/<int:item_id>")
-@login_required
 def detail(item_id: int):
     return _panel(current_actor(), item_id)
 
 
 @bp.post("/<int:item_id>/act")
-@login_required
+@allow(roles=ACTING_ROLES)
 def act(item_id: int):
     actor = current_actor()
     form = ActionForm()
@@ -74,7 +75,7 @@ def act(item_id: int):
 
 
 @bp.post("/<int:item_id>/comment")
-@login_required
+@allow(roles=COMMENT_ROLES)
 def comment(item_id: int):
     actor = current_actor()
     form = CommentForm()

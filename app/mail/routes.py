@@ -3,16 +3,18 @@ redacted), so the whole email flow can be followed without access to a mail serv
 from __future__ import annotations
 
 from flask import Blueprint, abort, request
-from flask_login import current_user, login_required
+from flask_login import current_user
 
+from app.access import declare_access
 from app.mail.services import sent_mails_for_admin
+from app.models import Role
 from app.web import current_actor, render_page
 
 bp = Blueprint("mail", __name__, url_prefix="/admin/mail")
+declare_access(bp, roles={Role.ADMIN})
 
 
 @bp.get("/")
-@login_required
 def sent():
     page = sent_mails_for_admin(current_actor(), before=request.args.get("before", type=int))
     if page is None:

@@ -7,9 +7,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, flash, redirect, request, url_for
-from flask_login import login_required
 from sqlalchemy import select
 
+from app.access import declare_access
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role
@@ -21,6 +21,7 @@ from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 
 bp = Blueprint("policy", __name__, url_prefix="/admin/policy")
+declare_access(bp, roles={Role.ADMIN})
 
 
 def _admin_tenants(actor) -> list[int]:
@@ -38,7 +39,6 @@ def _chosen_tenant(actor, requested: int | None):
 
 
 @bp.get("/")
-@login_required
 def overview():
     actor = current_actor()
     tenant = _chosen_tenant(actor, request.args.get("tenant", type=int))
@@ -87,13 +87,11 @@ def _rule_form_context() -> dict:
 
 
 @bp.get("/<int:tenant_id>/versions/<int:policy_id>")
-@login_required
 def version(tenant_id: int, policy_id: int):
     return _version_page(current_actor(), tenant_id, policy_id)
 
 
 @bp.get("/<int:tenant_id>/versions/<int:policy_id>/simulation")
-@login_required
 def simulate(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.SimulateForm(request.args)
@@ -107,7 +105,6 @@ def simulate(tenant_id: int, policy_id: int):
 
 
 @bp.post("/<int:tenant_id>/check")
-@login_required
 def check(tenant_id: int):
     """Live validation of a condition as it is typed (htmx)."""
     services.require_policy_admin(current_actor(), tenant_id)
@@ -119,7 +116,6 @@ def check(tenant_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/rule-form")
-@login_required
 def rule_form(tenant_id: int, policy_id: int):
     """The rule form after its kind changed: for htmx, the kind's part of the form (its fields
     to use in a condition, its outcomes and their inputs) and, out of band, the condition
@@ -153,7 +149,6 @@ def _checked(condition: str, kind: str) -> tuple[str | None, list[str]]:
 
 
 @bp.post("/<int:tenant_id>/drafts")
-@login_required
 def new_draft(tenant_id: int):
     draft = services.create_draft(current_actor(), tenant_id)
     commit()
@@ -167,7 +162,6 @@ def _back(tenant_id: int, policy_id: int, anchor: str = ""):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules")
-@login_required
 def save_rule(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.RuleForm()
@@ -192,7 +186,6 @@ def save_rule(tenant_id: int, policy_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules/<int:rule_id>/delete")
-@login_required
 def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
     services.delete_rule(current_actor(), tenant_id, policy_id, rule_id)
     commit()
@@ -201,7 +194,6 @@ def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules/<int:rule_id>/move")
-@login_required
 def move_rule(tenant_id: int, policy_id: int, rule_id: int):
     direction = -1 if request.form.get("direction") == "up" else 1
     services.move_rule(current_actor(), tenant_id, policy_id, rule_id, direction)
@@ -210,7 +202,6 @@ def move_rule(tenant_id: int, policy_id: int, rule_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/settings")
-@login_required
 def save_settings(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.SettingsForm()
@@ -244,7 +235,6 @@ def save_settings(tenant_id: int, policy_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/submit")
-@login_required
 def submit(tenant_id: int, policy_id: int):
     services.submit_version(current_actor(), tenant_id, policy_id)
     commit()
@@ -253,7 +243,6 @@ def submit(tenant_id: int, policy_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/return")
-@login_required
 def return_to_draft(tenant_id: int, policy_id: int):
     services.withdraw_version(current_actor(), tenant_id, policy_id)
     commit()
@@ -262,7 +251,6 @@ def return_to_draft(tenant_id: int, policy_id: int):
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/discard")
-@login_required
 def discard(tenant_id: int, policy_id: int):
     services.discard_draft(current_actor(), tenant_id, policy_id)
     commit()
@@ -285,7 +273,6 @@ def _parse_local(text: str, timezone: str) -> datetime | None:
 
 
 @bp.post("/<int:tenant_id>/versions/<int:policy_id>/activate")
-@login_required
 def activate(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.ActivateForm()
@@ -304,7 +291,6 @@ def activate(tenant_id: int, policy_id: int):
 
 
 @bp.post("/<int:tenant_id>/kill-switch")
-@login_required
 def kill_switch(tenant_id: int):
     actor = current_actor()
     form = forms.KillSwitchForm()

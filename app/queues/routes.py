@@ -4,9 +4,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
+from app.access import allow, declare_access
 from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
 from app.queues.forms import BulkForm, SaveViewForm
 from app.extensions import db
@@ -33,8 +34,10 @@ from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 from app.work import kinds
 from app.work.services import get_item, scoped_items
+from app.work.states import ACTING_ROLES
 
 bp = Blueprint("queues", __name__)
+declare_access(bp, member=True)
 
 
 @bp.app_template_global()
@@ -44,7 +47,6 @@ def pane_query(queue_name: str, filters: QueueFilters) -> str:
 
 
 @bp.get("/")
-@login_required
 def home():
     roles = {r for m in current_user.memberships for r in m.role_set}
     if roles and roles <= {Role.REQUESTER.value}:
@@ -99,7 +101,6 @@ def queue_context(actor, name: str, args, rows_only: bool = False) -> dict:
 
 
 @bp.get("/queues/<name>")
-@login_required
 def show(name: str):
     actor = current_actor()
     rows_only = wants_fragment() and bool(request.args.get("after"))
@@ -115,7 +116,6 @@ def show(name: str):
 
 
 @bp.get("/queues/counts")
-@login_required
 def counts():
     actor = current_actor()
     tenant_id = current_tenant_id()
@@ -125,7 +125,7 @@ def counts():
 
 
 @bp.post("/queues/<name>/bulk")
-@login_required
+@allow(roles=ACTING_ROLES)
 def bulk(name: str):
     actor = current_actor()
     _queue_or_404(actor, name, current_tenant_id())
@@ -174,7 +174,6 @@ def _titles(actor, ids):
 
 
 @bp.post("/queues/<name>/views")
-@login_required
 def save(name: str):
     actor = current_actor()
     form = SaveViewForm()
@@ -189,7 +188,6 @@ def save(name: str):
 
 
 @bp.post("/queues/views/<int:view_id>/delete")
-@login_required
 def delete(view_id: int):
     # CSRFProtect has already checked the token of this POST.
     delete_view(current_actor(), view_id)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import uuid
 
 from flask import Blueprint, abort, flash, redirect, request, url_for
-from flask_login import login_required
 
+from app.access import allow, declare_access
 from app.errors import ValidationFailed
 from app.models import Kind, Role
 from app.requests.forms import RequestForm
@@ -15,6 +15,7 @@ from app.web import current_actor, current_tenant_id, render_page
 from app.work import kinds
 
 bp = Blueprint("requests", __name__, url_prefix="/requests")
+declare_access(bp, member=True)  # one's own requests; raising one needs the requester role
 
 
 def _request_tenants(actor):
@@ -23,7 +24,6 @@ def _request_tenants(actor):
 
 
 @bp.get("/")
-@login_required
 def index():
     actor = current_actor()
     items = my_requests(actor)
@@ -34,7 +34,7 @@ def index():
 
 
 @bp.route("/new", methods=["GET", "POST"])
-@login_required
+@allow(roles={Role.REQUESTER})
 def new():
     actor = current_actor()
     tenants = _request_tenants(actor)

@@ -3,17 +3,20 @@ log with redeliver, pause and resume; and the banner that tells admins a webhook
 from __future__ import annotations
 
 from flask import Blueprint, Flask, abort, flash, redirect, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 
+from app.access import declare_access
 from app.errors import DomainError
 from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
+from app.models import Role
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 from app.webhooks import services
 from app.webhooks.forms import ButtonForm, SubscriptionForm
 
 bp = Blueprint("webhooks", __name__, url_prefix="/admin/integrations/webhooks")
+declare_access(bp, roles={Role.ADMIN})
 
 
 def _list_page(tenant, form, secret=None, created=None, status=200):
@@ -30,13 +33,11 @@ def _list_page(tenant, form, secret=None, created=None, status=200):
 
 
 @bp.get("/")
-@login_required
 def subscriptions():
     return _list_page(chosen_tenant(current_actor()), SubscriptionForm())
 
 
 @bp.post("/")
-@login_required
 def subscribe():
     actor = current_actor()
     tenant = chosen_tenant(actor)
@@ -58,7 +59,6 @@ def subscribe():
 
 
 @bp.get("/<int:subscription_id>")
-@login_required
 def log(subscription_id: int):
     actor = current_actor()
     tenant = chosen_tenant(actor)
@@ -79,7 +79,6 @@ def _button(action):
 
 
 @bp.post("/<int:subscription_id>/pause")
-@login_required
 def pause(subscription_id: int):
     tenant, _ = _button(lambda a, t: services.pause_by_admin(a, t.id, subscription_id))
     flash("Webhook paused: deliveries wait until you resume it.", "success")
@@ -88,7 +87,6 @@ def pause(subscription_id: int):
 
 
 @bp.post("/<int:subscription_id>/resume")
-@login_required
 def resume(subscription_id: int):
     tenant, _ = _button(lambda a, t: services.resume_subscription(a, t.id, subscription_id))
     flash("Webhook resumed: every delivery not yet received is being sent.", "success")
@@ -97,7 +95,6 @@ def resume(subscription_id: int):
 
 
 @bp.post("/deliveries/<int:delivery_pk>/redeliver")
-@login_required
 def redeliver(delivery_pk: int):
     tenant, delivery = _button(lambda a, t: services.redeliver(a, t.id, delivery_pk))
     flash(f"Delivery {delivery.delivery_id} queued again (same id).", "success")

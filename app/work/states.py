@@ -148,6 +148,10 @@ WORKER_ROLES: dict[str, frozenset[str]] = {
 }
 # Who may comment: everyone in the tenant except the read-only auditor.
 COMMENT_ROLES = frozenset(r.value for r in Role if r is not Role.AUDITOR)
+# Who may act on some item at all: take an action of a kind, or claim work (which tenant, kind
+# and state allow what is the services' to decide).
+ACTING_ROLES = frozenset().union(*(roles for actions in ACTION_ROLES.values()
+                                   for roles in actions.values()), *WORKER_ROLES.values())
 
 
 def target_state(kind: str, from_state: str, action: str) -> str | None:

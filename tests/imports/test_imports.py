@@ -15,12 +15,15 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy import func, select
 
+from app.admin.services import grant_membership
 from app.audit.models import AuditEvent
 from app.extensions import db
+from app.imports import services as import_services
 from app.imports.models import ImportJob
 from app.models import WorkItem
 from app.outbox.models import OutboxMessage
-from tests.conftest import csrf_from
+from app.unit_of_work import commit
+from tests.conftest import SYSTEM, actor, csrf_from
 from tests.dashboard.recompute import expected_rollups, stored_rollups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,3 +235,52 @@ def test_a_confirmed_file_that_no_longer_passes_is_refused_whole_when_its_job_ru
     assert db.session.scalar(select(func.count()).select_from(WorkItem)) == 0
     assert db.session.scalars(select(AuditEvent.action).where(
         AuditEvent.action == "import.refused")).all() == ["import.refused"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Who sees an import: those who may import in its tenant (its file name and rows are that
+# tenant's data), as the upload page already decided.
+
+
+@pytest.fixture
+def uploaded(make_tenant, make_user):
+    """A clean file uploaded by an analyst of northwind; contoso is another tenant."""
+    northwind, contoso = make_tenant("northwind"), make_tenant("contoso", currency="EUR")
+    analyst = make_user("analyst@x.test", [northwind], roles=("analyst",))
+    job = import_services.upload(actor(analyst), northwind.id, format_name="billing_export",
+                                 filename="northwind-december.csv",
+                                 raw=(BILLING_HEADER + "EX-1,INV-1,Acme,payment_failed,"
+                                      "120.00,USD,us\n").encode())
+    commit()
+    return northwind, contoso, job.id
+
+
+@pytest.mark.parametrize(("roles", "where", "status"), [
+    (("analyst",), "northwind", 200),
+    (("manager",), "northwind", 200),
+    (("requester",), "northwind", 403),
+    (("approver",), "northwind", 403),
+    (("auditor",), "northwind", 403),
+    (("admin",), "northwind", 403),
+    (("analyst", "manager"), "contoso", 404),
+    # Imports in contoso, only audits northwind: importing elsewhere is not importing here.
+    (("analyst",), "contoso and an auditor of northwind", 403),
+])
+@pytest.mark.parametrize("page", ["", "/progress"])
+def test_an_import_is_shown_only_to_those_who_may_import_in_its_tenant(
+        client, auth, make_user, uploaded, roles, where, status, page):
+    northwind, contoso, import_id = uploaded
+    viewer = make_user("viewer@x.test", [contoso if where.startswith("contoso") else northwind],
+                       roles=roles)
+    if where == "contoso and an auditor of northwind":
+        grant_membership(SYSTEM, user=viewer, tenant=northwind, roles=["auditor"],
+                         approval_limit="0")
+        commit()
+    auth.login("viewer@x.test")
+
+    response = client.get(f"/imports/{import_id}{page}")
+
+    assert response.status_code == status
+    shown = "northwind-december.csv" in response.text
+    assert shown == (status == 200)
+    assert ("INV-1" in response.text) == (status == 200 and page == "")
