@@ -322,6 +322,8 @@ class World:
             "delivery_pk": lambda: self.delivery,
             "token_id": lambda: self.token_row,
             "view_id": lambda: self.view_of(persona),
+            # Someone else's session: ending it is a 404 for everyone, past the gate.
+            "session_id": lambda: "s" * 32,
         }
         if argument not in values:
             raise AssertionError(f"The walk does not know what to put in <{argument}> of "
@@ -350,6 +352,8 @@ class World:
             return {"kind": "billing_exception", "subtype": "payment_failed",
                     "title": "Card declined", "external_ref": f"WALK-{persona}",
                     "source_system": "billing", "counterparty": "Acme Labs", "amount": "12.00"}
+        if endpoint == "api.resubmit":
+            return {"answer": "Walked by the access test"}
         if endpoint == "api.decide":
             item = self.work_of(persona)[0]
             return {"action": "approve", "decided_by": "approver@example.com",
@@ -389,6 +393,11 @@ class Clients:
             self._made[key] = (client, headers, csrf_from(page.text))
         return self._made[key]
 
+
+# Routes whose path names something only its owner has (one's own session): the walk cannot
+# hand each persona one of theirs without ending it, so it names someone else's, and the route
+# answers 404 past the gate, as it must.
+OWN_NOT_FOUND = {"account.end_session"}
 
 # Methods in this order: reads first, so that a write does not change what a read finds.
 METHOD_ORDER = ("OPTIONS", "HEAD", "GET", "POST", "PUT", "PATCH", "DELETE")
@@ -435,6 +444,8 @@ def test_every_route_answers_everyone_as_its_declared_access_says(app, world, en
                 names_data or endpoint in QUERY_NAMES_TENANT
                 or (method == "POST" and endpoint in FORM_NAMES_TENANT))
             want = expected(access, persona, names)
+            if endpoint in OWN_NOT_FOUND and got == NOT_FOUND and want == LET_THROUGH:
+                got = want  # past the gate, the route itself finds no such thing
             if got != want:
                 wrong.append(f"{persona}: {method} {url} answered {response.status_code} "
                              f"({got}); its access ({access}) says {want}")

@@ -16,7 +16,7 @@ from app.actors import Actor, ActorType
 from app.api.models import IdempotencyRecord
 from app.api.schemas import DecisionIn, ItemCreate, ItemQuery, ResubmitIn
 from app.audit.models import AuditEvent
-from app.errors import Conflict, DomainError, NotFound, PermissionDenied, ValidationFailed
+from app.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Membership, User, WorkItem
 from app.queues.filters import BadCursor, QueueFilters
@@ -143,7 +143,7 @@ def resubmit_from_api(actor: Actor, item_id: int, body: ResubmitIn) -> WorkItem:
     requester is theirs to answer (they were mailed the question)."""
     item = read_item(actor, item_id)
     if item.requester_id is not None:
-        raise PermissionDenied("This request has a requester in Cleardesk; they answer it there.")
+        raise Conflict("This request has a requester in Cleardesk; they answer it there.")
     return perform(actor, item_id, "resubmit", comment=body.answer, amount=body.amount,
                    expected_version=body.expected_version)
 

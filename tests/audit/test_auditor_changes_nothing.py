@@ -33,7 +33,7 @@ VARIANTS = {
 KNOWN_GAPS: dict[str, str] = {}
 # The JSON API takes bearer tokens, never a session: a signed-in auditor is not even
 # authenticated there (401), whatever the route.
-TOKEN_ONLY = {"api.create_item", "api.decide"}
+TOKEN_ONLY = {"api.create_item", "api.decide", "api.resubmit"}
 
 
 def _post_routes() -> list:

@@ -94,7 +94,7 @@ def test_the_api_cannot_answer_for_a_human_requester(relaying, team, client, mak
     commit()
     api = BearerClient(client, make_token(team["tenant"]))
     refused = api.post(f"/api/v1/items/{item.id}/resubmit", json={"answer": "INV-1"})
-    assert refused.status_code == 403 and "requester" in refused.text
+    assert refused.status_code == 409 and "requester" in refused.text
     assert _fresh(item.id).state == "info_requested"
 
 
