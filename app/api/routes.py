@@ -230,7 +230,7 @@ def install_api(app: Flask) -> None:
                 message = getattr(error, "description", None) or "That did not work."
                 if status == 500:
                     message = "Something went wrong on our side; the request changed nothing."
-                return problem(status, message)
+                return problem(status, message, getattr(error, "fields", None))
             for cls in type(error).__mro__:
                 if cls in previous:
                     return previous[cls](error)

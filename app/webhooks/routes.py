@@ -8,6 +8,7 @@ from flask_login import current_user, login_required
 from app.errors import DomainError
 from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
+from app.params import arg_id
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 from app.webhooks import services
@@ -63,7 +64,7 @@ def log(subscription_id: int):
     actor = current_actor()
     tenant = chosen_tenant(actor)
     page = services.subscription_log(actor, tenant.id, subscription_id,
-                                     before=request.args.get("before", type=int))
+                                     before=arg_id(request.args, "before"))
     return render_page("webhooks/log.html", "deliveries", tenant=tenant,
                        tenants=admin_tenants(actor), button=ButtonForm(), **page)
 
