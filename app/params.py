@@ -8,12 +8,13 @@ import base64
 import binascii
 import json
 import re
+import tempfile
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
-from flask import Flask
-from werkzeug.exceptions import BadRequest
+from flask import Flask, current_app, g, request
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 from wtforms import Field
 from wtforms.widgets import DateInput, TextInput
@@ -25,7 +26,8 @@ FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 # Money as the write path stores it: Numeric(18, 2).
 MONEY_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,2})?$"
 MAX_CURSOR = 200
-MAX_BODY = 256 * 1024  # bytes of a request body, unless a route names its own limit
+FORM_BODY = 1024 * 1024  # bytes of a request body (MAX_CONTENT_LENGTH), unless a route says
+API_BODY = 256 * 1024  # a JSON API request's
 
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: "²".isdigit() is True, int("²") fails
 _MONEY = re.compile(MONEY_PATTERN)
@@ -234,6 +236,58 @@ class IdConverter(IntegerConverter):
                          signed)
 
 
+# --- request bodies --------------------------------------------------------------------------
+
+def body_limit(limit: int):
+    """A route that takes bodies up to `limit` bytes; every other takes MAX_CONTENT_LENGTH.
+    Put it just under the route decorator."""
+    def decorate(view):
+        view.body_limit = limit
+        return view
+
+    return decorate
+
+
+def body_limit_of(app: Flask, endpoint: str | None) -> int | None:
+    """The one place that decides how large a body an endpoint reads."""
+    view = app.view_functions.get(endpoint) if endpoint else None
+    return getattr(view, "body_limit", None) or app.config.get("MAX_CONTENT_LENGTH")
+
+
+def _bound_the_body() -> None:
+    """Werkzeug refuses a body whose Content-Length is over the limit (413). A chunked body
+    has none, and werkzeug's reader then stops quietly at the limit: the JSON or form would
+    be read cut short. So such a body is read here, up to the limit, and refused past it."""
+    limit = request.max_content_length = body_limit_of(current_app, request.endpoint)
+    environ = request.environ
+    if limit is None or request.content_length is not None \
+            or not environ.get("wsgi.input_terminated"):
+        return
+    body = tempfile.SpooledTemporaryFile(max_size=FORM_BODY)
+    source, size = environ["wsgi.input"], 0
+    while chunk := source.read(min(64 * 1024, limit + 1 - size)):
+        size += len(chunk)
+        if size > limit:
+            body.close()
+            raise RequestEntityTooLarge()
+        body.write(chunk)
+    body.seek(0)
+    g.request_body = body  # closed when the request ends
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = body, str(size)
+    request.__dict__.pop("stream", None)  # read from the copy, should anything have looked
+
+
+def _close_the_body(_error=None) -> None:
+    body = g.pop("request_body", None)
+    if body is not None:
+        body.close()
+
+
 def install_params(app: Flask) -> None:
-    """Before any route is added: every `<int:...>` is bounded."""
+    """Before any route is added: every `<int:...>` is bounded; and, before anything reads
+    a request's body (the CSRF check does), its size is."""
     app.url_map.converters["int"] = IdConverter
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = FORM_BODY
+    app.before_request(_bound_the_body)
+    app.teardown_request(_close_the_body)

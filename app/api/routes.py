@@ -16,13 +16,13 @@ from app.api.problems import field_errors, problem
 from app.api.tokens import find_token, note_use, take_rate_limit, token_actor
 from app.errors import DomainError
 from app.extensions import csrf, db
+from app.params import API_BODY, body_limit
 from app.unit_of_work import commit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-MAX_BODY = 256 * 1024
 PUBLIC_ENDPOINTS = {"api.openapi"}
 
 
@@ -92,8 +92,6 @@ def requires(scope: str):
 def _json_body(model: type[BaseModel]):
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise ProblemResponse(problem(415, "Send the body as application/json."))
-    if (request.content_length or 0) > MAX_BODY:
-        raise ProblemResponse(problem(413, f"The body is larger than {MAX_BODY} bytes."))
     raw = request.get_data(cache=True)
     try:
         data = json.loads(raw)
@@ -161,6 +159,7 @@ def openapi():
 
 
 @bp.post("/items")
+@body_limit(API_BODY)
 @requires("items:write")
 def create_item():
     body = _json_body(schemas.ItemCreate)
@@ -191,6 +190,7 @@ def get_item(item_id: int):
 
 
 @bp.post("/items/<int(signed=True):item_id>/decision")
+@body_limit(API_BODY)
 @requires("decisions:write")
 def decide(item_id: int):
     body = _json_body(schemas.DecisionIn)
@@ -230,6 +230,8 @@ def install_api(app: Flask) -> None:
                 message = getattr(error, "description", None) or "That did not work."
                 if status == 500:
                     message = "Something went wrong on our side; the request changed nothing."
+                if status == 413:
+                    message = f"The body is larger than {request.max_content_length:,} bytes."
                 return problem(status, message, getattr(error, "fields", None))
             for cls in type(error).__mro__:
                 if cls in previous:
