@@ -16,11 +16,14 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, g, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
-from wtforms import Field
+from wtforms import Field, ValidationError
 from wtforms.widgets import DateInput, TextInput
 
-# No database column holds more (a PostgreSQL bigint); past it SQLite's driver overflows.
-MAX_ID = 2**63 - 1
+# Ids: most tables' are INTEGER (PostgreSQL refuses to compare them with a larger number);
+# the large tables' (work items, audit events, deliveries, mail) BIGINT, past which SQLite's
+# driver overflows too.
+MAX_ID = 2**31 - 1
+MAX_BIG_ID = 2**63 - 1
 # Days and times a person can mean; past them datetime arithmetic and timezones overflow.
 FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 # Money as the write path stores it: Numeric(18, 2).
@@ -64,12 +67,25 @@ def whole_number(raw, field: str, *, minimum: int = 0, maximum: int = MAX_ID) ->
     return value
 
 
-def record_id(raw, field: str) -> int:
-    """The id of a row: 1 up to what a database column holds."""
+def record_id(raw, field: str, maximum: int = MAX_ID) -> int:
+    """The id of a row: 1 up to what its column holds (MAX_BIG_ID for the large tables)."""
     text = _clean(raw)
-    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_ID:
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= maximum:
         raise BadParam(field, "is not a valid id")
     return int(text)
+
+
+def big_record_id(raw, field: str) -> int:
+    return record_id(raw, field, MAX_BIG_ID)
+
+
+def storable(raw, field: str) -> str:
+    """Text every database can store and search: no NUL or other control character but
+    tabs and line breaks."""
+    text = raw if isinstance(raw, str) else ""
+    if any(c < " " and c not in "\t\r\n" for c in text):
+        raise BadParam(field, "must not contain control characters")
+    return text
 
 
 def money(raw, field: str) -> Decimal:
@@ -129,10 +145,10 @@ def gathered(errors: dict[str, str], read, raw, field: str):
         return None
 
 
-def arg_id(args, field: str) -> int | None:
+def arg_id(args, field: str, maximum: int = MAX_ID) -> int | None:
     """An optional id among the query-string or form `args`; absent or empty is None."""
     raw = args.get(field)
-    return None if raw is None or not raw.strip() else record_id(raw, field)
+    return None if raw is None or not raw.strip() else record_id(raw, field, maximum)
 
 
 def arg_ids(args, field: str) -> list[int]:
@@ -170,7 +186,7 @@ def _no_constant(name: str):
 
 
 def cursor_id(value, field: str = "cursor") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BIG_ID:
         raise BadParam(field, "is not one this page gave")
     return value
 
@@ -214,6 +230,20 @@ class IdField(_ParamField):
     read = staticmethod(record_id)
 
 
+class BigIdField(_ParamField):
+    read = staticmethod(big_record_id)
+
+
+class Storable:
+    """WTForms validator: see `storable`."""
+
+    def __call__(self, form, field):
+        try:
+            storable(field.data, field.name)
+        except BadParam as bad:
+            raise ValidationError(bad.reason) from None
+
+
 class DayField(_ParamField):
     widget = DateInput()
     read = staticmethod(day)
@@ -226,14 +256,22 @@ class WholeNumberField(_ParamField):
 # --- path ids -------------------------------------------------------------------------------
 
 class IdConverter(IntegerConverter):
-    """`<int:...>` in a route: ASCII digits within what a database column holds, so a longer
-    number is no such page (404) rather than an overflow in the database driver."""
+    """`<int:...>` in a route: ASCII digits within what an id column holds, so a larger
+    number is no such page (404) rather than an overflow in the database."""
 
     regex = r"[0-9]{1,19}"
+    largest = MAX_ID
 
-    def __init__(self, map, fixed_digits=0, min=None, max=MAX_ID, signed=False):  # noqa: A002
-        super().__init__(map, fixed_digits, -MAX_ID if signed and min is None else min, max,
+    def __init__(self, map, fixed_digits=0, min=None, max=None, signed=False):  # noqa: A002
+        max = self.largest if max is None else max  # noqa: A001
+        super().__init__(map, fixed_digits, -max if signed and min is None else min, max,
                          signed)
+
+
+class BigIdConverter(IdConverter):
+    """`<bigid:...>`: the id of a row of one of the large tables (BIGINT)."""
+
+    largest = MAX_BIG_ID
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -287,6 +325,7 @@ def install_params(app: Flask) -> None:
     """Before any route is added: every `<int:...>` is bounded; and, before anything reads
     a request's body (the CSRF check does), its size is."""
     app.url_map.converters["int"] = IdConverter
+    app.url_map.converters["bigid"] = BigIdConverter
     if app.config.get("MAX_CONTENT_LENGTH") is None:
         app.config["MAX_CONTENT_LENGTH"] = FORM_BODY
     app.before_request(_bound_the_body)

@@ -181,7 +181,7 @@ def list_items():
     return _json({"items": [schemas.item_json(i) for i in items], "next_cursor": next_cursor})
 
 
-@bp.get("/items/<int(signed=True):item_id>")
+@bp.get("/items/<bigid(signed=True):item_id>")
 @requires("items:read")
 def get_item(item_id: int):
     body = schemas.item_json(services.read_item(g.api_actor, item_id))
@@ -189,7 +189,7 @@ def get_item(item_id: int):
     return _json(body)
 
 
-@bp.post("/items/<int(signed=True):item_id>/decision")
+@bp.post("/items/<bigid(signed=True):item_id>/decision")
 @body_limit(API_BODY)
 @requires("decisions:write")
 def decide(item_id: int):
@@ -202,7 +202,7 @@ def decide(item_id: int):
     return _idempotent(change)
 
 
-@bp.get("/items/<int(signed=True):item_id>/events")
+@bp.get("/items/<bigid(signed=True):item_id>/events")
 @requires("items:read")
 def item_events(item_id: int):
     query = _query(schemas.EventQuery)

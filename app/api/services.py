@@ -78,7 +78,7 @@ def list_items(actor: Actor, query: ItemQuery) -> tuple[list[WorkItem], str | No
 
 
 def read_item(actor: Actor, item_id: int) -> WorkItem:
-    if not 1 <= item_id <= params.MAX_ID:  # beyond what any database column holds
+    if not 1 <= item_id <= params.MAX_BIG_ID:  # beyond what any database column holds
         raise NotFound("No such item.")
     return get_item(actor, item_id)
 

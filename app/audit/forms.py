@@ -5,7 +5,7 @@ from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from app.audit.models import ExportFormat
 from app.audit.views import ACTOR_TYPES
-from app.params import DayField, IdField
+from app.params import BigIdField, DayField, IdField, Storable
 
 
 class EventSearchForm(FlaskForm):
@@ -13,13 +13,13 @@ class EventSearchForm(FlaskForm):
         csrf = False
 
     tenant = IdField("Tenant", validators=[Optional()])
-    item = IdField("Item", validators=[Optional()])
-    actor = StringField("Actor", validators=[Optional(), Length(max=254)])
-    action = StringField("Action", validators=[Optional(), Length(max=64)])
+    item = BigIdField("Item", validators=[Optional()])
+    actor = StringField("Actor", validators=[Optional(), Length(max=254), Storable()])
+    action = StringField("Action", validators=[Optional(), Length(max=64), Storable()])
     actor_type = StringField("Actor type", validators=[Optional(), AnyOf(ACTOR_TYPES)])
     date_from = DayField("From", validators=[Optional()])
     date_to = DayField("To", validators=[Optional()])
-    before = IdField(validators=[Optional()])
+    before = BigIdField(validators=[Optional()])
 
 
 class ExportForm(FlaskForm):

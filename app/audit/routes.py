@@ -85,7 +85,7 @@ def events():
         actor_types=views.ACTOR_TYPES, status=400 if form.errors else 200)
 
 
-@bp.get("/items/<int:item_id>")
+@bp.get("/items/<bigid:item_id>")
 @login_required
 def item_timeline(item_id: int):
     actor = current_actor()
@@ -98,7 +98,7 @@ def item_timeline(item_id: int):
                        users=views.users_of(events))
 
 
-@bp.get("/events/<int:event_id>")
+@bp.get("/events/<bigid:event_id>")
 @login_required
 def event_detail(event_id: int):
     actor = current_actor()

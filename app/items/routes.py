@@ -40,13 +40,13 @@ def _panel(actor, item_id: int):
                        **item_context(actor, item))
 
 
-@bp.get("/<int:item_id>")
+@bp.get("/<bigid:item_id>")
 @login_required
 def detail(item_id: int):
     return _panel(current_actor(), item_id)
 
 
-@bp.post("/<int:item_id>/act")
+@bp.post("/<bigid:item_id>/act")
 @login_required
 def act(item_id: int):
     actor = current_actor()
@@ -71,7 +71,7 @@ def act(item_id: int):
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
 
-@bp.post("/<int:item_id>/comment")
+@bp.post("/<bigid:item_id>/comment")
 @login_required
 def comment(item_id: int):
     actor = current_actor()

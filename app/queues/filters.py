@@ -75,7 +75,10 @@ class QueueFilters:
         """Read filters; a value that makes no sense is dropped with a message, never an error
         page, and a tenant outside the viewer's own is refused without saying whether it exists."""
         f = cls()
-        text = lambda name, limit=100: (args.get(name) or "").strip()[:limit] or None  # noqa: E731
+
+        def text(name, limit=100):
+            raw = (args.get(name) or "").strip()[:limit] or None
+            return f._read(raw, params.storable, name)
         f.kind = text("kind")
         if f.kind and f.kind not in SUBTYPES:
             f.errors["kind"] = "unknown kind"

@@ -8,7 +8,7 @@ from flask_login import current_user, login_required
 from app.errors import DomainError
 from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
-from app.params import arg_id
+from app.params import MAX_BIG_ID, arg_id
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 from app.webhooks import services
@@ -64,7 +64,7 @@ def log(subscription_id: int):
     actor = current_actor()
     tenant = chosen_tenant(actor)
     page = services.subscription_log(actor, tenant.id, subscription_id,
-                                     before=arg_id(request.args, "before"))
+                                     before=arg_id(request.args, "before", MAX_BIG_ID))
     return render_page("webhooks/log.html", "deliveries", tenant=tenant,
                        tenants=admin_tenants(actor), button=ButtonForm(), **page)
 
@@ -97,7 +97,7 @@ def resume(subscription_id: int):
                     code=303)
 
 
-@bp.post("/deliveries/<int:delivery_pk>/redeliver")
+@bp.post("/deliveries/<bigid:delivery_pk>/redeliver")
 @login_required
 def redeliver(delivery_pk: int):
     tenant, delivery = _button(lambda a, t: services.redeliver(a, t.id, delivery_pk))
