@@ -180,3 +180,12 @@ def test_sign_in_with_a_next_holding_control_characters_goes_home(world, client,
     assert response.headers["Location"] == "/queues/mine" or \
         response.headers["Location"].endswith("/")
     assert "\n" not in response.headers["Location"] and "evil" not in response.headers["Location"]
+
+
+@pytest.mark.parametrize("current", ["http://[::1", "http://x/%0d%0a", "\x00", "//evil.test/x"])
+def test_an_anonymous_htmx_request_with_a_crafted_current_url_is_sent_to_sign_in(client,
+                                                                                  current):
+    response = client.get("/queues/mine", headers={"HX-Request": "true",
+                                                   "HX-Current-URL": current})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"].startswith("/login")
