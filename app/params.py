@@ -10,7 +10,7 @@ import json
 import re
 import tempfile
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, request
@@ -200,10 +200,23 @@ def local_path(raw) -> str | None:
         return None
     if any(c < " " or c == "\x7f" or c == "\\" for c in raw) or len(raw) > 2000:
         return None
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        return None
     if parts.scheme or parts.netloc:
         return None
     return raw
+
+
+def path_of_url(raw) -> str | None:
+    """The local path (and query) of a full URL a browser reports, such as htmx's
+    HX-Current-URL, or None when it is none."""
+    try:
+        parts = urlsplit(raw or "")
+    except ValueError:
+        return None
+    return local_path(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 # --- WTForms fields that read with the same rules ---------------------------------------------

@@ -1,12 +1,11 @@
 """Flask-Login wiring: loading the user from the session, and what an anonymous request gets."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Flask, current_app, flash, redirect, request, url_for
 
 from app.extensions import db, login_manager
 from app.models import User
+from app.params import path_of_url
 
 
 def install_login(app: Flask) -> None:
@@ -36,8 +35,7 @@ def sign_in_redirect():
     """Send an anonymous request to the sign-in page, coming back to where it was."""
     if request.headers.get("HX-Request") == "true":
         # Come back to the page the fragment belongs to, not the fragment's own URL.
-        current = urlsplit(request.headers.get("HX-Current-URL", ""))
-        back = current.path + (f"?{current.query}" if current.query else "") if current.path else None
+        back = path_of_url(request.headers.get("HX-Current-URL"))
     else:
         back = request.full_path if request.method == "GET" else None
     target = url_for("auth.login", next=back)
