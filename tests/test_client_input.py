@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -62,6 +63,9 @@ def test_a_nonsense_queue_filter_is_named_beside_the_filters_not_a_server_error(
     assert response.status_code == 200
     assert "Some filters were ignored" in response.text
     assert name.replace("_", " ") in response.text.split("Some filters were ignored")[1][:300]
+    if name in ("tenant", "assignee", "min_amount", "max_amount"):  # fields on the page
+        assert re.search(rf'<(input|select) name="{name}"[^>]*aria-invalid="true"',
+                         response.text)
 
 
 BAD_CURSORS = {
