@@ -161,7 +161,7 @@ def install_web(app: Flask) -> None:
             return message_fragment(message, 400)
         return render_template("errors/400.html", message=message), 400
 
-    for status in (400, 403, 404, 405, 500):
+    for status in (400, 403, 404, 405, 413, 500):
         app.register_error_handler(status, _make_error_page(status))
 
 
@@ -170,6 +170,9 @@ def _make_error_page(status: int):
 
     def handler(error):
         message = getattr(error, "description", None)
+        if status == 413:
+            message = (f"What you sent is larger than the {request.max_content_length // 1024:,}"
+                       " KB this page takes.")
         if request.headers.get("HX-Request") == "true":
             return message_fragment(message or "That did not work.", status)
         return render_template(template, message=message), status

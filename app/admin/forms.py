@@ -5,10 +5,8 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
-    DateField,
     EmailField,
     HiddenField,
-    IntegerField,
     PasswordField,
     SelectField,
     SelectMultipleField,
@@ -19,6 +17,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from app.models import Kind, Role
+from app.params import DayField, IdField
 
 WEEKDAYS = [SelectChoice(str(n), day) for n, day in
             enumerate(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"), start=1)]
@@ -58,8 +57,8 @@ class BrandingForm(FlaskForm):
 
 
 class ClosureForm(FlaskForm):
-    first_day = DateField("First day", validators=[InputRequired("a date is required")])
-    last_day = DateField("Last day", validators=[Optional()])
+    first_day = DayField("First day", validators=[InputRequired("a date is required")])
+    last_day = DayField("Last day", validators=[Optional()])
     reason = StringField("Reason", validators=[Length(max=200)])
 
 
@@ -77,9 +76,9 @@ class MembershipForm(FlaskForm):
 
 class DelegationForm(FlaskForm):
     tenant_id = HiddenField()
-    delegate_id = IntegerField("Who stands in", validators=[Optional()])
-    first_day = DateField("From", validators=[Optional()])
-    last_day = DateField("Until", validators=[Optional()])
+    delegate_id = IdField("Who stands in", validators=[Optional()])
+    first_day = DayField("From", validators=[Optional()])
+    last_day = DayField("Until", validators=[Optional()])
     kinds = CheckboxesField("Only for", choices=KIND_CHOICES)
     max_amount = StringField("Only up to", validators=[Length(max=32)])
 

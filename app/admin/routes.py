@@ -29,6 +29,7 @@ from app.auth.session import current_session
 from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import Role
+from app.params import arg_id
 from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page
 from app.webhooks.services import paused_subscriptions
@@ -513,7 +514,7 @@ def out_of_office():
     status = 200
     if request.method == "POST":
         form = DelegationForm()
-        tenant_id = request.form.get("tenant_id", type=int)
+        tenant_id = arg_id(request.form, "tenant_id")
         services.delegation_membership(actor, tenant_id, actor.user_id)
         if not form.validate_on_submit():
             if "csrf_token" in form.errors:
@@ -544,7 +545,7 @@ def out_of_office():
 @allow(roles=services.DELEGATING_ROLES)
 def clear_out_of_office():
     actor = current_actor()
-    tenant_id = request.form.get("tenant_id", type=int)
+    tenant_id = arg_id(request.form, "tenant_id")
     services.delegation_membership(actor, tenant_id, actor.user_id)
     _require_csrf(EmptyForm())
     services.clear_delegation(actor, tenant_id, actor.user_id)

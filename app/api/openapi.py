@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.api import schemas
+from app.params import MAX_BIG_ID
 
 REF = "#/components/schemas/{model}"
 PROBLEM = {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}}
@@ -20,7 +21,9 @@ ERROR_TEXT = {
     404: "No such item in the token's tenant.",
     409: "The item's state does not allow this (already decided, or changed since "
          "expected_version).",
-    413: "The body is too large.",
+    413: "The body is larger than the operation takes (256 KB for a POST), whether sent with "
+         "its length or chunked.",
+    414: "The URL is too long for the server.",
     415: "The body is not application/json.",
     422: "The body is JSON but not valid (see errors), or an Idempotency-Key was reused "
          "with another request.",
@@ -68,7 +71,8 @@ def _query_parameters(model: type[BaseModel]) -> list[dict]:
 
 
 ITEM_ID = {"name": "item_id", "in": "path", "required": True,
-           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+           "description": "Another number (0, negative, past 2^63-1) is no such item (404).",
+           "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BIG_ID}}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "Makes a retried POST safe: the first answer is stored and replayed "
@@ -148,7 +152,7 @@ def _document() -> dict:
                         "200": {"description": "An item with this source_system and "
                                                "external_ref already existed; it is returned.",
                                 "content": _json_content("ItemOut")},
-                        **_errors(400, 401, 403, 409, 413, 415, 422, 429),
+                        **_errors(400, 401, 403, 409, 413, 414, 415, 422, 429),
                     },
                 },
                 "get": {
@@ -157,7 +161,7 @@ def _document() -> dict:
                     "parameters": _query_parameters(schemas.ItemQuery),
                     "responses": {
                         "200": {"description": "A page.", "content": _json_content("ItemPage")},
-                        **_errors(400, 401, 403, 429),
+                        **_errors(400, 401, 403, 413, 414, 429),
                     },
                 },
             },
@@ -168,7 +172,7 @@ def _document() -> dict:
                     "parameters": [ITEM_ID],
                     "responses": {
                         "200": {"description": "The item.", "content": _json_content("ItemOut")},
-                        **_errors(401, 403, 404, 429),
+                        **_errors(401, 403, 404, 413, 414, 429),
                     },
                 },
             },
@@ -181,7 +185,7 @@ def _document() -> dict:
                     "responses": {
                         "200": {"description": "The item after the decision.",
                                 "content": _json_content("ItemOut")},
-                        **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429),
+                        **_errors(400, 401, 403, 404, 409, 413, 414, 415, 422, 429),
                     },
                 },
             },
@@ -207,7 +211,7 @@ def _document() -> dict:
                     "responses": {
                         "200": {"description": "A page of events.",
                                 "content": _json_content("EventPage")},
-                        **_errors(400, 401, 403, 404, 429),
+                        **_errors(400, 401, 403, 404, 413, 414, 429),
                     },
                 },
             },

@@ -14,6 +14,7 @@ PROBLEM_TYPES = {
     405: ("method-not-allowed", "Method not allowed"),
     409: ("conflict", "Conflict with the item's current state"),
     413: ("too-large", "Request body too large"),
+    414: ("uri-too-long", "URL too long"),
     415: ("unsupported-media-type", "Send application/json"),
     422: ("validation-failed", "The request is not valid"),
     429: ("rate-limited", "Too many requests"),

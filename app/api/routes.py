@@ -16,13 +16,13 @@ from app.api.problems import field_errors, problem
 from app.api.tokens import find_token, note_use, take_rate_limit, token_actor
 from app.errors import DomainError
 from app.extensions import csrf, db
+from app.params import API_BODY, body_limit
 from app.unit_of_work import commit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-MAX_BODY = 256 * 1024
 
 
 class ProblemResponse(Exception):
@@ -80,8 +80,6 @@ def _rate_limit_headers(response: Response) -> Response:
 def _json_body(model: type[BaseModel]):
     if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
         raise ProblemResponse(problem(415, "Send the body as application/json."))
-    if (request.content_length or 0) > MAX_BODY:
-        raise ProblemResponse(problem(413, f"The body is larger than {MAX_BODY} bytes."))
     raw = request.get_data(cache=True)
     try:
         data = json.loads(raw)
@@ -150,6 +148,7 @@ def openapi():
 
 
 @bp.post("/items")
+@body_limit(API_BODY)
 @allow(api_token="items:write")
 def create_item():
     body = _json_body(schemas.ItemCreate)
@@ -171,7 +170,7 @@ def list_items():
     return _json({"items": [schemas.item_json(i) for i in items], "next_cursor": next_cursor})
 
 
-@bp.get("/items/<int(signed=True):item_id>")
+@bp.get("/items/<bigid(signed=True):item_id>")
 @allow(api_token="items:read")
 def get_item(item_id: int):
     body = schemas.item_json(services.read_item(g.api_actor, item_id))
@@ -179,8 +178,9 @@ def get_item(item_id: int):
     return _json(body)
 
 
-@bp.post("/items/<int(signed=True):item_id>/decision")
+@bp.post("/items/<bigid(signed=True):item_id>/decision")
 @allow(api_token="decisions:write")
+@body_limit(API_BODY)
 def decide(item_id: int):
     body = _json_body(schemas.DecisionIn)
 
@@ -191,7 +191,8 @@ def decide(item_id: int):
     return _idempotent(change)
 
 
-@bp.post("/items/<int(signed=True):item_id>/resubmit")
+@bp.post("/items/<bigid(signed=True):item_id>/resubmit")
+@body_limit(API_BODY)
 @allow(api_token="decisions:write")
 def resubmit(item_id: int):
     body = _json_body(schemas.ResubmitIn)
@@ -203,7 +204,7 @@ def resubmit(item_id: int):
     return _idempotent(change)
 
 
-@bp.get("/items/<int(signed=True):item_id>/events")
+@bp.get("/items/<bigid(signed=True):item_id>/events")
 @allow(api_token="items:read")
 def item_events(item_id: int):
     query = _query(schemas.EventQuery)
@@ -231,7 +232,9 @@ def install_api(app: Flask) -> None:
                 message = getattr(error, "description", None) or "That did not work."
                 if status == 500:
                     message = "Something went wrong on our side; the request changed nothing."
-                return problem(status, message)
+                if status == 413:
+                    message = f"The body is larger than {request.max_content_length:,} bytes."
+                return problem(status, message, getattr(error, "fields", None))
             for cls in type(error).__mro__:
                 if cls in previous:
                     return previous[cls](error)

@@ -3,7 +3,6 @@ and generate the OpenAPI document (app.api.openapi), so the document cannot drif
 the endpoints accept and answer."""
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from app.params import MAX_CURSOR, MONEY_PATTERN, check_money_text
 from app.work.kinds import RESOLUTION_CODES, SUBTYPES
 from app.work.states import ACTION_ROLES
 
@@ -38,18 +38,12 @@ def Text(max_length: int, min_length: int = 1):  # noqa: N802 - reads as a type
                      AfterValidator(_storable)]
 
 
-MONEY_PATTERN = r"^-?[0-9]{1,16}(\.[0-9]{1,2})?$"
-_MONEY_RE = re.compile(MONEY_PATTERN)
-
-
 def _money_input(value):
     """A JSON string in the documented pattern, or a JSON number; never a boolean."""
     if isinstance(value, bool):
         raise ValueError("must be a number or a decimal string")
-    if isinstance(value, str) and not _MONEY_RE.match(value):
-        if re.fullmatch(r"-?[0-9]+\.[0-9]{3,}", value):
-            raise ValueError("at most 2 decimal places")
-        raise ValueError("must be a decimal number like 1250.00")
+    if isinstance(value, str):
+        check_money_text(value)
     return value
 
 
@@ -175,12 +169,14 @@ class ItemQuery(_Strict):
         default="age", description="age: oldest first; sla: due soonest first; amount: "
                                    "largest first.")
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: Text(200) | None = None
+    cursor: Text(MAX_CURSOR) | None = Field(
+        default=None, description="The next_cursor of the page before.")
 
 
 class EventQuery(_Strict):
     limit: int = Field(default=100, ge=1, le=500)
-    cursor: Text(200) | None = None
+    cursor: Text(MAX_CURSOR) | None = Field(
+        default=None, description="The next_cursor of the page before.")
 
 
 class EventOut(BaseModel):

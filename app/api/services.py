@@ -3,15 +3,13 @@ decisions, read an item's events, and remember answers to Idempotency-Keys. Ever
 through the write path (app.work.services, app.work.actions) with an API actor."""
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from app import params
 from app.actors import Actor, ActorType
 from app.api.models import IdempotencyRecord
 from app.api.schemas import DecisionIn, ItemCreate, ItemQuery, ResubmitIn
@@ -32,6 +30,10 @@ class BadRequest(DomainError):
     """The request itself is malformed (not the data it carries): answered 400."""
 
     status = 400
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.fields = fields or {}
 
 
 class IdempotencyMismatch(DomainError):
@@ -64,9 +66,9 @@ def list_items(actor: Actor, query: ItemQuery) -> tuple[list[WorkItem], str | No
     if query.cursor:
         try:
             conditions.extend(filters.after(query.cursor))
-        except BadCursor:
-            raise BadRequest("The cursor is not one this API gave for this sort order.") \
-                from None
+        except BadCursor as bad:
+            raise BadRequest("The cursor is not one this API gave for this sort order.",
+                             {"cursor": str(bad)}) from None
     rows = list(db.session.scalars(
         scoped_items(actor).where(*conditions).order_by(*filters.order_by())
         .options(selectinload(WorkItem.steps)).limit(query.limit + 1)))
@@ -75,11 +77,8 @@ def list_items(actor: Actor, query: ItemQuery) -> tuple[list[WorkItem], str | No
     return rows, (filters.cursor_for(rows[-1]) if more and rows else None)
 
 
-MAX_ID = 2**63 - 1
-
-
 def read_item(actor: Actor, item_id: int) -> WorkItem:
-    if not 1 <= item_id <= MAX_ID:  # beyond what any database column holds
+    if not 1 <= item_id <= params.MAX_BIG_ID:  # beyond what any database column holds
         raise NotFound("No such item.")
     return get_item(actor, item_id)
 
@@ -98,17 +97,18 @@ def item_events(actor: Actor, item_id: int, limit: int, cursor: str | None
 
 
 def _encode_seq(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps(["events", seq]).encode()).decode().rstrip("=")
+    return params.encode_cursor(["events", seq])
 
 
 def _decode_seq(cursor: str) -> int:
     try:
-        tag, seq = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if tag != "events" or not isinstance(seq, int):
-            raise ValueError
-        return seq
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise BadRequest("The cursor is not one this API gave for events.") from None
+        parts = params.decode_cursor(cursor, "events")
+        if len(parts) != 1:
+            raise params.BadParam("cursor", "is not one this page gave")
+        return params.cursor_id(parts[0])
+    except params.BadParam as bad:
+        raise BadRequest("The cursor is not one this API gave for events.",
+                         {"cursor": bad.reason}) from None
 
 
 def public_event_data(data: dict | None) -> dict:

@@ -27,8 +27,15 @@ from app.auth.forms import EmptyForm
 from app.errors import DomainError, NotFound, PermissionDenied
 from app.extensions import db
 from app.models import Role, WorkItem
+from app.params import arg_id
 from app.unit_of_work import commit
-from app.web import current_actor, current_tenant_id, render_page
+from app.web import (
+    current_actor,
+    current_tenant_id,
+    message_fragment,
+    render_page,
+    wants_fragment,
+)
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 declare_access(bp, roles=AUDIT_ROLES)
@@ -60,13 +67,16 @@ def _chosen_tenant(actor, requested: int | None):
 def events():
     actor = current_actor()
     form = EventSearchForm(request.args)
-    if not form.validate():
-        abort(400)
+    if not form.validate() and wants_fragment():
+        return message_fragment("; ".join(f"{form[name].label.text}: {' '.join(errors)}"
+                                          for name, errors in form.errors.items()), 400)
+    # A value that makes no sense is left out of the search and named beside its field.
     tenant = _chosen_tenant(actor, form.tenant.data)
+    value = {field.name: None if field.errors else (field.data or None) for field in form}
     search = views.EventSearch(
-        tenant=tenant, item_id=form.item.data, actor=form.actor.data or None,
-        action=form.action.data or None, actor_type=form.actor_type.data or None,
-        date_from=form.date_from.data, date_to=form.date_to.data, before=form.before.data)
+        tenant=tenant, item_id=value["item"], actor=value["actor"], action=value["action"],
+        actor_type=value["actor_type"], date_from=value["date_from"], date_to=value["date_to"],
+        before=value["before"])
     page = views.search_events(search)
     return render_page(
         "audit/events.html", "rows" if search.before else "results",
@@ -74,10 +84,10 @@ def events():
         page=page, chain=views.chain_status(tenant), alerts=views.open_alerts(actor, tenant.id),
         exports=views.recent_exports(actor, tenant.id),
         known_actions=views.KNOWN_ACTIONS,
-        actor_types=views.ACTOR_TYPES)
+        actor_types=views.ACTOR_TYPES, status=400 if form.errors else 200)
 
 
-@bp.get("/items/<int:item_id>")
+@bp.get("/items/<bigid:item_id>")
 def item_timeline(item_id: int):
     actor = current_actor()
     tenant_id = db.session.scalar(db.select(WorkItem.tenant_id).where(WorkItem.id == item_id))
@@ -89,7 +99,7 @@ def item_timeline(item_id: int):
                        users=views.users_of(events))
 
 
-@bp.get("/events/<int:event_id>")
+@bp.get("/events/<bigid:event_id>")
 def event_detail(event_id: int):
     actor = current_actor()
     event = views.event_in_tenants(actor, event_id)
@@ -141,7 +151,7 @@ def download_export(export_id: int):
 @bp.get("/access-review")
 def access_review():
     actor = current_actor()
-    tenant = _chosen_tenant(actor, request.args.get("tenant", type=int))
+    tenant = _chosen_tenant(actor, arg_id(request.args, "tenant"))
     return render_page("audit/access_review.html", tenant=tenant,
                        tenants=views.audit_tenants(actor), rows=views.access_review(tenant))
 
@@ -149,7 +159,7 @@ def access_review():
 @bp.get("/access-review.csv")
 def access_review_csv():
     actor = current_actor()
-    tenant = record_access_review_export(actor, request.args.get("tenant", type=int))
+    tenant = record_access_review_export(actor, arg_id(request.args, "tenant"))
     rows = views.access_review(tenant)
     commit()
     out = io.StringIO()

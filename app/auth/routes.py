@@ -1,14 +1,13 @@
 """Sign-in, sign-out and switching the tenant the user is working in."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from app.access import allow, declare_access
 from app.auth.forms import EmptyForm, LoginForm
 from app.auth.services import SignInRefused, authenticate, session_id_of, sign_out
+from app.params import local_path, whole_number
 from app.unit_of_work import commit
 from app.web import current_actor
 
@@ -17,11 +16,7 @@ declare_access(bp, member=True)
 
 
 def _safe_next(target: str | None) -> str:
-    if target:
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
-            return target
-    return url_for("queues.home")
+    return local_path(target) or url_for("queues.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -69,7 +64,7 @@ def logout():
 @bp.post("/tenant")
 def switch_tenant():
     form = EmptyForm()
-    tenant_id = request.form.get("tenant_id", type=int)
+    tenant_id = whole_number(request.form.get("tenant_id") or "0", "tenant_id")  # 0: all
     if not form.validate_on_submit():
         abort(400)
     if not tenant_id:

@@ -2,8 +2,6 @@
 record it names), and what an anonymous request gets."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Flask, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user
 
@@ -11,6 +9,7 @@ from app.auth.models import UserSession
 from app.auth.services import note_session_seen, recognise_session
 from app.extensions import login_manager
 from app.models import User
+from app.params import path_of_url
 from app.unit_of_work import commit
 
 
@@ -54,8 +53,7 @@ def sign_in_redirect():
     """Send an anonymous request to the sign-in page, coming back to where it was."""
     if request.headers.get("HX-Request") == "true":
         # Come back to the page the fragment belongs to, not the fragment's own URL.
-        current = urlsplit(request.headers.get("HX-Current-URL", ""))
-        back = current.path + (f"?{current.query}" if current.query else "") if current.path else None
+        back = path_of_url(request.headers.get("HX-Current-URL"))
     else:
         back = request.full_path if request.method == "GET" else None
     target = url_for("auth.login", next=back)

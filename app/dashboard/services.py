@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, cast, func, literal_column, select
 
+from app import params
 from app.actors import Actor
 from app.dashboard.models import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
 from app.errors import PermissionDenied
@@ -88,9 +89,8 @@ def parse_scope(actor: Actor, args, default_tenant_id: int | None = None,
     raw_tenant = (args.get("tenant") or "").strip()
     tenant = None
     if raw_tenant and raw_tenant != "all":
-        if raw_tenant.isdigit() and int(raw_tenant) in by_id:
-            tenant = by_id[int(raw_tenant)]
-        else:
+        tenant = by_id.get(params.gathered(errors, params.record_id, raw_tenant, "tenant"))
+        if tenant is None:
             errors["tenant"] = "not one of the tenants you manage"
     elif not raw_tenant and default_tenant_id in by_id:
         tenant = by_id[default_tenant_id]
@@ -100,14 +100,8 @@ def parse_scope(actor: Actor, args, default_tenant_id: int | None = None,
     start = end = None
     raw_from, raw_to = (args.get("from") or "").strip(), (args.get("to") or "").strip()
     if raw_from or raw_to:
-        try:
-            start = date.fromisoformat(raw_from) if raw_from else None
-        except ValueError:
-            errors["from"] = "use a date like 2026-01-31"
-        try:
-            end = date.fromisoformat(raw_to) if raw_to else today
-        except ValueError:
-            errors["to"] = "use a date like 2026-01-31"
+        start = params.gathered(errors, params.day, raw_from, "from")
+        end = params.gathered(errors, params.day, raw_to, "to") if raw_to else today
         if start and end and start > end:
             errors["to"] = "must not be before the start"
             start = end = None
@@ -116,10 +110,10 @@ def parse_scope(actor: Actor, args, default_tenant_id: int | None = None,
             start = end = None
     if start is None or end is None:
         raw_days = (args.get("days") or "").strip()
-        if raw_days and not (raw_days.isdigit() and int(raw_days) in PRESETS):
+        days = params.gathered(errors, params.whole_number, raw_days, "days") or DEFAULT_DAYS
+        if days not in PRESETS:
             errors["days"] = "choose 7, 30 or 90 days"
-            raw_days = ""
-        days = int(raw_days) if raw_days else DEFAULT_DAYS
+            days = DEFAULT_DAYS
         end = today
         start = end - timedelta(days=days - 1)
     return Scope(tenants=tenants, managed=managed, tenant=tenant, start=start, end=end,

@@ -11,6 +11,7 @@ from app.imports import services
 from app.imports.formats import FORMATS
 from app.imports.forms import ConfirmForm, UploadForm
 from app.integrations import chosen_tenant
+from app.params import body_limit
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 
@@ -44,6 +45,7 @@ def index():
 
 
 @bp.post("/")
+@body_limit(services.MAX_BYTES + 1024 * 1024)  # the file and the form around it
 def upload():
     actor = current_actor()
     tenant = _importer_tenant(actor)

@@ -7,6 +7,7 @@ from flask import abort, request
 from app.actors import Actor
 from app.extensions import db
 from app.models import Role, Tenant
+from app.params import arg_id
 
 
 def admin_tenants(actor: Actor) -> list[Tenant]:
@@ -22,7 +23,7 @@ def chosen_tenant(actor: Actor, roles=(Role.ADMIN.value,)) -> Tenant:
     allowed = sorted(
         (t for t in actor.tenant_ids() if set(roles) & actor.roles_in(t)),
         key=lambda t: db.session.get(Tenant, t).name)
-    asked = request.args.get("tenant", type=int) or request.form.get("tenant", type=int)
+    asked = arg_id(request.args, "tenant") or arg_id(request.form, "tenant")
     if asked is not None:
         if asked not in actor.tenant_ids():
             abort(404)  # not one of theirs: say nothing about whether it exists

@@ -42,12 +42,12 @@ def _panel(actor, item_id: int):
                        **item_context(actor, item))
 
 
-@bp.get("/<int:item_id>")
+@bp.get("/<bigid:item_id>")
 def detail(item_id: int):
     return _panel(current_actor(), item_id)
 
 
-@bp.post("/<int:item_id>/act")
+@bp.post("/<bigid:item_id>/act")
 @allow(roles=ACTING_ROLES)
 def act(item_id: int):
     actor = current_actor()
@@ -74,7 +74,7 @@ def act(item_id: int):
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
 
-@bp.post("/<int:item_id>/comment")
+@bp.post("/<bigid:item_id>/comment")
 @allow(roles=COMMENT_ROLES)
 def comment(item_id: int):
     actor = current_actor()

@@ -13,6 +13,7 @@ from app.access import declare_access
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role
+from app.params import arg_id
 from app.policy import forms, services, simulation
 from app.policy.models import PolicyVersion
 from app.policy.rules import FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
@@ -41,7 +42,7 @@ def _chosen_tenant(actor, requested: int | None):
 @bp.get("/")
 def overview():
     actor = current_actor()
-    tenant = _chosen_tenant(actor, request.args.get("tenant", type=int))
+    tenant = _chosen_tenant(actor, arg_id(request.args, "tenant"))
     versions = db.session.scalars(select(PolicyVersion).where(
         PolicyVersion.tenant_id == tenant.id).order_by(PolicyVersion.version.desc())).all()
     from app.policy.models import PolicyKillSwitch

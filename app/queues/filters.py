@@ -2,18 +2,16 @@
 that can be bookmarked and shared) and turned into SQL conditions and keyset cursors."""
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import false, literal, or_, select, tuple_
 
+from app import params
 from app.extensions import db
 from app.models import SlaState, Tenant, WorkItem
 from app.types import utcnow
@@ -35,6 +33,7 @@ STATUSES = {"open": "Open", "closed": "Decided", "all": "Open and decided"}
 # Filters the dashboard's drill-downs set; dates are each item's tenant-local days.
 DRILL_KEYS = ("status", "state", "created_from", "created_to", "resolved_from", "resolved_to",
               "aged", "decided_by")
+MAX_AGED_DAYS = 36_500
 FILTER_KEYS = ("kind", "subtype", "tenant", "region", "partner_type", "product_line",
                "min_amount", "max_amount", "age", "sla", "assignee", "team_queue", "q", "sort",
                *DRILL_KEYS)
@@ -76,7 +75,10 @@ class QueueFilters:
         """Read filters; a value that makes no sense is dropped with a message, never an error
         page, and a tenant outside the viewer's own is refused without saying whether it exists."""
         f = cls()
-        text = lambda name, limit=100: (args.get(name) or "").strip()[:limit] or None  # noqa: E731
+
+        def text(name, limit=100):
+            raw = (args.get(name) or "").strip()[:limit] or None
+            return f._read(raw, params.storable, name)
         f.kind = text("kind")
         if f.kind and f.kind not in SUBTYPES:
             f.errors["kind"] = "unknown kind"
@@ -87,24 +89,16 @@ class QueueFilters:
         if f.subtype and f.subtype not in known_subtypes:
             f.errors["subtype"] = "unknown subtype"
             f.subtype = None
-        tenant = text("tenant")
-        if tenant:
-            if tenant.isdigit() and int(tenant) in tenant_ids:
-                f.tenant = int(tenant)
+        tenant = f._read(text("tenant"), params.record_id, "tenant")
+        if tenant is not None:
+            if tenant in tenant_ids:
+                f.tenant = tenant
             else:
                 f.errors["tenant"] = "not one of your tenants"
         f.region, f.partner_type, f.product_line = (text("region"), text("partner_type"),
                                                     text("product_line"))
         for name in ("min_amount", "max_amount"):
-            raw = text(name, 30)
-            if raw:
-                try:
-                    value = Decimal(raw.replace(",", ""))
-                    if not value.is_finite():
-                        raise InvalidOperation
-                    setattr(f, name, value)
-                except InvalidOperation:
-                    f.errors[name] = "must be a number"
+            setattr(f, name, f._read(text(name, 30), params.money, name))
         f.age = text("age")
         if f.age and f.age not in AGES:
             f.errors["age"] = "unknown age"
@@ -114,9 +108,9 @@ class QueueFilters:
             f.errors["sla"] = "unknown SLA state"
             f.sla = None
         f.assignee = text("assignee")
-        if f.assignee and not (f.assignee in ("me", "none") or f.assignee.isdigit()):
-            f.errors["assignee"] = "unknown assignee"
-            f.assignee = None
+        if f.assignee not in (None, "me", "none"):
+            person = f._read(f.assignee, params.record_id, "assignee")
+            f.assignee = None if person is None else str(person)
         f.team_queue = text("team_queue", 64)
         f.q = text("q")
         f.sort = text("sort") or "sla"
@@ -126,6 +120,9 @@ class QueueFilters:
         f.tenant_ids = frozenset(tenant_ids)
         f._parse_drill(text)
         return f
+
+    def _read(self, raw: str | None, read, name: str):
+        return params.gathered(self.errors, read, raw, name)
 
     def _parse_drill(self, text) -> None:
         from app.work.states import ALL_STATES
@@ -141,24 +138,21 @@ class QueueFilters:
             self.errors["state"] = "unknown state"
             self.state = None
         for name in ("created_from", "created_to", "resolved_from", "resolved_to"):
-            raw = text(name, 10)
-            if raw:
-                try:
-                    setattr(self, name, date.fromisoformat(raw))
-                except ValueError:
-                    self.errors[name] = "must be a date like 2026-01-31"
+            setattr(self, name, self._read(text(name, 30), params.day, name))
         self.aged = text("aged", 12)
         if self.aged:
             low, _, high = self.aged.partition("-")
-            if not (low.isdigit() and (high == "" or high.isdigit())
-                    and (high == "" or int(high) >= int(low))):
+            try:
+                first = params.whole_number(low, "aged", maximum=MAX_AGED_DAYS)
+                if high and params.whole_number(high, "aged", maximum=MAX_AGED_DAYS) < first:
+                    raise params.BadParam("aged", "must not end before it starts")
+            except params.BadParam:
                 self.errors["aged"] = "must be days like 2-3 or 31-"
                 self.aged = None
-        self.decided_by = text("decided_by", 12)
-        if self.decided_by and not (self.decided_by in ("policy", "none")
-                                    or self.decided_by.isdigit()):
-            self.errors["decided_by"] = "unknown decider"
-            self.decided_by = None
+        self.decided_by = text("decided_by", 30)
+        if self.decided_by not in (None, "policy", "none"):
+            person = self._read(self.decided_by, params.record_id, "decided_by")
+            self.decided_by = None if person is None else str(person)
 
     def _tenant_zones(self) -> dict[int, str]:
         ids = {self.tenant} if self.tenant else set(self.tenant_ids)
@@ -264,9 +258,8 @@ class QueueFilters:
 
     def cursor_for(self, item: WorkItem) -> str:
         value = getattr(item, SORTS[self.sort][1].key)
-        payload = [self.sort, value.isoformat() if isinstance(value, datetime) else str(value),
-                   item.id]
-        return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+        return params.encode_cursor(
+            [self.sort, value.isoformat() if isinstance(value, datetime) else str(value), item.id])
 
     def query_args(self, **overrides) -> dict:
         """The filters as query-string arguments (for links, pushed URLs and saved views)."""
@@ -295,13 +288,14 @@ class QueueFilters:
 
 
 def decode_cursor(cursor: str, sort: str):
+    """The (sort value, id) of the last row a page showed: a cursor this code made for the
+    same sort order, or BadCursor."""
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        kind, raw, last_id = json.loads(base64.urlsafe_b64decode(padded))
-        if kind != sort or not isinstance(last_id, int):
-            raise BadCursor("the cursor belongs to another sort order")
-        if sort == "amount":
-            return Decimal(raw), last_id
-        return datetime.fromisoformat(raw), last_id
-    except (binascii.Error, ValueError, TypeError, InvalidOperation, UnicodeDecodeError) as exc:
-        raise BadCursor(str(exc)) from None
+        parts = params.decode_cursor(cursor, sort)
+        if len(parts) != 2 or not isinstance(parts[0], str):
+            raise params.BadParam("cursor", "is not one this page gave")
+        raw, last_id = parts
+        value = params.money(raw, "cursor") if sort == "amount" else params.instant(raw, "cursor")
+        return value, params.cursor_id(last_id)
+    except params.BadParam as bad:
+        raise BadCursor(bad.reason) from None

@@ -1,13 +1,15 @@
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, IntegerField, StringField
+from wtforms import HiddenField, StringField
 from wtforms.validators import DataRequired, Length, Optional
+
+from app.params import IdField
 
 
 class BulkForm(FlaskForm):
     """The selection arrives as repeated `selected_ids` fields (read with getlist)."""
 
     action = HiddenField(validators=[DataRequired(), Length(max=16)])
-    assignee_id = IntegerField(validators=[Optional()])
+    assignee_id = IdField(validators=[Optional()])
     queue = HiddenField(validators=[Optional(), Length(max=80)])
     filters = HiddenField(validators=[Optional(), Length(max=1000)])
 

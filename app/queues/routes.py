@@ -8,6 +8,7 @@ from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
 from app.access import allow, declare_access
+from app.params import arg_ids
 from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
 from app.queues.forms import BulkForm, SaveViewForm
 from app.extensions import db
@@ -132,7 +133,7 @@ def bulk(name: str):
     form = BulkForm()
     if not form.validate_on_submit():
         abort(400)
-    ids = request.form.getlist("selected_ids", type=int)
+    ids = arg_ids(request.form, "selected_ids")
     try:
         result = bulk_act(actor, ids, form.action.data, assignee_id=form.assignee_id.data)
         commit()

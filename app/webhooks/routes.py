@@ -10,6 +10,7 @@ from app.errors import DomainError
 from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
 from app.models import Role
+from app.params import MAX_BIG_ID, arg_id
 from app.unit_of_work import commit
 from app.web import current_actor, render_page
 from app.webhooks import services
@@ -63,7 +64,7 @@ def log(subscription_id: int):
     actor = current_actor()
     tenant = chosen_tenant(actor)
     page = services.subscription_log(actor, tenant.id, subscription_id,
-                                     before=request.args.get("before", type=int))
+                                     before=arg_id(request.args, "before", MAX_BIG_ID))
     return render_page("webhooks/log.html", "deliveries", tenant=tenant,
                        tenants=admin_tenants(actor), button=ButtonForm(), **page)
 
@@ -94,7 +95,7 @@ def resume(subscription_id: int):
                     code=303)
 
 
-@bp.post("/deliveries/<int:delivery_pk>/redeliver")
+@bp.post("/deliveries/<bigid:delivery_pk>/redeliver")
 def redeliver(delivery_pk: int):
     tenant, delivery = _button(lambda a, t: services.redeliver(a, t.id, delivery_pk))
     flash(f"Delivery {delivery.delivery_id} queued again (same id).", "success")

@@ -173,7 +173,7 @@ def test_people_set_and_end_their_own_out_of_office(org, sign_in):
     ({"delegate_id": "CONTOSO"}, "not an active member of this tenant"),
     ({"first_day": "2027-02-10", "last_day": "2027-02-01"}, "must not be before the first day"),
     ({"first_day": "2020-01-01", "last_day": "2020-01-05"}, "is in the past"),
-    ({"first_day": "not a date"}, "Not a valid date value"),
+    ({"first_day": "not a date"}, "must be a date like 2026-01-31"),
     ({"max_amount": "-1"}, "must be zero or more"),
     ({"kinds": ["approval", "lunch"]}, "unknown kind of work"),
 ])

@@ -172,7 +172,7 @@ def test_closures_are_added_listed_used_by_the_calendar_and_removed(org, sign_in
 
 @pytest.mark.parametrize("data, message", [
     ({"first_day": "", "reason": "x"}, "a date is required"),
-    ({"first_day": "2027-13-40", "reason": "x"}, "Not a valid date value"),
+    ({"first_day": "2027-13-40", "reason": "x"}, "must be a date like 2026-01-31"),
     ({"first_day": "2027-03-02", "last_day": "2027-03-01", "reason": "x"},
      "must not be before the first day"),
     ({"first_day": "2027-03-02", "reason": ""}, "say why"),

@@ -49,7 +49,7 @@ def test_every_operation_conforms_to_the_document_and_never_errs(app, seeded, li
         for mode, checks in ((GenerationMode.POSITIVE, CHECKS + [ignored_auth]),
                              (GenerationMode.NEGATIVE, CHECKS + [negative_data_rejection])):
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, database=None,
+            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                       phases=[Phase.explicit, Phase.generate],
                       suppress_health_check=list(HealthCheck))
             def run(case):

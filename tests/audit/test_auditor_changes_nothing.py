@@ -3,6 +3,7 @@ the app, found in its URL map (so a new route is covered the day it is added), r
 signed-in auditor with a valid CSRF token, and the database is exactly as it was."""
 import pytest
 from sqlalchemy import text
+from werkzeug.routing.converters import NumberConverter
 
 from app import create_app
 from app.access import access_of
@@ -84,8 +85,7 @@ def _arguments(rule, world, alert, where) -> tuple[dict, bool]:
         else:
             all_known = False
             converter = rule._converters.get(argument)
-            values[argument] = 999999 if type(converter).__name__ in (
-                "IntegerConverter", "NumberConverter") else "unknown"
+            values[argument] = 999999 if isinstance(converter, NumberConverter) else "unknown"
     return values, all_known
 
 

@@ -120,3 +120,62 @@ def test_an_analyst_sees_row_errors_and_a_moving_progress_bar(page, admin, tmp_p
     job.status, job.processed_rows, job.created_count = "succeeded", 40, 40
     commit()
     expect(page.locator("#import-summary")).to_contain_text("40")
+
+
+@pytest.fixture
+def demo_admin(make_tenant, make_user, make_item):
+    """As in the demo: one admin of three tenants, with a webhook in the second one that has
+    received an item."""
+    from sqlalchemy import select
+
+    from app.extensions import db
+    from app.outbox.models import OutboxMessage
+    from app.unit_of_work import commit
+    from app.webhooks.services import create_subscription, fan_out
+    from tests.conftest import actor
+
+    tenants = [make_tenant("northwind"), make_tenant("contoso", "EUR", "Europe/Berlin", "DE"),
+               make_tenant("fabrikam", "GBP", "Europe/London", "GB")]
+    admin = make_user("admin@example.com", tenants, roles=("admin",), name="Ada Admin")
+    contoso = tenants[1]
+    sub, _secret = create_subscription(actor(admin), contoso.id,
+                                       url="https://hooks.contoso.example/cleardesk",
+                                       events=["item.created"])
+    commit()
+    item = make_item(contoso, kind="billing_exception", amount="75.00")
+    message = db.session.scalars(select(OutboxMessage).where(
+        OutboxMessage.topic == "item.created",
+        OutboxMessage.tenant_id == contoso.id)).one()
+    fan_out(message)
+    commit()
+    return contoso, sub, item
+
+
+def test_an_admin_of_several_tenants_pauses_resumes_and_redelivers_from_the_log(page,
+                                                                                 demo_admin):
+    contoso, sub, _item = demo_admin
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    sign_in(page)
+    page.goto(f"/admin/integrations/webhooks/?tenant={contoso.id}")
+    # Tabs to the admin's three tenants; the log is one of Contoso's webhooks.
+    expect(page.locator(".tenant-tabs li")).to_have_count(3)
+    page.get_by_role("link", name="https://hooks.contoso.example/cleardesk").click()
+    expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
+    expect(page.locator("#deliveries")).to_contain_text("item.created")
+    expect(page.locator(".tenant-tabs li")).to_have_count(3)
+    page.screenshot(path=str(ARTIFACTS / "08-log-several-tenants.png"), full_page=True)
+
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator(".notice-alert")).to_contain_text("Webhook paused")
+    expect(page.get_by_role("button", name="Redeliver")).to_have_count(0)
+    page.get_by_role("button", name="Resume and send what waits").click()
+    expect(page.locator(".flash-success")).to_contain_text("Webhook resumed")
+    page.get_by_role("button", name="Redeliver").click()
+    expect(page.locator(".flash-success")).to_contain_text("queued again (same id)")
+    expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "09-log-redelivered.png"), full_page=True)
+
+    # The tenant tabs on the log lead to each tenant's webhooks.
+    page.locator(".tenant-tabs").get_by_role("link", name="Fabrikam").click()
+    expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
+    expect(page.locator("main")).not_to_contain_text("hooks.contoso.example")

@@ -65,7 +65,7 @@ def test_the_dashboard_needs_a_sign_in(seeded, client):
 
 
 @pytest.mark.parametrize("query, message", [
-    ("from=yesterday", "use a date like"),
+    ("from=yesterday", "must be a date like"),
     ("from=2026-05-01&to=2026-04-01", "must not be before the start"),
     ("days=12", "choose 7, 30 or 90 days"),
     ("from=2020-01-01&to=2026-01-01", "at most 366 days"),
