@@ -199,7 +199,7 @@ def _document() -> dict:
                     "responses": {
                         "200": {"description": "The item, pending again.",
                                 "content": _json_content("ItemOut")},
-                        **_errors(400, 401, 403, 404, 409, 413, 415, 422, 429),
+                        **_errors(400, 401, 403, 404, 409, 413, 414, 415, 422, 429),
                     },
                 },
             },
