@@ -330,3 +330,31 @@ document.addEventListener("keydown", (event) => {
   event.stopPropagation();
   paneWidth.set(layout, to);
 }, true);
+
+// ---- A table wider than the screen scrolls inside its wrapper; one with nothing to focus
+// in it is focusable itself, so the keyboard can scroll it too (WCAG 2.1.1).
+const scrollRegions = () => {
+  for (const wrap of document.querySelectorAll(".table-scroll")) {
+    const scrolls = wrap.scrollWidth > wrap.clientWidth + 1;
+    const focusable = wrap.querySelector("a[href], button:not(:disabled), select:not(:disabled), "
+      + "input:not(:disabled):not([type=hidden]), textarea:not(:disabled), [tabindex]:not([tabindex='-1'])");
+    if (scrolls && !focusable) {
+      wrap.tabIndex = 0;
+      wrap.setAttribute("role", "region");
+      const caption = wrap.querySelector("caption");
+      const heading = wrap.previousElementSibling;
+      wrap.setAttribute("aria-label", (caption || heading || wrap).textContent.trim().slice(0, 80) || "Table");
+    } else if (wrap.getAttribute("role") === "region") {
+      wrap.removeAttribute("tabindex");
+      wrap.removeAttribute("role");
+      wrap.removeAttribute("aria-label");
+    }
+  }
+};
+document.addEventListener("DOMContentLoaded", scrollRegions);
+document.body.addEventListener("htmx:afterSettle", scrollRegions);
+let scrollRegionsTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(scrollRegionsTimer);
+  scrollRegionsTimer = setTimeout(scrollRegions, 150);
+});
