@@ -83,6 +83,25 @@ find_chromium() {
   echo "no Chromium available (install the chromium package)" >&2; return 1
 }
 
+ensure_axe_core() {
+  # The accessibility checker the browser tests inject: npm's axe-core, pinned in
+  # tests/browser/axe/package.json and its lock. Installs it when missing or when the lock
+  # changed (npm, from Debian's package when root and it is missing); echoes axe.min.js's path.
+  local dir="$ROOT/tests/browser/axe" js stamp want
+  js="$dir/node_modules/axe-core/axe.min.js"
+  stamp="$dir/node_modules/.installed"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ ! -f "$js" ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      apt_install npm >&2 || { echo "npm is needed to install axe-core (install the npm package)" >&2; return 1; }
+    fi
+    say "installing axe-core (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2 || return 1
+    echo "$want" > "$stamp"
+  fi
+  echo "$js"
+}
+
 free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }

@@ -8,11 +8,13 @@ cd "$ROOT"
 ensure_venv || exit 1
 
 CHROMIUM="$(find_chromium)" || exit 1
+AXE_CORE="$(ensure_axe_core)" || exit 1
 start_throwaway_servers test || exit 1
 
 export CLEARDESK_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export CLEARDESK_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk"
 export CLEARDESK_TEST_CHROMIUM="$CHROMIUM"
+export CLEARDESK_TEST_AXE="$AXE_CORE"
 export PYTHONDONTWRITEBYTECODE=1
 
 status=0

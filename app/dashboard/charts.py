@@ -1,7 +1,7 @@
 """The dashboard's charts: server-rendered SVG from pygal, readable without colour (each series
 has its own fill pattern, values are printed on the bars, legends name the series) and without
-JavaScript (pygal's script is taken out: the page's CSP would refuse it anyway). Every bar
-links to the items behind it.
+JavaScript (pygal's script is taken out: the page's CSP would refuse it anyway). A value is
+printed only on a bar big enough to hold it. Every bar links to the items behind it.
 
 Rendering costs about 10 ms a chart, so a chart is kept by the hash of what it shows: the
 same figures draw the same SVG, and a changed figure draws anew.
@@ -70,6 +70,44 @@ def _without_scripts(root):
     return root
 
 
+def _classes(node) -> list[str]:
+    return (node.get("class") or "").split()
+
+
+def _serie_index(node) -> str | None:
+    return next((c for c in _classes(node) if c.startswith("serie-")), None)
+
+
+def _without_crowded_values(root):
+    """No printed value on a bar too small to hold it (it would spill over its neighbours
+    and read as theirs); the table under the chart has every value."""
+    bars: dict[str, list] = {}
+    values: dict[str, list] = {}
+    overlays = [n for n in root.iter() if "text-overlay" in _classes(n)]
+    for overlay in overlays:
+        for group in overlay:
+            serie = _serie_index(group)
+            if serie:
+                values.setdefault(serie, []).extend(
+                    (group, t) for t in group if "value" in _classes(t))
+    in_overlay = {id(n) for overlay in overlays for n in overlay.iter()}
+    for node in root.iter():
+        serie = _serie_index(node)
+        if serie and id(node) not in in_overlay and "series" in _classes(node):
+            bars.setdefault(serie, []).extend(
+                r for r in node.iter() if str(r.tag).endswith("rect") and "rect" in _classes(r))
+    size = STYLE.value_font_size
+    for serie, texts in values.items():
+        for rect, (group, text) in zip(bars.get(serie, []), texts):
+            label = text.text or ""
+            # A generous estimate of the text's width in the chart's own units.
+            wide_enough = float(rect.get("width", 0)) >= len(label) * size * 0.62 + 4
+            tall_enough = float(rect.get("height", 0)) >= size + 2
+            if label and not (wide_enough and tall_enough):
+                group.remove(text)
+    return root
+
+
 def _chart(kind: str, title: str, **options):
     settings = dict(print_values=True, print_zeroes=False, legend_at_bottom=True,
                     legend_box_size=14, width=640, height=320, margin=8, spacing=8,
@@ -78,6 +116,7 @@ def _chart(kind: str, title: str, **options):
     chart = getattr(pygal, kind)(title=title, style=STYLE, defs=list(PATTERNS), js=[],
                                  disable_xml_declaration=True, **settings)
     chart.add_xml_filter(_without_scripts)
+    chart.add_xml_filter(_without_crowded_values)
     return chart
 
 

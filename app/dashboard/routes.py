@@ -11,7 +11,8 @@ from app.access import declare_access
 from app.dashboard.charts import render_chart
 from app.dashboard.forecast import forecast_for
 from app.dashboard.services import PRESETS, dashboard_for, parse_scope
-from app.dashboard.tables import TABLES, as_csv, chart_specs, row_drills, table
+from app.dashboard.tables import (TABLES, as_csv, cell_drills, chart_specs, page_table,
+                                  row_drills, table)
 from app.models import Role
 from app.web import current_actor, current_tenant_id, render_page
 
@@ -57,11 +58,12 @@ def show():
     scope, dash = _load()
     charts = {name: Markup(render_chart(spec))
               for name, spec in chart_specs(dash, _drill).items()}
-    tables = {name: table(dash, name) for name in INLINE_TABLES}
+    tables = {name: page_table(dash, name) for name in INLINE_TABLES}
     row_links = {name: row_drills(dash, name) for name in INLINE_TABLES}
+    cell_links = {name: cell_drills(dash, name) for name in INLINE_TABLES}
     return render_page("dashboard/index.html", None, dash=dash, scope=scope, charts=charts,
-                       tables=tables, row_links=row_links, table_titles=TABLES,
-                       presets=PRESETS, drill=_drill)
+                       tables=tables, row_links=row_links, cell_links=cell_links,
+                       table_titles=TABLES, presets=PRESETS, drill=_drill)
 
 
 @bp.get("/tables/<name>")
@@ -71,8 +73,9 @@ def table_page(name: str):
         abort(404)
     scope, dash = _load()
     return render_page("dashboard/table.html", "table", name=name, scope=scope,
-                       tables={name: table(dash, name)},
-                       row_links={name: row_drills(dash, name)}, table_titles=TABLES,
+                       tables={name: page_table(dash, name)},
+                       row_links={name: row_drills(dash, name)},
+                       cell_links={name: cell_drills(dash, name)}, table_titles=TABLES,
                        drill=_drill)
 
 

@@ -135,6 +135,15 @@ def bucket_label(index: int) -> str:
     return f"{TURNAROUND_EDGES[index - 1]:g}–{hours(TURNAROUND_EDGES[index])}"
 
 
+def within_label(index: int | None) -> str:
+    """The upper edge of a turnaround bucket, in business hours ("4", "more than 240")."""
+    if index is None:
+        return "—"
+    if index >= len(TURNAROUND_EDGES):
+        return f"more than {TURNAROUND_EDGES[-1]:g}"
+    return f"{TURNAROUND_EDGES[index]:g}"
+
+
 def quantile_bucket(histogram: list[int], q: float) -> int | None:
     """The bucket holding the nearest-rank q-quantile (rank ceil(q·n))."""
     n = sum(histogram)
@@ -176,6 +185,16 @@ class Turnaround:
     @property
     def p90_label(self) -> str:
         return bucket_label(self.p90) if self.p90 is not None else "—"
+
+    @property
+    def median_within(self) -> str:
+        """Plain words: half of the items were decided within this many business hours."""
+        return within_label(self.median)
+
+    @property
+    def p90_within(self) -> str:
+        """Nine in ten were decided within this many business hours."""
+        return within_label(self.p90)
 
     @property
     def median_hours(self) -> float:

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Callable
+from decimal import Decimal
 
 from app.dashboard.services import KIND_LABELS, Dashboard
 
@@ -41,9 +42,9 @@ def table(dash: Dashboard, name: str) -> tuple[list[str], list[list]]:
                  for a in dash.attainment])
     if name.startswith("turnaround-"):
         dim = name.split("-", 1)[1]
-        return ([dim.title(), "Resolved", "Median (business hours)", "p90 (business hours)",
-                 "Mean (business hours)"],
-                [[t.label, t.resolved, t.median_label, t.p90_label, _hours(t.mean_hours)]
+        return ([dim.title(), "Decided", "Half decided within (business hours)",
+                 "9 in 10 decided within (business hours)", "Mean (business hours)"],
+                [[t.label, t.resolved, t.median_within, t.p90_within, _hours(t.mean_hours)]
                  for t in dash.turnaround[dim]])
     if name == "daily":
         return (["Day", "Created", "Resolved"],
@@ -82,6 +83,29 @@ def table(dash: Dashboard, name: str) -> tuple[list[str], list[list]]:
                   f.breaches_from_arrivals, f.shortfall_label, f.backlog_after]
                  for f in dash.forecast])
     raise KeyError(name)
+
+
+# Money columns of a table, and the column holding their currency.
+MONEY_COLUMNS = {"leakage": ((3, 5, 6), 1)}
+
+
+def page_table(dash: Dashboard, name: str) -> tuple[list[str], list[list]]:
+    """A table as the page shows it: money with its currency and separators (EUR 25,679.95),
+    counts with separators; the CSV keeps plain values."""
+    header, rows = table(dash, name)
+    money, currency_at = MONEY_COLUMNS.get(name, ((), None))
+    shown = []
+    for row in rows:
+        cells = []
+        for index, value in enumerate(row):
+            if index in money and value != "":
+                cells.append(f"{row[currency_at]} {Decimal(value):,.2f}")
+            elif isinstance(value, int) and not isinstance(value, bool):
+                cells.append(f"{value:,}")
+            else:
+                cells.append(value)
+        shown.append(cells)
+    return header, shown
 
 
 def as_csv(header: list[str], rows: list[list]) -> str:
@@ -147,10 +171,10 @@ def chart_specs(dash: Dashboard, drill: Callable[[dict | None], str | None]) -> 
     }
     kinds = dash.turnaround["kind"]
     specs["turnaround"] = {
-        "kind": "Bar", "title": "Turnaround by kind: median and p90 bucket (business hours, ≤)",
+        "kind": "Bar", "title": "How long decisions take, by kind (business hours)",
         "labels": [t.label for t in kinds],
-        "series": [("Median", [(t.median_hours, drill(t.drill)) for t in kinds]),
-                   ("p90", [(t.p90_hours, drill(t.drill)) for t in kinds])],
+        "series": [("Half decided within", [(t.median_hours, drill(t.drill)) for t in kinds]),
+                   ("9 in 10 decided within", [(t.p90_hours, drill(t.drill)) for t in kinds])],
     }
     specs["ageing"] = {
         "kind": "StackedBar", "title": "Open backlog by age",
@@ -209,11 +233,20 @@ def row_drills(dash: Dashboard, name: str) -> list[dict | None]:
     if name == "exceptions":
         return [e["drill"] for e in dash.exceptions]
     if name == "leakage":
-        return [{"tenant": x["tenant_id"]} for x in dash.leakage]
+        return [None] * len(dash.leakage)  # exceptions and disputes: see cell_drills
     if name == "workload":
         return [w["drill_open"] or w["drill_decided"] for w in dash.workload]
     if name == "forecast":
         return [f.drill_due for f in dash.forecast]
+    return []
+
+
+def cell_drills(dash: Dashboard, name: str) -> list[dict[int, dict]]:
+    """For each row, the cells (by column) that open items of their own: leakage counts
+    billing exceptions and disputes, so each has its link."""
+    if name == "leakage":
+        return [{2: x["drill_exceptions"], 3: x["drill_exceptions"],
+                 4: x["drill_disputes"], 5: x["drill_disputes"]} for x in dash.leakage]
     return []
 
 

@@ -224,3 +224,137 @@ document.body.addEventListener("htmx:configRequest", (event) => {
     if (value === "" || (key === "sort" && value === "sla")) params.delete(key);
   }
 });
+
+// ---- The item pane as a screen of its own on a phone ------------------------------------
+// Opening an item shows the pane full-width ("Back to the list", or the phone's own back,
+// returns to the list where it was). The CSS does the showing; the class says an item is open.
+const phone = window.matchMedia("(max-width: 48rem)");
+const paneScreen = {
+  listScroll: 0,
+  layout: () => document.getElementById("queue-page"),
+  isOpen() { const l = paneScreen.layout(); return !!(l && l.classList.contains("pane-open")); },
+  open() {
+    const layout = paneScreen.layout();
+    if (!layout || paneScreen.isOpen()) return;
+    paneScreen.listScroll = window.scrollY;
+    layout.classList.add("pane-open");
+    if (!phone.matches) return;
+    // A history entry of our own, so the phone's back button closes the pane.
+    history.pushState({ cleardeskPane: true }, "", location.href);
+    window.scrollTo(0, 0);
+    const back = layout.querySelector(".pane-back");
+    if (back) back.focus({ preventScroll: true });
+  },
+  close() {
+    const layout = paneScreen.layout();
+    if (!layout || !paneScreen.isOpen()) return;
+    layout.classList.remove("pane-open");
+    if (!phone.matches) return;
+    window.scrollTo(0, paneScreen.listScroll);
+    const row = queue.current();
+    const link = row && row.querySelector("a.open-item");
+    if (link) link.focus({ preventScroll: true });
+  },
+};
+document.body.addEventListener("htmx:afterSwap", (event) => {
+  const target = event.detail.target;
+  if (target && target.id === "pane" && target.querySelector("#item-panel")) paneScreen.open();
+});
+document.addEventListener("click", (event) => {
+  if (!event.target.closest(".pane-back")) return;
+  if (history.state && history.state.cleardeskPane) history.back();  // popstate closes it
+  else paneScreen.close();
+});
+// Registered before htmx's own history handler (this script runs before the page is ready),
+// so leaving the pane is not taken for a navigation to restore.
+window.addEventListener("popstate", (event) => {
+  if (paneScreen.isOpen()) {
+    event.stopImmediatePropagation();
+    paneScreen.close();
+  } else if (event.state && event.state.cleardeskPane) {
+    location.reload();  // back onto a pane entry from another page: show that queue afresh
+  }
+});
+
+// ---- The splitter between the list and the pane: drag it, or arrow keys on it ----------
+const paneWidth = {
+  min: 18, max: 60, step: 2, key: "cleardesk.paneWidth",
+  rem: () => parseFloat(getComputedStyle(document.documentElement).fontSize) || 16,
+  set(layout, rems) {
+    const width = Math.round(Math.min(paneWidth.max, Math.max(paneWidth.min, rems)));
+    layout.style.setProperty("--pane-width", `${width}rem`);
+    const splitter = layout.querySelector(".pane-splitter");
+    if (splitter) splitter.setAttribute("aria-valuenow", String(width));
+    try { localStorage.setItem(paneWidth.key, String(width)); } catch (e) { /* private mode */ }
+  },
+  restore() {
+    const layout = document.getElementById("queue-page");
+    let saved = null;
+    try { saved = localStorage.getItem(paneWidth.key); } catch (e) { /* private mode */ }
+    if (layout && saved) paneWidth.set(layout, Number(saved));
+  },
+};
+paneWidth.restore();
+document.body.addEventListener("htmx:afterSettle", () => {
+  const layout = document.getElementById("queue-page");
+  if (layout && !layout.style.getPropertyValue("--pane-width")) paneWidth.restore();
+});
+document.addEventListener("pointerdown", (event) => {
+  const splitter = event.target.closest(".pane-splitter");
+  if (!splitter || event.button !== 0) return;
+  const layout = splitter.closest(".queue-layout");
+  event.preventDefault();
+  splitter.setPointerCapture(event.pointerId);
+  splitter.classList.add("dragging");
+  layout.classList.add("resizing");
+  const right = layout.getBoundingClientRect().right;
+  const move = (e) => paneWidth.set(layout, (right - e.clientX) / paneWidth.rem());
+  const stop = () => {
+    splitter.classList.remove("dragging");
+    layout.classList.remove("resizing");
+    splitter.removeEventListener("pointermove", move);
+  };
+  splitter.addEventListener("pointermove", move);
+  splitter.addEventListener("pointerup", stop, { once: true });
+  splitter.addEventListener("pointercancel", stop, { once: true });
+});
+document.addEventListener("keydown", (event) => {
+  const splitter = event.target.closest && event.target.closest(".pane-splitter");
+  if (!splitter) return;
+  const layout = splitter.closest(".queue-layout");
+  const now = Number(splitter.getAttribute("aria-valuenow"));
+  const to = { ArrowLeft: now + paneWidth.step, ArrowRight: now - paneWidth.step,
+    Home: paneWidth.max, End: paneWidth.min }[event.key];
+  if (to === undefined) return;
+  event.preventDefault();
+  event.stopPropagation();
+  paneWidth.set(layout, to);
+}, true);
+
+// ---- A table wider than the screen scrolls inside its wrapper; one with nothing to focus
+// in it is focusable itself, so the keyboard can scroll it too (WCAG 2.1.1).
+const scrollRegions = () => {
+  for (const wrap of document.querySelectorAll(".table-scroll")) {
+    const scrolls = wrap.scrollWidth > wrap.clientWidth + 1;
+    const focusable = wrap.querySelector("a[href], button:not(:disabled), select:not(:disabled), "
+      + "input:not(:disabled):not([type=hidden]), textarea:not(:disabled), [tabindex]:not([tabindex='-1'])");
+    if (scrolls && !focusable) {
+      wrap.tabIndex = 0;
+      wrap.setAttribute("role", "region");
+      const caption = wrap.querySelector("caption");
+      const heading = wrap.previousElementSibling;
+      wrap.setAttribute("aria-label", (caption || heading || wrap).textContent.trim().slice(0, 80) || "Table");
+    } else if (wrap.getAttribute("role") === "region") {
+      wrap.removeAttribute("tabindex");
+      wrap.removeAttribute("role");
+      wrap.removeAttribute("aria-label");
+    }
+  }
+};
+document.addEventListener("DOMContentLoaded", scrollRegions);
+document.body.addEventListener("htmx:afterSettle", scrollRegions);
+let scrollRegionsTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(scrollRegionsTimer);
+  scrollRegionsTimer = setTimeout(scrollRegions, 150);
+});

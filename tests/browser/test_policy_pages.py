@@ -40,7 +40,10 @@ def test_an_admin_drafts_validates_simulates_and_a_second_admin_activates(
 
     page.get_by_role("button", name="New draft").click()
     expect(page.get_by_role("heading", name=re.compile("Version 2"))).to_be_visible()
+    # A draft reads first: its rules are shown, each form opens on Edit, and so does Add.
+    expect(page.locator(".rule-edit form").first).to_be_hidden()
     new_rule = page.locator(".new-rule")
+    new_rule.get_by_text("Add a rule").click()
     new_rule.get_by_label("Name").fill("Mid-size deals")
     condition = new_rule.locator("textarea[name=condition]")
     condition.press_sequentially("amont <= 5000", delay=5)
@@ -92,6 +95,7 @@ def test_an_admin_switches_a_draft_rule_kind_and_sees_only_its_outcomes_then_sav
     page.goto(f"/admin/policy/{tenant.id}/versions/{draft.id}")
     page.wait_for_load_state("networkidle")  # htmx wired up
     rule = page.locator(f"#rule-{rule_id}")
+    rule.get_by_text("Edit rule 1").click()
     outcome = rule.locator(".rule-outcome")
     expect(outcome.locator("legend")).to_have_text("Outcome for approvals")
     # Inputs show with the outcomes that use them: nothing more to fill in to auto-approve.
