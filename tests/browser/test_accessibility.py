@@ -42,7 +42,8 @@ def _pages(role: str) -> list[str]:
                               .order_by(WorkItem.id)).first()
     open_first = "|#rows a.open-item"
     return {
-        "requester": ["/queues/mine", "/account/out-of-office"],
+        "requester": ["/requests/", "/requests/new", "/requests/|.needs-answer a",
+                      "/account/out-of-office"],
         "approver": ["/queues/unassigned" + open_first, "/queues/approvals",
                      f"/items/{item.id}", "/account/out-of-office"],
         "analyst": ["/queues/exceptions" + open_first, "/queues/disputes" + open_first,
@@ -71,7 +72,7 @@ def _sign_in(page, role):
     page.get_by_label("Email").fill(f"{role}@cleardesk.demo")
     page.get_by_label("Password").fill("demo-password")
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/queues/mine$"))
+    page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))  # a requester: their requests
 
 
 @pytest.mark.parametrize("role", ["requester", "approver", "analyst", "manager", "admin",

@@ -187,6 +187,7 @@ def test_keyboard_only_reject_with_a_typed_reason_by_tab_and_enter(page, queue_i
     page.keyboard.press("j")
     page.keyboard.press("Enter")  # opens the highlighted row in the pane
     expect(page.locator("#pane #item-panel")).to_have_attribute("data-item-id", str(first_id))
+    page.wait_for_load_state("networkidle")  # htmx has wired up the pane's forms
     page.keyboard.press("r")  # the cursor goes to the reason box
     page.keyboard.type("Outside the discount guidance")
     page.keyboard.press("Tab")  # to the Reject button

@@ -16,8 +16,9 @@ PHONE = {"width": 390, "height": 844}
 DESK = {"width": 1440, "height": 900}
 ROLES = ["requester", "approver", "analyst", "manager", "admin", "auditor"]
 # Pages a role reaches besides the links it follows; those it may not open are skipped.
-START = ["/", "/queues/mine", "/dashboard", "/imports/", "/admin/", "/admin/policy/", "/admin/mail/",
-         "/audit/", "/audit/access-review", "/account/out-of-office"]
+START = ["/", "/queues/mine", "/requests/", "/requests/new", "/dashboard", "/imports/", "/admin/",
+         "/admin/policy/", "/admin/mail/", "/audit/", "/audit/access-review",
+         "/account/out-of-office"]
 # Not pages: downloads, exports, signing out, one-time links, JSON.
 SKIP = re.compile(r"\.csv$|/download|/export|/logout|^/a/|^/api/|^/static/|/logo/|/healthz")
 MAX_PAGES = 45
@@ -37,7 +38,7 @@ def sign_in(page, role):
     page.get_by_label("Email").fill(f"{role}@cleardesk.demo")
     page.get_by_label("Password").fill("demo-password")
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/queues/mine$"))
+    page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))  # a requester: their requests
 
 
 def shape(path: str) -> str:
