@@ -37,7 +37,7 @@ def test_an_auditor_filters_the_trail_and_pages_back_without_a_reload(page, hist
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/queues/mine$"))
 
-    page.get_by_role("link", name="Audit").click()
+    page.get_by_role("link", name="Audit", exact=True).click()
     page.wait_for_url(re.compile(r"/audit/$"))
     expect(page.get_by_role("heading", name="Audit trail")).to_be_visible()
     expect(page.locator(".chain-status")).to_contain_text("Verified up to #")

@@ -32,7 +32,7 @@ def sign_in(page, email="admin@example.com"):
 def test_an_admin_creates_a_token_sees_it_once_and_revokes_it(page, admin):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sign_in(page)
-    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("link", name="Admin", exact=True).click()
     page.get_by_role("link", name="API tokens").click()
     expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
     page.get_by_label("Name").fill("Billing export")
@@ -52,7 +52,7 @@ def test_an_admin_creates_a_token_sees_it_once_and_revokes_it(page, admin):
 def test_an_admin_adds_a_webhook_and_reads_its_delivery_log(page, admin, make_item):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sign_in(page)
-    page.get_by_role("link", name="Admin").click()
+    page.get_by_role("link", name="Admin", exact=True).click()
     page.locator(".cards").get_by_role("link", name="Webhooks").click()
     # This machine's own address is refused, with the reason at the field.
     page.get_by_label("Endpoint URL").fill("http://127.0.0.1:9/hooks/cleardesk")

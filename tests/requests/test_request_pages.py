@@ -112,3 +112,13 @@ def test_a_question_from_the_approver_tops_the_requesters_list(auth, client, peo
 def test_only_requesters_may_raise_requests(auth, client, people):
     auth.login("ann@x.test")
     assert client.get("/requests/new").status_code == 403
+
+
+def test_choosing_another_subtype_redraws_the_form_with_its_fields(auth, client, people):
+    auth.login("rita@x.test")
+    form = dict(_form(client), subtype="purchase_request", refresh="1")
+    response = client.post("/requests/new", data=form, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'name="cost_centre"' in response.text and 'name="discount_pct"' not in response.text
+    assert "<html" not in response.text  # the form only, swapped in place
+    assert _count() == 0
