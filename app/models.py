@@ -365,7 +365,13 @@ class StepState(str, enum.Enum):
 
 class ApprovalStep(db.Model):
     __tablename__ = "approval_steps"
-    __table_args__ = (UniqueConstraint("item_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("item_id", "position"),
+        # The open steps only (a sliver of all steps): who they are reserved for, and the
+        # unreserved ones (approver_id NULL) that routing assigned, for "My work".
+        Index("ix_approval_steps_open_approver", "approver_id", "id",
+              postgresql_where=text("state = 'open'"), sqlite_where=text("state = 'open'")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"))

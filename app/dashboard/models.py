@@ -9,6 +9,10 @@ and a histogram of it (columns t00..tNN, one per TURNAROUND_EDGES bucket).
 `dashboard_open`: the open backlog per tenant, kind, subtype, tenant-local day of arrival and
 assignee (0 = unassigned), with the money at risk in it (in cents, exact on both databases).
 
+`queue_open_counts`: the open items per tenant, kind, assignee (0 = unassigned) and named team
+queue ('' = none): what the queue side-bar counts read, a few rows per person and queue, instead
+of a pass over the open items.
+
 `dashboard_open_due`: the open backlog per tenant, kind and due slot (the SLA due time floored
 to DUE_SLOT_MINUTES, UTC): what the breach forecast reads, a range of future slots, instead of
 the items' due times.
@@ -75,6 +79,16 @@ open_rollups = Table(
     Column("items", Integer, nullable=False, default=0),
     Column("at_risk_cents", BigInteger, nullable=False, default=0),
     Column("delta_cents", BigInteger, nullable=False, default=0),
+)
+
+queue_count_rollups = Table(
+    "queue_open_counts",
+    db.metadata,
+    Column("tenant_id", ForeignKey("tenants.id"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("assignee_id", Integer, primary_key=True),  # 0 = unassigned
+    Column("team_queue", String(100), primary_key=True),  # '' = in no named team queue
+    Column("items", Integer, nullable=False, default=0),
 )
 
 open_due_rollups = Table(

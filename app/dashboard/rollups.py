@@ -29,6 +29,7 @@ from app.dashboard.models import (
     due_slot,
     open_due_rollups,
     open_rollups,
+    queue_count_rollups,
 )
 from app.models import Kind, SlaState, Tenant, WorkItem
 from app.sla.calendar import calendar_for
@@ -38,7 +39,7 @@ from app.work.states import FINAL_STATES
 # The item columns the rollups depend on.
 TRACKED = ("tenant_id", "kind", "subtype", "state", "created_at", "resolved_at", "sla_state",
            "assignee_id", "last_actor_id", "decided_by_type", "amount_at_risk",
-           "claimed_amount", "calculated_amount", "sla_due_at")
+           "claimed_amount", "calculated_amount", "sla_due_at", "team_queue")
 POLICY = "policy"
 
 
@@ -60,6 +61,7 @@ class ItemFacts:
     claimed_amount: Decimal | None
     calculated_amount: Decimal | None
     sla_due_at: datetime | None = None
+    team_queue: str | None = None
 
 
 def turnaround_bucket(seconds: float) -> str:
@@ -112,6 +114,8 @@ def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
         out.append((open_rollups, (facts.tenant_id, facts.kind, facts.subtype,
                                    local_day(facts.created_at, tenant.timezone),
                                    facts.assignee_id or 0), sums))
+        out.append((queue_count_rollups, (facts.tenant_id, facts.kind, facts.assignee_id or 0,
+                                          facts.team_queue or ""), {"items": 1}))
         if facts.sla_due_at is not None:
             out.append((open_due_rollups, (facts.tenant_id, due_slot(facts.sla_due_at),
                                            facts.kind), {"items": 1}))
@@ -124,11 +128,11 @@ def _key_columns(table) -> list[str]:
 
 def _sums_of(table) -> tuple[str, ...]:
     return {daily_rollups: DAILY_SUMS, open_rollups: OPEN_SUMS,
-            open_due_rollups: DUE_SUMS}[table]
+            open_due_rollups: DUE_SUMS, queue_count_rollups: DUE_SUMS}[table]
 
 
 # Tables that hold only what is open: a row whose items reach zero is removed.
-BACKLOG_TABLES = (open_rollups, open_due_rollups)
+BACKLOG_TABLES = (open_rollups, open_due_rollups, queue_count_rollups)
 
 
 def _upsert(connection, table, rows: list[dict]) -> None:
@@ -212,7 +216,7 @@ def apply_item_changes(session, changes: list[tuple[dict | None, dict]]) -> None
 
 
 def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
-    """Recompute both rollup tables from the items (after a bulk load, or to prove them):
+    """Recompute the rollup tables from the items (after a bulk load, or to prove them):
     the same `contributions` as the live path, summed in memory (the result is small)."""
     connection = session.connection()
     tenants = {t.id: t for t in session.scalars(select(Tenant))}
@@ -245,4 +249,5 @@ def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
             connection.execute(table.insert(), rows[start:start + 5000])
     return {"items": items, "daily_rows": len(by_table[daily_rollups]),
             "open_rows": len(by_table[open_rollups]),
-            "due_rows": len(by_table[open_due_rollups])}
+            "due_rows": len(by_table[open_due_rollups]),
+            "queue_rows": len(by_table[queue_count_rollups])}

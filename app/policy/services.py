@@ -167,16 +167,11 @@ class _Router:
         return best
 
 
-ITEM_COLUMNS = (WorkItem.id, WorkItem.tenant_id, WorkItem.kind, WorkItem.state,
-                WorkItem.version, WorkItem.amount, WorkItem.currency, WorkItem.subtype,
-                WorkItem.region, WorkItem.product_line, WorkItem.partner_type,
-                WorkItem.priority, WorkItem.source_system, WorkItem.counterparty,
-                WorkItem.details, WorkItem.requester_id, WorkItem.sla_due_at,
-                WorkItem.created_at, WorkItem.first_action_at,
-                # What the ledger reads of an item before changing it (app.work.ledger.BEFORE).
-                WorkItem.sla_paused_at, WorkItem.resolved_at, WorkItem.sla_state,
-                WorkItem.assignee_id, WorkItem.last_actor_id, WorkItem.decided_by_type,
-                WorkItem.amount_at_risk, WorkItem.claimed_amount, WorkItem.calculated_amount)
+# What the engine reads of an item, then what the ledger reads before changing it.
+ITEM_COLUMNS = tuple(getattr(WorkItem, name) for name in dict.fromkeys((
+    "id", "tenant_id", "kind", "state", "version", "amount", "currency", "subtype", "region",
+    "product_line", "partner_type", "priority", "source_system", "counterparty", "details",
+    "requester_id", "sla_due_at", "created_at", "first_action_at", *ledger.BEFORE)))
 
 
 def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:

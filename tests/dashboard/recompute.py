@@ -67,9 +67,11 @@ def quarter_hour(moment):
                               microseconds=moment.microsecond)
 
 
-def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict]:
-    """(daily, open, open by due slot) as {key: {sum: value}} with zero sums left out."""
+def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict, dict]:
+    """(daily, open, open by due slot, open per queue) as {key: {sum: value}} with zero sums
+    left out."""
     daily: dict = defaultdict(lambda: defaultdict(int))
+    queues: dict = defaultdict(lambda: defaultdict(int))
     backlog: dict = defaultdict(lambda: defaultdict(int))
     due: dict = defaultdict(lambda: defaultdict(int))
     for item in all_items(tenant_ids):
@@ -94,13 +96,15 @@ def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict]:
                 row["at_risk_cents"] += int(item.amount_at_risk * 100)
             if item.kind == "settlement_dispute":
                 row["delta_cents"] += int((item.claimed_amount - item.calculated_amount) * 100)
+            queues[(item.tenant_id, item.kind, item.assignee_id or 0,
+                    item.team_queue or "")]["items"] += 1
             if item.sla_due_at is not None:
                 due[(item.tenant_id, quarter_hour(item.sla_due_at), item.kind)]["items"] += 1
     clean = lambda rows: {k: {n: v for n, v in sums.items() if v} for k, sums in rows.items()}  # noqa: E731
-    return clean(daily), clean(backlog), clean(due)
+    return clean(daily), clean(backlog), clean(due), clean(queues)
 
 
-def stored_rollups() -> tuple[dict, dict, dict]:
+def stored_rollups() -> tuple[dict, dict, dict, dict]:
     from app.dashboard.models import (
         DAILY_SUMS,
         DUE_SUMS,
@@ -108,6 +112,7 @@ def stored_rollups() -> tuple[dict, dict, dict]:
         daily_rollups,
         open_due_rollups,
         open_rollups,
+        queue_count_rollups,
     )
 
     def read(table, sums):
@@ -120,4 +125,4 @@ def stored_rollups() -> tuple[dict, dict, dict]:
         return out
 
     return (read(daily_rollups, DAILY_SUMS), read(open_rollups, OPEN_SUMS),
-            read(open_due_rollups, DUE_SUMS))
+            read(open_due_rollups, DUE_SUMS), read(queue_count_rollups, DUE_SUMS))

@@ -6,7 +6,12 @@ from sqlalchemy import delete, func, select
 
 from app.actors import Actor, ActorType
 from app.approvals.services import approve_step, reject_approval
-from app.dashboard.models import daily_rollups, open_due_rollups, open_rollups
+from app.dashboard.models import (
+    daily_rollups,
+    open_due_rollups,
+    open_rollups,
+    queue_count_rollups,
+)
 from app.dashboard.rollups import rebuild_rollups
 from app.exceptions.services import act_on_dispute, act_on_exception
 from app.extensions import db
@@ -20,7 +25,7 @@ def _agree():
     db.session.expire_all()
     assert stored_rollups() == expected_rollups()
     # A backlog row that reaches zero items is removed: that table stays the backlog's size.
-    for table in (open_rollups, open_due_rollups):
+    for table in (open_rollups, open_due_rollups, queue_count_rollups):
         assert db.session.scalar(select(func.count()).select_from(table)
                                  .where(table.c["items"] == 0)) == 0
 
@@ -63,12 +68,13 @@ def test_rollups_follow_creation_claims_moves_and_decisions(make_tenant, make_us
     transition(policy, get_item(policy, a3.id), "approve")
     commit()
     _agree()
-    daily, backlog, due = stored_rollups()
+    daily, backlog, due, queues = stored_rollups()
     assert sum(v.get("auto_approved", 0) for v in daily.values()) == 1
     assert sum(v.get("created", 0) for v in daily.values()) == 6
     assert sum(v.get("resolved", 0) for v in daily.values()) == 5
     assert sum(v["items"] for v in backlog.values()) == 1  # only e2 is still open
     assert list(due) == [(contoso.id, quarter_hour(e2.sla_due_at), "billing_exception")]
+    assert queues == {(contoso.id, "billing_exception", 0, ""): {"items": 1}}
     assert e2.id
 
 
@@ -105,8 +111,9 @@ def test_rebuild_gives_the_same_rollups_as_the_live_path(make_tenant, make_user,
     db.session.execute(delete(daily_rollups))
     db.session.execute(delete(open_rollups))
     db.session.execute(delete(open_due_rollups))
+    db.session.execute(delete(queue_count_rollups))
     commit()
-    assert stored_rollups() == ({}, {}, {})
+    assert stored_rollups() == ({}, {}, {}, {})
     assert rebuild_rollups(db.session)["items"] == 4
     commit()
     assert stored_rollups() == live

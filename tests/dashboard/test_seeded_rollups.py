@@ -11,11 +11,12 @@ from tests.dashboard.recompute import all_items, expected_rollups, stored_rollup
 
 
 def test_seed_demo_fills_the_rollups_exactly(seeded):
-    daily, backlog, due = stored_rollups()
-    assert (daily, backlog, due) == expected_rollups()
+    daily, backlog, due, queues = stored_rollups()
+    assert (daily, backlog, due, queues) == expected_rollups()
     assert sum(v.get("auto_approved", 0) for v in daily.values()) > 0  # the demo has some
     assert sum(v["items"] for v in backlog.values()) > 0
     assert sum(v["items"] for v in due.values()) == sum(v["items"] for v in backlog.values())
+    assert sum(v["items"] for v in queues.values()) == sum(v["items"] for v in backlog.values())
 
 
 def test_after_the_seed_the_live_path_keeps_them_exact(seeded):

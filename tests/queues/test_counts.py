@@ -1,0 +1,80 @@
+"""The queue side bar's counts come from counters the ledger keeps (and a capped count of what
+only the viewer may decide), and say the same as a pass over the items would."""
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app.actors import Actor, ActorType
+from app.extensions import db
+from app.models import Tenant, User
+from app.queues import views
+from app.queues.views import _scanned_counts, queue_counts, queues_for
+from app.unit_of_work import commit
+from app.work.services import claim_item, get_item, transition
+from tests.conftest import actor
+
+
+@pytest.fixture
+def seeded(runner):
+    result = runner.invoke(args=["seed-demo", "--items", "400"])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+
+
+def _every_view():
+    """Each demo person, across all their tenants and in each tenant on its own."""
+    tenants = [None, *db.session.scalars(select(Tenant.id).order_by(Tenant.id))]
+    for user in db.session.scalars(select(User).order_by(User.id)):
+        viewer = actor(user)
+        for tenant_id in tenants:
+            if tenant_id is None or tenant_id in viewer.tenant_ids():
+                yield user.email, viewer, tenant_id
+
+
+def _agree():
+    for email, viewer, tenant_id in _every_view():
+        counted = queue_counts(viewer, tenant_id)
+        scanned = _scanned_counts(viewer, tenant_id, queues_for(viewer, tenant_id))
+        assert counted == scanned, (email, tenant_id)
+
+
+def test_counts_from_the_counters_equal_a_pass_over_the_items_for_every_demo_person(seeded):
+    _agree()
+    approver = db.session.scalars(select(User).where(
+        User.email == "approver@cleardesk.demo")).one()
+    assert sum(queue_counts(actor(approver), None).values()) > 0  # the demo has open work
+
+
+def test_counts_stay_equal_after_claims_decisions_and_policy_moves(seeded):
+    analyst = db.session.scalars(select(User).where(User.email == "analyst@cleardesk.demo")).one()
+    approver = db.session.scalars(select(User).where(
+        User.email == "approver@cleardesk.demo")).one()
+    open_exception = next(iter(db.session.scalars(
+        views._base(actor(analyst), "unassigned", None)
+        .where(views.WorkItem.kind == "billing_exception").limit(1))))
+    claim_item(actor(analyst), open_exception.id)
+    decidable = next(iter(db.session.scalars(views._base(actor(approver), "approvals", None)
+                                             .limit(1))))
+    transition(actor(approver), get_item(actor(approver), decidable.id), "approve")
+    system = Actor(ActorType.SYSTEM, label="test")
+    other = next(iter(db.session.scalars(views._base(actor(approver), "approvals", None)
+                                         .limit(1))))
+    transition(system, get_item(system, other.id), "expire")
+    commit()
+    db.session.expire_all()
+    _agree()
+
+
+def test_a_count_of_what_the_viewer_may_decide_stops_at_the_cap_and_says_so(
+        seeded, client, auth, monkeypatch):
+    approver = db.session.scalars(select(User).where(
+        User.email == "approver@cleardesk.demo")).one()
+    exact = queue_counts(actor(approver), None)["approvals"]
+    assert exact > 3
+    monkeypatch.setattr(views, "COUNT_CAP", 3)
+    capped = queue_counts(actor(approver), None)["approvals"]
+    assert int(capped) == 3 and capped.capped
+    auth.login("approver@cleardesk.demo", "demo-password")
+    body = client.get("/queues/counts").text
+    assert re.search(r'data-queue="approvals">3\+<', body)
