@@ -74,11 +74,19 @@ def available_actions(actor: Actor, item: WorkItem) -> list[dict]:
     return out
 
 
+# The newest events the timeline shows: an item argued over for months (or a source system
+# that comments in a loop) must not make its pane cost more; the audit trail has them all.
+TIMELINE_LIMIT = 100
+
+
 def item_context(actor: Actor, item: WorkItem) -> dict:
     events = db.session.scalars(
         select(AuditEvent).where(AuditEvent.chain_id == item.tenant_id,
-                                 AuditEvent.item_id == item.id).order_by(AuditEvent.seq)
-    ).all()
+                                 AuditEvent.item_id == item.id)
+        .order_by(AuditEvent.seq.desc()).limit(TIMELINE_LIMIT + 1)
+    ).all()[::-1]
+    earlier_events = len(events) > TIMELINE_LIMIT
+    events = events[1:] if earlier_events else events
     user_ids = {e.actor_id for e in events} | {e.on_behalf_of_id for e in events}
     users = {u.id: u for u in db.session.scalars(
         select(User).where(User.id.in_({u for u in user_ids if u})))}
@@ -96,6 +104,7 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "subtype_label": kinds.SUBTYPES[item.kind].get(item.subtype, item.subtype),
         "details": kinds.labelled_details(item.details or {}),
         "events": events,
+        "earlier_events": earlier_events,
         "users": users,
         "others": others,
         "actions": available_actions(actor, item),

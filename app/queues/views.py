@@ -76,7 +76,6 @@ def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
 
     from app.policy.engine import QA_QUEUE
     from app.policy.models import Outcome, PolicyRule, PolicyState, PolicyVersion
-    from app.policy.services import policy_in_force
 
     roles = _roles_by_tenant(actor, tenant_id)
     key = ("team_queues", actor.user_id, tuple(sorted((t, tuple(sorted(r)))
@@ -98,15 +97,26 @@ def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
             if _works(roles[tenant], kind):
                 scopes.setdefault(name, set()).add((tenant, kind))
         # The QA queue exists where a version that was in force sampled; its role is the one
-        # of the version in force now.
-        sampled = set(db.session.scalars(
-            select(PolicyVersion.tenant_id).where(
-                PolicyVersion.tenant_id.in_(list(roles)), PolicyVersion.qa_sample_pct > 0,
-                PolicyVersion.state.in_((PolicyState.ACTIVE.value,
-                                         PolicyState.RETIRED.value))).distinct()))
+        # of the version in force now (as policy_in_force picks it). One read of the few
+        # version rows of these tenants.
+        now = utcnow()
+        versions = db.session.execute(
+            select(PolicyVersion.tenant_id, PolicyVersion.qa_sample_pct, PolicyVersion.qa_role,
+                   PolicyVersion.effective_from, PolicyVersion.version,
+                   PolicyVersion.retired_at)
+            .where(PolicyVersion.tenant_id.in_(list(roles)),
+                   PolicyVersion.state.in_((PolicyState.ACTIVE.value,
+                                            PolicyState.RETIRED.value)))).all()
+        sampled = {v.tenant_id for v in versions if v.qa_sample_pct > 0}
+        in_force: dict[int, tuple] = {}
+        for v in versions:
+            if (v.effective_from is not None and v.effective_from <= now
+                    and (v.retired_at is None or v.retired_at > now)):
+                rank = (v.effective_from, v.version)
+                if v.tenant_id not in in_force or rank > in_force[v.tenant_id][0]:
+                    in_force[v.tenant_id] = (rank, v.qa_role)
         for tenant in sorted(sampled):
-            policy = policy_in_force(tenant)
-            qa_role = policy.qa_role if policy is not None else Role.MANAGER.value
+            qa_role = in_force[tenant][1] if tenant in in_force else Role.MANAGER.value
             if qa_role in roles[tenant]:
                 scopes.setdefault(QA_QUEUE, set()).add((tenant, Kind.APPROVAL.value))
     out = [QueueDef(TEAM_PREFIX + name, name, f"Nothing is waiting in {name}.",
@@ -194,6 +204,12 @@ def waiting_on(actor: Actor, tenant_id: int | None) -> list[int]:
     """Pending approvals whose open step is routed (or reserved) to the viewer, or to someone
     they stand in for today (within the delegation's kinds and amount): the work mailed to
     them, which "My work" lists beside what they claimed. Read once per request."""
+    return _waiting(actor, tenant_id)[0]
+
+
+def _waiting(actor: Actor, tenant_id: int | None) -> tuple[list[int], int]:
+    """waiting_on's ids, and how many of them are not assigned to the viewer (My work's count
+    adds those to the counter of what is)."""
     from flask import g, has_request_context
 
     key = ("waiting_on", actor.user_id, tenant_id)
@@ -217,24 +233,25 @@ def waiting_on(actor: Actor, tenant_id: int | None) -> list[int]:
                      ApprovalStep.approver_id.is_(None),
                      ApprovalAssignment.approver_id.in_(people)))
     steps = reserved.union_all(routed).subquery()
-    query = (select(WorkItem.id, WorkItem.tenant_id, WorkItem.amount, steps.c.approver)
+    query = (select(WorkItem.id, WorkItem.tenant_id, WorkItem.amount, WorkItem.assignee_id,
+                    steps.c.approver)
              .join(steps, steps.c.item_id == WorkItem.id)
-             .where(WorkItem.state == ApprovalState.PENDING.value)
+             .where(WorkItem.state == ApprovalState.PENDING.value,
+                    WorkItem.tenant_id.in_([tenant_id] if tenant_id else actor.tenant_ids()))
              .limit(WAITING_LIMIT))
-    if tenant_id:
-        query = query.where(WorkItem.tenant_id == tenant_id)
     for_whom = {(m.tenant_id, m.user_id): m for m in standing_in}
     ids = []
-    for item_id, item_tenant, amount, approver in db.session.execute(query):
-        if approver == actor.user_id:
-            ids.append(item_id)
-            continue
-        covered = for_whom.get((item_tenant, approver))
-        if covered is not None and (covered.delegate_max_amount is None
-                                    or amount <= covered.delegate_max_amount):
-            ids.append(item_id)
-    cache[key] = ids
-    return ids
+    others = 0
+    for item_id, item_tenant, amount, assignee, approver in db.session.execute(query):
+        if approver != actor.user_id:
+            covered = for_whom.get((item_tenant, approver))
+            if covered is None or (covered.delegate_max_amount is not None
+                                   and amount > covered.delegate_max_amount):
+                continue
+        ids.append(item_id)
+        others += assignee != actor.user_id
+    cache[key] = (ids, others)
+    return cache[key]
 
 
 def decidable_now(actor: Actor, roles: dict[int, set[str]], approvals_only: bool = False):
@@ -270,19 +287,11 @@ def decidable_now(actor: Actor, roles: dict[int, set[str]], approvals_only: bool
 
 
 def _limits(actor: Actor, roles: dict[int, set[str]]) -> dict[int, object]:
-    """The viewer's approval limit per tenant, read once per request."""
-    from flask import g, has_request_context
-
-    if not roles:
+    """The viewer's approval limit per tenant, from the memberships loaded with them."""
+    if actor.user is None:
         return {}
-    key = (actor.user_id, tuple(sorted(roles)))
-    cache = g.setdefault("cleardesk_limits", {}) if has_request_context() else {}
-    if key not in cache:
-        cache[key] = dict(db.session.execute(
-            select(Membership.tenant_id, Membership.approval_limit)
-            .where(Membership.user_id == actor.user_id,
-                   Membership.tenant_id.in_(list(roles)))).all())
-    return cache[key]
+    return {m.tenant_id: m.approval_limit for m in actor.user.memberships
+            if m.tenant_id in roles}
 
 
 def _status_condition(status: str | None):
@@ -341,6 +350,9 @@ class QueueRow:
         return Kind(self.kind).label
 
 
+_INDEX_ORDER = "cleardesk_index_order"
+
+
 @contextmanager
 def read_in_index_order(status: str | None):
     """A page of open items is best read along the queue's ordered index until it is full.
@@ -352,9 +364,10 @@ def read_in_index_order(status: str | None):
     (My work's two sources) it still sorts. Decided items (a drill-down)
     have no ordered index and keep the planner's own choice."""
     postgres = db.session.get_bind().dialect.name == "postgresql"
-    if not postgres or status in ("closed", "all"):
-        yield
+    if not postgres or status in ("closed", "all") or db.session.info.get(_INDEX_ORDER):
+        yield  # not PostgreSQL, decided items, or already inside
         return
+    db.session.info[_INDEX_ORDER] = True
     db.session.execute(text(
         "SELECT set_config('enable_sort', 'off', true), "
         "set_config('enable_bitmapscan', 'off', true), "
@@ -364,6 +377,7 @@ def read_in_index_order(status: str | None):
     try:
         yield
     finally:
+        db.session.info.pop(_INDEX_ORDER, None)
         db.session.execute(text(
             "RESET enable_sort; RESET enable_bitmapscan; RESET enable_hashjoin; "
             "RESET enable_mergejoin; RESET max_parallel_workers_per_gather"))
@@ -436,6 +450,11 @@ def queue_counts(actor: Actor, tenant_id: int | None) -> dict[str, int]:
         # Need-to-know: a requester counts only the few items they may see.
         return _scanned_counts(actor, tenant_id, queues)
     rows = _counter_rows(list(roles))
+    with read_in_index_order(None):
+        return _counts_from(actor, tenant_id, queues, roles, rows)
+
+
+def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
 
     def total(keep) -> int:
         return sum(items for tenant, kind, assignee, team, items in rows
@@ -493,13 +512,7 @@ def _capped_count(actor: Actor, tenant_id: int | None, queue: str, *extra) -> Qu
 def _waiting_unassigned(actor: Actor, tenant_id: int | None) -> int:
     """Items routed to the viewer that nobody has claimed or someone else holds: "My work"
     lists them beside what is assigned to the viewer (which the counters count)."""
-    waiting = waiting_on(actor, tenant_id)
-    if not waiting:
-        return 0
-    return db.session.scalar(
-        select(func.count()).select_from(WorkItem).where(
-            WorkItem.id.in_(waiting), open_items(),
-            or_(WorkItem.assignee_id.is_(None), WorkItem.assignee_id != actor.user_id))) or 0
+    return _waiting(actor, tenant_id)[1]
 
 
 def _scanned_counts(actor: Actor, tenant_id: int | None, queues: list[QueueDef]) -> dict:

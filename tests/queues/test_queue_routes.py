@@ -391,3 +391,22 @@ def test_bulk_approve_says_which_items_only_had_a_step_approved(world, make_item
             in page)
     db.session.expire_all()
     assert db.session.get(WorkItem, two_steps.id).state == "pending"
+
+
+def test_the_pane_shows_the_newest_events_of_a_long_argued_item_and_says_so(
+        world, make_item, client, auth):
+    from app.items.views import TIMELINE_LIMIT
+    from app.work.services import add_comment
+    from tests.conftest import actor
+
+    nw, co, p = world
+    item = _item(make_item, nw, "Argued for months", p["requester"])
+    for n in range(TIMELINE_LIMIT + 5):
+        add_comment(actor(p["analyst"]), item.id, f"Note number {n}")
+    commit()
+    auth.login("approver@x.test")
+    page = client.get(f"/items/{item.id}").text
+    assert f"Showing the newest {TIMELINE_LIMIT} events" in page
+    assert f"Note number {TIMELINE_LIMIT + 4}<" in page  # the newest is there
+    assert "Note number 0<" not in page  # the oldest is in the audit trail only
+    assert page.count('class="action"') == TIMELINE_LIMIT
