@@ -25,6 +25,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "APP_ENV": app_env,
         "SECRET_KEY": secret_key,
         "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL") or _default_database_url(instance_path),
+        # A read replica for the dashboard, audit search and exports (app.replica); optional.
+        "DATABASE_REPLICA_URL": env.get("DATABASE_REPLICA_URL") or None,
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "RQ_QUEUE": env.get("RQ_QUEUE", "default"),
         "SMTP_HOST": env.get("SMTP_HOST", "127.0.0.1"),
@@ -76,6 +78,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     }
     if overrides:
         config.update(overrides)
+    if config.get("DATABASE_REPLICA_URL"):
+        config["SQLALCHEMY_BINDS"] = {"replica": config["DATABASE_REPLICA_URL"]}
     return config
 
 

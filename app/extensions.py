@@ -6,6 +6,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 
+from app.replica import RoutingSession
+
 # Named constraints so Alembic migrations are stable on SQLite and PostgreSQL alike.
 naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -15,7 +17,8 @@ naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
+db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention),
+                session_options={"class_": RoutingSession})
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

@@ -81,7 +81,8 @@ def app(config):
         yield app
         db.session.remove()
         _empty_tables()
-        db.engine.dispose()
+        for engine in db.engines.values():  # the primary's, and a replica's where one is set
+            engine.dispose()
 
 
 def _empty_tables() -> None:

@@ -15,6 +15,7 @@ from app.audit import formats
 from app.audit.models import AuditEvent, AuditExport, ExportFormat, ExportStatus
 from app.audit.services import anchor_all, latest_anchor, record_event
 from app.extensions import db
+from app.replica import replica_engine
 from app.types import utcnow
 from app.unit_of_work import commit
 
@@ -137,6 +138,7 @@ def _write_export(export: AuditExport, tenant, dialect: str) -> str:
     query = formats.events_query(dialect, tenant.id, export.starts_at, export.ends_before)
     seq_column = AuditEvent.__table__.c.seq
     written, first_seq, last_seq = 0, None, 0
+    reader = replica_engine()  # the events are read where reports read (app.replica)
     with open(partial, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out) if extension == "csv" else None
         if writer:
@@ -153,8 +155,13 @@ def _write_export(export: AuditExport, tenant, dialect: str) -> str:
             }))
         while True:
             # Keyset batches rather than one long cursor: progress is committed in between.
-            rows = db.session.connection().execute(
-                query.where(seq_column > last_seq).limit(EXPORT_BATCH)).all()
+            if reader is db.engine:
+                rows = db.session.connection().execute(
+                    query.where(seq_column > last_seq).limit(EXPORT_BATCH)).all()
+            else:
+                with reader.connect() as replica:
+                    rows = replica.execute(
+                        query.where(seq_column > last_seq).limit(EXPORT_BATCH)).all()
             if not rows:
                 break
             for row in rows:

@@ -28,6 +28,7 @@ from app.errors import DomainError, NotFound, PermissionDenied
 from app.extensions import db
 from app.models import Role, WorkItem
 from app.params import arg_id
+from app.replica import read_from_replica
 from app.unit_of_work import commit
 from app.web import (
     current_actor,
@@ -39,6 +40,7 @@ from app.web import (
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 declare_access(bp, roles=AUDIT_ROLES)
+read_from_replica(bp)
 
 
 @bp.app_context_processor

@@ -14,10 +14,12 @@ from app.dashboard.services import PRESETS, dashboard_for, parse_scope
 from app.dashboard.tables import (TABLES, as_csv, cell_drills, chart_specs, page_table,
                                   row_drills, table)
 from app.models import Role
+from app.replica import read_from_replica
 from app.web import current_actor, current_tenant_id, render_page
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 declare_access(bp, roles={Role.MANAGER})
+read_from_replica(bp)
 # Tables shown open on the page; the others are fetched when opened.
 INLINE_TABLES = ("attainment", "turnaround-kind", "workload", "leakage", "auto-approval")
 
