@@ -28,10 +28,28 @@ from app.types import utcnow
 MAX_DAYS = 365
 MAX_ITEMS = 50000
 SHOWN = 50
+EDITS, SAMPLING, HOLDS = "edits", "sampling", "holds"
+CAUSES = {
+    EDITS: "Changed by the rules and limits",
+    SAMPLING: "QA sample drawn differently",
+    HOLDS: "Held back by the daily budget or the kill switch",
+}
+_HOLDS = (engine.HOLD_BUDGET_COUNT, engine.HOLD_BUDGET_AMOUNT, engine.HOLD_KILL_SWITCH)
+
+
+def change_cause(verdict, outcome: str | None, held_by: str | None) -> str:
+    """Why an item's replay differs from what happened to it: a hold of the budget or kill
+    switch (either side), a QA sample (either side), else the version's rules and limits."""
+    if verdict.held_by in _HOLDS or held_by in _HOLDS:
+        return HOLDS
+    if verdict.outcome == engine.QA_SAMPLE or outcome == engine.QA_SAMPLE:
+        return SAMPLING
+    return EDITS
 
 
 @dataclass
 class Simulation:
+    cause_labels = CAUSES
     days: int
     items: int = 0
     auto_count: int = 0
@@ -40,6 +58,10 @@ class Simulation:
     actual_auto_amount: Decimal = Decimal("0.00")
     changed_count: int = 0
     changed_amount: Decimal = Decimal("0.00")
+    # The changes split by why they differ (CAUSES): the edits are what the admin decides on;
+    # a QA sample drawn afresh or a daily budget (or the kill switch) holding an item back
+    # would differ from the past even with no edit at all.
+    causes: dict = field(default_factory=lambda: {c: [0, Decimal("0.00")] for c in CAUSES})
     rejected_would_auto: list = field(default_factory=list)
     rejected_would_auto_count: int = 0
     changed_examples: list = field(default_factory=list)
@@ -80,7 +102,7 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
                WorkItem.partner_type, WorkItem.priority, WorkItem.source_system,
                WorkItem.counterparty, WorkItem.details, WorkItem.created_at,
                PolicyDecision.item_id.label("receipt_id"), PolicyDecision.outcome,
-               PolicyDecision.steps)
+               PolicyDecision.steps, PolicyDecision.held_by)
         .outerjoin(PolicyDecision, PolicyDecision.item_id == WorkItem.id)
         .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
                WorkItem.created_at >= now - timedelta(days=days))
@@ -117,13 +139,18 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
         if changed:
             result.changed_count += 1
             result.changed_amount += row.amount
-            if len(result.changed_examples) < SHOWN:
-                result.changed_examples.append((row, verdict))
+            cause = change_cause(verdict, row.outcome, row.held_by)
+            result.causes[cause][0] += 1
+            result.causes[cause][1] += row.amount
+            if result.causes[cause][0] <= SHOWN:
+                result.changed_examples.append((row, verdict, cause))
         if would_auto and row.state == "rejected":
             result.rejected_would_auto_count += 1
             if len(result.rejected_would_auto) < SHOWN:
                 result.rejected_would_auto.append((row, verdict))
     _simulate_cases(result, compiled, tenant_id, now - timedelta(days=days))
+    order = list(CAUSES)
+    result.changed_examples.sort(key=lambda example: order.index(example[2]))
     return result
 
 
