@@ -132,7 +132,7 @@ def test_the_simulation_page_says_the_kill_switch_is_part_of_the_replay(
     services.submit_version(actor(author), tenant.id, draft.id)
     commit()
     auth.login("checker@example.com")
-    url = f"/admin/policy/{tenant.id}/versions/{draft.id}/simulation?days=30"
+    url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30"
     page = client.get(url).text
     assert "The kill switch is off" in page and "1</strong>" in page
     services.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
@@ -208,7 +208,7 @@ def test_a_rule_edit_is_counted_apart_from_sampling_and_on_the_page_first(
     assert 0 < sim.causes["edits"][0] <= 6
     assert sim.causes["sampling"][0] > 0
     auth.login("author@example.com")
-    page = client.get(f"/admin/policy/{tenant.id}/versions/{draft.id}/simulation?days=30").text
+    page = client.get(f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30").text
     assert page.index("Changed by the rules and limits") < page.index(
         "QA sample drawn differently")
     assert "these would differ with no edit at all" in page
