@@ -34,6 +34,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SMTP_PASSWORD": env.get("SMTP_PASSWORD") or None,
         "SMTP_TIMEOUT": float(env.get("SMTP_TIMEOUT", "15")),
         "MAIL_FROM": env.get("MAIL_FROM", "cleardesk@localhost"),
+        # The local mail sink's log (`make run` sets it): in development, the Sent mail page
+        # shows the links of the mails it caught, and `flask mail last-link` prints the newest.
+        "MAIL_SINK_LOG": env.get("MAIL_SINK_LOG") or None,
         # Email-link approvals: how long a link lives, the amount above which acting on one
         # needs a signed-in approver, when (as a fraction of the SLA window left) the one
         # reminder goes, and the local hour after which the daily digest goes.
