@@ -77,6 +77,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "OUTBOX_RELAY_ON_COMMIT": env.get("OUTBOX_RELAY_ON_COMMIT", "1").lower() in (
             "1", "true", "yes"),
     }
+    # Tuning whose defaults live beside the code that uses them; set only when given.
+    for name, cast in (("OUTBOX_BATCH_ITEMS", int), ("POLICY_SWEEP_BATCH", int),
+                       ("POLICY_SWEEP_SECONDS", float), ("AUDIT_EXPORT_DIR", str)):
+        if env.get(name):
+            config[name] = cast(env[name])
     if overrides:
         config.update(overrides)
     return config
