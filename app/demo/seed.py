@@ -256,7 +256,10 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
         per_day = _split(count, len(working))
         pending: dict[date, list] = defaultdict(list)
         for d, n in zip(working, per_day):
-            todays = list(pending.pop(d, []))
+            # Everything due by this day, a weekend's or a holiday's included: the chain
+            # stays in time order.
+            todays = [event for day in sorted(k for k in pending if k <= d)
+                      for event in pending.pop(day)]
             for _ in range(n):
                 item_id = next_id
                 next_id += 1
@@ -485,8 +488,8 @@ def _make_item(rng, item_id, tenant, people, clock, day, now, counterparties, st
             events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,
                                                                   data={"assignee_id": worker.id}))))
             version += 1
-            looked_at = claimed + (decided - claimed) / 3
-            if kind != Kind.APPROVAL.value and looked_at <= now:
+            looked_at = clock.later(claimed, rng.uniform(0.1, 1.5), rng)  # in working hours
+            if kind != Kind.APPROVAL.value and looked_at <= min(now, decided):
                 to = "investigating" if kind == Kind.BILLING_EXCEPTION.value else "under_review"
                 action = "investigate" if kind == Kind.BILLING_EXCEPTION.value else "review"
                 events.append((looked_at, (worker, f"item.{action}", dict(
