@@ -189,10 +189,11 @@ def test_a_draft_without_rule_edits_shows_no_change_by_edits_only_sampling_and_h
 
     sim = simulate(actor(author), tenant.id, draft.id, days=30)
 
-    edits, sampling, holds = (sim.causes[c][0] for c in ("edits", "sampling", "holds"))
+    edits, sampling, holds, since = (sim.causes[c][0]
+                                     for c in ("edits", "sampling", "holds", "since"))
     assert edits == 0
     assert sampling > 0 and holds > 0
-    assert edits + sampling + holds == sim.changed_count
+    assert edits + sampling + holds + since == sim.changed_count
     assert {cause for _row, _verdict, cause in sim.changed_examples} == {"sampling", "holds"}
 
 
@@ -209,6 +210,6 @@ def test_a_rule_edit_is_counted_apart_from_sampling_and_on_the_page_first(
     assert sim.causes["sampling"][0] > 0
     auth.login("author@example.com")
     page = client.get(f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30").text
-    assert page.index("Changed by the rules and limits") < page.index(
+    assert page.index("Changed by your edits") < page.index(
         "QA sample drawn differently")
     assert "these would differ with no edit at all" in page
