@@ -83,6 +83,8 @@ def test_sent_mail_page_shows_the_caught_links_in_development_only(two_mailed, s
     assert page.count('class="sink-link" href="http://cleardesk.test/a/') == 2  # clickable
     assert "Open the approval link" in page
     assert "cleardesk.test/a/[link token redacted]" in page  # the stored body stays redacted
+    # A phone scrolls the table, not the page.
+    assert '<div class="table-scroll"><table class="queue-table" id="sent-mails">' in page
 
     app.config["APP_ENV"] = "staging"
     assert 'class="sink-link"' not in client.get("/admin/mail/").text
