@@ -80,9 +80,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(admin_bp)
     app.register_blueprint(account_bp)
-    from app.policy.routes import bp as policy_bp
+    from app.policy.routes import bp as policy_bp, legacy as policy_legacy_bp
 
     app.register_blueprint(policy_bp)
+    app.register_blueprint(policy_legacy_bp)
     install_web(app)
     from app.api.routes import install_api
 

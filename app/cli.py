@@ -23,6 +23,7 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(cron_command)
     app.cli.add_command(relay_outbox_command)
     app.cli.add_command(access_command)
+    app.cli.add_command(mail_cli)
 
 
 @click.command("access")
@@ -128,6 +129,33 @@ def create_token_command(slug: str, name: str, scopes: tuple[str, ...]) -> None:
         raise click.ClickException(f"{error.message} {detail}".strip()) from None
     commit()
     click.echo(token)
+
+
+mail_cli = AppGroup("mail", help="Mail caught by the local sink (development).")
+
+
+@mail_cli.command("last-link")
+@click.option("--to", "to", default=None, help="Only mail to this address (or part of it).")
+@click.option("--log", "log", default=None, type=click.Path(dir_okay=False),
+              help="The sink's log (default: MAIL_SINK_LOG, which `make run` sets to "
+                   ".run/mail.log).")
+def mail_last_link_command(to: str | None, log: str | None) -> None:
+    """Print the newest approval link (/a/...) the local sink caught, decoded and usable."""
+    from pathlib import Path
+
+    from app.mail.sink import last_approval_link, sink_log_path
+
+    path = Path(log) if log else (sink_log_path() or Path(".run/mail.log"))
+    if not path.is_file():
+        raise click.ClickException(f"No mail log at {path}: `make run` writes one (or pass "
+                                   "--log).")
+    link = last_approval_link(path, to)
+    if link is None:
+        raise click.ClickException(
+            "No approval link in the mail log yet" + (f" for {to}" if to else "") + ". "
+            "Submit a request (as requester@cleardesk.demo, New request) and let the worker "
+            "route it; its approver is mailed a link.")
+    click.echo(link)
 
 
 audit_cli = AppGroup("audit", help="The audit trail.")

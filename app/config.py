@@ -36,6 +36,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "SMTP_PASSWORD": env.get("SMTP_PASSWORD") or None,
         "SMTP_TIMEOUT": float(env.get("SMTP_TIMEOUT", "15")),
         "MAIL_FROM": env.get("MAIL_FROM", "cleardesk@localhost"),
+        # The local mail sink's log (`make run` sets it): in development, the Sent mail page
+        # shows the links of the mails it caught, and `flask mail last-link` prints the newest.
+        "MAIL_SINK_LOG": env.get("MAIL_SINK_LOG") or None,
         # Email-link approvals: how long a link lives, the amount above which acting on one
         # needs a signed-in approver, when (as a fraction of the SLA window left) the one
         # reminder goes, and the local hour after which the daily digest goes.
@@ -76,6 +79,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "OUTBOX_RELAY_ON_COMMIT": env.get("OUTBOX_RELAY_ON_COMMIT", "1").lower() in (
             "1", "true", "yes"),
     }
+    # Tuning whose defaults live beside the code that uses them; set only when given.
+    for name, cast in (("OUTBOX_BATCH_ITEMS", int), ("POLICY_SWEEP_BATCH", int),
+                       ("POLICY_SWEEP_SECONDS", float), ("AUDIT_EXPORT_DIR", str)):
+        if env.get(name):
+            config[name] = cast(env[name])
     if overrides:
         config.update(overrides)
     if config.get("DATABASE_REPLICA_URL"):

@@ -222,8 +222,15 @@ def path_of_url(raw) -> str | None:
 # --- WTForms fields that read with the same rules ---------------------------------------------
 
 class _ParamField(Field):
+    """A field read by one of this module's readers. `sentence` replaces the reader's terse
+    reason with what a person should type, where the field is one people fill in."""
+
     widget = TextInput()
     read = None
+
+    def __init__(self, label=None, validators=None, sentence: str | None = None, **kwargs):
+        super().__init__(label, validators, **kwargs)
+        self.sentence = sentence
 
     def _value(self):
         if self.raw_data:
@@ -236,7 +243,7 @@ class _ParamField(Field):
             try:
                 self.data = type(self).read(valuelist[0], self.name)
             except BadParam as bad:
-                raise ValueError(bad.reason) from None
+                raise ValueError(self.sentence or bad.reason) from None
 
 
 class IdField(_ParamField):

@@ -63,3 +63,11 @@ class Money(TypeDecorator):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def tenant_time(value: datetime, timezone: str | None) -> str:
+    """A stored UTC time as people read it: in the tenant's timezone (UTC without one)."""
+    from zoneinfo import ZoneInfo
+
+    local = value.astimezone(ZoneInfo(timezone or "UTC"))
+    return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()

@@ -2,7 +2,6 @@
 security headers and the error pages."""
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, render_template, request, session
 from flask_login import current_user
@@ -13,7 +12,7 @@ from app.actors import Actor
 from app.errors import DomainError
 from app.extensions import db
 from app.models import Role
-from app.types import utcnow
+from app.types import tenant_time, utcnow
 
 
 def current_actor() -> Actor:
@@ -85,8 +84,7 @@ def localtime(value, tenant) -> str:
     """A stored UTC time shown in the tenant's timezone (UTC without a tenant)."""
     if value is None:
         return "—"
-    local = value.astimezone(ZoneInfo(tenant.timezone if tenant is not None else "UTC"))
-    return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()
+    return tenant_time(value, tenant.timezone if tenant is not None else None)
 
 
 def _duration(seconds: float) -> str:

@@ -41,9 +41,11 @@ ensure_venv() {
   local stamp="$VENV/.installed" want
   want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    say "installing Python dependencies"
-    "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" 2>&1 \
-      | grep -v "^WARNING: Location" >&2 || true
+    say "installing Python dependencies (the first time: about 80 packages, 2-5 minutes)"
+    # One line per package as pip gets it, so a long first install visibly moves.
+    "$PY" -m pip install --disable-pip-version-check --progress-bar off -e "$ROOT[test]" 2>&1 \
+      | grep --line-buffered -E "^(Collecting|Installing|Successfully|ERROR)" \
+      | sed -u -e 's/^Collecting /    getting /' >&2 || true
     "$PY" -c "import flask, rq, sqlalchemy, psycopg, playwright" || return 1
     echo "$want" > "$stamp"
   fi
@@ -104,6 +106,10 @@ ensure_axe_core() {
 
 free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+port_in_use() {
+  "$PY" -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(0 if s.connect_ex(('127.0.0.1', $1)) == 0 else 1)" 2>/dev/null
 }
 
 wait_for_port() {

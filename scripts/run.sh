@@ -18,8 +18,19 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+refuse_busy_port() {
+  # refuse_busy_port PORT VARIABLE : another checkout (or program) holds the port.
+  if port_in_use "$1"; then
+    echo "Port $1 is in use (another 'make run'?). Choose another: $2=<port> make run" >&2
+    exit 1
+  fi
+}
+refuse_busy_port "$PORT" PORT
+
 if [ -z "${REDIS_URL:-}" ]; then
   REDIS_PORT="${REDIS_PORT:-6390}"
+  refuse_busy_port "$REDIS_PORT" REDIS_PORT
+  say "starting Redis on 127.0.0.1:$REDIS_PORT"
   start_redis "$REDIS_PORT" "$RUN_DIR/redis"
   PIDS+=("$REDIS_PID")
   export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
@@ -28,14 +39,20 @@ fi
 if [ -z "${SMTP_HOST:-}" ]; then
   # A local mail sink: every mail the app sends is printed to .run/mail.log (and listed for
   # admins at /admin/mail/), so email approvals can be tried without a mail server.
-  export SMTP_HOST=127.0.0.1 SMTP_PORT="${SMTP_PORT:-8025}"
+  # `flask --app wsgi mail last-link` prints the newest approval link from it, decoded.
+  export SMTP_HOST=127.0.0.1 SMTP_PORT="${SMTP_PORT:-8025}" MAIL_SINK_LOG="$RUN_DIR/mail.log"
+  refuse_busy_port "$SMTP_PORT" SMTP_PORT
+  say "starting the local mail sink on 127.0.0.1:$SMTP_PORT (.run/mail.log)"
   "$PY" -u -m aiosmtpd -n -l "$SMTP_HOST:$SMTP_PORT" > "$RUN_DIR/mail.log" 2>&1 & PIDS+=($!)
 fi
 export APP_BASE_URL="${APP_BASE_URL:-http://127.0.0.1:$PORT}"  # the links in mails
 
 FLASK=("$VENV/bin/flask" --app wsgi)
+say "applying database migrations"
 "${FLASK[@]}" db upgrade 2>&1 | grep -v "^INFO" || true
+say "seeding the demo data (only into an empty database)"
 "${FLASK[@]}" seed-demo --if-empty
+say "starting the worker, the scheduler and the web server"
 
 "${FLASK[@]}" worker > "$RUN_DIR/worker.log" 2>&1 & PIDS+=($!)
 "${FLASK[@]}" cron > "$RUN_DIR/cron.log" 2>&1 & PIDS+=($!)
@@ -53,7 +70,8 @@ cat <<MSG
     approver.contoso@cleardesk.demo   (contoso only)
 
   Mail (approval links) is caught locally: read it at http://127.0.0.1:$PORT/admin/mail/
-  (as admin@cleardesk.demo) or in full, links included, in .run/mail.log.
+  (as admin@cleardesk.demo; its links open from there), or print the newest approval link:
+    .venv/bin/flask --app wsgi mail last-link [--to approver@cleardesk.demo]
 
   Logs: .run/web.log, .run/worker.log, .run/cron.log.  Ctrl-C stops everything.
 

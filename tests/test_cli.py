@@ -164,6 +164,63 @@ def test_seed_demo_history_shows_the_policy_deciding_and_routing(seeded):
     assert by_policy.data["policy_version"] == 1 and by_policy.data["rule_name"]
 
 
+def _open_mix(now) -> dict:
+    items = db.session.scalars(select(WorkItem).where(WorkItem.resolved_at.is_(None),
+                                                      WorkItem.source_system != "cleardesk"))
+    mix = {"on_track": 0, "at_risk": 0, "breached": 0, "oldest_breach": timedelta(0)}
+    for item in items:
+        mix[item.sla_state] += 1
+        if item.sla_state == "breached":
+            mix["oldest_breach"] = max(mix["oldest_breach"], now - item.sla_due_at)
+    return mix
+
+
+def _assert_a_normal_working_day(mix: dict) -> None:
+    open_items = mix["on_track"] + mix["at_risk"] + mix["breached"]
+    assert open_items >= 30  # a backlog, not an empty desk
+    assert open_items <= 0.1 * 3000  # one a team can clear, not a wall
+    assert mix["on_track"] >= 0.6 * open_items
+    assert mix["breached"] <= 0.15 * open_items
+    assert mix["oldest_breach"] <= timedelta(days=21)  # late by days, never by months
+
+
+def test_seed_demo_open_work_looks_like_a_normal_working_day(runner):
+    result = runner.invoke(args=["seed-demo", "--items", "3000"])
+    assert result.exit_code == 0, result.output
+
+    _assert_a_normal_working_day(_open_mix(utcnow()))
+
+
+@pytest.mark.parametrize("moment", [
+    "2026-12-08T15:30:00+00:00",  # a Tuesday afternoon in Europe, morning in New York
+    "2026-12-07T04:00:00+00:00",  # a Monday before anyone is at work
+    "2026-12-12T12:00:00+00:00",  # a Saturday
+    "2026-12-24T16:00:00+00:00",  # Christmas Eve, a holiday in Berlin
+])
+def test_seed_demo_mix_holds_whenever_it_is_seeded(app, moment):
+    from datetime import datetime
+
+    from app.demo.seed import seed_demo
+    from app.sla.services import sla_due_at
+
+    now = datetime.fromisoformat(moment)
+    seed_demo(items=3000, now=now)
+
+    _assert_a_normal_working_day(_open_mix(now))
+    # The due times are the tenant calendar's own (the SLA code), not made up.
+    for item in db.session.scalars(select(WorkItem).limit(50)):
+        assert item.sla_due_at == sla_due_at(item.tenant, item.kind, item.priority,
+                                             item.created_at)
+    resolved = db.session.scalars(select(WorkItem).where(WorkItem.resolved_at.is_not(None)))
+    met = [i.sla_state == "met" for i in resolved]
+    assert 0.8 <= sum(met) / len(met) <= 0.95  # a believable attainment, not perfect
+    # Each tenant's chain reads in time order, also across weekends and holidays.
+    for tenant_id in db.session.scalars(select(Tenant.id)):
+        times = db.session.scalars(select(AuditEvent.occurred_at).where(
+            AuditEvent.tenant_id == tenant_id).order_by(AuditEvent.seq)).all()
+        assert times == sorted(times)
+
+
 def test_audit_verify_passes_after_seed_demo(seeded, runner):
     result = runner.invoke(args=["audit", "verify"])
 

@@ -146,7 +146,8 @@ def test_a_nonsense_audit_search_is_a_400_with_the_message_beside_the_field(
 @pytest.mark.parametrize("path", [
     f"/items/{HUGE}", f"/audit/items/{HUGE}", f"/audit/events/{HUGE}", f"/imports/{HUGE}",
     f"/audit/exports/{HUGE}", f"/admin/integrations/webhooks/{HUGE}",
-    f"/admin/policy/{HUGE}/versions/{HUGE}", f"/admin/t/northwind/people/{HUGE}",
+    f"/admin/policy/{HUGE}/versions/{HUGE}", f"/admin/t/northwind/policy/versions/{HUGE}",
+    f"/admin/t/northwind/people/{HUGE}",
     f"/api/v1/items/{HUGE}", f"/api/v1/items/-{HUGE}", "/items/١٢",
 ])
 def test_an_id_beyond_64_bits_in_a_path_is_a_404(world, client, auth, make_token, path):

@@ -13,7 +13,8 @@ class EventSearchForm(FlaskForm):
         csrf = False
 
     tenant = IdField("Tenant", validators=[Optional()])
-    item = BigIdField("Item", validators=[Optional()])
+    item = BigIdField("Item #", validators=[Optional()],
+                      sentence="An item number is digits only, like 1042.")
     actor = StringField("Actor", validators=[Optional(), Length(max=254), Storable()])
     action = StringField("Action", validators=[Optional(), Length(max=64), Storable()])
     actor_type = StringField("Actor type", validators=[Optional(), AnyOf(ACTOR_TYPES)])

@@ -30,13 +30,7 @@ from app.models import Role, WorkItem
 from app.params import arg_id
 from app.replica import read_from_replica
 from app.unit_of_work import commit
-from app.web import (
-    current_actor,
-    current_tenant_id,
-    message_fragment,
-    render_page,
-    wants_fragment,
-)
+from app.web import current_actor, current_tenant_id, render_page
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 declare_access(bp, roles=AUDIT_ROLES)
@@ -69,10 +63,9 @@ def _chosen_tenant(actor, requested: int | None):
 def events():
     actor = current_actor()
     form = EventSearchForm(request.args)
-    if not form.validate() and wants_fragment():
-        return message_fragment("; ".join(f"{form[name].label.text}: {' '.join(errors)}"
-                                          for name, errors in form.errors.items()), 400)
-    # A value that makes no sense is left out of the search and named beside its field.
+    form.validate()
+    # A value that makes no sense is left out of the search and named beside its field (as
+    # it is typed, too: the results answer says so and puts the sentence by the field).
     tenant = _chosen_tenant(actor, form.tenant.data)
     value = {field.name: None if field.errors else (field.data or None) for field in form}
     search = views.EventSearch(

@@ -190,7 +190,7 @@ class Chain:
                 chain_id=self.chain_id, last_seq=self.seq, last_hash=self.prev))
 
 
-def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None,
+def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = None,
               progress=None) -> dict:
     """Create the demo tenants, users and `items` work items. Refuses a database that already
     has tenants, and production."""
@@ -201,10 +201,11 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
     if db.session.scalar(select(func.count()).select_from(Tenant)):
         raise SeedRefused("The database already has tenants; seed-demo only fills an empty one.")
     rng = random.Random(seed)
-    today = today or datetime.now(UTC).date()
+    now = now or datetime.now(UTC)
+    today = now.date()
     writer = BulkWriter()
     global_chain = Chain(GLOBAL_CHAIN, None, writer)
-    seeded_at = datetime.now(UTC) - timedelta(days=91)
+    seeded_at = now - timedelta(days=91)
 
     tenants = {}
     for spec in TENANTS:
@@ -255,11 +256,14 @@ def seed_demo(items: int = 3000, seed: int = 20261127, today: date | None = None
         per_day = _split(count, len(working))
         pending: dict[date, list] = defaultdict(list)
         for d, n in zip(working, per_day):
-            todays = list(pending.pop(d, []))
+            # Everything due by this day, a weekend's or a holiday's included: the chain
+            # stays in time order.
+            todays = [event for day in sorted(k for k in pending if k <= d)
+                      for event in pending.pop(day)]
             for _ in range(n):
                 item_id = next_id
                 next_id += 1
-                events, steps = _make_item(rng, item_id, tenant, people, clock, d, today,
+                events, steps = _make_item(rng, item_id, tenant, people, clock, d, now,
                                            counterparties, next_step_id, writer, decider)
                 next_step_id += steps
                 for when, event in events:
@@ -328,19 +332,16 @@ def _amount(rng: random.Random, kind: str) -> Decimal:
     return Decimal(str(round(value, 2))).quantize(Decimal("0.01"))
 
 
-def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, step_id, writer,
+def _make_item(rng, item_id, tenant, people, clock, day, now, counterparties, step_id, writer,
                decider=None):
     kind = rng.choices([k for k, _ in KIND_MIX], [w for _, w in KIND_MIX])[0]
     subtype = rng.choice(list(kinds.SUBTYPES[kind]))
     created = clock.at(day, rng)
-    now = datetime.now(UTC)
     if created > now:
         created = now - timedelta(minutes=rng.randint(1, 120))
     amount = _amount(rng, kind)
     counterparty = rng.choice(counterparties)
     source = rng.choice(SOURCES[kind])
-    age_days = (today - day).days
-    stays_open = rng.random() < (0.7 if age_days <= 3 else 0.03)
     priority = rng.choices(["low", "normal", "high", "urgent"], [2, 6, 2, 0.5])[0]
     sla = sla_target(kind, priority, tenant)
     due = sla_due_at(tenant, kind, priority, created)
@@ -474,29 +475,32 @@ def _make_item(rng, item_id, tenant, people, clock, day, today, counterparties, 
     decided = clock.later(claimed, hours / 2 + 0.1, rng)
     version = 2 if verdict is not None else 1  # routing by the policy changed the item
     state = "pending" if kind == Kind.APPROVAL.value else "open"
+    # Open is whatever the team has not got to yet: an item stays open when its decision falls
+    # after now. So the open work is the last day or so of arrivals, mostly within its target,
+    # with the late few (above) breached by hours or days, not months; what the queues and the
+    # dashboard show is a normal working day whenever the demo is seeded.
+    stays_open = decided > now
+    latest = now - timedelta(minutes=1)
     if stays_open:
-        if claimed <= now and rng.random() < 0.5:
+        if claimed <= now and rng.random() < 0.7:
             row.update(assignee_id=worker.id, claimed_at=claimed, last_actor_id=worker.id,
                        last_action_at=claimed, first_action_at=claimed)
             events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,
                                                                   data={"assignee_id": worker.id}))))
             version += 1
-            if kind != Kind.APPROVAL.value and rng.random() < 0.5 and decided <= now:
+            looked_at = clock.later(claimed, rng.uniform(0.1, 1.5), rng)  # in working hours
+            if kind != Kind.APPROVAL.value and looked_at <= min(now, decided):
                 to = "investigating" if kind == Kind.BILLING_EXCEPTION.value else "under_review"
                 action = "investigate" if kind == Kind.BILLING_EXCEPTION.value else "review"
-                events.append((decided, (worker, f"item.{action}", dict(
+                events.append((looked_at, (worker, f"item.{action}", dict(
                     item_id=item_id, from_state=state, to_state=to))))
                 state, version = to, version + 1
-                row.update(last_actor_id=worker.id, last_action_at=decided)
+                row.update(last_actor_id=worker.id, last_action_at=looked_at)
         row["state"] = state
+        # The due time came from the tenant's business calendar (sla_due_at); so does the state.
         row["sla_state"] = sla_state_at(tenant, kind, priority, due, now)
     else:
-        # A closed item's history is over by now: a timeline that would run past now is
-        # squeezed into the last minutes, keeping its order (created <= claimed <= decided).
-        latest = now - timedelta(minutes=1)
-        claimed = max(created, min(claimed, latest - timedelta(minutes=2)))
-        decided = max(claimed, min(decided, latest - timedelta(minutes=1)))
-    if not stays_open:
+        claimed = min(claimed, decided)
         row.update(assignee_id=worker.id, claimed_at=claimed, first_action_at=claimed)
         events.append((claimed, (worker, "item.claimed", dict(item_id=item_id,
                                                               data={"assignee_id": worker.id}))))

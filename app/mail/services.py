@@ -24,4 +24,19 @@ def sent_mails_for_admin(actor: Actor, before: int | None = None) -> dict | None
     mails = db.session.scalars(query).all()
     more = len(mails) > PAGE_SIZE
     mails = mails[:PAGE_SIZE]
-    return {"mails": mails, "next_before": mails[-1].id if more else None}
+    return {"mails": mails, "next_before": mails[-1].id if more else None,
+            "sink_links": _sink_links(mails)}
+
+
+def _sink_links(mails) -> dict[str, tuple[str, ...]]:
+    """In development only: each mail's links as the local sink caught them (the database
+    keeps them redacted), so the demo's approval links can be opened from the page."""
+    from flask import current_app
+
+    from app.mail.sink import links_by_message_id, sink_log_path
+
+    path = sink_log_path()
+    if current_app.config["APP_ENV"] != "development" or path is None or not mails:
+        return {}
+    caught = links_by_message_id(path)
+    return {m.message_id: caught[m.message_id] for m in mails if m.message_id in caught}

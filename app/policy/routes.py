@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.access import declare_access
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import Role
+from app.models import Role, Tenant
 from app.params import arg_id
 from app.policy import forms, services, simulation
 from app.policy.models import PolicyVersion
@@ -21,8 +21,33 @@ from app.types import utcnow
 from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 
-bp = Blueprint("policy", __name__, url_prefix="/admin/policy")
+bp = Blueprint("policy", __name__, url_prefix="/admin/t/<slug>/policy")
 declare_access(bp, roles={Role.ADMIN})
+# The URLs of before the admin frame (/admin/policy/<tenant id>/…), kept as redirects: links in
+# mail and bookmarks still land.
+legacy = Blueprint("policy_legacy", __name__, url_prefix="/admin/policy")
+declare_access(legacy, roles={Role.ADMIN})
+
+
+@bp.url_value_preprocessor
+def _tenant_from_slug(endpoint, values):
+    """The views take the tenant's id; the URL names its slug, like every admin page. An
+    unknown slug becomes id 0, which the services refuse as they refuse any tenant not one's
+    own."""
+    if values is None:
+        return
+    slug = values.pop("slug", "")
+    tenant_id = (db.session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+                 if len(slug) <= 64 else None)
+    values["tenant_id"] = tenant_id or 0
+
+
+@bp.url_defaults
+def _slug_for_tenant(endpoint, values):
+    """url_for(…, tenant_id=…) names the tenant by its slug."""
+    if "slug" not in values and "tenant_id" in values:
+        tenant = db.session.get(Tenant, values.pop("tenant_id"))
+        values["slug"] = tenant.slug if tenant is not None else "-"
 
 
 def _admin_tenants(actor) -> list[int]:
@@ -39,10 +64,25 @@ def _chosen_tenant(actor, requested: int | None):
     return services.require_policy_admin(actor, working if working in admin_of else admin_of[0])
 
 
+@legacy.get("/")
+def legacy_overview():
+    tenant = _chosen_tenant(current_actor(), arg_id(request.args, "tenant"))
+    return redirect(url_for("policy.overview", tenant_id=tenant.id), code=301)
+
+
+@legacy.get("/<int:tenant_id>/versions/<int:policy_id>")
+@legacy.get("/<int:tenant_id>/versions/<int:policy_id>/simulation")
+def legacy_version(tenant_id: int, policy_id: int):
+    services.get_version(current_actor(), tenant_id, policy_id)  # theirs, or 403/404
+    endpoint = "policy.simulate" if request.path.endswith("/simulation") else "policy.version"
+    return redirect(url_for(endpoint, tenant_id=tenant_id, policy_id=policy_id,
+                            **request.args.to_dict()), code=301)
+
+
 @bp.get("/")
-def overview():
+def overview(tenant_id: int):
     actor = current_actor()
-    tenant = _chosen_tenant(actor, arg_id(request.args, "tenant"))
+    tenant = _chosen_tenant(actor, tenant_id or -1)
     versions = db.session.scalars(select(PolicyVersion).where(
         PolicyVersion.tenant_id == tenant.id).order_by(PolicyVersion.version.desc())).all()
     from app.policy.models import PolicyKillSwitch
@@ -87,12 +127,12 @@ def _rule_form_context() -> dict:
                 case_roles=forms.CASE_ROLES, sla_priorities=forms.SLA_PRIORITIES)
 
 
-@bp.get("/<int:tenant_id>/versions/<int:policy_id>")
+@bp.get("/versions/<int:policy_id>")
 def version(tenant_id: int, policy_id: int):
     return _version_page(current_actor(), tenant_id, policy_id)
 
 
-@bp.get("/<int:tenant_id>/versions/<int:policy_id>/simulation")
+@bp.get("/versions/<int:policy_id>/simulation")
 def simulate(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.SimulateForm(request.args)
@@ -105,7 +145,7 @@ def simulate(tenant_id: int, policy_id: int):
     return _version_page(actor, tenant_id, policy_id, sim=result)
 
 
-@bp.post("/<int:tenant_id>/check")
+@bp.post("/check")
 def check(tenant_id: int):
     """Live validation of a condition as it is typed (htmx)."""
     services.require_policy_admin(current_actor(), tenant_id)
@@ -116,7 +156,7 @@ def check(tenant_id: int):
     return render_page("policy/_check.html", error=error, used=used)
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rule-form")
+@bp.post("/versions/<int:policy_id>/rule-form")
 def rule_form(tenant_id: int, policy_id: int):
     """The rule form after its kind changed: for htmx, the kind's part of the form (its fields
     to use in a condition, its outcomes and their inputs) and, out of band, the condition
@@ -149,7 +189,7 @@ def _checked(condition: str, kind: str) -> tuple[str | None, list[str]]:
     return None, [name for name in FIELDS_BY_KIND[kind] if name in condition]
 
 
-@bp.post("/<int:tenant_id>/drafts")
+@bp.post("/drafts")
 def new_draft(tenant_id: int):
     draft = services.create_draft(current_actor(), tenant_id)
     commit()
@@ -162,7 +202,7 @@ def _back(tenant_id: int, policy_id: int, anchor: str = ""):
                     + anchor, code=303)
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules")
+@bp.post("/versions/<int:policy_id>/rules")
 def save_rule(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.RuleForm()
@@ -186,7 +226,7 @@ def save_rule(tenant_id: int, policy_id: int):
     return _back(tenant_id, policy_id, "#rules")
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules/<int:rule_id>/delete")
+@bp.post("/versions/<int:policy_id>/rules/<int:rule_id>/delete")
 def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
     services.delete_rule(current_actor(), tenant_id, policy_id, rule_id)
     commit()
@@ -194,7 +234,7 @@ def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
     return _back(tenant_id, policy_id, "#rules")
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/rules/<int:rule_id>/move")
+@bp.post("/versions/<int:policy_id>/rules/<int:rule_id>/move")
 def move_rule(tenant_id: int, policy_id: int, rule_id: int):
     direction = -1 if request.form.get("direction") == "up" else 1
     services.move_rule(current_actor(), tenant_id, policy_id, rule_id, direction)
@@ -202,7 +242,7 @@ def move_rule(tenant_id: int, policy_id: int, rule_id: int):
     return _back(tenant_id, policy_id, "#rules")
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/settings")
+@bp.post("/versions/<int:policy_id>/settings")
 def save_settings(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.SettingsForm()
@@ -235,7 +275,7 @@ def save_settings(tenant_id: int, policy_id: int):
     return _back(tenant_id, policy_id, "#settings")
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/submit")
+@bp.post("/versions/<int:policy_id>/submit")
 def submit(tenant_id: int, policy_id: int):
     services.submit_version(current_actor(), tenant_id, policy_id)
     commit()
@@ -243,7 +283,7 @@ def submit(tenant_id: int, policy_id: int):
     return _back(tenant_id, policy_id)
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/return")
+@bp.post("/versions/<int:policy_id>/return")
 def return_to_draft(tenant_id: int, policy_id: int):
     services.withdraw_version(current_actor(), tenant_id, policy_id)
     commit()
@@ -251,12 +291,12 @@ def return_to_draft(tenant_id: int, policy_id: int):
     return _back(tenant_id, policy_id)
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/discard")
+@bp.post("/versions/<int:policy_id>/discard")
 def discard(tenant_id: int, policy_id: int):
     services.discard_draft(current_actor(), tenant_id, policy_id)
     commit()
     flash("Draft discarded.", "success")
-    return redirect(url_for("policy.overview", tenant=tenant_id), code=303)
+    return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)
 
 
 def _parse_local(text: str, timezone: str) -> datetime | None:
@@ -273,7 +313,7 @@ def _parse_local(text: str, timezone: str) -> datetime | None:
     return local
 
 
-@bp.post("/<int:tenant_id>/versions/<int:policy_id>/activate")
+@bp.post("/versions/<int:policy_id>/activate")
 def activate(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.ActivateForm()
@@ -291,7 +331,7 @@ def activate(tenant_id: int, policy_id: int):
     return _back(tenant_id, policy_id)
 
 
-@bp.post("/<int:tenant_id>/kill-switch")
+@bp.post("/kill-switch")
 def kill_switch(tenant_id: int):
     actor = current_actor()
     form = forms.KillSwitchForm()
@@ -302,7 +342,7 @@ def kill_switch(tenant_id: int):
     except ValidationFailed as error:
         db.session.rollback()
         flash(error.message, "error")
-        return redirect(url_for("policy.overview", tenant=tenant_id), code=303)
+        return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)
     commit()
     flash("Auto-approval stopped." if engage else "Auto-approval resumed.", "success")
-    return redirect(url_for("policy.overview", tenant=tenant_id), code=303)
+    return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)

@@ -20,6 +20,7 @@ from app.policy.rules import KIND_WORDS
 from app.policy.services import (
     _kill_switch_engaged,
     get_version,
+    policy_in_force,
     rejections_by_counterparty,
     require_policy_admin,
 )
@@ -28,10 +29,41 @@ from app.types import utcnow
 MAX_DAYS = 365
 MAX_ITEMS = 50000
 SHOWN = 50
+EDITS, SAMPLING, HOLDS, SINCE = "edits", "sampling", "holds", "since"
+CAUSES = {
+    EDITS: "Changed by your edits",
+    SAMPLING: "QA sample drawn differently",
+    HOLDS: "Held back by the daily budget or the kill switch",
+    SINCE: "Same rules, read today",
+}
+_HOLDS = (engine.HOLD_BUDGET_COUNT, engine.HOLD_BUDGET_AMOUNT, engine.HOLD_KILL_SWITCH)
+
+
+def _intent(verdict) -> tuple:
+    """What the rules and limits decide, before the QA sample, the daily budget and the kill
+    switch have their say: those would differ from the past with no edit at all."""
+    if verdict.outcome in (engine.AUTO_APPROVED, engine.QA_SAMPLE) or verdict.held_by in _HOLDS:
+        return ("auto",)
+    return (verdict.outcome, verdict.held_by, _chain(verdict.steps), verdict.queue)
+
+
+def change_cause(verdict, base_verdict, outcome: str | None, held_by: str | None) -> str:
+    """Why an item's replay differs from what happened to it: the edits, where the version
+    and the one it is based on, replayed alike, decide differently; else a QA sample (either
+    side); else a hold of the budget or kill switch (either side); else the same rules read
+    today's facts (a counterparty's rejections since, the risk they give)."""
+    if base_verdict is None or _intent(verdict) != _intent(base_verdict):
+        return EDITS
+    if verdict.outcome == engine.QA_SAMPLE or outcome == engine.QA_SAMPLE:
+        return SAMPLING
+    if verdict.held_by in _HOLDS or held_by in _HOLDS:
+        return HOLDS
+    return SINCE
 
 
 @dataclass
 class Simulation:
+    cause_labels = CAUSES
     days: int
     items: int = 0
     auto_count: int = 0
@@ -40,6 +72,10 @@ class Simulation:
     actual_auto_amount: Decimal = Decimal("0.00")
     changed_count: int = 0
     changed_amount: Decimal = Decimal("0.00")
+    # The changes split by why they differ (CAUSES): the edits are what the admin decides on;
+    # a QA sample drawn afresh or a daily budget (or the kill switch) holding an item back
+    # would differ from the past even with no edit at all.
+    causes: dict = field(default_factory=lambda: {c: [0, Decimal("0.00")] for c in CAUSES})
     rejected_would_auto: list = field(default_factory=list)
     rejected_would_auto_count: int = 0
     changed_examples: list = field(default_factory=list)
@@ -80,7 +116,7 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
                WorkItem.partner_type, WorkItem.priority, WorkItem.source_system,
                WorkItem.counterparty, WorkItem.details, WorkItem.created_at,
                PolicyDecision.item_id.label("receipt_id"), PolicyDecision.outcome,
-               PolicyDecision.steps)
+               PolicyDecision.steps, PolicyDecision.held_by)
         .outerjoin(PolicyDecision, PolicyDecision.item_id == WorkItem.id)
         .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
                WorkItem.created_at >= now - timedelta(days=days))
@@ -90,12 +126,24 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
     rows = rows[:MAX_ITEMS]
     rejections = rejections_by_counterparty(tenant_id, [r.counterparty for r in rows], now)
     zone = ZoneInfo(policy.tenant.timezone)
+    # The version the edits start from (else the one in force), replayed alike: where the two
+    # decide differently, the edits made the difference.
+    base = (db.session.get(PolicyVersion, policy.based_on_id) if policy.based_on_id
+            else policy_in_force(tenant_id))
+    base_compiled = engine.compile_policy(base) if base is not None else None
     budgets: dict = {}
+    base_budgets: dict = {}
     for row in rows:
         day = row.created_at.astimezone(zone).date()
         budget = budgets.setdefault(day, engine.Budget.of(compiled, 0, Decimal("0.00")))
         inputs = engine.item_inputs(row, rejections.get(row.counterparty, 0))
         verdict = engine.decide(compiled, row.id, inputs, kill_switch=kill, budget=budget)
+        base_verdict = None
+        if base_compiled is not None:
+            base_verdict = engine.decide(
+                base_compiled, row.id, inputs, kill_switch=kill,
+                budget=base_budgets.setdefault(day, engine.Budget.of(base_compiled, 0,
+                                                                     Decimal("0.00"))))
         result.verdicts[row.id] = verdict
         if verdict.held_by == engine.HOLD_KILL_SWITCH:
             result.killed_count += 1
@@ -117,13 +165,18 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
         if changed:
             result.changed_count += 1
             result.changed_amount += row.amount
-            if len(result.changed_examples) < SHOWN:
-                result.changed_examples.append((row, verdict))
+            cause = change_cause(verdict, base_verdict, row.outcome, row.held_by)
+            result.causes[cause][0] += 1
+            result.causes[cause][1] += row.amount
+            if result.causes[cause][0] <= SHOWN:
+                result.changed_examples.append((row, verdict, cause))
         if would_auto and row.state == "rejected":
             result.rejected_would_auto_count += 1
             if len(result.rejected_would_auto) < SHOWN:
                 result.rejected_would_auto.append((row, verdict))
     _simulate_cases(result, compiled, tenant_id, now - timedelta(days=days))
+    order = list(CAUSES)
+    result.changed_examples.sort(key=lambda example: order.index(example[2]))
     return result
 
 

@@ -36,7 +36,7 @@ from app.extensions import db
 from app.models import Tenant, User, WorkItem
 from app.outbox.services import add_message, add_messages
 from app.sla.calendar import calendar_for
-from app.types import utcnow
+from app.types import tenant_time, utcnow
 from app.work.states import FINAL_STATES, WAITING_STATES
 
 ITEMS = WorkItem.__table__
@@ -67,13 +67,14 @@ def describe_user(user: User | None) -> str:
     return user.name if user else "someone"
 
 
-def stamp(when) -> str:
-    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "an unknown time"
+def stamp(when, tenant) -> str:
+    """When, in the item's tenant's time: the time the person sees everywhere else."""
+    return tenant_time(when, tenant.timezone) if when else "an unknown time"
 
 
 def conflict_for(item: WorkItem) -> Conflict:
     who = describe_user(item.last_actor)
-    when = stamp(item.last_action_at)
+    when = stamp(item.last_action_at, item.tenant)
     if item.state in FINAL_STATES[item.kind]:
         return Conflict(f"Already {item.state.replace('_', ' ')} by {who} at {when}.")
     return Conflict(f"This item was changed by {who} at {when}; reload to see the change.")
@@ -86,7 +87,8 @@ def committed_conflict(item_id: int, describe: Callable[[WorkItem], Conflict]) -
     with Session(db.engine) as fresh_session:
         fresh = fresh_session.scalars(
             select(WorkItem).where(WorkItem.id == item_id)
-            .options(joinedload(WorkItem.last_actor), joinedload(WorkItem.assignee))
+            .options(joinedload(WorkItem.last_actor), joinedload(WorkItem.assignee),
+                     joinedload(WorkItem.tenant))
         ).one()
         return describe(fresh)
 

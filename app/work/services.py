@@ -550,7 +550,7 @@ def claim_item(actor: Actor, item_id: int, expected_version: int | None = None) 
 def _claim_conflict(item: WorkItem) -> Conflict:
     if item.assignee_id is not None:
         return Conflict(f"Already claimed by {describe_user(item.assignee)} at "
-                        f"{stamp(item.claimed_at)}.")
+                        f"{stamp(item.claimed_at, item.tenant)}.")
     return conflict_for(item)
 
 

@@ -152,6 +152,27 @@ def test_events_are_keyset_paged_by_sequence_number(world, auditor):
     assert "Older events" not in rest.text
 
 
+def test_a_letter_typed_in_the_item_box_answers_a_sentence_beside_it_not_an_error_page(
+        world, auditor):
+    response = auditor.get(f"/audit/?tenant={world.northwind.id}&item=12a",
+                           headers={"HX-Request": "true"})
+
+    assert response.status_code == 400  # swapped by htmx like any answer (see base.html)
+    assert "HX-Retarget" not in response.headers  # the results, not a stale page above them
+    text = response.text
+    assert text.lstrip().startswith('<div id="results">')
+    assert "An item number is digits only, like 1042." in text
+    assert re.search(r'<span class="error-slot" id="slot-item" hx-swap-oob="true"><small '
+                     r'class="field-error" id="item-error">An item number is digits only',
+                     text)
+    assert _seqs(text)  # the events, searched without the unreadable number
+
+    fixed = auditor.get(f"/audit/?tenant={world.northwind.id}&item=12",
+                        headers={"HX-Request": "true"})
+    assert fixed.status_code == 200
+    assert '<span class="error-slot" id="slot-item" hx-swap-oob="true"></span>' in fixed.text
+
+
 def test_a_bad_filter_is_a_bad_request(world, auditor):
     assert auditor.get(f"/audit/?tenant={world.northwind.id}&item=abc").status_code == 400
     assert auditor.get(f"/audit/?tenant={world.northwind.id}&date_from=2026-13-45"

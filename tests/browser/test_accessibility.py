@@ -30,7 +30,8 @@ def axe_path():
 
 @pytest.fixture
 def seeded(runner):
-    result = runner.invoke(args=["seed-demo", "--items", "300"])
+    # Enough that every queue has open work: the demo keeps about a day of arrivals open.
+    result = runner.invoke(args=["seed-demo", "--items", "2000"])
     assert result.exit_code == 0, result.output
     db.session.commit()
 
@@ -51,8 +52,9 @@ def _pages(role: str) -> list[str]:
         "manager": ["/dashboard", "/queues/team" + open_first, "/queues/team?status=closed",
                     "/imports/"],
         "admin": ["/admin/", "/admin/t/contoso/", "/admin/t/contoso/people",
-                  "/admin/t/contoso/closures", "/admin/t/contoso/branding", "/admin/policy/",
-                  "/admin/policy/|.versions a", "/admin/integrations/tokens",
+                  "/admin/t/contoso/closures", "/admin/t/contoso/branding",
+                  "/admin/t/contoso/policy/", "/admin/t/contoso/policy/|.versions a",
+                  "/admin/integrations/tokens",
                   "/admin/integrations/webhooks/", "/admin/mail/", "/audit/"],
         "auditor": ["/audit/", "/audit/access-review", "/audit/|.audit-table .seq a"],
     }[role]

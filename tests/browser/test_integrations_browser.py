@@ -157,12 +157,12 @@ def test_an_admin_of_several_tenants_pauses_resumes_and_redelivers_from_the_log(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sign_in(page)
     page.goto(f"/admin/integrations/webhooks/?tenant={contoso.id}")
-    # Tabs to the admin's three tenants; the log is one of Contoso's webhooks.
-    expect(page.locator(".tenant-tabs li")).to_have_count(3)
+    # The admin frame picks among the admin's three tenants; the log is one of Contoso's webhooks.
+    expect(page.locator(".tenant-pick a")).to_have_count(3)
     page.get_by_role("link", name="https://hooks.contoso.example/cleardesk").click()
     expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
     expect(page.locator("#deliveries")).to_contain_text("item.created")
-    expect(page.locator(".tenant-tabs li")).to_have_count(3)
+    expect(page.locator(".tenant-pick a")).to_have_count(3)
     page.screenshot(path=str(ARTIFACTS / "08-log-several-tenants.png"), full_page=True)
 
     page.get_by_role("button", name="Pause").click()
@@ -175,7 +175,7 @@ def test_an_admin_of_several_tenants_pauses_resumes_and_redelivers_from_the_log(
     expect(page.get_by_role("heading", name="Webhook deliveries")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "09-log-redelivered.png"), full_page=True)
 
-    # The tenant tabs on the log lead to each tenant's webhooks.
-    page.locator(".tenant-tabs").get_by_role("link", name="Fabrikam").click()
+    # The tenant picker on the log leads to each tenant's webhooks.
+    page.locator(".tenant-pick").get_by_role("link", name="Fabrikam").click()
     expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
     expect(page.locator("main")).not_to_contain_text("hooks.contoso.example")

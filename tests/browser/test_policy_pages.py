@@ -65,7 +65,7 @@ def test_an_admin_drafts_validates_simulates_and_a_second_admin_activates(
     page.context.clear_cookies()
     sign_in(page, checker.email)
     draft = db.session.scalars(db.select(PolicyVersion).where(PolicyVersion.version == 2)).one()
-    page.goto(f"/admin/policy/{tenant.id}/versions/{draft.id}")
+    page.goto(f"/admin/t/{tenant.slug}/policy/versions/{draft.id}")
     page.get_by_role("button", name="Activate version 2").click()
     expect(page.get_by_role("heading", name=re.compile("Version 2"))).to_contain_text("active")
     db.session.rollback()
@@ -92,7 +92,7 @@ def test_an_admin_switches_a_draft_rule_kind_and_sees_only_its_outcomes_then_sav
     commit()
     rule_id = draft.rules[0].id
     sign_in(page, author.email)
-    page.goto(f"/admin/policy/{tenant.id}/versions/{draft.id}")
+    page.goto(f"/admin/t/{tenant.slug}/policy/versions/{draft.id}")
     page.wait_for_load_state("networkidle")  # htmx wired up
     rule = page.locator(f"#rule-{rule_id}")
     rule.get_by_text("Edit rule 1").click()

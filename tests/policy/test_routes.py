@@ -29,8 +29,8 @@ def test_only_admins_of_the_tenant_see_the_policy_pages(client, auth, admins, ma
     tenant, _author, _checker = admins
     make_user("someone@example.com", [tenant], roles=roles)
     auth.login("someone@example.com")
-    assert client.get("/admin/policy/").status_code == 403
-    assert client.get(f"/admin/policy/?tenant={tenant.id}").status_code == 403
+    assert client.get("/admin/policy/", follow_redirects=True).status_code == 403
+    assert client.get(f"/admin/t/{tenant.slug}/policy/").status_code == 403
 
 
 def test_an_admin_of_another_tenant_gets_not_found(client, auth, admins, make_tenant, make_user):
@@ -38,8 +38,8 @@ def test_an_admin_of_another_tenant_gets_not_found(client, auth, admins, make_te
     other = make_tenant("contoso", "EUR", "Europe/Berlin", "DE")
     make_user("other@example.com", [other], roles=("admin",))
     auth.login("other@example.com")
-    assert client.get(f"/admin/policy/?tenant={tenant.id}").status_code == 404
-    response = _post(client, auth, f"/admin/policy/{tenant.id}/drafts", {})
+    assert client.get(f"/admin/t/{tenant.slug}/policy/").status_code == 404
+    response = _post(client, auth, f"/admin/t/{tenant.slug}/policy/drafts", {})
     assert response.status_code == 404
 
 
@@ -48,20 +48,20 @@ def test_the_draft_to_activation_walk_through_with_four_eyes(client, auth, admin
     tenant, author, checker = admins
     active = make_policy(tenant, author, checker, [AUTO])
     auth.login(author.email)
-    page = client.get("/admin/policy/")
+    page = client.get("/admin/policy/", follow_redirects=True)
     assert page.status_code == 200 and "version 1" in page.text and "amount &lt;= 1000" in page.text
-    created = _post(client, auth, f"/admin/policy/{tenant.id}/drafts", {})
+    created = _post(client, auth, f"/admin/t/{tenant.slug}/policy/drafts", {})
     assert created.status_code == 303
     draft = db.session.scalars(select(PolicyVersion).where(PolicyVersion.version == 2)).one()
     assert draft.based_on_id == active.id and [r.condition for r in draft.rules] == [
         "amount <= 1000"]
-    version_url = f"/admin/policy/{tenant.id}/versions/{draft.id}"
+    version_url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}"
 
     # Live validation names the problem as it is typed.
-    checked = _post(client, auth, f"/admin/policy/{tenant.id}/check",
+    checked = _post(client, auth, f"/admin/t/{tenant.slug}/policy/check",
                     {"condition": "amont < 5"}, version_url)
     assert "Unknown field “amont”. Did you mean “amount”?" in checked.text
-    good = _post(client, auth, f"/admin/policy/{tenant.id}/check",
+    good = _post(client, auth, f"/admin/t/{tenant.slug}/policy/check",
                  {"condition": 'region == "NA"'}, version_url)
     assert "✓ Valid" in good.text and "region" in good.text
 
@@ -121,12 +121,12 @@ def test_only_the_author_edits_a_draft_so_the_activator_never_shaped_it(admins, 
 def test_the_kill_switch_needs_a_reason_and_is_audited(client, auth, admins):
     tenant, author, _checker = admins
     auth.login(author.email)
-    missing = _post(client, auth, f"/admin/policy/{tenant.id}/kill-switch", {"engage": "on"})
+    missing = _post(client, auth, f"/admin/t/{tenant.slug}/policy/kill-switch", {"engage": "on"})
     assert missing.status_code == 303
     assert db.session.get(PolicyKillSwitch, tenant.id) is None
-    _post(client, auth, f"/admin/policy/{tenant.id}/kill-switch",
+    _post(client, auth, f"/admin/t/{tenant.slug}/policy/kill-switch",
           {"engage": "on", "reason": "Fraud wave"})
-    page = client.get("/admin/policy/")
+    page = client.get("/admin/policy/", follow_redirects=True)
     assert "Auto-approval is stopped" in page.text and "Fraud wave" in page.text
     assert _actions() == ["policy.kill_switch_engaged"]
 
@@ -134,8 +134,8 @@ def test_the_kill_switch_needs_a_reason_and_is_audited(client, auth, admins):
 def test_posts_without_a_csrf_token_are_refused(client, auth, admins):
     tenant, author, _checker = admins
     auth.login(author.email)
-    assert client.post(f"/admin/policy/{tenant.id}/drafts").status_code == 400
-    assert re.search("New draft", client.get("/admin/policy/").text)
+    assert client.post(f"/admin/t/{tenant.slug}/policy/drafts").status_code == 400
+    assert re.search("New draft", client.get("/admin/policy/", follow_redirects=True).text)
 
 
 # The rule form shows each kind only its own fields and outcomes.
@@ -161,7 +161,7 @@ def draft_page(client, auth, admins, make_policy):
     draft = services.create_draft(actor(author), tenant.id)
     commit()
     auth.login(author.email)
-    url = f"/admin/policy/{tenant.id}/versions/{draft.id}"
+    url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}"
     return tenant, draft, url, auth.csrf(url)
 
 
@@ -265,12 +265,12 @@ def test_a_plain_post_of_an_outcome_that_does_not_fit_the_kind_is_refused_with_i
 def test_live_validation_under_the_dispute_kind_does_not_know_an_approval_only_field(
         client, draft_page):
     tenant, draft, url, token = draft_page
-    checked = client.post(f"/admin/policy/{tenant.id}/check",
+    checked = client.post(f"/admin/t/{tenant.slug}/policy/check",
                           headers={"HX-Request": "true", "X-CSRFToken": token},
                           data={"condition": "discount_pct > 10", "kind": "settlement_dispute"})
     assert checked.status_code == 200
     assert "Unknown field “discount_pct” of settlement disputes." in checked.text
-    fine = client.post(f"/admin/policy/{tenant.id}/check",
+    fine = client.post(f"/admin/t/{tenant.slug}/policy/check",
                        headers={"HX-Request": "true", "X-CSRFToken": token},
                        data={"condition": "discount_pct > 10", "kind": "approval"})
     assert "✓ Valid" in fine.text
@@ -291,3 +291,33 @@ def test_a_fitting_rule_of_each_kind_saves_from_the_form(client, draft_page):
     edit = page.split(f'id="kindpart-r{rule.id}"')[1].split("</fieldset>")[0]
     assert set(re.findall(r'name="(\w+)"', edit)) == KIND_INPUTS["settlement_dispute"][0]
     assert re.search(r'<option value="analyst"\s+selected', edit)
+
+
+def test_old_policy_urls_redirect_into_the_admin_frame(client, auth, admins, make_policy):
+    tenant, author, checker = admins
+    active = make_policy(tenant, author, checker, [AUTO])
+    auth.login(author.email)
+    new_home = f"/admin/t/{tenant.slug}/policy/"
+
+    for old, new in [
+            ("/admin/policy/", new_home),
+            (f"/admin/policy/?tenant={tenant.id}", new_home),
+            (f"/admin/policy/{tenant.id}/versions/{active.id}",
+             f"{new_home}versions/{active.id}"),
+            (f"/admin/policy/{tenant.id}/versions/{active.id}/simulation?days=30",
+             f"{new_home}versions/{active.id}/simulation?days=30")]:
+        response = client.get(old)
+        assert response.status_code == 301, old
+        assert response.headers["Location"] == new, old
+
+    page = client.get(new_home).text
+    assert re.search(r'<a href="/admin/t/northwind/policy/"\s+aria-current="page">Policy</a>',
+                     page)
+    assert f'href="/admin/t/{tenant.slug}/people"' in page  # the tenant's other admin tabs
+
+
+def test_an_unknown_tenant_in_a_policy_url_is_not_found(client, auth, admins):
+    _tenant, author, _checker = admins
+    auth.login(author.email)
+    assert client.get("/admin/t/no-such-tenant/policy/").status_code == 404
+    assert client.get("/admin/policy/999/versions/1").status_code == 404

@@ -132,7 +132,7 @@ def test_the_simulation_page_says_the_kill_switch_is_part_of_the_replay(
     services.submit_version(actor(author), tenant.id, draft.id)
     commit()
     auth.login("checker@example.com")
-    url = f"/admin/policy/{tenant.id}/versions/{draft.id}/simulation?days=30"
+    url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30"
     page = client.get(url).text
     assert "The kill switch is off" in page and "1</strong>" in page
     services.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
@@ -152,3 +152,64 @@ def test_the_diff_names_added_and_removed_lines(admins, make_policy):
     changes = [(sign, line) for sign, line in version_diff(active, draft) if sign != " "]
     assert ("-", "rule 1 “Nothing yet”: when amount < 0 → auto-approve") in changes
     assert ("+", "rule 1 “New”: when amount <= 10 → auto-approve") in changes
+
+
+def _decided_under_small_ones(admins, make_policy, make_item, make_user):
+    """An active version auto-approving items up to 600, and 20 items it decided."""
+    tenant, author, checker = admins
+    make_user("a@example.com", [tenant], roles=("approver",), limit="100000")
+    make_user("m@example.com", [tenant], roles=("manager",), limit="1000000")
+    make_policy(tenant, author, checker, [("Small ones", "amount <= 600", "auto_approve", "")])
+    for n in range(20):
+        make_item(tenant, amount=str(100 + n * 50), details={"discount_pct": "5"})
+    sweep_undecided(batch=50)
+    commit()
+    return tenant, author, checker
+
+
+def _draft(tenant, author, condition="amount <= 600", **settings):
+    draft = services.create_draft(actor(author), tenant.id)
+    rule = draft.rules[0]
+    services.save_rule(actor(author), tenant.id, draft.id, rule_id=rule.id, name=rule.name,
+                       condition=condition, outcome="auto_approve", steps_text="")
+    values = {"max_auto_amount": "", "daily_auto_count": "", "daily_auto_amount": "",
+              "qa_sample_pct": "0", "qa_role": "manager",
+              "fallback_steps_text": "approver >= amount", "risk": {"base": 0}}
+    values.update(settings)
+    services.save_settings(actor(author), tenant.id, draft.id, **values)
+    commit()
+    return draft
+
+
+def test_a_draft_without_rule_edits_shows_no_change_by_edits_only_sampling_and_holds(
+        admins, make_policy, make_item, make_user):
+    tenant, author, checker = _decided_under_small_ones(admins, make_policy, make_item,
+                                                        make_user)
+    draft = _draft(tenant, author, qa_sample_pct="40", daily_auto_count="2")
+
+    sim = simulate(actor(author), tenant.id, draft.id, days=30)
+
+    edits, sampling, holds, since = (sim.causes[c][0]
+                                     for c in ("edits", "sampling", "holds", "since"))
+    assert edits == 0
+    assert sampling > 0 and holds > 0
+    assert edits + sampling + holds + since == sim.changed_count
+    assert {cause for _row, _verdict, cause in sim.changed_examples} == {"sampling", "holds"}
+
+
+def test_a_rule_edit_is_counted_apart_from_sampling_and_on_the_page_first(
+        admins, make_policy, make_item, make_user, client, auth):
+    tenant, author, checker = _decided_under_small_ones(admins, make_policy, make_item,
+                                                        make_user)
+    draft = _draft(tenant, author, condition="amount <= 300", qa_sample_pct="30")
+
+    sim = simulate(actor(author), tenant.id, draft.id, days=30)
+
+    # 350..600 auto-approved in fact; now routed to people, unless the sample drew them.
+    assert 0 < sim.causes["edits"][0] <= 6
+    assert sim.causes["sampling"][0] > 0
+    auth.login("author@example.com")
+    page = client.get(f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30").text
+    assert page.index("Changed by your edits") < page.index(
+        "QA sample drawn differently")
+    assert "these would differ with no edit at all" in page

@@ -268,6 +268,33 @@ def test_a_refused_action_in_the_pane_says_why_in_the_message_area(world, make_i
     assert db.session.get(WorkItem, item.id).state == "pending"
 
 
+def test_a_version_conflict_says_when_in_the_tenants_time_not_utc(world, make_item, client,
+                                                                   auth):
+    from datetime import UTC, datetime
+
+    from app.approvals.services import approve_step
+    from app.actors import Actor
+    from app.models import User
+
+    nw, co, p = world
+    item = _item(make_item, co, "Refund for Acme", p["requester"])
+    stale = item.version
+    first = db.session.scalars(select(User).where(User.email == "approver.contoso@x.test")).one()
+    approve_step(Actor.for_user(first), item.id)
+    commit()
+    arrange(item, last_action_at=datetime(2026, 7, 1, 12, 5, tzinfo=UTC))
+    auth.login("approver@x.test")
+    token = auth.csrf("/queues/unassigned")
+
+    response = client.post(f"/items/{item.id}/act",
+                           headers={"HX-Request": "true", "X-CSRFToken": token},
+                           data={"action": "approve", "comment": "", "version": str(stale),
+                                 "queue": "unassigned", "filters": ""})
+
+    assert "2026-07-01 14:05 CEST" in response.text  # Berlin, summer time
+    assert "UTC" not in response.text
+
+
 def test_saved_views_are_personal(world, client, auth):
     nw, co, p = world
     auth.login("approver@x.test")
