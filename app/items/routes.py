@@ -10,7 +10,7 @@ from app.access import allow, declare_access
 from app.errors import DomainError, NotFound, ValidationFailed
 from app.items.forms import ActionForm, AttachForm, CommentForm
 from app.items.views import item_context
-from app.params import body_limit
+from app.params import body_limit, storable
 from app.queues.routes import queue_row_update
 from app.queues.views import QUEUES, TEAM_PREFIX
 from app.unit_of_work import commit
@@ -23,6 +23,7 @@ from app.work.attachments import (
     read_uploads,
     uploads_body_limit,
 )
+from app.work.mentions import mention_candidates as find_mention_candidates
 from app.work.services import add_comment, get_item
 from app.work.states import ACTING_ROLES, COMMENT_ROLES
 
@@ -103,6 +104,17 @@ def comment(item_id: int):
     if wants_fragment():
         return _panel(actor, item_id)
     return redirect(url_for("items.detail", item_id=item_id), code=303)
+
+
+@bp.get("/<bigid:item_id>/mentions")
+@allow(roles=COMMENT_ROLES)
+def mention_candidates(item_id: int):
+    """The members a comment on the item may mention, matching `q` (what follows the @): the
+    options of the comment box's list."""
+    typed = storable(request.args.get("q", ""), "q")
+    people = find_mention_candidates(current_actor(), item_id, typed)
+    return render_page("items/_mention_options.html", "options", people=people,
+                       item_id=item_id, typed=typed)
 
 
 @bp.post("/<bigid:item_id>/attachments")
