@@ -1,7 +1,8 @@
 """The demo requester's requests in every state, made now through the people's road (the
 request form's service, the policy's evaluation, the approvers' decisions), so a new user sees
 the whole journey: one waiting for their answer, one at each step, decided ones, a withdrawn
-one, one the policy approved; two carry evidence files. Runs after the bulk seed; its mails leave through the outbox."""
+one, one the policy approved; two carry evidence files. Runs after the bulk seed; its mails
+leave through the outbox."""
 from __future__ import annotations
 
 import uuid
