@@ -17,6 +17,7 @@ from app.web import current_actor, current_tenant_id, render_page
 from app.work import kinds
 from app.work.attachments import (
     ACCEPT,
+    attachments_of,
     max_bytes,
     per_change,
     read_uploads,
@@ -38,6 +39,7 @@ def index():
     actor = current_actor()
     items = my_requests(actor)
     return render_page("requests/index.html", items=items, waiting=where_waiting(items),
+                       files=attachments_of([i.id for i in items]),
                        needs_answer=[i for i in items if i.state == NEEDS_ANSWER],
                        can_request=bool(_request_tenants(actor)),
                        subtypes=kinds.SUBTYPES[Kind.APPROVAL.value])

@@ -61,6 +61,7 @@ def test_a_request_is_submitted_with_its_files(auth, client, people):
     assert names == ["quote.pdf", "lines.csv"]
     page = client.get(sent.headers["Location"])
     assert "quote.pdf" in page.text and SHA[:12] in page.text and "Rita Requester" in page.text
+    assert "2 files" in client.get("/requests/").text
 
 
 def test_a_refused_file_comes_back_on_the_form_and_makes_no_request(auth, client, people):
