@@ -33,6 +33,7 @@ def create_app(config: dict | None = None) -> Flask:
     from app.queues import models as queue_models  # noqa: F401
     from app.approvals import models as approval_models  # noqa: F401
     from app.work import mentions as mention_models  # noqa: F401
+    from app.work import attachments as attachment_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
     from app.dashboard import models as dashboard_models  # noqa: F401
     from app.dashboard import rollups  # noqa: F401  (writes the ledger's rollup changes)

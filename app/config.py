@@ -74,6 +74,9 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         # when saved and again when each delivery is made.
         "WEBHOOK_ALLOW_PRIVATE_TARGETS": env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS", "").lower() in (
             "1", "true", "yes"),
+        # Evidence files: the largest file, and the most files one change adds.
+        "ATTACHMENT_MAX_BYTES": int(env.get("ATTACHMENT_MAX_BYTES", str(10 * 1024 * 1024))),
+        "ATTACHMENTS_PER_CHANGE": int(env.get("ATTACHMENTS_PER_CHANGE", "5")),
         # CSV imports commit (and show progress) every this many rows.
         "IMPORT_BATCH_ROWS": int(env.get("IMPORT_BATCH_ROWS", "2000")),
         "OUTBOX_RELAY_ON_COMMIT": env.get("OUTBOX_RELAY_ON_COMMIT", "1").lower() in (

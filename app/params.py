@@ -296,9 +296,10 @@ class BigIdConverter(IdConverter):
 
 # --- request bodies --------------------------------------------------------------------------
 
-def body_limit(limit: int):
-    """A route that takes bodies up to `limit` bytes; every other takes MAX_CONTENT_LENGTH.
-    Put it just under the route decorator."""
+def body_limit(limit):
+    """A route that takes bodies up to `limit` bytes (or as many as `limit(app)` says, for a limit
+    the configuration sets); every other takes MAX_CONTENT_LENGTH. Put it just under the route
+    decorator."""
     def decorate(view):
         view.body_limit = limit
         return view
@@ -309,7 +310,10 @@ def body_limit(limit: int):
 def body_limit_of(app: Flask, endpoint: str | None) -> int | None:
     """The one place that decides how large a body an endpoint reads."""
     view = app.view_functions.get(endpoint) if endpoint else None
-    return getattr(view, "body_limit", None) or app.config.get("MAX_CONTENT_LENGTH")
+    limit = getattr(view, "body_limit", None)
+    if callable(limit):
+        limit = limit(app)
+    return limit or app.config.get("MAX_CONTENT_LENGTH")
 
 
 def _bound_the_body() -> None:

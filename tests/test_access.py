@@ -165,6 +165,29 @@ class World:
                 "analyst": (self.exception, "investigate"),
                 "manager": (self.claimable, "claim")}.get(persona, (self.approval, "approve"))
 
+    def file_of(self, persona: str) -> tuple[int, int]:
+        """(item id, attachment id) of a file on an item of the tenant the persona may see (a
+        requester: their own), an item of its own so that the walk's actions leave it open."""
+        return self._own_file if persona == "requester" else self._file
+
+    def _attached(self, item) -> tuple[int, int]:
+        from app.actors import Actor
+        from app.work.attachments import Upload, attach_files
+
+        [row] = attach_files(Actor.system("access walk"), item,
+                             [Upload("walk.txt", b"Walked by the access test\n")])
+        ids = (item.id, row.id)
+        commit()
+        return ids
+
+    @cached_property
+    def _file(self) -> tuple[int, int]:
+        return self._attached(self.make_item(self.tenant))
+
+    @cached_property
+    def _own_file(self) -> tuple[int, int]:
+        return self._attached(self.make_item(self.tenant, requester=self.users["requester"]))
+
     @cached_property
     def link(self) -> str:
         item = self.make_item(self.tenant)
@@ -298,6 +321,8 @@ class World:
 
     # What the walk puts in each path argument.
     def path_value(self, endpoint: str, argument: str, persona: str):
+        if argument == "item_id" and endpoint == "items.attachment":
+            return self.file_of(persona)[0]
         if argument == "item_id":
             return self.work_of(persona)[0].id
         if argument == "token":
@@ -322,6 +347,7 @@ class World:
             "delivery_pk": lambda: self.delivery,
             "token_id": lambda: self.token_row,
             "view_id": lambda: self.view_of(persona),
+            "attachment_id": lambda: self.file_of(persona)[1],
             # Someone else's session: ending it is a 404 for everyone, past the gate.
             "session_id": lambda: "s" * 32,
         }

@@ -109,6 +109,22 @@ def test_seed_demo_shows_the_requesters_journey_in_every_state(seeded):
     assert two_step and two_step[0].current_step().role == "manager"
 
 
+def test_seed_demo_requests_carry_evidence_files_a_viewer_opens(seeded):
+    import filetype
+
+    from app.work.attachments import Attachment, AttachmentBlob
+
+    files = {a.file_name: a for a in db.session.scalars(select(Attachment))}
+    assert set(files) == {"outage-credit-agreement.pdf", "november-charges.csv"}
+    assert files["outage-credit-agreement.pdf"].content_type == "application/pdf"
+    assert files["november-charges.csv"].content_type == "text/csv"
+    pdf = db.session.get(AttachmentBlob, files["outage-credit-agreement.pdf"].sha256).data
+    assert filetype.guess(bytes(pdf)).mime == "application/pdf" and b"startxref" in pdf
+    added = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "attachment.added")).all()
+    assert {e.data["sha256"] for e in added} == {a.sha256 for a in files.values()}
+
+
 def test_seed_demo_items_carry_90_days_of_history(seeded):
     now = utcnow()
     created = list(db.session.scalars(select(WorkItem.created_at)))

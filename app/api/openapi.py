@@ -21,8 +21,8 @@ ERROR_TEXT = {
     404: "No such item in the token's tenant.",
     409: "The item's state does not allow this (already decided, or changed since "
          "expected_version).",
-    413: "The body is larger than the operation takes (256 KB for a POST), whether sent with "
-         "its length or chunked.",
+    413: "The body is larger than the operation takes (256 KB for a JSON POST; for evidence "
+         "files, the files' limit), whether sent with its length or chunked.",
     414: "The URL is too long for the server.",
     415: "The body is not application/json.",
     422: "The body is JSON but not valid (see errors), or an Idempotency-Key was reused "
@@ -35,8 +35,11 @@ def _json_content(model: str) -> dict:
     return {"application/json": {"schema": {"$ref": REF.format(model=model)}}}
 
 
-def _errors(*statuses: int) -> dict:
-    return {str(s): {"description": ERROR_TEXT[s], "content": PROBLEM} for s in statuses}
+def _errors(*statuses: int, **descriptions: str) -> dict:
+    """Problem responses; `descriptions` (as s413=...) say what a status means for one
+    operation, where it differs."""
+    return {str(s): {"description": descriptions.get(f"s{s}", ERROR_TEXT[s]), "content": PROBLEM}
+            for s in statuses}
 
 
 def _without_null(schema: dict) -> dict:
@@ -116,6 +119,7 @@ def _webhooks() -> dict:
 def _document() -> dict:
     _keys, top = models_json_schema(
         [(schemas.ItemCreate, "validation"), (schemas.DecisionIn, "validation"),
+         (schemas.AttachmentOut, "serialization"),
          (schemas.ResubmitIn, "validation"),
          (schemas.ItemOut, "serialization"), (schemas.ItemPage, "serialization"),
          (schemas.EventPage, "serialization"), (schemas.Problem, "serialization"),
@@ -200,6 +204,40 @@ def _document() -> dict:
                         "200": {"description": "The item, pending again.",
                                 "content": _json_content("ItemOut")},
                         **_errors(400, 401, 403, 404, 409, 413, 414, 415, 422, 429),
+                    },
+                },
+            },
+            "/items/{item_id}/attachments": {
+                "post": {
+                    "operationId": "addItemAttachments",
+                    "summary": "Add evidence files to an item (each file's type is read from "
+                               "its bytes; its SHA-256 is recorded in the audit trail)",
+                    "description": "Allowed: PDF, PNG, JPEG, XLSX, DOCX, CSV and plain text. "
+                                   "A file added while an approval link is out supersedes "
+                                   "that link: the approver decides on the evidence as it "
+                                   "now stands.",
+                    "parameters": [ITEM_ID, IDEMPOTENCY_KEY],
+                    "requestBody": {"required": True, "content": {"multipart/form-data": {
+                        "schema": {"type": "object", "required": ["files"], "properties": {
+                            "files": {"type": "array", "minItems": 1, "items": {
+                                "type": "string", "contentMediaType":
+                                "application/octet-stream"}},
+                            "expected_version": {"type": "integer", "minimum": 1}}},
+                        "encoding": {"files": {"contentType": "application/octet-stream"}},
+                    }}},
+                    "responses": {
+                        "201": {"description": "The item with its files.",
+                                "content": _json_content("ItemOut")},
+                        **_errors(400, 401, 403, 404, 409, 413, 414, 415, 422, 429,
+                                  s409="The item is decided (its evidence is closed), or "
+                                       "changed since expected_version.",
+                                  s413="A file is larger than the limit (10 MB unless "
+                                       "configured), or the body is larger than the files "
+                                       "allowed at once.",
+                                  s415="The body is not multipart/form-data, or a file is "
+                                       "of a type that cannot be attached.",
+                                  s422="No file, an empty one, too many at once, or a bad "
+                                       "expected_version."),
                     },
                 },
             },

@@ -16,7 +16,8 @@ from app.api.problems import field_errors, problem
 from app.api.tokens import find_token, note_use, take_rate_limit, token_actor
 from app.errors import DomainError
 from app.extensions import csrf, db
-from app.params import API_BODY, body_limit
+from app.params import API_BODY, BadParam, body_limit, whole_number
+from app.work.attachments import attachments_of, read_uploads, uploads_body_limit
 from app.unit_of_work import commit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -166,8 +167,11 @@ def create_item():
 def list_items():
     query = _query(schemas.ItemQuery)
     items, next_cursor = services.list_items(g.api_actor, query)
+    files = attachments_of([i.id for i in items])
+    body = {"items": [schemas.item_json(i, files[i.id]) for i in items],
+            "next_cursor": next_cursor}
     db.session.rollback()  # a read: end the transaction without a commit
-    return _json({"items": [schemas.item_json(i) for i in items], "next_cursor": next_cursor})
+    return _json(body)
 
 
 @bp.get("/items/<bigid(signed=True):item_id>")
@@ -202,6 +206,36 @@ def resubmit(item_id: int):
         return 200, schemas.item_json(item), {}
 
     return _idempotent(change)
+
+
+@bp.post("/items/<bigid(signed=True):item_id>/attachments")
+@body_limit(uploads_body_limit)
+@allow(api_token="items:write")
+def add_attachments(item_id: int):
+    """Evidence files for an item of the token's tenant, as multipart/form-data (field
+    `files`, repeated); each file's type is read from its bytes."""
+    services.read_item(g.api_actor, item_id)  # another tenant's item is a 404, whatever is sent
+    if request.mimetype != "multipart/form-data":
+        raise ProblemResponse(problem(415, "Send the files as multipart/form-data, in fields "
+                                           "named 'files'."))
+
+    def change():
+        uploads = read_uploads(request.files.getlist("files"))
+        services.attach_from_api(g.api_actor, item_id, uploads,
+                                 _expected_version(request.form.get("expected_version")))
+        item = services.read_item(g.api_actor, item_id)
+        return 201, schemas.item_json(item), {}
+
+    return _idempotent(change)
+
+
+def _expected_version(raw):
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return whole_number(raw, "expected_version", minimum=1)
+    except BadParam as bad:
+        raise ProblemResponse(problem(422, str(bad.description), bad.fields)) from None
 
 
 @bp.get("/items/<bigid(signed=True):item_id>/events")

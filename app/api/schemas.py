@@ -111,6 +111,19 @@ class StepOut(BaseModel):
     decided_at: datetime | None
 
 
+class AttachmentOut(BaseModel):
+    """An evidence file on the item, as it was added (its SHA-256 is in its audit event)."""
+
+    id: int
+    file_name: str
+    content_type: str = Field(description="The type its bytes were found to be, whatever "
+                                          "the sender said.")
+    size: int = Field(description="Bytes.")
+    sha256: str
+    added_by: str
+    added_at: datetime
+
+
 class ItemOut(BaseModel):
     id: int
     tenant: str = Field(description="The tenant's slug.")
@@ -143,6 +156,9 @@ class ItemOut(BaseModel):
     adjustment_amount: MoneyOut | None
     resolution_code: str | None
     steps: list[StepOut]
+    attachments: list[AttachmentOut] = Field(
+        default_factory=list, description="Evidence files, in the order added; read them in "
+                                          "Cleardesk.")
 
 
 class ItemPage(BaseModel):
@@ -316,8 +332,13 @@ def _money(value) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def item_json(item) -> dict:
-    """An item as the API and the webhooks show it (validated against ItemOut)."""
+def item_json(item, attachments: list | None = None) -> dict:
+    """An item as the API and the webhooks show it (validated against ItemOut). `attachments`:
+    its files when the caller read many items' at once (app.work.attachments.attachments_of)."""
+    from app.work.attachments import item_attachments
+
+    if attachments is None:
+        attachments = item_attachments(item.id)
     return ItemOut(
         id=item.id, tenant=item.tenant.slug, kind=item.kind, subtype=item.subtype,
         title=item.title, external_ref=item.external_ref, source_system=item.source_system,
@@ -332,4 +353,11 @@ def item_json(item) -> dict:
         adjustment_amount=_money(item.adjustment_amount), resolution_code=item.resolution_code,
         steps=[StepOut(position=s.position, role=s.role, state=s.state, decided_at=s.decided_at)
                for s in item.steps],
+        attachments=[attachment_json(a) for a in attachments],
     ).model_dump(mode="json")
+
+
+def attachment_json(row) -> dict:
+    return AttachmentOut(id=row.id, file_name=row.file_name, content_type=row.content_type,
+                         size=row.size, sha256=row.sha256, added_by=row.added_by_name,
+                         added_at=row.created_at).model_dump(mode="json")

@@ -148,6 +148,13 @@ def resubmit_from_api(actor: Actor, item_id: int, body: ResubmitIn) -> WorkItem:
                    expected_version=body.expected_version)
 
 
+def attach_from_api(actor: Actor, item_id: int, uploads: list, expected_version: int | None):
+    """A source system's evidence for an item of its tenant (another tenant's is NotFound)."""
+    from app.work.attachments import add_attachments
+
+    return add_attachments(actor, item_id, uploads, expected_version=expected_version)
+
+
 # --- idempotency -----------------------------------------------------------------------------
 
 @dataclass

@@ -3,9 +3,10 @@ do now (read-only, for GET and HEAD), and deciding through it (the write path fo
 
 The link carries only a random nonce signed with SECRET_KEY; the row it names (by the nonce's
 SHA-256) binds it to item, step, approver and the facts the approver decides on (a fingerprint
-of amount, subtype, counterparty, title and details): claiming, commenting or reassigning the
-item leaves a link good, a changed fact supersedes it. Every rule of the browser applies,
-because the decision goes through approve_step / reject_approval with an email-link actor."""
+of amount, subtype, counterparty, title, details and evidence files): claiming, commenting or
+reassigning the item leaves a link good, a changed fact supersedes it. Every rule of the browser
+applies, because the decision goes through approve_step / reject_approval with an email-link
+actor."""
 from __future__ import annotations
 
 import hashlib
@@ -99,10 +100,17 @@ def step_up_threshold() -> Decimal:
 
 def decision_facts(item: WorkItem) -> str:
     """A fingerprint of what an approver decides on. Work on the item that leaves these alone
-    (a claim, a comment, a reassignment) does not change it; an amended amount or detail does."""
+    (a claim, a comment, a reassignment) does not change it; an amended amount or detail, or
+    an evidence file added, does. (Files enter only when there are any, so links issued before
+    items had files keep their fingerprints.)"""
+    from app.work.attachments import attachment_hashes
+
     facts = {"amount": str(item.amount), "currency": item.currency, "subtype": item.subtype,
              "counterparty": item.counterparty, "title": item.title,
              "details": item.details or {}}
+    files = attachment_hashes(item.id)
+    if files:
+        facts["files"] = files
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 

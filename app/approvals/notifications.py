@@ -56,8 +56,21 @@ def item_summary(item: WorkItem, step: ApprovalStep | None = None) -> dict:
         # The subtype's own fields (discount %, terms, invoice, cost centre…), the reason aside.
         "details": [(label, value) for label, value in kinds.labelled_details(
             {k: v for k, v in (item.details or {}).items() if k != "reason"})],
+        "files": _files(item),
         **_policy_facts(item),
     }
+
+
+def _files(item: WorkItem) -> list[dict]:
+    """The evidence files, as an approver reads them before deciding: each opens (after
+    signing in) from its own address."""
+    from app.work.attachments import item_attachments
+
+    base = current_app.config["APP_BASE_URL"].rstrip("/")
+    return [{"name": a.file_name, "size": a.size_text, "type": a.type_label,
+             "sha": a.short_sha, "sha256": a.sha256,
+             "url": f"{base}/items/{item.id}/attachments/{a.id}"}
+            for a in item_attachments(item.id)]
 
 
 def _policy_facts(item: WorkItem) -> dict:

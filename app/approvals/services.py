@@ -174,18 +174,22 @@ def _require_requester(actor: Actor, item: WorkItem, what: str) -> None:
 
 
 def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: dict | None = None,
-             expected_version: int | None = None) -> WorkItem:
+             expected_version: int | None = None, files: list | None = None) -> WorkItem:
     """The requester (or, for an item no person requested, its source system) answers the
     question and sends the item back to the step's approver. The answer may amend the amount
     (never upward: a larger amount may need more approval, so it is a new request) or the
     subtype's fields; the amendment is audited with before and after, and it changes the facts
-    decided on, so no link sent before can decide it."""
+    decided on, so no link sent before can decide it. Files sent with the answer are added in
+    the same transaction (app.work.attachments)."""
+    from app.work.attachments import attach_files, check_uploads
+
     answer = (answer or "").strip()
     if not answer:
         raise ValidationFailed("Answer the question before resubmitting.",
                                {"comment": "is required"})
     item = _approval(actor, item_id)
     _require_requester(actor, item, "resubmit")
+    check_uploads(list(files or ()))
     before = item.state
     amended = _amendment(item, amount, details)
     item = transition(actor, item, "resubmit", comment=answer, expected_version=expected_version,
@@ -193,6 +197,8 @@ def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: d
                       data={"amended": {name: {"before": b, "after": a}
                                         for name, (b, a) in amended.items()}}
                       if amended else None)
+    if before != item.state:  # not a repeated click: the files go with the answer once
+        attach_files(actor, item, list(files or ()))
     step = item.current_step()
     named = named_approver_id(step) if step is not None else None
     if before != item.state and named is not None:

@@ -1,7 +1,8 @@
 """The demo requester's requests in every state, made now through the people's road (the
 request form's service, the policy's evaluation, the approvers' decisions), so a new user sees
 the whole journey: one waiting for their answer, one at each step, decided ones, a withdrawn
-one, one the policy approved. Runs after the bulk seed; its mails leave through the outbox."""
+one, one the policy approved; two carry evidence files. Runs after the bulk seed; its mails
+leave through the outbox."""
 from __future__ import annotations
 
 import uuid
@@ -15,6 +16,7 @@ from app.models import Tenant, User, WorkItem
 from app.policy.services import evaluate_items, policy_actor
 from app.requests.services import submit_request
 from app.unit_of_work import commit
+from app.work.attachments import Upload
 
 # (subtype, counterparty, amount, reason, fields, what happens next)
 JOURNEYS = [
@@ -35,6 +37,51 @@ JOURNEYS = [
 ]
 
 
+def _pdf(lines: list[str]) -> bytes:
+    """A one-page PDF of a few lines of text (Helvetica), with a correct cross-reference
+    table, so any viewer opens it."""
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+    stream = "BT /F1 12 Tf 72 760 Td 16 TL " + " ".join(
+        f"({escape(line)}) '" for line in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for offset in offsets:
+        out += f"{offset:010d} 00000 n \n".encode()
+    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n"
+            "%%EOF\n").encode()
+    return bytes(out)
+
+
+# Evidence the demo requests carry, by counterparty: a new user sees files on a request, in
+# the approver's mail and pane, and their SHA-256 in the audit trail.
+EVIDENCE = {
+    "Fabrikam Retail": [("outage-credit-agreement.pdf", _pdf([
+        "Fabrikam Retail - service credit agreement",
+        "Outage: 2026-11-03 09:10 to 2026-11-04 17:40 UTC (32.5 hours)",
+        "Credit agreed: USD 62,000.00 against invoice INV-2026-3310",
+        "Approved in principle by the CFO on 2026-11-12."]))],
+    "Contoso Pharma": [("november-charges.csv", (
+        "invoice,date,description,amount\n"
+        "INV-2026-2987,2026-11-02,Platform subscription (November),3450.00\n"
+        "INV-2026-2987,2026-11-02,Platform subscription (November),3450.00\n").encode())],
+}
+
+
 def _person(email: str) -> Actor:
     user = db.session.scalars(select(User).where(User.email == email)).one()
     return Actor.for_user(user, ip="127.0.0.1", user_agent="seed-demo")
@@ -50,7 +97,8 @@ def seed_journeys(slug: str = "northwind") -> int:
         item, _created = submit_request(
             requester, tenant_id=tenant.id, subtype=subtype, title=None,
             counterparty=counterparty, amount=amount, reason=reason, fields=fields,
-            request_key=uuid.uuid4().hex)
+            request_key=uuid.uuid4().hex,
+            files=[Upload(name, data) for name, data in EVIDENCE.get(counterparty, ())])
         made.append(item.id)
     commit()
     evaluate_items(policy_actor(tenant.id), made)  # as the worker would, now

@@ -17,3 +17,7 @@ class ActionForm(FlaskForm):
 
 class CommentForm(FlaskForm):
     comment = TextAreaField("Comment", validators=[DataRequired(), Length(max=5000)])
+
+
+class AttachForm(FlaskForm):
+    version = WholeNumberField(validators=[Optional()])

@@ -4,17 +4,26 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, request, url_for
 
 from app.access import allow, declare_access
 from app.errors import DomainError, NotFound, ValidationFailed
-from app.items.forms import ActionForm, CommentForm
+from app.items.forms import ActionForm, AttachForm, CommentForm
 from app.items.views import item_context
+from app.params import body_limit, storable
 from app.queues.routes import queue_row_update
 from app.queues.views import QUEUES, TEAM_PREFIX
 from app.unit_of_work import commit
 from app.web import current_actor, render_page, wants_fragment
 from app.work.actions import outcome_message, perform
+from app.work.attachments import (
+    add_attachments,
+    download_headers,
+    open_attachment,
+    read_uploads,
+    uploads_body_limit,
+)
+from app.work.mentions import mention_candidates as find_mention_candidates
 from app.work.services import add_comment, get_item
 from app.work.states import ACTING_ROLES, COMMENT_ROLES
 
@@ -48,6 +57,7 @@ def detail(item_id: int):
 
 
 @bp.post("/<bigid:item_id>/act")
+@body_limit(uploads_body_limit)  # a requester's answer may carry files
 @allow(roles=ACTING_ROLES)
 def act(item_id: int):
     actor = current_actor()
@@ -59,7 +69,8 @@ def act(item_id: int):
                 resolution_code=form.resolution_code.data or None,
                 adjustment_amount=form.adjustment_amount.data or None,
                 expected_version=form.version.data, assignee_id=form.assignee_id.data,
-                amount=form.amount.data or None)
+                amount=form.amount.data or None,
+                files=read_uploads(request.files.getlist("files")))
         message = outcome_message(item, form.action.data)
         commit()
     except DomainError as error:
@@ -93,6 +104,50 @@ def comment(item_id: int):
     if wants_fragment():
         return _panel(actor, item_id)
     return redirect(url_for("items.detail", item_id=item_id), code=303)
+
+
+@bp.get("/<bigid:item_id>/mentions")
+@allow(roles=COMMENT_ROLES)
+def mention_candidates(item_id: int):
+    """The members a comment on the item may mention, matching `q` (what follows the @): the
+    options of the comment box's list."""
+    typed = storable(request.args.get("q", ""), "q")
+    people = find_mention_candidates(current_actor(), item_id, typed)
+    return render_page("items/_mention_options.html", "options", people=people,
+                       item_id=item_id, typed=typed)
+
+
+@bp.post("/<bigid:item_id>/attachments")
+@body_limit(uploads_body_limit)
+@allow(roles=COMMENT_ROLES)
+def attach(item_id: int):
+    """Evidence files alone, from the item's pane."""
+    actor = current_actor()
+    form = AttachForm()
+    if not form.validate_on_submit():
+        abort(400, "This form has expired or did not come from Cleardesk. Reload the page.")
+    try:
+        added = add_attachments(actor, item_id, read_uploads(request.files.getlist("files")),
+                                expected_version=form.version.data)
+        commit()
+    except DomainError as error:
+        if wants_fragment() or isinstance(error, NotFound):
+            raise  # shown in the page's message area
+        flash(error.message, "error")
+        return redirect(url_for("items.detail", item_id=item_id), code=303)
+    message = (f"Added {added[0].file_name}" if len(added) == 1
+               else f"Added {len(added)} files")
+    if wants_fragment():
+        return _after_action(actor, item_id, message)
+    flash(message + ".", "success")
+    return redirect(url_for("items.detail", item_id=item_id), code=303)
+
+
+@bp.get("/<bigid:item_id>/attachments/<int:attachment_id>")
+def attachment(item_id: int, attachment_id: int):
+    """A file, to whoever may see its item; always a download, never shown inline."""
+    row, data = open_attachment(current_actor(), item_id, attachment_id)
+    return Response(data, headers=download_headers(row))
 
 
 def _after_action(actor, item_id: int, message: str):

@@ -11,6 +11,14 @@ from app.items.forms import ActionForm, CommentForm
 from app.models import Kind, Role, User, WorkItem
 from app.queues.views import people_who_work
 from app.work import kinds
+from app.work.attachments import (
+    ACCEPT,
+    item_attachments,
+    max_bytes,
+    may_attach,
+    per_change,
+    size_text,
+)
 from app.work.services import open_items, scoped_items
 from app.work.states import (
     ACTION_LABELS,
@@ -34,6 +42,7 @@ EVENT_LABELS = {
     "item.released": "released",
     "item.reassigned": "reassigned",
     "item.commented": "commented",
+    "attachment.added": "added a file",
     "approval.step_approved": "approved a step",
     "item.approve": "approved",
     "item.reject": "rejected",
@@ -120,6 +129,11 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "Kind": Kind,
         "event_label": event_label,
         "receipt": receipt_view(item),
+        "attachments": item_attachments(item.id),
+        "can_attach": may_attach(actor, item),
+        "accept": ACCEPT,
+        "max_file": size_text(max_bytes()),
+        "per_change": per_change(),
         **routed_to(item),
     }
 

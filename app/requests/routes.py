@@ -7,12 +7,23 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 
 from app.access import allow, declare_access
 from app.errors import ValidationFailed
+from app.extensions import db
+from app.params import body_limit
 from app.models import Kind, Role
 from app.requests.forms import RequestForm
 from app.requests.services import NEEDS_ANSWER, my_requests, submit_request, where_waiting
 from app.unit_of_work import commit
 from app.web import current_actor, current_tenant_id, render_page
 from app.work import kinds
+from app.work.attachments import (
+    ACCEPT,
+    attachments_of,
+    max_bytes,
+    per_change,
+    read_uploads,
+    size_text,
+    uploads_body_limit,
+)
 
 bp = Blueprint("requests", __name__, url_prefix="/requests")
 declare_access(bp, member=True)  # one's own requests; raising one needs the requester role
@@ -28,12 +39,14 @@ def index():
     actor = current_actor()
     items = my_requests(actor)
     return render_page("requests/index.html", items=items, waiting=where_waiting(items),
+                       files=attachments_of([i.id for i in items]),
                        needs_answer=[i for i in items if i.state == NEEDS_ANSWER],
                        can_request=bool(_request_tenants(actor)),
                        subtypes=kinds.SUBTYPES[Kind.APPROVAL.value])
 
 
 @bp.route("/new", methods=["GET", "POST"])
+@body_limit(uploads_body_limit)
 @allow(roles={Role.REQUESTER})
 def new():
     actor = current_actor()
@@ -64,9 +77,11 @@ def new():
                 actor, tenant_id=form.tenant_id.data, subtype=subtype, title=form.title.data,
                 counterparty=form.counterparty.data, amount=form.amount.data,
                 reason=form.reason.data, fields=request.form,
-                request_key=form.request_key.data)
+                request_key=form.request_key.data,
+                files=read_uploads(request.files.getlist("files")))
             commit()
         except ValidationFailed as error:
+            db.session.rollback()  # nothing of a refused request is kept
             failed = error
         else:
             flash(f"Your request {item.external_ref} is submitted." if created
@@ -79,5 +94,8 @@ def new():
     return render_page("requests/new.html", "request_form", form=form, subtype=subtype,
                        fields=kinds.SUBTYPE_FIELDS.get(subtype, ()), labels=kinds.DETAIL_LABELS,
                        types=kinds.DETAIL_FIELDS[Kind.APPROVAL.value], values=request.form,
-                       errors=errors, failed=failed, tenant=tenant,
+                       errors=errors, failed=failed, tenant=tenant, accept=ACCEPT,
+                       max_file=size_text(max_bytes()), per_change=per_change(),
+                       files_lost=bool(failed) and any(
+                           f.filename for f in request.files.getlist("files")),
                        status=422 if failed else 200)

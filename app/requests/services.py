@@ -16,6 +16,7 @@ from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import ApprovalStep, Kind, StepState, User, WorkItem
 from app.work import kinds
+from app.work.attachments import Upload, attach_files, check_uploads
 from app.work.services import create_item, scoped_items
 
 SOURCE_SYSTEM = "cleardesk"
@@ -25,10 +26,18 @@ _ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
 
 def submit_request(actor: Actor, *, tenant_id: int, subtype: str, title: str | None,
                    counterparty: str, amount, reason: str, fields: dict,
-                   request_key: str) -> tuple[WorkItem, bool]:
-    """Raise an approval request as the signed-in requester. `request_key` (a fresh key the form
-    carried) makes it idempotent: a double submit returns the request already made."""
+                   request_key: str, files: list[Upload] = ()) -> tuple[WorkItem, bool]:
+    """Raise an approval request as the signed-in requester, with its evidence files (checked
+    before anything is written, and added in the same transaction: a request is never made
+    without the files it was sent with). `request_key` (a fresh key the form carried) makes it
+    idempotent: a double submit returns the request already made, and adds no file twice."""
     errors: dict[str, str] = {}
+    file_error = None
+    try:
+        check_uploads(list(files))
+    except ValidationFailed as refused:
+        file_error = refused
+        errors["files"] = refused.message
     if subtype not in kinds.SUBTYPES[Kind.APPROVAL.value]:
         raise ValidationFailed("Choose what you need approved.", {"subtype": "unknown"})
     if not _KEY.match(request_key or ""):
@@ -44,16 +53,21 @@ def submit_request(actor: Actor, *, tenant_id: int, subtype: str, title: str | N
         errors["counterparty"] = "is required"
     if not str(amount or "").strip():
         errors["amount"] = "is required"
+    if file_error is not None and len(errors) == 1:
+        raise file_error
     if errors:
         raise ValidationFailed("Some fields need attention.", errors)
     details["reason"] = reason
     label = kinds.SUBTYPES[Kind.APPROVAL.value][subtype]
-    return create_item(
+    item, created = create_item(
         actor, tenant_id=tenant_id, kind=Kind.APPROVAL.value, subtype=subtype,
         title=(title or "").strip() or f"{label} for {counterparty.strip()}",
         external_ref=f"REQ-{request_key[:12].upper()}", source_system=SOURCE_SYSTEM,
         counterparty=counterparty.strip(), amount=amount,
         details={k: v for k, v in details.items() if v is not None})
+    if created:
+        attach_files(actor, item, list(files))
+    return item, created
 
 
 @dataclass(frozen=True)

@@ -358,3 +358,90 @@ window.addEventListener("resize", () => {
   clearTimeout(scrollRegionsTimer);
   scrollRegionsTimer = setTimeout(scrollRegions, 150);
 });
+
+// ---- @mentions in the comment box: the tenant's members matching what follows the @ ----------
+const mentions = {
+  typed(box) {
+    const match = box.value.slice(0, box.selectionStart).match(/(?:^|[\s(])@([^\s@]{0,60})$/);
+    return match ? match[1] : null;
+  },
+  list: (box) => document.getElementById(box.dataset.mentionsList),
+  options: (box) => Array.from(mentions.list(box)?.querySelectorAll("[role=option]") || []),
+  hint: (box) => document.getElementById(box.getAttribute("aria-describedby")),
+  open: (box) => !!mentions.list(box) && !mentions.list(box).hidden,
+  close(box) {
+    const list = mentions.list(box);
+    if (list) { list.hidden = true; list.innerHTML = ""; }
+  },
+  highlight(box, index) {
+    mentions.options(box).forEach((option, i) => {
+      option.setAttribute("aria-selected", i === index ? "true" : "false");
+      if (i === index) {
+        option.scrollIntoView({ block: "nearest" });
+        const hint = mentions.hint(box);
+        if (hint) hint.textContent = `${option.textContent.trim()}; Enter inserts, Escape closes.`;
+      }
+    });
+  },
+  pick(box, option) {
+    const caret = box.selectionStart;
+    const before = box.value.slice(0, caret);
+    const at = before.lastIndexOf("@");
+    const inserted = `@${option.dataset.email} `;
+    box.value = before.slice(0, at) + inserted + box.value.slice(caret);
+    box.setSelectionRange(at + inserted.length, at + inserted.length);
+    mentions.close(box);
+    box.focus();
+  },
+  async show(box, typed) {
+    const list = mentions.list(box);
+    if (!list) return;
+    await htmx.ajax("GET", `${box.dataset.mentionsUrl}?q=${encodeURIComponent(typed)}`,
+      { target: list, swap: "innerHTML" });
+    if (mentions.typed(box) === null) return;  // typed on past the mention meanwhile
+    list.hidden = false;
+    const count = mentions.options(box).length;
+    const hint = mentions.hint(box);
+    if (hint) hint.textContent = count ? `${count} member${count > 1 ? "s" : ""} match; arrow keys choose, Enter inserts.` : "No member matches.";
+    if (count) mentions.highlight(box, 0);
+  },
+};
+
+document.addEventListener("input", (event) => {
+  const box = event.target.closest && event.target.closest("textarea[data-mentions-url]");
+  if (!box) return;
+  const typed = mentions.typed(box);
+  clearTimeout(box.mentionTimer);
+  if (typed === null) { mentions.close(box); return; }
+  box.mentionTimer = setTimeout(() => mentions.show(box, typed), 150);
+});
+
+document.addEventListener("keydown", (event) => {
+  const box = event.target.closest && event.target.closest("textarea[data-mentions-url]");
+  if (!box || !mentions.open(box)) return;
+  const options = mentions.options(box);
+  const current = options.findIndex((o) => o.getAttribute("aria-selected") === "true");
+  if ((event.key === "ArrowDown" || event.key === "ArrowUp") && options.length) {
+    event.preventDefault();
+    const step = event.key === "ArrowDown" ? 1 : -1;
+    mentions.highlight(box, (current + step + options.length) % options.length);
+  } else if ((event.key === "Enter" || event.key === "Tab") && options.length && !event.shiftKey) {
+    event.preventDefault();
+    mentions.pick(box, options[Math.max(0, current)]);
+  } else if (event.key === "Escape") {
+    event.preventDefault();
+    mentions.close(box);
+  }
+});
+
+document.addEventListener("mousedown", (event) => {
+  const option = event.target.closest && event.target.closest(".mention-box [role=option]");
+  if (!option) return;
+  event.preventDefault();  // the comment box keeps the focus and its caret
+  mentions.pick(option.closest(".mention-box").querySelector("textarea"), option);
+});
+
+document.addEventListener("focusout", (event) => {
+  const box = event.target.closest && event.target.closest("textarea[data-mentions-url]");
+  if (box) setTimeout(() => { if (document.activeElement !== box) mentions.close(box); }, 100);
+});

@@ -364,7 +364,10 @@ def fan_out(message) -> None:
     items = {item.id: item for item in db.session.scalars(
         select(WorkItem).where(WorkItem.id.in_([i for i in item_ids if i is not None]))
         .options(selectinload(WorkItem.steps)))}
-    shown = {item_id: item_json(item) for item_id, item in items.items()}
+    from app.work.attachments import attachments_of
+
+    files = attachments_of(list(items))
+    shown = {item_id: item_json(item, files[item_id]) for item_id, item in items.items()}
     done = set(db.session.execute(select(WebhookDelivery.subscription_id, WebhookDelivery.part)
                                   .where(WebhookDelivery.outbox_message_id == message.id)).all())
     tenant = db.session.get(Tenant, message.tenant_id)

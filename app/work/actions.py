@@ -13,7 +13,13 @@ from app.work import services as work
 def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = None,
             resolution_code: str | None = None, adjustment_amount=None,
             expected_version: int | None = None, assignee_id: int | None = None,
-            amount=None) -> WorkItem:
+            amount=None, files: list | None = None) -> WorkItem:
+    """`files` (evidence, app.work.attachments.Upload) go only with a requester's answer."""
+    if files and action != "resubmit":
+        from app.errors import ValidationFailed
+
+        raise ValidationFailed("Add files with the Add files button, or with your answer.",
+                               {"files": "not taken with this action"})
     if action == "claim":
         return work.claim_item(actor, item_id, expected_version)
     if action == "release":
@@ -31,7 +37,7 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
             return approvals.request_info(actor, item_id, question=comment, expected_version=v)
         if action == "resubmit":
             return approvals.resubmit(actor, item_id, answer=comment, amount=amount,
-                                      expected_version=v)
+                                      expected_version=v, files=files)
         if action == "withdraw":
             return approvals.withdraw(actor, item_id, comment=comment, expected_version=v)
     elif item.kind == Kind.BILLING_EXCEPTION.value:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, select
+from sqlalchemy import ForeignKey, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.errors import ValidationFailed
+from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Membership, User, WorkItem
 from app.types import UTCDateTime, utcnow
@@ -61,3 +61,26 @@ def record_mentions(item: WorkItem, people: list[User], by: int | None) -> list[
 def mentioned_item_ids(user_id: int):
     """A subquery of the items `user_id` was mentioned on."""
     return select(ItemMention.item_id).where(ItemMention.user_id == user_id)
+
+
+MOST_CANDIDATES = 8
+
+
+def mention_candidates(actor, item_id: int, typed: str) -> list[User]:
+    """Members of the item's tenant a comment on it may mention, matching what follows the
+    `@` (the start of an email, or any part of a name): for someone who may see the item and
+    comment on it, never another tenant's people."""
+    from app.actors import ActorType
+    from app.work.services import get_item
+    from app.work.states import COMMENT_ROLES
+
+    item = get_item(actor, item_id)
+    if actor.type is ActorType.USER and not actor.roles_in(item.tenant_id) & COMMENT_ROLES:
+        raise PermissionDenied("Your roles do not let you comment.")
+    typed = (typed or "").strip().lower()[:100]
+    query = (select(User).join(Membership, Membership.user_id == User.id)
+             .where(Membership.tenant_id == item.tenant_id, User.active.is_(True)))
+    if typed:
+        query = query.where(or_(func.lower(User.email).startswith(typed, autoescape=True),
+                                func.lower(User.name).contains(typed, autoescape=True)))
+    return list(db.session.scalars(query.order_by(User.name, User.id).limit(MOST_CANDIDATES)))

@@ -44,7 +44,7 @@ def test_every_operation_conforms_to_the_document_and_never_errs(app, seeded, li
     auth = {"Authorization": f"Bearer {seeded.token}"}
     base_url = f"{live_server}/api/v1"
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6
+    assert len(operations) == 7
     for operation in operations:
         for mode, checks in ((GenerationMode.POSITIVE, CHECKS + [ignored_auth]),
                              (GenerationMode.NEGATIVE, CHECKS + [negative_data_rejection])):

@@ -34,7 +34,7 @@ VARIANTS = {
 KNOWN_GAPS: dict[str, str] = {}
 # The JSON API takes bearer tokens, never a session: a signed-in auditor is not even
 # authenticated there (401), whatever the route.
-TOKEN_ONLY = {"api.create_item", "api.decide", "api.resubmit"}
+TOKEN_ONLY = {"api.create_item", "api.decide", "api.resubmit", "api.add_attachments"}
 
 
 def _post_routes() -> list:

@@ -1,7 +1,9 @@
 """The whole loop of one request, in a real Chromium with a real worker and SMTP server:
-a requester raises a discount → the approver is mailed the facts → asks for information →
+a requester raises a discount with a file → the approver is mailed the facts and the file, and
+sees and downloads it → asks for information →
 the requester is mailed, answers with a corrected amount and resubmits → the first link is
 refused, the fresh one approves → the requester is mailed the outcome."""
+import hashlib
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +18,8 @@ from tests.browser.conftest import CHROMIUM_ARGS  # noqa: F401 (the same browser
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
+QUOTE = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+QUOTE_SHA = hashlib.sha256(QUOTE).hexdigest()
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "journey"
 
 
@@ -50,6 +54,8 @@ def test_a_request_goes_round_the_loop_and_the_requester_is_told(
     page.locator("[name=discount_pct]").fill("20")
     page.locator("[name=contract_term_months]").fill("36")
     page.locator("[name=reason]").fill("Three-year renewal; the competitor offers 20%.")
+    page.get_by_label("Evidence files").set_input_files(files=[{
+        "name": "competitor-quote.pdf", "mimeType": "application/pdf", "buffer": QUOTE}])
     page.screenshot(path=str(SHOTS / "1-new-request.png"), full_page=True)
     page.get_by_role("button", name="Submit request").click()
     page.wait_for_url(re.compile(r"/items/\d+$"))
@@ -60,6 +66,7 @@ def test_a_request_goes_round_the_loop_and_the_requester_is_told(
     [first] = inbox.to("ann@example.com")
     text = inbox.text(first)
     assert "Discount:      20%" in text and "competitor offers 20%" in text
+    assert "competitor-quote.pdf (PDF" in text and QUOTE_SHA[:12] in text
     first_link = link_path(inbox, first)
 
     approver = chromium.new_context(base_url=live_server)
@@ -68,6 +75,14 @@ def test_a_request_goes_round_the_loop_and_the_requester_is_told(
     ann.wait_for_url(re.compile(r"/queues/mine$"))
     expect(ann.locator("#rows")).to_contain_text("Discount for Blue Yonder Labs")  # routed to her
     ann.goto(f"/items/{item_id}")
+    evidence = ann.locator("#item-panel .attachments")
+    expect(evidence).to_contain_text("competitor-quote.pdf")
+    expect(evidence).to_contain_text("Rita Requester")
+    expect(evidence).to_contain_text(QUOTE_SHA[:12])
+    with ann.expect_download() as download:
+        evidence.get_by_role("link", name="competitor-quote.pdf").click()
+    assert Path(download.value.path()).read_bytes() == QUOTE
+    ann.screenshot(path=str(SHOTS / "1b-approver-sees-the-file.png"), full_page=True)
     ann.get_by_label("What do you need?").fill("Can you bring it to 2,800?")
     ann.get_by_role("button", name="Request info").click()
     expect(ann.locator("#item-panel .badge").first).to_have_text("info requested")

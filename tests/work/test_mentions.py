@@ -46,3 +46,34 @@ def test_a_mention_of_a_stranger_is_refused_by_name(team, make_item):
     assert "nobody@elsewhere.test" in refused.value.fields["comment"]
     db.session.rollback()
     assert not db.session.scalars(select(ItemMention)).all()
+
+
+def test_the_mention_list_offers_the_items_tenant_members_to_who_may_comment(
+        team, make_user, make_item, make_tenant, auth, client):
+    from app.errors import PermissionDenied
+    from app.work.mentions import mention_candidates
+
+    make_user("ann.other@y.test", [make_tenant("contoso")], roles=("approver",),
+              name="Ann Elsewhere")
+    auditor = make_user("aud@x.test", [team["tenant"]], roles=("auditor",), name="Aud Itor")
+    gone = make_user("annie@x.test", [team["tenant"]], roles=("approver",), name="Annie Gone")
+    gone.active = False
+    commit()
+    item = make_item(team["tenant"], amount="500.00", requester=team["requester"])
+    names = [u.name for u in mention_candidates(actor(team["approver"]), item.id, "ann")]
+    assert names == ["Ann Approver"]  # not another tenant's Ann, not a deactivated one
+    by_email = mention_candidates(actor(team["requester"]), item.id, "MAX@")
+    assert [u.email for u in by_email] == ["max@x.test"]
+    assert len(mention_candidates(actor(team["approver"]), item.id, "")) == 5
+    assert mention_candidates(actor(team["approver"]), item.id, "%") == []  # no wildcard
+    with pytest.raises(PermissionDenied):
+        mention_candidates(actor(auditor), item.id, "a")
+    foreign = make_item(team["tenant"], amount="20.00")
+    with pytest.raises(NotFound):  # a requester-only member not on the item
+        mention_candidates(actor(team["requester"]), foreign.id, "a")
+
+    auth.login("req@x.test")
+    options = client.get(f"/items/{item.id}/mentions?q=ma", headers={"HX-Request": "true"})
+    assert options.status_code == 200
+    assert 'data-email="max@x.test"' in options.text and "<html" not in options.text
+    assert client.get(f"/items/{foreign.id}/mentions?q=ma").status_code == 404
