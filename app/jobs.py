@@ -41,6 +41,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("app.sla.jobs.refresh_sla_states", 300),
     ("app.webhooks.jobs.retry_due_deliveries", 60),
     ("app.policy.jobs.sweep_undecided", 60),
+    ("app.mail.sending.reconcile_unconfirmed", 300),
 ]
 
 # The one map of work to queues: jobs by dotted path, outbox messages by topic. A job or topic
