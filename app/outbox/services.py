@@ -70,9 +70,10 @@ HANDLERS: dict[str, list[str]] = {
 _PENDING_KEY = "cleardesk_outbox_pending"
 RELAY_CHUNK = 500
 # A message relayed this long ago but still not processed is relayed again by the sweep, unless
-# its job is still in flight (so a Redis that came back empty is caught up within minutes,
-# and a backlog is not queued twice).
-RELAY_STALE_AFTER = timedelta(minutes=1)
+# its job is still in flight: a Redis that came back empty is caught up by the next sweep, and
+# a backlog is not queued twice (the skipped ones count as relayed now, so the sweep moves on
+# to the next of them).
+RELAY_STALE_AFTER = timedelta(seconds=20)
 
 
 def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessage:

