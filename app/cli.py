@@ -164,6 +164,7 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
     """Run one RQ worker inside the app context (jobs use the app's database and config).
     It outlives Redis outages: when RQ's loop stops on a lost connection, the worker waits
     (1 s, doubling up to 30 s) and starts again; only a signal (or --burst) ends it."""
+    import redis
     from rq import Worker
 
     from app.jobs import URGENCIES, keep_running, redis_connection, worker_queues
@@ -179,7 +180,12 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
 
         def request_stop(self, signum, frame):
             _Worker.signalled = True
-            super().request_stop(signum, frame)
+            try:
+                super().request_stop(signum, frame)
+            except redis.exceptions.ConnectionError:
+                # RQ asks Redis whether a job is running; with Redis gone its reconnect loop
+                # would swallow the stop. Nothing can be finished gracefully: stop now.
+                raise SystemExit(0) from None
 
     def run() -> bool:
         # The worker forks a work-horse per job; no database connection may cross the fork.

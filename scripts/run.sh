@@ -36,7 +36,16 @@ supervise() {
   (
     set +e
     child=""
-    trap '[ -n "$child" ] && kill "$child" 2>/dev/null; wait 2>/dev/null; exit 0' TERM INT
+    stop_child() {
+      # TERM, then KILL if it has not stopped within 10 s (a job still running, say).
+      if [ -n "$child" ]; then
+        kill "$child" 2>/dev/null
+        for _ in $(seq 20); do kill -0 "$child" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$child" 2>/dev/null
+      fi
+      exit 0
+    }
+    trap stop_child TERM INT
     delay=1
     while true; do
       started=$SECONDS
