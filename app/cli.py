@@ -164,7 +164,6 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
     """Run one RQ worker inside the app context (jobs use the app's database and config).
     It outlives Redis outages: when RQ's loop stops on a lost connection, the worker waits
     (1 s, doubling up to 30 s) and starts again; only a signal (or --burst) ends it."""
-    import redis
     from rq import Worker
 
     from app.jobs import URGENCIES, keep_running, redis_connection, worker_queues
@@ -180,18 +179,18 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
 
         def request_stop(self, signum, frame):
             _Worker.signalled = True
-            try:
-                super().request_stop(signum, frame)
-            except redis.exceptions.ConnectionError:
-                # RQ asks Redis whether a job is running; with Redis gone its reconnect loop
-                # would swallow the stop. Nothing can be finished gracefully: stop now.
-                raise SystemExit(0) from None
+            super().request_stop(signum, frame)
 
     def run() -> bool:
         # The worker forks a work-horse per job; no database connection may cross the fork.
         db.engine.dispose()
         worker = _Worker(worker_queues(wanted), connection=redis_connection())
-        worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+        try:
+            worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+        except Exception:
+            if _Worker.signalled:  # asked to stop; its farewell to a Redis that is gone failed
+                return True
+            raise
         return burst or _Worker.signalled  # True: it ended as asked; else RQ's loop gave up
 
     keep_running(run, "worker")
@@ -207,11 +206,23 @@ def cron_command() -> None:
 
     from app.jobs import PERIODIC_JOBS, SWEEPS, keep_running, queue_name, redis_connection
 
+    class _Scheduler(CronScheduler):
+        signalled = False
+
+        def _request_stop(self, signum, frame):
+            _Scheduler.signalled = True
+            super()._request_stop(signum, frame)
+
     def run() -> bool:
-        scheduler = CronScheduler(connection=redis_connection())
+        scheduler = _Scheduler(connection=redis_connection())
         for path, interval in PERIODIC_JOBS:
             scheduler.register(locate(path), queue_name=queue_name(SWEEPS), interval=interval)
-        scheduler.start()  # returns on a signal; raises when Redis goes away
+        try:
+            scheduler.start()  # returns on a signal; raises when Redis goes away
+        except Exception:
+            if _Scheduler.signalled:  # asked to stop; its farewell to a gone Redis failed
+                return True
+            raise
         return True
 
     keep_running(run, "cron")
