@@ -1,4 +1,4 @@
-.PHONY: run test bench
+.PHONY: run test bench drill
 # See README.md. Each target installs what it needs on a fresh Debian/Ubuntu machine.
 
 run:
@@ -9,3 +9,6 @@ test:
 
 bench:
 	@bash scripts/bench.sh
+
+drill:
+	@bash scripts/drill.sh

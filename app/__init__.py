@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, jsonify
-from sqlalchemy import event, text
+from flask import Flask
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from app.access import allow, install_access
+from app.access import install_access
 from app.config import load_config
 from app.extensions import csrf, db, htmx, login_manager, migrate
 
@@ -106,25 +106,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.cli.add_command(dashboard_cli)
 
-    @app.get("/healthz")
-    @allow(anonymous=True)
-    def healthz():
-        body = {"database": "ok"}
-        status = 200
-        try:
-            db.session.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001 - reported, not raised
-            body["database"] = f"error: {exc.__class__.__name__}"
-            status = 503
-        try:
-            from app.jobs import redis_connection
+    from app.health import install_health
 
-            redis_connection().ping()
-            body["redis"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            body["redis"] = f"error: {exc.__class__.__name__}"
-        body["status"] = "ok" if status == 200 else "error"
-        return jsonify(body), status
+    install_health(app)
 
     install_access(app)  # last: every route is known now, and each must say who may use it
     return app

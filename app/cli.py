@@ -183,33 +183,77 @@ def audit_verify_command() -> None:
 
 
 @click.command("worker")
-@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--with-scheduler/--without-scheduler", default=True)
-def worker_command(burst: bool, with_scheduler: bool) -> None:
-    """Run one RQ worker inside the app context (jobs use the app's database and config)."""
+@click.option("--queues", envvar="WORKER_QUEUES", default="", show_default=False,
+              help="Queues to listen to, comma-separated, taken in the order urgent, sweeps, "
+                   "default, bulk (default: all; env WORKER_QUEUES).")
+def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
+    """Run one RQ worker inside the app context (jobs use the app's database and config).
+    It outlives Redis outages: when RQ's loop stops on a lost connection, the worker waits
+    (1 s, doubling up to 30 s) and starts again; only a signal (or --burst) ends it."""
     from rq import Worker
 
-    from app.jobs import job_queue, redis_connection
+    from app.jobs import URGENCIES, keep_running, redis_connection, worker_queues
 
-    # The worker forks a work-horse per job; no database connection may cross the fork.
-    db.engine.dispose()
-    worker = Worker([job_queue()], connection=redis_connection())
-    worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+    wanted = [q.strip() for q in queues.split(",") if q.strip()] or list(URGENCIES)
+    unknown = [q for q in wanted if q not in URGENCIES]
+    if unknown:
+        raise click.BadParameter(f"unknown queue {', '.join(unknown)}; "
+                                 f"choose from {', '.join(URGENCIES)}", param_hint="--queues")
+
+    class _Worker(Worker):
+        signalled = False
+
+        def request_stop(self, signum, frame):
+            _Worker.signalled = True
+            super().request_stop(signum, frame)
+
+    def run() -> bool:
+        # The worker forks a work-horse per job; no database connection may cross the fork.
+        db.engine.dispose()
+        worker = _Worker(worker_queues(wanted), connection=redis_connection())
+        try:
+            worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+        except Exception:
+            if _Worker.signalled:  # asked to stop; its farewell to a Redis that is gone failed
+                return True
+            raise
+        return burst or _Worker.signalled  # True: it ended as asked; else RQ's loop gave up
+
+    keep_running(run, "worker")
 
 
 @click.command("cron")
 def cron_command() -> None:
-    """Run the periodic scheduler (exactly one per deployment): enqueues PERIODIC_JOBS."""
+    """Run the periodic scheduler (exactly one per deployment): enqueues PERIODIC_JOBS on the
+    sweeps queue. Outlives Redis outages like `flask worker`."""
     from pydoc import locate
 
     from rq.cron import CronScheduler
 
-    from app.jobs import PERIODIC_JOBS, redis_connection
+    from app.jobs import PERIODIC_JOBS, SWEEPS, keep_running, queue_name, redis_connection
 
-    scheduler = CronScheduler(connection=redis_connection())
-    for path, interval in PERIODIC_JOBS:
-        scheduler.register(locate(path), queue_name=current_app.config["RQ_QUEUE"], interval=interval)
-    scheduler.start()
+    class _Scheduler(CronScheduler):
+        signalled = False
+
+        def _request_stop(self, signum, frame):
+            _Scheduler.signalled = True
+            super()._request_stop(signum, frame)
+
+    def run() -> bool:
+        scheduler = _Scheduler(connection=redis_connection())
+        for path, interval in PERIODIC_JOBS:
+            scheduler.register(locate(path), queue_name=queue_name(SWEEPS), interval=interval)
+        try:
+            scheduler.start()  # returns on a signal; raises when Redis goes away
+        except Exception:
+            if _Scheduler.signalled:  # asked to stop; its farewell to a gone Redis failed
+                return True
+            raise
+        return True
+
+    keep_running(run, "cron")
 
 
 @click.command("relay-outbox")

@@ -3,7 +3,7 @@ security headers and the error pages."""
 from __future__ import annotations
 
 
-from flask import Flask, Response, render_template, request, session
+from flask import Flask, Response, current_app, render_template, request, session
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from jinja2_fragments.flask import render_block
@@ -167,12 +167,55 @@ def _make_error_page(status: int):
     template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/400.html"
 
     def handler(error):
+        if status == 500 and _database_failed(error):
+            return bare_error_page(
+                503, "Cleardesk cannot reach its database",
+                "Nothing was changed. It usually comes back within seconds: try again in a "
+                "moment.")
         message = getattr(error, "description", None)
         if status == 413:
             message = (f"What you sent is larger than the {request.max_content_length // 1024:,}"
                        " KB this page takes.")
-        if request.headers.get("HX-Request") == "true":
-            return message_fragment(message or "That did not work.", status)
-        return render_template(template, message=message), status
+        try:
+            if request.headers.get("HX-Request") == "true":
+                return message_fragment(message or "That did not work.", status)
+            return render_template(template, message=message), status
+        except Exception:  # noqa: BLE001 - the page itself failed (its user, its menus)
+            current_app.logger.exception("the %s page could not be rendered", status)
+            return bare_error_page(status, "Something went wrong on our side",
+                                   "The error was logged. Try again in a moment.")
 
     return handler
+
+
+def _database_failed(error) -> bool:
+    """Whether a request failed because the database could not be reached (down, restarting,
+    a connection cut): then nothing that reads the database may render the error page."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    original = getattr(error, "original_exception", None) or error
+    return isinstance(original, (OperationalError, InterfaceError)) or (
+        isinstance(original, DBAPIError) and original.connection_invalidated)
+
+
+def bare_error_page(status: int, title: str, message: str) -> Response:
+    """An error page that needs nothing but the process: no database, no signed-in user, no
+    context processors (rendered straight from the template environment). For htmx, the
+    message goes to the page's message area."""
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+        pass
+    if request.headers.get("HX-Request") == "true":
+        body = current_app.jinja_env.get_template("_flash_one.html").render(
+            category="error", message=f"{title}. {message}")
+        response = Response(body, status=status)
+        response.headers["HX-Retarget"] = "#messages"
+        response.headers["HX-Reswap"] = "afterbegin"
+        return response
+    body = current_app.jinja_env.get_template("errors/bare.html").render(
+        title=title, message=message, status=status)
+    response = Response(body, status=status)
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response

@@ -177,3 +177,19 @@ stop_throwaway_servers() {
   wait 2>/dev/null
   rm -rf "$WORK"
 }
+
+run_drills() {
+  # run_drills ARGS... : the failure drills (drills/) on a fresh migrated database of their own
+  # in the throwaway PostgreSQL of start_throwaway_servers; ARGS go to `python -m drills`.
+  "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_drill" >/dev/null
+  DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_drill" \
+    "$VENV/bin/flask" --app wsgi db upgrade 2>&1 | grep -v "^INFO" >&2
+  mkdir -p "$WORK/drill-logs"
+  DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_drill" \
+    REDIS_SERVER="$(find_redis_server)" PYTHONDONTWRITEBYTECODE=1 \
+    SECRET_KEY="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')" \
+    "$PY" -m drills --logs "$WORK/drill-logs" "$@"
+  local rc=$?
+  [ $rc -ne 0 ] && tail -n 30 "$WORK"/drill-logs/*.log >&2
+  return $rc
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: installs what is missing, starts a throwaway Redis and PostgreSQL on spare
-# ports, and runs the whole suite on SQLite and then on PostgreSQL. Stops what it started,
+# ports, and runs the whole suite on SQLite and then on PostgreSQL, then the short form of the
+# failure drills on PostgreSQL (when run without arguments). Stops what it started,
 # also on failure; exits non-zero if either run failed.
 set -uo pipefail
 source "$(dirname "$0")/bootstrap.sh"
@@ -24,5 +25,13 @@ for database in sqlite postgresql; do
   rc=$?
   [ $rc -ne 0 ] && status=$rc
 done
+if [ $# -eq 0 ]; then
+  # The whole suite also runs the short form of the failure drills (PostgreSQL only; `make
+  # drill` runs the full form).
+  say "failure drills, short form, on PostgreSQL"
+  run_drills --short
+  rc=$?
+  [ $rc -ne 0 ] && status=$rc
+fi
 if [ $status -eq 0 ]; then say "all tests passed on SQLite and PostgreSQL"; else say "tests FAILED"; fi
 exit $status

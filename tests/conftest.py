@@ -74,6 +74,15 @@ def config(database_url, redis_url, tmp_path) -> dict:
     }
 
 
+def empty_queues(app) -> None:
+    """Drop what a test left in its own queues (every urgency) from the shared Redis."""
+    from app.jobs import worker_queues
+
+    with app.app_context():
+        for queue in worker_queues():
+            queue.empty()
+
+
 @pytest.fixture
 def app(config):
     app = create_app(config)

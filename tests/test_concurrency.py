@@ -122,3 +122,26 @@ def test_chain_stays_gapless_and_valid_under_concurrent_writers(app, pair):
     assert seqs == list(range(1, len(seqs) + 1))
     report = verify_chain(tenant.id)
     assert report.ok, report.problem
+
+
+def test_every_loser_of_a_many_way_race_is_told_who_approved_and_when(
+        app, make_tenant, make_user, make_item):
+    """Six approvers on each of four items at once, reading whenever they get there: each item
+    is approved once, and every loser, however far its reads got, hears who won."""
+    tenant = make_tenant()
+    requester = make_user("r@x.test", [tenant], roles=("requester",))
+    approvers = [make_user(f"a{n}@x.test", [tenant], roles=("approver",), name=f"Approver {n}")
+                 .id for n in range(6)]
+    items = [make_item(tenant, amount="500.00", requester=requester).id for _ in range(4)]
+    for item_id in items:
+        results = _race(app, [
+            (lambda user_id=user_id: approve_step(actor(_user(app, user_id)), item_id))
+            for user_id in approvers], barrier_before_flush=False)
+        assert results.count("ok") == 1, results
+        losers = [r for r in results if r != "ok"]
+        assert all(isinstance(r, Conflict) and r.message.startswith("Already approved by ")
+                   and " at " in r.message for r in losers), [str(r) for r in losers]
+    db.session.expire_all()
+    approvals = db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.action == "item.approve"))
+    assert approvals == len(items)

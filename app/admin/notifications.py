@@ -9,7 +9,7 @@ from app.admin.models import PasswordLinkPurpose
 from app.admin.services import issue_password_link
 from app.approvals.notifications import brand, render_mail
 from app.extensions import db
-from app.mail.sending import send_mail
+from app.mail.sending import already_sent, send_mail
 from app.models import Tenant, User
 from app.web import localtime
 
@@ -27,6 +27,8 @@ def mail_password_link(message) -> None:
         return
     tenant = db.session.get(Tenant, payload["tenant_id"]) if payload.get("tenant_id") else None
     purpose = payload["purpose"]
+    if already_sent(f"password:{message.id}"):
+        return  # a retry after the mail went (or may have): its link stays the one that works
     token, row = issue_password_link(user, tenant.id if tenant else None, purpose)
     invitation = purpose == PasswordLinkPurpose.INVITATION.value
     context = {

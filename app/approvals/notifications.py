@@ -11,7 +11,7 @@ from app.approvals.models import ApprovalAssignment
 from app.approvals.services import named_approver_id, step_recipient
 from app.extensions import db
 from app.mail.models import SentMail
-from app.mail.sending import send_mail
+from app.mail.sending import already_sent, send_mail
 from app.models import ApprovalStep, StepState, Tenant, User, WorkItem
 from app.policy.models import PolicyDecision
 from app.unit_of_work import commit
@@ -93,6 +93,8 @@ def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
     recipient = step_recipient(item, step)
     if recipient is None or not recipient.active:
         return False
+    if notice_key is not None and already_sent(notice_key):
+        return False  # mailed (or maybe mailed) already: its link stays the one that works
     token, row = issue_link(item, step, recipient, purpose=kind)
     tenant = item.tenant
     context = {

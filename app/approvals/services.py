@@ -55,6 +55,11 @@ def check_can_decide(actor: Actor, item: WorkItem, action: str) -> tuple[Approva
         return item.current_step(), None  # transition() reports repeats and bad moves
     step = item.current_step()
     if step is None:
+        # The item was read as waiting but no step is open: another decision committed
+        # between the reads. Say who won, as read now on a connection of its own.
+        winner = ledger.committed_conflict(item.id, ledger.conflict_for)
+        if winner.message.startswith("Already"):
+            raise winner
         raise InvalidTransition("This approval has no open step.")
     if actor.type is ActorType.API and actor.user is None:
         raise PermissionDenied("An API decision must name the person who decided.")

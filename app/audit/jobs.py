@@ -46,12 +46,11 @@ def export_job_id(queue_name: str, export_id: int) -> str:
 
 
 def _enqueue_export(export_id: int) -> None:
-    from app.jobs import DEFAULT_RETRY, job_queue
+    from app.jobs import DEFAULT_RETRY, enqueue, queue_name
 
-    queue = job_queue()
-    queue.enqueue("app.audit.jobs.run_export", export_id,
-                  job_id=export_job_id(queue.name, export_id), retry=DEFAULT_RETRY,
-                  job_timeout=EXPORT_TIMEOUT)
+    enqueue("app.audit.jobs.run_export", export_id,
+            job_id=export_job_id(queue_name(), export_id), retry=DEFAULT_RETRY,
+            job_timeout=EXPORT_TIMEOUT)
 
 
 # RQ states in which a job will never run again by itself.
@@ -66,9 +65,9 @@ def sweep_stale_exports() -> str:
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
 
-    from app.jobs import job_queue, redis_connection
+    from app.jobs import queue_name as deployment_queue, redis_connection
 
-    queue_name = job_queue().name
+    queue_name = deployment_queue()
     unfinished = db.session.scalars(
         select(AuditExport).where(
             AuditExport.status.in_((ExportStatus.QUEUED.value, ExportStatus.RUNNING.value)),

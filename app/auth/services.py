@@ -48,11 +48,19 @@ def find_user_by_email(email: str) -> User | None:
 
 
 def _throttle(key: str) -> LoginThrottle:
-    row = db.session.get(LoginThrottle, key, with_for_update=True)
-    if row is None:
-        row = LoginThrottle(key=key, failures=0, window_started_at=utcnow())
-        db.session.add(row)
-    return row
+    """The throttle row of a key, locked for this sign-in: created if missing by an upsert
+    (INSERT … ON CONFLICT DO NOTHING), so simultaneous first sign-ins from one address wait
+    for each other on the row instead of one failing on its primary key."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    db.session.execute(insert(LoginThrottle).values(
+        key=key, failures=0, window_started_at=utcnow()).on_conflict_do_nothing(
+        index_elements=["key"]))
+    return db.session.scalars(select(LoginThrottle).where(LoginThrottle.key == key)
+                              .with_for_update()
+                              .execution_options(populate_existing=True)).one()
 
 
 def _keys(email: str, ip: str | None) -> tuple[str, str]:

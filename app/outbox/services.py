@@ -69,8 +69,11 @@ HANDLERS: dict[str, list[str]] = {
 
 _PENDING_KEY = "cleardesk_outbox_pending"
 RELAY_CHUNK = 500
-# A message relayed this long ago but still not processed is relayed again by the sweep.
-RELAY_STALE_AFTER = timedelta(minutes=5)
+# A message relayed this long ago but still not processed is relayed again by the sweep, unless
+# its job is still in flight: a Redis that came back empty is caught up by the next sweep, and
+# a backlog is not queued twice (the skipped ones count as relayed now, so the sweep moves on
+# to the next of them).
+RELAY_STALE_AFTER = timedelta(seconds=20)
 
 
 def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessage:
@@ -102,22 +105,34 @@ def add_messages(topic: str, payloads: list[dict], tenant_id: int | None) -> lis
 
 
 def relay(message_ids: list[int]) -> int:
-    """Enqueue a delivery job per message, with a fixed job id so a message is queued once at a
-    time. A Redis outage only delays delivery: the periodic sweep relays what is left."""
+    """Enqueue a delivery job per message on its topic's queue, with a fixed job id; a message
+    whose job is still in flight (queued, running, scheduled for a retry) is not queued again
+    (RQ would run it twice), only marked relayed. A Redis outage only delays delivery: the
+    periodic sweep relays what is left. Returns how many jobs were queued."""
     from rq import Queue
 
-    from app.jobs import DEFAULT_RETRY, job_queue
+    from app.jobs import DEFAULT_RETRY, in_flight, queue_of_topic
 
     relayed: list[int] = []
+    queued = 0
     # In pipelined chunks: a worker deciding a thousand items hands a thousand messages over
     # in a few round trips, not a thousand.
     for start in range(0, len(message_ids), RELAY_CHUNK):
         chunk = message_ids[start:start + RELAY_CHUNK]
+        topics = dict(db.session.execute(
+            select(OutboxMessage.id, OutboxMessage.topic).where(OutboxMessage.id.in_(chunk))).all())
         try:
-            job_queue().enqueue_many([
-                Queue.prepare_data("app.outbox.jobs.deliver_message", (message_id,),
-                                   job_id=outbox_job_id(message_id), retry=DEFAULT_RETRY)
-                for message_id in chunk])
+            busy = in_flight([outbox_job_id(message_id) for message_id in chunk])
+            by_topic: dict[str, list[int]] = {}
+            for message_id in chunk:
+                if message_id in topics and outbox_job_id(message_id) not in busy:
+                    by_topic.setdefault(topics[message_id], []).append(message_id)
+            for topic, ids in by_topic.items():
+                queue_of_topic(topic).enqueue_many([
+                    Queue.prepare_data("app.outbox.jobs.deliver_message", (message_id,),
+                                       job_id=outbox_job_id(message_id), retry=DEFAULT_RETRY)
+                    for message_id in ids])
+                queued += len(ids)
         except Exception as exc:  # Redis down: the sweep will relay them later
             log.warning("outbox relay of %s deferred: %s", chunk[0], exc)
             break
@@ -129,7 +144,7 @@ def relay(message_ids: list[int]) -> int:
             .values(relayed_at=utcnow())
         )
         db.session.commit()
-    return len(relayed)
+    return queued
 
 
 def outbox_job_id(message_id: int) -> str:

@@ -206,14 +206,30 @@ document.body.addEventListener("htmx:beforeRequest", (event) => {
 
 // A request the server could not answer (down, or an error page) says so instead of
 // silently doing nothing.
-document.body.addEventListener("htmx:sendError", () => {
+function showRequestError(text) {
   const messages = document.getElementById("messages");
   if (!messages) return;
   const note = document.createElement("div");
   note.className = "flash flash-error";
   note.setAttribute("role", "alert");
-  note.textContent = "Cleardesk could not be reached; nothing was changed. Try again in a moment.";
+  note.textContent = text;
   messages.replaceChildren(note);
+}
+document.body.addEventListener("htmx:sendError", () => {
+  showRequestError("Cleardesk could not be reached; nothing was changed. Try again in a moment.");
+});
+// Our own error answers name where their message goes (HX-Retarget); a server error that is
+// not one of them (a proxy's page, a server restarting) is not swapped into the page.
+function foreignServerError(xhr) {
+  return xhr && xhr.status >= 500 && !xhr.getResponseHeader("HX-Retarget");
+}
+document.body.addEventListener("htmx:beforeSwap", (event) => {
+  if (foreignServerError(event.detail.xhr)) event.detail.shouldSwap = false;
+});
+document.body.addEventListener("htmx:responseError", (event) => {
+  if (!foreignServerError(event.detail.xhr)) return;
+  showRequestError(`Cleardesk could not finish that (the server answered ${event.detail.xhr.status}). `
+    + "Reload the page to see what was saved, then try again.");
 });
 
 // Filter URLs carry only the filters that are set, so they read well when shared.

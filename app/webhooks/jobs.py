@@ -15,6 +15,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.auth.services import people_with_role
 from app.models import Role, Tenant
+from app.types import utcnow
 from app.unit_of_work import commit
 from app.webhooks import services
 from app.webhooks.models import DeliveryStatus, SubscriptionStatus, WebhookDelivery, \
@@ -32,9 +33,9 @@ def delivery_job_id(delivery_pk: int, attempts: int) -> str:
 def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> None:
     from datetime import timedelta
 
-    from app.jobs import job_queue
+    from app.jobs import queue_of_job
 
-    queue = job_queue()
+    queue = queue_of_job("app.webhooks.jobs.deliver_webhook")
     job_id = delivery_job_id(delivery.id, delivery.attempts)
     if delay_seconds >= 1:
         # Runs on a worker started --with-scheduler; the sweep catches it up otherwise.
@@ -121,7 +122,9 @@ def deliver_webhook(delivery_pk: int) -> str:
     services.record_attempt(delivery, status_code, error)
     retry_in = None
     if delivery.status == DeliveryStatus.RETRYING.value and delivery.next_attempt_at:
-        retry_in = max(0.0, (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds())
+        # From now, not from the claim: a slow receiver does not turn "retry at once" into a
+        # scheduled retry.
+        retry_in = max(0.0, (delivery.next_attempt_at - utcnow()).total_seconds())
     commit()
     if retry_in is not None:
         try:
@@ -136,28 +139,40 @@ def enqueue_due(message) -> None:
     each, handed to Redis in one pipeline)."""
     from rq import Queue
 
-    from app.jobs import job_queue
+    from app.jobs import in_flight, queue_of_job
 
     ids = (message.payload or {}).get("ids", [])
     rows = db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
         WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)).all()
+    busy = in_flight([delivery_job_id(pk, attempts) for pk, attempts in rows])
+    rows = [(pk, attempts) for pk, attempts in rows if delivery_job_id(pk, attempts) not in busy]
     if rows:
-        job_queue().enqueue_many([
+        queue_of_job("app.webhooks.jobs.deliver_webhook").enqueue_many([
             Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,),
                                job_id=delivery_job_id(pk, attempts))
             for pk, attempts in rows])
 
 
 def retry_due_deliveries() -> int:
-    """Periodic: queue every delivery whose next attempt is due (or whose worker died)."""
+    """Periodic: queue every delivery whose next attempt is due (or whose worker died), except
+    those whose attempt is already queued, running or scheduled: under a backlog the sweep
+    adds nothing to the queue. Returns how many it queued."""
+    from rq import Queue
+
+    from app.jobs import in_flight, queue_of_job
+
     ids = services.due_delivery_ids()
     commit()
-    deliveries = db.session.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
-    count = 0
-    for delivery in deliveries:
-        enqueue_delivery(delivery)
-        count += 1
-    return count
+    rows = db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+        WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)).all()
+    busy = in_flight([delivery_job_id(pk, attempts) for pk, attempts in rows])
+    due = [(pk, attempts) for pk, attempts in rows if delivery_job_id(pk, attempts) not in busy]
+    for start in range(0, len(due), 500):
+        queue_of_job("app.webhooks.jobs.deliver_webhook").enqueue_many([
+            Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,),
+                               job_id=delivery_job_id(pk, attempts))
+            for pk, attempts in due[start:start + 500]])
+    return len(due)
 
 
 def mail_admins_paused(message) -> None:

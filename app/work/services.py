@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import Select, and_, or_, select, text
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
@@ -69,10 +69,13 @@ def open_items():
 
 
 def get_item(actor: Actor, item_id: int) -> WorkItem:
-    """The item if the actor's tenants include it; otherwise NotFound (no hint that it exists)."""
+    """The item if the actor's tenants include it; otherwise NotFound (no hint that it exists).
+    The item and its steps come from one statement, so they agree with each other even while
+    another decision commits (two statements could see the item before it and the steps
+    after)."""
     item = db.session.scalars(
-        scoped_items(actor).where(WorkItem.id == item_id).options(selectinload(WorkItem.steps))
-    ).one_or_none()
+        scoped_items(actor).where(WorkItem.id == item_id).options(joinedload(WorkItem.steps))
+    ).unique().one_or_none()
     if item is None:
         raise NotFound("No such item.")
     return item

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
-from redis import Redis
-from rq import Queue
+from tests.conftest import empty_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 LINK_RE = re.compile(r"https?://[^\s\"<>]+/a/[A-Za-z0-9_\-.]+")
@@ -79,7 +78,7 @@ def relaying(app):
     """Relay outbox messages to the test's own queue after each commit."""
     app.config["OUTBOX_RELAY_ON_COMMIT"] = True
     yield app
-    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+    empty_queues(app)
 
 
 def run_worker(app, timeout: int = 120, **env_extra) -> subprocess.CompletedProcess:

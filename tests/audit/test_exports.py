@@ -19,6 +19,7 @@ from app.outbox.models import OutboxMessage
 from app.unit_of_work import commit
 from tests.approvals.conftest import inbox, run_worker  # noqa: F401  (fixture)
 from tests.audit.conftest import run_verifier
+from tests.conftest import empty_queues
 
 FORMATS = ["jsonl", "csv"]
 
@@ -253,7 +254,7 @@ def relaying(app):
     app.config["AUDIT_EXPORT_DIR"] = None
     written = set(Path(app.instance_path, "exports").glob("*"))
     yield app
-    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+    empty_queues(app)
     for path in set(Path(app.instance_path, "exports").glob("*")) - written:
         path.unlink()
 

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from redis import Redis
-from rq import Queue
 from sqlalchemy import func, select
 
 from app.admin.services import grant_membership
@@ -23,7 +21,7 @@ from app.imports.models import ImportJob
 from app.models import WorkItem
 from app.outbox.models import OutboxMessage
 from app.unit_of_work import commit
-from tests.conftest import SYSTEM, actor, csrf_from
+from tests.conftest import SYSTEM, actor, csrf_from, empty_queues
 from tests.dashboard.recompute import expected_rollups, stored_rollups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,7 +175,7 @@ def test_a_big_file_shows_progress_and_imports_in_full(app, client, analyst):
     try:
         import_id, _page, seen = _import(app, client, _big_file(BIG_ROWS), BIG_ROWS)
     finally:
-        Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+        empty_queues(app)
     assert seen[-1] == BIG_ROWS
     assert any(0 < s < BIG_ROWS for s in seen), seen  # the bar moved between the ends
     assert seen == sorted(seen)
@@ -202,7 +200,7 @@ def test_the_same_file_imported_twice_creates_nothing_new(app, client, analyst):
         first, _page, _seen = _import(app, client, text, 300)
         second, page, seen = _import(app, client, text, 300)
     finally:
-        Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+        empty_queues(app)
     assert "Importing it again creates nothing new" in page.text
     db.session.expire_all()
     assert (db.session.get(ImportJob, second).created_count,

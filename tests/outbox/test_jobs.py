@@ -1,9 +1,8 @@
 """The outbox through a real Redis and a real `rq worker` process."""
-from redis import Redis
-from rq import Queue
 from sqlalchemy import select
 
 from app.extensions import db
+from app.jobs import queue_of_topic
 from app.outbox.jobs import relay_pending
 from app.outbox.models import OutboxMessage
 from app.outbox.services import outbox_job_id
@@ -21,8 +20,9 @@ def test_a_committed_change_is_relayed_and_processed_by_a_real_worker(relaying, 
     make_item(tenant)
     [message] = _messages()
     assert message.topic == "item.created" and message.relayed_at is not None
-    queue = Queue(relaying.config["RQ_QUEUE"], connection=Redis.from_url(relaying.config["REDIS_URL"]))
-    assert queue.fetch_job(outbox_job_id(message.id)) is not None
+    # A new arrival is urgent work (the policy decides it): it waits on the urgent queue.
+    assert queue_of_topic("item.created").name == f"{relaying.config['RQ_QUEUE']}-urgent"
+    assert queue_of_topic("item.created").fetch_job(outbox_job_id(message.id)) is not None
     run_worker(relaying)
     [message] = _messages()
     assert message.processed_at is not None and message.attempts == 1

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue
 from sqlalchemy import func, select
 
 from app.actors import Actor
@@ -22,6 +21,7 @@ from app.models import WorkItem
 from app.policy.models import PolicyDecision
 from app.unit_of_work import commit
 from app.work.services import create_item
+from tests.conftest import empty_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTO = ("Small discounts", "amount <= 1000 and discount_pct <= 10", "auto_approve", "")
@@ -47,7 +47,7 @@ def run_burst_worker(app) -> subprocess.CompletedProcess:
 def relaying(app):
     app.config["OUTBOX_RELAY_ON_COMMIT"] = True
     yield app
-    Queue(app.config["RQ_QUEUE"], connection=Redis.from_url(app.config["REDIS_URL"])).empty()
+    empty_queues(app)
 
 
 def _children(pid: int) -> list[int]:
