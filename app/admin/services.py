@@ -813,14 +813,16 @@ def password_link(token: str) -> PasswordLink:
     row = db.session.scalars(select(PasswordLink).where(
         PasswordLink.token_hash == _token_hash(token or ""))).one_or_none()
     if row is None:
-        raise NotFound("This link is not valid. Ask your admin for a new one.")
+        raise NotFound("This link is not valid. Ask for a new one from the sign-in page "
+                       "(Forgot your password?) or from your admin.")
     if row.used_at is not None:
         raise LinkRefused("This link was already used. Sign in, or ask your admin for a new one.")
     if row.revoked_at is not None:
         raise LinkRefused("A newer link was sent, or the account was deactivated; this one no "
                           "longer works.")
     if row.expires_at <= utcnow():
-        raise LinkRefused("This link has expired. Ask your admin for a new one.")
+        raise LinkRefused("This link has expired. Ask for a new one from the sign-in page "
+                          "(Forgot your password?) or from your admin.")
     if not row.user.active:
         raise LinkRefused("This account is deactivated.")
     return row
@@ -854,6 +856,9 @@ def set_password_with_link(token: str, password: str, confirm: str, ip: str | No
     record_event(actor, "user.password_set", tenant_id=row.tenant_id,
                  data={"user_id": user.id, "via": row.purpose, "link_id": row.id,
                        "sessions_ended": len(ended)})
+    if row.purpose == PasswordLinkPurpose.RESET.value:
+        record_event(actor, "auth.password_reset", tenant_id=None,
+                     data={"user_id": user.id, "link_id": row.id, "sessions_ended": ended})
     return user
 
 

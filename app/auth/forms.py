@@ -8,5 +8,9 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
 
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+
+
 class EmptyForm(FlaskForm):
     """A form with only the CSRF token, for buttons that post."""

@@ -5,8 +5,16 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user, login_user, logout_user
 
 from app.access import allow, declare_access
-from app.auth.forms import EmptyForm, LoginForm
-from app.auth.services import SignInRefused, authenticate, session_id_of, sign_out
+from app.auth.forms import EmptyForm, ForgotPasswordForm, LoginForm
+from app.auth.services import (
+    RESET_REQUESTED,
+    ResetThrottled,
+    SignInRefused,
+    authenticate,
+    request_password_reset,
+    session_id_of,
+    sign_out,
+)
 from app.params import local_path, whole_number
 from app.unit_of_work import commit
 from app.web import current_actor
@@ -40,6 +48,29 @@ def login():
             return redirect(_safe_next(request.args.get("next")), code=303)
     status = 401 if error else (400 if form.errors else 200)
     return render_template("auth/login.html", form=form, error=error), status
+
+
+@bp.route("/auth/forgot", methods=["GET", "POST"])
+@allow(anonymous=True)
+def forgot_password():
+    """The same answer whether or not an account has the address (no enumeration)."""
+    form = ForgotPasswordForm()
+    status, error, sent = 200, None, False
+    if form.validate_on_submit():
+        try:
+            request_password_reset(form.email.data, request.remote_addr,
+                                   request.user_agent.string)
+        except ResetThrottled as refused:
+            error, status = refused.message, refused.status
+        else:
+            sent = True
+        commit()  # the throttle counts and the audit event are kept, also on refusal
+    elif request.method == "POST":
+        if "csrf_token" in form.errors:
+            abort(400)
+        status = 400
+    return render_template("auth/forgot.html", form=form, error=error, sent=sent,
+                           message=RESET_REQUESTED), status
 
 
 @bp.get("/ping")

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import lazyload
 
 from app.actors import Actor, ActorType
@@ -48,11 +50,14 @@ def find_user_by_email(email: str) -> User | None:
 
 
 def _throttle(key: str) -> LoginThrottle:
-    row = db.session.get(LoginThrottle, key, with_for_update=True)
-    if row is None:
-        row = LoginThrottle(key=key, failures=0, window_started_at=utcnow())
-        db.session.add(row)
-    return row
+    """The throttle row of `key`, locked for this transaction. Created by an upsert, so two
+    first attempts at once both find one row (neither fails on the primary key)."""
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(insert(LoginThrottle.__table__)
+                       .values(key=key, failures=0, window_started_at=utcnow())
+                       .on_conflict_do_nothing(index_elements=["key"]))
+    return db.session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
 
 
 def _keys(email: str, ip: str | None) -> tuple[str, str]:
@@ -111,6 +116,63 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
     session_id = start_session(user, ip, user_agent)
     record_event(actor, "auth.login", tenant_id=None, data={"session_id": session_id})
     return user
+
+
+# ---------------------------------------------------------------------------------------------
+# Forgot password: a mailed reset link (the invitation's single-use link machinery).
+
+RESET_REQUESTED = ("If an active account has that address, a link to set a new password is "
+                   "on its way to it. The link works once and expires in a few hours.")
+
+
+class ResetThrottled(PermissionDenied):
+    status = 429
+
+
+def _counted(throttle: LoginThrottle, window: timedelta, now) -> int:
+    """Count one more request in the throttle's window (a new window once it has passed)."""
+    if throttle.window_started_at < now - window:
+        throttle.failures, throttle.window_started_at = 0, now
+    throttle.failures += 1
+    return throttle.failures
+
+
+def request_password_reset(email: str, ip: str | None, user_agent: str | None) -> None:
+    """Someone asks for a reset link for `email`. Known or not, the request does the same
+    work (throttles, an audit event; the link is made and mailed later by the worker), so
+    neither the answer nor its time tells whether an account has the address. At most
+    RESET_MAX_PER_EMAIL requests per address and RESET_MAX_PER_IP per client address in
+    RESET_WINDOW_SECONDS; ResetThrottled beyond. The caller commits, also on refusal."""
+    from app.admin.models import PasswordLinkPurpose
+    from app.outbox.services import add_message
+
+    config = current_app.config
+    now = utcnow()
+    email = (email or "").strip().lower()[:254]
+    user = find_user_by_email(email)
+    actor = Actor(ActorType.USER, user=user, label=email, ip=ip, user_agent=user_agent)
+    window = timedelta(seconds=config["RESET_WINDOW_SECONDS"])
+    email_key, ip_key = _keys(email, ip)
+    by_email, by_ip = _throttle("reset-" + email_key), _throttle(("reset-" + ip_key)[:80])
+    counts = {"email": _counted(by_email, window, now), "address": _counted(by_ip, window, now)}
+    over = [kind for kind, limit in (("email", config["RESET_MAX_PER_EMAIL"]),
+                                     ("address", config["RESET_MAX_PER_IP"]))
+            if counts[kind] > limit]
+    known = user is not None and user.active
+    record_event(actor, "auth.reset_requested", tenant_id=None,
+                 data={"known": known, "throttled": over[0] if over else None})
+    if over:
+        started = min(t.window_started_at for t in (by_email, by_ip))
+        minutes = max(1, math.ceil((started + window - now).total_seconds() / 60))
+        raise ResetThrottled(f"Too many reset requests. Try again in {minutes} minute"
+                             f"{'s' if minutes != 1 else ''}.")
+    if known:
+        # The tenant's branding when the person works in one tenant only.
+        tenant_id = user.memberships[0].tenant_id if len(user.memberships) == 1 else None
+        add_message("account.password_link",
+                    {"user_id": user.id, "tenant_id": tenant_id,
+                     "purpose": PasswordLinkPurpose.RESET.value, "self_service": True},
+                    tenant_id)
 
 
 # ---------------------------------------------------------------------------------------------
