@@ -19,6 +19,7 @@ from app.admin.forms import (
     MembershipForm,
     PersonForm,
     SetPasswordForm,
+    SignInSettingsForm,
     TenantForm,
     choices,
 )
@@ -152,6 +153,29 @@ def tenant(slug: str):
                  errors=_errors(form, failed), failed=failed,
                  timezones=sorted(services.timezone_names()),
                  status=422 if failed else 200)
+
+
+@bp.route("/t/<slug>/sign-in", methods=["GET", "POST"])
+def sign_in_settings(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    form = SignInSettingsForm(obj=tenant if request.method == "GET" else None)
+    failed = None
+    if request.method == "POST":
+        _require_csrf(form)
+        try:
+            services.update_sign_in_settings(
+                actor, tenant, session_idle_minutes=form.session_idle_minutes.data,
+                session_max_hours=form.session_max_hours.data)
+            commit()
+        except ValidationFailed as error:
+            db.session.rollback()
+            failed = error
+        else:
+            flash("Sign-in settings saved.", "success")
+            return redirect(url_for("admin.sign_in_settings", slug=slug), code=303)
+    return _page("admin/sign_in_settings.html", tenant=tenant, form=form,
+                 errors=_errors(form, failed), failed=failed, status=422 if failed else 200)
 
 
 @bp.route("/t/<slug>/branding", methods=["GET", "POST"])

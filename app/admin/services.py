@@ -247,6 +247,53 @@ def update_tenant(actor: Actor, tenant: Tenant, *, sla_reassign_on_breach: bool 
     return tenant
 
 
+# ---------------------------------------------------------------------------------------------
+# Sign-in settings: session timeouts.
+
+SESSION_IDLE_RANGE = (5, 60 * 24 * 30)  # minutes: five minutes to thirty days
+SESSION_MAX_RANGE = (1, 24 * 90)  # hours: one hour to ninety days
+
+
+def _bounded_whole(value, bounds: tuple[int, int], unit: str, errors: dict, name: str):
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not bounds[0] <= int(text) <= bounds[1]:
+        errors[name] = f"a whole number of {unit} from {bounds[0]:,} to {bounds[1]:,}, or empty"
+        return None
+    return int(text)
+
+
+def clean_sign_in_settings(data: dict) -> dict:
+    errors: dict[str, str] = {}
+    clean = {
+        "session_idle_minutes": _bounded_whole(data.get("session_idle_minutes"),
+                                               SESSION_IDLE_RANGE, "minutes", errors,
+                                               "session_idle_minutes"),
+        "session_max_hours": _bounded_whole(data.get("session_max_hours"), SESSION_MAX_RANGE,
+                                            "hours", errors, "session_max_hours"),
+    }
+    if errors:
+        raise ValidationFailed("Some sign-in settings are not valid.", errors)
+    return clean
+
+
+def update_sign_in_settings(actor: Actor, tenant: Tenant, **settings) -> Tenant:
+    """Change the tenant's session timeouts; audited with before and after. They apply at each
+    member's next request (a person in several tenants gets the strictest)."""
+    require_admin(actor, tenant)
+    clean = clean_sign_in_settings(settings)
+    before, after = _changed({name: getattr(tenant, name) for name in clean}, clean)
+    if not after:
+        return tenant
+    for name, value in after.items():
+        setattr(tenant, name, value)
+    db.session.flush()
+    record_event(actor, "tenant.sign_in_updated", tenant_id=tenant.id,
+                 data={"before": before, "after": after})
+    return tenant
+
+
 MAX_CLOSURE_DAYS = 366
 
 

@@ -19,6 +19,8 @@ class SessionEndReason(str, enum.Enum):
     ENDED_BY_USER = "ended_by_user"  # ended from another of their sessions
     PASSWORD_CHANGED = "password_changed"
     DEACTIVATED = "deactivated"
+    IDLE_TIMEOUT = "idle_timeout"  # no request for longer than the tenant allows
+    ABSOLUTE_TIMEOUT = "absolute_timeout"  # signed in for longer than the tenant allows
 
 
 class UserSession(db.Model):
@@ -32,7 +34,7 @@ class UserSession(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Moved forward at most every few minutes (app.auth.services.SEEN_EVERY), not per request.
+    # Moved forward at most once a minute (app.auth.services.SEEN_EVERY), not per request.
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_reason: Mapped[str | None] = mapped_column(String(32))

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import math
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
@@ -21,7 +22,7 @@ from app.auth.models import SessionEndReason, UserSession
 from app.auth.passwords import check_password, hash_password
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import LoginThrottle, Membership, MembershipRole, User
+from app.models import LoginThrottle, Membership, MembershipRole, Tenant, User
 from app.types import utcnow
 
 
@@ -178,9 +179,10 @@ def request_password_reset(email: str, ip: str | None, user_agent: str | None) -
 # ---------------------------------------------------------------------------------------------
 # Sessions.
 
-# How stale a session's last-seen time may get before a request moves it: a write every few
-# minutes per session, not one per request.
-SEEN_EVERY = timedelta(minutes=5)
+# How stale a session's last-seen time may get before a request moves it: a write at most once
+# a minute per session, not one per request. An idle timeout may so end a session up to this
+# much early, never late.
+SEEN_EVERY = timedelta(minutes=1)
 
 
 def _secret_hash(secret: str) -> str:
@@ -205,17 +207,41 @@ def session_id_of(login_id: str | None) -> str | None:
     return parts[1] if len(parts) == 3 else None
 
 
-def recognise_session(login_id: str) -> tuple[User, UserSession] | None:
-    """The active user and open session a cookie's login id names, or None: unknown, ended,
-    another user's, a wrong secret, a deactivated user. One query, run on every request; the
-    user's memberships load when a page first uses them."""
+@dataclass(frozen=True)
+class SessionLimits:
+    """The strictest timeouts of the tenants a person works in (None: no limit)."""
+
+    idle_minutes: int | None = None
+    max_hours: int | None = None
+
+    def reason_to_end(self, row: UserSession, now) -> SessionEndReason | None:
+        if self.max_hours is not None and now - row.created_at >= timedelta(hours=self.max_hours):
+            return SessionEndReason.ABSOLUTE_TIMEOUT
+        if (self.idle_minutes is not None
+                and now - row.last_seen_at >= timedelta(minutes=self.idle_minutes)):
+            return SessionEndReason.IDLE_TIMEOUT
+        return None
+
+
+def _strictest(column, user_id):
+    return (select(func.min(column)).join(Membership, Membership.tenant_id == Tenant.id)
+            .where(Membership.user_id == user_id).scalar_subquery())
+
+
+def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] | None:
+    """The active user and open session a cookie's login id names, with the timeouts of the
+    person's tenants, or None: unknown, ended, another user's, a wrong secret, a deactivated
+    user. One query, run on every request; the user's memberships load when a page first
+    uses them. Whether the session has timed out is the caller's to check (SessionLimits)."""
     try:
         user_id, session_id, secret = login_id.split(":")
         user_id = int(user_id)
     except (AttributeError, ValueError):
         return None
     found = db.session.execute(
-        select(User, UserSession).join(UserSession, UserSession.user_id == User.id)
+        select(User, UserSession, _strictest(Tenant.session_idle_minutes, user_id),
+               _strictest(Tenant.session_max_hours, user_id))
+        .join(UserSession, UserSession.user_id == User.id)
         .where(UserSession.id == session_id, User.id == user_id,
                UserSession.ended_at.is_(None), User.active.is_(True))
         .options(lazyload(User.memberships))
@@ -224,7 +250,25 @@ def recognise_session(login_id: str) -> tuple[User, UserSession] | None:
                                                 _secret_hash(secret)):
         return None
     found.User.login_id = login_id
-    return found.User, found.UserSession
+    return found[0], found[1], SessionLimits(found[2], found[3])
+
+
+def end_timed_out_session(row: UserSession, reason: SessionEndReason,
+                          limits: SessionLimits) -> None:
+    """End a session its tenants' timeouts no longer allow; audited as `auth.session_ended`."""
+    now = utcnow()
+    ended = db.session.execute(
+        update(UserSession).where(UserSession.id == row.id, UserSession.ended_at.is_(None))
+        .values(ended_at=now, ended_reason=reason.value)
+        .execution_options(synchronize_session=False))
+    if ended.rowcount != 1:
+        return  # another request ended it first
+    actor = Actor(ActorType.SYSTEM, label="session timeout")
+    record_event(actor, "auth.session_ended", tenant_id=None,
+                 data={"user_id": row.user_id, "session_id": row.id, "reason": reason.value,
+                       "idle_minutes": limits.idle_minutes, "max_hours": limits.max_hours,
+                       "session_started_at": row.created_at, "last_seen_at": row.last_seen_at,
+                       "session_ip": row.ip})
 
 
 def note_session_seen(row: UserSession) -> bool:
