@@ -55,6 +55,10 @@ class SignInSettingsForm(FlaskForm):
                                        validators=[Length(max=16)])
     session_max_hours = StringField("End a session this many hours after sign-in",
                                     validators=[Length(max=16)])
+    require_second_factor = BooleanField(
+        "Require a second factor of approvers, analysts, managers and admins")
+    step_up_amount = StringField("Ask for the second factor on email-link decisions above",
+                                 validators=[Length(max=32)])
 
 
 class BrandingForm(FlaskForm):

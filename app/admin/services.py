@@ -47,7 +47,7 @@ from app.models import (
 from app.outbox.services import add_message
 from app.types import utcnow
 from app.work.kinds import parse_money
-from app.work.money import POSITIVE, currency_problem, parse_amount
+from app.work.money import NON_NEGATIVE, POSITIVE, currency_problem, parse_amount
 
 # ---------------------------------------------------------------------------------------------
 # Who administers what.
@@ -273,6 +273,19 @@ def clean_sign_in_settings(data: dict) -> dict:
         "session_max_hours": _bounded_whole(data.get("session_max_hours"), SESSION_MAX_RANGE,
                                             "hours", errors, "session_max_hours"),
     }
+    if "require_second_factor" in data:
+        clean["require_second_factor"] = bool(data["require_second_factor"])
+    if "step_up_amount" in data:
+        text = str(data.get("step_up_amount") or "").strip()
+        clean["step_up_amount"] = None
+        if text:
+            try:
+                amount = parse_amount(text, "step_up_amount", currency=data.get("currency"),
+                                      sign=NON_NEGATIVE)
+            except ValidationFailed as failed:
+                errors["step_up_amount"] = next(iter(failed.fields.values()), failed.message)
+            else:
+                clean["step_up_amount"] = amount
     if errors:
         raise ValidationFailed("Some sign-in settings are not valid.", errors)
     return clean
@@ -282,7 +295,7 @@ def update_sign_in_settings(actor: Actor, tenant: Tenant, **settings) -> Tenant:
     """Change the tenant's session timeouts; audited with before and after. They apply at each
     member's next request (a person in several tenants gets the strictest)."""
     require_admin(actor, tenant)
-    clean = clean_sign_in_settings(settings)
+    clean = clean_sign_in_settings({**settings, "currency": tenant.currency})
     before, after = _changed({name: getattr(tenant, name) for name in clean}, clean)
     if not after:
         return tenant

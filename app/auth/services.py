@@ -113,9 +113,67 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
         raise SignInRefused(GENERIC_REFUSAL)
     by_email.failures = 0
     by_email.locked_until = None
+    if has_second_factor(user):
+        record_event(actor, "auth.password_accepted", tenant_id=None,
+                     data={"second_factor": "asked"})
+        raise SecondFactorNeeded(user)
     user.last_login_at = now
     session_id = start_session(user, ip, user_agent)
     record_event(actor, "auth.login", tenant_id=None, data={"session_id": session_id})
+    return user
+
+
+class SecondFactorNeeded(Exception):
+    """The password was right and the person has a second factor: sign-in goes on with a
+    code (complete_sign_in)."""
+
+    def __init__(self, user: User):
+        super().__init__("second factor needed")
+        self.user = user
+
+
+def has_second_factor(user: User) -> bool:
+    from app.auth.second_factor import enrolled_clause
+
+    return bool(db.session.scalar(select(enrolled_clause(user.id))))
+
+
+def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | None) -> User:
+    """The second step of a sign-in whose password was right: a code of the person's factor
+    (or a recovery code) starts the session. Wrong codes count as failed sign-ins of that
+    email and lock it the same way. The caller commits, also on refusal."""
+    from app.auth.second_factor import FactorRefused, verify_code
+
+    config = current_app.config
+    now = utcnow()
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        raise SignInRefused(GENERIC_REFUSAL)
+    actor = Actor(ActorType.USER, user=user, label=user.email, ip=ip, user_agent=user_agent)
+    by_email = _throttle(_keys(user.email, ip)[0])
+    if by_email.locked_until and by_email.locked_until > now:
+        minutes = math.ceil((by_email.locked_until - now).total_seconds() / 60)
+        record_event(actor, "auth.login_refused", tenant_id=None,
+                     data={"reason": "locked", "by": "email"})
+        raise SignInRefused(f"Too many failed sign-ins. Sign-in is locked; try again in "
+                            f"{minutes} minute{'s' if minutes != 1 else ''}.")
+    try:
+        method = verify_code(actor, user, code, purpose="sign_in")
+    except FactorRefused as refused:
+        by_email.failures += 1
+        record_event(actor, "auth.login_failed", tenant_id=None,
+                     data={"reason": "wrong second factor", "failures": by_email.failures})
+        if by_email.failures >= config["LOGIN_MAX_FAILURES"]:
+            by_email.locked_until = now + timedelta(seconds=config["LOGIN_LOCKOUT_SECONDS"])
+            by_email.failures, by_email.window_started_at = 0, now
+            record_event(actor, "auth.locked", tenant_id=None,
+                         data={"by": "email", "until": by_email.locked_until})
+        raise SignInRefused(refused.message) from refused
+    by_email.failures = 0
+    user.last_login_at = now
+    session_id = start_session(user, ip, user_agent)
+    record_event(actor, "auth.login", tenant_id=None,
+                 data={"session_id": session_id, "second_factor": method})
     return user
 
 
@@ -213,6 +271,8 @@ class SessionLimits:
 
     idle_minutes: int | None = None
     max_hours: int | None = None
+    # A tenant requires a second factor of this person's roles and they have none yet.
+    must_enrol: bool = False
 
     def reason_to_end(self, row: UserSession, now) -> SessionEndReason | None:
         if self.max_hours is not None and now - row.created_at >= timedelta(hours=self.max_hours):
@@ -238,9 +298,12 @@ def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] 
         user_id = int(user_id)
     except (AttributeError, ValueError):
         return None
+    from app.auth.second_factor import enrolled_clause, requirement_clause
+
     found = db.session.execute(
         select(User, UserSession, _strictest(Tenant.session_idle_minutes, user_id),
-               _strictest(Tenant.session_max_hours, user_id))
+               _strictest(Tenant.session_max_hours, user_id),
+               requirement_clause(user_id), enrolled_clause(user_id))
         .join(UserSession, UserSession.user_id == User.id)
         .where(UserSession.id == session_id, User.id == user_id,
                UserSession.ended_at.is_(None), User.active.is_(True))
@@ -250,7 +313,8 @@ def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] 
                                                 _secret_hash(secret)):
         return None
     found.User.login_id = login_id
-    return found[0], found[1], SessionLimits(found[2], found[3])
+    return found[0], found[1], SessionLimits(found[2], found[3],
+                                             bool(found[4]) and not found[5])
 
 
 def end_timed_out_session(row: UserSession, reason: SessionEndReason,

@@ -34,6 +34,7 @@ def install_login(app: Flask) -> None:
             g.session_timed_out = reason
             return None
         g.user_session = row
+        g.must_enrol = limits.must_enrol
         return user
 
     @app.before_request
@@ -49,6 +50,8 @@ def install_login(app: Flask) -> None:
         if current_user.is_authenticated:
             if note_session_seen(g.user_session):
                 commit()
+            if g.get("must_enrol") and request.endpoint not in ENROLMENT_ENDPOINTS:
+                return enrolment_redirect()
         elif "session_timed_out" in g:
             commit()
             flash("Your session ended: "
@@ -60,6 +63,23 @@ def install_login(app: Flask) -> None:
     def unauthorized():
         flash(login_manager.login_message, login_manager.login_message_category)
         return sign_in_redirect()
+
+
+# What someone who must enrol a second factor may still do.
+ENROLMENT_ENDPOINTS = frozenset({"account.second_factor", "account.start_second_factor",
+                                 "account.confirm_second_factor", "auth.logout",
+                                 "account.logo", "static"})
+
+
+def enrolment_redirect():
+    target = url_for("account.second_factor")
+    flash("Your organisation requires a second factor for your role. Set it up to go on.",
+          "info")
+    if request.headers.get("HX-Request") == "true":
+        response = current_app.response_class(status=403)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target, code=303)
 
 
 def current_session() -> UserSession | None:
