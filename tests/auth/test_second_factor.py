@@ -215,6 +215,22 @@ def test_the_code_step_needs_a_password_first_and_its_csrf_token(app, ann):
     assert client.post("/login/code", data={"code": "123456"}).status_code == 400
 
 
+def test_the_code_step_runs_out_after_a_few_minutes(app, ann):
+    secret, _codes = enrol(sign_in(app))
+    client = new_client(app)
+    password_step(client)
+    with client.session_transaction() as stored:
+        pending = stored["second_factor_pending"]
+        pending["until"] = time.time() - 1
+        stored["second_factor_pending"] = pending
+
+    response = client.get("/login/code")
+    assert response.status_code == 303 and response.headers["Location"] == "/login"
+    assert "the time to enter your code ran out" in client.get("/login").text
+    assert client.get("/login/code").status_code == 303  # gone for good
+    assert not signed_in(client)
+
+
 # ---------------------------------------------------------------------------------------------
 # Disabling, new recovery codes.
 
