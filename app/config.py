@@ -61,6 +61,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "LOGIN_MAX_FAILURES": 5,
         "LOGIN_MAX_FAILURES_PER_IP": 50,
         "LOGIN_LOCKOUT_SECONDS": 15 * 60,
+        # Forgot password: requests per address and per client address in the window.
+        "RESET_MAX_PER_EMAIL": 3,
+        "RESET_MAX_PER_IP": 20,
+        "RESET_WINDOW_SECONDS": 60 * 60,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         # JSON API and webhooks: requests a minute per token; the first retry delay (doubled
         # on each failure), attempts per delivery, failures in a row that pause a webhook.

@@ -96,6 +96,18 @@ class Tenant(db.Model):
     # A fresh random tag whenever the tenant's closures change (None before the first): the
     # cached business calendar is keyed on it.
     calendar_revision: Mapped[str | None] = mapped_column(String(16))
+    # Sign-in (app.auth): a session ends after this long without a request, and this long
+    # after sign-in whatever its use; None: no limit of this tenant's own. A person in several
+    # tenants gets the strictest of them.
+    session_idle_minutes: Mapped[int | None] = mapped_column(Integer)
+    session_max_hours: Mapped[int | None] = mapped_column(Integer)
+    # People with a role that decides or administers (app.auth.second_factor.FACTOR_ROLES)
+    # must enrol a second factor before anything else.
+    require_second_factor: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                        server_default=text("false"))
+    # An email-link decision above this amount (in the tenant's currency) needs the
+    # approver's second factor; None: the EMAIL_LINK_STEP_UP_ABOVE default.
+    step_up_amount: Mapped[Decimal | None] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

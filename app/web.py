@@ -148,7 +148,8 @@ def install_web(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def _csrf_error(error: CSRFError):
-        if not current_user.is_authenticated and request.endpoint != "auth.login":
+        if not current_user.is_authenticated and request.endpoint not in (
+                "auth.login", "auth.forgot_password", "auth.login_code"):
             # Most often an expired session: sign in again rather than a dead button.
             from app.auth.session import sign_in_redirect
 

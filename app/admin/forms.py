@@ -50,6 +50,17 @@ class TenantForm(FlaskForm):
     sla_reassign_on_breach = BooleanField("Move a breached item to the least-loaded colleague")
 
 
+class SignInSettingsForm(FlaskForm):
+    session_idle_minutes = StringField("End a session after this many idle minutes",
+                                       validators=[Length(max=16)])
+    session_max_hours = StringField("End a session this many hours after sign-in",
+                                    validators=[Length(max=16)])
+    require_second_factor = BooleanField(
+        "Require a second factor of approvers, analysts, managers and admins")
+    step_up_amount = StringField("Ask for the second factor on email-link decisions above",
+                                 validators=[Length(max=32)])
+
+
 class BrandingForm(FlaskForm):
     brand_name = StringField("Display name", validators=[Length(max=200)])
     brand_color = StringField("Accent colour", validators=[Length(max=32)])

@@ -35,6 +35,7 @@ def mail_password_link(message) -> None:
         "brand": brand(tenant) if tenant else {"name": "Cleardesk", "color": "#1f6feb"},
         "recipient": user,
         "invitation": invitation,
+        "self_service": bool(payload.get("self_service")),
         "link": password_link_url(token),
         "expires": localtime(row.expires_at, tenant) if tenant else
         row.expires_at.strftime("%Y-%m-%d %H:%M UTC"),

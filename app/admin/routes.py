@@ -19,12 +19,14 @@ from app.admin.forms import (
     MembershipForm,
     PersonForm,
     SetPasswordForm,
+    SignInSettingsForm,
     TenantForm,
     choices,
 )
 from app.admin.models import PendingMembershipChange
 from app.auth import services as auth_services
-from app.auth.forms import EmptyForm
+from app.auth import second_factor
+from app.auth.forms import CodeForm, EmptyForm
 from app.auth.session import current_session
 from app.errors import ValidationFailed
 from app.extensions import db
@@ -152,6 +154,31 @@ def tenant(slug: str):
                  errors=_errors(form, failed), failed=failed,
                  timezones=sorted(services.timezone_names()),
                  status=422 if failed else 200)
+
+
+@bp.route("/t/<slug>/sign-in", methods=["GET", "POST"])
+def sign_in_settings(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    form = SignInSettingsForm(obj=tenant if request.method == "GET" else None)
+    failed = None
+    if request.method == "POST":
+        _require_csrf(form)
+        try:
+            services.update_sign_in_settings(
+                actor, tenant, session_idle_minutes=form.session_idle_minutes.data,
+                session_max_hours=form.session_max_hours.data,
+                require_second_factor=form.require_second_factor.data,
+                step_up_amount=form.step_up_amount.data)
+            commit()
+        except ValidationFailed as error:
+            db.session.rollback()
+            failed = error
+        else:
+            flash("Sign-in settings saved.", "success")
+            return redirect(url_for("admin.sign_in_settings", slug=slug), code=303)
+    return _page("admin/sign_in_settings.html", tenant=tenant, form=form,
+                 errors=_errors(form, failed), failed=failed, status=422 if failed else 200)
 
 
 @bp.route("/t/<slug>/branding", methods=["GET", "POST"])
@@ -439,8 +466,78 @@ def index():
     tenant = next((m.tenant for m in memberships if m.tenant_id == current_tenant_id()),
                   memberships[0].tenant if memberships else None)
     return render_page("admin/account.html", tenant=tenant,
+                       has_factor=second_factor.factor_of(current_user) is not None,
                        sessions=auth_services.open_sessions(current_user),
                        current=current_session())
+
+
+# ---------------------------------------------------------------------------------------------
+# The second factor.
+
+
+def _factor_page(status: int = 200, **context):
+    user = current_user
+    pending = second_factor.pending_enrolment(user)
+    uri = second_factor.provisioning_uri(user, pending) if pending else None
+    return render_page("admin/second_factor.html", status=status, form=CodeForm(),
+                       factor=second_factor.factor_of(user), pending=pending,
+                       secret=second_factor.secret_for_display(pending) if pending else None,
+                       qr_svg=second_factor.qr_code_svg(uri) if uri else None,
+                       codes_left=second_factor.recovery_codes_left(user.id),
+                       required=second_factor.factor_required(user), **context)
+
+
+@account.get("/second-factor", endpoint="second_factor")
+def second_factor_page():
+    return _factor_page()
+
+
+@account.post("/second-factor/start")
+def start_second_factor():
+    _require_csrf(EmptyForm())
+    second_factor.start_enrolment(current_actor())
+    commit()
+    return redirect(url_for("account.second_factor"), code=303)
+
+
+def _with_code(action):
+    """Run `action(actor, code)`; a refused code is kept in the audit trail (commit) and
+    re-renders the page with the message."""
+    form = CodeForm()
+    _require_csrf(form)
+    try:
+        result = action(current_actor(), form.code.data or "")
+    except second_factor.FactorRefused as refused:
+        commit()
+        return None, _factor_page(status=422, error=refused.message)
+    commit()
+    return result, None
+
+
+@account.post("/second-factor/confirm")
+def confirm_second_factor():
+    codes, refused = _with_code(second_factor.confirm_enrolment)
+    if refused is not None:
+        return refused
+    # Shown once, in this answer only (never stored in clear, never in a redirect).
+    return _factor_page(new_codes=codes)
+
+
+@account.post("/second-factor/recovery-codes")
+def renew_recovery_codes():
+    codes, refused = _with_code(second_factor.regenerate_recovery_codes)
+    if refused is not None:
+        return refused
+    return _factor_page(new_codes=codes)
+
+
+@account.post("/second-factor/disable")
+def disable_second_factor():
+    _result, refused = _with_code(second_factor.disable_factor)
+    if refused is not None:
+        return refused
+    flash("Your second factor is off.", "success")
+    return redirect(url_for("account.second_factor"), code=303)
 
 
 @account.post("/sessions/end-others")

@@ -47,7 +47,7 @@ from app.models import (
 from app.outbox.services import add_message
 from app.types import utcnow
 from app.work.kinds import parse_money
-from app.work.money import POSITIVE, currency_problem, parse_amount
+from app.work.money import NON_NEGATIVE, POSITIVE, currency_problem, parse_amount
 
 # ---------------------------------------------------------------------------------------------
 # Who administers what.
@@ -244,6 +244,66 @@ def update_tenant(actor: Actor, tenant: Tenant, *, sla_reassign_on_breach: bool 
                  data={"before": before, "after": after})
     if set(after) & {"timezone", "calendar_country", "working_days", "work_start", "work_end"}:
         _calendar_changed(tenant, calendar_before, "settings")
+    return tenant
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-in settings: session timeouts.
+
+SESSION_IDLE_RANGE = (5, 60 * 24 * 30)  # minutes: five minutes to thirty days
+SESSION_MAX_RANGE = (1, 24 * 90)  # hours: one hour to ninety days
+
+
+def _bounded_whole(value, bounds: tuple[int, int], unit: str, errors: dict, name: str):
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not bounds[0] <= int(text) <= bounds[1]:
+        errors[name] = f"a whole number of {unit} from {bounds[0]:,} to {bounds[1]:,}, or empty"
+        return None
+    return int(text)
+
+
+def clean_sign_in_settings(data: dict) -> dict:
+    errors: dict[str, str] = {}
+    clean = {
+        "session_idle_minutes": _bounded_whole(data.get("session_idle_minutes"),
+                                               SESSION_IDLE_RANGE, "minutes", errors,
+                                               "session_idle_minutes"),
+        "session_max_hours": _bounded_whole(data.get("session_max_hours"), SESSION_MAX_RANGE,
+                                            "hours", errors, "session_max_hours"),
+    }
+    if "require_second_factor" in data:
+        clean["require_second_factor"] = bool(data["require_second_factor"])
+    if "step_up_amount" in data:
+        text = str(data.get("step_up_amount") or "").strip()
+        clean["step_up_amount"] = None
+        if text:
+            try:
+                amount = parse_amount(text, "step_up_amount", currency=data.get("currency"),
+                                      sign=NON_NEGATIVE)
+            except ValidationFailed as failed:
+                errors["step_up_amount"] = next(iter(failed.fields.values()), failed.message)
+            else:
+                clean["step_up_amount"] = amount
+    if errors:
+        raise ValidationFailed("Some sign-in settings are not valid.", errors)
+    return clean
+
+
+def update_sign_in_settings(actor: Actor, tenant: Tenant, **settings) -> Tenant:
+    """Change the tenant's session timeouts; audited with before and after. They apply at each
+    member's next request (a person in several tenants gets the strictest)."""
+    require_admin(actor, tenant)
+    clean = clean_sign_in_settings({**settings, "currency": tenant.currency})
+    before, after = _changed({name: getattr(tenant, name) for name in clean}, clean)
+    if not after:
+        return tenant
+    for name, value in after.items():
+        setattr(tenant, name, value)
+    db.session.flush()
+    record_event(actor, "tenant.sign_in_updated", tenant_id=tenant.id,
+                 data={"before": before, "after": after})
     return tenant
 
 
@@ -813,14 +873,16 @@ def password_link(token: str) -> PasswordLink:
     row = db.session.scalars(select(PasswordLink).where(
         PasswordLink.token_hash == _token_hash(token or ""))).one_or_none()
     if row is None:
-        raise NotFound("This link is not valid. Ask your admin for a new one.")
+        raise NotFound("This link is not valid. Ask for a new one from the sign-in page "
+                       "(Forgot your password?) or from your admin.")
     if row.used_at is not None:
         raise LinkRefused("This link was already used. Sign in, or ask your admin for a new one.")
     if row.revoked_at is not None:
         raise LinkRefused("A newer link was sent, or the account was deactivated; this one no "
                           "longer works.")
     if row.expires_at <= utcnow():
-        raise LinkRefused("This link has expired. Ask your admin for a new one.")
+        raise LinkRefused("This link has expired. Ask for a new one from the sign-in page "
+                          "(Forgot your password?) or from your admin.")
     if not row.user.active:
         raise LinkRefused("This account is deactivated.")
     return row
@@ -854,6 +916,9 @@ def set_password_with_link(token: str, password: str, confirm: str, ip: str | No
     record_event(actor, "user.password_set", tenant_id=row.tenant_id,
                  data={"user_id": user.id, "via": row.purpose, "link_id": row.id,
                        "sessions_ended": len(ended)})
+    if row.purpose == PasswordLinkPurpose.RESET.value:
+        record_event(actor, "auth.password_reset", tenant_id=None,
+                     data={"user_id": user.id, "link_id": row.id, "sessions_ended": ended})
     return user
 
 

@@ -29,6 +29,8 @@ from app.approvals.services import (
     reject_approval,
 )
 from app.audit.services import record_event
+from app.auth.second_factor import FactorRefused, factor_required_in, verify_code
+from app.auth.services import has_second_factor
 from app.errors import DomainError, NotFound, PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import ApprovalStep, StepState, User, WorkItem
@@ -51,9 +53,11 @@ class LinkStatus:
     NOT_PERMITTED = "not_permitted"
     SIGN_IN = "sign_in"  # above the step-up amount: sign in first
     WRONG_USER = "wrong_user"  # signed in, but not as the approver the link is for
+    CODE = "code"  # above the step-up amount: the approver's second factor code was wrong
+    ENROL = "enrol"  # above it, the tenant requires a factor and the approver has none
 
     REFUSALS = (TAMPERED, EXPIRED, USED, DECIDED, REVOKED, SUPERSEDED, NOT_PERMITTED, SIGN_IN,
-                WRONG_USER)
+                WRONG_USER, CODE, ENROL)
 
 
 @dataclass
@@ -63,7 +67,8 @@ class LinkView:
     item: WorkItem | None = None
     step: ApprovalStep | None = None
     message: str | None = None
-    step_up: bool = False  # the decision needs a signed-in approver
+    step_up: bool = False  # above the step-up amount: a second factor code, or a sign-in
+    factor: bool = False  # (step-up) the approver has a second factor: their code is asked
     on_behalf_of: User | None = None  # the out-of-office approver the link's user stands in for
     facts: dict = field(default_factory=dict)
 
@@ -94,7 +99,11 @@ def link_url(token: str) -> str:
     return current_app.config["APP_BASE_URL"].rstrip("/") + "/a/" + token
 
 
-def step_up_threshold() -> Decimal:
+def step_up_threshold(tenant=None) -> Decimal:
+    """Above this amount (in magnitude) an email-link decision needs the approver's second
+    factor (or, without one, a sign-in): the tenant's own amount, else the default."""
+    if tenant is not None and tenant.step_up_amount is not None:
+        return tenant.step_up_amount
     return Decimal(str(current_app.config["EMAIL_LINK_STEP_UP_ABOVE"]))
 
 
@@ -162,7 +171,7 @@ def inspect_link(token: str, signed_in: User | None = None) -> LinkView:
         return LinkView(LinkStatus.TAMPERED)
     item, step = row.item, row.step
     view = LinkView(LinkStatus.OK, token=row, item=item, step=step,
-                    step_up=item.amount > step_up_threshold())
+                    step_up=abs(item.amount) > step_up_threshold(item.tenant))
     named = named_approver_id(step)
     if named is not None and named != row.approver_id:
         view.on_behalf_of = db.session.get(User, named)
@@ -206,6 +215,12 @@ def inspect_link(token: str, signed_in: User | None = None) -> LinkView:
     if view.step_up and signed_in is not None and signed_in.id != row.approver_id:
         view.status = LinkStatus.WRONG_USER
         view.facts = {"signed_in": signed_in, "approver": row.approver}
+        return view
+    if view.step_up:
+        view.factor = has_second_factor(row.approver)
+        if not view.factor and factor_required_in(row.approver, row.tenant_id):
+            view.status = LinkStatus.ENROL
+            view.facts = {"approver": row.approver}
     return view
 
 
@@ -222,12 +237,15 @@ def _permission_refusal(row: ApprovalLinkToken, item: WorkItem) -> str | None:
 
 
 def decide_by_link(token: str, action: str, *, reason: str | None, signed_in: User | None,
-                   ip: str | None, user_agent: str | None) -> tuple[LinkView, WorkItem]:
+                   ip: str | None, user_agent: str | None,
+                   code: str | None = None) -> tuple[LinkView, WorkItem]:
     """Approve or reject the link's step through the browser's write path, as the link's
     approver (an email-link actor with IP and user agent), and use the link up, all in the
-    caller's transaction. Raises LinkRefused when the link may not act; never commits."""
+    caller's transaction. Above the step-up amount, `code` must be a code of the approver's
+    second factor (or, when they have none, they must be signed in). Raises LinkRefused when
+    the link may not act; never commits."""
     view = inspect_link(token, signed_in)
-    if view.ok and view.step_up and signed_in is None:
+    if view.ok and view.step_up and not view.factor and signed_in is None:
         view.status = LinkStatus.SIGN_IN
     if not view.ok:
         raise LinkRefused(view)
@@ -235,6 +253,15 @@ def decide_by_link(token: str, action: str, *, reason: str | None, signed_in: Us
         raise LinkRefused(LinkView(LinkStatus.TAMPERED))
     row = view.token
     actor = link_actor(row, ip, user_agent)
+    if view.step_up and view.factor:
+        # Checked before the link is used up: a wrong code leaves it working.
+        try:
+            verify_code(actor, row.approver, code or "", purpose="step_up_link",
+                        tenant_id=row.tenant_id,
+                        data={"item_id": row.item_id, "link_id": row.id})
+        except FactorRefused as refused:
+            view.status, view.message = LinkStatus.CODE, refused.message
+            raise LinkRefused(view) from refused
     now = utcnow()
     # Used up first, so that the decision's revocation of the item's other links skips it; the
     # WHERE makes two POSTs of one link race for one row, and only one wins.
@@ -273,3 +300,9 @@ def record_refusal(view: LinkView, ip: str | None, user_agent: str | None) -> No
     record_event(link_actor(row, ip, user_agent), "approval.link_refused",
                  tenant_id=row.tenant_id, item_id=row.item_id,
                  data={"link_id": row.id, "reason": view.status})
+    if view.status == LinkStatus.CODE:
+        # The failed check's own event went with the rolled-back decision: kept here.
+        record_event(link_actor(row, ip, user_agent), "auth.factor_failed",
+                     tenant_id=row.tenant_id,
+                     data={"user_id": row.approver_id, "purpose": "step_up_link",
+                           "item_id": row.item_id, "link_id": row.id})

@@ -105,7 +105,7 @@ def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
                          if named_approver_id(step) != recipient.id else None),
         "link": link_url(token),
         "expires": localtime(row.expires_at, tenant),
-        "step_up": item.amount > step_up_threshold(),
+        "step_up": abs(item.amount) > step_up_threshold(item.tenant),
         "reminder": kind == "reminder",
     }
     prefix = "Reminder: " if kind == "reminder" else ""

@@ -39,6 +39,8 @@ STATUS_CODES = {
     LinkStatus.NOT_PERMITTED: 403,
     LinkStatus.SIGN_IN: 401,
     LinkStatus.WRONG_USER: 403,
+    LinkStatus.CODE: 401,
+    LinkStatus.ENROL: 403,
 }
 
 
@@ -76,7 +78,7 @@ def _page(view: LinkView, form: LinkDecisionForm, *, status: int | None = None,
         "done": done, "brand": brand(tenant) if tenant else None,
         "item": item_summary(view.item, view.step) if view.item else None,
         "tenant": tenant, "signed_in": _signed_in(), "money": money,
-        "step_up_above": step_up_threshold(),
+        "step_up_above": step_up_threshold(tenant),
         "login_next": request.path,
     }
     code = status or (200 if done else STATUS_CODES[view.status])
@@ -101,7 +103,8 @@ def decide(token: str):
         return _page(view, form, status=400, error="Choose Approve or Reject.")
     try:
         view, item = decide_by_link(token, form.action.data, reason=form.reason.data,
-                                    signed_in=_signed_in(), ip=ip, user_agent=agent)
+                                    signed_in=_signed_in(), ip=ip, user_agent=agent,
+                                    code=form.code.data)
         commit()
     except LinkRefused as refused:
         db.session.rollback()

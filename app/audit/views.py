@@ -6,10 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.actors import Actor, ActorType
 from app.audit.chain import event_hash
+from app.auth.models import RecoveryCode, SecondFactor
+from app.auth.second_factor import FACTOR_ROLES
 from app.audit.models import AuditChainHead, AuditEvent, AuditExport
 from app.audit.services import (
     AUDIT_ROLES,
@@ -225,6 +227,9 @@ class AccessRow:
     delegated_by: list[str]
     last_sign_in: object | None
     member_since: object | None
+    second_factor: bool = False  # a confirmed TOTP factor
+    recovery_codes_left: int = 0
+    factor_missing: bool = False  # the tenant requires one of this person's roles: none yet
 
 
 def _decides(roles: set[str]) -> list[str]:
@@ -263,22 +268,35 @@ def access_review(tenant: Tenant) -> list[AccessRow]:
     for m in memberships:
         if m.delegate_id and _delegation_state(m, today) in ("active", "scheduled"):
             delegated_by.setdefault(m.delegate_id, []).append(m.user.name)
+    user_ids = [m.user_id for m in memberships]
+    with_factor = set(db.session.scalars(select(SecondFactor.user_id).where(
+        SecondFactor.user_id.in_(user_ids), SecondFactor.confirmed_at.is_not(None))))
+    codes_left = dict(db.session.execute(
+        select(RecoveryCode.user_id, func.count()).where(
+            RecoveryCode.user_id.in_(user_ids), RecoveryCode.used_at.is_(None))
+        .group_by(RecoveryCode.user_id)).all())
     rows = []
     for m in memberships:
         roles = m.role_set
+        has_factor = m.user_id in with_factor
         rows.append(AccessRow(
             name=m.user.name, email=m.user.email, active=m.user.active,
             roles=sorted(roles), approval_limit=m.approval_limit, decides=_decides(roles),
             delegate=m.delegate.name if m.delegate else None, delegate_from=m.delegate_from,
             delegate_until=m.delegate_until, delegation_state=_delegation_state(m, today),
             delegated_by=sorted(delegated_by.get(m.user_id, [])),
-            last_sign_in=m.user.last_login_at, member_since=m.created_at))
+            last_sign_in=m.user.last_login_at, member_since=m.created_at,
+            second_factor=has_factor,
+            recovery_codes_left=codes_left.get(m.user_id, 0) if has_factor else 0,
+            factor_missing=(not has_factor and tenant.require_second_factor
+                            and bool(roles & FACTOR_ROLES))))
     return rows
 
 
 ACCESS_CSV_COLUMNS = ["name", "email", "active", "roles", "approval_limit", "currency",
                       "can_decide", "delegates_to", "delegation_from", "delegation_until",
-                      "delegation_state", "acts_for", "last_sign_in_utc", "member_since_utc"]
+                      "delegation_state", "acts_for", "last_sign_in_utc", "member_since_utc",
+                      "second_factor", "recovery_codes_left"]
 
 
 def _cell(text: str) -> str:
@@ -294,7 +312,10 @@ def access_csv_rows(tenant: Tenant, rows: list[AccessRow]) -> list[list]:
              f"{r.approval_limit:.2f}", tenant.currency, "; ".join(r.decides),
              _cell(r.delegate or ""), r.delegate_from or "", r.delegate_until or "",
              r.delegation_state or "", _cell("; ".join(r.delegated_by)),
-             stamp(r.last_sign_in), stamp(r.member_since)] for r in rows]
+             stamp(r.last_sign_in), stamp(r.member_since),
+             "totp" if r.second_factor else ("missing (required)" if r.factor_missing
+                                             else "none"),
+             r.recovery_codes_left if r.second_factor else ""] for r in rows]
 
 
 def can_audit(actor: Actor, tenant_id: int) -> bool:

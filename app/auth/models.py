@@ -6,7 +6,7 @@ import enum
 import re
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -19,6 +19,8 @@ class SessionEndReason(str, enum.Enum):
     ENDED_BY_USER = "ended_by_user"  # ended from another of their sessions
     PASSWORD_CHANGED = "password_changed"
     DEACTIVATED = "deactivated"
+    IDLE_TIMEOUT = "idle_timeout"  # no request for longer than the tenant allows
+    ABSOLUTE_TIMEOUT = "absolute_timeout"  # signed in for longer than the tenant allows
 
 
 class UserSession(db.Model):
@@ -32,7 +34,7 @@ class UserSession(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Moved forward at most every few minutes (app.auth.services.SEEN_EVERY), not per request.
+    # Moved forward at most once a minute (app.auth.services.SEEN_EVERY), not per request.
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_reason: Mapped[str | None] = mapped_column(String(32))
@@ -45,6 +47,37 @@ class UserSession(db.Model):
     def browser(self) -> str:
         """A short name for the browser and system ("Firefox on Linux"), or the raw agent."""
         return describe_user_agent(self.user_agent)
+
+
+class SecondFactor(db.Model):
+    """A person's TOTP authenticator. The shared secret is kept encrypted (Fernet, with a key
+    derived from SECRET_KEY: app.auth.second_factor); until the person confirms it with a code
+    it is only an enrolment in progress. `last_used_step` is the 30-second time step of the
+    last accepted code, so no code works twice."""
+
+    __tablename__ = "second_factors"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    secret_encrypted: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RecoveryCode(db.Model):
+    """One single-use recovery code: only SHA-256 of a per-code salt and the code is kept (the
+    code has 50 random bits, so a fast hash with a salt is enough)."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_user_used", "user_id", "used_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    salt: Mapped[str] = mapped_column(String(32))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # Order matters: Edge and Opera say "Chrome" too, Chrome says "Safari".

@@ -1,12 +1,24 @@
 """Sign-in, sign-out and switching the tenant the user is working in."""
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
 from app.access import allow, declare_access
-from app.auth.forms import EmptyForm, LoginForm
-from app.auth.services import SignInRefused, authenticate, session_id_of, sign_out
+from app.auth.forms import CodeForm, EmptyForm, ForgotPasswordForm, LoginForm
+from app.auth.services import (
+    RESET_REQUESTED,
+    ResetThrottled,
+    SecondFactorNeeded,
+    SignInRefused,
+    authenticate,
+    complete_sign_in,
+    request_password_reset,
+    session_id_of,
+    sign_out,
+)
 from app.params import local_path, whole_number
 from app.unit_of_work import commit
 from app.web import current_actor
@@ -33,6 +45,14 @@ def login():
         except SignInRefused as refused:
             commit()  # the failure count and its audit event are kept
             error = refused.message
+        except SecondFactorNeeded as needed:
+            commit()
+            # The signed session cookie carries who passed the password, for a few minutes.
+            session.clear()
+            session[PENDING_KEY] = {"user_id": needed.user.id,
+                                    "until": time.time() + PENDING_SECONDS,
+                                    "next": local_path(request.args.get("next"))}
+            return redirect(url_for("auth.login_code"), code=303)
         else:
             commit()
             session.clear()  # a fresh session (and CSRF token) on sign-in
@@ -40,6 +60,63 @@ def login():
             return redirect(_safe_next(request.args.get("next")), code=303)
     status = 401 if error else (400 if form.errors else 200)
     return render_template("auth/login.html", form=form, error=error), status
+
+
+PENDING_KEY = "second_factor_pending"
+PENDING_SECONDS = 5 * 60
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@allow(anonymous=True)
+def login_code():
+    """The second step of signing in, for people with a second factor."""
+    pending = session.get(PENDING_KEY)
+    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+        session.pop(PENDING_KEY, None)
+        flash("Sign in again: the time to enter your code ran out.", "info")
+        return redirect(url_for("auth.login"), code=303)
+    form = CodeForm()
+    error = None
+    if form.validate_on_submit():
+        try:
+            user = complete_sign_in(int(pending["user_id"]), form.code.data,
+                                    request.remote_addr, request.user_agent.string)
+        except SignInRefused as refused:
+            commit()  # the failure and its audit event are kept
+            error = refused.message
+        else:
+            commit()
+            next_path = pending.get("next")
+            session.clear()
+            login_user(user)
+            return redirect(_safe_next(next_path), code=303)
+    elif request.method == "POST" and "csrf_token" in form.errors:
+        abort(400)
+    status = 401 if error else (400 if form.errors else 200)
+    return render_template("auth/login_code.html", form=form, error=error), status
+
+
+@bp.route("/auth/forgot", methods=["GET", "POST"])
+@allow(anonymous=True)
+def forgot_password():
+    """The same answer whether or not an account has the address (no enumeration)."""
+    form = ForgotPasswordForm()
+    status, error, sent = 200, None, False
+    if form.validate_on_submit():
+        try:
+            request_password_reset(form.email.data, request.remote_addr,
+                                   request.user_agent.string)
+        except ResetThrottled as refused:
+            error, status = refused.message, refused.status
+        else:
+            sent = True
+        commit()  # the throttle counts and the audit event are kept, also on refusal
+    elif request.method == "POST":
+        if "csrf_token" in form.errors:
+            abort(400)
+        status = 400
+    return render_template("auth/forgot.html", form=form, error=error, sent=sent,
+                           message=RESET_REQUESTED), status
 
 
 @bp.get("/ping")

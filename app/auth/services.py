@@ -7,10 +7,13 @@ import hashlib
 import hmac
 import math
 import secrets
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import lazyload
 
 from app.actors import Actor, ActorType
@@ -19,7 +22,7 @@ from app.auth.models import SessionEndReason, UserSession
 from app.auth.passwords import check_password, hash_password
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import LoginThrottle, Membership, MembershipRole, User
+from app.models import LoginThrottle, Membership, MembershipRole, Tenant, User
 from app.types import utcnow
 
 
@@ -48,19 +51,14 @@ def find_user_by_email(email: str) -> User | None:
 
 
 def _throttle(key: str) -> LoginThrottle:
-    """The throttle row of a key, locked for this sign-in: created if missing by an upsert
-    (INSERT … ON CONFLICT DO NOTHING), so simultaneous first sign-ins from one address wait
-    for each other on the row instead of one failing on its primary key."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
+    """The throttle row of `key`, locked for this transaction. Created by an upsert, so two
+    first attempts at once both find one row (neither fails on the primary key)."""
     dialect = db.session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    db.session.execute(insert(LoginThrottle).values(
-        key=key, failures=0, window_started_at=utcnow()).on_conflict_do_nothing(
-        index_elements=["key"]))
-    return db.session.scalars(select(LoginThrottle).where(LoginThrottle.key == key)
-                              .with_for_update()
-                              .execution_options(populate_existing=True)).one()
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(insert(LoginThrottle.__table__)
+                       .values(key=key, failures=0, window_started_at=utcnow())
+                       .on_conflict_do_nothing(index_elements=["key"]))
+    return db.session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
 
 
 def _keys(email: str, ip: str | None) -> tuple[str, str]:
@@ -115,18 +113,134 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
         raise SignInRefused(GENERIC_REFUSAL)
     by_email.failures = 0
     by_email.locked_until = None
+    if has_second_factor(user):
+        record_event(actor, "auth.password_accepted", tenant_id=None,
+                     data={"second_factor": "asked"})
+        raise SecondFactorNeeded(user)
     user.last_login_at = now
     session_id = start_session(user, ip, user_agent)
     record_event(actor, "auth.login", tenant_id=None, data={"session_id": session_id})
     return user
 
 
+class SecondFactorNeeded(Exception):
+    """The password was right and the person has a second factor: sign-in goes on with a
+    code (complete_sign_in)."""
+
+    def __init__(self, user: User):
+        super().__init__("second factor needed")
+        self.user = user
+
+
+def has_second_factor(user: User) -> bool:
+    from app.auth.second_factor import enrolled_clause
+
+    return bool(db.session.scalar(select(enrolled_clause(user.id))))
+
+
+def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | None) -> User:
+    """The second step of a sign-in whose password was right: a code of the person's factor
+    (or a recovery code) starts the session. Wrong codes count as failed sign-ins of that
+    email and lock it the same way. The caller commits, also on refusal."""
+    from app.auth.second_factor import FactorRefused, verify_code
+
+    config = current_app.config
+    now = utcnow()
+    user = db.session.get(User, user_id)
+    if user is None or not user.active:
+        raise SignInRefused(GENERIC_REFUSAL)
+    actor = Actor(ActorType.USER, user=user, label=user.email, ip=ip, user_agent=user_agent)
+    by_email = _throttle(_keys(user.email, ip)[0])
+    if by_email.locked_until and by_email.locked_until > now:
+        minutes = math.ceil((by_email.locked_until - now).total_seconds() / 60)
+        record_event(actor, "auth.login_refused", tenant_id=None,
+                     data={"reason": "locked", "by": "email"})
+        raise SignInRefused(f"Too many failed sign-ins. Sign-in is locked; try again in "
+                            f"{minutes} minute{'s' if minutes != 1 else ''}.")
+    try:
+        method = verify_code(actor, user, code, purpose="sign_in")
+    except FactorRefused as refused:
+        by_email.failures += 1
+        record_event(actor, "auth.login_failed", tenant_id=None,
+                     data={"reason": "wrong second factor", "failures": by_email.failures})
+        if by_email.failures >= config["LOGIN_MAX_FAILURES"]:
+            by_email.locked_until = now + timedelta(seconds=config["LOGIN_LOCKOUT_SECONDS"])
+            by_email.failures, by_email.window_started_at = 0, now
+            record_event(actor, "auth.locked", tenant_id=None,
+                         data={"by": "email", "until": by_email.locked_until})
+        raise SignInRefused(refused.message) from refused
+    by_email.failures = 0
+    user.last_login_at = now
+    session_id = start_session(user, ip, user_agent)
+    record_event(actor, "auth.login", tenant_id=None,
+                 data={"session_id": session_id, "second_factor": method})
+    return user
+
+
+# ---------------------------------------------------------------------------------------------
+# Forgot password: a mailed reset link (the invitation's single-use link machinery).
+
+RESET_REQUESTED = ("If an active account has that address, a link to set a new password is "
+                   "on its way to it. The link works once and expires in a few hours.")
+
+
+class ResetThrottled(PermissionDenied):
+    status = 429
+
+
+def _counted(throttle: LoginThrottle, window: timedelta, now) -> int:
+    """Count one more request in the throttle's window (a new window once it has passed)."""
+    if throttle.window_started_at < now - window:
+        throttle.failures, throttle.window_started_at = 0, now
+    throttle.failures += 1
+    return throttle.failures
+
+
+def request_password_reset(email: str, ip: str | None, user_agent: str | None) -> None:
+    """Someone asks for a reset link for `email`. Known or not, the request does the same
+    work (throttles, an audit event; the link is made and mailed later by the worker), so
+    neither the answer nor its time tells whether an account has the address. At most
+    RESET_MAX_PER_EMAIL requests per address and RESET_MAX_PER_IP per client address in
+    RESET_WINDOW_SECONDS; ResetThrottled beyond. The caller commits, also on refusal."""
+    from app.admin.models import PasswordLinkPurpose
+    from app.outbox.services import add_message
+
+    config = current_app.config
+    now = utcnow()
+    email = (email or "").strip().lower()[:254]
+    user = find_user_by_email(email)
+    actor = Actor(ActorType.USER, user=user, label=email, ip=ip, user_agent=user_agent)
+    window = timedelta(seconds=config["RESET_WINDOW_SECONDS"])
+    email_key, ip_key = _keys(email, ip)
+    by_email, by_ip = _throttle("reset-" + email_key), _throttle(("reset-" + ip_key)[:80])
+    counts = {"email": _counted(by_email, window, now), "address": _counted(by_ip, window, now)}
+    over = [kind for kind, limit in (("email", config["RESET_MAX_PER_EMAIL"]),
+                                     ("address", config["RESET_MAX_PER_IP"]))
+            if counts[kind] > limit]
+    known = user is not None and user.active
+    record_event(actor, "auth.reset_requested", tenant_id=None,
+                 data={"known": known, "throttled": over[0] if over else None})
+    if over:
+        started = min(t.window_started_at for t in (by_email, by_ip))
+        minutes = max(1, math.ceil((started + window - now).total_seconds() / 60))
+        raise ResetThrottled(f"Too many reset requests. Try again in {minutes} minute"
+                             f"{'s' if minutes != 1 else ''}.")
+    if known:
+        # The tenant's branding when the person works in one tenant only.
+        tenant_id = user.memberships[0].tenant_id if len(user.memberships) == 1 else None
+        add_message("account.password_link",
+                    {"user_id": user.id, "tenant_id": tenant_id,
+                     "purpose": PasswordLinkPurpose.RESET.value, "self_service": True},
+                    tenant_id)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sessions.
 
-# How stale a session's last-seen time may get before a request moves it: a write every few
-# minutes per session, not one per request.
-SEEN_EVERY = timedelta(minutes=5)
+# How stale a session's last-seen time may get before a request moves it: a write at most once
+# a minute per session, not one per request. An idle timeout may so end a session up to this
+# much early, never late.
+SEEN_EVERY = timedelta(minutes=1)
 
 
 def _secret_hash(secret: str) -> str:
@@ -151,17 +265,46 @@ def session_id_of(login_id: str | None) -> str | None:
     return parts[1] if len(parts) == 3 else None
 
 
-def recognise_session(login_id: str) -> tuple[User, UserSession] | None:
-    """The active user and open session a cookie's login id names, or None: unknown, ended,
-    another user's, a wrong secret, a deactivated user. One query, run on every request; the
-    user's memberships load when a page first uses them."""
+@dataclass(frozen=True)
+class SessionLimits:
+    """The strictest timeouts of the tenants a person works in (None: no limit)."""
+
+    idle_minutes: int | None = None
+    max_hours: int | None = None
+    # A tenant requires a second factor of this person's roles and they have none yet.
+    must_enrol: bool = False
+
+    def reason_to_end(self, row: UserSession, now) -> SessionEndReason | None:
+        if self.max_hours is not None and now - row.created_at >= timedelta(hours=self.max_hours):
+            return SessionEndReason.ABSOLUTE_TIMEOUT
+        if (self.idle_minutes is not None
+                and now - row.last_seen_at >= timedelta(minutes=self.idle_minutes)):
+            return SessionEndReason.IDLE_TIMEOUT
+        return None
+
+
+def _strictest(column, user_id):
+    return (select(func.min(column)).join(Membership, Membership.tenant_id == Tenant.id)
+            .where(Membership.user_id == user_id).scalar_subquery())
+
+
+def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] | None:
+    """The active user and open session a cookie's login id names, with the timeouts of the
+    person's tenants, or None: unknown, ended, another user's, a wrong secret, a deactivated
+    user. One query, run on every request; the user's memberships load when a page first
+    uses them. Whether the session has timed out is the caller's to check (SessionLimits)."""
     try:
         user_id, session_id, secret = login_id.split(":")
         user_id = int(user_id)
     except (AttributeError, ValueError):
         return None
+    from app.auth.second_factor import enrolled_clause, requirement_clause
+
     found = db.session.execute(
-        select(User, UserSession).join(UserSession, UserSession.user_id == User.id)
+        select(User, UserSession, _strictest(Tenant.session_idle_minutes, user_id),
+               _strictest(Tenant.session_max_hours, user_id),
+               requirement_clause(user_id), enrolled_clause(user_id))
+        .join(UserSession, UserSession.user_id == User.id)
         .where(UserSession.id == session_id, User.id == user_id,
                UserSession.ended_at.is_(None), User.active.is_(True))
         .options(lazyload(User.memberships))
@@ -170,7 +313,26 @@ def recognise_session(login_id: str) -> tuple[User, UserSession] | None:
                                                 _secret_hash(secret)):
         return None
     found.User.login_id = login_id
-    return found.User, found.UserSession
+    return found[0], found[1], SessionLimits(found[2], found[3],
+                                             bool(found[4]) and not found[5])
+
+
+def end_timed_out_session(row: UserSession, reason: SessionEndReason,
+                          limits: SessionLimits) -> None:
+    """End a session its tenants' timeouts no longer allow; audited as `auth.session_ended`."""
+    now = utcnow()
+    ended = db.session.execute(
+        update(UserSession).where(UserSession.id == row.id, UserSession.ended_at.is_(None))
+        .values(ended_at=now, ended_reason=reason.value)
+        .execution_options(synchronize_session=False))
+    if ended.rowcount != 1:
+        return  # another request ended it first
+    actor = Actor(ActorType.SYSTEM, label="session timeout")
+    record_event(actor, "auth.session_ended", tenant_id=None,
+                 data={"user_id": row.user_id, "session_id": row.id, "reason": reason.value,
+                       "idle_minutes": limits.idle_minutes, "max_hours": limits.max_hours,
+                       "session_started_at": row.created_at, "last_seen_at": row.last_seen_at,
+                       "session_ip": row.ip})
 
 
 def note_session_seen(row: UserSession) -> bool:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Flask, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user
 
-from app.auth.models import UserSession
-from app.auth.services import note_session_seen, recognise_session
+from app.auth.models import SessionEndReason, UserSession
+from app.auth.services import end_timed_out_session, note_session_seen, recognise_session
 from app.extensions import login_manager
 from app.models import User
 from app.params import path_of_url
+from app.types import utcnow
 from app.unit_of_work import commit
 
 
@@ -26,22 +27,59 @@ def install_login(app: Flask) -> None:
         recognised = recognise_session(login_id)
         if recognised is None:
             return None
-        user, g.user_session = recognised
+        user, row, limits = recognised
+        reason = limits.reason_to_end(row, utcnow())
+        if reason is not None:
+            end_timed_out_session(row, reason, limits)
+            g.session_timed_out = reason
+            return None
+        g.user_session = row
+        g.must_enrol = limits.must_enrol
         return user
 
     @app.before_request
     def _note_session_seen():
-        # Before the view has changed anything, so the write can be committed on its own (as
-        # an API token's last use). Static files need no user.
-        if request.endpoint == "static" or "_user_id" not in session:
+        # Before the view has changed anything, so the write (a last-seen time, or the end of
+        # a timed-out session) can be committed on its own (as an API token's last use).
+        # Static files need no user.
+        if request.endpoint == "static" or (
+                "_user_id" not in session
+                and app.config.get("REMEMBER_COOKIE_NAME", "remember_token")
+                not in request.cookies):
             return
-        if current_user.is_authenticated and note_session_seen(g.user_session):
+        if current_user.is_authenticated:
+            if note_session_seen(g.user_session):
+                commit()
+            if g.get("must_enrol") and request.endpoint not in ENROLMENT_ENDPOINTS:
+                return enrolment_redirect()
+        elif "session_timed_out" in g:
             commit()
+            flash("Your session ended: "
+                  + ("it was open longer than your organisation allows."
+                     if g.session_timed_out is SessionEndReason.ABSOLUTE_TIMEOUT
+                     else "no activity for longer than your organisation allows."), "info")
 
     @login_manager.unauthorized_handler
     def unauthorized():
         flash(login_manager.login_message, login_manager.login_message_category)
         return sign_in_redirect()
+
+
+# What someone who must enrol a second factor may still do.
+ENROLMENT_ENDPOINTS = frozenset({"account.second_factor", "account.start_second_factor",
+                                 "account.confirm_second_factor", "auth.logout",
+                                 "account.logo", "static"})
+
+
+def enrolment_redirect():
+    target = url_for("account.second_factor")
+    flash("Your organisation requires a second factor for your role. Set it up to go on.",
+          "info")
+    if request.headers.get("HX-Request") == "true":
+        response = current_app.response_class(status=403)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target, code=303)
 
 
 def current_session() -> UserSession | None:

@@ -79,6 +79,8 @@ class SimulateForm(FlaskForm):
 class ActivateForm(FlaskForm):
     effective_from = StringField("Effective from (tenant time; empty for now)",
                                  validators=[Length(max=20)])
+    # A code of the admin's second factor (step-up), when they have one.
+    code = StringField("Code", validators=[Length(max=32)])
 
 
 class KillSwitchForm(FlaskForm):

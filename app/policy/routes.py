@@ -10,6 +10,7 @@ from flask import Blueprint, flash, redirect, request, url_for
 from sqlalchemy import select
 
 from app.access import declare_access
+from app.auth.second_factor import FactorRefused, factor_of
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant
@@ -113,6 +114,7 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
         outcome_text=simulation.outcome_text, sla_kinds=forms.SLA_KINDS,
         activate_form=forms.ActivateForm(formdata=None), simulate_form=forms.SimulateForm(),
         actor_id=actor.user_id, rule_errors={}, rule_values={}, settings_errors={},
+        step_up=actor.user is not None and factor_of(actor.user) is not None,
         sim=None)
     context.update(_rule_form_context())
     context.update(extra)
@@ -321,7 +323,12 @@ def activate(tenant_id: int, policy_id: int):
     tenant = services.require_policy_admin(actor, tenant_id)
     try:
         when = _parse_local(form.effective_from.data, tenant.timezone)
-        policy = services.activate_version(actor, tenant_id, policy_id, when)
+        policy = services.activate_version(actor, tenant_id, policy_id, when,
+                                           code=form.code.data)
+    except FactorRefused as refused:
+        commit()  # only the failed check's audit event
+        flash(refused.message, "error")
+        return _version_page(actor, tenant_id, policy_id, status=401)
     except ValidationFailed as error:
         db.session.rollback()
         flash(error.message, "error")

@@ -5,18 +5,26 @@ import io
 import re
 from datetime import date, timedelta
 
+import pyotp
 import pytest
 from sqlalchemy import func, select
 
 from app.audit.models import AuditAlert, AuditEvent
 from app.audit.services import raise_alert, verify_chain
 from app.audit.services import ChainReport
+from app.auth.models import SecondFactor
+from app.auth.second_factor import (
+    confirm_enrolment,
+    decrypt_secret,
+    start_enrolment,
+    verify_code,
+)
 from app.extensions import db
 from app.models import Membership
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.work.services import add_comment
-from tests.conftest import SYSTEM
+from tests.conftest import SYSTEM, actor
 
 
 def _seqs(html: str) -> list[int]:
@@ -339,3 +347,25 @@ def test_a_verification_that_fails_raises_one_alert_until_acknowledged(world, ru
     [message] = db.session.scalars(select(OutboxMessage).where(
         OutboxMessage.topic == "audit.verification_failed"))
     assert message.payload["alert_id"] == alert.id and message.tenant_id == world.northwind.id
+
+
+def test_the_access_review_shows_each_persons_second_factor_and_recovery_codes_left(
+        world, auditor):
+    start_enrolment(actor(world.approver))
+    secret = decrypt_secret(db.session.get(SecondFactor, world.approver.id).secret_encrypted)
+    codes = confirm_enrolment(actor(world.approver), pyotp.TOTP(secret).now())
+    verify_code(actor(world.approver), world.approver, codes[0], purpose="sign_in")
+    world.northwind.require_second_factor = True
+    commit()
+
+    page = auditor.get(f"/audit/access-review?tenant={world.northwind.id}")
+    assert "TOTP on" in page.text and "9 recovery codes left" in page.text
+    assert "missing (required)" in page.text  # the admin has none, and the tenant requires it
+
+    response = auditor.get(f"/audit/access-review.csv?tenant={world.northwind.id}")
+    by_email = {r["email"]: r for r in csv.DictReader(io.StringIO(response.text))}
+    approver = by_email["approver@example.com"]
+    assert (approver["second_factor"], approver["recovery_codes_left"]) == ("totp", "9")
+    assert by_email["admin@example.com"]["second_factor"] == "missing (required)"
+    requester = by_email["requester@example.com"]  # decides nothing: not required
+    assert (requester["second_factor"], requester["recovery_codes_left"]) == ("none", "")
