@@ -62,7 +62,7 @@ def test_activating_a_version_takes_the_admins_second_factor_code(app, admins):
     commit()
     draft = _pending_version(tenant, author)
     client = _sign_in_with_code(app, checker, secret)  # uses the current step's code
-    url = f"/admin/policy/{tenant.id}/versions/{draft.id}"
+    url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}"
     page = client.get(url)
     assert "Code from your authenticator app" in page.text
 
