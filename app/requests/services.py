@@ -16,12 +16,12 @@ from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import ApprovalStep, Kind, StepState, User, WorkItem
 from app.work import kinds
+from app.work.actions import ROLE_WORDS
 from app.work.attachments import Upload, attach_files, check_uploads
 from app.work.services import create_item, scoped_items
 
 SOURCE_SYSTEM = "cleardesk"
 _KEY = re.compile(r"^[0-9a-f]{32}$")
-_ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
 
 
 def submit_request(actor: Actor, *, tenant_id: int, subtype: str, title: str | None,
@@ -84,7 +84,7 @@ class Waiting:
     def sentence(self) -> str:
         if self.step is None:
             return "Being routed by the policy"
-        who = self.routed_to or _ROLE_WORDS.get(self.role or "", self.role or "someone")
+        who = self.routed_to or ROLE_WORDS.get(self.role or "", self.role or "someone")
         return f"Step {self.step} of {self.steps}: waiting on {who}"
 
 

@@ -53,7 +53,8 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
     raise InvalidTransition(f"'{action}' is not an action on {item.kind_label.lower()}s.")
 
 
-_ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
+# How a message names the role a step waits on ("now waiting on a manager").
+ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
 _DONE_WORDS = {"claim": "Claimed", "release": "Released", "reject": "Rejected",
                "request_info": "Asked the requester about", "resubmit": "Resubmitted",
                "withdraw": "Withdrew", "investigate": "Investigating", "resolve": "Resolved",
@@ -69,7 +70,7 @@ def outcome_message(item: WorkItem, action: str) -> str:
         steps = sorted(item.steps, key=lambda s: s.position)
         done = sum(1 for s in steps if s.state == StepState.APPROVED.value)
         waiting = next((s for s in steps if s.state == StepState.OPEN.value), None)
-        who = _ROLE_WORDS.get(waiting.role, waiting.role) if waiting else "the next step"
+        who = ROLE_WORDS.get(waiting.role, waiting.role) if waiting else "the next step"
         return f"Step {done} of {len(steps)} of {ref} approved — now waiting on {who}"
     if action == "approve":
         return f"Approved {ref}"
