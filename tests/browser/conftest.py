@@ -3,6 +3,7 @@
 Chromium is Debian's, driven through Playwright's sync API (Playwright's own browser download
 cannot work offline)."""
 import os
+import re
 
 import pytest
 
@@ -44,3 +45,13 @@ def page(chromium, live_server):
     finally:
         context.close()
     assert errors == [], f"JavaScript errors in the page: {errors}"
+
+
+def sign_in_as_demo(page, role: str) -> None:
+    """Sign in through the login form as the demo user of `role` and wait for their home:
+    My work, or My requests for the requester."""
+    page.goto("/login")
+    page.get_by_label("Email").fill(f"{role}@cleardesk.demo")
+    page.get_by_label("Password").fill("demo-password")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))

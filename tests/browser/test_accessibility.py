@@ -4,7 +4,6 @@ uses, at a desk (1440×900) and on a phone (390×844), with a queue item open in
 axe-core is npm's package, pinned in tests/browser/axe/ and installed by `make test`
 (scripts/bootstrap.sh, ensure_axe_core), which passes its path in CLEARDESK_TEST_AXE."""
 import os
-import re
 
 import pytest
 from playwright.sync_api import expect
@@ -12,6 +11,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Tenant, WorkItem
+from tests.browser.conftest import sign_in_as_demo
 
 pytestmark = pytest.mark.browser
 
@@ -69,14 +69,6 @@ def violations(page, axe_path) -> list[str]:
             for v in result["violations"]]
 
 
-def _sign_in(page, role):
-    page.goto("/login")
-    page.get_by_label("Email").fill(f"{role}@cleardesk.demo")
-    page.get_by_label("Password").fill("demo-password")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))  # a requester: their requests
-
-
 @pytest.mark.parametrize("role", ["requester", "approver", "analyst", "manager", "admin",
                                   "auditor"])
 def test_main_pages_have_no_wcag_a_or_aa_violation(chromium, live_server, seeded, axe_path, role):
@@ -90,7 +82,7 @@ def test_main_pages_have_no_wcag_a_or_aa_violation(chromium, live_server, seeded
             if role == "requester" and name == "desk":
                 page.goto("/login")
                 found[f"{name} /login"] = violations(page, axe_path)
-            _sign_in(page, role)
+            sign_in_as_demo(page, role)
             for entry in _pages(role):
                 path, _, click = entry.partition("|")
                 page.goto(path)

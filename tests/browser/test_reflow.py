@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
+from tests.browser.conftest import sign_in_as_demo
 
 pytestmark = pytest.mark.browser
 
@@ -32,14 +33,6 @@ def seeded(runner):
     result = runner.invoke(args=["seed-demo", "--items", "2000"])
     assert result.exit_code == 0, result.output
     db.session.commit()
-
-
-def sign_in(page, role):
-    page.goto("/login")
-    page.get_by_label("Email").fill(f"{role}@cleardesk.demo")
-    page.get_by_label("Password").fill("demo-password")
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))  # a requester: their requests
 
 
 def shape(path: str) -> str:
@@ -83,7 +76,7 @@ def test_every_page_a_role_reaches_reflows_on_a_phone(chromium, live_server, see
     for old in ARTIFACTS.glob(f"{role}-phone-*.png"):
         old.unlink()  # this run's screenshots only
     try:
-        sign_in(page, role)
+        sign_in_as_demo(page, role)
         queue, seen, visited, overflowing = list(START), set(), [], []
         while queue and len(visited) < MAX_PAGES:
             path = queue.pop(0)
@@ -134,7 +127,7 @@ def test_on_a_phone_an_item_opens_as_its_own_screen_and_back_returns_to_the_list
                                    has_touch=True)
     page = context.new_page()
     try:
-        sign_in(page, role)
+        sign_in_as_demo(page, role)
         page.goto("/queues/unassigned")
         rows = page.locator("#rows tr.queue-row")
         expect(rows.first).to_be_visible()
@@ -168,7 +161,7 @@ def test_at_a_desk_a_queue_shows_twelve_rows_with_one_line_titles(chromium, live
     context = chromium.new_context(base_url=live_server, viewport=DESK)
     page = context.new_page()
     try:
-        sign_in(page, "manager")
+        sign_in_as_demo(page, "manager")
         page.goto("/queues/team")
         rows = page.locator("#rows tr.queue-row")
         expect(rows.nth(12)).to_be_attached()
