@@ -455,7 +455,8 @@ def queue_counts(actor: Actor, tenant_id: int | None) -> dict[str, int]:
 
 
 def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
-
+    """Each queue's count from the counter rows, and the capped counts where the viewer's
+    own limits decide."""
     def total(keep) -> int:
         return sum(items for tenant, kind, assignee, team, items in rows
                    if keep(tenant, kind, assignee, team))
