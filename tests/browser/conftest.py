@@ -55,3 +55,13 @@ def sign_in_as_demo(page, role: str) -> None:
     page.get_by_label("Password").fill("demo-password")
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))
+
+
+def wait_for_htmx(page, selector: str) -> None:
+    """Wait until htmx has processed the element (a boosted navigation swaps the page in and
+    processes its htmx attributes a moment later, in the settle step): an input typed into
+    before that triggers nothing, and on a loaded machine the moment can be long."""
+    page.wait_for_function(
+        "sel => { const e = document.querySelector(sel);"
+        " return !!(e && e['htmx-internal-data'] && e['htmx-internal-data'].initHash); }",
+        arg=selector)

@@ -10,6 +10,7 @@ from app.extensions import db
 from app.models import WorkItem
 from app.unit_of_work import commit
 from tests.conftest import PASSWORD, arrange
+from tests.browser.conftest import wait_for_htmx
 
 pytestmark = pytest.mark.browser
 
@@ -44,6 +45,7 @@ def sign_in_to_unassigned(page):
     page.wait_for_url(re.compile(r"/queues/mine$"))
     page.locator(".queue-nav").get_by_role("link", name="Unassigned").click()
     expect(page.get_by_role("heading", name="Unassigned")).to_be_visible()
+    wait_for_htmx(page, "#filters")  # the search box's trigger is the form's
 
 
 def count_of(page, queue):
