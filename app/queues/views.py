@@ -376,7 +376,12 @@ def read_in_index_order(status: str | None):
         "set_config('max_parallel_workers_per_gather', '0', true)"))
     try:
         yield
-    finally:
+    except BaseException:
+        # The settings are local to the transaction, which the error ends; a RESET sent into
+        # a failed PostgreSQL transaction would only hide the error that failed it.
+        db.session.info.pop(_INDEX_ORDER, None)
+        raise
+    else:
         db.session.info.pop(_INDEX_ORDER, None)
         db.session.execute(text(
             "RESET enable_sort; RESET enable_bitmapscan; RESET enable_hashjoin; "

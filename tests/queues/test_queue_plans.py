@@ -65,3 +65,14 @@ def test_outside_a_page_read_the_planner_keeps_its_own_settings(seeded):
     _plan(viewer, "approvals", "sla")
     assert db.session.scalar(text("SHOW enable_sort")) == "on"
     assert db.session.scalar(text("SHOW enable_hashjoin")) == "on"
+
+
+def test_an_error_inside_a_page_read_is_the_error_raised_and_the_planner_recovers(app):
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError) as raised:
+        with views.read_in_index_order(None):
+            db.session.execute(text("SELECT 1 / 0"))
+    assert "division by zero" in str(raised.value)
+    db.session.rollback()
+    assert db.session.scalar(text("SHOW enable_sort")) == "on"
