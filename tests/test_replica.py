@@ -80,3 +80,20 @@ def test_without_a_replica_url_there_is_no_replica_engine(tmp_path, monkeypatch)
     assert "SQLALCHEMY_BINDS" not in load_config(str(tmp_path))
     with_replica = load_config(str(tmp_path), {"DATABASE_REPLICA_URL": "postgresql://r/db"})
     assert with_replica["SQLALCHEMY_BINDS"] == {REPLICA: "postgresql://r/db"}
+
+
+def test_a_report_download_that_is_audited_still_works_with_a_replica(world, client, auth):
+    from sqlalchemy import select
+
+    from app.audit.models import AuditEvent
+
+    tenant = world[0]
+    auth.login("auditor@x.test")
+    response = client.get(f"/audit/access-review.csv?tenant={tenant.id}")
+    assert response.status_code == 200
+    assert "auditor@x.test" in response.get_data(as_text=True)
+    db.session.rollback()
+    # The download is recorded on the primary, in the same request that read on the replica.
+    assert db.session.scalars(select(AuditEvent.action).where(
+        AuditEvent.action == "audit.access_review_exported")).all() == [
+            "audit.access_review_exported"]
