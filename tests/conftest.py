@@ -99,6 +99,13 @@ def _empty_tables() -> None:
     # Emptying every table between tests is no change of an item: the guard lets it through.
     with issued_by_ledger(), db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A worker process the test killed leaves its server backend running its
+            # transaction until it next writes to the socket; its locks would deadlock the
+            # TRUNCATE. End every session of this database that is not idle, and wait for it.
+            conn.execute(text(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend' AND state <> 'idle'"))
             # The audit tables' triggers refuse TRUNCATE; replica mode skips user triggers for
             # this transaction only (the test role is a superuser).
             conn.execute(text("SET LOCAL session_replication_role = replica"))
