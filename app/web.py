@@ -6,11 +6,12 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, render_template, request, session
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from flask_htmx import make_response as htmx_response
 from jinja2_fragments.flask import render_block
 
 from app.actors import Actor
 from app.errors import DomainError
-from app.extensions import db
+from app.extensions import db, htmx
 from app.models import Role
 from app.types import tenant_time, utcnow
 
@@ -23,8 +24,7 @@ def current_actor() -> Actor:
 def wants_fragment() -> bool:
     """True for an htmx request that swaps part of a page; a boosted navigation (a link or
     form that htmx upgraded) wants the whole page."""
-    return (request.headers.get("HX-Request") == "true"
-            and request.headers.get("HX-Boosted") != "true")
+    return bool(htmx) and not htmx.boosted
 
 
 def render_page(template: str, block: str | None = None, status: int = 200, **context):
@@ -41,11 +41,8 @@ def render_page(template: str, block: str | None = None, status: int = 200, **co
 def message_fragment(message: str, status: int, category: str = "error") -> Response:
     """An htmx answer that shows `message` in the page's message area instead of swapping the
     request's target (htmx swaps error responses only when told where)."""
-    response = Response(render_template("_flash_one.html", category=category, message=message),
-                        status=status)
-    response.headers["HX-Retarget"] = "#messages"
-    response.headers["HX-Reswap"] = "afterbegin"
-    return response
+    return htmx_response(render_template("_flash_one.html", category=category, message=message),
+                         status, retarget="#messages", reswap="afterbegin")
 
 
 def current_tenant_id() -> int | None:
@@ -156,7 +153,7 @@ def install_web(app: Flask) -> None:
             return sign_in_redirect()
         message = ("This form has expired or did not come from Cleardesk. "
                    "Reload the page and try again.")
-        if request.headers.get("HX-Request") == "true":
+        if htmx:
             return message_fragment(message, 400)
         return render_template("errors/400.html", message=message), 400
 
@@ -178,7 +175,7 @@ def _make_error_page(status: int):
             message = (f"What you sent is larger than the {request.max_content_length // 1024:,}"
                        " KB this page takes.")
         try:
-            if request.headers.get("HX-Request") == "true":
+            if htmx:
                 return message_fragment(message or "That did not work.", status)
             return render_template(template, message=message), status
         except Exception:  # noqa: BLE001 - the page itself failed (its user, its menus)
@@ -207,13 +204,10 @@ def bare_error_page(status: int, title: str, message: str) -> Response:
         db.session.rollback()
     except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
         pass
-    if request.headers.get("HX-Request") == "true":
+    if htmx:
         body = current_app.jinja_env.get_template("_flash_one.html").render(
             category="error", message=f"{title}. {message}")
-        response = Response(body, status=status)
-        response.headers["HX-Retarget"] = "#messages"
-        response.headers["HX-Reswap"] = "afterbegin"
-        return response
+        return htmx_response(body, status, retarget="#messages", reswap="afterbegin")
     body = current_app.jinja_env.get_template("errors/bare.html").render(
         title=title, message=message, status=status)
     response = Response(body, status=status)

@@ -3,11 +3,12 @@ record it names), and what an anonymous request gets."""
 from __future__ import annotations
 
 from flask import Flask, current_app, flash, g, redirect, request, session, url_for
+from flask_htmx import make_response as htmx_response
 from flask_login import current_user
 
 from app.auth.models import SessionEndReason, UserSession
 from app.auth.services import end_timed_out_session, note_session_seen, recognise_session
-from app.extensions import login_manager
+from app.extensions import htmx, login_manager
 from app.models import User
 from app.params import path_of_url
 from app.types import utcnow
@@ -75,10 +76,8 @@ def enrolment_redirect():
     target = url_for("account.second_factor")
     flash("Your organisation requires a second factor for your role. Set it up to go on.",
           "info")
-    if request.headers.get("HX-Request") == "true":
-        response = current_app.response_class(status=403)
-        response.headers["HX-Redirect"] = target
-        return response
+    if htmx:
+        return htmx_response("", 403, redirect=target)
     return redirect(target, code=303)
 
 
@@ -89,15 +88,13 @@ def current_session() -> UserSession | None:
 
 def sign_in_redirect():
     """Send an anonymous request to the sign-in page, coming back to where it was."""
-    if request.headers.get("HX-Request") == "true":
+    if htmx:
         # Come back to the page the fragment belongs to, not the fragment's own URL.
-        back = path_of_url(request.headers.get("HX-Current-URL"))
+        back = path_of_url(htmx.current_url)
     else:
         back = request.full_path if request.method == "GET" else None
     target = url_for("auth.login", next=back)
-    if request.headers.get("HX-Request") == "true":
+    if htmx:
         # A fragment request must not get the login page swapped into the page.
-        response = current_app.response_class(status=401)
-        response.headers["HX-Redirect"] = target
-        return response
+        return htmx_response("", 401, redirect=target)
     return redirect(target)

@@ -11,7 +11,7 @@ from app.access import allow, declare_access
 from app.params import arg_ids
 from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
 from app.queues.forms import BulkForm, SaveViewForm
-from app.extensions import db
+from app.extensions import db, htmx
 from app.models import Role
 from app.queues.services import (
     BULK_ACTIONS,
@@ -108,7 +108,7 @@ def show(name: str):
     context = queue_context(actor, name, request.args, rows_only)
     if rows_only:
         block = "rows"  # "load more": just the next rows
-    elif wants_fragment() and request.headers.get("HX-Target") == "queue-results":
+    elif wants_fragment() and htmx.target == "queue-results":
         block = "results"  # a filter changed: the table, not the whole page
     else:
         block = None
