@@ -73,6 +73,10 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "WEBHOOK_MAX_ATTEMPTS": int(env.get("WEBHOOK_MAX_ATTEMPTS", "8")),
         "WEBHOOK_PAUSE_AFTER": int(env.get("WEBHOOK_PAUSE_AFTER", "10")),
         "WEBHOOK_TIMEOUT_SECONDS": float(env.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
+        # A delivery job goes on with its subscription's other due deliveries, over the same
+        # connection, up to this many attempts or seconds.
+        "WEBHOOK_BATCH_SIZE": int(env.get("WEBHOOK_BATCH_SIZE", "200")),
+        "WEBHOOK_BATCH_SECONDS": float(env.get("WEBHOOK_BATCH_SECONDS", "30")),
         # Webhooks may go to loopback and private addresses: only for tests and local
         # receivers on this machine; off, a URL whose host is or resolves to one is refused
         # when saved and again when each delivery is made.

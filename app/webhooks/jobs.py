@@ -10,7 +10,7 @@ import time
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.extensions import db
 from app.auth.services import people_with_role
@@ -69,28 +69,104 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def _post(url: str, body: str, headers: dict, timeout: float) -> int:
-    """POST without following redirects (a redirect is an answer, not a delivery), to the
-    address services.delivery_address resolved and checked just now."""
-    parts = urlsplit(url)
-    address = services.delivery_address(url)
-    connection_class = (_PinnedHTTPSConnection if parts.scheme == "https"
-                        else _PinnedHTTPConnection)
-    conn = connection_class(parts.hostname, parts.port, address, timeout=timeout)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        conn.request("POST", path, body=body.encode(), headers=headers)
-        response = conn.getresponse()
+# A connection the receiver closed while idle fails its next request before any answer; only
+# then is the request sent again, on a new connection.
+_STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class _Sender:
+    """POSTs to one subscription's URL over one kept-alive connection, without following
+    redirects (a redirect is an answer, not a delivery), to the address
+    services.delivery_address resolved and checked when the connection was opened."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.url: str | None = None
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _open(self, url: str) -> http.client.HTTPConnection:
+        parts = urlsplit(url)
+        address = services.delivery_address(url)
+        connection_class = (_PinnedHTTPSConnection if parts.scheme == "https"
+                            else _PinnedHTTPConnection)
+        self.url = url
+        self.conn = connection_class(parts.hostname, parts.port, address, timeout=self.timeout)
+        return self.conn
+
+    def post(self, url: str, body: str, headers: dict) -> int:
+        reused = self.conn is not None and self.url == url
+        if not reused:
+            self.close()
+            self._open(url)
+        try:
+            return self._request(url, body, headers)
+        except _STALE_CONNECTION:
+            self.close()
+            if not reused:
+                raise
+            self._open(url)
+            return self._request(url, body, headers)
+        except BaseException:
+            self.close()
+            raise
+
+    def _request(self, url: str, body: str, headers: dict) -> int:
+        parts = urlsplit(url)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.conn.request("POST", path, body=body.encode(), headers=headers)
+        response = self.conn.getresponse()
         response.read(64 * 1024)
+        if not response.isclosed():  # more than we read, or the receiver closes: start anew
+            self.close()
         return response.status
-    finally:
-        conn.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = self.url = None
 
 
 def deliver_webhook(delivery_pk: int) -> str:
-    """One attempt. A receiver that is down or answers non-2xx is an expected outcome: it is
-    written to the delivery log and retried later with exponential backoff, not raised.
-    Anything unexpected escapes into RQ's failed registry; the sweep retries the delivery."""
+    """Send this delivery, then the other due deliveries of its subscription, oldest first, over
+    the same connection: a backlog for one receiver goes out as a batch in one job, up to
+    WEBHOOK_BATCH_SIZE attempts or WEBHOOK_BATCH_SECONDS (then a job for the rest is queued).
+    Each attempt is claimed and committed before it is sent and recorded after, as alone.
+    A receiver that is down or answers non-2xx is an expected outcome: it is written to the
+    delivery log and retried later with exponential backoff, not raised. Anything unexpected
+    escapes into RQ's failed registry; the sweep retries the delivery."""
+    config = current_app.config
+    sender = _Sender(float(config.get("WEBHOOK_TIMEOUT_SECONDS", 10)))
+    limit = int(config.get("WEBHOOK_BATCH_SIZE", 200))
+    until = time.monotonic() + float(config.get("WEBHOOK_BATCH_SECONDS", 30))
+    subscription_id = db.session.scalar(select(WebhookDelivery.subscription_id).where(
+        WebhookDelivery.id == delivery_pk))
+    outcome = "not due"
+    try:
+        if subscription_id is None:
+            return outcome
+        outcome = _attempt(delivery_pk, sender)
+        sent = 1
+        while sent < limit and time.monotonic() < until:
+            candidates = services.due_delivery_ids(subscription_id, limit=5)
+            if not candidates:
+                break
+            for pk in candidates:  # another job may be sending the first of them
+                if _attempt(pk, sender) != "not due":
+                    sent += 1
+                    break
+            else:
+                break
+        else:
+            _queue_rest(subscription_id)
+    finally:
+        sender.close()
+        db.session.rollback()
+    return outcome
+
+
+def _attempt(delivery_pk: int, sender: _Sender) -> str:
+    """One attempt of one delivery: claimed (committed, so no other worker sends it), sent,
+    recorded (committed). Returns its status, or "not due"."""
     if not services.claim_attempt(delivery_pk):
         db.session.rollback()
         return "not due"
@@ -113,8 +189,7 @@ def deliver_webhook(delivery_pk: int) -> str:
     }
     status_code, error = None, None
     try:
-        status_code = _post(sub.url, delivery.body, headers,
-                            float(current_app.config.get("WEBHOOK_TIMEOUT_SECONDS", 10)))
+        status_code = sender.post(sub.url, delivery.body, headers)
     except services.DeliveryRefused as refused:  # written to the log; retried (DNS changes)
         error = str(refused)
     except (OSError, http.client.HTTPException) as exc:
@@ -125,54 +200,69 @@ def deliver_webhook(delivery_pk: int) -> str:
         # From now, not from the claim: a slow receiver does not turn "retry at once" into a
         # scheduled retry.
         retry_in = max(0.0, (delivery.next_attempt_at - utcnow()).total_seconds())
+    status = delivery.status
     commit()
     if retry_in is not None:
         try:
             enqueue_delivery(delivery, retry_in)
         except Exception as exc:  # noqa: BLE001 - Redis down: the sweep retries it
             log.warning("webhook retry of %s left to the sweep: %s", delivery_pk, exc)
-    return delivery.status
+    return status
+
+
+def _queue_rest(subscription_id: int) -> None:
+    """The batch ran out of its budget: queue one job for the subscription's remaining due
+    deliveries (nothing if none is due, or its job is already queued)."""
+    rest = services.due_delivery_ids(subscription_id, limit=1)
+    commit()
+    _enqueue_batches(rest)
+
+
+def _first_due_per_subscription(ids: list[int]) -> list[int]:
+    """The oldest of these deliveries for each subscription."""
+    if not ids:
+        return []
+    return list(db.session.scalars(
+        select(func.min(WebhookDelivery.id)).where(WebhookDelivery.id.in_(ids))
+        .group_by(WebhookDelivery.subscription_id)))
+
+
+def _enqueue_batches(firsts: list[int]) -> int:
+    """One delivery job per subscription (it drains the subscription's backlog), keyed on the
+    subscription's oldest due delivery and its attempt; skips those already in flight. Returns
+    how many jobs it queued."""
+    from rq import Queue
+
+    from app.jobs import in_flight, queue_of_job
+
+    if not firsts:
+        return 0
+    attempts = dict(db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
+        WebhookDelivery.id.in_(firsts))).all())
+    jobs = [(pk, delivery_job_id(pk, attempts.get(pk, 0))) for pk in sorted(firsts)]
+    busy = in_flight([job_id for _, job_id in jobs])
+    jobs = [(pk, job_id) for pk, job_id in jobs if job_id not in busy]
+    for start in range(0, len(jobs), 500):
+        queue_of_job("app.webhooks.jobs.deliver_webhook").enqueue_many([
+            Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,), job_id=job_id)
+            for pk, job_id in jobs[start:start + 500]])
+    return len(jobs)
 
 
 def enqueue_due(message) -> None:
-    """Outbox handler of webhook.delivery_due: queue the deliveries now committed (one job
-    each, handed to Redis in one pipeline)."""
-    from rq import Queue
-
-    from app.jobs import in_flight, queue_of_job
-
+    """Outbox handler of webhook.delivery_due: queue the deliveries now committed, one job per
+    subscription (handed to Redis in one pipeline)."""
     ids = (message.payload or {}).get("ids", [])
-    rows = db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
-        WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)).all()
-    busy = in_flight([delivery_job_id(pk, attempts) for pk, attempts in rows])
-    rows = [(pk, attempts) for pk, attempts in rows if delivery_job_id(pk, attempts) not in busy]
-    if rows:
-        queue_of_job("app.webhooks.jobs.deliver_webhook").enqueue_many([
-            Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,),
-                               job_id=delivery_job_id(pk, attempts))
-            for pk, attempts in rows])
+    _enqueue_batches(_first_due_per_subscription(ids))
 
 
 def retry_due_deliveries() -> int:
-    """Periodic: queue every delivery whose next attempt is due (or whose worker died), except
-    those whose attempt is already queued, running or scheduled: under a backlog the sweep
-    adds nothing to the queue. Returns how many it queued."""
-    from rq import Queue
-
-    from app.jobs import in_flight, queue_of_job
-
-    ids = services.due_delivery_ids()
+    """Periodic: queue a job for every subscription with a delivery whose next attempt is due
+    (or whose worker died), except those whose job is already queued, running or scheduled:
+    under a backlog the sweep adds nothing to the queue. Returns how many jobs it queued."""
+    firsts = services.oldest_due_per_subscription()
     commit()
-    rows = db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
-        WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id)).all()
-    busy = in_flight([delivery_job_id(pk, attempts) for pk, attempts in rows])
-    due = [(pk, attempts) for pk, attempts in rows if delivery_job_id(pk, attempts) not in busy]
-    for start in range(0, len(due), 500):
-        queue_of_job("app.webhooks.jobs.deliver_webhook").enqueue_many([
-            Queue.prepare_data("app.webhooks.jobs.deliver_webhook", (pk,),
-                               job_id=delivery_job_id(pk, attempts))
-            for pk, attempts in due[start:start + 500]])
-    return len(due)
+    return _enqueue_batches(firsts)
 
 
 def mail_admins_paused(message) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -57,6 +57,11 @@ class WebhookDelivery(db.Model):
         UniqueConstraint("subscription_id", "outbox_message_id", "part"),
         Index("ix_webhook_deliveries_log", "subscription_id", "id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # A delivery job's batch: the due deliveries of one subscription, oldest first, without
+        # reading past its delivered history.
+        Index("ix_webhook_deliveries_subscription_due", "subscription_id", "id",
+              postgresql_where=text("status IN ('pending', 'retrying')"),
+              sqlite_where=text("status IN ('pending', 'retrying')")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

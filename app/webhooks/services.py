@@ -453,20 +453,34 @@ def record_attempt(delivery: WebhookDelivery, status_code: int | None,
         add_message("webhook.paused", {"subscription_id": sub.id}, sub.tenant_id)
 
 
-def due_delivery_ids(limit: int = 1000) -> list[int]:
-    """Deliveries whose attempt is due, and attempts that never reported back (the worker
-    died mid-send): what the periodic sweep hands to the queue again."""
-    now = utcnow()
-    stale = now - timedelta(minutes=5)
+def _due(now, subscription_id: int | None = None) -> list:
+    """The conditions of a delivery whose attempt is due (of one subscription, or of any), after
+    handing back attempts that never reported back (the worker died mid-send)."""
+    one = ((WebhookDelivery.subscription_id == subscription_id,) if subscription_id is not None
+           else ())
     db.session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.status == DeliveryStatus.SENDING.value,
-               WebhookDelivery.last_attempt_at < stale)
+               WebhookDelivery.last_attempt_at < now - timedelta(minutes=5), *one)
         .values(status=DeliveryStatus.RETRYING.value, next_attempt_at=now)
         .execution_options(synchronize_session=False))
-    return list(db.session.scalars(
-        select(WebhookDelivery.id).where(
-            WebhookDelivery.status.in_((DeliveryStatus.PENDING.value,
+    return [WebhookDelivery.status.in_((DeliveryStatus.PENDING.value,
                                         DeliveryStatus.RETRYING.value)),
-            (WebhookDelivery.next_attempt_at.is_(None)) | (WebhookDelivery.next_attempt_at <= now))
+            (WebhookDelivery.next_attempt_at.is_(None)) | (WebhookDelivery.next_attempt_at <= now),
+            *one]
+
+
+def due_delivery_ids(subscription_id: int, limit: int) -> list[int]:
+    """The due deliveries of one subscription, oldest first: what a delivery job's batch
+    sends."""
+    return list(db.session.scalars(
+        select(WebhookDelivery.id).where(*_due(utcnow(), subscription_id))
         .order_by(WebhookDelivery.id).limit(limit)))
+
+
+def oldest_due_per_subscription() -> list[int]:
+    """The oldest due delivery of each subscription that has one: what the periodic sweep
+    queues a job for (each job then sends its subscription's backlog)."""
+    return list(db.session.scalars(
+        select(func.min(WebhookDelivery.id)).where(*_due(utcnow()))
+        .group_by(WebhookDelivery.subscription_id)))

@@ -30,6 +30,9 @@ class Receiver:
         self.processed: dict[str, dict] = {}  # delivery id -> body, once each
         self.bad_signatures = 0
         self.fail_next = 0
+        # Close the connection after each answer without saying so (no "Connection: close"),
+        # as a proxy with a short idle timeout does.
+        self.close_after_each = False
         self.server = None
         self.lock = threading.Lock()
 
@@ -53,13 +56,16 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the connection open, as a real receiver
+
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 ok = receiver.verify(self.headers.get("Cleardesk-Signature", ""), body)
                 delivery_id = self.headers.get("Cleardesk-Delivery")
                 with receiver.lock:
                     receiver.received.append({"id": delivery_id, "ok": ok,
-                                              "event": self.headers.get("Cleardesk-Event")})
+                                              "event": self.headers.get("Cleardesk-Event"),
+                                              "connection": self.client_address})
                     if not ok:
                         receiver.bad_signatures += 1
                         status = 401
@@ -72,6 +78,8 @@ class Receiver:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                if receiver.close_after_each:
+                    self.close_connection = True
 
             def log_message(self, *args):
                 pass
@@ -103,5 +111,6 @@ def run_worker(app, **env_extra) -> subprocess.CompletedProcess:
         WEBHOOK_MAX_ATTEMPTS=str(config["WEBHOOK_MAX_ATTEMPTS"]),
         WEBHOOK_PAUSE_AFTER=str(config["WEBHOOK_PAUSE_AFTER"]),
         WEBHOOK_TIMEOUT_SECONDS="5",
+        WEBHOOK_BATCH_SIZE=str(config["WEBHOOK_BATCH_SIZE"]),
         WEBHOOK_ALLOW_PRIVATE_TARGETS="1" if config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS") else "0",
         **env_extra)

@@ -195,6 +195,55 @@ def test_a_batch_of_new_items_reaches_the_receiver_as_one_event_per_item(app, ho
     assert {b["data"]["item"]["external_ref"] for b in bodies} == {f"EX-{n}" for n in range(25)}
 
 
+def _backlog(app, hooked, n):
+    """n new items for the webhook, fanned out while no worker ran: its backlog."""
+    from app.work.services import create_items
+
+    rows = [{"kind": "billing_exception", "subtype": "payment_failed", "title": f"Card {n}",
+             "external_ref": f"EX-{n}", "source_system": "billing", "counterparty": "Acme",
+             "amount": f"{10 + n}.00"} for n in range(n)]
+    create_items(actor(hooked["analyst"]), hooked["tenant"].id, rows)
+    commit()
+
+
+def test_a_webhooks_backlog_goes_out_oldest_first_over_one_connection(app, hooked, receiver):
+    receiver.start()
+    _backlog(app, hooked, 30)
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert len(deliveries) == 30 and {d.status for d in deliveries} == {"succeeded"}
+    assert all(d.attempts == 1 for d in deliveries)
+    assert [r["id"] for r in receiver.received] == [d.delivery_id for d in deliveries]
+    assert len({r["connection"] for r in receiver.received}) == 1
+
+
+def test_a_batch_that_reaches_its_size_queues_a_job_for_the_rest(app, hooked, receiver):
+    app.config["WEBHOOK_BATCH_SIZE"] = 7
+    receiver.start()
+    _backlog(app, hooked, 30)
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert {d.status for d in deliveries} == {"succeeded"} and len(deliveries) == 30
+    assert [r["id"] for r in receiver.received] == [d.delivery_id for d in deliveries]
+    # Batches of 7, each on its own connection: 7, 7, 7, 7 and 2.
+    connections = [r["connection"] for r in receiver.received]
+    assert [connections.count(c) for c in dict.fromkeys(connections)] == [7, 7, 7, 7, 2]
+
+
+def test_a_receiver_that_closes_idle_connections_still_gets_each_delivery_once(
+        app, hooked, receiver):
+    """The receiver closes the connection after each answer, as some proxies do: the next
+    delivery of the batch opens a new one; nothing is sent twice."""
+    receiver.close_after_each = True
+    receiver.start()
+    _backlog(app, hooked, 5)
+    run_worker(app)
+    deliveries = _deliveries(hooked["sub"])
+    assert {d.status for d in deliveries} == {"succeeded"} and len(deliveries) == 5
+    assert [r["id"] for r in receiver.received] == [d.delivery_id for d in deliveries]
+    assert len({r["connection"] for r in receiver.received}) == 5
+
+
 def test_an_intermediate_step_approval_is_delivered_as_item_step_approved(app, hooked, receiver,
                                                                           make_user, make_item):
     """A two-step approval: the first approver's decision leaves the item pending (no state
