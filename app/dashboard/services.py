@@ -277,9 +277,36 @@ _BACKLOG = (select(_o.tenant_id, _o.kind, _o.created_day, _o.assignee_id, _total
             .group_by(_o.tenant_id, _o.kind, _o.created_day, _o.assignee_id))
 
 
+@dataclass
+class _Facts:
+    """What the figures are computed from: the dashboard's three reads of the rollups, and the
+    drill-down arguments every figure shares."""
+
+    scope: Scope
+    tenants: dict[int, Tenant]
+    todays: dict[int, date]
+    rows: list[dict]  # summed over the range per tenant, kind, subtype and person
+    per_day: dict  # day -> [created, resolved]
+    recent: dict  # (tenant, kind) -> [created, resolved] over the last RATE_WINDOW_DAYS days
+    backlog: list  # open items per tenant, kind, day of arrival and assignee
+    people: dict[int, str]
+    resolved_args: dict
+    created_args: dict
+    tenant_arg: dict
+
+
 def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
+    facts = _read(scope, now)
+    return Dashboard(scope=scope, attainment=_attainment(facts), turnaround=_turnaround(facts),
+                     daily=_daily(facts), ageing=_ageing(facts),
+                     auto_approval=_auto_approval(facts), exceptions=_exception_volume(facts),
+                     leakage=_leakage(facts), workload=_workload(facts),
+                     open_counts=_open_counts(facts),
+                     recent={k: tuple(v) for k, v in facts.recent.items()}, todays=facts.todays)
+
+
+def _read(scope: Scope, now: datetime | None) -> _Facts:
     tenants = {t.id: t for t in scope.tenants}
-    many = len(tenants) > 1
     t = daily_rollups.c
     # 1. Everything but the per-day series, summed over the range per tenant, kind, subtype
     #    and person: at most a few hundred rows, whatever the number of items.
@@ -311,17 +338,22 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
     person_ids = ({r["user_id"] for r in rows} | {r[3] for r in backlog}) - {NOBODY}
     people = dict(db.session.execute(
         select(User.id, User.name).where(User.id.in_(person_ids))).all()) if person_ids else {}
+    return _Facts(
+        scope=scope, tenants=tenants, todays=todays, rows=rows, per_day=per_day, recent=recent,
+        backlog=backlog, people=people,
+        resolved_args={"status": "closed", "resolved_from": scope.start.isoformat(),
+                       "resolved_to": scope.end.isoformat()},
+        created_args={"status": "all", "created_from": scope.start.isoformat(),
+                      "created_to": scope.end.isoformat()},
+        tenant_arg={"tenant": scope.tenant.id} if scope.tenant else {})
 
-    resolved_args = {"status": "closed", "resolved_from": scope.start.isoformat(),
-                     "resolved_to": scope.end.isoformat()}
-    created_args = {"status": "all", "created_from": scope.start.isoformat(),
-                    "created_to": scope.end.isoformat()}
-    tenant_arg = {"tenant": scope.tenant.id} if scope.tenant else {}
 
-    # SLA attainment per kind, and in total.
+def _attainment(f: _Facts) -> list[dict]:
+    """SLA attainment per kind, and in total (the last entry)."""
+    resolved_args, tenant_arg = f.resolved_args, f.tenant_arg
     attainment = []
     for kind in KIND_LABELS:
-        mine = [r for r in rows if r["kind"] == kind]
+        mine = [r for r in f.rows if r["kind"] == kind]
         resolved = sum(r["resolved"] for r in mine)
         met = sum(r["met"] for r in mine)
         breached = sum(r["breached"] for r in mine)
@@ -335,60 +367,70 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
                        "rate": _rate(total["met"], total["met"] + total["breached"]),
                        "drill_met": {**resolved_args, **tenant_arg, "sla": "met"},
                        "drill_breached": {**resolved_args, **tenant_arg, "sla": "breached"}})
+    return attainment
 
-    # Turnaround by kind, subtype, queue (tenant and kind) and approver.
+
+def _person(f: _Facts, user_id: int) -> str:
+    return f.people.get(user_id, f"#{user_id}") if user_id else "Policy or system (no person)"
+
+
+def _turnaround(f: _Facts) -> dict[str, list[Turnaround]]:
+    """Turnaround by kind, subtype, queue (tenant and kind) and approver."""
+    tenant_arg, many = f.tenant_arg, len(f.tenants) > 1
+
     def group(key_of, label_of, drill_of) -> list[Turnaround]:
         acc: dict = {}
-        for r in rows:
+        for r in f.rows:
             if not r["resolved"]:
                 continue
             key = key_of(r)
             entry = acc.get(key)
             if entry is None:
-                entry = acc[key] = Turnaround(label_of(r), {**resolved_args, **drill_of(r)}, 0, 0,
-                                              [0] * len(BUCKETS))
+                entry = acc[key] = Turnaround(label_of(r), {**f.resolved_args, **drill_of(r)},
+                                              0, 0, [0] * len(BUCKETS))
             entry.resolved += r["resolved"]
             entry.seconds += r["seconds"]
             entry.histogram = [a + b for a, b in zip(entry.histogram, r["histogram"])]
         return sorted(acc.values(), key=lambda e: (-e.resolved, e.label))
 
-    def person(user_id: int) -> str:
-        return people.get(user_id, f"#{user_id}") if user_id else "Policy or system (no person)"
-
-    turnaround = {
+    return {
         "kind": group(lambda r: r["kind"], lambda r: KIND_LABELS[r["kind"]],
                       lambda r: {**tenant_arg, "kind": r["kind"]}),
         "subtype": group(lambda r: (r["kind"], r["subtype"]),
                          lambda r: SUBTYPES[r["kind"]].get(r["subtype"], r["subtype"]),
                          lambda r: {**tenant_arg, "kind": r["kind"], "subtype": r["subtype"]}),
         "queue": group(lambda r: (r["tenant_id"], r["kind"]),
-                       lambda r: (f"{tenants[r['tenant_id']].display_name} · " if many else "")
+                       lambda r: (f"{f.tenants[r['tenant_id']].display_name} · " if many else "")
                        + KIND_LABELS[r["kind"]],
                        lambda r: {"tenant": r["tenant_id"], "kind": r["kind"]}),
-        "approver": group(lambda r: r["user_id"], lambda r: person(r["user_id"]),
+        "approver": group(lambda r: r["user_id"], lambda r: _person(f, r["user_id"]),
                           lambda r: {**tenant_arg,
                                      "decided_by": r["user_id"] if r["user_id"] else "none"}),
     }
 
-    # Created and resolved per day, every day of the range (empty days too).
+
+def _daily(f: _Facts) -> list[dict]:
+    """Created and resolved per day, every day of the range (empty days too)."""
     daily = []
-    day = scope.start
-    while day <= scope.end:
-        created, resolved = per_day.get(day, (0, 0))
+    day = f.scope.start
+    while day <= f.scope.end:
+        created, resolved = f.per_day.get(day, (0, 0))
         daily.append({"day": day, "created": created, "resolved": resolved,
-                      "drill_created": {**tenant_arg, "status": "all",
+                      "drill_created": {**f.tenant_arg, "status": "all",
                                         "created_from": day.isoformat(),
                                         "created_to": day.isoformat()},
-                      "drill_resolved": {**tenant_arg, "status": "closed",
+                      "drill_resolved": {**f.tenant_arg, "status": "closed",
                                          "resolved_from": day.isoformat(),
                                          "resolved_to": day.isoformat()}})
         day += timedelta(days=1)
+    return daily
 
-    # Backlog ageing (now, whatever the range): buckets by days since arrival, per kind;
-    # leakage and workload from the same rows, in one pass.
+
+def _ageing(f: _Facts) -> list[dict]:
+    """Backlog ageing (now, whatever the range): buckets by days since arrival, per kind."""
     ageing = [{"label": label, "low": low, "high": high, "total": 0,
                **{kind: 0 for kind in KIND_LABELS},
-               "drill": {**tenant_arg, "aged": f"{low}-{'' if high is None else high}"}}
+               "drill": {**f.tenant_arg, "aged": f"{low}-{'' if high is None else high}"}}
               for label, low, high in AGEING]
     by_age = {}
     for bucket in ageing:
@@ -396,51 +438,64 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
                                          else bucket["low"]) + 1):
             by_age[age] = bucket
     oldest = ageing[-1]
-    money: dict = defaultdict(lambda: [0, 0, 0, 0])  # at risk, open exceptions, delta, disputes
-    load: dict = defaultdict(int)
-    open_counts: dict = defaultdict(int)
-    for tid, kind, created_day, assignee_id, count, at_risk, delta in backlog:
-        age = (todays[tid] - created_day).days
+    for tid, kind, created_day, _assignee_id, count, _at_risk, _delta in f.backlog:
+        age = (f.todays[tid] - created_day).days
         bucket = by_age.get(age) or (ageing[0] if age < 0 else oldest)
         bucket[kind] += count
         bucket["total"] += count
-        load[assignee_id] += count
+    return ageing
+
+
+def _open_counts(f: _Facts) -> dict:
+    """Open items per (tenant, kind), for the forecast."""
+    open_counts: dict = defaultdict(int)
+    for tid, kind, _day, _assignee_id, count, _at_risk, _delta in f.backlog:
         open_counts[(tid, kind)] += count
+    return dict(open_counts)
+
+
+def _auto_approval(f: _Facts) -> dict:
+    """Approvals decided by the policy engine among all decided approvals."""
+    approvals = [r for r in f.rows if r["kind"] == Kind.APPROVAL.value]
+    decided = sum(r["resolved"] for r in approvals)
+    auto = sum(r["auto"] for r in approvals)
+    auto_approval = {"decided": decided, "auto_approved": auto, "rate": _rate(auto, decided),
+                     "by_tenant": [], "drill": {**f.resolved_args, **f.tenant_arg,
+                                                "kind": Kind.APPROVAL.value,
+                                                "decided_by": "policy", "state": "approved"}}
+    for tid, tenant in f.tenants.items():
+        mine = [r for r in approvals if r["tenant_id"] == tid]
+        d, a = sum(r["resolved"] for r in mine), sum(r["auto"] for r in mine)
+        auto_approval["by_tenant"].append({"label": tenant.display_name, "decided": d,
+                                           "auto_approved": a, "rate": _rate(a, d)})
+    return auto_approval
+
+
+def _exception_volume(f: _Facts) -> list[dict]:
+    """Exception volume by type: billing exceptions and disputes that arrived in the range."""
+    volume: dict = defaultdict(int)
+    for r in f.rows:
+        if r["kind"] != Kind.APPROVAL.value and r["created"]:
+            volume[(r["kind"], r["subtype"])] += r["created"]
+    return [{"kind": kind, "kind_label": KIND_LABELS[kind], "subtype": subtype,
+             "label": SUBTYPES[kind].get(subtype, subtype), "created": count,
+             "drill": {**f.created_args, **f.tenant_arg, "kind": kind, "subtype": subtype}}
+            for (kind, subtype), count in sorted(volume.items(), key=lambda kv: -kv[1])]
+
+
+def _leakage(f: _Facts) -> list[dict]:
+    """Leakage now: money at risk in open billing exceptions plus open dispute deltas, per
+    tenant in its own currency."""
+    money: dict = defaultdict(lambda: [0, 0, 0, 0])  # at risk, open exceptions, delta, disputes
+    for tid, kind, _day, _assignee_id, count, at_risk, delta in f.backlog:
         if kind == EXCEPTION:
             money[tid][0] += at_risk
             money[tid][1] += count
         elif kind == DISPUTE:
             money[tid][2] += delta
             money[tid][3] += count
-
-    # Auto-approval: approvals decided by the policy engine among all decided approvals.
-    approvals = [r for r in rows if r["kind"] == Kind.APPROVAL.value]
-    decided = sum(r["resolved"] for r in approvals)
-    auto = sum(r["auto"] for r in approvals)
-    auto_approval = {"decided": decided, "auto_approved": auto, "rate": _rate(auto, decided),
-                     "by_tenant": [], "drill": {**resolved_args, **tenant_arg,
-                                                "kind": Kind.APPROVAL.value,
-                                                "decided_by": "policy", "state": "approved"}}
-    for tid, tenant in tenants.items():
-        mine = [r for r in approvals if r["tenant_id"] == tid]
-        d, a = sum(r["resolved"] for r in mine), sum(r["auto"] for r in mine)
-        auto_approval["by_tenant"].append({"label": tenant.display_name, "decided": d,
-                                           "auto_approved": a, "rate": _rate(a, d)})
-
-    # Exception volume by type: billing exceptions and disputes that arrived in the range.
-    volume: dict = defaultdict(int)
-    for r in rows:
-        if r["kind"] != Kind.APPROVAL.value and r["created"]:
-            volume[(r["kind"], r["subtype"])] += r["created"]
-    exceptions = [{"kind": kind, "kind_label": KIND_LABELS[kind], "subtype": subtype,
-                   "label": SUBTYPES[kind].get(subtype, subtype), "created": count,
-                   "drill": {**created_args, **tenant_arg, "kind": kind, "subtype": subtype}}
-                  for (kind, subtype), count in sorted(volume.items(), key=lambda kv: -kv[1])]
-
-    # Leakage now: money at risk in open billing exceptions plus open dispute deltas, per
-    # tenant in its own currency.
     leakage = []
-    for tid, tenant in tenants.items():
+    for tid, tenant in f.tenants.items():
         at_risk_cents, exceptions_open, delta_cents, disputes_open = money[tid]
         at_risk, delta = Decimal(at_risk_cents) / 100, Decimal(delta_cents) / 100
         leakage.append({
@@ -450,16 +505,24 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
             "drill_exceptions": {"tenant": tid, "kind": EXCEPTION},
             "drill_disputes": {"tenant": tid, "kind": DISPUTE},
         })
+    return leakage
 
-    # Workload (open items assigned now) and throughput (items decided in the range).
+
+def _workload(f: _Facts) -> list[dict]:
+    """Workload (open items assigned now) and throughput (items decided in the range), per
+    person, then the unassigned backlog and what no person decided."""
+    resolved_args, tenant_arg = f.resolved_args, f.tenant_arg
+    load: dict = defaultdict(int)
+    for _tid, _kind, _day, assignee_id, count, _at_risk, _delta in f.backlog:
+        load[assignee_id] += count
     done: dict = defaultdict(int)
-    for r in rows:
+    for r in f.rows:
         done[r["user_id"]] += r["resolved"]
-    span = (scope.end - scope.start).days + 1
+    span = (f.scope.end - f.scope.start).days + 1
     workload = []
     for user_id in sorted((set(load) | {u for u, n in done.items() if n}) - {NOBODY}):
         workload.append({
-            "user_id": user_id, "label": people.get(user_id, f"#{user_id}"),
+            "user_id": user_id, "label": f.people.get(user_id, f"#{user_id}"),
             "open": load.get(user_id, 0), "decided": done.get(user_id, 0),
             "per_day": done.get(user_id, 0) / span,
             "drill_open": {**tenant_arg, "assignee": user_id},
@@ -475,8 +538,4 @@ def dashboard_for(scope: Scope, now: datetime | None = None) -> Dashboard:
                          "decided": done[NOBODY], "per_day": done[NOBODY] / span,
                          "drill_open": None,
                          "drill_decided": {**resolved_args, **tenant_arg, "decided_by": "none"}})
-
-    return Dashboard(scope=scope, attainment=attainment, turnaround=turnaround, daily=daily,
-                     ageing=ageing, auto_approval=auto_approval, exceptions=exceptions,
-                     leakage=leakage, workload=workload, open_counts=dict(open_counts),
-                     recent={k: tuple(v) for k, v in recent.items()}, todays=todays)
+    return workload
