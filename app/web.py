@@ -13,6 +13,7 @@ from app.errors import DomainError
 from app.extensions import db
 from app.models import Role
 from app.types import tenant_time, utcnow
+from app.unit_of_work import database_unreachable
 
 
 def current_actor() -> Actor:
@@ -168,7 +169,7 @@ def _make_error_page(status: int):
     template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/400.html"
 
     def handler(error):
-        if status == 500 and _database_failed(error):
+        if status == 500 and database_unreachable(error):
             return bare_error_page(
                 503, "Cleardesk cannot reach its database",
                 "Nothing was changed. It usually comes back within seconds: try again in a "
@@ -187,16 +188,6 @@ def _make_error_page(status: int):
                                    "The error was logged. Try again in a moment.")
 
     return handler
-
-
-def _database_failed(error) -> bool:
-    """Whether a request failed because the database could not be reached (down, restarting,
-    a connection cut): then nothing that reads the database may render the error page."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-    original = getattr(error, "original_exception", None) or error
-    return isinstance(original, (OperationalError, InterfaceError)) or (
-        isinstance(original, DBAPIError) and original.connection_invalidated)
 
 
 def bare_error_page(status: int, title: str, message: str) -> Response:
