@@ -325,11 +325,14 @@ def signed_in(base: str, email: str, password: str = PASSWORD):
 
     session = requests.Session()
     page = session.get(f"{base}/login", timeout=60)
-    session.post(f"{base}/login", data={"email": email, "password": password,
-                                        "csrf_token": csrf_token(page.text)}, timeout=60)
-    token = csrf_token(session.get(f"{base}/", timeout=60).text)
+    answer = session.post(f"{base}/login", data={"email": email, "password": password,
+                                                 "csrf_token": csrf_token(page.text)},
+                          timeout=60)
+    home = session.get(f"{base}/", timeout=60)
+    token = csrf_token(home.text) if "/login" not in home.url else None
     if not token:
-        raise RuntimeError(f"{email} could not sign in")
+        raise RuntimeError(f"{email} could not sign in: the login page answered "
+                           f"{answer.status_code}, then / {home.status_code} at {home.url}")
     return session, token
 
 

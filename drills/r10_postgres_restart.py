@@ -51,8 +51,8 @@ class Stream:
             time.sleep(0.3)
 
 
-def _approver(stream: Stream, base: str, email: str, pending: queue.Queue, decided: list):
-    session, token = signed_in(base, email)
+def _approver(stream: Stream, base: str, signed: tuple, pending: queue.Queue, decided: list):
+    session, token = signed
     while not stream.stop.is_set():
         try:
             item_id = pending.get_nowait()
@@ -116,8 +116,8 @@ def run(work: Path, short: bool) -> Result:
             processes.gunicorn(app, port, workers=2)
             workers = [processes.flask("worker", app, "worker")]
             cron = processes.flask("cron", app, "cron")
-            threads = [threading.Thread(target=_approver, args=(stream, base, email, pending,
-                                                                decided)) for email in emails]
+            threads = [threading.Thread(target=_approver, args=(
+                stream, base, signed_in(base, email), pending, decided)) for email in emails]
             threads += [threading.Thread(target=_source_system,
                                          args=(stream, base, secret, n, created))
                         for n in range(clients)]
