@@ -149,13 +149,17 @@ class Supervisor:
     def kill_one(self, rng: random.Random) -> None:
         """Kill a busy work-horse, or a whole worker (with its horse); prefer busy ones."""
         busy = []
-        for n, worker in enumerate(self.workers):
-            try:
-                horses = psutil.Process(worker.pid).children()
-            except psutil.NoSuchProcess:
-                horses = []
-            if horses:
-                busy.append((n, horses))
+        deadline = time.monotonic() + 3  # mid-job: wait (a little) for a work-horse to exist
+        while not busy and time.monotonic() < deadline:
+            for n, worker in enumerate(self.workers):
+                try:
+                    horses = psutil.Process(worker.pid).children()
+                except psutil.NoSuchProcess:
+                    horses = []
+                if horses:
+                    busy.append((n, horses))
+            if not busy:
+                time.sleep(0.01)
         if busy and rng.random() < 0.5:
             _n, horses = rng.choice(busy)
             for horse in horses:
@@ -205,7 +209,7 @@ def _backlog(app, import_id: int) -> dict:
 
 
 def run(work: Path, short: bool) -> Result:
-    items, kills, csv_rows, clients, drain_limit = ((150, 4, 60, 3, 120) if short
+    items, kills, csv_rows, clients, drain_limit = ((60, 3, 30, 2, 150) if short
                                                     else (2000, 23, 500, 6, 300))
     result = Result(f"R2 kill -9 of worker and work-horse {kills}x during a policy flow of "
                     f"{items} API arrivals, a {csv_rows}-row CSV import and mail batches")
