@@ -204,10 +204,10 @@ def bare_error_page(status: int, title: str, message: str) -> Response:
         response = Response(body, status=status)
         response.headers["HX-Retarget"] = "#messages"
         response.headers["HX-Reswap"] = "afterbegin"
-        return response
-    body = current_app.jinja_env.get_template("errors/bare.html").render(
-        title=title, message=message, status=status)
-    response = Response(body, status=status)
+    else:
+        body = current_app.jinja_env.get_template("errors/bare.html").render(
+            title=title, message=message, status=status)
+        response = Response(body, status=status)
     if status == 503:
         response.headers["Retry-After"] = "5"
     return response

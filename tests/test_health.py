@@ -79,7 +79,7 @@ def test_with_the_database_down_an_htmx_action_gets_a_message_in_place(database_
     signed_in, _probe = database_down
     answer = signed_in.post("/items/1/act", data={"action": "claim"},
                             headers={"HX-Request": "true"})
-    assert answer.status_code == 503
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.headers["HX-Retarget"] == "#messages"
     assert 'class="flash flash-error"' in answer.text
     assert "cannot reach its database" in answer.text
