@@ -91,7 +91,7 @@ def _restart_postgres(work: Path) -> tuple[float, float]:
 
 
 def run(work: Path, short: bool) -> Result:
-    restarts, approvers, clients, gap, items = (1, 2, 1, 4, 80) if short else (2, 6, 3, 10, 300)
+    restarts, approvers, clients, gap, items = (1, 2, 1, 4, 40) if short else (2, 6, 3, 10, 300)
     result = Result(f"R10 PostgreSQL restarted (pg_ctl restart -m fast) {restarts}x under "
                     f"{approvers} approvers and {clients} API clients")
     if not os.environ.get("DRILL_PG_CTL"):
@@ -134,7 +134,7 @@ def run(work: Path, short: bool) -> Result:
             for thread in threads:
                 thread.join(RETRY_FOR + 30)
             last_post = time.monotonic()
-            drain_limit = 60 if short else 180
+            drain_limit = 90 if short else 180
             while _unprocessed(app) and time.monotonic() - last_post < drain_limit:
                 time.sleep(1)
             drained = time.monotonic() - last_post

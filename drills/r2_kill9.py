@@ -209,8 +209,8 @@ def _backlog(app, import_id: int) -> dict:
 
 
 def run(work: Path, short: bool) -> Result:
-    items, kills, csv_rows, clients, drain_limit = ((60, 3, 30, 2, 150) if short
-                                                    else (600, 23, 300, 4, 300))
+    items, kills, csv_rows, clients, drain_limit = ((40, 3, 20, 2, 150) if short
+                                                    else (300, 23, 150, 4, 300))
     result = Result(f"R2 kill -9 of worker and work-horse {kills}x during a policy flow of "
                     f"{items} API arrivals, a {csv_rows}-row CSV import and mail batches")
     processes = Processes(work)
