@@ -182,6 +182,10 @@ def audit_verify_command() -> None:
         sys.exit(1)
 
 
+WORKER_MAINTENANCE_SECONDS = 60
+WORKER_TTL_SECONDS = 60
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--with-scheduler/--without-scheduler", default=True)
@@ -212,7 +216,13 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
     def run() -> bool:
         # The worker forks a work-horse per job; no database connection may cross the fork.
         db.engine.dispose()
-        worker = _Worker(worker_queues(wanted), connection=redis_connection())
+        # Maintenance every minute, not RQ's ten, and an idle worker waking every 45 s to do
+        # it (RQ's default waits 405 s for a job): a job whose worker was killed outright is
+        # retried once its heartbeat lapses, and the scheduler lock a killed worker held is
+        # taken over (else a retry scheduled on its queues never runs).
+        worker = _Worker(worker_queues(wanted), connection=redis_connection(),
+                         maintenance_interval=WORKER_MAINTENANCE_SECONDS,
+                         worker_ttl=WORKER_TTL_SECONDS)
         try:
             worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
         except Exception:

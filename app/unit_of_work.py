@@ -24,6 +24,17 @@ def savepoint():
     return session.begin_nested()
 
 
+def database_unreachable(error: BaseException) -> bool:
+    """Whether a unit of work failed because the database could not be reached (down,
+    restarting, a connection cut) rather than because of what it did: then nothing that reads
+    the database may answer it, and the answer is 503 (try again), not 500."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    original = getattr(error, "original_exception", None) or error
+    return isinstance(original, (OperationalError, InterfaceError)) or (
+        isinstance(original, DBAPIError) and original.connection_invalidated)
+
+
 def commit() -> None:
     """Commit the current transaction; on success hand its outbox messages to RQ."""
     session = db.session()

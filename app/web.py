@@ -14,6 +14,7 @@ from app.errors import DomainError
 from app.extensions import db, htmx
 from app.models import Role
 from app.types import tenant_time, utcnow
+from app.unit_of_work import database_unreachable
 
 
 def current_actor() -> Actor:
@@ -165,7 +166,7 @@ def _make_error_page(status: int):
     template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/400.html"
 
     def handler(error):
-        if status == 500 and _database_failed(error):
+        if status == 500 and database_unreachable(error):
             return bare_error_page(
                 503, "Cleardesk cannot reach its database",
                 "Nothing was changed. It usually comes back within seconds: try again in a "
@@ -186,16 +187,6 @@ def _make_error_page(status: int):
     return handler
 
 
-def _database_failed(error) -> bool:
-    """Whether a request failed because the database could not be reached (down, restarting,
-    a connection cut): then nothing that reads the database may render the error page."""
-    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
-    original = getattr(error, "original_exception", None) or error
-    return isinstance(original, (OperationalError, InterfaceError)) or (
-        isinstance(original, DBAPIError) and original.connection_invalidated)
-
-
 def bare_error_page(status: int, title: str, message: str) -> Response:
     """An error page that needs nothing but the process: no database, no signed-in user, no
     context processors (rendered straight from the template environment). For htmx, the
@@ -207,10 +198,11 @@ def bare_error_page(status: int, title: str, message: str) -> Response:
     if htmx:
         body = current_app.jinja_env.get_template("_flash_one.html").render(
             category="error", message=f"{title}. {message}")
-        return htmx_response(body, status, retarget="#messages", reswap="afterbegin")
-    body = current_app.jinja_env.get_template("errors/bare.html").render(
-        title=title, message=message, status=status)
-    response = Response(body, status=status)
+        response = htmx_response(body, status, retarget="#messages", reswap="afterbegin")
+    else:
+        body = current_app.jinja_env.get_template("errors/bare.html").render(
+            title=title, message=message, status=status)
+        response = Response(body, status=status)
     if status == 503:
         response.headers["Retry-After"] = "5"
     return response

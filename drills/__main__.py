@@ -10,9 +10,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from drills import r1_decisions, r3_redis
+from drills import (r1_decisions, r2_kill9, r3_redis, r9_mixed_load, r10_postgres_restart,
+                    signin_race)
 
-DRILLS = {"r1": r1_decisions.run, "r3": r3_redis.run}
+DRILLS = {"r1": r1_decisions.run, "r2": r2_kill9.run, "r3": r3_redis.run,
+          "r9": r9_mixed_load.run, "r10": r10_postgres_restart.run, "signin": signin_race.run}
 
 
 def _empty_database() -> None:

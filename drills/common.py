@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import shutil
 import signal
 import socket
@@ -308,3 +309,47 @@ def percentile(values: list[float], p: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|"X-CSRFToken": "([^"]+)"')
+
+
+def csrf_token(page: str) -> str | None:
+    match = CSRF.search(page)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def signed_in(base: str, email: str, password: str = PASSWORD):
+    """A requests.Session signed in through the login page, and its CSRF token."""
+    import requests
+
+    session = requests.Session()
+    page = session.get(f"{base}/login", timeout=60)
+    answer = session.post(f"{base}/login", data={"email": email, "password": password,
+                                                 "csrf_token": csrf_token(page.text)},
+                          timeout=60)
+    home = session.get(f"{base}/", timeout=60)
+    token = csrf_token(home.text) if "/login" not in home.url else None
+    if not token:
+        raise RuntimeError(f"{email} could not sign in: the login page answered "
+                           f"{answer.status_code}, then / {home.status_code} at {home.url}")
+    return session, token
+
+
+def issue_api_token(app, tenant_id: int) -> str:
+    from app.actors import Actor
+    from app.api.tokens import SCOPES, issue_token
+    from app.unit_of_work import commit
+
+    with app.app_context():
+        _row, secret = issue_token(Actor.system("drill"), tenant_id, "drill", list(SCOPES))
+        commit()
+    return secret
+
+
+def ours(response) -> bool:
+    """A 5xx answer made by Cleardesk itself (the page or problem that says the database cannot
+    be reached, with Retry-After), not a bare page of gunicorn or a proxy."""
+    return response.status_code == 503 and response.headers.get("Retry-After") == "5" and (
+        "cannot reach its database" in response.text
+        or "urn:cleardesk:problem:unavailable" in response.text)

@@ -3,32 +3,13 @@ through the pages (signed in, with CSRF) of a real gunicorn. Each item is decide
 once, no request fails with a 5xx, and every loser is told who won and when."""
 from __future__ import annotations
 
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-
-from drills.common import (PASSWORD, Processes, Result, common_invariants, create_approvals,
-                           free_port, make_app, percentile, seed_people)
-
-CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|"X-CSRFToken": "([^"]+)"')
-
-
-def _signed_in(base: str, email: str) -> tuple[requests.Session, str]:
-    session = requests.Session()
-    page = session.get(f"{base}/login", timeout=30)
-    match = CSRF.search(page.text)
-    session.post(f"{base}/login", data={"email": email, "password": PASSWORD,
-                                        "csrf_token": match.group(1) or match.group(2)},
-                 timeout=30)
-    home = session.get(f"{base}/", timeout=30)
-    match = CSRF.search(home.text)
-    if not match:
-        raise RuntimeError(f"{email} could not sign in")
-    return session, match.group(1) or match.group(2)
+from drills.common import (Processes, Result, common_invariants, create_approvals, free_port,
+                           make_app, percentile, seed_people, signed_in)
 
 
 def run(work: Path, short: bool) -> Result:
@@ -42,7 +23,7 @@ def run(work: Path, short: bool) -> Result:
     try:
         processes.gunicorn(app, port, workers=2, OUTBOX_RELAY_ON_COMMIT="0")
         base = f"http://127.0.0.1:{port}"
-        sessions = [_signed_in(base, email) for email in emails]
+        sessions = [signed_in(base, email) for email in emails]
         outcomes: list[tuple[int, str, float]] = []
         lock = threading.Lock()
         started = time.monotonic()

@@ -148,7 +148,8 @@ start_postgres() {
   "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 start \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c lock_timeout=120s -c idle_in_transaction_session_timeout=300s" \
     >/dev/null || { cat "$dir/postgres.log" >&2; return 1; }
-  PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate stop)
+  PG_CTL=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log")
+  PG_STOP=("${PG_CTL[@]}" -m immediate stop)
   "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE cleardesk" >/dev/null
 }
 
@@ -160,6 +161,7 @@ start_throwaway_servers() {
   chmod 755 "$WORK"
   REDIS_PID=""
   PG_STOP=()
+  PG_CTL=()
   STOP_PIDS=()
   trap stop_throwaway_servers EXIT
   trap 'exit 130' INT TERM
@@ -181,12 +183,14 @@ stop_throwaway_servers() {
 run_drills() {
   # run_drills ARGS... : the failure drills (drills/) on a fresh migrated database of their own
   # in the throwaway PostgreSQL of start_throwaway_servers; ARGS go to `python -m drills`.
+  # DRILL_PG_CTL is that cluster's pg_ctl (shell-quoted), which R10 uses to restart it.
   "$(find_pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE cleardesk_drill" >/dev/null
   DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_drill" \
     "$VENV/bin/flask" --app wsgi db upgrade 2>&1 | grep -v "^INFO" >&2
   mkdir -p "$WORK/drill-logs"
   DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$PG_PORT/cleardesk_drill" \
     REDIS_SERVER="$(find_redis_server)" PYTHONDONTWRITEBYTECODE=1 \
+    DRILL_PG_CTL="$(printf '%q ' "${PG_CTL[@]}")" \
     SECRET_KEY="$("$PY" -c 'import secrets; print(secrets.token_hex(32))')" \
     "$PY" -m drills --logs "$WORK/drill-logs" "$@"
   local rc=$?

@@ -79,7 +79,17 @@ def test_with_the_database_down_an_htmx_action_gets_a_message_in_place(database_
     signed_in, _probe = database_down
     answer = signed_in.post("/items/1/act", data={"action": "claim"},
                             headers={"HX-Request": "true"})
-    assert answer.status_code == 503
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert answer.headers["HX-Retarget"] == "#messages"
     assert 'class="flash flash-error"' in answer.text
     assert "cannot reach its database" in answer.text
+
+
+def test_with_the_database_down_an_api_client_gets_a_503_problem_to_retry(database_down):
+    _signed_in, client = database_down
+    answer = client.post("/api/v1/items", json={"kind": "approval"},
+                         headers={"Authorization": "Bearer cd_00000000_" + "a" * 43})
+    assert answer.status_code == 503
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert answer.json["type"] == "urn:cleardesk:problem:unavailable"
+    assert answer.headers["Retry-After"] == "5"

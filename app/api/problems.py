@@ -19,6 +19,7 @@ PROBLEM_TYPES = {
     422: ("validation-failed", "The request is not valid"),
     429: ("rate-limited", "Too many requests"),
     500: ("server-error", "Server error"),
+    503: ("unavailable", "Temporarily unavailable"),
 }
 
 

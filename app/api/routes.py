@@ -18,7 +18,7 @@ from app.errors import DomainError
 from app.extensions import csrf, db
 from app.params import API_BODY, BadParam, body_limit, whole_number
 from app.work.attachments import attachments_of, read_uploads, uploads_body_limit
-from app.unit_of_work import commit
+from app.unit_of_work import commit, database_unreachable
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -262,8 +262,15 @@ def install_api(app: Flask) -> None:
 
         def handler(error, status=status, previous=previous):
             if request.path.startswith(bp.url_prefix + "/") or request.path == bp.url_prefix:
-                db.session.rollback()
+                try:
+                    db.session.rollback()
+                except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+                    pass
                 message = getattr(error, "description", None) or "That did not work."
+                if status == 500 and database_unreachable(error):
+                    return problem(503, "The database cannot be reached; the request changed "
+                                        "nothing. Try again in a moment.",
+                                   headers={"Retry-After": "5"})
                 if status == 500:
                     message = "Something went wrong on our side; the request changed nothing."
                 if status == 413:
