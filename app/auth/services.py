@@ -32,7 +32,7 @@ class SignInRefused(PermissionDenied):
 
 GENERIC_REFUSAL = "That email and password do not match an active account."
 SSO_ONLY_REFUSAL = ("Your organisation signs in with single sign-on, not a password: use "
-                    "\"Sign in with single sign-on\" below.")
+                    "\"Continue with single sign-on\" below.")
 
 
 def people_with_role(role: str, tenant_id: int | None = None) -> list[User]:
