@@ -109,17 +109,6 @@ def login_code():
 SSO_PENDING_KEY = "sso_pending"
 
 
-@bp.get("/login/sso")
-@allow(anonymous=True)
-def sso_choose():
-    """The login page's single sign-on form: the organisation's sign-in name to its flow."""
-    slug = (request.args.get("tenant") or "").strip().lower()[:64]
-    if not slug:
-        return redirect(url_for("auth.login"), code=303)
-    return redirect(url_for("auth.sso_start", slug=slug,
-                            next=local_path(request.args.get("next"))), code=303)
-
-
 @bp.get("/login/sso/<slug>")
 @allow(anonymous=True)
 def sso_start(slug: str):

@@ -31,8 +31,8 @@ class SignInRefused(PermissionDenied):
 
 
 GENERIC_REFUSAL = "That email and password do not match an active account."
-SSO_ONLY_REFUSAL = ("Your organisation signs in with single sign-on, not a password: use "
-                    "\"Continue with single sign-on\" below.")
+SSO_ONLY_REFUSAL = ("Your organisation signs in with single sign-on, not a password: find "
+                    "its sign-in under \"Single sign-on\" below.")
 
 
 def people_with_role(role: str, tenant_id: int | None = None) -> list[User]:

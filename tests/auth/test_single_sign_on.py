@@ -468,3 +468,13 @@ def test_the_access_review_shows_each_persons_single_sign_on(
     csv = client.get(f"/audit/access-review.csv?tenant={northwind.id}")
     header = csv.text.splitlines()[0]
     assert header.endswith("single_sign_on,sso_last_sign_in_utc,password_sign_in")
+
+
+def test_the_sign_in_page_finds_a_tenants_single_sign_on_by_its_name(client, sso):
+    found = client.get("/login?tenant=Northwind&next=/requests/")
+    assert found.status_code == 200
+    assert 'href="/login/sso/northwind?next=/requests/"' in found.text
+    assert "Sign in with Northwind" in found.text
+    missing = client.get("/login?tenant=nowhere")
+    assert "There is no single sign-on for that name." in missing.text
+    assert "/login/sso/" not in missing.text
