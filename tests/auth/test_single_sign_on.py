@@ -137,9 +137,11 @@ def test_the_callback_goes_back_to_the_page_asked_for(client, provider, sso, nor
                                                       make_user):
     make_user("ann@example.com", [northwind])
     provider.add_person("ann@example.com")
-    response = client.get("/login/sso/northwind?next=/account/sessions")
+    response = client.get("/login/sso/northwind?next=/account/")
     landed = back(client, at_provider(response.headers["Location"], "ann@example.com"))
-    assert landed.headers["Location"].endswith("/account/sessions")
+    assert landed.headers["Location"] == "/account/"
+    # The person's list of sessions says how this one signed in.
+    assert '<span class="badge">single sign-on</span>' in client.get("/account/").text
 
 
 def test_a_state_that_does_not_match_the_flow_is_refused(client, provider, sso, northwind,
