@@ -72,8 +72,10 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
     """Check a password and start a session (the user comes back with `login_id` set, what
     Flask-Login keeps in the cookie). After LOGIN_MAX_FAILURES failures in a row for one email
     (whether or not an account has it), or LOGIN_MAX_FAILURES_PER_IP within the lockout period
-    from one address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. Every outcome is audited;
-    the caller commits, also on refusal, so counts and events are kept."""
+    from one address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. A right password of a
+    member of a tenant whose password sign-in is off is refused (app.auth.sso; its admins with
+    a second factor go on to it). Every outcome is audited; the caller commits, also on
+    refusal, so counts and events are kept."""
     config = current_app.config
     now = utcnow()
     email = (email or "").strip().lower()[:254]
