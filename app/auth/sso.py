@@ -31,6 +31,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
@@ -39,6 +40,7 @@ from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant, User
 from app.types import utcnow
+from app.unit_of_work import savepoint
 
 SCOPE = "openid email profile"
 # Roles a person joining just in time may get: never admin (an identity provider's say-so
@@ -491,8 +493,13 @@ def _join_just_in_time(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, em
 
     name = str(claims.get("name") or "").strip()[:200] or email.split("@")[0]
     user = User(email=email, name=name, password_hash=None)
-    db.session.add(user)
-    db.session.flush()
+    try:
+        with savepoint():  # two first sign-ins of one person at once: one makes the account
+            db.session.add(user)
+            db.session.flush()
+    except IntegrityError as error:
+        raise SingleSignOnRefused("Your account was being made by another sign-in at the same "
+                                  "moment. Sign in again.", "joined concurrently") from error
     record_event(actor, "user.created", tenant_id=None,
                  data={"user_id": user.id, "email": email, "by": "single sign-on"})
     grant_membership(actor, user=user, tenant=tenant, roles=[row.jit_role])
