@@ -82,6 +82,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         # when saved and again when each delivery is made.
         "WEBHOOK_ALLOW_PRIVATE_TARGETS": env.get("WEBHOOK_ALLOW_PRIVATE_TARGETS", "").lower() in (
             "1", "true", "yes"),
+        # Single sign-on: a tenant's identity provider must be https; http only for one on
+        # this machine (127.0.0.1, localhost), and only when this is set (tests, a local
+        # provider).
+        "SSO_ALLOW_HTTP_ISSUER": env.get("SSO_ALLOW_HTTP_ISSUER", "").lower() in (
+            "1", "true", "yes"),
         # Evidence files: the largest file, and the most files one change adds.
         "ATTACHMENT_MAX_BYTES": int(env.get("ATTACHMENT_MAX_BYTES", str(10 * 1024 * 1024))),
         "ATTACHMENTS_PER_CHANGE": int(env.get("ATTACHMENTS_PER_CHANGE", "5")),

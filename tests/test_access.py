@@ -181,6 +181,18 @@ class World:
         return ids
 
     @cached_property
+    def single_sign_on(self) -> str:
+        """A tenant with single sign-on on, its provider unreachable (nothing listens on the
+        discard port): the flow's start answers its own page, past the gate."""
+        from app.auth.models import TenantSingleSignOn
+
+        db.session.add(TenantSingleSignOn(
+            tenant_id=self.tenant.id, enabled=True, issuer="https://127.0.0.1:9",
+            client_id="walk", allowed_domains=["example.com"]))
+        commit()
+        return self.tenant.slug
+
+    @cached_property
     def _file(self) -> tuple[int, int]:
         return self._attached(self.make_item(self.tenant))
 
@@ -330,6 +342,8 @@ class World:
         if argument == "name":
             return "attainment" if endpoint.startswith("dashboard.") else "mine"
         if argument == "slug":
+            if endpoint == "auth.sso_start":
+                return self.single_sign_on
             return self.logo if endpoint == "account.logo" else self.tenant.slug
         values = {
             "filename": lambda: "app.css",

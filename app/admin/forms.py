@@ -61,6 +61,18 @@ class SignInSettingsForm(FlaskForm):
                                  validators=[Length(max=32)])
 
 
+class SingleSignOnForm(FlaskForm):
+    enabled = BooleanField("Offer single sign-on to this tenant's people")
+    issuer = StringField("Issuer URL", validators=[Length(max=500)])
+    client_id = StringField("Client id", validators=[Length(max=255)])
+    client_secret = PasswordField("Client secret", validators=[Length(max=500)])
+    allowed_domains = StringField("Allowed email domains", validators=[Length(max=2000)])
+    jit_enabled = BooleanField("Add people of these domains who have no account yet "
+                               "(just-in-time membership)")
+    jit_role = SelectField("Their role", validate_choice=False)
+    password_sign_in_off = BooleanField("Password sign-in off: members must use single sign-on")
+
+
 class BrandingForm(FlaskForm):
     brand_name = StringField("Display name", validators=[Length(max=200)])
     brand_color = StringField("Accent colour", validators=[Length(max=32)])

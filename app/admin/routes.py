@@ -20,12 +20,13 @@ from app.admin.forms import (
     PersonForm,
     SetPasswordForm,
     SignInSettingsForm,
+    SingleSignOnForm,
     TenantForm,
     choices,
 )
 from app.admin.models import PendingMembershipChange
 from app.auth import services as auth_services
-from app.auth import second_factor
+from app.auth import second_factor, sso
 from app.auth.forms import CodeForm, EmptyForm
 from app.auth.session import current_session
 from app.errors import ValidationFailed
@@ -178,6 +179,40 @@ def sign_in_settings(slug: str):
             flash("Sign-in settings saved.", "success")
             return redirect(url_for("admin.sign_in_settings", slug=slug), code=303)
     return _page("admin/sign_in_settings.html", tenant=tenant, form=form,
+                 errors=_errors(form, failed), failed=failed, status=422 if failed else 200)
+
+
+@bp.route("/t/<slug>/single-sign-on", methods=["GET", "POST"])
+def single_sign_on(slug: str):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    row = sso.settings_of(tenant.id)
+    form = SingleSignOnForm(obj=row if request.method == "GET" else None)
+    form.jit_role.choices = [(r, r) for r in sso.JIT_ROLES]
+    failed = None
+    if request.method == "GET":
+        form.allowed_domains.data = ", ".join(row.allowed_domains or []) if row else ""
+        form.jit_role.data = row.jit_role if row else sso.JIT_ROLES[0]
+    else:
+        _require_csrf(form)
+        try:
+            sso.update_single_sign_on(
+                actor, tenant, enabled=form.enabled.data, issuer=form.issuer.data,
+                client_id=form.client_id.data, client_secret=form.client_secret.data,
+                allowed_domains=form.allowed_domains.data, jit_enabled=form.jit_enabled.data,
+                jit_role=form.jit_role.data,
+                password_sign_in_off=form.password_sign_in_off.data)
+            commit()
+        except ValidationFailed as error:
+            db.session.rollback()
+            failed = error
+        else:
+            flash("Single sign-on settings saved.", "success")
+            return redirect(url_for("admin.single_sign_on", slug=slug), code=303)
+    return _page("admin/single_sign_on.html", tenant=tenant, form=form, settings=row,
+                 has_secret=bool(row and row.client_secret_encrypted),
+                 redirect_uri=url_for("auth.sso_callback", _external=True),
+                 sign_in_link=url_for("auth.login", tenant=tenant.slug, _external=True),
                  errors=_errors(form, failed), failed=failed, status=422 if failed else 200)
 
 

@@ -12,6 +12,7 @@ from app.actors import Actor, ActorType
 from app.audit.chain import event_hash
 from app.auth.models import RecoveryCode, SecondFactor
 from app.auth.second_factor import FACTOR_ROLES
+from app.auth.sso import settings_of, sso_status_by_user
 from app.audit.models import AuditChainHead, AuditEvent, AuditExport
 from app.audit.services import (
     AUDIT_ROLES,
@@ -230,6 +231,12 @@ class AccessRow:
     second_factor: bool = False  # a confirmed TOTP factor
     recovery_codes_left: int = 0
     factor_missing: bool = False  # the tenant requires one of this person's roles: none yet
+    # Single sign-on: "off" (the tenant has none), "linked" (signed in through the tenant's
+    # provider; `sso_last_sign_in` says when last) or "not yet"; `password_sign_in` says
+    # whether a password still lets them in ("yes", "no", or "break-glass" for admins).
+    sso: str = "off"
+    sso_last_sign_in: object | None = None
+    password_sign_in: str = "yes"
 
 
 def _decides(roles: set[str]) -> list[str]:
@@ -275,10 +282,15 @@ def access_review(tenant: Tenant) -> list[AccessRow]:
         select(RecoveryCode.user_id, func.count()).where(
             RecoveryCode.user_id.in_(user_ids), RecoveryCode.used_at.is_(None))
         .group_by(RecoveryCode.user_id)).all())
+    sso_settings = settings_of(tenant.id)
+    sso_on = bool(sso_settings and sso_settings.enabled)
+    password_off = sso_on and sso_settings.password_sign_in_off
+    links = sso_status_by_user(tenant)
     rows = []
     for m in memberships:
         roles = m.role_set
         has_factor = m.user_id in with_factor
+        link = links.get(m.user_id)
         rows.append(AccessRow(
             name=m.user.name, email=m.user.email, active=m.user.active,
             roles=sorted(roles), approval_limit=m.approval_limit, decides=_decides(roles),
@@ -289,14 +301,20 @@ def access_review(tenant: Tenant) -> list[AccessRow]:
             second_factor=has_factor,
             recovery_codes_left=codes_left.get(m.user_id, 0) if has_factor else 0,
             factor_missing=(not has_factor and tenant.require_second_factor
-                            and bool(roles & FACTOR_ROLES))))
+                            and bool(roles & FACTOR_ROLES)),
+            sso=("linked" if link else "not yet") if sso_on else "off",
+            sso_last_sign_in=link.last_sign_in_at if link else None,
+            password_sign_in=("yes" if not password_off else
+                              "break-glass" if Role.ADMIN.value in roles and has_factor
+                              else "no")))
     return rows
 
 
 ACCESS_CSV_COLUMNS = ["name", "email", "active", "roles", "approval_limit", "currency",
                       "can_decide", "delegates_to", "delegation_from", "delegation_until",
                       "delegation_state", "acts_for", "last_sign_in_utc", "member_since_utc",
-                      "second_factor", "recovery_codes_left"]
+                      "second_factor", "recovery_codes_left", "single_sign_on",
+                      "sso_last_sign_in_utc", "password_sign_in"]
 
 
 def _cell(text: str) -> str:
@@ -315,7 +333,8 @@ def access_csv_rows(tenant: Tenant, rows: list[AccessRow]) -> list[list]:
              stamp(r.last_sign_in), stamp(r.member_since),
              "totp" if r.second_factor else ("missing (required)" if r.factor_missing
                                              else "none"),
-             r.recovery_codes_left if r.second_factor else ""] for r in rows]
+             r.recovery_codes_left if r.second_factor else "", r.sso,
+             stamp(r.sso_last_sign_in), r.password_sign_in] for r in rows]
 
 
 def can_audit(actor: Actor, tenant_id: int) -> bool:

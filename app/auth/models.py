@@ -6,7 +6,16 @@ import enum
 import re
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -40,6 +49,9 @@ class UserSession(db.Model):
     ended_reason: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
+    # "sso" when a tenant's identity provider vouched for the person (app.auth.sso); None for
+    # a password sign-in (with or without the second factor).
+    sign_in_method: Mapped[str | None] = mapped_column(String(16))
 
     user: Mapped[User] = relationship()
 
@@ -78,6 +90,48 @@ class RecoveryCode(db.Model):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TenantSingleSignOn(db.Model):
+    """A tenant's OpenID Connect identity provider (app.auth.sso). The client secret is kept
+    encrypted (Fernet, a key derived from SECRET_KEY by HKDF for this use only) and is never
+    shown back; `allowed_domains` are the email domains the provider may vouch for."""
+
+    __tablename__ = "tenant_single_sign_on"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret_encrypted: Mapped[str | None] = mapped_column(String(1000))
+    allowed_domains: Mapped[list] = mapped_column(JSON, default=list)
+    # Just-in-time membership: a verified email of an allowed domain with no account yet
+    # becomes a new person with this role in the tenant.
+    jit_enabled: Mapped[bool] = mapped_column(Boolean, default=False,
+                                              server_default=text("false"))
+    jit_role: Mapped[str] = mapped_column(String(20), default="requester",
+                                          server_default="requester")
+    # Members must sign in through the provider; the tenant's admins keep password + second
+    # factor as a way in when the provider is down (break-glass).
+    password_sign_in_off: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                       server_default=text("false"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SingleSignOnLink(db.Model):
+    """A person's identity at a tenant's provider (its `sub`), kept from their first SSO
+    sign-in there, and the time of their last one: the access review shows both. People are
+    matched by verified email; a changed subject is kept and audited."""
+
+    __tablename__ = "single_sign_on_links"
+    __table_args__ = (UniqueConstraint("tenant_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # Order matters: Edge and Opera say "Chrome" too, Chrome says "Safari".

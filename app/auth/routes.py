@@ -7,6 +7,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user, login_user, logout_user
 
 from app.access import allow, declare_access
+from app.actors import Actor, ActorType
 from app.auth.forms import CodeForm, EmptyForm, ForgotPasswordForm, LoginForm
 from app.auth.services import (
     RESET_REQUESTED,
@@ -19,6 +20,14 @@ from app.auth.services import (
     session_id_of,
     sign_out,
 )
+from app.auth.sso import (
+    PendingSignIn,
+    SingleSignOnRefused,
+    begin_sign_in,
+    finish_sign_in,
+    sso_tenant_named,
+)
+from app.errors import NotFound
 from app.params import local_path, whole_number
 from app.unit_of_work import commit
 from app.web import current_actor
@@ -59,7 +68,8 @@ def login():
             login_user(user)
             return redirect(_safe_next(request.args.get("next")), code=303)
     status = 401 if error else (400 if form.errors else 200)
-    return render_template("auth/login.html", form=form, error=error), status
+    return render_template("auth/login.html", form=form, error=error,
+                           sso_tenant=sso_tenant_named(request.args.get("tenant"))), status
 
 
 PENDING_KEY = "second_factor_pending"
@@ -94,6 +104,49 @@ def login_code():
         abort(400)
     status = 401 if error else (400 if form.errors else 200)
     return render_template("auth/login_code.html", form=form, error=error), status
+
+
+SSO_PENDING_KEY = "sso_pending"
+
+
+@bp.get("/login/sso/<slug>")
+@allow(anonymous=True)
+def sso_start(slug: str):
+    """Leave for the tenant's identity provider. Only the browser's session changes (what
+    the callback needs to check); a provider that cannot be reached is audited."""
+    if current_user.is_authenticated:
+        return redirect(url_for("queues.home"))
+    actor = Actor(ActorType.USER, label="single sign-on", ip=request.remote_addr,
+                  user_agent=request.user_agent.string)
+    try:
+        url, pending = begin_sign_in(actor, slug, url_for("auth.sso_callback", _external=True),
+                                     local_path(request.args.get("next")))
+    except NotFound as missing:
+        return render_template("auth/sso_refused.html", message=missing.message), 404
+    except SingleSignOnRefused as refused:
+        commit()  # the failure's audit event is kept
+        return render_template("auth/sso_refused.html", message=refused.message), 502
+    session[SSO_PENDING_KEY] = pending.as_dict()
+    return redirect(url, code=303)
+
+
+@bp.get("/login/sso/callback")
+@allow(anonymous=True)
+def sso_callback():
+    """Where the provider sends the browser back (a GET, as OpenID Connect does it): the
+    state ties it to the flow this browser started, which is used once."""
+    pending = PendingSignIn.from_dict(session.pop(SSO_PENDING_KEY, None) or {})
+    try:
+        user = finish_sign_in(pending, request.args.to_dict(), request.remote_addr,
+                              request.user_agent.string)
+    except SingleSignOnRefused as refused:
+        commit()  # the refusal and its audit event are kept
+        return render_template("auth/sso_refused.html", message=refused.message), \
+            400 if pending is None else 403
+    commit()
+    session.clear()  # a fresh session (and CSRF token) on sign-in
+    login_user(user)
+    return redirect(_safe_next(pending.next), code=303)
 
 
 @bp.route("/auth/forgot", methods=["GET", "POST"])

@@ -31,6 +31,8 @@ class SignInRefused(PermissionDenied):
 
 
 GENERIC_REFUSAL = "That email and password do not match an active account."
+SSO_ONLY_REFUSAL = ("Your organisation signs in with single sign-on, not a password: find "
+                    "its sign-in under \"Single sign-on\" below.")
 
 
 def people_with_role(role: str, tenant_id: int | None = None) -> list[User]:
@@ -70,8 +72,10 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
     """Check a password and start a session (the user comes back with `login_id` set, what
     Flask-Login keeps in the cookie). After LOGIN_MAX_FAILURES failures in a row for one email
     (whether or not an account has it), or LOGIN_MAX_FAILURES_PER_IP within the lockout period
-    from one address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. Every outcome is audited;
-    the caller commits, also on refusal, so counts and events are kept."""
+    from one address, sign-in is refused for LOGIN_LOCKOUT_SECONDS. A right password of a
+    member of a tenant whose password sign-in is off is refused (app.auth.sso; its admins with
+    a second factor go on to it). Every outcome is audited; the caller commits, also on
+    refusal, so counts and events are kept."""
     config = current_app.config
     now = utcnow()
     email = (email or "").strip().lower()[:254]
@@ -113,6 +117,12 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
         raise SignInRefused(GENERIC_REFUSAL)
     by_email.failures = 0
     by_email.locked_until = None
+    from app.auth.sso import password_sign_in_refusal
+
+    refusal = password_sign_in_refusal(user)
+    if refusal is not None:
+        record_event(actor, "auth.login_refused", tenant_id=None, data={"reason": refusal})
+        raise SignInRefused(SSO_ONLY_REFUSAL)
     if has_second_factor(user):
         record_event(actor, "auth.password_accepted", tenant_id=None,
                      data={"second_factor": "asked"})
@@ -313,8 +323,10 @@ def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] 
                                                 _secret_hash(secret)):
         return None
     found.User.login_id = login_id
-    return found[0], found[1], SessionLimits(found[2], found[3],
-                                             bool(found[4]) and not found[5])
+    # A sign-in through a tenant's provider counts as the provider's authentication: its
+    # session is not sent to enrol a TOTP factor (app.auth.sso).
+    must_enrol = bool(found[4]) and not found[5] and found[1].sign_in_method != "sso"
+    return found[0], found[1], SessionLimits(found[2], found[3], must_enrol)
 
 
 def end_timed_out_session(row: UserSession, reason: SessionEndReason,

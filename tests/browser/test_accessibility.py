@@ -53,6 +53,7 @@ def _pages(role: str) -> list[str]:
                     "/imports/"],
         "admin": ["/admin/", "/admin/t/contoso/", "/admin/t/contoso/people",
                   "/admin/t/contoso/closures", "/admin/t/contoso/branding",
+                  "/admin/t/contoso/single-sign-on",
                   "/admin/t/contoso/policy/", "/admin/t/contoso/policy/|.versions a",
                   "/admin/integrations/tokens",
                   "/admin/integrations/webhooks/", "/admin/mail/", "/audit/"],

@@ -1,0 +1,533 @@
+"""Single sign-on through a tenant's OpenID Connect provider: its settings (audited; the client
+secret encrypted and never shown back), starting the authorization code flow (PKCE S256, state
+and nonce), and finishing it: the code exchanged, the ID token's signature checked against the
+provider's JWKS and its claims (iss, aud, exp, iat, nonce) checked, the person matched by a
+verified email within the tenant's allowed domains, or joined just in time.
+
+Every sign-in, refusal (with its reason), just-in-time join and settings change is an audit
+event in the tenant's chain; the caller commits, also after a refusal, so refusals are kept.
+
+An SSO sign-in counts as the provider's authentication: Cleardesk asks no TOTP code after it
+(the provider enforces its own factors), and a session it starts is not sent to enrol one."""
+from __future__ import annotations
+
+import base64
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import requests
+from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.requests_client import OAuth2Session
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import current_app
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.actors import Actor, ActorType
+from app.audit.services import record_event
+from app.auth.models import SingleSignOnLink, TenantSingleSignOn, UserSession
+from app.errors import NotFound, PermissionDenied, ValidationFailed
+from app.extensions import db
+from app.models import Role, Tenant, User
+from app.types import utcnow
+from app.unit_of_work import savepoint
+
+SCOPE = "openid email profile"
+# Roles a person joining just in time may get: never admin (an identity provider's say-so
+# must not make tenant administrators).
+JIT_ROLES = (Role.REQUESTER.value, Role.APPROVER.value, Role.ANALYST.value,
+             Role.MANAGER.value, Role.AUDITOR.value)
+# Asymmetric signatures only: a client secret shared with the provider must not sign tokens.
+ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                       "ES512", "EdDSA"]
+CLOCK_LEEWAY_SECONDS = 60
+FLOW_SECONDS = 10 * 60  # the time from leaving for the provider to coming back
+HTTP_TIMEOUT_SECONDS = 10
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class SingleSignOnRefused(PermissionDenied):
+    """A sign-in through the provider that did not succeed: `reason` is for the audit trail,
+    the message for the person."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# The client secret at rest: Fernet under a key derived from SECRET_KEY for this use only.
+
+
+@lru_cache(maxsize=8)
+def _fernet_for(secret_key: str) -> Fernet:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"cleardesk single sign-on",
+               info=b"oidc client secret encryption v1").derive(secret_key.encode("utf-8"))
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _fernet() -> Fernet:
+    return _fernet_for(str(current_app.config["SECRET_KEY"]))
+
+
+def encrypt_client_secret(secret: str) -> str:
+    return _fernet().encrypt(secret.encode("utf-8")).decode("ascii")
+
+
+def decrypt_client_secret(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        return _fernet().decrypt(token.encode("ascii")).decode("utf-8")
+    except InvalidToken:  # SECRET_KEY changed: an admin enters the secret again
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings.
+
+
+def settings_of(tenant_id: int) -> TenantSingleSignOn | None:
+    return db.session.get(TenantSingleSignOn, tenant_id)
+
+
+def _insecure_issuer_allowed() -> bool:
+    return bool(current_app.config.get("SSO_ALLOW_HTTP_ISSUER"))
+
+
+def clean_issuer(text: str | None) -> str:
+    """The issuer as the provider names itself (compared exactly with the ID token's `iss`):
+    an https URL without query or fragment; http only for a provider on this machine, and only
+    when SSO_ALLOW_HTTP_ISSUER is set (tests, a local provider)."""
+    issuer = (text or "").strip()
+    try:
+        parts = urlsplit(issuer)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or parts.query or parts.fragment or len(issuer) > 500:
+        raise ValueError("an https URL such as https://login.example.com/realms/finance")
+    if parts.scheme == "https":
+        return issuer
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS and _insecure_issuer_allowed():
+        return issuer
+    raise ValueError("must start with https://")
+
+
+def clean_domains(text: str | None) -> list[str]:
+    names = [d.strip().lower().lstrip("@") for d in re.split(r"[\s,;]+", text or "")]
+    names = sorted({d for d in names if d})
+    bad = [d for d in names if not DOMAIN_RE.match(d)]
+    if bad:
+        raise ValueError(f"not a domain name: {bad[0][:60]}")
+    if len(names) > 50:
+        raise ValueError("at most 50 domains")
+    return names
+
+
+def _shown(row: TenantSingleSignOn | None) -> dict:
+    if row is None:
+        return {}
+    return {"enabled": row.enabled, "issuer": row.issuer, "client_id": row.client_id,
+            "allowed_domains": list(row.allowed_domains or []), "jit_enabled": row.jit_enabled,
+            "jit_role": row.jit_role, "password_sign_in_off": row.password_sign_in_off}
+
+
+def update_single_sign_on(actor: Actor, tenant: Tenant, *, enabled: bool, issuer: str,
+                          client_id: str, client_secret: str | None, allowed_domains: str,
+                          jit_enabled: bool, jit_role: str,
+                          password_sign_in_off: bool) -> TenantSingleSignOn:
+    """Save the tenant's provider settings; audited as `tenant.sso_updated` with before and
+    after (the client secret only as "changed"). An empty secret keeps the stored one.
+    Switching password sign-in off needs SSO on and the acting admin to have a second factor:
+    admins with one keep password sign-in as the way in when the provider is down."""
+    from app.admin.services import require_admin
+    from app.auth.services import has_second_factor
+
+    require_admin(actor, tenant)
+    row = settings_of(tenant.id)
+    errors: dict[str, str] = {}
+    try:
+        issuer = clean_issuer(issuer)
+    except ValueError as error:
+        errors["issuer"] = str(error)
+    client_id = (client_id or "").strip()
+    if not client_id or len(client_id) > 255:
+        errors["client_id"] = "the client id the provider gave Cleardesk (up to 255 characters)"
+    secret = (client_secret or "").strip()
+    if len(secret) > 500:
+        errors["client_secret"] = "up to 500 characters"
+    elif not secret and (row is None or decrypt_client_secret(row.client_secret_encrypted)
+                         is None):
+        errors["client_secret"] = "the client secret the provider gave Cleardesk"
+    try:
+        domains = clean_domains(allowed_domains)
+    except ValueError as error:
+        errors["allowed_domains"] = str(error)
+        domains = []
+    if not domains and "allowed_domains" not in errors:
+        errors["allowed_domains"] = "at least one email domain, such as example.com"
+    if jit_role not in JIT_ROLES:
+        errors["jit_role"] = "one of " + ", ".join(JIT_ROLES)
+    if password_sign_in_off and not enabled:
+        errors["password_sign_in_off"] = "turn single sign-on on first"
+    elif password_sign_in_off and actor.user is not None and not has_second_factor(actor.user):
+        errors["password_sign_in_off"] = ("set up your own second factor first: admins with "
+                                          "one can still sign in with a password if the "
+                                          "provider is down")
+    if errors:
+        raise ValidationFailed("Some single sign-on settings are not valid.", errors)
+    before = _shown(row)
+    if row is None:
+        row = TenantSingleSignOn(tenant_id=tenant.id)
+        db.session.add(row)
+    row.enabled, row.issuer, row.client_id = bool(enabled), issuer, client_id
+    row.allowed_domains, row.jit_enabled, row.jit_role = domains, bool(jit_enabled), jit_role
+    row.password_sign_in_off = bool(password_sign_in_off)
+    if secret:
+        row.client_secret_encrypted = encrypt_client_secret(secret)
+    after = _shown(row)
+    changed = {k: v for k, v in after.items() if before.get(k) != v}
+    if not changed and not secret:
+        return row
+    row.updated_at = utcnow()
+    db.session.flush()
+    record_event(actor, "tenant.sso_updated", tenant_id=tenant.id,
+                 data={"before": {k: before.get(k) for k in changed},
+                       "after": changed, "client_secret": "changed" if secret else "kept"})
+    return row
+
+
+def enabled_tenant(slug: str) -> tuple[Tenant, TenantSingleSignOn]:
+    tenant = db.session.scalars(select(Tenant).where(Tenant.slug == (slug or "")[:64])).first()
+    row = settings_of(tenant.id) if tenant else None
+    if row is None or not row.enabled:
+        raise NotFound("There is no single sign-on for that organisation.")
+    return tenant, row
+
+
+def sso_tenant_named(slug: str | None) -> Tenant | None:
+    """The tenant a sign-in link names (`/login?tenant=<slug>`), when it has SSO on."""
+    if not isinstance(slug, str) or not slug.strip():
+        return None
+    try:
+        return enabled_tenant(slug.strip().lower())[0]
+    except NotFound:
+        return None
+
+
+def password_sign_in_refusal(user: User) -> str | None:
+    """Why `user` may not sign in with a password, or None. A member of a tenant whose
+    password sign-in is off must use its provider; that tenant's admins may (break-glass) if
+    they have a second factor, which the password sign-in then asks for."""
+    from app.auth.services import has_second_factor
+
+    off = db.session.scalars(select(TenantSingleSignOn).where(
+        TenantSingleSignOn.tenant_id.in_([m.tenant_id for m in user.memberships] or [0]),
+        TenantSingleSignOn.enabled.is_(True),
+        TenantSingleSignOn.password_sign_in_off.is_(True))).all()
+    for row in off:
+        if Role.ADMIN.value in user.roles_in(row.tenant_id):
+            if not has_second_factor(user):
+                return "password sign-in off; admin without a second factor"
+            continue
+        return "password sign-in off"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The flow.
+
+
+def _fetch_json(url: str, what: str) -> dict:
+    try:
+        response = requests.get(url, timeout=HTTP_TIMEOUT_SECONDS,
+                                headers={"Accept": "application/json"})
+        response.raise_for_status()
+        data = response.json()
+    except (requests.RequestException, ValueError) as error:
+        raise SingleSignOnRefused(
+            "Your organisation's sign-in service could not be reached. Try again, or ask "
+            "your admin.", f"{what} unavailable: {type(error).__name__}") from error
+    if not isinstance(data, dict):
+        raise SingleSignOnRefused("Your organisation's sign-in service answered something "
+                                  "unexpected. Ask your admin.", f"{what} not a JSON object")
+    return data
+
+
+def discover(row: TenantSingleSignOn) -> dict:
+    """The provider's metadata from `<issuer>/.well-known/openid-configuration`; its issuer
+    must be the one configured (a mix-up defence)."""
+    metadata = _fetch_json(row.issuer.rstrip("/") + "/.well-known/openid-configuration",
+                           "discovery")
+    if metadata.get("issuer") != row.issuer:
+        raise SingleSignOnRefused("Your organisation's sign-in service is set up wrongly. Ask "
+                                  "your admin.", "discovery issuer does not match")
+    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        if not isinstance(metadata.get(name), str):
+            raise SingleSignOnRefused("Your organisation's sign-in service is set up wrongly. "
+                                      "Ask your admin.", f"discovery lacks {name}")
+    return metadata
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    """What the browser's session keeps between leaving for the provider and coming back."""
+
+    tenant_id: int
+    state: str
+    nonce: str
+    code_verifier: str
+    redirect_uri: str
+    until: float
+    next: str | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data) -> PendingSignIn | None:
+        try:
+            pending = cls(**data)
+        except TypeError:
+            return None
+        return pending if pending.until >= time.time() else None
+
+
+def _client(row: TenantSingleSignOn, redirect_uri: str) -> OAuth2Session:
+    return OAuth2Session(client_id=row.client_id,
+                         client_secret=decrypt_client_secret(row.client_secret_encrypted),
+                         token_endpoint_auth_method="client_secret_basic", scope=SCOPE,
+                         redirect_uri=redirect_uri, code_challenge_method="S256",
+                         default_timeout=HTTP_TIMEOUT_SECONDS)
+
+
+def begin_sign_in(actor: Actor, slug: str, redirect_uri: str,
+                  next_path: str | None) -> tuple[str, PendingSignIn]:
+    """The provider's authorization URL to send the browser to, and what to keep until it
+    comes back. NotFound when the tenant has no SSO; SingleSignOnRefused (audited) when its
+    provider cannot be reached."""
+    tenant, row = enabled_tenant(slug)
+    try:
+        metadata = discover(row)
+    except SingleSignOnRefused as refused:
+        record_event(actor, "auth.sso_failed", tenant_id=tenant.id,
+                     data={"reason": refused.reason, "stage": "start"})
+        raise
+    pending = PendingSignIn(tenant_id=tenant.id, state=secrets.token_urlsafe(32),
+                            nonce=secrets.token_urlsafe(32),
+                            code_verifier=secrets.token_urlsafe(64),
+                            redirect_uri=redirect_uri, until=time.time() + FLOW_SECONDS,
+                            next=next_path)
+    with _client(row, redirect_uri) as client:
+        url, _state = client.create_authorization_url(
+            metadata["authorization_endpoint"], state=pending.state,
+            code_verifier=pending.code_verifier, nonce=pending.nonce)
+    return url, pending
+
+
+def verify_id_token(row: TenantSingleSignOn, metadata: dict, id_token: str,
+                    nonce: str) -> dict:
+    """The ID token's claims, once its signature (a key of the provider's JWKS) and its iss,
+    aud (and azp), exp, iat and nonce are right; SingleSignOnRefused otherwise."""
+    refused = "Your organisation's sign-in service sent a sign-in Cleardesk cannot accept."
+    keys = _fetch_json(metadata["jwks_uri"], "jwks")
+    try:
+        key_set = KeySet.import_key_set(keys)
+        token = jwt.decode(id_token, key_set, algorithms=ID_TOKEN_ALGORITHMS)
+    except (JoseError, ValueError, TypeError, KeyError) as error:
+        raise SingleSignOnRefused(refused, f"id token signature: {type(error).__name__}") \
+            from error
+    claims = token.claims
+    if claims.get("iss") != row.issuer:
+        raise SingleSignOnRefused(refused, "id token issuer does not match")
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience
+    if not isinstance(audiences, list) or row.client_id not in audiences:
+        raise SingleSignOnRefused(refused, "id token audience does not match")
+    if len(audiences) > 1 and claims.get("azp") != row.client_id:
+        raise SingleSignOnRefused(refused, "id token authorized party does not match")
+    try:
+        jwt.JWTClaimsRegistry(leeway=CLOCK_LEEWAY_SECONDS, exp={"essential": True},
+                              iat={"essential": True}).validate(claims)
+    except JoseError as error:
+        reason = "id token expired" if "exp" in str(error) or error.error == "expired_token" \
+            else f"id token times: {error.error}"
+        raise SingleSignOnRefused(refused, reason) from error
+    if not isinstance(claims.get("nonce"), str) or not hmac.compare_digest(
+            claims["nonce"].encode(), nonce.encode()):
+        raise SingleSignOnRefused(refused, "id token nonce does not match")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise SingleSignOnRefused(refused, "id token has no subject")
+    return claims
+
+
+def finish_sign_in(pending: PendingSignIn | None, args: dict, ip: str | None,
+                   user_agent: str | None) -> User:
+    """Finish the flow the provider sent the browser back from: the user, signed in (with
+    `login_id` set), or SingleSignOnRefused, audited with its reason. The caller commits."""
+    if pending is None:
+        raise SingleSignOnRefused("This sign-in is not in progress here, or it took too "
+                                  "long. Start again from the sign-in page.", "no flow")
+    tenant = db.session.get(Tenant, pending.tenant_id)
+    row = settings_of(pending.tenant_id)
+    actor = Actor(ActorType.USER, label="single sign-on", ip=ip, user_agent=user_agent)
+    details: dict = {"issuer": row.issuer if row else None}
+    try:
+        if tenant is None or row is None or not row.enabled:
+            raise SingleSignOnRefused("Single sign-on is off for this organisation.", "sso off")
+        state = args.get("state")
+        if not isinstance(state, str) or not hmac.compare_digest(
+                state.encode("utf-8", "replace"), pending.state.encode()):
+            raise SingleSignOnRefused("This sign-in did not start here (its state does not "
+                                      "match). Start again from the sign-in page.",
+                                      "state mismatch")
+        if args.get("error"):
+            raise SingleSignOnRefused(
+                "Your organisation's sign-in service did not sign you in.",
+                f"provider error: {str(args.get('error'))[:60]}")
+        code = args.get("code")
+        if not isinstance(code, str) or not code or len(code) > 2048:
+            raise SingleSignOnRefused("The sign-in service sent no code. Start again.",
+                                      "no code")
+        metadata = discover(row)
+        with _client(row, pending.redirect_uri) as client:
+            try:
+                token = client.fetch_token(metadata["token_endpoint"],
+                                           grant_type="authorization_code", code=code,
+                                           code_verifier=pending.code_verifier)
+            except (AuthlibBaseError, requests.RequestException, ValueError) as error:
+                raise SingleSignOnRefused(
+                    "Your organisation's sign-in service refused this sign-in. Start again.",
+                    f"token exchange: {getattr(error, 'error', None) or type(error).__name__}"
+                ) from error
+        id_token = token.get("id_token")
+        if not isinstance(id_token, str):
+            raise SingleSignOnRefused("Your organisation's sign-in service sent no ID token.",
+                                      "no id token")
+        claims = verify_id_token(row, metadata, id_token, pending.nonce)
+        email = str(claims.get("email") or "").strip().lower()[:254]
+        details.update(email=email or None, subject=claims["sub"][:255])
+        actor = Actor(ActorType.USER, label=email or "single sign-on", ip=ip,
+                      user_agent=user_agent)
+        return _sign_in(actor, tenant, row, claims, email, ip, user_agent)
+    except SingleSignOnRefused as refused:
+        record_event(actor, "auth.sso_failed", tenant_id=tenant.id if tenant else None,
+                     data={"reason": refused.reason, **details})
+        raise
+
+
+def _sign_in(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, claims: dict, email: str,
+             ip: str | None, user_agent: str | None) -> User:
+    from app.auth.services import find_user_by_email, start_session
+
+    if claims.get("email_verified") not in (True, "true"):
+        raise SingleSignOnRefused("Your organisation's sign-in service has not verified your "
+                                  "email address, so Cleardesk cannot match it to a person.",
+                                  "email not verified")
+    domain = email.rpartition("@")[2]
+    if "@" not in email or domain not in (row.allowed_domains or []):
+        raise SingleSignOnRefused(f"{tenant.display_name} does not sign in people with that "
+                                  "email address through single sign-on.",
+                                  "email domain not allowed")
+    user = find_user_by_email(email)
+    joined = False
+    if user is None:
+        if not row.jit_enabled:
+            raise SingleSignOnRefused(
+                f"There is no Cleardesk account for {email} in {tenant.display_name}. Ask "
+                "your admin to add you.", "unknown email")
+        user = _join_just_in_time(actor, tenant, row, email, claims)
+        joined = True
+    elif not user.active:
+        raise SingleSignOnRefused("This account is deactivated.", "deactivated")
+    elif user.membership_in(tenant.id) is None:
+        # Just-in-time membership makes new people only: an existing account belongs to
+        # other tenants, whose admins decide who it is.
+        raise SingleSignOnRefused(
+            f"{email} is not a member of {tenant.display_name}. Ask your admin to add you.",
+            "not a member")
+    untrusting = _tenants_not_trusting(user, row)
+    if untrusting:
+        raise SingleSignOnRefused(
+            "You also work in organisations that do not use this sign-in service; sign in "
+            "with your password (or through their single sign-on) instead.",
+            "member of tenants that do not trust this provider")
+    now = utcnow()
+    link = db.session.scalars(select(SingleSignOnLink).where(
+        SingleSignOnLink.tenant_id == tenant.id, SingleSignOnLink.user_id == user.id)).first()
+    previous_subject = None
+    if link is None:
+        link = SingleSignOnLink(tenant_id=tenant.id, user_id=user.id, subject=claims["sub"],
+                                created_at=now)
+        db.session.add(link)
+    elif link.subject != claims["sub"]:
+        previous_subject, link.subject = link.subject, claims["sub"][:255]
+    link.last_sign_in_at = now
+    user.last_login_at = now
+    session_id = start_session(user, ip, user_agent)
+    db.session.get(UserSession, session_id).sign_in_method = "sso"
+    db.session.flush()
+    record_event(Actor(ActorType.USER, user=user, label=user.email, ip=ip,
+                       user_agent=user_agent),
+                 "auth.login", tenant_id=tenant.id,
+                 data={"session_id": session_id, "method": "sso", "issuer": row.issuer,
+                       "subject": link.subject, "joined": joined,
+                       **({"previous_subject": previous_subject} if previous_subject else {})})
+    return user
+
+
+def _join_just_in_time(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, email: str,
+                       claims: dict) -> User:
+    from app.admin.services import grant_membership
+
+    name = str(claims.get("name") or "").strip()[:200] or email.split("@")[0]
+    user = User(email=email, name=name, password_hash=None)
+    try:
+        with savepoint():  # two first sign-ins of one person at once: one makes the account
+            db.session.add(user)
+            db.session.flush()
+    except IntegrityError as error:
+        raise SingleSignOnRefused("Your account was being made by another sign-in at the same "
+                                  "moment. Sign in again.", "joined concurrently") from error
+    record_event(actor, "user.created", tenant_id=None,
+                 data={"user_id": user.id, "email": email, "by": "single sign-on"})
+    grant_membership(actor, user=user, tenant=tenant, roles=[row.jit_role])
+    record_event(actor, "auth.sso_joined", tenant_id=tenant.id,
+                 data={"user_id": user.id, "email": email, "role": row.jit_role,
+                       "issuer": row.issuer, "subject": claims["sub"][:255]})
+    db.session.refresh(user)
+    return user
+
+
+def _tenants_not_trusting(user: User, row: TenantSingleSignOn) -> list[int]:
+    """The person's other tenants that do not use this provider: a provider vouches for
+    people in the tenants that chose it, so one tenant's provider cannot open another's data
+    (its admin could otherwise add anyone's email and have the provider assert it)."""
+    others = [m.tenant_id for m in user.memberships if m.tenant_id != row.tenant_id]
+    if not others:
+        return []
+    trusting = set(db.session.scalars(select(TenantSingleSignOn.tenant_id).where(
+        TenantSingleSignOn.tenant_id.in_(others), TenantSingleSignOn.enabled.is_(True),
+        TenantSingleSignOn.issuer == row.issuer)))
+    return sorted(set(others) - trusting)
+
+
+# ---------------------------------------------------------------------------------------------
+# The access review.
+
+
+def sso_status_by_user(tenant: Tenant) -> dict[int, SingleSignOnLink]:
+    """The tenant's people who have signed in through its provider, with their link."""
+    return {link.user_id: link for link in db.session.scalars(
+        select(SingleSignOnLink).where(SingleSignOnLink.tenant_id == tenant.id))}
