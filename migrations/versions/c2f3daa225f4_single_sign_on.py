@@ -1,7 +1,7 @@
 """single sign-on: a tenant's OpenID Connect provider, people's links to it, how a session signed in
 
 Revision ID: c2f3daa225f4
-Revises: a193a038a48c
+Revises: cd0420d85ddf
 Create Date: 2026-12-07 07:22:58.069345
 
 """
@@ -13,7 +13,7 @@ import app.types
 
 # revision identifiers, used by Alembic.
 revision = 'c2f3daa225f4'
-down_revision = 'a193a038a48c'
+down_revision = 'cd0420d85ddf'
 branch_labels = None
 depends_on = None
 
