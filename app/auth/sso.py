@@ -249,7 +249,31 @@ def password_sign_in_refusal(user: User) -> str | None:
 # The flow.
 
 
+def _refuse_private(url: str, what: str) -> None:
+    """The provider's URLs (the issuer an admin typed, and the endpoints its discovery names)
+    must reach a public address: else a tenant admin could make Cleardesk fetch from its own
+    network. Only SSO_ALLOW_HTTP_ISSUER (tests, a provider on this machine) lets them by."""
+    from app.webhooks.services import is_public_address, resolve_host
+
+    if _insecure_issuer_allowed():
+        return
+    unreachable = SingleSignOnRefused(
+        "Your organisation's sign-in service is set up wrongly. Ask your admin.",
+        f"{what} address is not public")
+    try:
+        parts = urlsplit(url)
+        addresses = resolve_host(parts.hostname or "", parts.port or 443)
+    except (OSError, ValueError, UnicodeError) as error:
+        raise SingleSignOnRefused(
+            "Your organisation's sign-in service could not be reached. Try again, or ask "
+            "your admin.", f"{what} unavailable: {type(error).__name__}") from error
+    if parts.scheme != "https" or not addresses or not all(
+            is_public_address(a) for a in addresses):
+        raise unreachable
+
+
 def _fetch_json(url: str, what: str) -> dict:
+    _refuse_private(url, what)
     try:
         response = requests.get(url, timeout=HTTP_TIMEOUT_SECONDS,
                                 headers={"Accept": "application/json"})
@@ -401,6 +425,7 @@ def finish_sign_in(pending: PendingSignIn | None, args: dict, ip: str | None,
             raise SingleSignOnRefused("The sign-in service sent no code. Start again.",
                                       "no code")
         metadata = discover(row)
+        _refuse_private(metadata["token_endpoint"], "token endpoint")
         with _client(row, pending.redirect_uri) as client:
             try:
                 token = client.fetch_token(metadata["token_endpoint"],

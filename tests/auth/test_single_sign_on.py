@@ -310,6 +310,22 @@ def test_a_provider_that_cannot_be_reached_is_a_clear_page_and_audited(
     provider.start = lambda: provider  # stopped already; the fixture's stop is harmless
 
 
+@pytest.mark.parametrize("issuer", ["https://127.0.0.1:9/realms/x", "https://10.0.0.7/realms/x",
+                                    "https://169.254.169.254/latest"])
+def test_a_provider_on_a_private_address_is_never_fetched(app, client, northwind, issuer):
+    """A tenant admin's issuer that points into Cleardesk's own network (loopback, private,
+    the cloud metadata address) is refused before any request is made, and audited."""
+    app.config["SSO_ALLOW_HTTP_ISSUER"] = False
+    update_single_sign_on(SYSTEM, northwind, enabled=True, issuer=issuer, client_id="c",
+                          client_secret="s", allowed_domains="example.com", jit_enabled=False,
+                          jit_role="requester", password_sign_in_off=False)
+    commit()
+    answer = client.get("/login/sso/northwind")
+    assert answer.status_code == 502
+    assert "set up wrongly" in answer.text
+    assert failure_reasons() == ["discovery address is not public"]
+
+
 def test_an_sso_session_is_not_sent_to_enrol_a_second_factor(client, provider, sso, northwind,
                                                              make_user):
     make_user("ann@example.com", [northwind])
