@@ -196,7 +196,7 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
     """Run one RQ worker inside the app context (jobs use the app's database and config).
     It outlives Redis outages: when RQ's loop stops on a lost connection, the worker waits
     (1 s, doubling up to 30 s) and starts again; only a signal (or --burst) ends it."""
-    from rq import Worker
+    from rq import SimpleWorker, Worker
 
     from app.jobs import URGENCIES, keep_running, redis_connection, worker_queues
 
@@ -206,15 +206,27 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
         raise click.BadParameter(f"unknown queue {', '.join(unknown)}; "
                                  f"choose from {', '.join(URGENCIES)}", param_hint="--queues")
 
-    class _Worker(Worker):
+    in_process = current_app.config["WORKER_CLASS"] == "simple"
+    app = current_app._get_current_object()
+
+    class _Worker(SimpleWorker if in_process else Worker):
         signalled = False
 
         def request_stop(self, signum, frame):
             _Worker.signalled = True
             super().request_stop(signum, frame)
 
+        def perform_job(self, job, queue):
+            if not in_process:  # a forked work-horse: its own process, nothing carries over
+                return super().perform_job(job, queue)
+            # In the worker's own process: each job in a fresh app context, so nothing of one
+            # job (the database session, `g`) is left for the next.
+            with app.app_context():
+                return super().perform_job(job, queue)
+
     def run() -> bool:
-        # The worker forks a work-horse per job; no database connection may cross the fork.
+        # A forking worker starts a work-horse per job; no database connection may cross the
+        # fork.
         db.engine.dispose()
         # Maintenance every minute, not RQ's ten, and an idle worker waking every 45 s to do
         # it (RQ's default waits 405 s for a job): a job whose worker was killed outright is

@@ -206,10 +206,14 @@ def _backlog(app, hooked, n):
     commit()
 
 
-def test_a_webhooks_backlog_goes_out_oldest_first_over_one_connection(app, hooked, receiver):
+@pytest.mark.parametrize("worker_class", ["fork", "simple"])
+def test_a_webhooks_backlog_goes_out_oldest_first_over_one_connection(app, hooked, receiver,
+                                                                      worker_class):
+    """With either way of running jobs: a work-horse per job, or all in the worker's own
+    process (each job in a fresh app context)."""
     receiver.start()
     _backlog(app, hooked, 30)
-    run_worker(app)
+    run_worker(app, WORKER_CLASS=worker_class)
     deliveries = _deliveries(hooked["sub"])
     assert len(deliveries) == 30 and {d.status for d in deliveries} == {"succeeded"}
     assert all(d.attempts == 1 for d in deliveries)
