@@ -311,3 +311,59 @@ def test_an_approval_and_a_rejection_at_once_have_one_outcome(
     assert finals == [f"item.{'approve' if item.state == 'approved' else 'reject'}"]
     assert db.session.scalar(select(func.count()).select_from(ApprovalVote)
                              .where(ApprovalVote.item_id == item.id)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Approvers named by a field of the item, with the fallback role.
+
+OWNER_STEP = "owner account_owner_email else manager >= 1000"
+
+
+def test_an_owner_step_is_reserved_for_the_person_the_item_names(org, make_policy, make_item):
+    tenant, people, _group = org
+    item = _routed(org, make_policy, make_item, OWNER_STEP, account_owner_email="Anna@X.test")
+    [step] = item.steps
+    assert step.approver_id == people["anna"].id and step.source_field == "account_owner_email"
+    with pytest.raises(PermissionDenied, match="assigned to Anna"):
+        approve_step(actor(people["ben"]), item.id)
+    db.session.rollback()
+    assert _decide(people["anna"], item.id).state == "approved"
+
+
+@pytest.mark.parametrize("owner", [None, "nobody@x.test", "req@x.test", "inactive"])
+def test_an_owner_step_falls_back_to_its_role_when_the_owner_cannot_decide(
+        org, make_policy, make_item, owner):
+    tenant, people, _group = org
+    if owner == "inactive":
+        from app.admin.services import deactivate_user
+
+        deactivate_user(SYSTEM, tenant, people["ben"].id)
+        commit()
+        owner = "ben@x.test"
+    details = {"account_owner_email": owner} if owner else {}
+    item = _routed(org, make_policy, make_item, OWNER_STEP, **details)
+    [step] = item.steps
+    assert step.approver_id is None and step.role == "manager"
+    assert _decide(people["manager"], item.id).state == "approved"
+
+
+def test_an_out_of_office_owners_delegate_decides_for_them(org, make_policy, make_item):
+    tenant, people, _group = org
+    away = db.session.scalars(select(Membership).where(
+        Membership.tenant_id == tenant.id, Membership.user_id == people["anna"].id)).one()
+    today = utcnow().date()
+    away.delegate_id, away.delegate_from = people["ben"].id, today
+    away.delegate_until = today + timedelta(days=3)
+    commit()
+    item = _routed(org, make_policy, make_item, OWNER_STEP, account_owner_email="anna@x.test")
+    item = _decide(people["ben"], item.id)
+    assert item.state == "approved"
+    assert item.steps[0].on_behalf_of_id == people["anna"].id
+
+
+def test_an_owner_email_that_is_not_an_address_is_refused(org, make_item):
+    from app.errors import ValidationFailed
+
+    tenant, people, _group = org
+    with pytest.raises(ValidationFailed):
+        make_item(tenant, details={"budget_holder_email": "the CFO"})
