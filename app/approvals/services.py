@@ -162,6 +162,34 @@ def need_words(step: ApprovalStep) -> str:
     return f"{step.quorum} of"
 
 
+def step_progress(step: ApprovalStep) -> dict | None:
+    """A parallel step as people read it: whom it waits on and how many of them, who has
+    decided (and how, for whom), who is still needed, how many more approvals it takes; None
+    for a one-person step. What the item page, the API and the receipt show."""
+    if not step.parallel:
+        return None
+    votes = step_votes(step)
+    members = step_member_ids(step)
+    voted = {v.member_id for v in votes}
+    waiting = sorted(members - voted)
+    approvals = sum(1 for v in votes if v.decision == "approve")
+    users = {u.id: u for u in db.session.scalars(select(User).where(
+        User.id.in_(members | voted | {v.decided_by_id for v in votes})))} if members else {}
+    quorum = step.quorum or 0
+    return {
+        "who": step_who(step), "need": need_words(step), "quorum": quorum,
+        "members": [users[m] for m in sorted(members) if m in users],
+        "votes": [{"member": users.get(v.member_id), "decided_by": users.get(v.decided_by_id),
+                   "decision": v.decision, "decided_at": v.decided_at, "comment": v.comment}
+                  for v in votes],
+        "waiting": [users[m] for m in waiting if m in users],
+        "approvals": approvals,
+        "more": max(quorum - approvals, 0) if step.state == StepState.OPEN.value else 0,
+        "reject_when": step.reject_when or "any",
+        "cannot_be_met": step.state == StepState.OPEN.value and approvals + len(waiting) < quorum,
+    }
+
+
 def _decide_step(step: ApprovalStep, actor: Actor, state: str, on_behalf_of: int | None,
                  comment: str | None) -> None:
     step.state = state

@@ -367,3 +367,64 @@ def test_an_owner_email_that_is_not_an_address_is_refused(org, make_item):
     tenant, people, _group = org
     with pytest.raises(ValidationFailed):
         make_item(tenant, details={"budget_holder_email": "the CFO"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Email links: a link of its own for each member; a link of a step whose quorum is met is
+# refused with that reason.
+
+
+def test_each_member_is_mailed_their_own_link_and_a_link_after_the_quorum_is_refused(
+        relaying, inbox, client, org, make_policy, make_item):
+    from urllib.parse import urlsplit
+
+    from tests.approvals.conftest import run_worker
+    from tests.conftest import csrf_from
+
+    tenant, people, _group = org
+    item = _routed(org, make_policy, make_item, f'2 of group "{EMEA}"')
+    run_worker(relaying)
+    links = {}
+    for name in ("anna", "ben", "cleo"):
+        [message] = inbox.to(people[name].email)
+        links[name] = urlsplit(inbox.link(message)).path
+    assert len(set(links.values())) == 3
+    assert inbox.to(people["requester"].email) == []
+
+    def decide(name):
+        page = client.get(links[name])
+        return client.post(links[name], data={"action": "approve",
+                                              "csrf_token": csrf_from(page.text)})
+
+    assert decide("anna").status_code == 200
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item.id).state == "pending"
+    assert decide("ben").status_code == 200
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item.id).state == "approved"
+    late = client.get(links["cleo"])
+    assert late.status_code == 409
+    assert "already has the approvals it needs" in late.text
+    assert "quorum was met when Ben approved" in late.text
+    votes = db.session.scalars(select(ApprovalVote.member_id)
+                               .where(ApprovalVote.item_id == item.id)).all()
+    assert sorted(votes) == sorted([people["anna"].id, people["ben"].id])
+
+
+def test_the_item_page_and_the_api_show_who_decided_and_who_is_still_needed(
+        client, auth, org, make_policy, make_item):
+    from app.api.schemas import item_json
+
+    tenant, people, _group = org
+    item = _routed(org, make_policy, make_item, f'all of group "{EMEA}"')
+    _decide(people["anna"], item.id)
+    auth.login(people["manager"].email)
+    page = client.get(f"/items/{item.id}").text
+    assert f"Needs all of the members of {EMEA}" in page
+    assert "Anna approved" in page
+    assert "2 more approvals needed" in page and "still to decide: Ben, Cleo" in page
+    [step] = item_json(db.session.get(WorkItem, item.id), [])["steps"]
+    assert step["parallel"] and step["need"] == "all" and step["quorum"] == 3
+    assert sorted(step["members"]) == ["anna@x.test", "ben@x.test", "cleo@x.test"]
+    assert step["waiting_on"] == ["ben@x.test", "cleo@x.test"]
+    assert [(v["member"], v["decision"]) for v in step["votes"]] == [("anna@x.test", "approve")]
