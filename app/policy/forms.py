@@ -67,6 +67,8 @@ class SettingsForm(FlaskForm):
     qa_role = StringField("QA reviewer role", validators=[Length(max=20)])
     fallback_steps = TextAreaField("Fallback steps (no rule matched, or held back)",
                                    validators=[Length(max=1000)])
+    expire_after_days = StringField("Expire undecided approvals after (days)",
+                                    validators=[Length(max=5)])
     note = TextAreaField("Note", validators=[Length(max=2000)])
 
 

@@ -106,7 +106,7 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
         "daily_auto_count": policy.daily_auto_count if policy.daily_auto_count is not None else "",
         "daily_auto_amount": policy.daily_auto_amount or "", "qa_sample_pct": policy.qa_sample_pct,
         "qa_role": policy.qa_role, "fallback_steps": forms.steps_text(policy.fallback_steps),
-        "note": policy.note or ""})
+        "expire_after_days": policy.expire_after_days or "", "note": policy.note or ""})
     context = dict(
         tenant=policy.tenant, policy=policy, base=base, now=utcnow(),
         diff=simulation.version_diff(base, policy), settings=settings,
@@ -267,7 +267,7 @@ def save_settings(tenant_id: int, policy_id: int):
             daily_auto_amount=form.daily_auto_amount.data,
             qa_sample_pct=form.qa_sample_pct.data, qa_role=form.qa_role.data,
             fallback_steps_text=form.fallback_steps.data, risk=risk, sla_targets=sla,
-            note=form.note.data)
+            expire_after_days=form.expire_after_days.data, note=form.note.data)
     except ValidationFailed as error:
         db.session.rollback()
         return _version_page(actor, tenant_id, policy_id, status=422,

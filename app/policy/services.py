@@ -631,6 +631,7 @@ def create_draft(actor: Actor, tenant_id: int) -> PolicyVersion:
         risk=dict(source.risk) if source else {"base": 10, "per_10k": 10, "max_auto_risk": 60},
         sla_targets=dict(source.sla_targets) if source else {},
         fallback_steps=list(source.fallback_steps) if source else list(DEFAULT_FALLBACK),
+        expire_after_days=source.expire_after_days if source else None,
         rules=_copy_rules(source),
     )
     db.session.add(draft)
@@ -911,7 +912,7 @@ def _rule_dict(rule: PolicyRule) -> dict:
 
 
 SETTINGS = ("max_auto_amount", "daily_auto_count", "daily_auto_amount", "qa_sample_pct",
-            "qa_role", "risk", "sla_targets", "fallback_steps", "note")
+            "qa_role", "risk", "sla_targets", "fallback_steps", "expire_after_days", "note")
 
 
 def settings_dict(policy: PolicyVersion) -> dict:
@@ -934,10 +935,13 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
                 errors[name] = "must be zero or more"
         except ValidationFailed:
             errors[name] = "must be an amount"
-    for name, low, high in (("daily_auto_count", 0, 10**9), ("qa_sample_pct", 0, 100)):
+    numbers = [("daily_auto_count", 0, 10**9), ("qa_sample_pct", 0, 100)]
+    if "expire_after_days" in values:
+        numbers.append(("expire_after_days", 1, 3650))
+    for name, low, high in numbers:
         raw = str(values.get(name) if values.get(name) is not None else "").strip()
         if not raw:
-            clean[name] = None if name == "daily_auto_count" else 0
+            clean[name] = 0 if name == "qa_sample_pct" else None
             continue
         try:
             clean[name] = int(raw)
@@ -1164,3 +1168,55 @@ def undecided_receipts(limit: int) -> list[tuple[int, int]]:
         query = query.with_for_update(skip_locked=True)
     return [tuple(r) for r in db.session.execute(query).all()]
 
+
+
+EXPIRY_BATCH = 1000
+
+
+def expire_overdue(actor: Actor, now: datetime | None = None) -> int:
+    """Close as expired every approval still undecided (pending, or waiting on its requester)
+    past the expiry of the policy version that routed it, counted from its arrival: through
+    the ledger's batch door (the requester hears the outcome from the state change), its open
+    steps cancelled and its email links revoked in the same transaction. An item someone
+    changed since it was read is left to the next sweep. Never commits; returns how many."""
+    from datetime import timedelta
+
+    from app.approvals.models import ApprovalLinkToken, RevokeReason
+
+    now = now or utcnow()
+    expired = 0
+    versions = db.session.execute(
+        select(PolicyVersion.tenant_id, PolicyVersion.version, PolicyVersion.expire_after_days)
+        .where(PolicyVersion.expire_after_days.is_not(None))).all()
+    for tenant_id, version, days in versions:
+        rows = db.session.execute(
+            select(*ledger.before_columns())
+            .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
+                   WorkItem.policy_version == version,
+                   WorkItem.state.in_((ApprovalState.PENDING.value,
+                                       ApprovalState.INFO_REQUESTED.value)),
+                   WorkItem.created_at < now - timedelta(days=days))
+            .order_by(WorkItem.id).limit(EXPIRY_BATCH)).all()
+        if not rows:
+            continue
+        changes = [ledger.Change(row, {"state": ApprovalState.EXPIRED.value,
+                                       "last_actor_id": None, "last_action_at": now},
+                                 action="item.expire",
+                                 data={"policy_version": version, "expire_after_days": days})
+                   for row in rows]
+        done = [c.item_id for c in ledger.apply_changes(actor, tenant_id, changes, now=now,
+                                                        lost="skip")]
+        if not done:
+            continue
+        db.session.execute(
+            update(ApprovalStep.__table__)
+            .where(ApprovalStep.item_id.in_(done),
+                   ApprovalStep.state.in_((StepState.OPEN.value, StepState.WAITING.value)))
+            .values(state=StepState.CANCELLED.value))
+        db.session.execute(
+            update(ApprovalLinkToken.__table__)
+            .where(ApprovalLinkToken.item_id.in_(done), ApprovalLinkToken.used_at.is_(None),
+                   ApprovalLinkToken.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=RevokeReason.CLOSED.value))
+        expired += len(done)
+    return expired

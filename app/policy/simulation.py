@@ -262,6 +262,8 @@ def version_lines(policy: PolicyVersion | None) -> list[str]:
         f" items, {policy.daily_auto_amount or 'any amount'}",
         f"QA sample: {policy.qa_sample_pct}% to the “{engine.QA_QUEUE}” queue "
         f"({policy.qa_role})",
+        "expire undecided approvals after: "
+        + (f"{policy.expire_after_days} days" if policy.expire_after_days else "never"),
         "fallback steps: " + ", then ".join(f"{s['role']} ≥ {s['min_limit']}"
                                             for s in policy.fallback_steps or []),
     ]

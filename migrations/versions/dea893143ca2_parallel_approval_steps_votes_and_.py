@@ -1,4 +1,4 @@
-"""parallel approval steps, votes and approver groups
+"""routing: parallel approval steps, votes, approver groups, owner steps and policy expiry
 
 Revision ID: dea893143ca2
 Revises: a193a038a48c
@@ -82,8 +82,14 @@ def upgrade():
         batch_op.add_column(sa.Column('source_field', sa.String(length=40), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_approval_steps_group_id_approver_groups'), 'approver_groups', ['group_id'], ['id'])
 
+    with op.batch_alter_table('policy_versions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('expire_after_days', sa.Integer(), nullable=True))
+
 
 def downgrade():
+    with op.batch_alter_table('policy_versions', schema=None) as batch_op:
+        batch_op.drop_column('expire_after_days')
+
     with op.batch_alter_table('approval_steps', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_approval_steps_group_id_approver_groups'), type_='foreignkey')
         batch_op.drop_column('source_field')
