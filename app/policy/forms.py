@@ -58,6 +58,10 @@ class ConditionForm(FlaskForm):
     kind = StringField(validators=[Optional(), Length(max=32)])
 
 
+class StepsForm(FlaskForm):
+    steps = TextAreaField(validators=[Length(max=1000)])
+
+
 class SettingsForm(FlaskForm):
     max_auto_amount = StringField("Maximum auto-approved amount", validators=[Length(max=24)])
     daily_auto_count = StringField("Daily budget: items", validators=[Length(max=12)])

@@ -158,6 +158,15 @@ def check(tenant_id: int):
     return render_page("policy/_check.html", error=error, used=used)
 
 
+@bp.post("/check-steps")
+def check_steps(tenant_id: int):
+    """Live validation of a rule's steps as they are typed (htmx)."""
+    form = forms.StepsForm()
+    form.validate()
+    error, steps = services.check_steps(current_actor(), tenant_id, form.steps.data or "")
+    return render_page("policy/_steps_check.html", error=error, steps=steps)
+
+
 @bp.post("/versions/<int:policy_id>/rule-form")
 def rule_form(tenant_id: int, policy_id: int):
     """The rule form after its kind changed: for htmx, the kind's part of the form (its fields

@@ -690,6 +690,32 @@ def clean_steps(text: str, groups: set[str] | None = None) -> list[dict]:
     return steps
 
 
+def check_steps(actor: Actor, tenant_id: int, text: str) -> tuple[str | None, list[str]]:
+    """Live check of a steps text as an admin types it: the problems, or each step in words
+    (with how many members a group has today). Changes nothing."""
+    from app.policy.forms import step_line
+
+    require_policy_admin(actor, tenant_id)
+    try:
+        steps = clean_steps(text, set(group_ids(tenant_id)))
+    except ValidationFailed as failed:
+        return failed.fields.get("steps", failed.message), []
+    sizes = {name.casefold(): len(members) for name, members in (
+        (g.name, g.members) for g in db.session.scalars(
+            select(ApproverGroup).where(ApproverGroup.tenant_id == tenant_id)))}
+    words = []
+    for step in steps:
+        line = step_line(step).replace(">=", "≥")
+        if step.get("group"):
+            size = sizes.get(step["group"].casefold(), 0)
+            line += f" ({size} member{'s' if size != 1 else ''} today)"
+            if step["need"].isdigit() and int(step["need"]) > size:
+                return (f"“{step['group']}” has {size} member{'s' if size != 1 else ''}: "
+                        f"{step['need']} of them can never approve"), []
+        words.append(line)
+    return None, words
+
+
 def _clean_limit(limit: str | None) -> str:
     limit = (limit or "").strip() or "0"
     if limit == "amount":
