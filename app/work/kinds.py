@@ -75,7 +75,7 @@ SUBTYPE_FIELDS: dict[str, tuple[str, ...]] = {
     "credit_memo": ("invoice_number",),
     "refund": ("invoice_number",),
     "write_off": ("invoice_number",),
-    "purchase_request": ("cost_centre", "gl_account", "vendor"),
+    "purchase_request": ("cost_centre", "gl_account", "vendor", "cost_centre_owner_email"),
     "invoice_release": ("invoice_number",),
     "vendor_bill": ("vendor", "invoice_number", "cost_centre", "gl_account"),
 }
