@@ -428,3 +428,18 @@ def test_the_item_page_and_the_api_show_who_decided_and_who_is_still_needed(
     assert sorted(step["members"]) == ["anna@x.test", "ben@x.test", "cleo@x.test"]
     assert step["waiting_on"] == ["ben@x.test", "cleo@x.test"]
     assert [(v["member"], v["decision"]) for v in step["votes"]] == [("anna@x.test", "approve")]
+
+
+def test_the_message_after_a_vote_says_what_the_step_still_needs(org, make_policy, make_item):
+    from app.work.actions import outcome_message, perform
+
+    tenant, people, _group = org
+    item = _routed(org, make_policy, make_item, f'all of group "{EMEA}", reject when quorum lost')
+    ref = item.external_ref
+    done = perform(actor(people["anna"]), item.id, "approve")
+    assert outcome_message(done, "approve") == (
+        f"Your approval of {ref} is counted — step 1 needs 2 more approvals")
+    commit()
+    # All three must approve: one rejection already makes the quorum impossible.
+    done = perform(actor(people["ben"]), item.id, "reject", comment="No budget")
+    assert done.state == "rejected" and outcome_message(done, "reject") == f"Rejected {ref}"
