@@ -297,7 +297,9 @@ def decidable_now(actor: Actor, roles: dict[int, set[str]], approvals_only: bool
                             ApprovalVote.decided_by_id == me)))
     decided_earlier = exists().where(
         ApprovalStep.item_id == WorkItem.id, ApprovalStep.state == StepState.APPROVED.value,
-        or_(ApprovalStep.decided_by_id == me, ApprovalStep.on_behalf_of_id == me))
+        or_(ApprovalStep.decided_by_id == me, ApprovalStep.on_behalf_of_id == me)) | exists(
+        ).where(ApprovalVote.item_id == WorkItem.id, ApprovalVote.decision == "approve",
+                or_(ApprovalVote.decided_by_id == me, ApprovalVote.member_id == me))
     decidable = (or_(*per_group) if len(per_group) > 1 else per_group[0]) & or_(
         WorkItem.requester_id.is_(None), WorkItem.requester_id != me) & ~decided_earlier
     return decidable if approvals_only else or_(not_approval, decidable)

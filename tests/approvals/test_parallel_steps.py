@@ -443,3 +443,28 @@ def test_the_message_after_a_vote_says_what_the_step_still_needs(org, make_polic
     # All three must approve: one rejection already makes the quorum impossible.
     done = perform(actor(people["ben"]), item.id, "reject", comment="No budget")
     assert done.state == "rejected" and outcome_message(done, "reject") == f"Rejected {ref}"
+
+
+def test_the_approvals_queue_lists_a_parallel_step_for_members_who_have_not_voted(
+        org, make_policy, make_item):
+    from app.queues.views import decidable_now, waiting_on
+    from app.work.services import scoped_items
+
+    tenant, people, _group = org
+    item = _routed(org, make_policy, make_item, f'2 of group "{EMEA}"\nmanager >= 0')
+
+    def decidable(user):
+        who = actor(user)
+        condition = decidable_now(who, {tenant.id: who.roles_in(tenant.id)}, approvals_only=True)
+        return item.id in db.session.scalars(scoped_items(who).with_only_columns(
+            WorkItem.id).where(condition)).all()
+
+    assert decidable(people["anna"]) and decidable(people["cleo"])
+    assert not decidable(people["outsider"])  # an approver, but not of the group
+    assert item.id in waiting_on(actor(people["anna"]), tenant.id)
+    _decide(people["anna"], item.id)
+    assert not decidable(people["anna"]) and decidable(people["ben"])
+    assert item.id not in waiting_on(actor(people["anna"]), tenant.id)
+    _decide(people["cleo"], item.id)  # the step is approved; the manager step opens
+    assert decidable(people["manager"])
+    assert not decidable(people["cleo"])  # she is a manager, but approved step 1
