@@ -44,6 +44,7 @@ EVENT_LABELS = {
     "item.commented": "commented",
     "attachment.added": "added a file",
     "approval.step_approved": "approved a step",
+    "approval.voted": "voted on a parallel step",
     "item.approve": "approved",
     "item.reject": "rejected",
     "item.request_info": "asked for information",

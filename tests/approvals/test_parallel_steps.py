@@ -421,7 +421,7 @@ def test_the_item_page_and_the_api_show_who_decided_and_who_is_still_needed(
     auth.login(people["manager"].email)
     page = client.get(f"/items/{item.id}").text
     assert f"Needs all of the members of {EMEA}" in page
-    assert "Anna approved" in page
+    assert "Anna approved" in page and "voted on a parallel step" in page
     assert "2 more approvals needed" in page and "still to decide: Ben, Cleo" in page
     [step] = item_json(db.session.get(WorkItem, item.id), [])["steps"]
     assert step["parallel"] and step["need"] == "all" and step["quorum"] == 3
