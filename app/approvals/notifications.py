@@ -173,10 +173,12 @@ def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str)
 
 
 def open_steps_of_pending_items():
-    """Open steps, reserved or routed to someone, of items waiting for a decision."""
+    """Open steps, reserved or routed to someone (or parallel, with members), of items waiting
+    for a decision."""
     return (select(ApprovalStep).join(WorkItem, WorkItem.id == ApprovalStep.item_id)
             .outerjoin(ApprovalAssignment, ApprovalAssignment.step_id == ApprovalStep.id)
             .where(ApprovalStep.state == StepState.OPEN.value,
                    (ApprovalStep.approver_id.is_not(None))
-                   | (ApprovalAssignment.approver_id.is_not(None)),
+                   | (ApprovalAssignment.approver_id.is_not(None))
+                   | (ApprovalStep.need.is_not(None)),
                    WorkItem.state == ApprovalState.PENDING.value))

@@ -468,3 +468,26 @@ def test_the_approvals_queue_lists_a_parallel_step_for_members_who_have_not_vote
     _decide(people["cleo"], item.id)  # the step is approved; the manager step opens
     assert decidable(people["manager"])
     assert not decidable(people["cleo"])  # she is a manager, but approved step 1
+
+
+def test_each_member_who_has_not_voted_is_reminded_once_and_gets_the_digest(
+        inbox, org, make_policy, make_item):
+    from datetime import UTC, datetime
+
+    from app.approvals.jobs import send_daily_digests, send_sla_reminders
+    from app.sla.calendar import calendar_for
+    from tests.conftest import arrange
+
+    tenant, people, _group = org
+    now = datetime(2026, 3, 10, 20, 0, tzinfo=UTC)  # a Tuesday, 16:00 in New York
+    item = _routed(org, make_policy, make_item, f'2 of group "{EMEA}"')
+    _decide(people["anna"], item.id)
+    arrange(db.session.get(WorkItem, item.id),
+            sla_due_at=calendar_for(tenant).add(now, timedelta(hours=1)))
+    assert send_sla_reminders(now=now) == 2
+    assert send_sla_reminders(now=now) == 0
+    reminded = sorted(m["To"] for m in inbox.messages if m["Subject"].startswith("Reminder"))
+    assert reminded == ["Ben <ben@x.test>", "Cleo <cleo@x.test>"]
+    assert send_daily_digests(now=now) == 2
+    digests = sorted(m["To"] for m in inbox.messages if "waiting for you" in m["Subject"])
+    assert digests == ["Ben <ben@x.test>", "Cleo <cleo@x.test>"]
