@@ -396,11 +396,56 @@ class ApprovalStep(db.Model):
     on_behalf_of_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     comment: Mapped[str | None] = mapped_column(Text)
+    # A parallel step (a group of approvals decided at once): `need` is what its policy step
+    # asked ("all", "any" or a count), `quorum` how many approvals it needs, fixed when it
+    # opens from its members (app.approvals.models.ApprovalStepMember); None for a step one
+    # person decides. `reject_when` "quorum": a rejection rejects only once the quorum can no
+    # longer be met (otherwise any member's rejection rejects).
+    need: Mapped[str | None] = mapped_column(String(8))
+    quorum: Mapped[int | None] = mapped_column(Integer)
+    reject_when: Mapped[str | None] = mapped_column(String(8))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("approver_groups.id"))
+    # An approver named by a field of the item (account_owner_email, ...); the step falls back
+    # to its role when the field names nobody who may decide it.
+    source_field: Mapped[str | None] = mapped_column(String(40))
 
     item: Mapped[WorkItem] = relationship(back_populates="steps")
     approver: Mapped[User | None] = relationship(foreign_keys=[approver_id])
     decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])
     on_behalf_of: Mapped[User | None] = relationship(foreign_keys=[on_behalf_of_id])
+
+    @property
+    def parallel(self) -> bool:
+        return self.need is not None
+
+
+class ApproverGroup(db.Model):
+    """A named group of approvers of one tenant ("Treasury", "Regional controllers EMEA") that
+    policy steps name; its members are tenant members."""
+
+    __tablename__ = "approver_groups"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    members: Mapped[list[ApproverGroupMember]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin")
+
+    @property
+    def member_ids(self) -> set[int]:
+        return {m.user_id for m in self.members}
+
+
+class ApproverGroupMember(db.Model):
+    __tablename__ = "approver_group_members"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("approver_groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    user: Mapped[User] = relationship()
 
 
 class ApiToken(db.Model):

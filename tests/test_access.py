@@ -229,6 +229,14 @@ class World:
         return change.id
 
     @cached_property
+    def group(self) -> int:
+        from app.admin.groups import create_group
+
+        group = create_group(self.act("admin"), self.tenant, name="Treasury")
+        commit()
+        return group.id
+
+    @cached_property
     def closure(self) -> int:
         closure = admin_services.add_closure(self.act("admin"), self.tenant,
                                              first_day=date(2031, 12, 24),
@@ -351,6 +359,7 @@ class World:
             "user_id": lambda: self.colleague,
             "change_id": lambda: self.pending_change,
             "closure_id": lambda: self.closure,
+            "group_id": lambda: self.group,
             "tenant_id": lambda: self.tenant_id,
             "policy_id": lambda: self.draft,
             "rule_id": lambda: self.rule,

@@ -85,6 +85,11 @@ class ClosureForm(FlaskForm):
     reason = StringField("Reason", validators=[Length(max=200)])
 
 
+class GroupForm(FlaskForm):
+    name = StringField("Name", validators=[Length(max=80)])
+    members = CheckboxesField("Members", coerce=int)
+
+
 class PersonForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired("is required"), Length(max=254)])
     name = StringField("Name", validators=[Length(max=200)])

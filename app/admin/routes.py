@@ -11,11 +11,13 @@ from flask import Blueprint, Response, abort, flash, redirect, request, session,
 from flask_login import current_user, logout_user
 
 from app.access import allow, declare_access
+from app.admin import groups as groups_service
 from app.admin import services
 from app.admin.forms import (
     BrandingForm,
     ClosureForm,
     DelegationForm,
+    GroupForm,
     MembershipForm,
     PersonForm,
     SetPasswordForm,
@@ -280,6 +282,45 @@ def closures(slug: str):
     return _page("admin/closures.html", tenant=tenant, form=form,
                  closures=services.closures_of(actor, tenant), errors=_errors(form, failed),
                  status=status)
+
+
+@bp.route("/t/<slug>/groups", methods=["GET", "POST"])
+@bp.route("/t/<slug>/groups/<int:group_id>", methods=["GET", "POST"])
+def groups(slug: str, group_id: int | None = None):
+    """Approver groups: the list, a new group, or one group's name and members."""
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    group = groups_service.group_for_admin(actor, tenant, group_id) if group_id else None
+    form = GroupForm(data={"name": group.name, "members": sorted(group.member_ids)}
+                     if group and request.method == "GET" else None)
+    members = [m for m in services.members_of(actor, tenant) if m.user.active]
+    form.members.choices = choices((m.user_id, f"{m.user.name} ({m.user.email})")
+                                   for m in members)
+    failed = None
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                if group is None:
+                    groups_service.create_group(actor, tenant, name=form.name.data,
+                                                member_ids=form.members.data)
+                else:
+                    groups_service.update_group(actor, tenant, group.id, name=form.name.data,
+                                                member_ids=form.members.data)
+                commit()
+            except ValidationFailed as error:
+                db.session.rollback()
+                failed = error
+            else:
+                flash("Group saved: policy steps that name it route to its members from now on.",
+                      "success")
+                return redirect(url_for("admin.groups", slug=slug), code=303)
+        elif "csrf_token" in form.errors:
+            abort(400)
+        status = 422
+    return _page("admin/groups.html", tenant=tenant, form=form, group=group,
+                 groups=groups_service.groups_of(actor, tenant), errors=_errors(form, failed),
+                 failed=failed, status=status)
 
 
 @bp.post("/t/<slug>/closures/<int:closure_id>/remove")

@@ -104,11 +104,31 @@ class ItemCreate(_Strict):
                                   "may never approve it themselves.")
 
 
+class VoteOut(BaseModel):
+    member: str = Field(description="Email of the member whose vote this is.")
+    decided_by: str = Field(description="Email of who cast it (a delegate stands in for an "
+                                        "out-of-office member).")
+    decision: Literal["approve", "reject"]
+    decided_at: datetime
+
+
 class StepOut(BaseModel):
     position: int
     role: str
     state: str
     decided_at: datetime | None
+    approver: str | None = Field(None, description="Email of the person the step is reserved "
+                                                   "for (an owner named by an item field).")
+    source_field: str | None = Field(None, description="The item detail that named the "
+                                                       "approver, for an owner step.")
+    parallel: bool = Field(False, description="Decided by the votes of several members.")
+    need: str | None = Field(None, description="A parallel step's rule: all, any, or a count.")
+    quorum: int | None = Field(None, description="Approvals a parallel step needs.")
+    members: list[str] = Field(default_factory=list,
+                               description="Emails of a parallel step's members.")
+    votes: list[VoteOut] = Field(default_factory=list)
+    waiting_on: list[str] = Field(default_factory=list,
+                                  description="Members who have not voted yet.")
 
 
 class AttachmentOut(BaseModel):
@@ -351,10 +371,28 @@ def item_json(item, attachments: list | None = None) -> dict:
         amount_at_risk=_money(item.amount_at_risk), claimed_amount=_money(item.claimed_amount),
         calculated_amount=_money(item.calculated_amount),
         adjustment_amount=_money(item.adjustment_amount), resolution_code=item.resolution_code,
-        steps=[StepOut(position=s.position, role=s.role, state=s.state, decided_at=s.decided_at)
-               for s in item.steps],
+        steps=[step_json(s) for s in item.steps],
         attachments=[attachment_json(a) for a in attachments],
     ).model_dump(mode="json")
+
+
+def step_json(step) -> StepOut:
+    """A step with, for a parallel one, its members and their votes."""
+    from app.approvals.services import step_progress
+
+    out = StepOut(position=step.position, role=step.role, state=step.state,
+                  decided_at=step.decided_at,
+                  approver=step.approver.email if step.approver_id and step.approver else None,
+                  source_field=step.source_field)
+    progress = step_progress(step)
+    if progress is not None:
+        out.parallel, out.need, out.quorum = True, step.need, progress["quorum"]
+        out.members = [u.email for u in progress["members"]]
+        out.waiting_on = [u.email for u in progress["waiting"]]
+        out.votes = [VoteOut(member=v["member"].email, decided_by=v["decided_by"].email,
+                             decision=v["decision"], decided_at=v["decided_at"])
+                     for v in progress["votes"] if v["member"] and v["decided_by"]]
+    return out
 
 
 def attachment_json(row) -> dict:

@@ -1,5 +1,5 @@
-"""Periodic approval mail: one reminder per step before its SLA is at risk, and each
-approver's daily digest. Both are idempotent through sent_mails.notice_key: a step's reminder
+"""Periodic approval mail: one reminder per step (per waiting member of a parallel step) before
+its SLA is at risk, and each approver's daily digest. Both are idempotent through sent_mails.notice_key: a step's reminder
 and a day's digest exist once, whatever runs twice."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import exists, select
 
 from app.approvals.notifications import open_steps_of_pending_items, send_digest, send_step_mail
-from app.approvals.services import step_recipient
+from app.approvals.services import step_recipient, waiting_approvers
 from app.extensions import db
 from app.mail.models import SentMail
 from app.models import ApprovalStep, Tenant, User, WorkItem
@@ -49,9 +49,12 @@ def send_sla_reminders(now: datetime | None = None) -> int:
         step = db.session.get(ApprovalStep, step_id)
         if not reminder_due(step.item, now):
             continue
-        if send_step_mail(step.item, step, "reminder", notice_key=f"reminder:{step.id}"):
-            sent += 1
-        commit()
+        # A parallel step reminds each member who has not voted, once each.
+        for member in waiting_approvers(step) if step.parallel else [None]:
+            key = f"reminder:{step.id}" if member is None else f"reminder:{step.id}:{member}"
+            if send_step_mail(step.item, step, "reminder", notice_key=key, member_id=member):
+                sent += 1
+            commit()
     return sent
 
 
@@ -64,9 +67,10 @@ def send_daily_digests(now: datetime | None = None) -> int:
     waiting: dict[tuple[int, int], list[ApprovalStep]] = defaultdict(list)
     for step in db.session.scalars(open_steps_of_pending_items()
                                    .order_by(WorkItem.sla_due_at)):
-        recipient = step_recipient(step.item, step)
-        if recipient is not None and recipient.active:
-            waiting[(step.item.tenant_id, recipient.id)].append(step)
+        for member in waiting_approvers(step) if step.parallel else [None]:
+            recipient = step_recipient(step.item, step, member)
+            if recipient is not None and recipient.active:
+                waiting[(step.item.tenant_id, recipient.id)].append(step)
     sent = 0
     for (tenant_id, user_id), steps in waiting.items():
         tenant = db.session.get(Tenant, tenant_id)

@@ -27,6 +27,7 @@ from app.approvals.services import (
     check_can_decide,
     named_approver_id,
     reject_approval,
+    step_progress,
 )
 from app.audit.services import record_event
 from app.auth.second_factor import FactorRefused, factor_required_in, verify_code
@@ -48,6 +49,7 @@ class LinkStatus:
     EXPIRED = "expired"
     USED = "used"
     DECIDED = "decided"  # the step was decided another way
+    QUORUM_MET = "quorum_met"  # a parallel step has the approvals it needs without this link
     REVOKED = "revoked"  # the item moved on (withdrawn, sent back, closed)
     SUPERSEDED = "superseded"  # the item changed after the link was sent
     NOT_PERMITTED = "not_permitted"
@@ -56,7 +58,7 @@ class LinkStatus:
     CODE = "code"  # above the step-up amount: the approver's second factor code was wrong
     ENROL = "enrol"  # above it, the tenant requires a factor and the approver has none
 
-    REFUSALS = (TAMPERED, EXPIRED, USED, DECIDED, REVOKED, SUPERSEDED, NOT_PERMITTED, SIGN_IN,
+    REFUSALS = (TAMPERED, EXPIRED, USED, DECIDED, QUORUM_MET, REVOKED, SUPERSEDED, NOT_PERMITTED, SIGN_IN,
                 WRONG_USER, CODE, ENROL)
 
 
@@ -181,7 +183,13 @@ def inspect_link(token: str, signed_in: User | None = None) -> LinkView:
                       "action": row.used_action}
         return view
     if step.state != StepState.OPEN.value or item.state != ApprovalState.PENDING.value:
-        if step.state in (StepState.APPROVED.value, StepState.REJECTED.value):
+        if step.parallel and step.state == StepState.APPROVED.value:
+            progress = step_progress(step)
+            view.status = LinkStatus.QUORUM_MET
+            view.facts = {"who": _describe(step.decided_by), "when": step.decided_at,
+                          "approvals": progress["approvals"], "need": progress["need"],
+                          "group": progress["who"]}
+        elif step.state in (StepState.APPROVED.value, StepState.REJECTED.value):
             view.status = LinkStatus.DECIDED
             view.facts = {"who": _describe(step.decided_by), "when": step.decided_at,
                           "action": "approved" if step.state == StepState.APPROVED.value

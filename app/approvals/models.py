@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -67,3 +67,41 @@ class ApprovalAssignment(db.Model):
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     approver: Mapped[User] = relationship()
+
+
+class ApprovalStepMember(db.Model):
+    """Who a parallel step waits on, fixed when the step opens (a group's members, or the
+    holders of a role, less the requester and anyone who approved an earlier step): what
+    "who is still needed" and the quorum count against, whatever the group becomes later."""
+
+    __tablename__ = "approval_step_members"
+
+    step_id: Mapped[int] = mapped_column(
+        ForeignKey("approval_steps.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"),
+                                         index=True)
+
+    user: Mapped[User] = relationship()
+
+
+class ApprovalVote(db.Model):
+    """One member's decision on a parallel step. Unique per step and member, and per step and
+    the person who cast it (a delegate standing in for a member): no one counts twice."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (UniqueConstraint("step_id", "member_id"),
+                      UniqueConstraint("step_id", "decided_by_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("approval_steps.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"),
+                                         index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("users.id"))  # whose vote it counts as
+    decided_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    decision: Mapped[str] = mapped_column(String(8))  # "approve" or "reject"
+    comment: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    member: Mapped[User] = relationship(foreign_keys=[member_id])
+    decided_by: Mapped[User] = relationship(foreign_keys=[decided_by_id])

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from app.approvals.links import issue_link, link_url, step_up_threshold
 from app.approvals.models import ApprovalAssignment
-from app.approvals.services import named_approver_id, step_recipient
+from app.approvals.services import named_approver_id, step_recipient, waiting_approvers
 from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.sending import already_sent, send_mail
@@ -85,12 +85,16 @@ def _policy_facts(item: WorkItem) -> dict:
 
 
 def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
-                   notice_key: str | None = None) -> bool:
+                   notice_key: str | None = None, member_id: int | None = None) -> bool:
     """Mail the step's approver (or, while they are out of office, their delegate) a fresh
-    single-use link. False when the step no longer waits for anyone."""
+    single-use link; on a parallel step, the member `member_id` (or their delegate), each
+    member with a link of their own. False when the step no longer waits for them."""
     if item.state != ApprovalState.PENDING.value or step.state != StepState.OPEN.value:
         return False
-    recipient = step_recipient(item, step)
+    named = member_id if step.parallel else named_approver_id(step)
+    if step.parallel and member_id not in waiting_approvers(step):
+        return False
+    recipient = step_recipient(item, step, named)
     if recipient is None or not recipient.active:
         return False
     if notice_key is not None and already_sent(notice_key):
@@ -101,8 +105,7 @@ def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
         "brand": brand(tenant),
         "item": item_summary(item, step),
         "recipient": recipient,
-        "on_behalf_of": (db.session.get(User, named_approver_id(step))
-                         if named_approver_id(step) != recipient.id else None),
+        "on_behalf_of": (db.session.get(User, named) if named != recipient.id else None),
         "link": link_url(token),
         "expires": localtime(row.expires_at, tenant),
         "step_up": abs(item.amount) > step_up_threshold(item.tenant),
@@ -149,10 +152,11 @@ def _mail_assignment(assignment: dict, notice_key: str) -> bool:
     """The request mail of one assigned step ({"item_id", "step_id", "approver_id"}), if the
     step still waits for that approver."""
     step = db.session.get(ApprovalStep, assignment["step_id"])
-    if step is None or named_approver_id(step) != assignment["approver_id"]:
+    if step is None or assignment["approver_id"] not in waiting_approvers(step):
         return False
     item = db.session.get(WorkItem, assignment["item_id"])
-    return send_step_mail(item, step, "assignment", notice_key=notice_key)
+    return send_step_mail(item, step, "assignment", notice_key=notice_key,
+                          member_id=assignment["approver_id"])
 
 
 def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str) -> None:
@@ -169,10 +173,12 @@ def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str)
 
 
 def open_steps_of_pending_items():
-    """Open steps, reserved or routed to someone, of items waiting for a decision."""
+    """Open steps, reserved or routed to someone (or parallel, with members), of items waiting
+    for a decision."""
     return (select(ApprovalStep).join(WorkItem, WorkItem.id == ApprovalStep.item_id)
             .outerjoin(ApprovalAssignment, ApprovalAssignment.step_id == ApprovalStep.id)
             .where(ApprovalStep.state == StepState.OPEN.value,
                    (ApprovalStep.approver_id.is_not(None))
-                   | (ApprovalAssignment.approver_id.is_not(None)),
+                   | (ApprovalAssignment.approver_id.is_not(None))
+                   | (ApprovalStep.need.is_not(None)),
                    WorkItem.state == ApprovalState.PENDING.value))

@@ -34,6 +34,7 @@ STATUS_CODES = {
     LinkStatus.EXPIRED: 410,
     LinkStatus.USED: 409,
     LinkStatus.DECIDED: 409,
+    LinkStatus.QUORUM_MET: 409,
     LinkStatus.REVOKED: 410,
     LinkStatus.SUPERSEDED: 409,
     LinkStatus.NOT_PERMITTED: 403,

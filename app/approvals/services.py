@@ -1,4 +1,6 @@
-"""Deciding approvals: steps in order, approval limits, and segregation of duties."""
+"""Deciding approvals: steps in order, approval limits, and segregation of duties. A step is
+decided by one person, or (a parallel step) by the votes of its members: all of them, any one,
+or M of N."""
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
@@ -6,9 +8,26 @@ from sqlalchemy import func, select, update
 from app.actors import Actor, ActorType
 from app.errors import InvalidTransition, PermissionDenied, SegregationOfDuties, ValidationFailed
 from app.extensions import db
-from app.models import ApprovalStep, Kind, Membership, MembershipRole, StepState, User, WorkItem
+from app.models import (
+    ApprovalStep,
+    ApproverGroup,
+    ApproverGroupMember,
+    Kind,
+    Membership,
+    MembershipRole,
+    Role,
+    StepState,
+    User,
+    WorkItem,
+)
 from app.outbox.services import add_message
-from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
+from app.approvals.models import (
+    ApprovalAssignment,
+    ApprovalLinkToken,
+    ApprovalStepMember,
+    ApprovalVote,
+    RevokeReason,
+)
 from app.types import utcnow
 from app.work import kinds, ledger
 from app.work.money import clean_item_amounts
@@ -66,15 +85,19 @@ def check_can_decide(actor: Actor, item: WorkItem, action: str) -> tuple[Approva
     if actor.type not in (ActorType.USER, ActorType.EMAIL_LINK, ActorType.API):
         return step, None  # the policy engine, the API and the system are checked elsewhere
     roles = require_action_role(actor, item, action)
-    if step.role not in roles:
-        raise PermissionDenied(f"Step {step.position} needs the {step.role} role.")
-    on_behalf_of = _acting_for(actor, item, step)
+    if step.parallel:
+        if actor.user_id == item.requester_id:
+            raise SegregationOfDuties("You requested this item; someone else must decide it.")
+        on_behalf_of = _voting_for(actor, item, step)
+    else:
+        if step.role not in roles:
+            raise PermissionDenied(f"Step {step.position} needs the {step.role} role.")
+        on_behalf_of = _acting_for(actor, item, step)
     if actor.user_id == item.requester_id:
         raise SegregationOfDuties("You requested this item; someone else must decide it.")
+    earlier = _approvers_by_step(item)
     for other in item.steps:
-        if other.state == StepState.APPROVED.value and actor.user_id in (
-            other.decided_by_id, other.on_behalf_of_id
-        ):
+        if other.id != step.id and actor.user_id in earlier.get(other.id, ()):
             raise SegregationOfDuties(
                 f"You approved step {other.position} of this item; "
                 "another approver must decide this step."
@@ -88,6 +111,85 @@ def check_can_decide(actor: Actor, item: WorkItem, action: str) -> tuple[Approva
     return step, on_behalf_of
 
 
+def _voting_for(actor: Actor, item: WorkItem, step: ApprovalStep) -> int | None:
+    """Whose vote the actor casts on a parallel step: their own as a member (None), or that of
+    a member who is out of office and delegated to them. No one counts twice: a person who
+    has voted (for themselves or for someone) casts no other vote on the step."""
+    votes = step_votes(step)
+    if any(v.decided_by_id == actor.user_id for v in votes):
+        raise SegregationOfDuties(f"You have already decided on step {step.position}; "
+                                  "your vote counts once.")
+    voted = {v.member_id for v in votes}
+    members = step_member_ids(step)
+    if actor.user_id in members and actor.user_id not in voted:
+        return None
+    if actor.user_id in members or actor.user_id in voted:
+        raise SegregationOfDuties(f"Your vote on step {step.position} has been cast already.")
+    today = utcnow().date()
+    standing_for = db.session.scalars(select(Membership).where(
+        Membership.tenant_id == item.tenant_id, Membership.user_id.in_(members - voted),
+        Membership.delegate_id == actor.user_id).order_by(Membership.user_id)).all()
+    for membership in standing_for:
+        if membership.delegates_to(actor.user_id, today, item.kind, item.amount):
+            return membership.user_id
+    raise PermissionDenied(f"Step {step.position} waits on {step_who(step)}; "
+                           "you are not one of them.")
+
+
+def step_member_ids(step: ApprovalStep) -> set[int]:
+    return set(db.session.scalars(select(ApprovalStepMember.user_id)
+                                  .where(ApprovalStepMember.step_id == step.id)))
+
+
+def step_votes(step: ApprovalStep) -> list[ApprovalVote]:
+    return list(db.session.scalars(select(ApprovalVote).where(ApprovalVote.step_id == step.id)
+                                   .order_by(ApprovalVote.id)))
+
+
+def step_who(step: ApprovalStep) -> str:
+    """Who a parallel step waits on, in words: the group's name, or the role's holders."""
+    if step.group_id is not None:
+        group = db.session.get(ApproverGroup, step.group_id)
+        return f"the members of {group.name}" if group else "a group's members"
+    return f"the {step.role}s named on it"
+
+
+def need_words(step: ApprovalStep) -> str:
+    if step.need == "all":
+        return "all of"
+    if step.need == "any":
+        return "any one of"
+    return f"{step.quorum} of"
+
+
+def step_progress(step: ApprovalStep) -> dict | None:
+    """A parallel step as people read it: whom it waits on and how many of them, who has
+    decided (and how, for whom), who is still needed, how many more approvals it takes; None
+    for a one-person step. What the item page, the API and the receipt show."""
+    if not step.parallel:
+        return None
+    votes = step_votes(step)
+    members = step_member_ids(step)
+    voted = {v.member_id for v in votes}
+    waiting = sorted(members - voted)
+    approvals = sum(1 for v in votes if v.decision == "approve")
+    users = {u.id: u for u in db.session.scalars(select(User).where(
+        User.id.in_(members | voted | {v.decided_by_id for v in votes})))} if members else {}
+    quorum = step.quorum or 0
+    return {
+        "who": step_who(step), "need": need_words(step), "quorum": quorum,
+        "members": [users[m] for m in sorted(members) if m in users],
+        "votes": [{"member": users.get(v.member_id), "decided_by": users.get(v.decided_by_id),
+                   "decision": v.decision, "decided_at": v.decided_at, "comment": v.comment}
+                  for v in votes],
+        "waiting": [users[m] for m in waiting if m in users],
+        "approvals": approvals,
+        "more": max(quorum - approvals, 0) if step.state == StepState.OPEN.value else 0,
+        "reject_when": step.reject_when or "any",
+        "cannot_be_met": step.state == StepState.OPEN.value and approvals + len(waiting) < quorum,
+    }
+
+
 def _decide_step(step: ApprovalStep, actor: Actor, state: str, on_behalf_of: int | None,
                  comment: str | None) -> None:
     step.state = state
@@ -99,14 +201,27 @@ def _decide_step(step: ApprovalStep, actor: Actor, state: str, on_behalf_of: int
 
 def approve_step(actor: Actor, item_id: int, *, comment: str | None = None,
                  expected_version: int | None = None) -> WorkItem:
-    """Approve the open step; the last step approves the item, an earlier one opens the next."""
+    """Approve the open step; the last step approves the item, an earlier one opens the next.
+    On a parallel step the approval is the actor's vote, and the vote that meets the quorum
+    approves the step."""
     item = _approval(actor, item_id)
+    item = _locked_for_votes(actor, item)
     step, on_behalf_of = check_can_decide(actor, item, "approve")
     if item.state != ApprovalState.PENDING.value or step is None:
         return transition(actor, item, "approve", expected_version=expected_version)
+    data = {"step": step.position, "amount": item.amount, "policy_version": item.policy_version}
+    if step.parallel:
+        tally = _cast_vote(actor, item, step, on_behalf_of, "approve", comment)
+        data.update(tally)
+        if tally["approvals"] < step.quorum:
+            return _record_vote(actor, item, step, on_behalf_of, comment, expected_version, data)
+    return _step_approved(actor, item, step, on_behalf_of, comment, expected_version, data)
+
+
+def _step_approved(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_of: int | None,
+                   comment: str | None, expected_version: int | None, data: dict) -> WorkItem:
     later = [s for s in item.steps if s.position > step.position
              and s.state == StepState.WAITING.value]
-    data = {"step": step.position, "amount": item.amount, "policy_version": item.policy_version}
     if later:
         _check_version(item, expected_version)
         _decide_step(step, actor, StepState.APPROVED.value, on_behalf_of, comment)
@@ -140,7 +255,15 @@ def reject_approval(actor: Actor, item_id: int, *, reason: str,
     if not reason:
         raise ValidationFailed("Give a reason for rejecting.", {"comment": "a reason is required"})
     item = _approval(actor, item_id)
+    item = _locked_for_votes(actor, item)
     step, on_behalf_of = check_can_decide(actor, item, "reject")
+    data = {"step": step.position if step else None}
+    if step is not None and step.parallel and item.state == ApprovalState.PENDING.value:
+        tally = _cast_vote(actor, item, step, on_behalf_of, "reject", reason)
+        data.update(tally)
+        if step.reject_when == "quorum" and tally["approvals"] + tally["undecided"] >= step.quorum:
+            # The quorum can still be met: the rejection is one member's vote.
+            return _record_vote(actor, item, step, on_behalf_of, reason, expected_version, data)
 
     def close_steps(i: WorkItem) -> None:
         _decide_step(step, actor, StepState.REJECTED.value, on_behalf_of, reason)
@@ -149,10 +272,52 @@ def reject_approval(actor: Actor, item_id: int, *, reason: str,
                 s.state = StepState.CANCELLED.value
 
     item = transition(actor, item, "reject", comment=reason, expected_version=expected_version,
-                      on_behalf_of_id=on_behalf_of,
-                      data={"step": step.position if step else None},
+                      on_behalf_of_id=on_behalf_of, data=data,
                       before_flush=close_steps if step else None)
     revoke_links(item, RevokeReason.DECIDED)
+    return item
+
+
+def _locked_for_votes(actor: Actor, item: WorkItem) -> WorkItem:
+    """Members of a parallel step deciding at the same moment take turns: the item's row is
+    locked (PostgreSQL) and read again, so each vote counts against the votes committed before
+    it and exactly one of them meets the quorum (or rejects). A one-person step needs no lock:
+    its version guard lets one decision win and tells the other who won."""
+    step = item.current_step()
+    if step is None or not step.parallel:
+        return item
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(WorkItem.id).where(WorkItem.id == item.id).with_for_update())
+    for row in (item, *item.steps):
+        db.session.expire(row)
+    return _approval(actor, item.id)
+
+
+def _cast_vote(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_of: int | None,
+               decision: str, comment: str | None) -> dict:
+    """Record the actor's vote on a parallel step; returns the tally with it counted."""
+    member = on_behalf_of or actor.user_id
+    db.session.add(ApprovalVote(step_id=step.id, item_id=item.id, member_id=member,
+                                decided_by_id=actor.user_id, decision=decision,
+                                comment=comment, decided_at=utcnow()))
+    db.session.flush()
+    votes = step_votes(step)
+    members = step_member_ids(step)
+    approvals = sum(1 for v in votes if v.decision == "approve")
+    return {"vote": decision, "member_id": member, "approvals": approvals,
+            "rejections": sum(1 for v in votes if v.decision == "reject"),
+            "undecided": len(members - {v.member_id for v in votes}), "needed": step.quorum}
+
+
+def _record_vote(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_of: int | None,
+                 comment: str | None, expected_version: int | None, data: dict) -> WorkItem:
+    """A vote that leaves the step open: the item stays pending, its version moves (so a
+    page read before the vote shows the new count), and the vote is audited."""
+    _check_version(item, expected_version)
+    now = utcnow()
+    ledger.change_item(actor, item, ledger.touched(actor, item, now), action="approval.voted",
+                       event_states=True, comment=comment, on_behalf_of_id=on_behalf_of,
+                       data=data, now=now)
     return item
 
 
@@ -205,13 +370,24 @@ def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: d
     if before != item.state:  # not a repeated click: the files go with the answer once
         attach_files(actor, item, list(files or ()))
     step = item.current_step()
-    named = named_approver_id(step) if step is not None else None
-    if before != item.state and named is not None:
-        # The old links died with the question; the approver gets a fresh one.
-        add_message("approval.step_assigned",
-                    {"item_id": item.id, "step_id": step.id, "approver_id": named},
-                    item.tenant_id)
+    if before != item.state and step is not None:
+        # The old links died with the question; the approver (each member of a parallel
+        # step who has not voted) gets a fresh one.
+        for approver_id in waiting_approvers(step):
+            add_message("approval.step_assigned",
+                        {"item_id": item.id, "step_id": step.id, "approver_id": approver_id},
+                        item.tenant_id)
     return item
+
+
+def waiting_approvers(step: ApprovalStep) -> list[int]:
+    """Who a step waits on now: its approver, or the members of a parallel step who have not
+    voted."""
+    if step.parallel:
+        voted = {v.member_id for v in step_votes(step)}
+        return sorted(step_member_ids(step) - voted)
+    named = named_approver_id(step)
+    return [named] if named is not None else []
 
 
 def _amendment(item: WorkItem, amount, details: dict | None) -> dict[str, tuple]:
@@ -256,11 +432,26 @@ def withdraw(actor: Actor, item_id: int, *, comment: str | None = None,
 # Naming the approver of a step that opens, and revoking email links that no longer apply.
 
 
+def _approvers_by_step(item: WorkItem) -> dict[int, set[int]]:
+    """Who approved each step of the item, by step id: the person who decided a one-person
+    step (and whom they stood in for), every approving voter of a parallel step (and whom
+    they stood in for), approved or still open."""
+    out: dict[int, set[int]] = {}
+    for other in item.steps:
+        if other.state == StepState.APPROVED.value and not other.parallel:
+            out[other.id] = {i for i in (other.decided_by_id, other.on_behalf_of_id)
+                             if i is not None}
+    if any(s.parallel for s in item.steps):
+        for vote in db.session.scalars(select(ApprovalVote).where(
+                ApprovalVote.item_id == item.id, ApprovalVote.decision == "approve")):
+            out.setdefault(vote.step_id, set()).update({vote.member_id, vote.decided_by_id})
+    return out
+
+
 def _earlier_approvers(item: WorkItem) -> set[int]:
     ids: set[int] = set()
-    for other in item.steps:
-        if other.state == StepState.APPROVED.value:
-            ids |= {i for i in (other.decided_by_id, other.on_behalf_of_id) if i is not None}
+    for approvers in _approvers_by_step(item).values():
+        ids |= approvers
     return ids
 
 
@@ -292,10 +483,10 @@ def named_approver_id(step: ApprovalStep) -> int | None:
     return assignment.approver_id if assignment else None
 
 
-def step_recipient(item: WorkItem, step: ApprovalStep) -> User | None:
-    """Who is mailed for a step today: its approver, or their delegate while they are out of
-    office."""
-    named = named_approver_id(step)
+def step_recipient(item: WorkItem, step: ApprovalStep, named: int | None = None) -> User | None:
+    """Who is mailed for a step today: its approver (`named`: a member of a parallel step), or
+    their delegate while they are out of office."""
+    named = named if named is not None else named_approver_id(step)
     if named is None:
         return None
     membership = db.session.scalars(select(Membership).where(
@@ -370,6 +561,16 @@ def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     delegate). A step reserved for someone goes to them; otherwise choose_approver picks; with
     nobody eligible it stays with the queue. Returns the approver's id, which the caller puts
     in the audit event of the change that opened the step. Never commits."""
+    excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    if step.parallel:
+        members = open_parallel_step(item, step, excluded)
+        for member in members:
+            add_message("approval.step_assigned",
+                        {"item_id": item.id, "step_id": step.id, "approver_id": member},
+                        item.tenant_id)
+        return members[0] if members else None
+    if step.source_field:
+        name_owner(item, step, excluded)
     approver_id = step.approver_id or choose_approver(item, step)
     if approver_id is None:
         return None
@@ -380,6 +581,73 @@ def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
                 {"item_id": item.id, "step_id": step.id, "approver_id": approver_id},
                 item.tenant_id)
     return approver_id
+
+
+APPROVING_ROLES = (Role.APPROVER.value, Role.MANAGER.value)
+OWNER_FIELDS = ("account_owner_email", "cost_centre_owner_email", "budget_holder_email")
+
+
+def _eligible_voter(membership: Membership | None, step: ApprovalStep, excluded: set[int]) -> bool:
+    """May vote on a parallel step: active, not excluded (the requester, an earlier step's
+    approver), a sufficient limit, and the step's role (a group's members: any approving
+    role)."""
+    if membership is None or not membership.user.active or membership.user_id in excluded:
+        return False
+    if membership.approval_limit < step.min_limit:
+        return False
+    if step.group_id is not None:
+        return bool(membership.role_set & set(APPROVING_ROLES))
+    return step.role in membership.role_set
+
+
+def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int]:
+    """Fix the members of a parallel step as it opens: the group's members (or the holders
+    of the step's role) who may decide it, and the quorum from what the step needs ("all"
+    counts the members fixed here). `item`: anything with id, tenant_id. Returns the member
+    ids, each of whom is mailed. Never commits."""
+    query = select(Membership).where(Membership.tenant_id == item.tenant_id)
+    if step.group_id is not None:
+        query = query.join(ApproverGroupMember,
+                           ApproverGroupMember.user_id == Membership.user_id).where(
+            ApproverGroupMember.group_id == step.group_id)
+    members = [m.user_id for m in db.session.scalars(query.order_by(Membership.user_id))
+               if _eligible_voter(m, step, excluded)]
+    for user_id in members:
+        db.session.add(ApprovalStepMember(step_id=step.id, user_id=user_id, item_id=item.id))
+    if step.need == "all":
+        step.quorum = max(len(members), 1)
+    elif step.need == "any":
+        step.quorum = 1
+    else:
+        step.quorum = int(step.need)
+    db.session.flush()
+    return members
+
+
+def name_owner(item, step: ApprovalStep, excluded: set[int]) -> int | None:
+    """A step whose approver is named by a field of the item (an owner's email): reserve it for
+    that person when they may decide it (an active member with an approving role and the
+    limit, not the requester nor an earlier approver); out of office, their delegate decides
+    for them as for any reserved step. Otherwise the step stays with its fallback role.
+    Returns the owner's id, or None. Never commits."""
+    email = ((item.details or {}).get(step.source_field) or "").strip().lower()
+    if not email:
+        return None
+    membership = db.session.scalars(
+        select(Membership).join(User, User.id == Membership.user_id)
+        .where(Membership.tenant_id == item.tenant_id, func.lower(User.email) == email)
+    ).one_or_none()
+    if (membership is None or not membership.user.active or membership.user_id in excluded
+            or membership.approval_limit < step.min_limit):
+        return None
+    held = [r for r in APPROVING_ROLES if r in membership.role_set]
+    if not held:
+        return None
+    if step.role not in held:
+        step.role = held[0]
+    step.approver_id = membership.user_id
+    db.session.flush()
+    return membership.user_id
 
 
 def assign_open_step(item: WorkItem) -> int | None:

@@ -1,7 +1,8 @@
 """The demo requester's requests in every state, made now through the people's road (the
 request form's service, the policy's evaluation, the approvers' decisions), so a new user sees
 the whole journey: one waiting for their answer, one at each step, decided ones, a withdrawn
-one, one the policy approved; two carry evidence files. Runs after the bulk seed; its mails
+one, one the policy approved; two carry evidence files. The policy routes them by each kind of
+routing (all, any one or two of a group; the cost centre's owner). Runs after the bulk seed; its mails
 leave through the outbox."""
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ JOURNEYS = [
     ("discount", "Blue Yonder Labs", "8400.00", "Three-year renewal; the competitor offers 35%.",
      {"discount_pct": "35", "contract_term_months": "36"}, "asked"),
     ("purchase_request", "Northwind Print Co", "4200.00", "Replacement printers for the office.",
-     {"cost_centre": "CC-410", "gl_account": "6120", "vendor": "Northwind Print Co"}, "waiting"),
+     {"cost_centre": "CC-410", "gl_account": "6120", "vendor": "Northwind Print Co",
+      "cost_centre_owner_email": "approver@cleardesk.demo"}, "waiting"),
     ("credit_memo", "Fabrikam Retail", "62000.00", "Service outage credit agreed with the CFO.",
      {"invoice_number": "INV-2026-3310"}, "second_step"),
     ("refund", "Contoso Pharma", "3450.00", "Double charge on the November invoice.",
@@ -114,6 +116,8 @@ def seed_journeys(slug: str = "northwind") -> int:
             approve_step(approver, item_id, comment="Agreed with the account team.")
         elif step == "approved":
             approve_step(approver, item_id, comment="Confirmed the double charge.")
+            if db.session.get(WorkItem, item_id).state == "pending":  # two of a group
+                approve_step(manager, item_id, comment="Agreed.")
         elif step == "rejected":
             reject_approval(manager if item.current_step().role == "manager" else approver,
                             item_id, reason="Collections is still open; write off next quarter.")

@@ -11,9 +11,38 @@ from zoneinfo import ZoneInfo
 from app.audit.chain import jsonable
 from app.extensions import db
 from app.policy import engine
+from app.policy.services import step_dict
+from app.models import ApproverGroup, ApproverGroupMember
 from app.policy.models import PolicyBudgetDay, PolicyDecision, PolicyRule, PolicyState, PolicyVersion
 
 TWO_STEPS = [{"role": "approver", "min_limit": "10000.00"}, {"role": "manager", "min_limit": "amount"}]
+
+# Approver groups of every demo tenant, by name: their members' emails (contoso adds its own
+# approver to its regional controllers).
+DEMO_GROUPS = {
+    "Treasury": ["approver@cleardesk.demo", "manager@cleardesk.demo"],
+    "Regional controllers EMEA": ["approver@cleardesk.demo", "manager@cleardesk.demo"],
+    "Deal desk": ["approver@cleardesk.demo", "manager@cleardesk.demo"],
+}
+# Requests raised in Cleardesk itself (the demo requester's journeys) show each kind of
+# routing: all of a group, any one of a group, two of a group (a rejection waiting while two
+# can still approve), and the approver named by the request (the cost centre's owner).
+CLEARDESK_RULES = [
+    ("Discounts raised here: all of the deal desk",
+     'source_system == "cleardesk" and subtype == "discount" and amount > 5000', "steps",
+     [{"role": "approver", "min_limit": "0", "group": "Deal desk", "need": "all"}]),
+    ("Purchases raised here: the cost centre's owner",
+     'source_system == "cleardesk" and subtype == "purchase_request" and amount > 1500', "steps",
+     [{"role": "manager", "min_limit": "1000.00", "field": "cost_centre_owner_email"}]),
+    ("Large credits raised here: Treasury, then a manager",
+     'source_system == "cleardesk" and subtype == "credit_memo" and amount > 50000', "steps",
+     [{"role": "approver", "min_limit": "0", "group": "Treasury", "need": "any"},
+      {"role": "manager", "min_limit": "amount"}]),
+    ("Refunds and write-offs raised here: two regional controllers",
+     'source_system == "cleardesk" and subtype in ["refund", "write_off"] and amount > 3000',
+     "steps", [{"role": "approver", "min_limit": "0", "group": "Regional controllers EMEA",
+                "need": "2", "reject_when": "quorum"}]),
+]
 
 # slug -> (settings, rules as (name, condition, outcome, steps, or a dict of the rule's other
 # fields: kind, queue, steps, set_priority, assign_role))
@@ -24,8 +53,10 @@ DEMO_POLICIES = {
              risk={"base": "10", "per_10k": "8", "per_discount_pct": "1",
                    "regions": {"LATAM": "15", "APAC": "5"},
                    "counterparty_risk": {"medium": "15", "high": "40"}, "max_auto_risk": "60"},
-             sla_targets={"approval": {"urgent": "2", "high": "4", "normal": "8", "low": "16"}}),
-        [("Large deals need a manager", "amount > 20000", "steps", TWO_STEPS),
+             sla_targets={"approval": {"urgent": "2", "high": "4", "normal": "8", "low": "16"}},
+             expire_after_days=120),
+        [*CLEARDESK_RULES,
+         ("Large deals need a manager", "amount > 20000", "steps", TWO_STEPS),
          ("Small deals outside LATAM", 'region != "LATAM" and amount <= 2500 '
                                        "and (discount_pct == null or discount_pct <= 30)",
           "auto_approve", []),
@@ -48,7 +79,8 @@ DEMO_POLICIES = {
                    "counterparty_risk": {"medium": "20", "high": "50"}, "max_auto_risk": "55"},
              sla_targets={"approval": {"urgent": "2", "high": "6", "normal": "12", "low": "24"},
                           "billing_exception": {"normal": "20"}}),
-        [("Large deals need a manager", "amount > 15000", "steps", TWO_STEPS),
+        [*CLEARDESK_RULES,
+         ("Large deals need a manager", "amount > 15000", "steps", TWO_STEPS),
          ("Small EMEA deals", 'region == "EMEA" and amount <= 1500 '
                               "and (discount_pct == null or discount_pct <= 25)", "auto_approve", []),
          ("Small deals elsewhere", "amount <= 800 and (discount_pct == null or discount_pct <= 15)",
@@ -68,7 +100,8 @@ DEMO_POLICIES = {
                    "counterparty_risk": {"medium": "10", "high": "35"}, "max_auto_risk": "65"},
              sla_targets={"approval": {"urgent": "1", "high": "4", "normal": "8", "low": "16"},
                           "settlement_dispute": {"normal": "16"}}),
-        [("Large deals need a manager", "amount > 25000", "steps", TWO_STEPS),
+        [*CLEARDESK_RULES,
+         ("Large deals need a manager", "amount > 25000", "steps", TWO_STEPS),
          ("Resellers, small", 'partner_type == "reseller" and amount <= 3000 '
                               "and (discount_pct == null or discount_pct <= 20)",
           "auto_approve", []),
@@ -82,6 +115,21 @@ DEMO_POLICIES = {
           "queue", {"kind": "billing_exception", "queue": "Collections"})]),
 }
 FALLBACK = [{"role": "approver", "min_limit": "amount"}]
+
+
+def seed_groups(tenants: dict, users: dict) -> dict[str, list[ApproverGroup]]:
+    """Each demo tenant's approver groups (DEMO_GROUPS), by tenant slug."""
+    out: dict[str, list[ApproverGroup]] = {}
+    for slug, tenant in tenants.items():
+        for name, emails in DEMO_GROUPS.items():
+            if slug == "contoso" and name == "Regional controllers EMEA":
+                emails = [*emails, "approver.contoso@cleardesk.demo"]
+            group = ApproverGroup(tenant_id=tenant.id, name=name, members=[
+                ApproverGroupMember(user_id=users[e].id) for e in emails])
+            db.session.add(group)
+            out.setdefault(slug, []).append(group)
+    db.session.flush()
+    return out
 
 
 def seed_policies(tenants: dict, author, effective_from: datetime) -> dict:
@@ -144,7 +192,7 @@ class DemoDecider:
                     rule_name=rule.name if rule else None, outcome=verdict.outcome,
                     held_by=verdict.held_by, risk_score=verdict.risk_score,
                     inputs=jsonable(verdict.inputs), queue=verdict.queue,
-                    steps=[{"role": r, "min_limit": str(m)} for r, m in verdict.steps],
+                    steps=[step_dict(s) for s in verdict.steps],
                     priority=verdict.priority, assign_role=verdict.assign_role,
                     assignee_id=assignee_id)
 
@@ -158,7 +206,7 @@ class DemoDecider:
             data["amount"] = amount
         else:
             data.update(held_by=verdict.held_by, queue=verdict.queue,
-                        steps=[{"role": r, "min_limit": str(m)} for r, m in verdict.steps],
+                        steps=[step_dict(s) for s in verdict.steps],
                         approver_id=None)
         return data
 

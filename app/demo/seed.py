@@ -36,7 +36,14 @@ from app.models import (
 from app.sla.services import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
 from app.work.ledger import issued_by_ledger
-from app.demo.policies import BUDGETS, DECISION_DELAY, RECEIPTS, DemoDecider, seed_policies
+from app.demo.policies import (
+    BUDGETS,
+    DECISION_DELAY,
+    RECEIPTS,
+    DemoDecider,
+    seed_groups,
+    seed_policies,
+)
 from app.policy import engine
 from app.work.states import FINAL_STATES
 
@@ -233,6 +240,11 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
                                 data={"user_id": users[email].id, "roles": [role.value],
                                       "approval_limit": Decimal(limit)})
     db.session.flush()
+    for slug, groups in seed_groups(tenants, users).items():
+        for group in groups:
+            chains[slug].append(seeded_at, None, "approver_group.created", actor_type="system",
+                                data={"group_id": group.id, "name": group.name,
+                                      "members": sorted(group.member_ids)})
     policies = seed_policies(tenants, users["admin@cleardesk.demo"], seeded_at)
     for slug, policy in policies.items():
         chains[slug].append(seeded_at, None, "policy.activated", actor_type="system",

@@ -44,6 +44,7 @@ EVENT_LABELS = {
     "item.commented": "commented",
     "attachment.added": "added a file",
     "approval.step_approved": "approved a step",
+    "approval.voted": "voted on a parallel step",
     "item.approve": "approved",
     "item.reject": "rejected",
     "item.request_info": "asked for information",
@@ -135,7 +136,17 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "max_file": size_text(max_bytes()),
         "per_change": per_change(),
         **routed_to(item),
+        "progress": step_progress_of(item),
     }
+
+
+def step_progress_of(item: WorkItem) -> dict:
+    """The progress of each parallel step of an approval, by step id."""
+    from app.approvals.services import step_progress
+
+    if item.kind != Kind.APPROVAL.value:
+        return {}
+    return {s.id: p for s in item.steps if (p := step_progress(s)) is not None}
 
 
 def routed_to(item: WorkItem) -> dict:

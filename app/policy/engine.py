@@ -103,8 +103,34 @@ def compile_policy(policy: PolicyVersion) -> CompiledPolicy:
     return compiled
 
 
-def _freeze(step: dict) -> tuple:
-    return (step["role"], str(step.get("min_limit", "0")))
+ROUTING_KEYS = ("group", "need", "field", "reject_when")
+
+
+class Step(tuple):
+    """A step of a chain: (role, minimum limit), and how it is routed beyond its role in
+    `routing` (a named group, how many must approve, the item field that names its approver,
+    when a rejection rejects). Plain steps have none, and compare as the (role, limit) pairs
+    they always were."""
+
+    def __new__(cls, role: str, min_limit, routing: dict | None = None):
+        step = super().__new__(cls, (role, min_limit))
+        step.routing = {k: v for k, v in (routing or {}).items() if k in ROUTING_KEYS and v}
+        return step
+
+    @property
+    def role(self) -> str:
+        return self[0]
+
+    @property
+    def min_limit(self):
+        return self[1]
+
+    def as_dict(self) -> dict:
+        return {"role": self[0], "min_limit": str(self[1]), **self.routing}
+
+
+def _freeze(step: dict) -> Step:
+    return Step(step["role"], str(step.get("min_limit", "0")), step)
 
 
 def counterparty_risk(rejections: int) -> str:
@@ -241,8 +267,9 @@ class Verdict:
 def concrete_steps(steps: tuple, amount: Decimal) -> list[tuple[str, Decimal]]:
     """A rule's steps for an item: "amount" is the item's magnitude (a limit is never below
     zero, whatever sign a careless source sent)."""
-    return [(role, magnitude(amount) if limit == "amount" else _dec(limit))
-            for role, limit in steps]
+    return [Step(step[0], magnitude(amount) if step[1] == "amount" else _dec(step[1]),
+                 getattr(step, "routing", None))
+            for step in steps]
 
 
 default_chain = kinds.default_chain

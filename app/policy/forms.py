@@ -34,7 +34,8 @@ class RuleForm(FlaskForm):
     condition = TextAreaField("Condition", validators=[DataRequired(), Length(max=2000)])
     # Plain strings (the service checks them): WTForms 3.3 deprecates tuple choices.
     outcome = StringField("Then", validators=[Length(max=16)])
-    steps = TextAreaField("Steps (one per line: role >= limit)", validators=[Length(max=1000)])
+    steps = TextAreaField("Steps (one per line: role >= limit, or a parallel or owner step)",
+                          validators=[Length(max=1000)])
     queue = StringField("Queue", validators=[Optional(), Length(max=64)])
     set_priority = StringField("Set priority", validators=[Optional(), Length(max=10)])
     assign_role = StringField("Assign to", validators=[Optional(), Length(max=20)])
@@ -57,6 +58,10 @@ class ConditionForm(FlaskForm):
     kind = StringField(validators=[Optional(), Length(max=32)])
 
 
+class StepsForm(FlaskForm):
+    steps = TextAreaField(validators=[Length(max=1000)])
+
+
 class SettingsForm(FlaskForm):
     max_auto_amount = StringField("Maximum auto-approved amount", validators=[Length(max=24)])
     daily_auto_count = StringField("Daily budget: items", validators=[Length(max=12)])
@@ -66,6 +71,8 @@ class SettingsForm(FlaskForm):
     qa_role = StringField("QA reviewer role", validators=[Length(max=20)])
     fallback_steps = TextAreaField("Fallback steps (no rule matched, or held back)",
                                    validators=[Length(max=1000)])
+    expire_after_days = StringField("Expire undecided approvals after (days)",
+                                    validators=[Length(max=5)])
     note = TextAreaField("Note", validators=[Length(max=2000)])
 
 
@@ -115,5 +122,18 @@ def points_text(points: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (points or {}).items())
 
 
+def step_line(step: dict) -> str:
+    """One step as the editor writes it (app.policy.services.clean_steps reads it back)."""
+    limit = f" >= {step['min_limit']}" if step.get("min_limit") not in (None, "0", "0.00") \
+        or not (step.get("need") or step.get("field")) else ""
+    if step.get("need"):
+        who = f'group "{step["group"]}"' if step.get("group") else step["role"]
+        tail = ", reject when quorum lost" if step.get("reject_when") == "quorum" else ""
+        return f"{step['need']} of {who}{limit}{tail}"
+    if step.get("field"):
+        return f"owner {step['field']} else {step['role']}{limit}"
+    return f"{step['role']}{limit}"
+
+
 def steps_text(steps: list | None) -> str:
-    return "\n".join(f"{s['role']} >= {s['min_limit']}" for s in steps or [])
+    return "\n".join(step_line(s) for s in steps or [])

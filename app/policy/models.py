@@ -76,6 +76,9 @@ class PolicyVersion(db.Model):
     sla_targets: Mapped[dict] = mapped_column(JSON, default=dict)
     # Steps when no rule matches or a guard rail holds an auto-approval back.
     fallback_steps: Mapped[list] = mapped_column(JSON, default=list)
+    # An approval nobody decides within this many days of its arrival is closed as expired
+    # (the SLA sweep does it; None: approvals routed under this version never expire).
+    expire_after_days: Mapped[int | None] = mapped_column(Integer)
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
     author: Mapped[User | None] = relationship(foreign_keys=[author_id])

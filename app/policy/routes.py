@@ -106,7 +106,7 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
         "daily_auto_count": policy.daily_auto_count if policy.daily_auto_count is not None else "",
         "daily_auto_amount": policy.daily_auto_amount or "", "qa_sample_pct": policy.qa_sample_pct,
         "qa_role": policy.qa_role, "fallback_steps": forms.steps_text(policy.fallback_steps),
-        "note": policy.note or ""})
+        "expire_after_days": policy.expire_after_days or "", "note": policy.note or ""})
     context = dict(
         tenant=policy.tenant, policy=policy, base=base, now=utcnow(),
         diff=simulation.version_diff(base, policy), settings=settings,
@@ -156,6 +156,15 @@ def check(tenant_id: int):
     kind = form.kind.data if form.kind.data in FIELDS_BY_KIND else "approval"
     error, used = _checked(form.condition.data or "", kind)
     return render_page("policy/_check.html", error=error, used=used)
+
+
+@bp.post("/check-steps")
+def check_steps(tenant_id: int):
+    """Live validation of a rule's steps as they are typed (htmx)."""
+    form = forms.StepsForm()
+    form.validate()
+    error, steps = services.check_steps(current_actor(), tenant_id, form.steps.data or "")
+    return render_page("policy/_steps_check.html", error=error, steps=steps)
 
 
 @bp.post("/versions/<int:policy_id>/rule-form")
@@ -267,7 +276,7 @@ def save_settings(tenant_id: int, policy_id: int):
             daily_auto_amount=form.daily_auto_amount.data,
             qa_sample_pct=form.qa_sample_pct.data, qa_role=form.qa_role.data,
             fallback_steps_text=form.fallback_steps.data, risk=risk, sla_targets=sla,
-            note=form.note.data)
+            expire_after_days=form.expire_after_days.data, note=form.note.data)
     except ValidationFailed as error:
         db.session.rollback()
         return _version_page(actor, tenant_id, policy_id, status=422,

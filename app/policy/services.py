@@ -18,7 +18,16 @@ from app.bulk import insert_rows
 from app.audit.services import _dialect_insert, record_event
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import ApprovalStep, Kind, Membership, Role, StepState, Tenant, WorkItem
+from app.models import (
+    ApprovalStep,
+    ApproverGroup,
+    Kind,
+    Membership,
+    Role,
+    StepState,
+    Tenant,
+    WorkItem,
+)
 from app.outbox.services import add_messages
 from app.policy import engine
 from app.policy.models import (
@@ -257,14 +266,19 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
         return
     version = policy.version if policy else None
     routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
-    step_rows, first_steps = [], {}
+    step_rows, first_steps, special_first = [], {}, set()
     if routed:
+        groups = group_ids(tenant.id)
         for item, verdict in routed:
-            for position, (role, limit) in enumerate(verdict.steps, start=1):
-                step_rows.append({"item_id": item.id, "position": position, "role": role,
-                                  "min_limit": limit,
-                                  "state": (StepState.OPEN.value if position == 1
-                                            else StepState.WAITING.value)})
+            for position, step in enumerate(verdict.steps, start=1):
+                row = {"item_id": item.id, "position": position, "role": step[0],
+                       "min_limit": step[1],
+                       "state": (StepState.OPEN.value if position == 1
+                                 else StepState.WAITING.value),
+                       **step_routing_columns(step, groups)}
+                step_rows.append(row)
+                if position == 1 and (row["need"] or row["source_field"]):
+                    special_first.add(item.id)
         step_ids = insert_rows(ApprovalStep.__table__, step_rows, with_ids=True)
         for row, step_id in zip(step_rows, step_ids):
             if row["position"] == 1:
@@ -282,7 +296,7 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                    "rule_name": rule.name if rule else None, "outcome": verdict.outcome,
                    "held_by": verdict.held_by, "risk_score": verdict.risk_score,
                    "inputs": inputs, "queue": verdict.queue,
-                   "steps": [{"role": r, "min_limit": str(m)} for r, m in verdict.steps]}
+                   "steps": [step_dict(step) for step in verdict.steps]}
         receipts.append(receipt)
         if verdict.outcome == engine.AUTO_APPROVED:
             decided["amount"] = item.amount
@@ -294,9 +308,26 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                 action="item.approve", data=decided))
             continue
         role, limit = verdict.steps[0]
-        approver_id = router.choose(role, limit, item)
         step_id = first_steps[item.id]
-        if approver_id is not None:
+        owner = None
+        if item.id in special_first:
+            owner, members = _open_special_step(item, step_id)
+            if members is not None:
+                # A parallel step: each member gets their own request and link.
+                for member in members:
+                    assigned.append({"item_id": item.id, "step_id": step_id,
+                                     "approver_id": member, "parallel": True})
+                decided.update(held_by=verdict.held_by, queue=verdict.queue,
+                               steps=receipt["steps"], approver_id=None, members=members)
+                changes.append(ledger.Change(
+                    item, {"risk_score": verdict.risk_score, "team_queue": verdict.queue,
+                           "policy_version": version, "last_action_at": now},
+                    action="policy.routed", data=decided, event_states=True))
+                continue
+        approver_id = owner if owner is not None else router.choose(role, limit, item)
+        if approver_id is not None and owner is not None:
+            assigned.append({"item_id": item.id, "step_id": step_id, "approver_id": owner})
+        elif approver_id is not None:
             assignments.append({"step_id": step_id, "item_id": item.id,
                                 "approver_id": approver_id, "assigned_at": now})
             assigned.append({"item_id": item.id, "step_id": step_id,
@@ -310,10 +341,51 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     ledger.apply_changes(actor, tenant.id, changes, now=now)
     if assignments:
         insert_rows(ApprovalAssignment.__table__, assignments)
-    # One message per batch and topic (not per item): the worker's jobs stay few.
-    if assigned:
-        add_messages("approval.steps_assigned", [{"assignments": assigned}], tenant.id)
+    # One message per batch and topic (not per item): the worker's jobs stay few. The members
+    # of a parallel step share its step id, so each has a message of their own.
+    single = [a for a in assigned if not a.get("parallel")]
+    if single:
+        add_messages("approval.steps_assigned", [{"assignments": single}], tenant.id)
+    members = [{k: v for k, v in a.items() if k != "parallel"} for a in assigned
+               if a.get("parallel")]
+    if members:
+        add_messages("approval.step_assigned", members, tenant.id)
     update_rows(PolicyDecision.__table__, receipts, match=("item_id",))
+
+
+def step_dict(step) -> dict:
+    """A chain's step as the receipt keeps it: role and limit, and its routing if any."""
+    return {"role": step[0], "min_limit": str(step[1]), **getattr(step, "routing", {})}
+
+
+def group_ids(tenant_id: int) -> dict[str, int]:
+    """The tenant's approver groups by name (case-insensitive)."""
+    return {name.casefold(): group_id for group_id, name in db.session.execute(
+        select(ApproverGroup.id, ApproverGroup.name).where(ApproverGroup.tenant_id == tenant_id))}
+
+
+def step_routing_columns(step, groups: dict[str, int]) -> dict:
+    """The step row's routing columns from a chain's step. A group the tenant no longer has
+    leaves a plain step of the step's role (the group's name stays in the receipt)."""
+    routing = getattr(step, "routing", {}) or {}
+    group_id = groups.get(routing["group"].casefold()) if routing.get("group") else None
+    need = routing.get("need")
+    if routing.get("group") and group_id is None:
+        need = None
+    return {"need": need, "reject_when": routing.get("reject_when") if need else None,
+            "group_id": group_id, "source_field": routing.get("field")}
+
+
+def _open_special_step(item, step_id: int) -> tuple[int | None, list[int] | None]:
+    """The first step of a routed item, when it names its approver by a field of the item
+    (returns the owner, or None to route by its role) or is parallel (returns its members)."""
+    from app.approvals.services import name_owner, open_parallel_step
+
+    step = db.session.get(ApprovalStep, step_id)
+    excluded = {item.requester_id} if item.requester_id else set()
+    if step.need:
+        return None, open_parallel_step(item, step, excluded)
+    return name_owner(item, step, excluded), None
 
 
 class _LeastLoaded:
@@ -559,6 +631,7 @@ def create_draft(actor: Actor, tenant_id: int) -> PolicyVersion:
         risk=dict(source.risk) if source else {"base": 10, "per_10k": 10, "max_auto_risk": 60},
         sla_targets=dict(source.sla_targets) if source else {},
         fallback_steps=list(source.fallback_steps) if source else list(DEFAULT_FALLBACK),
+        expire_after_days=source.expire_after_days if source else None,
         rules=_copy_rules(source),
     )
     db.session.add(draft)
@@ -584,29 +657,113 @@ def _editable(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVersion:
 STEP_ROLES = (Role.APPROVER.value, Role.MANAGER.value)
 
 
-def clean_steps(text: str) -> list[dict]:
-    """Steps written one per line as "role" or "role >= limit" (limit a number or amount)."""
+_LIMIT = r"(?:\s*>=\s*(?P<limit>\S.*))?"
+_NEED = r"(?P<need>all|any|\d{1,3})\s+of\s+"
+GROUP_STEP = re.compile(_NEED + r'group\s+"(?P<group>[^"]{1,80})"' + _LIMIT + "$", re.I)
+ROLE_QUORUM_STEP = re.compile(_NEED + r"(?P<role>\w+)" + _LIMIT + "$", re.I)
+OWNER_STEP = re.compile(r"owner\s+(?P<field>\w+)\s+else\s+(?P<role>\w+)" + _LIMIT + "$", re.I)
+REJECT_ON_QUORUM = ", reject when quorum lost"
+OWNER_FIELDS = ("account_owner_email", "cost_centre_owner_email", "budget_holder_email")
+STEP_SYNTAX = ('write "role >= limit", "all of group \"Treasury\" >= 5000", '
+               '"2 of group \"Regional controllers EMEA\"", "2 of manager >= 10000" or '
+               '"owner account_owner_email else manager >= 1000"; a parallel step may end with '
+               f'"{REJECT_ON_QUORUM}"')
+
+
+def clean_steps(text: str, groups: set[str] | None = None) -> list[dict]:
+    """Steps written one per line: "role" or "role >= limit" (limit a number or amount); a
+    parallel step "all|any|N of group \"Name\" [>= limit]" or "N of role [>= limit]", which
+    may end with ", reject when quorum lost" (a member's rejection then rejects only once the
+    quorum can no longer be met); an approver from the item "owner FIELD else role
+    [>= limit]". `groups`: the tenant's group names (casefolded) to check names against."""
     steps, errors = [], []
     for n, line in enumerate((text or "").splitlines(), start=1):
-        line = line.strip()
+        line = " ".join(line.split())
         if not line:
             continue
-        role, _, limit = (part.strip() for part in line.partition(">="))
-        if role not in STEP_ROLES:
-            errors.append(f"line {n}: the role must be one of {', '.join(STEP_ROLES)}")
-            continue
-        if not limit:
-            limit = "0"
-        if limit != "amount":
-            try:
-                limit = str(parse_money(limit, "limit"))
-            except ValidationFailed:
-                errors.append(f"line {n}: the limit must be a number or amount")
-                continue
-        steps.append({"role": role, "min_limit": limit})
+        try:
+            steps.append(_clean_step(line, groups))
+        except ValueError as problem:
+            errors.append(f"line {n}: {problem}")
     if errors:
         raise ValidationFailed("Some steps are not valid.", {"steps": "; ".join(errors)})
     return steps
+
+
+def check_steps(actor: Actor, tenant_id: int, text: str) -> tuple[str | None, list[str]]:
+    """Live check of a steps text as an admin types it: the problems, or each step in words
+    (with how many members a group has today). Changes nothing."""
+    from app.policy.forms import step_line
+
+    require_policy_admin(actor, tenant_id)
+    try:
+        steps = clean_steps(text, set(group_ids(tenant_id)))
+    except ValidationFailed as failed:
+        return failed.fields.get("steps", failed.message), []
+    sizes = {name.casefold(): len(members) for name, members in (
+        (g.name, g.members) for g in db.session.scalars(
+            select(ApproverGroup).where(ApproverGroup.tenant_id == tenant_id)))}
+    words = []
+    for step in steps:
+        line = step_line(step).replace(">=", "≥")
+        if step.get("group"):
+            size = sizes.get(step["group"].casefold(), 0)
+            line += f" ({size} member{'s' if size != 1 else ''} today)"
+            if step["need"].isdigit() and int(step["need"]) > size:
+                return (f"“{step['group']}” has {size} member{'s' if size != 1 else ''}: "
+                        f"{step['need']} of them can never approve"), []
+        words.append(line)
+    return None, words
+
+
+def _clean_limit(limit: str | None) -> str:
+    limit = (limit or "").strip() or "0"
+    if limit == "amount":
+        return limit
+    try:
+        return str(parse_money(limit, "limit"))
+    except ValidationFailed:
+        raise ValueError("the limit must be a number or amount") from None
+
+
+def _clean_step(line: str, groups: set[str] | None) -> dict:
+    reject_when = None
+    if line.lower().endswith(REJECT_ON_QUORUM):
+        line, reject_when = line[:-len(REJECT_ON_QUORUM)].strip(), "quorum"
+    parallel = GROUP_STEP.match(line) or ROLE_QUORUM_STEP.match(line)
+    if parallel:
+        need = parallel["need"].lower()
+        if need not in ("all", "any") and not 1 <= int(need) <= 50:
+            raise ValueError("a parallel step needs between 1 and 50 approvals")
+        step = {"role": Role.APPROVER.value, "min_limit": _clean_limit(parallel["limit"]),
+                "need": str(int(need)) if need.isdigit() else need}
+        if "group" in parallel.re.groupindex:
+            name = parallel["group"].strip()
+            if groups is not None and name.casefold() not in groups:
+                raise ValueError(f"there is no approver group named “{name}” (create it under "
+                                 "Approver groups first)")
+            step["group"] = name
+        else:
+            if parallel["role"] not in STEP_ROLES:
+                raise ValueError(f"the role must be one of {', '.join(STEP_ROLES)}")
+            step["role"] = parallel["role"]
+        if reject_when:
+            step["reject_when"] = reject_when
+        return step
+    if reject_when:
+        raise ValueError(f"only a parallel step can end with “{REJECT_ON_QUORUM}”")
+    owner = OWNER_STEP.match(line)
+    if owner:
+        if owner["field"] not in OWNER_FIELDS:
+            raise ValueError(f"the owner field must be one of {', '.join(OWNER_FIELDS)}")
+        if owner["role"] not in STEP_ROLES:
+            raise ValueError(f"the fallback role must be one of {', '.join(STEP_ROLES)}")
+        return {"role": owner["role"], "min_limit": _clean_limit(owner["limit"]),
+                "field": owner["field"]}
+    role, _, limit = (part.strip() for part in line.partition(">="))
+    if role not in STEP_ROLES:
+        raise ValueError(f"the role must be one of {', '.join(STEP_ROLES)}, or {STEP_SYNTAX}")
+    return {"role": role, "min_limit": _clean_limit(limit)}
 
 
 QUEUE_NAME = re.compile(r"^[^\W_][\w &.,()'+-]{0,47}$")
@@ -636,7 +793,8 @@ def clean_queue_name(queue: str | None) -> tuple[str | None, str | None]:
 
 def _clean_rule(name: str, condition: str, outcome: str, steps_text: str,
                 queue: str | None, kind: str = Kind.APPROVAL.value,
-                set_priority: str | None = None, assign_role: str | None = None) -> dict:
+                set_priority: str | None = None, assign_role: str | None = None,
+                groups: set[str] | None = None) -> dict:
     from app.models import Priority
 
     errors: dict[str, str] = {}
@@ -664,7 +822,7 @@ def _clean_rule(name: str, condition: str, outcome: str, steps_text: str,
     steps: list[dict] = []
     if kind == Kind.APPROVAL.value:
         try:
-            steps = clean_steps(steps_text)
+            steps = clean_steps(steps_text, groups)
         except ValidationFailed as error:
             errors.update(error.fields)
     elif (steps_text or "").strip():
@@ -707,7 +865,7 @@ def save_rule(actor: Actor, tenant_id: int, policy_id: int, *, rule_id: int | No
     exception or a dispute is never auto-approved (refused here, with the reason)."""
     policy = _editable(actor, tenant_id, policy_id)
     fields = _clean_rule(name, condition, outcome, steps_text, queue, kind, set_priority,
-                         assign_role)
+                         assign_role, set(group_ids(tenant_id)))
     if rule_id is None:
         rule = PolicyRule(position=len(policy.rules) + 1, **fields)
         policy.rules.append(rule)
@@ -780,7 +938,7 @@ def _rule_dict(rule: PolicyRule) -> dict:
 
 
 SETTINGS = ("max_auto_amount", "daily_auto_count", "daily_auto_amount", "qa_sample_pct",
-            "qa_role", "risk", "sla_targets", "fallback_steps", "note")
+            "qa_role", "risk", "sla_targets", "fallback_steps", "expire_after_days", "note")
 
 
 def settings_dict(policy: PolicyVersion) -> dict:
@@ -803,10 +961,13 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
                 errors[name] = "must be zero or more"
         except ValidationFailed:
             errors[name] = "must be an amount"
-    for name, low, high in (("daily_auto_count", 0, 10**9), ("qa_sample_pct", 0, 100)):
+    numbers = [("daily_auto_count", 0, 10**9), ("qa_sample_pct", 0, 100)]
+    if "expire_after_days" in values:
+        numbers.append(("expire_after_days", 1, 3650))
+    for name, low, high in numbers:
         raw = str(values.get(name) if values.get(name) is not None else "").strip()
         if not raw:
-            clean[name] = None if name == "daily_auto_count" else 0
+            clean[name] = 0 if name == "qa_sample_pct" else None
             continue
         try:
             clean[name] = int(raw)
@@ -819,7 +980,8 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
         errors["qa_role"] = f"one of {', '.join(STEP_ROLES)}"
     clean["qa_role"] = qa_role
     try:
-        clean["fallback_steps"] = clean_steps(values.get("fallback_steps_text") or "")
+        clean["fallback_steps"] = clean_steps(values.get("fallback_steps_text") or "",
+                                              set(group_ids(tenant_id)))
         if not clean["fallback_steps"]:
             errors["fallback_steps"] = "name at least one step"
     except ValidationFailed as error:
@@ -1032,3 +1194,55 @@ def undecided_receipts(limit: int) -> list[tuple[int, int]]:
         query = query.with_for_update(skip_locked=True)
     return [tuple(r) for r in db.session.execute(query).all()]
 
+
+
+EXPIRY_BATCH = 1000
+
+
+def expire_overdue(actor: Actor, now: datetime | None = None) -> int:
+    """Close as expired every approval still undecided (pending, or waiting on its requester)
+    past the expiry of the policy version that routed it, counted from its arrival: through
+    the ledger's batch door (the requester hears the outcome from the state change), its open
+    steps cancelled and its email links revoked in the same transaction. An item someone
+    changed since it was read is left to the next sweep. Never commits; returns how many."""
+    from datetime import timedelta
+
+    from app.approvals.models import ApprovalLinkToken, RevokeReason
+
+    now = now or utcnow()
+    expired = 0
+    versions = db.session.execute(
+        select(PolicyVersion.tenant_id, PolicyVersion.version, PolicyVersion.expire_after_days)
+        .where(PolicyVersion.expire_after_days.is_not(None))).all()
+    for tenant_id, version, days in versions:
+        rows = db.session.execute(
+            select(*ledger.before_columns())
+            .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
+                   WorkItem.policy_version == version,
+                   WorkItem.state.in_((ApprovalState.PENDING.value,
+                                       ApprovalState.INFO_REQUESTED.value)),
+                   WorkItem.created_at < now - timedelta(days=days))
+            .order_by(WorkItem.id).limit(EXPIRY_BATCH)).all()
+        if not rows:
+            continue
+        changes = [ledger.Change(row, {"state": ApprovalState.EXPIRED.value,
+                                       "last_actor_id": None, "last_action_at": now},
+                                 action="item.expire",
+                                 data={"policy_version": version, "expire_after_days": days})
+                   for row in rows]
+        done = [c.item_id for c in ledger.apply_changes(actor, tenant_id, changes, now=now,
+                                                        lost="skip")]
+        if not done:
+            continue
+        db.session.execute(
+            update(ApprovalStep.__table__)
+            .where(ApprovalStep.item_id.in_(done),
+                   ApprovalStep.state.in_((StepState.OPEN.value, StepState.WAITING.value)))
+            .values(state=StepState.CANCELLED.value))
+        db.session.execute(
+            update(ApprovalLinkToken.__table__)
+            .where(ApprovalLinkToken.item_id.in_(done), ApprovalLinkToken.used_at.is_(None),
+                   ApprovalLinkToken.revoked_at.is_(None))
+            .values(revoked_at=now, revoked_reason=RevokeReason.CLOSED.value))
+        expired += len(done)
+    return expired

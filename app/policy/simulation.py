@@ -92,9 +92,16 @@ class Simulation:
     queues: dict = field(default_factory=dict)
 
 
-def _chain(steps) -> list[tuple[str, str]]:
-    return [(s["role"], str(s["min_limit"])) if isinstance(s, dict) else (s[0], str(s[1]))
-            for s in steps or []]
+def _chain(steps) -> list[tuple]:
+    """Steps as comparable tuples: role, limit and how the step is routed (group, quorum,
+    owner field), from a receipt's dicts or the engine's steps alike."""
+    out = []
+    for s in steps or []:
+        routing = ({k: v for k, v in s.items() if k in engine.ROUTING_KEYS}
+                   if isinstance(s, dict) else getattr(s, "routing", {}))
+        role, limit = (s["role"], s["min_limit"]) if isinstance(s, dict) else (s[0], s[1])
+        out.append((role, str(limit), *sorted(routing.items())))
+    return out
 
 
 def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulation:
@@ -222,7 +229,9 @@ def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
 
 
 def _steps_words(steps) -> str:
-    return ", then ".join(f"{s['role']} ≥ {s['min_limit']}" for s in steps or [])
+    from app.policy.forms import step_line
+
+    return ", then ".join(step_line(s).replace(">=", "≥") for s in steps or [])
 
 
 def outcome_text(rule) -> str:
@@ -253,6 +262,8 @@ def version_lines(policy: PolicyVersion | None) -> list[str]:
         f" items, {policy.daily_auto_amount or 'any amount'}",
         f"QA sample: {policy.qa_sample_pct}% to the “{engine.QA_QUEUE}” queue "
         f"({policy.qa_role})",
+        "expire undecided approvals after: "
+        + (f"{policy.expire_after_days} days" if policy.expire_after_days else "never"),
         "fallback steps: " + ", then ".join(f"{s['role']} ≥ {s['min_limit']}"
                                             for s in policy.fallback_steps or []),
     ]

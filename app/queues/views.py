@@ -8,7 +8,7 @@ from sqlalchemy import exists, false, func, or_, select, text, true
 
 from app.actors import Actor
 from app.extensions import db
-from app.approvals.models import ApprovalAssignment
+from app.approvals.models import ApprovalAssignment, ApprovalStepMember, ApprovalVote
 from app.models import (
     ApprovalStep,
     Kind,
@@ -232,7 +232,14 @@ def _waiting(actor: Actor, tenant_id: int | None) -> tuple[list[int], int]:
               .where(ApprovalStep.state == StepState.OPEN.value,
                      ApprovalStep.approver_id.is_(None),
                      ApprovalAssignment.approver_id.in_(people)))
-    steps = reserved.union_all(routed).subquery()
+    # And the parallel steps where these people are members who have not voted yet.
+    voted = exists().where(ApprovalVote.step_id == ApprovalStepMember.step_id,
+                           ApprovalVote.member_id == ApprovalStepMember.user_id)
+    members = (select(ApprovalStepMember.item_id, ApprovalStepMember.user_id)
+               .join(ApprovalStep, ApprovalStep.id == ApprovalStepMember.step_id)
+               .where(ApprovalStep.state == StepState.OPEN.value,
+                      ApprovalStepMember.user_id.in_(people), ~voted))
+    steps = reserved.union_all(routed, members).subquery()
     query = (select(WorkItem.id, WorkItem.tenant_id, WorkItem.amount, WorkItem.assignee_id,
                     steps.c.approver)
              .join(steps, steps.c.item_id == WorkItem.id)
@@ -276,11 +283,23 @@ def decidable_now(actor: Actor, roles: dict[int, set[str]], approvals_only: bool
         & exists().where(
             ApprovalStep.item_id == WorkItem.id, ApprovalStep.state == StepState.OPEN.value,
             ApprovalStep.role.in_(step_roles), ApprovalStep.min_limit <= limit,
+            ApprovalStep.need.is_(None),
             or_(ApprovalStep.approver_id.is_(None), ApprovalStep.approver_id == me))
         for (step_roles, limit), tenants in sorted(groups.items())]
+    # A parallel step: the viewer is one of its members and has not voted on it.
+    per_group.append(
+        WorkItem.tenant_id.in_([t for ts in groups.values() for t in ts])
+        & exists().where(
+            ApprovalStepMember.item_id == WorkItem.id, ApprovalStepMember.user_id == me,
+            ApprovalStep.id == ApprovalStepMember.step_id,
+            ApprovalStep.state == StepState.OPEN.value,
+            ~exists().where(ApprovalVote.step_id == ApprovalStepMember.step_id,
+                            ApprovalVote.decided_by_id == me)))
     decided_earlier = exists().where(
         ApprovalStep.item_id == WorkItem.id, ApprovalStep.state == StepState.APPROVED.value,
-        or_(ApprovalStep.decided_by_id == me, ApprovalStep.on_behalf_of_id == me))
+        or_(ApprovalStep.decided_by_id == me, ApprovalStep.on_behalf_of_id == me)) | exists(
+        ).where(ApprovalVote.item_id == WorkItem.id, ApprovalVote.decision == "approve",
+                or_(ApprovalVote.decided_by_id == me, ApprovalVote.member_id == me))
     decidable = (or_(*per_group) if len(per_group) > 1 else per_group[0]) & or_(
         WorkItem.requester_id.is_(None), WorkItem.requester_id != me) & ~decided_earlier
     return decidable if approvals_only else or_(not_approval, decidable)

@@ -2,7 +2,8 @@
 turns at risk is reported to its tenant's managers; one that breaches is raised a priority
 step, optionally moved to the least-loaded colleague (the tenant's sla_reassign_on_breach,
 off by default), and reported to them. Each happens once per item and level; the reports of
-one sweep reach each manager as one digest mail."""
+one sweep reach each manager as one digest mail. Approvals past their policy's expiry are
+closed as expired."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -64,6 +65,12 @@ def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
         record_notices(at_risk)
         commit()
         last_id = rows[-1].id
+    # Approvals nobody decided within their policy's expiry are closed as expired.
+    from app.policy.services import expire_overdue
+
+    while (expired := expire_overdue(SYSTEM, now)):
+        counts["expired"] += expired
+        commit()
     queue_sla_digest()
     commit()
     return dict(counts)

@@ -66,6 +66,11 @@ def outcome_message(item: WorkItem, action: str) -> str:
     """What an action truly did, in a sentence the person who acted reads next: an approval
     whose first of two steps was approved is not "approved"."""
     ref = item.external_ref or f"#{item.id}"
+    if action in ("approve", "reject") and item.kind == Kind.APPROVAL.value \
+            and item.state == "pending":
+        vote = _vote_message(item, action, ref)
+        if vote:
+            return vote
     if action == "approve" and item.kind == Kind.APPROVAL.value and item.state == "pending":
         steps = sorted(item.steps, key=lambda s: s.position)
         done = sum(1 for s in steps if s.state == StepState.APPROVED.value)
@@ -77,3 +82,18 @@ def outcome_message(item: WorkItem, action: str) -> str:
     if action == "reassign":
         return f"Reassigned {ref} to {item.assignee.name if item.assignee else 'nobody'}"
     return f"{_DONE_WORDS.get(action, action.replace('_', ' ').capitalize())} {ref}"
+
+
+def _vote_message(item: WorkItem, action: str, ref: str) -> str | None:
+    """After a vote that left a parallel step open: what the vote did and what the step still
+    needs."""
+    step = item.current_step()
+    progress = approvals.step_progress(step) if step is not None else None
+    if progress is None:
+        return None
+    more = progress["more"]
+    needs = f"step {step.position} needs {more} more approval{'s' if more != 1 else ''}"
+    if action == "reject":
+        return (f"Your rejection of {ref} is counted; {needs}, and it is rejected once that "
+                "can no longer be met")
+    return f"Your approval of {ref} is counted — {needs}"

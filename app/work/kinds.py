@@ -1,6 +1,7 @@
 """What each kind of work carries: its subtypes, its typed detail fields, its codes."""
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from app.errors import ValidationFailed
@@ -47,6 +48,11 @@ DETAIL_FIELDS: dict[str, dict[str, type]] = {
         "vendor": str,
         "cost_centre": str,
         "gl_account": str,
+        # Owners the source system names: a policy step may route to them ("owner FIELD else
+        # role"); app.approvals.services.name_owner falls back to the role.
+        "account_owner_email": str,
+        "cost_centre_owner_email": str,
+        "budget_holder_email": str,
     },
     Kind.BILLING_EXCEPTION.value: {
         "invoice_number": str,
@@ -69,12 +75,17 @@ SUBTYPE_FIELDS: dict[str, tuple[str, ...]] = {
     "credit_memo": ("invoice_number",),
     "refund": ("invoice_number",),
     "write_off": ("invoice_number",),
-    "purchase_request": ("cost_centre", "gl_account", "vendor"),
+    "purchase_request": ("cost_centre", "gl_account", "vendor", "cost_centre_owner_email"),
     "invoice_release": ("invoice_number",),
     "vendor_bill": ("vendor", "invoice_number", "cost_centre", "gl_account"),
 }
 
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
+
 DETAIL_LABELS = {
+    "account_owner_email": ("Account owner", "{}"),
+    "cost_centre_owner_email": ("Cost centre owner", "{}"),
+    "budget_holder_email": ("Budget holder", "{}"),
     "discount_pct": ("Discount", "{}%"),
     "payment_terms_days": ("Payment terms", "{} days"),
     "standard_terms_days": ("Standard terms", "{} days"),
@@ -142,10 +153,16 @@ def clean_details(kind: str, details: dict | None) -> dict:
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError
                 cleaned[name] = int(value)
+            elif name.endswith("_email"):
+                email = str(value).strip().lower()
+                if not EMAIL.match(email):
+                    raise ValueError
+                cleaned[name] = email
             else:
                 cleaned[name] = str(value)
         except (ValueError, InvalidOperation):
-            errors[name] = f"must be a {expected.__name__.lower()}"
+            errors[name] = ("must be an email address" if name.endswith("_email")
+                            else f"must be a {expected.__name__.lower()}")
     if errors:
         raise ValidationFailed("Some details are not valid.", errors)
     return cleaned

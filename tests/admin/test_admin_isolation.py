@@ -15,6 +15,7 @@ from app.admin import services
 from app.admin.models import PendingMembershipChange, TenantClosure
 from app.errors import NotFound
 from app.extensions import db
+from app.models import ApproverGroup
 from app.unit_of_work import commit
 from tests.conftest import actor, csrf_from
 
@@ -38,9 +39,11 @@ def northwind_things(org):
                                      after={"roles": ["admin", "approver"],
                                             "approval_limit": "10.00"})
     db.session.add(change)
+    group = ApproverGroup(tenant_id=org.northwind.id, name="Treasury")
+    db.session.add(group)
     commit()
     return {"slug": "northwind", "user_id": org.approver.id, "closure_id": closure.id,
-            "change_id": change.id}
+            "change_id": change.id, "group_id": group.id}
 
 
 def _snapshot() -> dict:

@@ -321,3 +321,28 @@ def test_an_unknown_tenant_in_a_policy_url_is_not_found(client, auth, admins):
     auth.login(author.email)
     assert client.get("/admin/t/no-such-tenant/policy/").status_code == 404
     assert client.get("/admin/policy/999/versions/1").status_code == 404
+
+
+def test_steps_are_checked_live_with_groups_quorums_and_owners_in_words(
+        client, auth, admins, make_user):
+    from app.admin.groups import create_group
+    from app.unit_of_work import commit
+    from tests.conftest import SYSTEM
+
+    tenant, author, _checker = admins
+    anna = make_user("anna@x.test", [tenant], roles=("approver",))
+    create_group(SYSTEM, tenant, name="Treasury", member_ids=[anna.id])
+    commit()
+    auth.login(author.email)
+    path = f"/admin/t/{tenant.slug}/policy/check-steps"
+    page = f"/admin/t/{tenant.slug}/policy/"
+    good = _post(client, auth, path, {"steps": 'all of group "Treasury" >= 5000\n'
+                                               "owner account_owner_email else manager"}, page)
+    assert ("✓ all of group \"Treasury\" ≥ 5000.00 (1 member today), then owner "
+            "account_owner_email else manager") in good.text.replace("&#34;", '"')
+    unknown = _post(client, auth, path, {"steps": '2 of group "Deal desk"'}, page)
+    assert "line 1: there is no approver group named “Deal desk”" in unknown.text
+    too_few = _post(client, auth, path, {"steps": '2 of group "Treasury"'}, page)
+    assert "“Treasury” has 1 member: 2 of them can never approve" in too_few.text
+    field = _post(client, auth, path, {"steps": "owner favourite_colour else manager"}, page)
+    assert "the owner field must be one of" in field.text
