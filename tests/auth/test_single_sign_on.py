@@ -494,5 +494,6 @@ def test_the_sign_in_page_finds_a_tenants_single_sign_on_by_its_name(client, sso
     assert 'href="/login/sso/northwind?next=/requests/"' in found.text
     assert "Sign in with Northwind" in found.text
     missing = client.get("/login?tenant=nowhere")
-    assert "There is no single sign-on for that name." in missing.text
+    assert "There is no single sign-on for “nowhere”" in missing.text
+    assert 'value="nowhere"' in missing.text  # the name tried stays in the field to correct
     assert "/login/sso/" not in missing.text
