@@ -29,6 +29,12 @@ def mail_password_link(message) -> None:
     purpose = payload["purpose"]
     if already_sent(f"password:{message.id}"):
         return  # a retry after the mail went (or may have): its link stays the one that works
+    if purpose == PasswordLinkPurpose.RESET.value and payload.get("self_service"):
+        sso_tenant = _signs_in_through_sso_only(user)
+        if sso_tenant is not None:
+            # A password they could not use: tell them the way in instead, and issue no link.
+            _mail_single_sign_on_instead(user, sso_tenant, f"password:{message.id}")
+            return
     token, row = issue_password_link(user, tenant.id if tenant else None, purpose)
     invitation = purpose == PasswordLinkPurpose.INVITATION.value
     context = {
@@ -48,3 +54,25 @@ def mail_password_link(message) -> None:
               text=render_mail("mail/password_link.txt", **context),
               html=render_mail("mail/password_link.html", **context),
               kind=purpose, notice_key=f"password:{message.id}", secrets=(token,))
+
+
+def _signs_in_through_sso_only(user: User) -> Tenant | None:
+    """A tenant of the person's whose password sign-in is off (they are not one of its
+    admins, who keep it as a way in), or None: a password reset would give them nothing."""
+    from app.auth.sso import password_sign_in_refusal, sso_tenants_of
+
+    if password_sign_in_refusal(user) != "password sign-in off":
+        return None
+    tenants = sso_tenants_of(user)
+    return tenants[0] if tenants else None
+
+
+def _mail_single_sign_on_instead(user: User, tenant: Tenant, notice_key: str) -> None:
+    base = current_app.config["APP_BASE_URL"].rstrip("/")
+    context = {"brand": brand(tenant), "recipient": user, "tenant": tenant,
+               "sso_url": f"{base}/login?tenant={tenant.slug}"}
+    send_mail(tenant=tenant, recipient=user,
+              subject=f"Sign in to {tenant.display_name} through single sign-on",
+              text=render_mail("mail/sso_instead.txt", **context),
+              html=render_mail("mail/sso_instead.html", **context),
+              kind="reset_sso_instead", notice_key=notice_key)

@@ -226,6 +226,17 @@ def sso_tenant_named(slug: str | None) -> Tenant | None:
         return None
 
 
+def sso_tenants_of(user: User) -> list[Tenant]:
+    """The person's tenants whose password sign-in is off (they sign in through SSO)."""
+    ids = [m.tenant_id for m in user.memberships]
+    if not ids:
+        return []
+    return list(db.session.scalars(
+        select(Tenant).join(TenantSingleSignOn, TenantSingleSignOn.tenant_id == Tenant.id)
+        .where(Tenant.id.in_(ids), TenantSingleSignOn.enabled.is_(True),
+               TenantSingleSignOn.password_sign_in_off.is_(True)).order_by(Tenant.id)))
+
+
 def password_sign_in_refusal(user: User) -> str | None:
     """Why `user` may not sign in with a password, or None. A member of a tenant whose
     password sign-in is off must use its provider; that tenant's admins may (break-glass) if

@@ -209,3 +209,27 @@ def test_concurrent_first_requests_for_one_address_both_count_and_neither_fails(
     rows = db.session.scalars(select(LoginThrottle).where(
         LoginThrottle.key.like("reset-email:%"))).all()
     assert [row.failures for row in rows] == [2]
+
+
+def test_a_member_whose_organisation_signs_in_through_sso_is_mailed_the_way_in_not_a_link(
+        app, ann, northwind, relaying, inbox, client):
+    """Password sign-in is off in Ann's tenant: a password would give her nothing, so the reset
+    mails her the tenant's single sign-on link and issues no password link. The page answers
+    as for anyone else."""
+    from app.actors import Actor
+    from app.auth.sso import update_single_sign_on
+
+    update_single_sign_on(Actor.system("tests"), northwind, enabled=True,
+                          issuer="https://login.example.com", client_id="cleardesk",
+                          client_secret="s3cret", allowed_domains="example.com",
+                          jit_enabled=False, jit_role="requester", password_sign_in_off=True)
+    commit()
+    answer = _ask_for_reset(client, "ann@example.com")
+    assert answer.status_code == 200 and "If an active account has that address" in answer.text
+    run_worker(app)
+    [mail] = inbox.to("ann@example.com")
+    text = inbox.text(mail)
+    assert "single sign-on" in mail["Subject"]
+    assert "/login?tenant=northwind" in text and "no password to reset" in text
+    assert not LINK_RE.search(text)
+    assert db.session.scalar(select(func.count()).select_from(PasswordLink)) == 0
