@@ -195,6 +195,11 @@ def _changed(before: dict, after: dict) -> tuple[dict, dict]:
     return {k: before.get(k) for k in keys}, {k: after[k] for k in keys}
 
 
+# Slugs that name a page of Cleardesk's own where a tenant's slug goes in a URL
+# (`/login/sso/callback` beside `/login/sso/<slug>`).
+RESERVED_SLUGS = frozenset({"callback"})
+
+
 def create_tenant(actor: Actor, *, slug: str, **settings) -> Tenant:
     """A new tenant; whoever creates it (an admin of some tenant) becomes its first admin."""
     if actor.type is not ActorType.SYSTEM and not admin_tenants(actor):
@@ -203,6 +208,8 @@ def create_tenant(actor: Actor, *, slug: str, **settings) -> Tenant:
     errors = {}
     if not SLUG_RE.match(slug):
         errors["slug"] = "2 to 63 lower-case letters, digits or dashes"
+    elif slug in RESERVED_SLUGS:
+        errors["slug"] = "reserved by Cleardesk's own addresses; choose another"
     elif db.session.scalar(select(func.count()).select_from(Tenant).where(Tenant.slug == slug)):
         errors["slug"] = "already taken"
     try:

@@ -139,6 +139,9 @@ def test_an_admin_creates_a_tenant_and_becomes_its_admin(org, sign_in):
     assert again.status_code == 422 and "already taken" in again.text
     bad = post_form(admin, "/admin/tenants/new", {**SETTINGS, "slug": "Not A Slug!"})
     assert bad.status_code == 422 and "lower-case letters" in bad.text
+    # A tenant "callback" could never start single sign-on: /login/sso/callback is ours.
+    reserved = post_form(admin, "/admin/tenants/new", {**SETTINGS, "slug": "callback"})
+    assert reserved.status_code == 422 and "reserved" in reserved.text
 
 
 def test_closures_are_added_listed_used_by_the_calendar_and_removed(org, sign_in):
