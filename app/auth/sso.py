@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import re
 import secrets
 import time
@@ -53,6 +54,9 @@ ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES
 CLOCK_LEEWAY_SECONDS = 60
 FLOW_SECONDS = 10 * 60  # the time from leaving for the provider to coming back
 HTTP_TIMEOUT_SECONDS = 10
+# A discovery document or a key set is a few KB; more is not read (a provider cannot make
+# Cleardesk hold an endless answer in memory).
+MAX_DOCUMENT_BYTES = 512 * 1024
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -286,11 +290,16 @@ def _refuse_private(url: str, what: str) -> None:
 def _fetch_json(url: str, what: str) -> dict:
     _refuse_private(url, what)
     try:
-        response = requests.get(url, timeout=HTTP_TIMEOUT_SECONDS,
-                                headers={"Accept": "application/json"})
-        response.raise_for_status()
-        data = response.json()
-    except (requests.RequestException, ValueError) as error:
+        with requests.get(url, timeout=HTTP_TIMEOUT_SECONDS, stream=True,
+                          headers={"Accept": "application/json"}) as response:
+            response.raise_for_status()
+            raw = response.raw.read(MAX_DOCUMENT_BYTES + 1, decode_content=True)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise SingleSignOnRefused(
+                "Your organisation's sign-in service answered something unexpected. Ask "
+                "your admin.", f"{what} larger than {MAX_DOCUMENT_BYTES // 1024} KB")
+        data = json.loads(raw)
+    except (requests.RequestException, ValueError, RecursionError) as error:
         raise SingleSignOnRefused(
             "Your organisation's sign-in service could not be reached. Try again, or ask "
             "your admin.", f"{what} unavailable: {type(error).__name__}") from error

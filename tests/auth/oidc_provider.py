@@ -212,7 +212,10 @@ class OIDCProvider:
 
         @app.get("/jwks")
         def jwks():
-            return jsonify({"keys": [provider.key.as_dict(private=False)]})
+            keys = [provider.key.as_dict(private=False)]
+            if provider.tamper.get("huge_jwks"):  # megabytes of padding keys
+                keys += [{"kty": "oct", "kid": f"pad-{n}", "k": "A" * 1000} for n in range(2000)]
+            return jsonify({"keys": keys})
 
         @app.route("/authorize", methods=["GET", "POST"])
         def authorize():

@@ -207,6 +207,18 @@ def test_an_id_token_that_fails_a_check_is_refused(client, provider, sso, northw
     assert events("auth.login") == []
 
 
+def test_a_provider_answer_too_large_to_read_is_refused(client, provider, sso, northwind,
+                                                         make_user):
+    """A key set of megabytes is not read past 512 KB: the sign-in is refused, not held."""
+    make_user("ann@example.com", [northwind])
+    provider.add_person("ann@example.com")
+    provider.tamper["huge_jwks"] = True
+    refused = sign_in_through_provider(client, "ann@example.com")
+    assert refused.status_code == 403 and "answered something unexpected" in refused.text
+    assert not signed_in(client)
+    assert failure_reasons() == ["jwks larger than 512 KB"]
+
+
 def test_an_unverified_email_is_refused(client, provider, sso, northwind, make_user):
     make_user("ann@example.com", [northwind])
     provider.add_person("ann@example.com", email_verified=False)
