@@ -180,10 +180,10 @@ def reserve_idempotency_key(actor: Actor, key: str, fingerprint: str
     request with the same key waits there until the first commits and then inserts nothing
     and replays the first answer (or, if the first rolled back, claims the key itself). No
     savepoint and no failed statement, so the transaction stays usable on both databases."""
-    from app.audit.services import _dialect_insert
+    from app.audit.services import dialect_insert
 
     claimed = db.session.execute(
-        _dialect_insert()(IdempotencyRecord)
+        dialect_insert()(IdempotencyRecord)
         .values(tenant_id=actor.tenant_id, key=key, request_hash=fingerprint, status_code=0,
                 response_body={}, token_id=actor.extra.get("token_id"), created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["tenant_id", "key"])

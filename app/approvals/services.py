@@ -32,8 +32,8 @@ from app.types import utcnow
 from app.work import kinds, ledger
 from app.work.money import clean_item_amounts
 from app.work.services import (
-    _check_version,
-    _money,
+    check_version,
+    money_text,
     describe_user,
     get_item,
     require_action_role,
@@ -105,8 +105,8 @@ def check_can_decide(actor: Actor, item: WorkItem, action: str) -> tuple[Approva
     membership = actor.user.membership_in(item.tenant_id)
     if membership.approval_limit < step.min_limit:
         raise PermissionDenied(
-            f"Your approval limit ({_money(item, membership.approval_limit)}) is below what "
-            f"step {step.position} needs ({_money(item, step.min_limit)})."
+            f"Your approval limit ({money_text(item, membership.approval_limit)}) is below what "
+            f"step {step.position} needs ({money_text(item, step.min_limit)})."
         )
     return step, on_behalf_of
 
@@ -223,7 +223,7 @@ def _step_approved(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_o
     later = [s for s in item.steps if s.position > step.position
              and s.state == StepState.WAITING.value]
     if later:
-        _check_version(item, expected_version)
+        check_version(item, expected_version)
         _decide_step(step, actor, StepState.APPROVED.value, on_behalf_of, comment)
         later[0].state = StepState.OPEN.value
         # The next step's routing is part of this change and recorded in its event.
@@ -313,7 +313,7 @@ def _record_vote(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_of:
                  comment: str | None, expected_version: int | None, data: dict) -> WorkItem:
     """A vote that leaves the step open: the item stays pending, its version moves (so a
     page read before the vote shows the new count), and the vote is audited."""
-    _check_version(item, expected_version)
+    check_version(item, expected_version)
     now = utcnow()
     ledger.change_item(actor, item, ledger.touched(actor, item, now), action="approval.voted",
                        event_states=True, comment=comment, on_behalf_of_id=on_behalf_of,
@@ -497,7 +497,7 @@ def step_recipient(item: WorkItem, step: ApprovalStep, named: int | None = None)
     return db.session.get(User, delegate_id) if delegate_id else membership.user
 
 
-def _workload():
+def open_steps_per_approver():
     """Open steps per approver, reserved or routed."""
     who = func.coalesce(ApprovalStep.approver_id, ApprovalAssignment.approver_id)
     return (
@@ -516,7 +516,7 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     decide the step, so the work never lands with nobody; someone out of office whose
     delegation does not cover the item (its kind or amount) only when nobody present can."""
     excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
-    load = _workload()
+    load = open_steps_per_approver()
     ranked = (
         select(Membership)
         .join(User, User.id == Membership.user_id)

@@ -38,12 +38,13 @@ from app.types import utcnow
 from app.unit_of_work import CommitTimeList
 
 
-def _dialect_insert():
+def dialect_insert():
+    """The database's own INSERT construct (with ON CONFLICT), for upserts."""
     if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 def _advance_head(chain_id: int, count: int) -> tuple[int, str]:
@@ -59,7 +60,7 @@ def _advance_head(chain_id: int, count: int) -> tuple[int, str]:
     row = db.session.execute(stmt).one_or_none()
     if row is None:
         db.session.execute(
-            _dialect_insert()(AuditChainHead)
+            dialect_insert()(AuditChainHead)
             .values(chain_id=chain_id, last_seq=0, last_hash=GENESIS_HASH)
             .on_conflict_do_nothing()
         )

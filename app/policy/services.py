@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from app.actors import Actor, ActorType
 from app.approvals.models import ApprovalAssignment
 from app.bulk import insert_rows
-from app.audit.services import _dialect_insert, record_event
+from app.audit.services import dialect_insert, record_event
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import (
@@ -93,7 +93,7 @@ def receive_item(item: WorkItem) -> int | None:
 # Evaluating items: one function for the arrival job (one item) and the sweep (a batch).
 
 
-def _kill_switch_engaged(tenant_id: int) -> bool:
+def kill_switch_engaged(tenant_id: int) -> bool:
     return bool(db.session.scalar(select(PolicyKillSwitch.engaged)
                                   .where(PolicyKillSwitch.tenant_id == tenant_id)))
 
@@ -102,7 +102,7 @@ def _lock_budget(tenant: Tenant, now: datetime) -> PolicyBudgetDay:
     """The tenant's budget row for its local day, locked until commit (auto-approvals of one
     tenant spend it one transaction at a time)."""
     day = now.astimezone(ZoneInfo(tenant.timezone)).date()
-    db.session.execute(_dialect_insert()(PolicyBudgetDay)
+    db.session.execute(dialect_insert()(PolicyBudgetDay)
                        .values(tenant_id=tenant.id, day=day, count=0, amount=Decimal("0.00"))
                        .on_conflict_do_nothing())
     query = select(PolicyBudgetDay).where(PolicyBudgetDay.tenant_id == tenant.id,
@@ -138,13 +138,13 @@ class _Router:
     members and their workload read once per batch."""
 
     def __init__(self, tenant_id: int):
-        from app.approvals.services import _workload, standing_delegate
+        from app.approvals.services import open_steps_per_approver, standing_delegate
 
         self.members = db.session.scalars(
             select(Membership).where(Membership.tenant_id == tenant_id)
             .order_by(Membership.user_id)).all()
         self.by_user = {m.user_id: m for m in self.members}
-        load = _workload()
+        load = open_steps_per_approver()
         self.load = dict(db.session.execute(select(load.c.approver_id, load.c.n)).all())
         self.standing_delegate = standing_delegate
         self.today = utcnow().date()
@@ -221,7 +221,7 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
     verdicts: list[tuple] = []
     if pending:
         rejections = rejections_by_counterparty(tenant.id, [i.counterparty for i in pending], now)
-        kill = _kill_switch_engaged(tenant.id)
+        kill = kill_switch_engaged(tenant.id)
         budget_row = budget = None
         if compiled is not None and any(r.outcome == Outcome.AUTO_APPROVE.value
                                         for r in compiled.rules):

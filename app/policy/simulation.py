@@ -18,7 +18,7 @@ from app.policy import engine
 from app.policy.models import PolicyDecision, PolicyVersion
 from app.policy.rules import KIND_WORDS
 from app.policy.services import (
-    _kill_switch_engaged,
+    kill_switch_engaged,
     get_version,
     policy_in_force,
     rejections_by_counterparty,
@@ -128,7 +128,7 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
         .where(WorkItem.tenant_id == tenant_id, WorkItem.kind == Kind.APPROVAL.value,
                WorkItem.created_at >= now - timedelta(days=days))
         .order_by(WorkItem.id).limit(MAX_ITEMS + 1)).all()
-    kill = _kill_switch_engaged(tenant_id)
+    kill = kill_switch_engaged(tenant_id)
     result = Simulation(days=days, kill_switch=kill, truncated=len(rows) > MAX_ITEMS)
     rows = rows[:MAX_ITEMS]
     rejections = rejections_by_counterparty(tenant_id, [r.counterparty for r in rows], now)

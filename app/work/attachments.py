@@ -257,7 +257,7 @@ def attach_files(actor: Actor, item: WorkItem, uploads: list[Upload]) -> list[At
     a row each, and, through the ledger, a new version of the item (the facts an approver
     decides on changed: an email link sent before is superseded) with an `attachment.added`
     audit event each. The caller has found the item through the tenant scoping."""
-    from app.audit.services import _dialect_insert
+    from app.audit.services import dialect_insert
     from app.work import ledger
 
     if not uploads:
@@ -271,7 +271,7 @@ def attach_files(actor: Actor, item: WorkItem, uploads: list[Upload]) -> list[At
     rows = []
     for file in checked:
         db.session.execute(
-            _dialect_insert()(AttachmentBlob)
+            dialect_insert()(AttachmentBlob)
             .values(sha256=file.sha256, size=len(file.data), data=file.data)
             .on_conflict_do_nothing(index_elements=["sha256"]))
         row = Attachment(tenant_id=item.tenant_id, item_id=item.id, file_name=file.name,

@@ -85,7 +85,7 @@ def get_item(actor: Actor, item_id: int) -> WorkItem:
 # Helpers shared by every change.
 
 
-def _check_version(item: WorkItem, expected_version: int | None) -> None:
+def check_version(item: WorkItem, expected_version: int | None) -> None:
     if expected_version is not None and item.version != expected_version:
         raise conflict_for(item)
 
@@ -96,7 +96,7 @@ def _require_member(actor: Actor, item: WorkItem) -> set[str]:
     return actor.roles_in(item.tenant_id)
 
 
-def _money(item: WorkItem, amount: Decimal) -> str:
+def money_text(item: WorkItem, amount: Decimal) -> str:
     return f"{item.currency} {amount:,.2f}"
 
 
@@ -485,7 +485,7 @@ def transition(
         raise InvalidTransition(
             f"Cannot {action.replace('_', ' ')} an item that is {from_state.replace('_', ' ')}."
         )
-    _check_version(item, expected_version)
+    check_version(item, expected_version)
     now = utcnow()  # one moment for the change, its SLA clock and its record
     if before_flush:
         before_flush(item)
@@ -541,7 +541,7 @@ def claim_item(actor: Actor, item_id: int, expected_version: int | None = None) 
         return item
     if item.assignee_id is not None:
         raise _claim_conflict(item)
-    _check_version(item, expected_version)
+    check_version(item, expected_version)
     now = utcnow()
     return ledger.change_item(
         actor, item, {"assignee_id": actor.user_id, "claimed_at": now,
@@ -564,7 +564,7 @@ def release_item(actor: Actor, item_id: int, expected_version: int | None = None
         return item
     if item.assignee_id != actor.user_id and Role.MANAGER.value not in roles:
         raise PermissionDenied(f"Only {describe_user(item.assignee)} or a manager can release it.")
-    _check_version(item, expected_version)
+    check_version(item, expected_version)
     now = utcnow()
     return ledger.change_item(
         actor, item, {"assignee_id": None, "claimed_at": None, **ledger.touched(actor, item, now)},
@@ -584,7 +584,7 @@ def reassign_item(actor: Actor, item_id: int, assignee_id: int,
     if target is None or not target.user.active or not target.role_set & WORKER_ROLES[item.kind]:
         raise ValidationFailed("That person cannot work this item.",
                                {"assignee_id": "not a member who works this kind of item"})
-    _check_version(item, expected_version)
+    check_version(item, expected_version)
     previous = item.assignee_id
     now = utcnow()
     ledger.change_item(
