@@ -4,6 +4,7 @@ the ID token and the person, just-in-time membership, password sign-in off, the 
 and the access review."""
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -23,7 +24,7 @@ from app.models import Tenant
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.auth.oidc_provider import OIDCProvider
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import DATABASE, PASSWORD, csrf_from
 
 SYSTEM = Actor.system("tests")
 TEST_CLIENT_CALLBACK = "http://localhost/login/sso/callback"
@@ -262,6 +263,38 @@ def test_just_in_time_membership_makes_the_person_with_the_default_role(
     assert [(e.tenant_id, e.data["email"], e.data["role"]) for e in joined] == [
         (northwind.id, "newcomer@example.com", "approver")]
     assert events("auth.login")[-1].data["joined"] is True
+
+
+@pytest.mark.skipif(DATABASE != "postgresql",
+                    reason="SQLite runs one writer at a time: the race is PostgreSQL's")
+def test_two_first_sign_ins_of_one_newcomer_at_once_make_one_account(app, provider, northwind):
+    """The same new person comes back from the provider in two browsers at the same moment:
+    one account and one membership are made; the other sign-in either finds it or is told to
+    sign in again, never a server error."""
+    configure(northwind, provider, jit=True)
+    provider.add_person("newcomer@example.com")
+    clients = [app.test_client(), app.test_client()]
+    callbacks = [at_provider(start(c), "newcomer@example.com") for c in clients]
+    gate = threading.Barrier(2)
+    answers = [None, None]
+
+    def come_back(n):
+        gate.wait()
+        answers[n] = back(clients[n], callbacks[n])
+
+    threads = [threading.Thread(target=come_back, args=(n,)) for n in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses in ([303, 303], [303, 403]), statuses
+    if statuses == [303, 403]:
+        assert failure_reasons() == ["joined concurrently"]
+    db.session.expire_all()
+    person = find_user_by_email("newcomer@example.com")
+    assert person is not None and len(person.memberships) == 1
+    assert len(events("auth.sso_joined")) == 1
 
 
 def test_just_in_time_membership_does_not_adopt_another_tenants_member(
