@@ -4,6 +4,7 @@ Chromium is Debian's, driven through Playwright's sync API (Playwright's own bro
 cannot work offline)."""
 import os
 import re
+import time
 
 import pytest
 
@@ -57,11 +58,16 @@ def sign_in_as_demo(page, role: str) -> None:
     page.wait_for_url(re.compile(r"/queues/mine$|/requests/$"))
 
 
-def wait_for_htmx(page, selector: str) -> None:
+def wait_for_htmx(page, selector: str, timeout: float = 15) -> None:
     """Wait until htmx has processed the element (a boosted navigation swaps the page in and
     processes its htmx attributes a moment later, in the settle step): an input typed into
-    before that triggers nothing, and on a loaded machine the moment can be long."""
-    page.wait_for_function(
-        "sel => { const e = document.querySelector(sel);"
-        " return !!(e && e['htmx-internal-data'] && e['htmx-internal-data'].initHash); }",
-        arg=selector)
+    before that triggers nothing, and on a loaded machine the moment can be long. Polled from
+    here: a wait_for_function that has to poll evaluates with eval in the page, which the
+    page's CSP refuses."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(
+            "sel => { const e = document.querySelector(sel);"
+            " return !!(e && e['htmx-internal-data'] && e['htmx-internal-data'].initHash); }",
+            selector):
+        assert time.monotonic() < deadline, f"htmx never processed {selector}"
+        page.wait_for_timeout(50)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -266,8 +267,13 @@ def test_bad_settings_and_branding_show_messages_next_to_their_fields(page, org,
     expect(page.locator(".topbar .brand")).to_contain_text("Northwind Finance")
     logo = page.locator(".topbar .brand img")
     expect(logo).to_have_count(1)
-    # The image loads after the page: wait until it has, then read its size.
-    page.wait_for_function("document.querySelector('.topbar .brand img').complete")
+    # The image loads after the page: wait until it has, then read its size. (Polled from here:
+    # a wait_for_function that has to poll evaluates its expression with eval in the page,
+    # which the page's CSP refuses.)
+    deadline = time.monotonic() + 15
+    while not page.evaluate("document.querySelector('.topbar .brand img').complete"):
+        assert time.monotonic() < deadline, "the logo never loaded"
+        page.wait_for_timeout(50)
     assert page.evaluate("document.querySelector('.topbar .brand img').naturalWidth") == 96
     shot(page, "branding-saved")
     db.session.expire_all()
