@@ -8,25 +8,21 @@ derived from SECRET_KEY by HKDF-SHA256 (its own salt and info, so the key is use
 else); a recovery code is kept as SHA-256 of a random per-code salt and the code."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 import secrets
 import time
-from functools import lru_cache
 
 import pyotp
 import segno
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
 from sqlalchemy import delete, exists, func, select, update
 
 from app.actors import Actor
 from app.audit.services import record_event
 from app.auth.models import RecoveryCode, SecondFactor
+from app.auth.sealing import fernet
 from app.errors import InvalidTransition, PermissionDenied
 from app.extensions import db
 from app.models import Membership, MembershipRole, Role, Tenant, User
@@ -50,15 +46,8 @@ class FactorRefused(PermissionDenied):
 # Encryption of the TOTP secret.
 
 
-@lru_cache(maxsize=8)
-def _fernet_for(secret_key: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"cleardesk second factor",
-               info=b"totp secret encryption v1").derive(secret_key.encode("utf-8"))
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def _fernet() -> Fernet:
-    return _fernet_for(str(current_app.config["SECRET_KEY"]))
+    return fernet(b"cleardesk second factor", b"totp secret encryption v1")
 
 
 def encrypt_secret(secret: str) -> str:

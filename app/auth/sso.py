@@ -11,22 +11,18 @@ An SSO sign-in counts as the provider's authentication: Cleardesk asks no TOTP c
 (the provider enforces its own factors), and a session it starts is not sent to enrol one."""
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import re
 import secrets
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -37,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
 from app.auth.models import SingleSignOnLink, TenantSingleSignOn, UserSession
+from app.auth.sealing import fernet
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant, User
@@ -74,15 +71,8 @@ class SingleSignOnRefused(PermissionDenied):
 # The client secret at rest: Fernet under a key derived from SECRET_KEY for this use only.
 
 
-@lru_cache(maxsize=8)
-def _fernet_for(secret_key: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"cleardesk single sign-on",
-               info=b"oidc client secret encryption v1").derive(secret_key.encode("utf-8"))
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def _fernet() -> Fernet:
-    return _fernet_for(str(current_app.config["SECRET_KEY"]))
+    return fernet(b"cleardesk single sign-on", b"oidc client secret encryption v1")
 
 
 def encrypt_client_secret(secret: str) -> str:
