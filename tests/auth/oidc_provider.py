@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pytest
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
@@ -235,3 +236,13 @@ class OIDCProvider:
             return server.create_token_response()
 
         return app
+
+
+@pytest.fixture
+def provider():
+    """A provider of its own for a test, stopped after it."""
+    provider = OIDCProvider().start()
+    try:
+        yield provider
+    finally:
+        provider.stop()

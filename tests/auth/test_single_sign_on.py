@@ -23,20 +23,11 @@ from app.extensions import db
 from app.models import Tenant
 from app.types import utcnow
 from app.unit_of_work import commit
-from tests.auth.oidc_provider import OIDCProvider
+from tests.auth.oidc_provider import OIDCProvider, provider  # noqa: F401 (fixture)
 from tests.conftest import DATABASE, PASSWORD, csrf_from
 
 SYSTEM = Actor.system("tests")
 TEST_CLIENT_CALLBACK = "http://localhost/login/sso/callback"
-
-
-@pytest.fixture
-def provider():
-    provider = OIDCProvider().start()
-    try:
-        yield provider
-    finally:
-        provider.stop()
 
 
 @pytest.fixture

@@ -8,16 +8,7 @@ import pytest
 from app.actors import Actor
 from app.auth.sso import update_single_sign_on
 from app.unit_of_work import commit
-from tests.auth.oidc_provider import OIDCProvider
-
-
-@pytest.fixture
-def provider():
-    provider = OIDCProvider().start()
-    try:
-        yield provider
-    finally:
-        provider.stop()
+from tests.auth.oidc_provider import provider  # noqa: F401 (fixture)
 
 
 def test_a_member_signs_in_through_the_tenants_provider_and_lands_in_the_queue(
