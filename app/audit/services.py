@@ -35,7 +35,7 @@ from app.extensions import db
 from app.models import Role, Tenant
 from app.outbox.services import add_message
 from app.types import utcnow
-from app.unit_of_work import CommitTimeList
+from app.unit_of_work import register_writer, unit_of_work
 
 
 def dialect_insert():
@@ -115,7 +115,7 @@ def record_event(
         "data": jsonable(payload),
         "prev_hash": None,
     }
-    PENDING_EVENTS.add(db.session(), fields)
+    unit_of_work().add("audit_events", fields)
     return fields
 
 
@@ -192,8 +192,9 @@ def write_pending_events(session, pending: list[dict]) -> None:
             session.execute(move_head)
 
 
-# Written last in the commit: the head row is the most contended lock a writer takes.
-PENDING_EVENTS = CommitTimeList("audit_events", write_pending_events, order=100)
+# Written last in the commit (UnitOfWork.WRITE_ORDER): the head row is the most contended lock
+# a writer takes.
+register_writer("audit_events", write_pending_events)
 
 
 @dataclass

@@ -6,7 +6,7 @@ the rollups before the change is taken away and its contribution after it added.
 rollups are always the same function of the items' current rows (`contributions`) — the bulk
 rebuild uses that same function — and they commit or roll back with the change itself: no lag,
 no watermark, no job to miss. A unit of work's changes are summed and written when it commits
-(app.unit_of_work.CommitTimeList), one upsert per rollup row, so those hot rows are locked for
+(app.unit_of_work.UnitOfWork), one upsert per rollup row, so those hot rows are locked for
 the commit only. The demo seed writes by COPY and then calls `rebuild_rollups`.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from app.dashboard.models import (
 )
 from app.models import Kind, SlaState, Tenant, WorkItem
 from app.sla.calendar import calendar_for
-from app.unit_of_work import CommitTimeList
+from app.unit_of_work import register_writer, unit_of_work
 from app.work.states import FINAL_STATES
 
 # The item columns the rollups depend on.
@@ -195,7 +195,7 @@ def _apply_pending(session, collected: list[dict]) -> None:
     apply_deltas(session.connection(), total)
 
 
-PENDING_DELTAS = CommitTimeList("rollup_deltas", _apply_pending, order=10)
+register_writer("rollup_deltas", _apply_pending)
 
 
 def apply_item_changes(session, changes: list[tuple[dict | None, dict]]) -> None:
@@ -212,7 +212,7 @@ def apply_item_changes(session, changes: list[tuple[dict | None, dict]]) -> None
                 tenants[facts.tenant_id] = session.get(Tenant, facts.tenant_id)
             _add(deltas, contributions(facts, tenants[facts.tenant_id]), sign)
     if deltas:
-        PENDING_DELTAS.add(session, deltas)
+        unit_of_work(session).add("rollup_deltas", deltas)
 
 
 def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:

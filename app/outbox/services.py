@@ -5,12 +5,13 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import inspect, or_, select, update
+from sqlalchemy import or_, select, update
 
 from app.audit.chain import jsonable
 from app.extensions import db
 from app.outbox.models import OutboxMessage
 from app.types import utcnow
+from app.unit_of_work import register_relay, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,6 @@ HANDLERS: dict[str, list[str]] = {
     "work.assigned": ["app.exceptions.notifications.mail_assignment_notices"],
 }
 
-_PENDING_KEY = "cleardesk_outbox_pending"
 RELAY_CHUNK = 500
 # A message relayed this long ago but still not processed is relayed again by the sweep, unless
 # its job is still in flight: a Redis that came back empty is caught up by the next sweep, and
@@ -82,7 +82,7 @@ def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessa
         raise ValueError(f"unknown outbox topic {topic!r}")
     message = OutboxMessage(topic=topic, payload=jsonable(payload), tenant_id=tenant_id)
     db.session.add(message)
-    db.session.info.setdefault(_PENDING_KEY, []).append(message)
+    unit_of_work().add_outbox(message)
     return message
 
 
@@ -99,8 +99,7 @@ def add_messages(topic: str, payloads: list[dict], tenant_id: int | None) -> lis
     ids = insert_rows(OutboxMessage.__table__,
                       [{"topic": topic, "payload": jsonable(p), "tenant_id": tenant_id,
                         "created_at": now, "attempts": 0} for p in payloads], with_ids=True)
-    # Plain ids: should a savepoint around them roll back, their delivery finds them missing.
-    db.session.info.setdefault(_PENDING_KEY, []).extend(ids)
+    unit_of_work().add_outbox(*ids)
     return ids
 
 
@@ -166,12 +165,4 @@ def pending_message_ids(limit: int = 500) -> list[int]:
     )
 
 
-def take_pending(session) -> list[int]:
-    """Ids of the messages this session wrote; call after the commit that saved them."""
-    messages = session.info.pop(_PENDING_KEY, None) or []
-    return [m if isinstance(m, int) else m.id for m in messages
-            if isinstance(m, int) or inspect(m).has_identity]
-
-
-def forget_pending(session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+register_relay(relay)

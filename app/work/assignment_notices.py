@@ -11,7 +11,7 @@ from app.actors import Actor
 from app.extensions import db
 from app.models import Kind, WorkItem
 from app.outbox.services import add_messages
-from app.unit_of_work import CommitTimeList
+from app.unit_of_work import register_writer, unit_of_work
 
 TOPIC = "work.assigned"
 # Approvals mail their approvers per step (approval.step_assigned); these kinds have no steps.
@@ -38,7 +38,7 @@ def note_assignment(actor: Actor, item: WorkItem, assignee_id: int | None, *,
                       by_name=actor.user.name if actor.user is not None else actor.label)
     if reason:
         notice["reason"] = reason  # said in the mail instead of who reassigned it
-    PENDING_NOTICES.add(db.session(), notice)
+    unit_of_work().add("assignment_notices", notice)
     return True
 
 
@@ -50,6 +50,4 @@ def _write_notices(session: Session, notices: list[dict]) -> None:
                  next(iter(tenants)) if len(tenants) == 1 else None)
 
 
-# Before the audit events (order 100), after the rollup deltas (10): the order does not matter
-# to them; it only needs to be in the commit.
-PENDING_NOTICES = CommitTimeList("assignment_notices", _write_notices, order=50)
+register_writer("assignment_notices", _write_notices)
