@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from app.access import install_access
 from app.config import load_config
 from app.extensions import csrf, db, htmx, login_manager, migrate
+from app.unit_of_work import App
 
 
-def create_app(config: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_relative_config=True)
+def create_app(config: dict | None = None) -> App:
+    app = App(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(load_config(app.instance_path, config))
     from app.params import install_params
@@ -44,7 +44,6 @@ def create_app(config: dict | None = None) -> Flask:
     from app.auth import models as auth_models  # noqa: F401
     from app.policy import models as policy_models  # noqa: F401
     from app.sla import models as sla_models  # noqa: F401
-    from app import unit_of_work  # noqa: F401  (installs the rollback listener)
     if app.config.get("LEDGER_GUARD"):
         # Tests: a write of work items that did not come through the ledger is refused.
         from app.work.ledger import guard_engine

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
+from functools import wraps
 
-from flask import current_app
+from flask import Flask, current_app, request
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session
 
+from app.errors import DomainError
 from app.extensions import db
 
 
@@ -182,3 +185,91 @@ def _end_unit(session, transaction) -> None:
     # The root transaction ended (committed, rolled back or closed): its unit ends with it.
     if transaction.parent is None and not transaction.nested:
         session.info.pop(_KEY, None)
+
+
+class AfterCommit:
+    """A view's answer that reads what the request changed as committed (the audit timeline,
+    the counts kept by rollups, both written at commit): rendered once the unit of work has
+    finished. `return after_commit(render_pane, item_id)`."""
+
+    def __init__(self, render: Callable, *args, **kwargs) -> None:
+        self.render, self.args, self.kwargs = render, args, kwargs
+
+    def __call__(self):
+        return self.render(*self.args, **self.kwargs)
+
+
+after_commit = AfterCommit
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class App(Flask):
+    """Flask, with every request one unit of work (Indico's RH.process): the view runs; if it
+    raised, nothing of it is kept; if it answered an error (4xx/5xx) or the request was a GET,
+    nothing is kept either (a GET changes nothing; what must be saved before an error answer
+    says so with `commit_now`); otherwise the unit finishes (written, committed, outbox
+    relayed) before the answer leaves. Routes never commit or roll back themselves."""
+
+    def dispatch_request(self):
+        try:
+            answer = super().dispatch_request()
+        except BaseException:
+            roll_back_quietly()
+            raise
+        if isinstance(answer, AfterCommit):
+            unit_of_work().finish()
+            return answer()
+        response = self.make_response(answer)
+        if response.status_code < 400 and request.method not in SAFE_METHODS:
+            unit_of_work().finish()
+        else:
+            roll_back_quietly()
+        return response
+
+
+def roll_back_quietly() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+        pass
+
+
+class Refusal:
+    """What `refused()` caught: falsy when the write path accepted the change."""
+
+    error = None
+
+    def __bool__(self) -> bool:
+        return self.error is not None
+
+
+@contextmanager
+def refused(*kinds: type[BaseException]):
+    """`with refused(ValidationFailed) as failed:` around a call of the write path whose refusal
+    the view answers itself (a form shown again with its errors, a message and a redirect):
+    the refusal rolls the unit of work back, and `failed.error` says why. Other errors go on
+    to the error pages. Without arguments, any DomainError."""
+    refusal = Refusal()
+    try:
+        yield refusal
+    except kinds or (DomainError,) as error:
+        roll_back_quietly()
+        refusal.error = error
+
+
+def background_job(function: Callable) -> Callable:
+    """A job (RQ's, or the CLI's) as one unit of work: finished when it returns, rolled back
+    when it raises (RQ then retries it or records it as failed). A job that works in batches
+    may `commit()` between them, each batch its own unit."""
+
+    @wraps(function)
+    def run(*args, **kwargs):
+        try:
+            result = function(*args, **kwargs)
+        except BaseException:
+            roll_back_quietly()
+            raise
+        unit_of_work().finish()
+        return result
+
+    return run

@@ -11,10 +11,10 @@ from jinja2_fragments.flask import render_block
 
 from app.actors import Actor
 from app.errors import DomainError
-from app.extensions import db, htmx
+from app.extensions import htmx
 from app.models import Role
 from app.types import tenant_time, utcnow
-from app.unit_of_work import database_unreachable
+from app.unit_of_work import database_unreachable, roll_back_quietly
 
 
 def current_actor() -> Actor:
@@ -44,6 +44,15 @@ def message_fragment(message: str, status: int, category: str = "error") -> Resp
     request's target (htmx swaps error responses only when told where)."""
     return htmx_response(render_template("_flash_one.html", category=category, message=message),
                          status, retarget="#messages", reswap="afterbegin")
+
+
+def form_errors(form, failed=None) -> dict[str, list[str]]:
+    """A form's field messages: its own checks' and those of the write path's refusal
+    (a ValidationFailed's `fields`), for the form shown again."""
+    errors = {name: list(messages) for name, messages in form.errors.items()}
+    for name, message in (getattr(failed, "fields", None) or {}).items():
+        errors.setdefault(name, []).append(message)
+    return errors
 
 
 def current_tenant_id() -> int | None:
@@ -137,7 +146,7 @@ def install_web(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError):
-        db.session.rollback()  # the unit of work failed; nothing of it is kept
+        # The unit of work failed and was rolled back (app.unit_of_work.App): nothing is kept.
         if wants_fragment():
             return message_fragment(error.message, error.status)
         template = {404: "errors/404.html", 403: "errors/403.html"}.get(
@@ -191,10 +200,7 @@ def bare_error_page(status: int, title: str, message: str) -> Response:
     """An error page that needs nothing but the process: no database, no signed-in user, no
     context processors (rendered straight from the template environment). For htmx, the
     message goes to the page's message area."""
-    try:
-        db.session.rollback()
-    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
-        pass
+    roll_back_quietly()
     if htmx:
         body = current_app.jinja_env.get_template("_flash_one.html").render(
             category="error", message=f"{title}. {message}")

@@ -17,3 +17,31 @@ def test_no_module_imports_another_modules_private_names():
                 found += [f"{path.relative_to(APP.parent)}:{node.lineno} {node.module}.{a.name}"
                           for a in node.names if a.name.startswith("_")]
     assert found == []
+
+
+def _calls(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted name) of every call in a module: `db.session.rollback()` is
+    'db.session.rollback'."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            parts, target = [], node.func
+            while isinstance(target, ast.Attribute):
+                parts.append(target.attr)
+                target = target.value
+            if isinstance(target, ast.Name):
+                parts.append(target.id)
+            found.append((node.lineno, ".".join(reversed(parts))))
+    return found
+
+
+def test_routes_neither_commit_nor_roll_back():
+    """A request is one unit of work, committed or rolled back by the request wrapper
+    (app.unit_of_work.App); a route that must save something before it answers says why with
+    commit_now, and one that answers a refusal itself uses `refused`."""
+    found = []
+    for path in sorted(APP.rglob("*routes.py")):
+        found += [f"{path.relative_to(APP.parent)}:{line} {name}()"
+                  for line, name in _calls(path)
+                  if name.split(".")[-1] in ("commit", "rollback")]
+    assert found == []

@@ -32,11 +32,10 @@ from app.auth import second_factor, sso
 from app.auth.forms import CodeForm, EmptyForm
 from app.auth.session import current_session
 from app.errors import ValidationFailed
-from app.extensions import db
 from app.models import Role
 from app.params import arg_id
-from app.unit_of_work import commit
-from app.web import current_actor, current_tenant_id, render_page
+from app.unit_of_work import commit_now, refused
+from app.web import current_actor, current_tenant_id, form_errors, render_page
 from app.webhooks.services import paused_subscriptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -54,14 +53,6 @@ def amount_filter(value) -> str:
         return f"{Decimal(str(value)):,.2f}"
     except InvalidOperation:
         return str(value)
-
-
-def _errors(form, failed: ValidationFailed | None = None) -> dict[str, list[str]]:
-    """Field messages from the form's own checks and from the service."""
-    errors = {name: list(messages) for name, messages in form.errors.items()}
-    for name, message in (failed.fields if failed else {}).items():
-        errors.setdefault(name, []).append(message)
-    return errors
 
 
 def _require_csrf(form) -> None:
@@ -110,20 +101,19 @@ def new_tenant():
         form.calendar_country.data = "US"
     else:
         _require_csrf(form)
-        try:
+        with refused(ValidationFailed) as refusal:
             tenant = services.create_tenant(
                 actor, slug=form.slug.data, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
                 work_end=form.work_end.data, max_item_amount=form.max_item_amount.data)
-            commit()
-        except ValidationFailed as error:
-            failed = error
+        if refusal:
+            failed = refusal.error
         else:
             flash(f"{tenant.name} is created; you are its admin.", "success")
             return redirect(url_for("admin.tenant", slug=tenant.slug), code=303)
     return _page("admin/tenant_settings.html", form=form, creating=True,
-                 errors=_errors(form, failed), failed=failed,
+                 errors=form_errors(form, failed), failed=failed,
                  timezones=sorted(services.timezone_names()),
                  status=422 if failed else 200)
 
@@ -139,22 +129,20 @@ def tenant(slug: str):
         form.working_days.data = [str(d) for d in tenant.working_days or []]
     else:
         _require_csrf(form)
-        try:
+        with refused(ValidationFailed) as refusal:
             services.update_tenant(
                 actor, tenant, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
                 work_end=form.work_end.data, max_item_amount=form.max_item_amount.data,
                 sla_reassign_on_breach=form.sla_reassign_on_breach.data)
-            commit()
-        except ValidationFailed as error:
-            db.session.rollback()
-            failed = error
+        if refusal:
+            failed = refusal.error
         else:
             flash("Settings saved.", "success")
             return redirect(url_for("admin.tenant", slug=slug), code=303)
     return _page("admin/tenant_settings.html", tenant=tenant, form=form, creating=False,
-                 errors=_errors(form, failed), failed=failed,
+                 errors=form_errors(form, failed), failed=failed,
                  timezones=sorted(services.timezone_names()),
                  status=422 if failed else 200)
 
@@ -167,21 +155,19 @@ def sign_in_settings(slug: str):
     failed = None
     if request.method == "POST":
         _require_csrf(form)
-        try:
+        with refused(ValidationFailed) as refusal:
             services.update_sign_in_settings(
                 actor, tenant, session_idle_minutes=form.session_idle_minutes.data,
                 session_max_hours=form.session_max_hours.data,
                 require_second_factor=form.require_second_factor.data,
                 step_up_amount=form.step_up_amount.data)
-            commit()
-        except ValidationFailed as error:
-            db.session.rollback()
-            failed = error
+        if refusal:
+            failed = refusal.error
         else:
             flash("Sign-in settings saved.", "success")
             return redirect(url_for("admin.sign_in_settings", slug=slug), code=303)
     return _page("admin/sign_in_settings.html", tenant=tenant, form=form,
-                 errors=_errors(form, failed), failed=failed, status=422 if failed else 200)
+                 errors=form_errors(form, failed), failed=failed, status=422 if failed else 200)
 
 
 @bp.route("/t/<slug>/single-sign-on", methods=["GET", "POST"])
@@ -197,17 +183,15 @@ def single_sign_on(slug: str):
         form.jit_role.data = row.jit_role if row else sso.JIT_ROLES[0]
     else:
         _require_csrf(form)
-        try:
+        with refused(ValidationFailed) as refusal:
             sso.update_single_sign_on(
                 actor, tenant, enabled=form.enabled.data, issuer=form.issuer.data,
                 client_id=form.client_id.data, client_secret=form.client_secret.data,
                 allowed_domains=form.allowed_domains.data, jit_enabled=form.jit_enabled.data,
                 jit_role=form.jit_role.data,
                 password_sign_in_off=form.password_sign_in_off.data)
-            commit()
-        except ValidationFailed as error:
-            db.session.rollback()
-            failed = error
+        if refusal:
+            failed = refusal.error
         else:
             flash("Single sign-on settings saved.", "success")
             return redirect(url_for("admin.single_sign_on", slug=slug), code=303)
@@ -215,7 +199,7 @@ def single_sign_on(slug: str):
                  has_secret=bool(row and row.client_secret_encrypted),
                  redirect_uri=url_for("auth.sso_callback", _external=True),
                  sign_in_link=url_for("auth.login", tenant=tenant.slug, _external=True),
-                 errors=_errors(form, failed), failed=failed, status=422 if failed else 200)
+                 errors=form_errors(form, failed), failed=failed, status=422 if failed else 200)
 
 
 @bp.route("/t/<slug>/branding", methods=["GET", "POST"])
@@ -227,21 +211,19 @@ def branding(slug: str):
     if request.method == "POST":
         _require_csrf(form)
         upload = request.files.get("logo")
-        try:
+        with refused(ValidationFailed) as refusal:
             services.update_branding(actor, tenant, brand_name=form.brand_name.data,
                                      brand_color=form.brand_color.data)
             if upload and upload.filename:
                 # Read one byte past the limit: enough to know it is too large.
                 services.set_logo(actor, tenant,
                                   upload.stream.read(services.MAX_LOGO_BYTES + 1))
-            commit()
-        except ValidationFailed as error:
-            db.session.rollback()
-            failed = error
+        if refusal:
+            failed = refusal.error
         else:
             flash("Branding saved.", "success")
             return redirect(url_for("admin.branding", slug=slug), code=303)
-    return _page("admin/branding.html", tenant=tenant, form=form, errors=_errors(form, failed),
+    return _page("admin/branding.html", tenant=tenant, form=form, errors=form_errors(form, failed),
                  failed=failed, max_logo_kb=services.MAX_LOGO_BYTES // 1024,
                  status=422 if failed else 200)
 
@@ -252,7 +234,6 @@ def remove_logo(slug: str):
     tenant = services.tenant_for_admin(actor, slug)
     _require_csrf(EmptyForm())
     services.remove_logo(actor, tenant)
-    commit()
     flash("Logo removed.", "success")
     return redirect(url_for("admin.branding", slug=slug), code=303)
 
@@ -266,13 +247,11 @@ def closures(slug: str):
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            try:
+            with refused(ValidationFailed) as refusal:
                 services.add_closure(actor, tenant, first_day=form.first_day.data,
                                      last_day=form.last_day.data, reason=form.reason.data)
-                commit()
-            except ValidationFailed as error:
-                db.session.rollback()
-                failed = error
+            if refusal:
+                failed = refusal.error
             else:
                 flash("Closure added: the SLA clock does not run on it.", "success")
                 return redirect(url_for("admin.closures", slug=slug), code=303)
@@ -280,7 +259,7 @@ def closures(slug: str):
             abort(400)
         status = 422
     return _page("admin/closures.html", tenant=tenant, form=form,
-                 closures=services.closures_of(actor, tenant), errors=_errors(form, failed),
+                 closures=services.closures_of(actor, tenant), errors=form_errors(form, failed),
                  status=status)
 
 
@@ -300,17 +279,15 @@ def groups(slug: str, group_id: int | None = None):
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            try:
+            with refused(ValidationFailed) as refusal:
                 if group is None:
                     groups_service.create_group(actor, tenant, name=form.name.data,
                                                 member_ids=form.members.data)
                 else:
                     groups_service.update_group(actor, tenant, group.id, name=form.name.data,
                                                 member_ids=form.members.data)
-                commit()
-            except ValidationFailed as error:
-                db.session.rollback()
-                failed = error
+            if refusal:
+                failed = refusal.error
             else:
                 flash("Group saved: policy steps that name it route to its members from now on.",
                       "success")
@@ -319,7 +296,7 @@ def groups(slug: str, group_id: int | None = None):
             abort(400)
         status = 422
     return _page("admin/groups.html", tenant=tenant, form=form, group=group,
-                 groups=groups_service.groups_of(actor, tenant), errors=_errors(form, failed),
+                 groups=groups_service.groups_of(actor, tenant), errors=form_errors(form, failed),
                  failed=failed, status=status)
 
 
@@ -329,7 +306,6 @@ def remove_closure(slug: str, closure_id: int):
     tenant = services.tenant_for_admin(actor, slug)
     _require_csrf(EmptyForm())
     services.remove_closure(actor, tenant, closure_id)
-    commit()
     flash("Closure removed.", "success")
     return redirect(url_for("admin.closures", slug=slug), code=303)
 
@@ -357,14 +333,12 @@ def new_person(slug: str):
         form.roles.data = [Role.REQUESTER.value]
         form.approval_limit.data = "0.00"
     elif form.validate_on_submit():
-        try:
+        with refused(ValidationFailed) as refusal:
             user, invited = services.invite_user(
                 actor, tenant, email=form.email.data, name=form.name.data,
                 roles=form.roles.data, approval_limit=form.approval_limit.data)
-            commit()
-        except ValidationFailed as error:
-            db.session.rollback()
-            failed, status = error, 422
+        if refusal:
+            failed, status = refusal.error, 422
         else:
             flash(f"{user.name} is invited: a mail with a link to set a password is on its way."
                   if invited else f"{user.name} already had an account and is now a member.",
@@ -375,7 +349,7 @@ def new_person(slug: str):
             abort(400)
         status = 422
     return _page("admin/person_new.html", tenant=tenant, form=form,
-                 errors=_errors(form, failed), status=status)
+                 errors=form_errors(form, failed), status=status)
 
 
 def _person_page(actor, tenant, membership, form=None, delegation_form=None, failed=None,
@@ -389,8 +363,8 @@ def _person_page(actor, tenant, membership, form=None, delegation_form=None, fai
     pending = [c for c in services.pending_changes(actor, tenant)
                if c.user_id == membership.user_id]
     return _page("admin/person.html", tenant=tenant, m=membership, person=membership.user,
-                 form=form, errors=_errors(form, failed), dform=delegation_form,
-                 derrors=_errors(delegation_form, delegation_failed), pending=pending,
+                 form=form, errors=form_errors(form, failed), dform=delegation_form,
+                 derrors=form_errors(delegation_form, delegation_failed), pending=pending,
                  colleagues=services.possible_delegates(tenant.id, membership.user_id),
                  status=status)
 
@@ -415,13 +389,12 @@ def person(slug: str, user_id: int):
         return _person_page(actor, tenant, membership)
     form = MembershipForm()
     _require_csrf(form)
-    try:
+    with refused(ValidationFailed) as refusal:
         result = services.change_membership(actor, tenant, user=membership.user,
                                             roles=form.roles.data,
                                             approval_limit=form.approval_limit.data)
-        commit()
-    except ValidationFailed as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         return _person_page(actor, tenant, membership, form=form, failed=error, status=422)
     if isinstance(result, PendingMembershipChange):
         flash("A change to your own roles or limit needs a second admin: it waits for another "
@@ -437,7 +410,6 @@ def _person_action(slug: str, user_id: int, action, done: str):
     services.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
     user = action(actor, tenant, user_id)
-    commit()
     flash(done.format(name=user.name), "success")
     return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
@@ -456,7 +428,6 @@ def remove_member(slug: str, user_id: int):
     services.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
     user = services.remove_member(actor, tenant, user_id)
-    commit()
     flash(f"{user.name} is no longer a member of {tenant.display_name}.", "success")
     return redirect(url_for("admin.people", slug=slug), code=303)
 
@@ -482,13 +453,12 @@ def delegation(slug: str, user_id: int):
         if "csrf_token" in form.errors:
             abort(400)
         return _person_page(actor, tenant, membership, delegation_form=form, status=422)
-    try:
+    with refused(ValidationFailed) as refusal:
         services.set_delegation(actor, tenant.id, user_id, delegate_id=form.delegate_id.data,
                                 first_day=form.first_day.data, last_day=form.last_day.data,
                                 kinds=form.kinds.data, max_amount=form.max_amount.data)
-        commit()
-    except ValidationFailed as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         return _person_page(actor, tenant, membership, delegation_form=form,
                             delegation_failed=error, status=422)
     flash("Out of office saved.", "success")
@@ -502,7 +472,6 @@ def clear_delegation(slug: str, user_id: int):
     services.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
     services.clear_delegation(actor, tenant.id, user_id)
-    commit()
     flash("Out of office ended.", "success")
     return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
@@ -527,7 +496,6 @@ def _decide_change(slug: str, change_id: int, decision: str):
     else:
         services.reject_change(actor, tenant, change_id)
         flash("Change rejected.", "success")
-    commit()
     return redirect(url_for("admin.people", slug=slug), code=303)
 
 
@@ -572,7 +540,6 @@ def second_factor_page():
 def start_second_factor():
     _require_csrf(EmptyForm())
     second_factor.start_enrolment(current_actor())
-    commit()
     return redirect(url_for("account.second_factor"), code=303)
 
 
@@ -583,10 +550,9 @@ def _with_code(action):
     _require_csrf(form)
     try:
         result = action(current_actor(), form.code.data or "")
-    except second_factor.FactorRefused as refused:
-        commit()
-        return None, _factor_page(status=422, error=refused.message)
-    commit()
+    except second_factor.FactorRefused as factor_refused:
+        commit_now("a wrong code is on record (and counts against the attempts)")
+        return None, _factor_page(status=422, error=factor_refused.message)
     return result, None
 
 
@@ -620,7 +586,6 @@ def disable_second_factor():
 def end_other_sessions():
     _require_csrf(EmptyForm())
     ended = auth_services.end_other_sessions(current_actor(), current_session().id)
-    commit()
     flash(f"Signed out everywhere else: {len(ended)} other session"
           f"{'' if len(ended) == 1 else 's'} ended." if ended
           else "You had no other sessions.", "success")
@@ -632,7 +597,6 @@ def end_session(session_id: str):
     _require_csrf(EmptyForm())
     ended = auth_services.end_session(current_actor(), session_id)
     current = ended.id == current_session().id
-    commit()
     if current:  # ended from its own page: as signing out
         logout_user()
         session.clear()
@@ -652,16 +616,14 @@ def set_password(token: str):
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
-            try:
+            with refused(ValidationFailed) as refusal:
                 # Signed in as the person (a reset while signed in): this session stays.
                 services.set_password_with_link(
                     token, form.password.data, form.confirm.data, request.remote_addr,
                     request.user_agent.string,
                     keep_session_id=auth_services.session_id_of(current_user.get_id()))
-                commit()
-            except ValidationFailed as error:
-                db.session.rollback()
-                failed = error
+            if refusal:
+                failed = refusal.error
             else:
                 flash("Your password is set. Sign in with it.", "success")
                 return redirect(url_for("auth.login"), code=303)
@@ -671,7 +633,7 @@ def set_password(token: str):
     # The invitation is in the tenant's branding (white-label) before anyone signs in.
     return render_page("admin/set_password.html", status=status, form=form, link=link,
                        nav_brand=link.tenant,
-                       errors=_errors(form, failed))
+                       errors=form_errors(form, failed))
 
 
 @account.route("/out-of-office", methods=["GET", "POST"])
@@ -692,18 +654,17 @@ def out_of_office():
         if not form.validate_on_submit():
             if "csrf_token" in form.errors:
                 abort(400)
-            forms[tenant_id], errors[tenant_id], status = form, _errors(form), 422
+            forms[tenant_id], errors[tenant_id], status = form, form_errors(form), 422
         else:
-            try:
+            with refused(ValidationFailed) as refusal:
                 services.set_delegation(actor, tenant_id, actor.user_id,
                                         delegate_id=form.delegate_id.data,
                                         first_day=form.first_day.data,
                                         last_day=form.last_day.data, kinds=form.kinds.data,
                                         max_amount=form.max_amount.data)
-                commit()
-            except ValidationFailed as error:
-                db.session.rollback()
-                forms[tenant_id], errors[tenant_id], status = form, _errors(form, error), 422
+            if refusal:
+                error = refusal.error
+                forms[tenant_id], errors[tenant_id], status = form, form_errors(form, error), 422
             else:
                 flash("Out of office saved.", "success")
                 return redirect(url_for("account.out_of_office"), code=303)
@@ -722,7 +683,6 @@ def clear_out_of_office():
     services.delegation_membership(actor, tenant_id, actor.user_id)
     _require_csrf(EmptyForm())
     services.clear_delegation(actor, tenant_id, actor.user_id)
-    commit()
     flash("Welcome back: out of office ended.", "success")
     return redirect(url_for("account.out_of_office"), code=303)
 

@@ -8,10 +8,9 @@ from app.access import declare_access
 from app.api.forms import RevokeForm, TokenForm
 from app.api.tokens import SCOPES, issue_token, revoke_token, tenant_tokens
 from app.errors import DomainError
-from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
 from app.models import Role
-from app.unit_of_work import commit
+from app.unit_of_work import refused
 from app.web import current_actor, render_page
 
 bp = Blueprint("api_admin", __name__, url_prefix="/admin/integrations")
@@ -41,14 +40,13 @@ def create_token():
     form = TokenForm()
     if not form.validate_on_submit():
         return _page(tenant, form, status=422)
-    try:
+    with refused(DomainError) as refusal:
         row, secret = issue_token(actor, tenant.id, form.name.data, form.scopes.data)
-    except DomainError as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         for name, message in getattr(error, "fields", {}).items():
             getattr(form, name, form.name).errors = [message]
         return _page(tenant, form, status=error.status)
-    commit()
     flash(f"Token “{row.name}” created. Copy it now: it is shown only this once.", "success")
     return _page(tenant, TokenForm(formdata=None), secret=secret)
 
@@ -60,6 +58,5 @@ def revoke(token_id: int):
     if not RevokeForm().validate_on_submit():
         abort(400)
     row = revoke_token(actor, tenant.id, token_id)
-    commit()
     flash(f"Token “{row.name}” revoked: it no longer works.", "success")
     return redirect(url_for("api_admin.tokens", tenant=tenant.id), code=303)

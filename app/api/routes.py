@@ -1,6 +1,6 @@
 """The JSON API under /api/v1: bearer tokens instead of sessions (so no CSRF), problem+json
 errors, a per-token rate limit. Thin: parse and validate with the schemas, call one service
-function, commit once, answer."""
+function, answer (the request wrapper commits once: app.unit_of_work.App)."""
 from __future__ import annotations
 
 import json
@@ -15,10 +15,10 @@ from app.api.openapi import openapi_document
 from app.api.problems import field_errors, problem
 from app.api.tokens import find_token, note_use, take_rate_limit, token_actor
 from app.errors import DomainError
-from app.extensions import csrf, db
+from app.extensions import csrf
 from app.params import API_BODY, BadParam, body_limit, whole_number
 from app.work.attachments import attachments_of, read_uploads, uploads_body_limit
-from app.unit_of_work import commit, database_unreachable
+from app.unit_of_work import commit_now, database_unreachable, roll_back_quietly
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -33,13 +33,11 @@ class ProblemResponse(Exception):
 
 @bp.errorhandler(ProblemResponse)
 def _problem_response(error: ProblemResponse):
-    db.session.rollback()
-    return error.response
+    return error.response  # the unit of work was rolled back (app.unit_of_work.App)
 
 
 @bp.errorhandler(DomainError)
 def _domain_error(error: DomainError):
-    db.session.rollback()  # the unit of work failed; nothing of it is kept
     return problem(error.status, error.message, getattr(error, "fields", None))
 
 
@@ -49,12 +47,11 @@ def _authenticate():
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     token = find_token(presented.strip()) if scheme.lower() == "bearer" else None
     if token is None:
-        db.session.rollback()
         return problem(401, "Send a valid, unrevoked API token as 'Authorization: Bearer "
                             "<token>'.", headers={"WWW-Authenticate": 'Bearer realm="cleardesk"'})
     ip, agent = request.remote_addr, request.user_agent.string
     if note_use(token, ip, agent):
-        commit()  # the use is kept even if the request's own work is then refused
+        commit_now("the token's use is kept even if the request's own work is then refused")
     g.api_token = token
     g.api_actor = token_actor(token, ip, agent)
     limit = take_rate_limit(token)
@@ -134,11 +131,9 @@ def _idempotent(change):
                                                    request.get_data(cache=True))
         record, replay = services.reserve_idempotency_key(g.api_actor, key, fingerprint)
         if replay is not None:
-            db.session.rollback()
             return _json(replay.body, replay.status, {"Idempotent-Replayed": "true"})
     status, body, headers = change()
     services.remember_answer(record, status, body)
-    commit()
     return _json(body, status, headers)
 
 
@@ -170,7 +165,6 @@ def list_items():
     files = attachments_of([i.id for i in items])
     body = {"items": [schemas.item_json(i, files[i.id]) for i in items],
             "next_cursor": next_cursor}
-    db.session.rollback()  # a read: end the transaction without a commit
     return _json(body)
 
 
@@ -178,7 +172,6 @@ def list_items():
 @allow(api_token="items:read")
 def get_item(item_id: int):
     body = schemas.item_json(services.read_item(g.api_actor, item_id))
-    db.session.rollback()
     return _json(body)
 
 
@@ -248,7 +241,6 @@ def item_events(item_id: int):
         actor=e.actor_label, from_state=e.from_state, to_state=e.to_state, comment=e.comment,
         data=services.public_event_data(e.data)).model_dump(mode="json") for e in events],
         "next_cursor": next_cursor}
-    db.session.rollback()
     return _json(body)
 
 
@@ -262,10 +254,7 @@ def install_api(app: Flask) -> None:
 
         def handler(error, status=status, previous=previous):
             if request.path.startswith(bp.url_prefix + "/") or request.path == bp.url_prefix:
-                try:
-                    db.session.rollback()
-                except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
-                    pass
+                roll_back_quietly()  # an error before the view (the wrapper rolls back its own)
                 message = getattr(error, "description", None) or "That did not work."
                 if status == 500 and database_unreachable(error):
                     return problem(503, "The database cannot be reached; the request changed "

@@ -20,10 +20,10 @@ from app.approvals.links import (
 from app.approvals.notifications import brand, item_summary, money
 from app.approvals.redaction import install_log_redaction
 from app.approvals.services import named_approver_id
-from app.errors import DomainError, ValidationFailed
+from app.errors import ValidationFailed
 from app.extensions import csrf, db
 from app.models import User
-from app.unit_of_work import commit
+from app.unit_of_work import commit_now, refused
 
 bp = Blueprint("approval_links", __name__, url_prefix="/a")
 declare_access(bp, anonymous=True)  # the link itself is the credential
@@ -102,21 +102,18 @@ def decide(token: str):
                 "This page was open too long or did not come from Cleardesk. Nothing was "
                 "changed; decide again below."))
         return _page(view, form, status=400, error="Choose Approve or Reject.")
-    try:
+    with refused() as refusal:
         view, item = decide_by_link(token, form.action.data, reason=form.reason.data,
                                     signed_in=_signed_in(), ip=ip, user_agent=agent,
                                     code=form.code.data)
-        commit()
-    except LinkRefused as refused:
-        db.session.rollback()
-        record_refusal(refused.view, ip, agent)
-        commit()
-        return _page(refused.view, form)
-    except ValidationFailed as error:
-        db.session.rollback()
+    error = refusal.error
+    if isinstance(error, LinkRefused):
+        record_refusal(error.view, ip, agent)
+        commit_now("the refused use of a link is on record, whatever the page answers")
+        return _page(error.view, form)
+    if isinstance(error, ValidationFailed):
         return _page(inspect_link(token, _signed_in()), form, status=422, error=error.message)
-    except DomainError as error:  # decided or changed at the same moment by someone else
-        db.session.rollback()
+    if error is not None:  # decided or changed at the same moment by someone else
         view = inspect_link(token, _signed_in())
         if view.ok:
             view.status, view.message = LinkStatus.NOT_PERMITTED, error.message

@@ -29,7 +29,7 @@ from app.extensions import db
 from app.models import Role, WorkItem
 from app.params import arg_id
 from app.replica import read_from_replica
-from app.unit_of_work import commit
+from app.unit_of_work import refused
 from app.web import current_actor, current_tenant_id, render_page
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -110,14 +110,13 @@ def create_export():
     form = ExportForm()
     if not form.validate_on_submit():
         abort(400)
-    try:
+    with refused(DomainError) as refusal:
         export = request_export(actor, tenant_id=form.tenant.data, export_format=form.format.data,
                                 date_from=form.date_from.data, date_to=form.date_to.data)
-        commit()
-    except DomainError as error:
+    if refusal:
+        error = refusal.error
         if error.status in (403, 404):
-            raise
-        db.session.rollback()
+            raise error
         flash(error.message, "error")
         return redirect(url_for("audit.events", tenant=form.tenant.data), code=303)
     return redirect(url_for("audit.export_status", export_id=export.id), code=303)
@@ -138,7 +137,6 @@ def download_export(export_id: int):
     path = export_path(export)
     if not path.is_file():
         raise NotFound("The export file is no longer there; export the range again.")
-    commit()
     mimetype = "text/csv" if export.format == ExportFormat.CSV.value else "application/x-ndjson"
     return send_file(path, mimetype=mimetype, as_attachment=True, download_name=export.file_name)
 
@@ -156,7 +154,6 @@ def access_review_csv():
     actor = current_actor()
     tenant = record_access_review_export(actor, arg_id(request.args, "tenant"))
     rows = views.access_review(tenant)
-    commit()
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(views.ACCESS_CSV_COLUMNS)
@@ -173,6 +170,5 @@ def acknowledge(alert_id: int):
     if not EmptyForm().validate_on_submit():
         abort(400)
     alert = acknowledge_alert(current_actor(), alert_id)
-    commit()
     flash("Alert acknowledged. Investigate before the next verification.", "success")
     return redirect(url_for("audit.events", tenant=alert.tenant_id), code=303)

@@ -29,7 +29,7 @@ from app.auth.sso import (
 )
 from app.errors import NotFound
 from app.params import local_path, whole_number
-from app.unit_of_work import commit
+from app.unit_of_work import commit_now
 from app.web import current_actor
 
 bp = Blueprint("auth", __name__)
@@ -52,10 +52,9 @@ def login():
         try:
             user = authenticate(form.email.data, form.password.data, ip, agent)
         except SignInRefused as refused:
-            commit()  # the failure count and its audit event are kept
+            commit_now("the failure count and its audit event are kept")
             error = refused.message
         except SecondFactorNeeded as needed:
-            commit()
             # The signed session cookie carries who passed the password, for a few minutes.
             session.clear()
             session[PENDING_KEY] = {"user_id": needed.user.id,
@@ -63,7 +62,6 @@ def login():
                                     "next": local_path(request.args.get("next"))}
             return redirect(url_for("auth.login_code"), code=303)
         else:
-            commit()
             session.clear()  # a fresh session (and CSRF token) on sign-in
             login_user(user)
             return redirect(_safe_next(request.args.get("next")), code=303)
@@ -92,10 +90,9 @@ def login_code():
             user = complete_sign_in(int(pending["user_id"]), form.code.data,
                                     request.remote_addr, request.user_agent.string)
         except SignInRefused as refused:
-            commit()  # the failure and its audit event are kept
+            commit_now("the failure and its audit event are kept")
             error = refused.message
         else:
-            commit()
             next_path = pending.get("next")
             session.clear()
             login_user(user)
@@ -124,7 +121,7 @@ def sso_start(slug: str):
     except NotFound as missing:
         return render_template("auth/sso_refused.html", message=missing.message), 404
     except SingleSignOnRefused as refused:
-        commit()  # the failure's audit event is kept
+        commit_now("the failure's audit event is kept, with an error page")
         return render_template("auth/sso_refused.html", message=refused.message), 502
     session[SSO_PENDING_KEY] = pending.as_dict()
     return redirect(url, code=303)
@@ -140,10 +137,11 @@ def sso_callback():
         user = finish_sign_in(pending, request.args.to_dict(), request.remote_addr,
                               request.user_agent.string)
     except SingleSignOnRefused as refused:
-        commit()  # the refusal and its audit event are kept
+        commit_now("the refusal and its audit event are kept, with an error page")
         return render_template("auth/sso_refused.html", message=refused.message), \
             400 if pending is None else 403
-    commit()
+    commit_now("the provider's answer comes as a GET (as OpenID Connect does it): the "
+               "sign-in it completes is saved")
     session.clear()  # a fresh session (and CSRF token) on sign-in
     login_user(user)
     return redirect(_safe_next(pending.next), code=303)
@@ -163,7 +161,7 @@ def forgot_password():
             error, status = refused.message, refused.status
         else:
             sent = True
-        commit()  # the throttle counts and the audit event are kept, also on refusal
+        commit_now("the throttle counts and the audit event are kept, also on refusal")
     elif request.method == "POST":
         if "csrf_token" in form.errors:
             abort(400)
@@ -184,7 +182,6 @@ def logout():
     if not EmptyForm().validate_on_submit():
         abort(400)
     sign_out(current_actor(), session_id_of(current_user.get_id()))
-    commit()
     logout_user()
     session.clear()
     flash("You are signed out.", "info")

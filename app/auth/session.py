@@ -12,7 +12,7 @@ from app.extensions import htmx, login_manager
 from app.models import User
 from app.params import path_of_url
 from app.types import utcnow
-from app.unit_of_work import commit
+from app.unit_of_work import commit_now
 
 
 def install_login(app: Flask) -> None:
@@ -50,11 +50,11 @@ def install_login(app: Flask) -> None:
             return
         if current_user.is_authenticated:
             if note_session_seen(g.user_session):
-                commit()
+                commit_now("a session's last use is kept whatever the request does")
             if g.get("must_enrol") and request.endpoint not in ENROLMENT_ENDPOINTS:
                 return enrolment_redirect()
         elif "session_timed_out" in g:
-            commit()
+            commit_now("the timed-out session's end is kept")
             flash("Your session ended: "
                   + ("it was open longer than your organisation allows."
                      if g.session_timed_out is SessionEndReason.ABSOLUTE_TIMEOUT

@@ -12,7 +12,7 @@ from app.imports.formats import FORMATS
 from app.imports.forms import ConfirmForm, UploadForm
 from app.integrations import chosen_tenant
 from app.params import body_limit
-from app.unit_of_work import commit
+from app.unit_of_work import refused
 from app.web import current_actor, render_page
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
@@ -57,16 +57,15 @@ def upload():
         raw = storage.read()
     finally:
         storage.close()
-    try:
+    with refused(DomainError) as refusal:
         job = services.upload(actor, tenant.id, format_name=form.format.data,
                               filename=storage.filename, raw=raw,
                               source_system=form.source_system.data)
-    except DomainError as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         for name, message in getattr(error, "fields", {}).items():
             getattr(form, name, form.file).errors = [message]
         return _index(tenant, form, status=error.status)
-    commit()
     return redirect(url_for("imports.show", import_id=job.id), code=303)
 
 
@@ -94,6 +93,5 @@ def start(import_id: int):
     if not ConfirmForm().validate_on_submit():
         abort(400)
     job = services.confirm_import(current_actor(), import_id)
-    commit()
     flash(f"Importing {job.total_rows:,} rows from {job.filename}.", "success")
     return redirect(url_for("imports.show", import_id=import_id), code=303)

@@ -13,7 +13,7 @@ from app.items.views import item_context
 from app.params import body_limit, storable
 from app.queues.routes import queue_row_update
 from app.queues.views import QUEUES, TEAM_PREFIX
-from app.unit_of_work import commit
+from app.unit_of_work import after_commit, refused
 from app.web import current_actor, render_page, wants_fragment
 from app.work.actions import outcome_message, perform
 from app.work.attachments import (
@@ -64,7 +64,7 @@ def act(item_id: int):
     form = ActionForm()
     if not form.validate_on_submit():
         abort(400)
-    try:
+    with refused(DomainError) as refusal:
         item = perform(actor, item_id, form.action.data, comment=form.comment.data,
                 resolution_code=form.resolution_code.data or None,
                 adjustment_amount=form.adjustment_amount.data or None,
@@ -72,15 +72,15 @@ def act(item_id: int):
                 amount=form.amount.data or None,
                 files=read_uploads(request.files.getlist("files")))
         message = outcome_message(item, form.action.data)
-        commit()
-    except DomainError as error:
+    if refusal:
+        error = refusal.error
         # NotFound stays a 404: redirecting would send the person to a page that is not there.
         if wants_fragment() or isinstance(error, NotFound):
-            raise
+            raise error
         flash(error.message, "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
-    if wants_fragment():
-        return _after_action(actor, item_id, message)
+    if wants_fragment():  # the pane, its timeline and the counts as committed
+        return after_commit(_after_action, actor, item_id, message)
     flash(message + ".", "success")
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
@@ -93,16 +93,16 @@ def comment(item_id: int):
     if not form.validate_on_submit():
         flash("Write a comment first.", "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
-    try:
+    with refused(ValidationFailed) as refusal:
         add_comment(actor, item_id, form.comment.data)
-        commit()
-    except ValidationFailed as error:
+    if refusal:
+        error = refusal.error
         if wants_fragment():
             raise  # shown in the page's message area, the comment box keeps its text
         flash(f"{error.message} ({'; '.join(error.fields.values())})", "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
-    if wants_fragment():
-        return _panel(actor, item_id)
+    if wants_fragment():  # the pane with the comment in its timeline
+        return after_commit(_panel, actor, item_id)
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 
 
@@ -126,19 +126,19 @@ def attach(item_id: int):
     form = AttachForm()
     if not form.validate_on_submit():
         abort(400, "This form has expired or did not come from Cleardesk. Reload the page.")
-    try:
+    with refused(DomainError) as refusal:
         added = add_attachments(actor, item_id, read_uploads(request.files.getlist("files")),
                                 expected_version=form.version.data)
-        commit()
-    except DomainError as error:
+    if refusal:
+        error = refusal.error
         if wants_fragment() or isinstance(error, NotFound):
             raise  # shown in the page's message area
         flash(error.message, "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
     message = (f"Added {added[0].file_name}" if len(added) == 1
                else f"Added {len(added)} files")
-    if wants_fragment():
-        return _after_action(actor, item_id, message)
+    if wants_fragment():  # the pane, its timeline and the counts as committed
+        return after_commit(_after_action, actor, item_id, message)
     flash(message + ".", "success")
     return redirect(url_for("items.detail", item_id=item_id), code=303)
 

@@ -19,7 +19,7 @@ from app.policy import forms, services, simulation
 from app.policy.models import PolicyVersion
 from app.policy.rules import FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
 from app.types import utcnow
-from app.unit_of_work import commit
+from app.unit_of_work import commit_now, refused
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 
 bp = Blueprint("policy", __name__, url_prefix="/admin/t/<slug>/policy")
@@ -203,7 +203,6 @@ def _checked(condition: str, kind: str) -> tuple[str | None, list[str]]:
 @bp.post("/drafts")
 def new_draft(tenant_id: int):
     draft = services.create_draft(current_actor(), tenant_id)
-    commit()
     flash(f"Draft version {draft.version} created.", "success")
     return redirect(url_for("policy.version", tenant_id=tenant_id, policy_id=draft.id), code=303)
 
@@ -219,20 +218,19 @@ def save_rule(tenant_id: int, policy_id: int):
     form = forms.RuleForm()
     form.validate()
     rule_id = int(form.rule_id.data) if (form.rule_id.data or "").isdigit() else None
-    try:
+    with refused(ValidationFailed) as refusal:
         services.save_rule(actor, tenant_id, policy_id, rule_id=rule_id, name=form.name.data,
                            condition=form.condition.data, outcome=form.outcome.data,
                            steps_text=form.steps.data or "", queue=form.queue.data,
                            kind=form.kind.data or "approval",
                            set_priority=form.set_priority.data,
                            assign_role=form.assign_role.data)
-    except ValidationFailed as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         key = rule_id or "new"
         return _version_page(actor, tenant_id, policy_id, status=422,
                              rule_errors={key: error.fields},
                              rule_values={key: form.data})
-    commit()
     flash("Rule saved.", "success")
     return _back(tenant_id, policy_id, "#rules")
 
@@ -240,7 +238,6 @@ def save_rule(tenant_id: int, policy_id: int):
 @bp.post("/versions/<int:policy_id>/rules/<int:rule_id>/delete")
 def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
     services.delete_rule(current_actor(), tenant_id, policy_id, rule_id)
-    commit()
     flash("Rule deleted.", "success")
     return _back(tenant_id, policy_id, "#rules")
 
@@ -249,7 +246,6 @@ def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
 def move_rule(tenant_id: int, policy_id: int, rule_id: int):
     direction = -1 if request.form.get("direction") == "up" else 1
     services.move_rule(current_actor(), tenant_id, policy_id, rule_id, direction)
-    commit()
     return _back(tenant_id, policy_id, "#rules")
 
 
@@ -267,7 +263,7 @@ def save_settings(tenant_id: int, policy_id: int):
             errors.update(error.fields)
     sla = {kind: {priority: request.form.get(f"sla_{kind}_{priority}", "").strip()
                   for priority in forms.SLA_PRIORITIES} for kind in forms.SLA_KINDS}
-    try:
+    with refused(ValidationFailed) as refusal:
         if errors:
             raise ValidationFailed("Some settings are not valid.", errors)
         services.save_settings(
@@ -277,11 +273,10 @@ def save_settings(tenant_id: int, policy_id: int):
             qa_sample_pct=form.qa_sample_pct.data, qa_role=form.qa_role.data,
             fallback_steps_text=form.fallback_steps.data, risk=risk, sla_targets=sla,
             expire_after_days=form.expire_after_days.data, note=form.note.data)
-    except ValidationFailed as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         return _version_page(actor, tenant_id, policy_id, status=422,
                              settings_errors=error.fields)
-    commit()
     flash("Settings saved.", "success")
     return _back(tenant_id, policy_id, "#settings")
 
@@ -289,7 +284,6 @@ def save_settings(tenant_id: int, policy_id: int):
 @bp.post("/versions/<int:policy_id>/submit")
 def submit(tenant_id: int, policy_id: int):
     services.submit_version(current_actor(), tenant_id, policy_id)
-    commit()
     flash("Submitted: another admin can now activate it.", "success")
     return _back(tenant_id, policy_id)
 
@@ -297,7 +291,6 @@ def submit(tenant_id: int, policy_id: int):
 @bp.post("/versions/<int:policy_id>/return")
 def return_to_draft(tenant_id: int, policy_id: int):
     services.withdraw_version(current_actor(), tenant_id, policy_id)
-    commit()
     flash("Back to draft.", "success")
     return _back(tenant_id, policy_id)
 
@@ -305,7 +298,6 @@ def return_to_draft(tenant_id: int, policy_id: int):
 @bp.post("/versions/<int:policy_id>/discard")
 def discard(tenant_id: int, policy_id: int):
     services.discard_draft(current_actor(), tenant_id, policy_id)
-    commit()
     flash("Draft discarded.", "success")
     return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)
 
@@ -334,15 +326,13 @@ def activate(tenant_id: int, policy_id: int):
         when = _parse_local(form.effective_from.data, tenant.timezone)
         policy = services.activate_version(actor, tenant_id, policy_id, when,
                                            code=form.code.data)
-    except FactorRefused as refused:
-        commit()  # only the failed check's audit event
-        flash(refused.message, "error")
+    except FactorRefused as factor_refused:
+        commit_now("the failed check's audit event is kept (only it: the check comes first)")
+        flash(factor_refused.message, "error")
         return _version_page(actor, tenant_id, policy_id, status=401)
     except ValidationFailed as error:
-        db.session.rollback()
-        flash(error.message, "error")
+        flash(error.message, "error")  # the 422 answer keeps nothing of the request
         return _version_page(actor, tenant_id, policy_id, status=422)
-    commit()
     flash(f"Version {policy.version} activated.", "success")
     return _back(tenant_id, policy_id)
 
@@ -353,12 +343,11 @@ def kill_switch(tenant_id: int):
     form = forms.KillSwitchForm()
     form.validate()
     engage = form.engage.data == "on"
-    try:
+    with refused(ValidationFailed) as refusal:
         services.set_kill_switch(actor, tenant_id, engage, form.reason.data or "")
-    except ValidationFailed as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         flash(error.message, "error")
         return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)
-    commit()
     flash("Auto-approval stopped." if engage else "Auto-approval resumed.", "success")
     return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)

@@ -31,7 +31,7 @@ from app.queues.views import (
     queue_items,
     queues_for,
 )
-from app.unit_of_work import commit
+from app.unit_of_work import after_commit, refused
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 from app.work import kinds
 from app.work.services import get_item, scoped_items
@@ -134,12 +134,10 @@ def bulk(name: str):
     if not form.validate_on_submit():
         abort(400)
     ids = arg_ids(request.form, "selected_ids")
-    try:
+    with refused(NothingDone) as refusal:
         result = bulk_act(actor, ids, form.action.data, assignee_id=form.assignee_id.data)
-        commit()
-    except NothingDone as refused:
-        db.session.rollback()
-        result = refused.result
+    if refusal:
+        result = refusal.error.result
     titles = {}
     if result.refused:
         titles = {i.id: i.title for i in _titles(actor, [r[0] for r in result.refused])}
@@ -155,12 +153,17 @@ def bulk(name: str):
     args = MultiDict(parse_qs(form.filters.data or ""))
     target = url_for("queues.show", name=name) + (f"?{urlencode(args, doseq=True)}" if args else "")
     if wants_fragment():
-        context = queue_context(actor, name, args)
-        context["counts"] = queue_counts(actor, current_tenant_id())
-        context["bulk_result"] = result
-        return render_page("queues/queue.html", "bulk_response",
-                           status=200 if result.done else 403, **context)
+        # The rows and the counts (kept by rollups, written at commit) as committed.
+        return after_commit(_bulk_fragment, actor, name, args, result)
     return redirect(target, code=303)
+
+
+def _bulk_fragment(actor, name: str, args, result):
+    context = queue_context(actor, name, args)
+    context["counts"] = queue_counts(actor, current_tenant_id())
+    context["bulk_result"] = result
+    return render_page("queues/queue.html", "bulk_response",
+                       status=200 if result.done else 403, **context)
 
 
 def _past(verb: str) -> str:
@@ -183,7 +186,6 @@ def save(name: str):
         return redirect(url_for("queues.show", name=name), code=303)
     _queue_or_404(actor, form.queue.data, current_tenant_id())
     view = save_view(actor, form.name.data, form.queue.data, form.filters.data or "")
-    commit()
     flash(f"Saved the view “{view.name}”.", "success")
     return redirect(_view_url(view), code=303)
 
@@ -192,7 +194,6 @@ def save(name: str):
 def delete(view_id: int):
     # CSRFProtect has already checked the token of this POST.
     delete_view(current_actor(), view_id)
-    commit()
     flash("View deleted.", "info")
     return redirect(url_for("queues.home"), code=303)
 

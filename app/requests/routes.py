@@ -7,13 +7,12 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 
 from app.access import allow, declare_access
 from app.errors import ValidationFailed
-from app.extensions import db
 from app.params import body_limit
 from app.models import Kind, Role
 from app.requests.forms import RequestForm
 from app.requests.services import NEEDS_ANSWER, my_requests, submit_request, where_waiting
-from app.unit_of_work import commit
-from app.web import current_actor, current_tenant_id, render_page
+from app.unit_of_work import refused
+from app.web import current_actor, current_tenant_id, form_errors, render_page
 from app.work import kinds
 from app.work.attachments import (
     ACCEPT,
@@ -72,24 +71,20 @@ def new():
             abort(400, "This form has expired or did not come from Cleardesk. Reload the page.")
         failed = ValidationFailed("Some fields need attention.", {})
     else:
-        try:
+        with refused(ValidationFailed) as refusal:
             item, created = submit_request(
                 actor, tenant_id=form.tenant_id.data, subtype=subtype, title=form.title.data,
                 counterparty=form.counterparty.data, amount=form.amount.data,
                 reason=form.reason.data, fields=request.form,
                 request_key=form.request_key.data,
                 files=read_uploads(request.files.getlist("files")))
-            commit()
-        except ValidationFailed as error:
-            db.session.rollback()  # nothing of a refused request is kept
-            failed = error
+        if refusal:  # nothing of a refused request is kept
+            failed = refusal.error
         else:
             flash(f"Your request {item.external_ref} is submitted." if created
                   else f"Your request {item.external_ref} was already submitted.", "success")
             return redirect(url_for("items.detail", item_id=item.id), code=303)
-    errors = {name: list(messages) for name, messages in form.errors.items()}
-    for name, message in (failed.fields if failed else {}).items():
-        errors.setdefault(name, []).append(message)
+    errors = form_errors(form, failed)
     tenant = next((t for t in tenants if t.id == form.tenant_id.data), tenants[0])
     return render_page("requests/new.html", "request_form", form=form, subtype=subtype,
                        fields=kinds.SUBTYPE_FIELDS.get(subtype, ()), labels=kinds.DETAIL_LABELS,

@@ -7,11 +7,10 @@ from flask_login import current_user
 
 from app.access import declare_access
 from app.errors import DomainError
-from app.extensions import db
 from app.integrations import admin_tenants, chosen_tenant
 from app.models import Role
 from app.params import MAX_BIG_ID, arg_id
-from app.unit_of_work import commit
+from app.unit_of_work import refused
 from app.web import current_actor, render_page
 from app.webhooks import services
 from app.webhooks.forms import ButtonForm, SubscriptionForm
@@ -45,16 +44,15 @@ def subscribe():
     form = SubscriptionForm()
     if not form.validate_on_submit():
         return _list_page(tenant, form, status=422)
-    try:
+    with refused(DomainError) as refusal:
         sub, secret = services.create_subscription(
             actor, tenant.id, url=form.url.data, events=form.events.data,
             description=form.description.data or "")
-    except DomainError as error:
-        db.session.rollback()
+    if refusal:
+        error = refusal.error
         for name, message in getattr(error, "fields", {}).items():
             getattr(form, name, form.url).errors = [message]
         return _list_page(tenant, form, status=error.status)
-    commit()
     flash("Webhook added. Copy its signing secret now: it is shown only this once.", "success")
     return _list_page(tenant, SubscriptionForm(formdata=None), secret=secret, created=sub)
 
@@ -75,7 +73,6 @@ def _button(action):
     actor = current_actor()
     tenant = chosen_tenant(actor)
     result = action(actor, tenant)
-    commit()
     return tenant, result
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.actors import Actor
-from app.extensions import db
 from app.models import Kind, WorkItem
 from app.outbox.services import add_messages
 from app.unit_of_work import register_writer, unit_of_work
