@@ -160,7 +160,7 @@ def audit_triggers_dropped(conn):
 def without_audit_triggers(app):
     """For tampering tests: the audit rows may be changed and removed through SQL during the
     test; the triggers are back afterwards."""
-    db.session.commit()  # hold no lock on the audit tables while their triggers go
+    commit()  # hold no lock on the audit tables while their triggers go
     with db.engine.begin() as conn:
         definitions = drop_audit_triggers(conn)
     try:

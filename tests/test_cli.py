@@ -417,7 +417,7 @@ def test_audit_verify_exits_1_and_names_an_event_whose_comment_was_edited(
     db.session.execute(text("UPDATE audit_events SET comment = 'Nothing to see here' "
                             "WHERE chain_id = :chain AND seq = :seq"),
                        {"chain": tenant.id, "seq": seq})
-    db.session.commit()
+    commit()
     result = runner.invoke(args=["audit", "verify"])
 
     assert result.exit_code == 1

@@ -135,7 +135,7 @@ def test_queues_never_list_another_tenants_items(
               make_item(tenant_a, kind="settlement_dispute")]
     mine_in_b = make_item(tenant_b, kind="billing_exception")
     claim_item(actor(outsider), mine_in_b.id)
-    db.session.commit()
+    commit()
     auth.login("outsider@example.com")
 
     page = client.get(f"/queues/{queue}")
@@ -271,7 +271,7 @@ def test_auditor_is_refused_the_same_way_on_a_claimed_item(
         client, auth, auditor, make_user, tenant_a, item_a):
     approver = make_user("approver@example.com", tenants=[tenant_a])
     claim_item(actor(approver), item_a.id)
-    db.session.commit()
+    commit()
     auth.login("auditor@example.com")
     page = client.get(f"/items/{item_a.id}")
     assert 'name="action"' not in page.text  # no Release either

@@ -98,7 +98,7 @@ def comment(item_id: int):
     if refusal:
         error = refusal.error
         if wants_fragment():
-            raise  # shown in the page's message area, the comment box keeps its text
+            raise error  # shown in the page's message area, the comment box keeps its text
         flash(f"{error.message} ({'; '.join(error.fields.values())})", "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
     if wants_fragment():  # the pane with the comment in its timeline
@@ -132,7 +132,7 @@ def attach(item_id: int):
     if refusal:
         error = refusal.error
         if wants_fragment() or isinstance(error, NotFound):
-            raise  # shown in the page's message area
+            raise error  # shown in the page's message area
         flash(error.message, "error")
         return redirect(url_for("items.detail", item_id=item_id), code=303)
     message = (f"Added {added[0].file_name}" if len(added) == 1

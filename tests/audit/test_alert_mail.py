@@ -25,7 +25,7 @@ def test_an_altered_chain_mails_its_tenants_admins_once_and_no_one_else(
         commit()
     db.session.execute(text("UPDATE audit_events SET comment = 'nothing happened' "
                             "WHERE chain_id = :c AND seq = 3"), {"c": northwind.id})
-    db.session.commit()
+    commit()
 
     assert anchor_chains() == "anchored 2 chains, 1 broken"
     run_worker(relaying)

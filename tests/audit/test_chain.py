@@ -35,7 +35,7 @@ def chain(make_tenant, make_item):
 
 def _sql(statement, **params):
     db.session.execute(text(statement), params)
-    db.session.commit()
+    commit()
 
 
 def test_a_written_chain_verifies(chain):
@@ -88,7 +88,7 @@ def test_an_inserted_event_is_named(chain, without_audit_triggers):
     fields.update(seq=4, action="item.commented", comment="forged", prev_hash=last.hash)
     fields["hash"] = event_hash(fields)
     db.session.add(AuditEvent(**fields))
-    db.session.commit()
+    commit()
     report = verify_chain(chain.id)
     assert not report.ok and report.bad_seq == 5
     assert "event #5 was #4: an event was inserted before it" in report.problem
@@ -109,7 +109,7 @@ def test_an_event_with_a_repeated_sequence_number_is_named(chain, without_audit_
                 if c.name != "id"}
         copy["comment"] = "inserted"
         db.session.add(AuditEvent(**copy))
-        db.session.commit()
+        commit()
         report = verify_chain(chain.id)
         assert not report.ok and "repeats a sequence number: an event was inserted" in report.problem
     finally:

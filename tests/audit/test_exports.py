@@ -175,7 +175,7 @@ def test_the_standalone_verifier_agrees_with_audit_verify_on_a_tampered_chain(
     db.session.execute(AuditEvent.__table__.update().where(
         AuditEvent.chain_id == world.northwind.id, AuditEvent.seq == seq
     ).values(comment="Nothing to see"))
-    db.session.commit()
+    commit()
     cli = runner.invoke(args=["audit", "verify"])
     assert cli.exit_code == 1 and f"event #{seq} was edited" in cli.output
 

@@ -219,7 +219,7 @@ def test_an_event_page_says_when_the_content_no_longer_matches(world, auditor,
         AuditEvent.item_id == world.item.id, AuditEvent.action == "item.commented"))
     db.session.execute(AuditEvent.__table__.update().where(AuditEvent.id == event_id)
                        .values(comment="rewritten"))
-    db.session.commit()
+    commit()
     page = auditor.get(f"/audit/events/{event_id}")
     assert "content does not match its hash" in page.text
 
@@ -331,7 +331,7 @@ def test_a_verification_that_fails_raises_one_alert_until_acknowledged(world, ru
                                                                       without_audit_triggers):
     db.session.execute(AuditEvent.__table__.update().where(
         AuditEvent.chain_id == world.northwind.id, AuditEvent.seq == 2).values(action="forged"))
-    db.session.commit()
+    commit()
     assert not verify_chain(world.northwind.id).ok
 
     first = runner.invoke(args=["audit", "anchor"])

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Tenant, WorkItem
+from app.unit_of_work import commit
 from tests.browser.conftest import sign_in_as_demo
 
 pytestmark = pytest.mark.browser
@@ -33,7 +34,7 @@ def seeded(runner):
     # Enough that every queue has open work: the demo keeps about a day of arrivals open.
     result = runner.invoke(args=["seed-demo", "--items", "2000"])
     assert result.exit_code == 0, result.output
-    db.session.commit()
+    commit()
 
 
 def _pages(role: str) -> list[str]:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import Tenant
+from app.unit_of_work import commit
 
 pytestmark = pytest.mark.browser
 
@@ -19,7 +20,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 def seeded(runner):
     result = runner.invoke(args=["seed-demo", "--items", "600"])
     assert result.exit_code == 0, result.output
-    db.session.commit()
+    commit()
 
 
 def sign_in_as_manager(page):

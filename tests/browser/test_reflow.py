@@ -1,3 +1,4 @@
+from app.unit_of_work import commit
 """In a real Chromium on a phone (390×844) and at a desk (1440×900): every page each demo role
 reaches reflows with no horizontal page scroll (WCAG 1.4.10), a queue item opens as a screen of
 its own with a way back, and a desk shows at least twelve rows of a queue. Screenshots go to
@@ -32,7 +33,7 @@ def seeded(runner):
     # Enough that every queue has open work: the demo keeps about a day of arrivals open.
     result = runner.invoke(args=["seed-demo", "--items", "2000"])
     assert result.exit_code == 0, result.output
-    db.session.commit()
+    commit()
 
 
 def shape(path: str) -> str:

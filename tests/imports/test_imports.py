@@ -225,7 +225,7 @@ def test_a_confirmed_file_that_no_longer_passes_is_refused_whole_when_its_job_ru
     for role in db.session.scalars(select(MembershipRole).where(
             MembershipRole.membership_id == membership.id)):
         role.role = "approver"
-    db.session.commit()
+    commit()
     assert run_import(import_id) == "refused"
     db.session.expire_all()
     job = db.session.get(ImportJob, import_id)
