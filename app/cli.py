@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 
 from app.actors import Actor
 from app.extensions import db
-from app.unit_of_work import commit
+from app.unit_of_work import as_unit_of_work, commit
 
 
 def register_cli(app: Flask) -> None:
@@ -83,6 +83,7 @@ def seed_demo_command(items: int, if_empty: bool) -> None:
 @click.option("--tenant", "tenant_slugs", multiple=True, help="Tenant slug (repeatable).")
 @click.option("--role", "roles", multiple=True, help="Role in those tenants (repeatable).")
 @click.option("--limit", "approval_limit", default="0", show_default=True)
+@as_unit_of_work
 def create_user_command(email, name, password, tenant_slugs, roles, approval_limit) -> None:
     """Create a user, optionally with roles and an approval limit in some tenants."""
     from app.admin.services import grant_membership
@@ -100,10 +101,8 @@ def create_user_command(email, name, password, tenant_slugs, roles, approval_lim
             grant_membership(actor, user=user, tenant=tenant, roles=list(roles),
                              approval_limit=approval_limit)
     except DomainError as error:
-        db.session.rollback()
         detail = "; ".join(f"{k} {v}" for k, v in getattr(error, "fields", {}).items())
         raise click.ClickException(f"{error.message} {detail}".strip()) from None
-    commit()
     click.echo(f"Created {user.email}.")
 
 
@@ -112,6 +111,7 @@ def create_user_command(email, name, password, tenant_slugs, roles, approval_lim
 @click.option("--name", default="cli", show_default=True)
 @click.option("--scope", "scopes", multiple=True,
               default=("items:read", "items:write", "decisions:write"), show_default=True)
+@as_unit_of_work
 def create_token_command(slug: str, name: str, scopes: tuple[str, ...]) -> None:
     """Print a new API token for a tenant. Only its hash is stored; it cannot be shown again."""
     from app.api.tokens import issue_token
@@ -124,10 +124,8 @@ def create_token_command(slug: str, name: str, scopes: tuple[str, ...]) -> None:
     try:
         _row, token = issue_token(Actor.system("cli"), tenant.id, name, scopes)
     except DomainError as error:
-        db.session.rollback()
         detail = "; ".join(f"{k} {v}" for k, v in getattr(error, "fields", {}).items())
         raise click.ClickException(f"{error.message} {detail}".strip()) from None
-    commit()
     click.echo(token)
 
 

@@ -257,10 +257,11 @@ def refused(*kinds: type[BaseException]):
         refusal.error = error
 
 
-def background_job(function: Callable) -> Callable:
-    """A job (RQ's, or the CLI's) as one unit of work: finished when it returns, rolled back
-    when it raises (RQ then retries it or records it as failed). A job that works in batches
-    may `commit()` between them, each batch its own unit."""
+def as_unit_of_work(function: Callable) -> Callable:
+    """`@as_unit_of_work`: a job (RQ's) or a command (the CLI's) as one unit of work, finished
+    when it returns, rolled back when it raises (RQ then retries the job or records it as
+    failed; the command exits with its error). One that works in batches may `commit()`
+    between them, each batch its own unit."""
 
     @wraps(function)
     def run(*args, **kwargs):

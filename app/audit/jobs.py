@@ -17,7 +17,7 @@ from app.audit.services import anchor_all, latest_anchor, record_event
 from app.extensions import db
 from app.replica import replica_engine
 from app.types import utcnow
-from app.unit_of_work import background_job, commit
+from app.unit_of_work import as_unit_of_work, commit
 
 EXPORT_BATCH = 5000
 EXPORT_TIMEOUT = 3600  # seconds; a year of a busy tenant is a few million events
@@ -57,7 +57,7 @@ def _enqueue_export(export_id: int) -> None:
 _JOB_GONE = {"failed", "stopped", "canceled", "finished"}
 
 
-@background_job
+@as_unit_of_work
 def sweep_stale_exports() -> str:
     """Periodic: the database, not Redis, says which exports are unfinished. An unfinished
     export whose job is gone from Redis (flushed, or lost with its server) is queued again; one
@@ -199,7 +199,7 @@ def export_path(export: AuditExport) -> Path:
     return export_directory() / export.file_name
 
 
-@background_job
+@as_unit_of_work
 def anchor_chains() -> str:
     """Periodic: verify every chain and anchor how far it verified, or alert the admins."""
     reports = anchor_all()

@@ -9,10 +9,10 @@ from app.extensions import db
 from app.outbox.models import OutboxMessage
 from app.outbox.services import HANDLERS, pending_message_ids, relay
 from app.types import utcnow
-from app.unit_of_work import background_job
+from app.unit_of_work import as_unit_of_work
 
 
-@background_job
+@as_unit_of_work
 def deliver_message(message_id: int) -> str:
     """Run the handlers of one message once. Idempotent: a processed message is skipped; a
     handler that fails leaves the message unprocessed and the exception lands in RQ's retry."""

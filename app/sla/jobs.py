@@ -15,14 +15,14 @@ from app.extensions import db
 from app.models import SlaState, Tenant, WorkItem
 from app.sla.services import escalate_breach, queue_sla_digest, record_notices, sla_state_at
 from app.types import utcnow
-from app.unit_of_work import background_job, commit
+from app.unit_of_work import as_unit_of_work, commit
 from app.work import ledger
 from app.work.services import open_items
 
 SYSTEM = Actor.system("sla")
 
 
-@background_job
+@as_unit_of_work
 def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
     """Recompute on track / at risk / breached for every open item whose clock runs. An item
     that newly turns at risk or breaches is escalated once, in the transaction that marks it
