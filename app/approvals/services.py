@@ -30,6 +30,7 @@ from app.approvals.models import (
 )
 from app.types import utcnow
 from app.work import kinds, ledger
+from app.work.assignment import load_table
 from app.work.money import clean_item_amounts
 from app.work.services import (
     check_version,
@@ -497,31 +498,20 @@ def step_recipient(item: WorkItem, step: ApprovalStep, named: int | None = None)
     return db.session.get(User, delegate_id) if delegate_id else membership.user
 
 
-def open_steps_per_approver():
-    """Open steps per approver, reserved or routed."""
-    who = func.coalesce(ApprovalStep.approver_id, ApprovalAssignment.approver_id)
-    return (
-        select(who.label("approver_id"), func.count().label("n"))
-        .select_from(ApprovalStep)
-        .outerjoin(ApprovalAssignment, ApprovalAssignment.step_id == ApprovalStep.id)
-        .where(ApprovalStep.state == StepState.OPEN.value, who.is_not(None))
-        .group_by(who).subquery()
-    )
-
-
 def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     """The member to route a step to: holds the step's role with a sufficient limit, is not
     the requester and approved no earlier step; the one with the fewest open steps wins (then
     the longest-standing member). Someone out of office is chosen only if their delegate could
     decide the step, so the work never lands with nobody; someone out of office whose
-    delegation does not cover the item (its kind or amount) only when nobody present can."""
+    delegation does not cover the item (its kind or amount) only when nobody present can.
+    Load is app.work.assignment's: open items and open steps waiting on the person."""
     excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
-    load = open_steps_per_approver()
+    load = load_table(select(Membership.user_id).where(Membership.tenant_id == item.tenant_id))
     ranked = (
         select(Membership)
         .join(User, User.id == Membership.user_id)
         .join(MembershipRole, MembershipRole.membership_id == Membership.id)
-        .outerjoin(load, load.c.approver_id == Membership.user_id)
+        .outerjoin(load, load.c.user_id == Membership.user_id)
         .where(Membership.tenant_id == item.tenant_id, MembershipRole.role == step.role,
                Membership.approval_limit >= step.min_limit, User.active.is_(True))
         .order_by(func.coalesce(load.c.n, 0), Membership.user_id)

@@ -42,6 +42,7 @@ from app.policy.models import (
 from app.policy.rules import KIND_WORDS, check_condition
 from app.types import utcnow
 from app.work import ledger
+from app.work.assignment import least_loaded, loads
 from app.work.assignment_notices import note_assignment
 from app.work.kinds import parse_money
 from app.work.states import INITIAL_STATE, WORKER_ROLES, ApprovalState
@@ -134,18 +135,17 @@ def engine_window():
 class _Router:
     """Chooses the approver of each routed item's first step for a whole batch, by the rules
     of app.approvals.services.choose_approver (role, limit, active, not the requester, a
-    delegate who could decide it when out of office; fewest open steps first), with the
-    members and their workload read once per batch."""
+    delegate who could decide it when out of office; the least loaded first, by
+    app.work.assignment), with the members and their load read once per batch."""
 
     def __init__(self, tenant_id: int):
-        from app.approvals.services import open_steps_per_approver, standing_delegate
+        from app.approvals.services import standing_delegate
 
         self.members = db.session.scalars(
             select(Membership).where(Membership.tenant_id == tenant_id)
             .order_by(Membership.user_id)).all()
         self.by_user = {m.user_id: m for m in self.members}
-        load = open_steps_per_approver()
-        self.load = dict(db.session.execute(select(load.c.approver_id, load.c.n)).all())
+        self.load = loads(self.by_user)
         self.standing_delegate = standing_delegate
         self.today = utcnow().date()
 
@@ -169,7 +169,7 @@ class _Router:
                 away_uncovered = away_uncovered or m.user_id
                 continue
             if best is None or self.load.get(m.user_id, 0) < self.load.get(best, 0):
-                best = m.user_id
+                best = m.user_id  # members are in id order: the lowest id wins a tie
         best = best if best is not None else away_uncovered
         if best is not None:
             self.load[best] = self.load.get(best, 0) + 1
@@ -408,7 +408,7 @@ class _LeastLoaded:
         present = self.present[role]
         if not present:
             return None
-        return min(present, key=lambda user_id: (self.load[user_id], user_id))
+        return least_loaded(present, self.load)
 
     def assigned(self, user_id: int, previous: int | None) -> None:
         if user_id in self.load:
@@ -418,7 +418,6 @@ class _LeastLoaded:
 
     def _read(self, role: str) -> None:
         from app.models import MembershipRole, User
-        from app.work.services import open_items
 
         today = utcnow().date()
         members = db.session.scalars(
@@ -427,14 +426,7 @@ class _LeastLoaded:
             .where(Membership.tenant_id == self.tenant_id, MembershipRole.role == role,
                    User.active.is_(True)).order_by(Membership.user_id)).all()
         present = self.present[role] = [m.user_id for m in members if not m.is_away(today)]
-        unread = [user_id for user_id in present if user_id not in self.load]
-        if unread:
-            counts = dict(db.session.execute(
-                select(WorkItem.assignee_id, func.count()).where(
-                    WorkItem.tenant_id == self.tenant_id, WorkItem.assignee_id.in_(unread),
-                    open_items())
-                .group_by(WorkItem.assignee_id)).all())
-            self.load.update({user_id: counts.get(user_id, 0) for user_id in unread})
+        self.load.update(loads(user_id for user_id in present if user_id not in self.load))
 
 
 def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,

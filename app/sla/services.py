@@ -91,32 +91,27 @@ def raised_priority(priority: str) -> str:
 
 
 def least_loaded_colleague(item) -> int | None:
-    """The active member of the item's tenant who works its kind and has the fewest open items
-    assigned (then the lowest id), other than its current assignee: where a breached item is
-    moved when the tenant asks for it."""
-    from sqlalchemy import func, select
+    """The active member of the item's tenant who works its kind and is present today (not
+    out of office), other than its current assignee, with the least load (app.work.assignment:
+    then the lowest id): where a breached item is moved when the tenant asks for it."""
+    from sqlalchemy import select
 
-    from app.dashboard.models import open_rollups
     from app.extensions import db
     from app.models import Membership, MembershipRole, User
+    from app.work.assignment import least_loaded, loads
     from app.work.states import WORKER_ROLES
 
-    candidates = db.session.scalars(
-        select(Membership.user_id).join(User, User.id == Membership.user_id)
-        .join(MembershipRole, MembershipRole.membership_id == Membership.id)
+    works_the_kind = select(MembershipRole.membership_id).where(
+        MembershipRole.role.in_(WORKER_ROLES[item.kind]))
+    members = db.session.scalars(
+        select(Membership).join(User, User.id == Membership.user_id)
         .where(Membership.tenant_id == item.tenant_id, User.active.is_(True),
-               MembershipRole.role.in_(WORKER_ROLES[item.kind]))
-        .distinct()
+               Membership.id.in_(works_the_kind))
     ).all()
-    candidates = [c for c in candidates if c != item.assignee_id]
-    if not candidates:
-        return None
-    o = open_rollups.c
-    load = dict(db.session.execute(
-        select(o.assignee_id, func.sum(o["items"])).where(
-            o.tenant_id == item.tenant_id, o.assignee_id.in_(candidates))
-        .group_by(o.assignee_id)).all())
-    return min(candidates, key=lambda user_id: (load.get(user_id, 0), user_id))
+    today = utcnow().date()
+    candidates = [m.user_id for m in members
+                  if m.user_id != item.assignee_id and not m.is_away(today)]
+    return least_loaded(candidates, loads(candidates))
 
 
 def record_notices(rows: list[tuple[int, int, str]]) -> None:
