@@ -448,7 +448,7 @@ def _approvers_by_step(item: WorkItem) -> dict[int, set[int]]:
     return out
 
 
-def _earlier_approvers(item: WorkItem) -> set[int]:
+def earlier_approvers(item: WorkItem) -> set[int]:
     ids: set[int] = set()
     for approvers in _approvers_by_step(item).values():
         ids |= approvers
@@ -515,7 +515,7 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     the longest-standing member). Someone out of office is chosen only if their delegate could
     decide the step, so the work never lands with nobody; someone out of office whose
     delegation does not cover the item (its kind or amount) only when nobody present can."""
-    excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    excluded = earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
     load = open_steps_per_approver()
     ranked = (
         select(Membership)
@@ -561,7 +561,10 @@ def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     delegate). A step reserved for someone goes to them; otherwise choose_approver picks; with
     nobody eligible it stays with the queue. Returns the approver's id, which the caller puts
     in the audit event of the change that opened the step. Never commits."""
-    excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    from app.approvals.escalation import start_waiting
+
+    excluded = earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    start_waiting(item, step)
     if step.parallel:
         members = open_parallel_step(item, step, excluded)
         for member in members:

@@ -268,6 +268,8 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
     step_rows, first_steps, special_first = [], {}, set()
     if routed:
+        from app.approvals.escalation import escalation_window
+
         groups = group_ids(tenant.id)
         for item, verdict in routed:
             for position, step in enumerate(verdict.steps, start=1):
@@ -276,6 +278,9 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                        "state": (StepState.OPEN.value if position == 1
                                  else StepState.WAITING.value),
                        **step_routing_columns(step, groups)}
+                # Every row names the same columns (one COPY); the first step waits from now.
+                row["escalates_at"] = (escalation_window(tenant, row["escalate_after"], now)
+                                       if position == 1 and row["escalate_after"] else None)
                 step_rows.append(row)
                 if position == 1 and (row["need"] or row["source_field"]):
                     special_first.add(item.id)
@@ -372,8 +377,11 @@ def step_routing_columns(step, groups: dict[str, int]) -> dict:
     need = routing.get("need")
     if routing.get("group") and group_id is None:
         need = None
+    escalates = not need and routing.get("escalate_after") and routing.get("escalate_to")
     return {"need": need, "reject_when": routing.get("reject_when") if need else None,
-            "group_id": group_id, "source_field": routing.get("field")}
+            "group_id": group_id, "source_field": routing.get("field"),
+            "escalate_after": routing.get("escalate_after") if escalates else None,
+            "escalate_to": list(routing.get("escalate_to")) if escalates else None}
 
 
 def _open_special_step(item, step_id: int) -> tuple[int | None, list[int] | None]:
@@ -663,11 +671,17 @@ GROUP_STEP = re.compile(_NEED + r'group\s+"(?P<group>[^"]{1,80})"' + _LIMIT + "$
 ROLE_QUORUM_STEP = re.compile(_NEED + r"(?P<role>\w+)" + _LIMIT + "$", re.I)
 OWNER_STEP = re.compile(r"owner\s+(?P<field>\w+)\s+else\s+(?P<role>\w+)" + _LIMIT + "$", re.I)
 REJECT_ON_QUORUM = ", reject when quorum lost"
+ESCALATION = re.compile(r",\s*escalate\s+after\s+(?P<n>\d{1,3})\s+(?P<business>business\s+)?"
+                        r"(?P<unit>hours?|days?)\s+to\s+(?P<levels>.+)$", re.I)
+ESCALATION_LEVEL = re.compile(r'(?:(?P<manager>manager)|group\s+"(?P<group>[^"]{1,80})")'
+                              r"(?:\s+then\s+|$)", re.I)
+MAX_ESCALATION_LEVELS = 5
 OWNER_FIELDS = ("account_owner_email", "cost_centre_owner_email", "budget_holder_email")
 STEP_SYNTAX = ('write "role >= limit", "all of group \"Treasury\" >= 5000", '
                '"2 of group \"Regional controllers EMEA\"", "2 of manager >= 10000" or '
                '"owner account_owner_email else manager >= 1000"; a parallel step may end with '
-               f'"{REJECT_ON_QUORUM}"')
+               f'"{REJECT_ON_QUORUM}", a one-person step with ", escalate after 2 days to '
+               'manager then group \"Treasury\""')
 
 
 def clean_steps(text: str, groups: set[str] | None = None) -> list[dict]:
@@ -726,8 +740,43 @@ def _clean_limit(limit: str | None) -> str:
         raise ValueError("the limit must be a number or amount") from None
 
 
+def _clean_escalation(match: re.Match, groups: set[str] | None) -> dict:
+    """", escalate after N [business] hours|days to LEVEL [then LEVEL ...]": each level is
+    "manager" (the manager of whoever has the step then) or group "Name"."""
+    n = int(match["n"])
+    unit = match["unit"].lower().rstrip("s")
+    if not 1 <= n <= (90 if unit == "day" else 999):
+        raise ValueError("escalate after 1 to 90 days, or 1 to 999 hours")
+    after = f"{n} {'business ' if match['business'] else ''}{unit}{'s' if n != 1 else ''}"
+    text, levels, at = match["levels"].strip(), [], 0
+    while at < len(text):
+        level = ESCALATION_LEVEL.match(text, at)
+        if level is None:
+            raise ValueError('escalate to manager, or to group "Name", joined by "then"')
+        if level["manager"]:
+            levels.append({"to": "manager"})
+        else:
+            name = level["group"].strip()
+            if groups is not None and name.casefold() not in groups:
+                raise ValueError(f"there is no approver group named “{name}” (create it under "
+                                 "Approver groups first)")
+            levels.append({"to": "group", "group": name})
+        at = level.end()
+    if not levels or len(levels) > MAX_ESCALATION_LEVELS:
+        raise ValueError(f"escalate through 1 to {MAX_ESCALATION_LEVELS} levels")
+    return {"escalate_after": after, "escalate_to": levels}
+
+
 def _clean_step(line: str, groups: set[str] | None) -> dict:
     reject_when = None
+    escalation = ESCALATION.search(line)
+    if escalation:
+        line = line[:escalation.start()].strip()
+        escalate = _clean_escalation(escalation, groups)
+        if GROUP_STEP.match(line) or ROLE_QUORUM_STEP.match(line):
+            raise ValueError("only a one-person step escalates (a parallel step waits on its "
+                             "members)")
+        return {**_clean_step(line, groups), **escalate}
     if line.lower().endswith(REJECT_ON_QUORUM):
         line, reject_when = line[:-len(REJECT_ON_QUORUM)].strip(), "quorum"
     parallel = GROUP_STEP.match(line) or ROLE_QUORUM_STEP.match(line)
