@@ -371,6 +371,12 @@ def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: d
         attach_files(actor, item, list(files or ()))
     step = item.current_step()
     if before != item.state and step is not None:
+        from app.approvals.escalation import start_waiting
+
+        # Its approver had nothing to decide while the question was out: the escalation
+        # window starts again.
+        if step.escalates_at is not None:
+            start_waiting(item, step)
         # The old links died with the question; the approver (each member of a parallel
         # step who has not voted) gets a fresh one.
         for approver_id in waiting_approvers(step):

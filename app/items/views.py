@@ -45,6 +45,8 @@ EVENT_LABELS = {
     "attachment.added": "added a file",
     "approval.step_approved": "approved a step",
     "approval.voted": "voted on a parallel step",
+    "approval.step_escalated": "escalated a waiting step",
+    "approval.escalation_exhausted": "found nobody further to escalate to",
     "item.approve": "approved",
     "item.reject": "rejected",
     "item.request_info": "asked for information",
