@@ -412,10 +412,13 @@ class ApprovalStep(db.Model):
     # An approver named by a field of the item (account_owner_email, ...); the step falls back
     # to its role when the field names nobody who may decide it.
     source_field: Mapped[str | None] = mapped_column(String(40))
+    # A parallel step with fewer members who may decide it than its quorum becomes, as it
+    # opens, a one-person step of this role (None: manager) instead of waiting for ever.
+    fallback_role: Mapped[str | None] = mapped_column(String(20))
     # Escalation of a one-person step that waits: after `escalate_after` ("2 days", "16
     # business hours") it goes to the next of `escalate_to`'s levels ("manager": the manager of
-    # whoever has it then; {"group": name}). `escalation_level` counts the levels it has gone
-    # through; `escalates_at` is when it next escalates (None: no level is left), which the
+    # whoever has it then; {"group": name}). `escalation_level` is the level it has reached;
+    # `escalates_at` is when it next escalates (None: no level is left), which the
     # SLA sweep looks for.
     escalate_after: Mapped[str | None] = mapped_column(String(24))
     escalate_to: Mapped[list | None] = mapped_column(JSON)

@@ -198,10 +198,10 @@ def escalate_step(actor: Actor, step_id: int, now: datetime) -> bool:
         now=now, lost="skip")
     if not written:
         return False
-    step.escalation_level = chosen["level"]
     if chosen["approver_id"] is None:
         step.escalates_at = None  # nobody further may take it: it stays where it is
         return False
+    step.escalation_level = chosen["level"]
     more = chosen["level"] < len(step.escalate_to or [])
     step.escalates_at = escalation_window(item.tenant, step.escalate_after, now) if more else None
     step.role = chosen["role"]

@@ -573,11 +573,13 @@ def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     start_waiting(item, step)
     if step.parallel:
         members = open_parallel_step(item, step, excluded)
-        for member in members:
-            add_message("approval.step_assigned",
-                        {"item_id": item.id, "step_id": step.id, "approver_id": member},
-                        item.tenant_id)
-        return members[0] if members else None
+        if members is not None:
+            for member in members:
+                add_message("approval.step_assigned",
+                            {"item_id": item.id, "step_id": step.id, "approver_id": member},
+                            item.tenant_id)
+            return members[0] if members else None
+        # Too few could decide it: it fell back to one person of its fallback role.
     if step.source_field:
         name_owner(item, step, excluded)
     approver_id = step.approver_id or choose_approver(item, step)
@@ -609,11 +611,14 @@ def _eligible_voter(membership: Membership | None, step: ApprovalStep, excluded:
     return step.role in membership.role_set
 
 
-def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int]:
+def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int] | None:
     """Fix the members of a parallel step as it opens: the group's members (or the holders
     of the step's role) who may decide it, and the quorum from what the step needs ("all"
     counts the members fixed here). `item`: anything with id, tenant_id. Returns the member
-    ids, each of whom is mailed. Never commits."""
+    ids, each of whom is mailed; or None when fewer may decide it than it needs: then, rather
+    than wait until it expires, it becomes a one-person step of its fallback role (manager
+    unless the policy names another), with an audit event saying why, and the caller routes
+    it as such. Never commits."""
     query = select(Membership).where(Membership.tenant_id == item.tenant_id)
     if step.group_id is not None:
         query = query.join(ApproverGroupMember,
@@ -621,16 +626,33 @@ def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int
             ApproverGroupMember.group_id == step.group_id)
     members = [m.user_id for m in db.session.scalars(query.order_by(Membership.user_id))
                if _eligible_voter(m, step, excluded)]
+    if step.need == "all":
+        needed = max(len(members), 1)
+    else:
+        needed = 1 if step.need == "any" else int(step.need)
+    if len(members) < needed:
+        _fall_back(item, step, len(members), needed)
+        return None
     for user_id in members:
         db.session.add(ApprovalStepMember(step_id=step.id, user_id=user_id, item_id=item.id))
-    if step.need == "all":
-        step.quorum = max(len(members), 1)
-    elif step.need == "any":
-        step.quorum = 1
-    else:
-        step.quorum = int(step.need)
+    step.quorum = needed
     db.session.flush()
     return members
+
+
+def _fall_back(item, step: ApprovalStep, eligible: int, needed: int) -> None:
+    from app.audit.services import record_event
+
+    who = step_who(step)
+    step.role = step.fallback_role or Role.MANAGER.value
+    record_event(Actor.system("routing"), "approval.step_fell_back", tenant_id=item.tenant_id,
+                 item_id=item.id, data={
+                     "step": step.position, "group_id": step.group_id, "need": step.need,
+                     "eligible": eligible, "needed": needed, "role": step.role,
+                     "why": f"{eligible} of {who} may decide it and it needs {needed}: it goes "
+                            f"to one {step.role} instead"})
+    step.need = step.quorum = step.reject_when = None
+    db.session.flush()
 
 
 def name_owner(item, step: ApprovalStep, excluded: set[int]) -> int | None:

@@ -128,6 +128,8 @@ def step_line(step: dict) -> str:
         or not (step.get("need") or step.get("field")) else ""
     if step.get("need"):
         who = f'group "{step["group"]}"' if step.get("group") else step["role"]
+        if step.get("fallback"):
+            who += f" else {step['fallback']}"
         tail = ", reject when quorum lost" if step.get("reject_when") == "quorum" else ""
         return f"{step['need']} of {who}{limit}{tail}"
     if step.get("field"):

@@ -21,11 +21,14 @@ from app.extensions import db
 from app.models import (
     ApprovalStep,
     ApproverGroup,
+    ApproverGroupMember,
     Kind,
     Membership,
+    MembershipRole,
     Role,
     StepState,
     Tenant,
+    User,
     WorkItem,
 )
 from app.outbox.services import add_messages
@@ -317,6 +320,7 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
         owner = None
         if item.id in special_first:
             owner, members = _open_special_step(item, step_id)
+            role = db.session.get(ApprovalStep, step_id).role  # a fallback changes it
             if members is not None:
                 # A parallel step: each member gets their own request and link.
                 for member in members:
@@ -380,19 +384,24 @@ def step_routing_columns(step, groups: dict[str, int]) -> dict:
     escalates = not need and routing.get("escalate_after") and routing.get("escalate_to")
     return {"need": need, "reject_when": routing.get("reject_when") if need else None,
             "group_id": group_id, "source_field": routing.get("field"),
+            "fallback_role": routing.get("fallback") if need else None,
             "escalate_after": routing.get("escalate_after") if escalates else None,
             "escalate_to": list(routing.get("escalate_to")) if escalates else None}
 
 
 def _open_special_step(item, step_id: int) -> tuple[int | None, list[int] | None]:
     """The first step of a routed item, when it names its approver by a field of the item
-    (returns the owner, or None to route by its role) or is parallel (returns its members)."""
+    (returns the owner, or None to route by its role) or is parallel (returns its members, or
+    None when too few may decide it and it fell back to one person of its fallback role)."""
     from app.approvals.services import name_owner, open_parallel_step
 
     step = db.session.get(ApprovalStep, step_id)
     excluded = {item.requester_id} if item.requester_id else set()
     if step.need:
-        return None, open_parallel_step(item, step, excluded)
+        members = open_parallel_step(item, step, excluded)
+        if members is not None:
+            return None, members
+        return None, None  # fell back to one person of its fallback role
     return name_owner(item, step, excluded), None
 
 
@@ -425,7 +434,6 @@ class _LeastLoaded:
             self.load[previous] -= 1
 
     def _read(self, role: str) -> None:
-        from app.models import MembershipRole, User
         from app.work.services import open_items
 
         today = utcnow().date()
@@ -667,7 +675,8 @@ STEP_ROLES = (Role.APPROVER.value, Role.MANAGER.value)
 
 _LIMIT = r"(?:\s*>=\s*(?P<limit>\S.*))?"
 _NEED = r"(?P<need>all|any|\d{1,3})\s+of\s+"
-GROUP_STEP = re.compile(_NEED + r'group\s+"(?P<group>[^"]{1,80})"' + _LIMIT + "$", re.I)
+GROUP_STEP = re.compile(_NEED + r'group\s+"(?P<group>[^"]{1,80})"'
+                        r"(?:\s+else\s+(?P<fallback>\w+))?" + _LIMIT + "$", re.I)
 ROLE_QUORUM_STEP = re.compile(_NEED + r"(?P<role>\w+)" + _LIMIT + "$", re.I)
 OWNER_STEP = re.compile(r"owner\s+(?P<field>\w+)\s+else\s+(?P<role>\w+)" + _LIMIT + "$", re.I)
 REJECT_ON_QUORUM = ", reject when quorum lost"
@@ -704,30 +713,66 @@ def clean_steps(text: str, groups: set[str] | None = None) -> list[dict]:
     return steps
 
 
-def check_steps(actor: Actor, tenant_id: int, text: str) -> tuple[str | None, list[str]]:
+def check_steps(actor: Actor, tenant_id: int,
+                text: str) -> tuple[str | None, list[str], list[str]]:
     """Live check of a steps text as an admin types it: the problems, or each step in words
-    (with how many members a group has today). Changes nothing."""
-    from app.policy.forms import step_line
+    (with how many members a group has today), and warnings: a parallel step that fewer
+    people may decide today than it needs (it would go to one person of its fallback role
+    as it opens). Changes nothing."""
+    from app.approvals.wording import step_words
 
-    require_policy_admin(actor, tenant_id)
+    tenant = require_policy_admin(actor, tenant_id)
     try:
         steps = clean_steps(text, set(group_ids(tenant_id)))
     except ValidationFailed as failed:
-        return failed.fields.get("steps", failed.message), []
-    sizes = {name.casefold(): len(members) for name, members in (
-        (g.name, g.members) for g in db.session.scalars(
-            select(ApproverGroup).where(ApproverGroup.tenant_id == tenant_id)))}
-    words = []
-    for step in steps:
-        line = step_line(step).replace(">=", "≥")
-        if step.get("group"):
-            size = sizes.get(step["group"].casefold(), 0)
-            line += f" ({size} member{'s' if size != 1 else ''} today)"
-            if step["need"].isdigit() and int(step["need"]) > size:
-                return (f"“{step['group']}” has {size} member{'s' if size != 1 else ''}: "
-                        f"{step['need']} of them can never approve"), []
+        return failed.fields.get("steps", failed.message), [], []
+    words, warnings = [], []
+    for n, step in enumerate(steps, start=1):
+        line = step_words(step, tenant.currency)
+        if step.get("need"):
+            size, eligible = parallel_capacity(tenant_id, step)
+            if step.get("group"):
+                line += f" ({size} member{'s' if size != 1 else ''} today"
+                line += f", {eligible} of them may decide it)" if eligible != size else ")"
+            needed = 1 if step["need"] == "any" else None if step["need"] == "all" \
+                else int(step["need"])
+            if eligible == 0 or (needed is not None and eligible < needed):
+                who = f"“{step['group']}”" if step.get("group") else f"The {step['role']}s"
+                fallback = step.get("fallback") or "manager"
+                warnings.append(
+                    f"Step {n}: {who} ha{'s' if step.get('group') else 've'} {eligible} "
+                    f"{'member' if step.get('group') else 'holder'}{'s' if eligible != 1 else ''}"
+                    f" who may decide it today: {step['need']} of them can never approve, so it "
+                    f"will go to one {fallback} instead")
         words.append(line)
-    return None, words
+    return None, words, warnings
+
+
+def parallel_capacity(tenant_id: int, step: dict) -> tuple[int, int]:
+    """(members, members who may decide it) of a parallel policy step today: the group's
+    members (or the role's holders), and those active, holding an approving role (the step's
+    role, for a role's holders) with the step's limit (a limit of the item's amount is not
+    known yet: any limit)."""
+    from app.approvals.services import APPROVING_ROLES
+
+    query = select(Membership).join(User, User.id == Membership.user_id).where(
+        Membership.tenant_id == tenant_id)
+    if step.get("group"):
+        group_id = group_ids(tenant_id).get(step["group"].casefold())
+        query = query.join(ApproverGroupMember,
+                           ApproverGroupMember.user_id == Membership.user_id).where(
+            ApproverGroupMember.group_id == group_id)
+        roles = set(APPROVING_ROLES)
+    else:
+        query = query.join(MembershipRole, MembershipRole.membership_id == Membership.id).where(
+            MembershipRole.role == step["role"])
+        roles = {step["role"]}
+    limit = Decimal(step["min_limit"]) if step.get("min_limit") not in (None, "amount") \
+        else Decimal(0)
+    members = db.session.scalars(query.limit(1000)).all()
+    eligible = [m for m in members if m.user.active and m.role_set & roles
+                and m.approval_limit >= limit]
+    return len(members), len(eligible)
 
 
 def _clean_limit(limit: str | None) -> str:
@@ -792,6 +837,10 @@ def _clean_step(line: str, groups: set[str] | None) -> dict:
                 raise ValueError(f"there is no approver group named “{name}” (create it under "
                                  "Approver groups first)")
             step["group"] = name
+            if parallel["fallback"]:
+                if parallel["fallback"] not in STEP_ROLES:
+                    raise ValueError(f"the fallback role must be one of {', '.join(STEP_ROLES)}")
+                step["fallback"] = parallel["fallback"]
         else:
             if parallel["role"] not in STEP_ROLES:
                 raise ValueError(f"the role must be one of {', '.join(STEP_ROLES)}")

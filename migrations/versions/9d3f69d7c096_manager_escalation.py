@@ -1,4 +1,4 @@
-"""manager of a member, escalation of approval steps
+"""manager of a member, escalation of approval steps, fallback of a short parallel step
 
 Revision ID: 9d3f69d7c096
 Revises: dea893143ca2
@@ -20,6 +20,7 @@ depends_on = None
 
 def upgrade():
     with op.batch_alter_table('approval_steps', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('fallback_role', sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column('escalate_after', sa.String(length=24), nullable=True))
         batch_op.add_column(sa.Column('escalate_to', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('escalation_level', sa.Integer(), server_default='0', nullable=False))
@@ -42,4 +43,5 @@ def downgrade():
         batch_op.drop_column('escalation_level')
         batch_op.drop_column('escalate_to')
         batch_op.drop_column('escalate_after')
+        batch_op.drop_column('fallback_role')
 
