@@ -98,6 +98,12 @@ def test_a_waiting_step_escalates_to_the_approvers_manager_then_to_the_group_and
         people["mia"].id, people["tom"].id]
     step = db.session.get(WorkItem, item.id).steps[0]
     assert step.escalation_level == 2 and step.escalates_at is None
+    from app.api.schemas import item_json
+
+    [shown] = item_json(db.session.get(WorkItem, item.id), [])["steps"]
+    assert shown["escalation_level"] == 2
+    assert shown["description"].endswith(
+        "— waiting on Tom; escalated after 2 days to Tom (level 2 of 2)")
 
 
 def test_the_escalated_approver_decides_and_the_one_before_may_not(org, make_policy, make_item):
