@@ -99,8 +99,9 @@ def steps_words(specs, currency: str | None = None) -> str:
 
 def _names(users) -> str:
     names = [u.name for u in users if u is not None]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] \
-        if names else "someone"
+    if not names:
+        return "someone"
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def fell_back(step) -> bool:
