@@ -196,11 +196,15 @@ class Membership(db.Model):
     # amount (None = any amount).
     delegate_kinds: Mapped[list | None] = mapped_column(JSON)
     delegate_max_amount: Mapped[Decimal | None] = mapped_column(Money)
+    # Whom the member reports to in this tenant (a member of it): the first level a waiting
+    # approval step escalates to. Never themselves, never a loop (app.admin.services).
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
     tenant: Mapped[Tenant] = relationship(lazy="joined")
     delegate: Mapped[User | None] = relationship(foreign_keys=[delegate_id])
+    manager: Mapped[User | None] = relationship(foreign_keys=[manager_id])
     roles: Mapped[list[MembershipRole]] = relationship(
         cascade="all, delete-orphan", lazy="selectin"
     )
@@ -408,6 +412,18 @@ class ApprovalStep(db.Model):
     # An approver named by a field of the item (account_owner_email, ...); the step falls back
     # to its role when the field names nobody who may decide it.
     source_field: Mapped[str | None] = mapped_column(String(40))
+    # A parallel step with fewer members who may decide it than its quorum becomes, as it
+    # opens, a one-person step of this role (None: manager) instead of waiting for ever.
+    fallback_role: Mapped[str | None] = mapped_column(String(20))
+    # Escalation of a one-person step that waits: after `escalate_after` ("2 days", "16
+    # business hours") it goes to the next of `escalate_to`'s levels ("manager": the manager of
+    # whoever has it then; {"group": name}). `escalation_level` is the level it has reached;
+    # `escalates_at` is when it next escalates (None: no level is left), which the
+    # SLA sweep looks for.
+    escalate_after: Mapped[str | None] = mapped_column(String(24))
+    escalate_to: Mapped[list | None] = mapped_column(JSON)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    escalates_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     item: Mapped[WorkItem] = relationship(back_populates="steps")
     approver: Mapped[User | None] = relationship(foreign_keys=[approver_id])

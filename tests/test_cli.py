@@ -107,6 +107,11 @@ def test_seed_demo_shows_the_requesters_journey_in_every_state(seeded):
             ("approved", "policy"), ("rejected", "user"), ("withdrawn", "user")} <= states
     two_step = [i for i in made if len(i.steps) == 2 and i.state == "pending"]
     assert two_step and two_step[0].current_step().role == "manager"
+    # One waited past its owner's window and went up the reporting line.
+    manager = db.session.scalars(select(User).where(
+        User.email == "manager@cleardesk.demo")).one()
+    [escalated] = [i for i in made if i.steps and i.steps[0].escalation_level]
+    assert escalated.state == "pending" and escalated.steps[0].approver_id == manager.id
 
 
 def test_seed_demo_requests_carry_evidence_files_a_viewer_opens(seeded):

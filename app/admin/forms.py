@@ -111,6 +111,10 @@ class DelegationForm(FlaskForm):
     max_amount = StringField("Only up to", validators=[Length(max=32)])
 
 
+class ManagerForm(FlaskForm):
+    manager_id = IdField("Reports to", validators=[Optional()])
+
+
 class SetPasswordForm(FlaskForm):
     password = PasswordField("New password", validators=[DataRequired("is required"),
                                                           Length(max=1024)])

@@ -18,6 +18,7 @@ from app.admin.forms import (
     ClosureForm,
     DelegationForm,
     GroupForm,
+    ManagerForm,
     MembershipForm,
     PersonForm,
     SetPasswordForm,
@@ -353,19 +354,24 @@ def new_person(slug: str):
 
 
 def _person_page(actor, tenant, membership, form=None, delegation_form=None, failed=None,
-                 delegation_failed=None, status=200):
+                 delegation_failed=None, status=200, manager_form=None, manager_failed=None):
     if form is None:
         form = MembershipForm()
         form.roles.data = sorted(membership.role_set)
         form.approval_limit.data = f"{membership.approval_limit:.2f}"
     if delegation_form is None:
         delegation_form = _delegation_form(membership)
+    if manager_form is None:
+        manager_form = ManagerForm(formdata=None)
+        manager_form.manager_id.data = membership.manager_id
     pending = [c for c in services.pending_changes(actor, tenant)
                if c.user_id == membership.user_id]
     return _page("admin/person.html", tenant=tenant, m=membership, person=membership.user,
                  form=form, errors=form_errors(form, failed), dform=delegation_form,
                  derrors=form_errors(delegation_form, delegation_failed), pending=pending,
                  colleagues=services.possible_delegates(tenant.id, membership.user_id),
+                 mform=manager_form, merrors=form_errors(manager_form, manager_failed),
+                 managers=services.possible_managers(tenant.id, membership.user_id),
                  status=status)
 
 
@@ -462,6 +468,26 @@ def delegation(slug: str, user_id: int):
         return _person_page(actor, tenant, membership, delegation_form=form,
                             delegation_failed=error, status=422)
     flash("Out of office saved.", "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/manager")
+def manager(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    membership = services.member_for_admin(actor, tenant, user_id)
+    form = ManagerForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400)
+        return _person_page(actor, tenant, membership, manager_form=form, status=422)
+    with refused(ValidationFailed) as refusal:
+        services.set_manager(actor, tenant, user_id, form.manager_id.data)
+    if refusal:
+        error = refusal.error
+        return _person_page(actor, tenant, membership, manager_form=form,
+                            manager_failed=error, status=422)
+    flash("Reporting line saved.", "success")
     return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
 

@@ -129,6 +129,12 @@ class StepOut(BaseModel):
     votes: list[VoteOut] = Field(default_factory=list)
     waiting_on: list[str] = Field(default_factory=list,
                                   description="Members who have not voted yet.")
+    description: str = Field("", description="What the step needs and what became of it, in "
+                                             "the words the item page uses.")
+    escalation_level: int = Field(0, description="How many escalation levels the step has "
+                                                 "gone up (0: still with its first approver).")
+    escalates_at: datetime | None = Field(None, description="When the step escalates next if "
+                                                            "nobody decides it.")
 
 
 class AttachmentOut(BaseModel):
@@ -379,12 +385,16 @@ def item_json(item, attachments: list | None = None) -> dict:
 def step_json(step) -> StepOut:
     """A step with, for a parallel one, its members and their votes."""
     from app.approvals.services import step_progress
+    from app.approvals.wording import step_account
 
     out = StepOut(position=step.position, role=step.role, state=step.state,
                   decided_at=step.decided_at,
                   approver=step.approver.email if step.approver_id and step.approver else None,
                   source_field=step.source_field)
     progress = step_progress(step)
+    out.description = step_account(step.item, step, progress)
+    out.escalation_level = step.escalation_level or 0
+    out.escalates_at = step.escalates_at if step.state == "open" else None
     if progress is not None:
         out.parallel, out.need, out.quorum = True, step.need, progress["quorum"]
         out.members = [u.email for u in progress["members"]]

@@ -110,8 +110,9 @@ def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
         "expires": localtime(row.expires_at, tenant),
         "step_up": abs(item.amount) > step_up_threshold(item.tenant),
         "reminder": kind == "reminder",
+        "escalated": kind == "escalation",
     }
-    prefix = "Reminder: " if kind == "reminder" else ""
+    prefix = {"reminder": "Reminder: ", "escalation": "Escalated: "}.get(kind, "")
     subject = (f"{prefix}Approval needed: {item.title} — {money(item, item.amount)}"
                f" ({tenant.display_name})")
     send_mail(tenant=tenant, recipient=recipient, subject=subject,
@@ -155,8 +156,8 @@ def _mail_assignment(assignment: dict, notice_key: str) -> bool:
     if step is None or assignment["approver_id"] not in waiting_approvers(step):
         return False
     item = db.session.get(WorkItem, assignment["item_id"])
-    return send_step_mail(item, step, "assignment", notice_key=notice_key,
-                          member_id=assignment["approver_id"])
+    return send_step_mail(item, step, "escalation" if assignment.get("escalated") else "assignment",
+                          notice_key=notice_key, member_id=assignment["approver_id"])
 
 
 def send_digest(user: User, tenant: Tenant, steps: list[ApprovalStep], day: str) -> None:

@@ -372,6 +372,12 @@ def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: d
         attach_files(actor, item, list(files or ()))
     step = item.current_step()
     if before != item.state and step is not None:
+        from app.approvals.escalation import start_waiting
+
+        # Its approver had nothing to decide while the question was out: the escalation
+        # window starts again.
+        if step.escalates_at is not None:
+            start_waiting(item, step)
         # The old links died with the question; the approver (each member of a parallel
         # step who has not voted) gets a fresh one.
         for approver_id in waiting_approvers(step):
@@ -449,7 +455,7 @@ def _approvers_by_step(item: WorkItem) -> dict[int, set[int]]:
     return out
 
 
-def _earlier_approvers(item: WorkItem) -> set[int]:
+def earlier_approvers(item: WorkItem) -> set[int]:
     ids: set[int] = set()
     for approvers in _approvers_by_step(item).values():
         ids |= approvers
@@ -505,7 +511,7 @@ def choose_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     decide the step, so the work never lands with nobody; someone out of office whose
     delegation does not cover the item (its kind or amount) only when nobody present can.
     Load is app.work.assignment's: open items and open steps waiting on the person."""
-    excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    excluded = earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
     load = load_table(select(Membership.user_id).where(Membership.tenant_id == item.tenant_id))
     ranked = (
         select(Membership)
@@ -551,14 +557,19 @@ def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     delegate). A step reserved for someone goes to them; otherwise choose_approver picks; with
     nobody eligible it stays with the queue. Returns the approver's id, which the caller puts
     in the audit event of the change that opened the step. Never commits."""
-    excluded = _earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    from app.approvals.escalation import start_waiting
+
+    excluded = earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
+    start_waiting(item, step)
     if step.parallel:
         members = open_parallel_step(item, step, excluded)
-        for member in members:
-            add_message("approval.step_assigned",
-                        {"item_id": item.id, "step_id": step.id, "approver_id": member},
-                        item.tenant_id)
-        return members[0] if members else None
+        if members is not None:
+            for member in members:
+                add_message("approval.step_assigned",
+                            {"item_id": item.id, "step_id": step.id, "approver_id": member},
+                            item.tenant_id)
+            return members[0] if members else None
+        # Too few could decide it: it fell back to one person of its fallback role.
     if step.source_field:
         name_owner(item, step, excluded)
     approver_id = step.approver_id or choose_approver(item, step)
@@ -590,11 +601,14 @@ def _eligible_voter(membership: Membership | None, step: ApprovalStep, excluded:
     return step.role in membership.role_set
 
 
-def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int]:
+def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int] | None:
     """Fix the members of a parallel step as it opens: the group's members (or the holders
     of the step's role) who may decide it, and the quorum from what the step needs ("all"
     counts the members fixed here). `item`: anything with id, tenant_id. Returns the member
-    ids, each of whom is mailed. Never commits."""
+    ids, each of whom is mailed; or None when fewer may decide it than it needs: then, rather
+    than wait until it expires, it becomes a one-person step of its fallback role (manager
+    unless the policy names another), with an audit event saying why, and the caller routes
+    it as such. Never commits."""
     query = select(Membership).where(Membership.tenant_id == item.tenant_id)
     if step.group_id is not None:
         query = query.join(ApproverGroupMember,
@@ -602,16 +616,33 @@ def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int
             ApproverGroupMember.group_id == step.group_id)
     members = [m.user_id for m in db.session.scalars(query.order_by(Membership.user_id))
                if _eligible_voter(m, step, excluded)]
+    if step.need == "all":
+        needed = max(len(members), 1)
+    else:
+        needed = 1 if step.need == "any" else int(step.need)
+    if len(members) < needed:
+        _fall_back(item, step, len(members), needed)
+        return None
     for user_id in members:
         db.session.add(ApprovalStepMember(step_id=step.id, user_id=user_id, item_id=item.id))
-    if step.need == "all":
-        step.quorum = max(len(members), 1)
-    elif step.need == "any":
-        step.quorum = 1
-    else:
-        step.quorum = int(step.need)
+    step.quorum = needed
     db.session.flush()
     return members
+
+
+def _fall_back(item, step: ApprovalStep, eligible: int, needed: int) -> None:
+    from app.audit.services import record_event
+
+    who = step_who(step)
+    step.role = step.fallback_role or Role.MANAGER.value
+    record_event(Actor.system("routing"), "approval.step_fell_back", tenant_id=item.tenant_id,
+                 item_id=item.id, data={
+                     "step": step.position, "group_id": step.group_id, "need": step.need,
+                     "eligible": eligible, "needed": needed, "role": step.role,
+                     "why": f"{eligible} of {who} may decide it and it needs {needed}: it goes "
+                            f"to one {step.role} instead"})
+    step.need = step.quorum = step.reject_when = None
+    db.session.flush()
 
 
 def name_owner(item, step: ApprovalStep, excluded: set[int]) -> int | None:

@@ -21,7 +21,8 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 declare_access(bp, roles={Role.MANAGER})
 read_from_replica(bp)
 # Tables shown open on the page; the others are fetched when opened.
-INLINE_TABLES = ("attainment", "turnaround-kind", "workload", "leakage", "auto-approval")
+INLINE_TABLES = ("attainment", "turnaround-kind", "turnaround-step", "workload", "leakage",
+                 "auto-approval")
 
 
 def _drill(args: dict | None) -> str | None:

@@ -16,6 +16,7 @@ TABLES = {
     "turnaround-subtype": "Turnaround by subtype",
     "turnaround-queue": "Turnaround by queue",
     "turnaround-approver": "Turnaround by approver",
+    "turnaround-step": "Turnaround per approval step type",
     "daily": "Created and resolved per day",
     "ageing": "Backlog ageing",
     "auto-approval": "Auto-approval",
@@ -42,7 +43,8 @@ def table(dash: Dashboard, name: str) -> tuple[list[str], list[list]]:
                  for a in dash.attainment])
     if name.startswith("turnaround-"):
         dim = name.split("-", 1)[1]
-        return ([dim.title(), "Decided", "Half decided within (business hours)",
+        return (["Step type" if dim == "step" else dim.title(), "Decided",
+                 "Half decided within (business hours)",
                  "9 in 10 decided within (business hours)", "Mean (business hours)"],
                 [[t.label, t.resolved, t.median_within, t.p90_within, _hours(t.mean_hours)]
                  for t in dash.turnaround[dim]])

@@ -1,6 +1,6 @@
 """The demo requester's requests in every state, made now through the people's road (the
 request form's service, the policy's evaluation, the approvers' decisions), so a new user sees
-the whole journey: one waiting for their answer, one at each step, decided ones, a withdrawn
+the whole journey: one waiting for their answer, one at each step, one escalated to the approver's manager, decided ones, a withdrawn
 one, one the policy approved; two carry evidence files. The policy routes them by each kind of
 routing (all, any one or two of a group; the cost centre's owner). Runs after the bulk seed; its mails
 leave through the outbox."""
@@ -11,11 +11,13 @@ import uuid
 from sqlalchemy import select
 
 from app.actors import Actor
+from app.approvals.escalation import escalate_step
 from app.approvals.services import approve_step, reject_approval, request_info, withdraw
 from app.extensions import db
 from app.models import Tenant, User, WorkItem
 from app.policy.services import evaluate_items, policy_actor
 from app.requests.services import submit_request
+from app.types import utcnow
 from app.unit_of_work import commit
 from app.work.attachments import Upload
 
@@ -26,6 +28,9 @@ JOURNEYS = [
     ("purchase_request", "Northwind Print Co", "4200.00", "Replacement printers for the office.",
      {"cost_centre": "CC-410", "gl_account": "6120", "vendor": "Northwind Print Co",
       "cost_centre_owner_email": "approver@cleardesk.demo"}, "waiting"),
+    ("purchase_request", "Litware Furniture", "5200.00", "Standing desks for the new floor.",
+     {"cost_centre": "CC-410", "gl_account": "6130", "vendor": "Litware Furniture",
+      "cost_centre_owner_email": "approver@cleardesk.demo"}, "escalated"),
     ("credit_memo", "Fabrikam Retail", "62000.00", "Service outage credit agreed with the CFO.",
      {"invoice_number": "INV-2026-3310"}, "second_step"),
     ("refund", "Contoso Pharma", "3450.00", "Double charge on the November invoice.",
@@ -112,6 +117,11 @@ def seed_journeys(slug: str = "northwind") -> int:
         if step == "asked":
             request_info(approver, item_id, question="Can you attach the competitor's quote? "
                                                       "Is 15% enough to keep them?")
+        elif step == "escalated":
+            # Its owner let it wait: the window is shortened to now, and the SLA sweep's own
+            # escalation moves it to their manager.
+            item.current_step().escalates_at = utcnow()
+            escalate_step(Actor.system("sla"), item.current_step().id, utcnow())
         elif step == "second_step":
             approve_step(approver, item_id, comment="Agreed with the account team.")
         elif step == "approved":

@@ -26,14 +26,17 @@ DEMO_GROUPS = {
 }
 # Requests raised in Cleardesk itself (the demo requester's journeys) show each kind of
 # routing: all of a group, any one of a group, two of a group (a rejection waiting while two
-# can still approve), and the approver named by the request (the cost centre's owner).
+# can still approve), and the approver named by the request (the cost centre's owner), who
+# has two working days before it escalates to their manager, then to Treasury.
 CLEARDESK_RULES = [
     ("Discounts raised here: all of the deal desk",
      'source_system == "cleardesk" and subtype == "discount" and amount > 5000', "steps",
      [{"role": "approver", "min_limit": "0", "group": "Deal desk", "need": "all"}]),
     ("Purchases raised here: the cost centre's owner",
      'source_system == "cleardesk" and subtype == "purchase_request" and amount > 1500', "steps",
-     [{"role": "manager", "min_limit": "1000.00", "field": "cost_centre_owner_email"}]),
+     [{"role": "manager", "min_limit": "1000.00", "field": "cost_centre_owner_email",
+       "escalate_after": "2 business days",
+       "escalate_to": [{"to": "manager"}, {"to": "group", "group": "Treasury"}]}]),
     ("Large credits raised here: Treasury, then a manager",
      'source_system == "cleardesk" and subtype == "credit_memo" and amount > 50000', "steps",
      [{"role": "approver", "min_limit": "0", "group": "Treasury", "need": "any"},

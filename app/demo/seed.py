@@ -48,6 +48,7 @@ from app.policy import engine
 from app.work.states import FINAL_STATES
 
 DEMO_PASSWORD = "demo-password"
+REPORTS_TO_MANAGER = ("approver@cleardesk.demo", "approver.contoso@cleardesk.demo")
 
 TENANTS = [
     dict(slug="northwind", name="Northwind Traders", currency="USD",
@@ -239,6 +240,16 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
             chains[slug].append(seeded_at, None, "membership.granted", actor_type="system",
                                 data={"user_id": users[email].id, "roles": [role.value],
                                       "approval_limit": Decimal(limit)})
+    db.session.flush()
+    # Reporting lines: the approvers report to the demo manager, the first level their
+    # waiting approvals escalate to.
+    for membership in db.session.scalars(select(Membership).where(Membership.user_id.in_(
+            [users[e].id for e in REPORTS_TO_MANAGER if e in users]))):
+        membership.manager_id = users["manager@cleardesk.demo"].id
+        chains[membership.tenant.slug].append(
+            seeded_at, None, "membership.manager_set", actor_type="system",
+            data={"user_id": membership.user_id, "before": None,
+                  "after": membership.manager_id})
     db.session.flush()
     for slug, groups in seed_groups(tenants, users).items():
         for group in groups:

@@ -45,6 +45,8 @@ EVENT_LABELS = {
     "attachment.added": "added a file",
     "approval.step_approved": "approved a step",
     "approval.voted": "voted on a parallel step",
+    "approval.step_escalated": "escalated a waiting step",
+    "approval.escalation_exhausted": "found nobody further to escalate to",
     "item.approve": "approved",
     "item.reject": "rejected",
     "item.request_info": "asked for information",
@@ -136,8 +138,20 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
         "max_file": size_text(max_bytes()),
         "per_change": per_change(),
         **routed_to(item),
-        "progress": step_progress_of(item),
+        **step_words_of(item),
     }
+
+
+def step_words_of(item: WorkItem) -> dict:
+    """Each step's progress (a parallel step's), what it needs in words, and its account (what
+    became of it, as the decision receipt says it), by step id."""
+    from app.approvals.wording import step_account, step_needs
+
+    progress = step_progress_of(item)
+    steps = item.steps if item.kind == Kind.APPROVAL.value else []
+    return {"progress": progress,
+            "step_words": {s.id: step_needs(item, s, progress.get(s.id)) for s in steps},
+            "step_accounts": [step_account(item, s, progress.get(s.id)) for s in steps]}
 
 
 def step_progress_of(item: WorkItem) -> dict:

@@ -103,7 +103,8 @@ def compile_policy(policy: PolicyVersion) -> CompiledPolicy:
     return compiled
 
 
-ROUTING_KEYS = ("group", "need", "field", "reject_when")
+ROUTING_KEYS = ("group", "need", "field", "reject_when", "escalate_after", "escalate_to",
+                "fallback")
 
 
 class Step(tuple):

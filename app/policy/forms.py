@@ -128,11 +128,22 @@ def step_line(step: dict) -> str:
         or not (step.get("need") or step.get("field")) else ""
     if step.get("need"):
         who = f'group "{step["group"]}"' if step.get("group") else step["role"]
+        if step.get("fallback"):
+            who += f" else {step['fallback']}"
         tail = ", reject when quorum lost" if step.get("reject_when") == "quorum" else ""
         return f"{step['need']} of {who}{limit}{tail}"
     if step.get("field"):
-        return f"owner {step['field']} else {step['role']}{limit}"
-    return f"{step['role']}{limit}"
+        return f"owner {step['field']} else {step['role']}{limit}{escalation_line(step)}"
+    return f"{step['role']}{limit}{escalation_line(step)}"
+
+
+def escalation_line(step: dict) -> str:
+    if not step.get("escalate_after"):
+        return ""
+    levels = " then ".join("manager" if level.get("to") == "manager"
+                           else f'group "{level.get("group")}"'
+                           for level in step.get("escalate_to") or ())
+    return f", escalate after {step['escalate_after']} to {levels}"
 
 
 def steps_text(steps: list | None) -> str:

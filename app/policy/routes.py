@@ -111,7 +111,8 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
         tenant=policy.tenant, policy=policy, base=base, now=utcnow(),
         diff=simulation.version_diff(base, policy), settings=settings,
         steps_text=forms.steps_text, points_text=forms.points_text,
-        outcome_text=simulation.outcome_text, sla_kinds=forms.SLA_KINDS,
+        outcome_text=simulation.outcome_text, routing_words=simulation.routing_words,
+        sla_kinds=forms.SLA_KINDS,
         activate_form=forms.ActivateForm(formdata=None), simulate_form=forms.SimulateForm(),
         actor_id=actor.user_id, rule_errors={}, rule_values={}, settings_errors={},
         step_up=actor.user is not None and factor_of(actor.user) is not None,
@@ -143,7 +144,7 @@ def simulate(tenant_id: int, policy_id: int):
     if wants_fragment():
         policy = services.get_version(actor, tenant_id, policy_id)
         return render_page("policy/version.html", "simulation", sim=result, policy=policy,
-                           tenant=policy.tenant)
+                           tenant=policy.tenant, routing_words=simulation.routing_words)
     return _version_page(actor, tenant_id, policy_id, sim=result)
 
 
@@ -163,8 +164,9 @@ def check_steps(tenant_id: int):
     """Live validation of a rule's steps as they are typed (htmx)."""
     form = forms.StepsForm()
     form.validate()
-    error, steps = services.check_steps(current_actor(), tenant_id, form.steps.data or "")
-    return render_page("policy/_steps_check.html", error=error, steps=steps)
+    error, steps, warnings = services.check_steps(current_actor(), tenant_id,
+                                                  form.steps.data or "")
+    return render_page("policy/_steps_check.html", error=error, steps=steps, warnings=warnings)
 
 
 @bp.post("/versions/<int:policy_id>/rule-form")

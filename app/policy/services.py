@@ -21,11 +21,14 @@ from app.extensions import db
 from app.models import (
     ApprovalStep,
     ApproverGroup,
+    ApproverGroupMember,
     Kind,
     Membership,
+    MembershipRole,
     Role,
     StepState,
     Tenant,
+    User,
     WorkItem,
 )
 from app.outbox.services import add_messages
@@ -268,6 +271,8 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
     step_rows, first_steps, special_first = [], {}, set()
     if routed:
+        from app.approvals.escalation import escalation_window
+
         groups = group_ids(tenant.id)
         for item, verdict in routed:
             for position, step in enumerate(verdict.steps, start=1):
@@ -276,6 +281,9 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
                        "state": (StepState.OPEN.value if position == 1
                                  else StepState.WAITING.value),
                        **step_routing_columns(step, groups)}
+                # Every row names the same columns (one COPY); the first step waits from now.
+                row["escalates_at"] = (escalation_window(tenant, row["escalate_after"], now)
+                                       if position == 1 and row["escalate_after"] else None)
                 step_rows.append(row)
                 if position == 1 and (row["need"] or row["source_field"]):
                     special_first.add(item.id)
@@ -312,6 +320,7 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
         owner = None
         if item.id in special_first:
             owner, members = _open_special_step(item, step_id)
+            role = db.session.get(ApprovalStep, step_id).role  # a fallback changes it
             if members is not None:
                 # A parallel step: each member gets their own request and link.
                 for member in members:
@@ -372,19 +381,27 @@ def step_routing_columns(step, groups: dict[str, int]) -> dict:
     need = routing.get("need")
     if routing.get("group") and group_id is None:
         need = None
+    escalates = not need and routing.get("escalate_after") and routing.get("escalate_to")
     return {"need": need, "reject_when": routing.get("reject_when") if need else None,
-            "group_id": group_id, "source_field": routing.get("field")}
+            "group_id": group_id, "source_field": routing.get("field"),
+            "fallback_role": routing.get("fallback") if need else None,
+            "escalate_after": routing.get("escalate_after") if escalates else None,
+            "escalate_to": list(routing.get("escalate_to")) if escalates else None}
 
 
 def _open_special_step(item, step_id: int) -> tuple[int | None, list[int] | None]:
     """The first step of a routed item, when it names its approver by a field of the item
-    (returns the owner, or None to route by its role) or is parallel (returns its members)."""
+    (returns the owner, or None to route by its role) or is parallel (returns its members, or
+    None when too few may decide it and it fell back to one person of its fallback role)."""
     from app.approvals.services import name_owner, open_parallel_step
 
     step = db.session.get(ApprovalStep, step_id)
     excluded = {item.requester_id} if item.requester_id else set()
     if step.need:
-        return None, open_parallel_step(item, step, excluded)
+        members = open_parallel_step(item, step, excluded)
+        if members is not None:
+            return None, members
+        return None, None  # fell back to one person of its fallback role
     return name_owner(item, step, excluded), None
 
 
@@ -417,8 +434,6 @@ class _LeastLoaded:
             self.load[previous] -= 1
 
     def _read(self, role: str) -> None:
-        from app.models import MembershipRole, User
-
         today = utcnow().date()
         members = db.session.scalars(
             select(Membership).join(MembershipRole, MembershipRole.membership_id == Membership.id)
@@ -651,15 +666,22 @@ STEP_ROLES = (Role.APPROVER.value, Role.MANAGER.value)
 
 _LIMIT = r"(?:\s*>=\s*(?P<limit>\S.*))?"
 _NEED = r"(?P<need>all|any|\d{1,3})\s+of\s+"
-GROUP_STEP = re.compile(_NEED + r'group\s+"(?P<group>[^"]{1,80})"' + _LIMIT + "$", re.I)
+GROUP_STEP = re.compile(_NEED + r'group\s+"(?P<group>[^"]{1,80})"'
+                        r"(?:\s+else\s+(?P<fallback>\w+))?" + _LIMIT + "$", re.I)
 ROLE_QUORUM_STEP = re.compile(_NEED + r"(?P<role>\w+)" + _LIMIT + "$", re.I)
 OWNER_STEP = re.compile(r"owner\s+(?P<field>\w+)\s+else\s+(?P<role>\w+)" + _LIMIT + "$", re.I)
 REJECT_ON_QUORUM = ", reject when quorum lost"
+ESCALATION = re.compile(r",\s*escalate\s+after\s+(?P<n>\d{1,3})\s+(?P<business>business\s+)?"
+                        r"(?P<unit>hours?|days?)\s+to\s+(?P<levels>.+)$", re.I)
+ESCALATION_LEVEL = re.compile(r'(?:(?P<manager>manager)|group\s+"(?P<group>[^"]{1,80})")'
+                              r"(?:\s+then\s+|$)", re.I)
+MAX_ESCALATION_LEVELS = 5
 OWNER_FIELDS = ("account_owner_email", "cost_centre_owner_email", "budget_holder_email")
 STEP_SYNTAX = ('write "role >= limit", "all of group \"Treasury\" >= 5000", '
                '"2 of group \"Regional controllers EMEA\"", "2 of manager >= 10000" or '
                '"owner account_owner_email else manager >= 1000"; a parallel step may end with '
-               f'"{REJECT_ON_QUORUM}"')
+               f'"{REJECT_ON_QUORUM}", a one-person step with ", escalate after 2 days to '
+               'manager then group \"Treasury\""')
 
 
 def clean_steps(text: str, groups: set[str] | None = None) -> list[dict]:
@@ -682,30 +704,66 @@ def clean_steps(text: str, groups: set[str] | None = None) -> list[dict]:
     return steps
 
 
-def check_steps(actor: Actor, tenant_id: int, text: str) -> tuple[str | None, list[str]]:
+def check_steps(actor: Actor, tenant_id: int,
+                text: str) -> tuple[str | None, list[str], list[str]]:
     """Live check of a steps text as an admin types it: the problems, or each step in words
-    (with how many members a group has today). Changes nothing."""
-    from app.policy.forms import step_line
+    (with how many members a group has today), and warnings: a parallel step that fewer
+    people may decide today than it needs (it would go to one person of its fallback role
+    as it opens). Changes nothing."""
+    from app.approvals.wording import step_words
 
-    require_policy_admin(actor, tenant_id)
+    tenant = require_policy_admin(actor, tenant_id)
     try:
         steps = clean_steps(text, set(group_ids(tenant_id)))
     except ValidationFailed as failed:
-        return failed.fields.get("steps", failed.message), []
-    sizes = {name.casefold(): len(members) for name, members in (
-        (g.name, g.members) for g in db.session.scalars(
-            select(ApproverGroup).where(ApproverGroup.tenant_id == tenant_id)))}
-    words = []
-    for step in steps:
-        line = step_line(step).replace(">=", "≥")
-        if step.get("group"):
-            size = sizes.get(step["group"].casefold(), 0)
-            line += f" ({size} member{'s' if size != 1 else ''} today)"
-            if step["need"].isdigit() and int(step["need"]) > size:
-                return (f"“{step['group']}” has {size} member{'s' if size != 1 else ''}: "
-                        f"{step['need']} of them can never approve"), []
+        return failed.fields.get("steps", failed.message), [], []
+    words, warnings = [], []
+    for n, step in enumerate(steps, start=1):
+        line = step_words(step, tenant.currency)
+        if step.get("need"):
+            size, eligible = parallel_capacity(tenant_id, step)
+            if step.get("group"):
+                line += f" ({size} member{'s' if size != 1 else ''} today"
+                line += f", {eligible} of them may decide it)" if eligible != size else ")"
+            needed = 1 if step["need"] == "any" else None if step["need"] == "all" \
+                else int(step["need"])
+            if eligible == 0 or (needed is not None and eligible < needed):
+                who = f"“{step['group']}”" if step.get("group") else f"The {step['role']}s"
+                fallback = step.get("fallback") or "manager"
+                warnings.append(
+                    f"Step {n}: {who} ha{'s' if step.get('group') else 've'} {eligible} "
+                    f"{'member' if step.get('group') else 'holder'}{'s' if eligible != 1 else ''}"
+                    f" who may decide it today: {step['need']} of them can never approve, so it "
+                    f"will go to one {fallback} instead")
         words.append(line)
-    return None, words
+    return None, words, warnings
+
+
+def parallel_capacity(tenant_id: int, step: dict) -> tuple[int, int]:
+    """(members, members who may decide it) of a parallel policy step today: the group's
+    members (or the role's holders), and those active, holding an approving role (the step's
+    role, for a role's holders) with the step's limit (a limit of the item's amount is not
+    known yet: any limit)."""
+    from app.approvals.services import APPROVING_ROLES
+
+    query = select(Membership).join(User, User.id == Membership.user_id).where(
+        Membership.tenant_id == tenant_id)
+    if step.get("group"):
+        group_id = group_ids(tenant_id).get(step["group"].casefold())
+        query = query.join(ApproverGroupMember,
+                           ApproverGroupMember.user_id == Membership.user_id).where(
+            ApproverGroupMember.group_id == group_id)
+        roles = set(APPROVING_ROLES)
+    else:
+        query = query.join(MembershipRole, MembershipRole.membership_id == Membership.id).where(
+            MembershipRole.role == step["role"])
+        roles = {step["role"]}
+    limit = Decimal(step["min_limit"]) if step.get("min_limit") not in (None, "amount") \
+        else Decimal(0)
+    members = db.session.scalars(query.limit(1000)).all()
+    eligible = [m for m in members if m.user.active and m.role_set & roles
+                and m.approval_limit >= limit]
+    return len(members), len(eligible)
 
 
 def _clean_limit(limit: str | None) -> str:
@@ -718,8 +776,43 @@ def _clean_limit(limit: str | None) -> str:
         raise ValueError("the limit must be a number or amount") from None
 
 
+def _clean_escalation(match: re.Match, groups: set[str] | None) -> dict:
+    """", escalate after N [business] hours|days to LEVEL [then LEVEL ...]": each level is
+    "manager" (the manager of whoever has the step then) or group "Name"."""
+    n = int(match["n"])
+    unit = match["unit"].lower().rstrip("s")
+    if not 1 <= n <= (90 if unit == "day" else 999):
+        raise ValueError("escalate after 1 to 90 days, or 1 to 999 hours")
+    after = f"{n} {'business ' if match['business'] else ''}{unit}{'s' if n != 1 else ''}"
+    text, levels, at = match["levels"].strip(), [], 0
+    while at < len(text):
+        level = ESCALATION_LEVEL.match(text, at)
+        if level is None:
+            raise ValueError('escalate to manager, or to group "Name", joined by "then"')
+        if level["manager"]:
+            levels.append({"to": "manager"})
+        else:
+            name = level["group"].strip()
+            if groups is not None and name.casefold() not in groups:
+                raise ValueError(f"there is no approver group named “{name}” (create it under "
+                                 "Approver groups first)")
+            levels.append({"to": "group", "group": name})
+        at = level.end()
+    if not levels or len(levels) > MAX_ESCALATION_LEVELS:
+        raise ValueError(f"escalate through 1 to {MAX_ESCALATION_LEVELS} levels")
+    return {"escalate_after": after, "escalate_to": levels}
+
+
 def _clean_step(line: str, groups: set[str] | None) -> dict:
     reject_when = None
+    escalation = ESCALATION.search(line)
+    if escalation:
+        line = line[:escalation.start()].strip()
+        escalate = _clean_escalation(escalation, groups)
+        if GROUP_STEP.match(line) or ROLE_QUORUM_STEP.match(line):
+            raise ValueError("only a one-person step escalates (a parallel step waits on its "
+                             "members)")
+        return {**_clean_step(line, groups), **escalate}
     if line.lower().endswith(REJECT_ON_QUORUM):
         line, reject_when = line[:-len(REJECT_ON_QUORUM)].strip(), "quorum"
     parallel = GROUP_STEP.match(line) or ROLE_QUORUM_STEP.match(line)
@@ -735,6 +828,10 @@ def _clean_step(line: str, groups: set[str] | None) -> dict:
                 raise ValueError(f"there is no approver group named “{name}” (create it under "
                                  "Approver groups first)")
             step["group"] = name
+            if parallel["fallback"]:
+                if parallel["fallback"] not in STEP_ROLES:
+                    raise ValueError(f"the fallback role must be one of {', '.join(STEP_ROLES)}")
+                step["fallback"] = parallel["fallback"]
         else:
             if parallel["role"] not in STEP_ROLES:
                 raise ValueError(f"the role must be one of {', '.join(STEP_ROLES)}")

@@ -234,6 +234,14 @@ def _steps_words(steps) -> str:
     return ", then ".join(step_line(s).replace(">=", "≥") for s in steps or [])
 
 
+def routing_words(steps, currency: str | None = None) -> str:
+    """A chain the engine chose, in the words the item page and the receipt use."""
+    from app.approvals.wording import steps_words
+    from app.policy.services import step_dict
+
+    return steps_words([step_dict(s) for s in steps], currency)
+
+
 def outcome_text(rule) -> str:
     priority = f", priority {rule.set_priority}" if getattr(rule, "set_priority", None) else ""
     if rule.outcome == "auto_approve":

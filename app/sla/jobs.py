@@ -2,8 +2,8 @@
 turns at risk is reported to its tenant's managers; one that breaches is raised a priority
 step, optionally moved to the least-loaded colleague (the tenant's sla_reassign_on_breach,
 off by default), and reported to them. Each happens once per item and level; the reports of
-one sweep reach each manager as one digest mail. Approvals past their policy's expiry are
-closed as expired."""
+one sweep reach each manager as one digest mail. Approval steps waiting past their policy's
+window escalate a level; approvals past their policy's expiry are closed as expired."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -66,6 +66,15 @@ def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
         record_notices(at_risk)
         commit()
         last_id = rows[-1].id
+    # Approval steps waiting past their window escalate to their next level.
+    from app.approvals.escalation import escalate_waiting_steps
+
+    last_step = 0
+    while last_step is not None:
+        escalated, last_step = escalate_waiting_steps(SYSTEM, now, last_step)
+        if escalated:
+            counts["escalated_steps"] += escalated
+        commit()
     # Approvals nobody decided within their policy's expiry are closed as expired.
     from app.policy.services import expire_overdue
 

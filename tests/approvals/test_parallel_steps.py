@@ -491,3 +491,38 @@ def test_each_member_who_has_not_voted_is_reminded_once_and_gets_the_digest(
     assert send_daily_digests(now=now) == 2
     digests = sorted(m["To"] for m in inbox.messages if "waiting for you" in m["Subject"])
     assert digests == ["Ben <ben@x.test>", "Cleo <cleo@x.test>"]
+
+
+def test_a_group_step_with_fewer_who_may_decide_than_it_needs_goes_to_one_manager_and_says_why(
+        org, make_policy, make_item):
+    from app.approvals.services import named_approver_id
+
+    tenant, people, _group = org
+    # Anna, Ben and Cleo may decide (the requester may not): three, where four are needed.
+    item = _routed(org, make_policy, make_item, f'4 of group "{EMEA}"')
+    [step] = item.steps
+    assert not step.parallel and step.role == "manager" and _members(item) == set()
+    assert named_approver_id(step) in {people["manager"].id, people["cleo"].id}
+    [event] = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.item_id == item.id, AuditEvent.action == "approval.step_fell_back")).all()
+    assert event.data["eligible"] == 3 and event.data["needed"] == 4
+    assert event.data["why"] == (f"3 of the members of {EMEA} may decide it and it needs 4: "
+                                 "it goes to one manager instead")
+    _decide(people["manager"], item.id)
+    assert db.session.get(WorkItem, item.id).state == "approved"
+
+
+def test_a_short_group_step_opening_later_falls_back_to_the_role_the_policy_names(
+        org, make_policy, make_item):
+    from app.approvals.services import named_approver_id
+
+    tenant, people, _group = org
+    item = _routed(org, make_policy, make_item,
+                   f'manager >= 0\n4 of group "{EMEA}" else approver')
+    item = _decide(people["manager"], item.id)
+    step = item.steps[1]
+    assert step.state == "open" and not step.parallel and step.role == "approver"
+    # One approver (never the requester, who is one too).
+    assert named_approver_id(step) in {people[n].id for n in ("anna", "ben", "outsider")}
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.item_id == item.id, AuditEvent.action == "approval.step_fell_back")) == 1

@@ -338,11 +338,19 @@ def test_steps_are_checked_live_with_groups_quorums_and_owners_in_words(
     page = f"/admin/t/{tenant.slug}/policy/"
     good = _post(client, auth, path, {"steps": 'all of group "Treasury" >= 5000\n'
                                                "owner account_owner_email else manager"}, page)
-    assert ("✓ all of group \"Treasury\" ≥ 5000.00 (1 member today), then owner "
-            "account_owner_email else manager") in good.text.replace("&#34;", '"')
+    assert ("✓ all of the members of Treasury, each with a limit of at least USD 5,000.00 "
+            "(else a manager when too few may decide) (1 member today); then the account owner "
+            "named on the item (else a manager)") in good.text.replace("&#39;", "'")
     unknown = _post(client, auth, path, {"steps": '2 of group "Deal desk"'}, page)
     assert "line 1: there is no approver group named “Deal desk”" in unknown.text
-    too_few = _post(client, auth, path, {"steps": '2 of group "Treasury"'}, page)
-    assert "“Treasury” has 1 member: 2 of them can never approve" in too_few.text
+    too_few = _post(client, auth, path, {"steps": '2 of group "Treasury" else approver'}, page)
+    assert "✓ 2 of the members of Treasury" in too_few.text
+    assert ("⚠ Step 1: “Treasury” has 1 member who may decide it today: 2 of them can never "
+            "approve, so it will go to one approver instead") in too_few.text
+    escalating = _post(client, auth, path, {
+        "steps": 'approver >= 1000, escalate after 2 business days to manager then group '
+                 '"Treasury"'}, page)
+    assert ("✓ an approver, with a limit of at least USD 1,000.00; escalates after 2 business "
+            "days to the approver&#39;s manager, then Treasury") in escalating.text
     field = _post(client, auth, path, {"steps": "owner favourite_colour else manager"}, page)
     assert "the owner field must be one of" in field.text

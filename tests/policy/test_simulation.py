@@ -213,3 +213,45 @@ def test_a_rule_edit_is_counted_apart_from_sampling_and_on_the_page_first(
     assert page.index("Changed by your edits") < page.index(
         "QA sample drawn differently")
     assert "these would differ with no edit at all" in page
+
+
+def test_the_simulation_and_the_receipt_describe_routing_in_the_item_pages_words(
+        admins, make_policy, make_item, make_user, client, auth):
+    from app.admin.groups import create_group
+    from app.approvals.services import approve_step
+    from app.models import WorkItem
+    from tests.conftest import SYSTEM
+
+    tenant, author, checker = admins
+    anna = make_user("anna@example.com", [tenant], roles=("approver",), name="Anna")
+    ben = make_user("ben@example.com", [tenant], roles=("approver",), name="Ben")
+    make_user("cleo@example.com", [tenant], roles=("approver",), name="Cleo")
+    make_user("max@example.com", [tenant], roles=("manager",), name="Max", limit="900000")
+    create_group(SYSTEM, tenant, name="Treasury", member_ids=[anna.id, ben.id])
+    commit()
+    make_policy(tenant, author, checker, [("Two of treasury", "amount > 0", "steps",
+                                           '2 of group "Treasury"\nmanager >= amount')])
+    item = make_item(tenant, amount="700.00")
+    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    commit()
+    for person in (anna, ben):
+        approve_step(actor(person), item.id)
+        commit()
+    auth.login("max@example.com")
+    page = client.get(f"/items/{item.id}").text
+    assert ("Step 1: 2 of 2 members of Treasury (else a manager when too few may decide) — "
+            "approved by Anna and Ben on ") in page
+    assert "Step 2: a manager, with a limit of at least USD 700.00 — waiting on Max" in page
+    # A draft that escalates: the simulation says where each changed item would go.
+    draft = services.create_draft(actor(author), tenant.id)
+    services.save_rule(actor(author), tenant.id, draft.id, rule_id=draft.rules[0].id,
+                       name="One approver", condition="amount > 0", outcome="steps",
+                       steps_text="approver >= 0, escalate after 2 days to manager")
+    services.submit_version(actor(author), tenant.id, draft.id)
+    commit()
+    db.session.expire_all()
+    assert db.session.get(WorkItem, item.id).state == "pending"
+    auth.login("checker@example.com")
+    sim = client.get(f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30",
+                     headers={"HX-Request": "true"}).text
+    assert ("an approver; escalates after 2 days to the approver&#39;s manager" in sim)
