@@ -17,6 +17,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    or_,
+    select,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -100,6 +102,20 @@ class PolicyVersion(db.Model):
         if self.retired_at and self.retired_at <= now:
             return PolicyState.RETIRED.value
         return PolicyState.ACTIVE.value
+
+    @classmethod
+    def in_force(cls, tenant_id: int, at: datetime | None = None) -> PolicyVersion | None:
+        """The tenant's version in force at `at` (now): the activated version with the latest
+        effective_from at or before it that was not retired by then."""
+        at = at or utcnow()
+        return db.session.scalars(
+            select(cls)
+            .where(cls.tenant_id == tenant_id,
+                   cls.state.in_((PolicyState.ACTIVE.value, PolicyState.RETIRED.value)),
+                   cls.effective_from <= at,
+                   or_(cls.retired_at.is_(None), cls.retired_at > at))
+            .order_by(cls.effective_from.desc(), cls.version.desc()).limit(1)
+        ).first()
 
 
 class PolicyRule(db.Model):

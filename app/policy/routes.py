@@ -90,7 +90,7 @@ def overview(tenant_id: int):
 
     return render_page(
         "policy/overview.html", tenant=tenant, versions=versions,
-        in_force=services.policy_in_force(tenant.id), draft=services.open_draft(tenant.id),
+        in_force=PolicyVersion.in_force(tenant.id), draft=services.open_draft(tenant.id),
         switch=db.session.get(PolicyKillSwitch, tenant.id), now=utcnow(),
         admin_tenants=[db.session.get(type(tenant), t) for t in _admin_tenants(actor)],
         kill_form=forms.KillSwitchForm(formdata=None), lines=simulation.version_lines,

@@ -63,26 +63,12 @@ def policy_actor(tenant_id: int) -> Actor:
 # Which version is in force.
 
 
-def policy_in_force(tenant_id: int, at: datetime | None = None) -> PolicyVersion | None:
-    """The activated version with the latest effective_from at or before `at` that was not
-    retired by then."""
-    at = at or utcnow()
-    return db.session.scalars(
-        select(PolicyVersion)
-        .where(PolicyVersion.tenant_id == tenant_id,
-               PolicyVersion.state.in_((PolicyState.ACTIVE.value, PolicyState.RETIRED.value)),
-               PolicyVersion.effective_from <= at,
-               or_(PolicyVersion.retired_at.is_(None), PolicyVersion.retired_at > at))
-        .order_by(PolicyVersion.effective_from.desc(), PolicyVersion.version.desc()).limit(1)
-    ).first()
-
-
 def receive_item(item: WorkItem) -> int | None:
     """At arrival (called by create_item): under a policy in force, an approval waits for its
     evaluation (an undecided receipt) instead of taking the default chain; an exception or a
     dispute gets one when the policy has rules for its kind (it stays workable meanwhile).
     Returns the version it arrived under, or None (no policy: the default chain applies)."""
-    policy = policy_in_force(item.tenant_id, item.created_at)
+    policy = PolicyVersion.in_force(item.tenant_id, item.created_at)
     if policy is None:
         return None
     if item.kind != Kind.APPROVAL.value and not any(
@@ -219,7 +205,7 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
     cases = [i.id for i in items if i.kind != Kind.APPROVAL.value
              and i.state == INITIAL_STATE[i.kind] and i.assignee_id is None]
     skipped = claimed - {i.id for i in pending} - set(cases)
-    policy = policy_in_force(tenant.id, now)
+    policy = PolicyVersion.in_force(tenant.id, now)
     compiled = engine.compile_policy(policy) if policy is not None else None
     verdicts: list[tuple] = []
     if pending:
@@ -600,7 +586,7 @@ def open_draft(tenant_id: int) -> PolicyVersion | None:
 
 def latest_active(tenant_id: int) -> PolicyVersion | None:
     """The version in force now, else the newest scheduled one."""
-    return policy_in_force(tenant_id) or db.session.scalars(
+    return PolicyVersion.in_force(tenant_id) or db.session.scalars(
         select(PolicyVersion).where(PolicyVersion.tenant_id == tenant_id,
                                     PolicyVersion.state == PolicyState.ACTIVE.value)
         .order_by(PolicyVersion.version.desc()).limit(1)).first()

@@ -20,7 +20,6 @@ from app.policy.rules import KIND_WORDS
 from app.policy.services import (
     kill_switch_engaged,
     get_version,
-    policy_in_force,
     rejections_by_counterparty,
     require_policy_admin,
 )
@@ -136,7 +135,7 @@ def simulate(actor: Actor, tenant_id: int, policy_id: int, days: int) -> Simulat
     # The version the edits start from (else the one in force), replayed alike: where the two
     # decide differently, the edits made the difference.
     base = (db.session.get(PolicyVersion, policy.based_on_id) if policy.based_on_id
-            else policy_in_force(tenant_id))
+            else PolicyVersion.in_force(tenant_id))
     base_compiled = engine.compile_policy(base) if base is not None else None
     budgets: dict = {}
     base_budgets: dict = {}

@@ -97,7 +97,7 @@ def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
             if _works(roles[tenant], kind):
                 scopes.setdefault(name, set()).add((tenant, kind))
         # The QA queue exists where a version that was in force sampled; its role is the one
-        # of the version in force now (as policy_in_force picks it). One read of the few
+        # of the version in force now (as PolicyVersion.in_force picks it). One read of the few
         # version rows of these tenants.
         now = utcnow()
         versions = db.session.execute(

@@ -36,14 +36,14 @@ def policy_targets(tenant) -> dict:
     from sqlalchemy.orm import object_session
 
     from app.extensions import db
-    from app.policy.services import policy_in_force
+    from app.policy.models import PolicyVersion
 
     if tenant.id is None:  # not saved yet: no policy can name it
         return {}
     session = object_session(tenant) or db.session()
     cache = session.info.setdefault(_CACHE_KEY, {})
     if tenant.id not in cache:
-        policy = policy_in_force(tenant.id)
+        policy = PolicyVersion.in_force(tenant.id)
         cache[tenant.id] = dict(policy.sla_targets or {}) if policy is not None else {}
     return cache[tenant.id]
 

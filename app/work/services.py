@@ -350,11 +350,11 @@ def create_prepared_items(actor: Actor, tenant: Tenant,
     items.created outbox message per OUTBOX_BATCH_ITEMS items (policy evaluation and webhooks
     take them in batches). Approvals arriving with no policy in force take the default chain
     and its first approver one at a time, through create_item's own path. Never commits."""
-    from app.policy.services import policy_in_force
+    from app.policy.models import PolicyVersion
 
     there = _existing_refs(tenant.id, prepared)
     now = utcnow()
-    policy = policy_in_force(tenant.id, now)
+    policy = PolicyVersion.in_force(tenant.id, now)
     fresh, one_by_one, seen = [], [], set()
     for values in prepared:
         key = (values["source_system"], values["external_ref"])

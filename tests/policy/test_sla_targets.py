@@ -1,7 +1,7 @@
 """SLA targets come from the tenant's policy in force, with the defaults where it is silent."""
 from datetime import timedelta
 
-from app.policy import services
+from app.policy.models import PolicyVersion
 from app.sla.calendar import calendar_for
 from app.sla.services import DEFAULT_TARGETS, sla_target
 from app.unit_of_work import commit
@@ -28,4 +28,4 @@ def test_the_policy_in_force_sets_sla_targets_per_kind_and_priority(admins, make
 def test_without_a_policy_the_default_targets_apply(make_tenant):
     tenant = make_tenant()
     assert sla_target("approval", "high", tenant) == DEFAULT_TARGETS["approval"] * 0.5
-    assert services.policy_in_force(tenant.id) is None
+    assert PolicyVersion.in_force(tenant.id) is None
