@@ -1,6 +1,7 @@
 """Column types shared by every model: UTC-aware times and exact money."""
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from enum import Enum
 
 from sqlalchemy import DateTime, Numeric
 from sqlalchemy.types import TypeDecorator
@@ -71,3 +72,23 @@ def tenant_time(value: datetime, timezone: str | None) -> str:
 
     local = value.astimezone(ZoneInfo(timezone or "UTC"))
     return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()
+
+
+def jsonable(value):
+    """Plain JSON values (audit event data, outbox payloads): what is stored is exactly what
+    was hashed. Decimals and times become text; floats are refused (use Decimal or str)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, float):
+        raise TypeError("floats are not allowed in audit data; use Decimal or str")
+    return str(value)

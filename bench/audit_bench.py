@@ -26,7 +26,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
-from app.audit.chain import jsonable  # noqa: E402
+from app.types import jsonable  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Membership, MembershipRole, Role, Tenant, User  # noqa: E402
 from app.unit_of_work import commit  # noqa: E402

@@ -15,7 +15,6 @@ from app.audit.chain import (
     LINK_JOIN,
     encoding_around_link,
     event_hash,
-    jsonable,
     values_hash,
 )
 from app.audit.formats import event_columns
@@ -34,7 +33,7 @@ from app.errors import InvalidTransition, NotFound, PermissionDenied, Validation
 from app.extensions import db
 from app.models import Role, Tenant
 from app.outbox.services import add_message
-from app.types import utcnow
+from app.types import jsonable, utcnow
 from app.unit_of_work import register_writer, unit_of_work
 
 

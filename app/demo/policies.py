@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from app.audit.chain import jsonable
+from app.types import jsonable
 from app.extensions import db
 from app.policy import engine
 from app.policy.services import step_dict

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 import holidays
 from sqlalchemy import func, insert, select, text
 
-from app.audit.chain import event_hash, jsonable
+from app.audit.chain import event_hash
+from app.types import jsonable
 from app.audit.models import GENESIS_HASH, GLOBAL_CHAIN, AuditChainHead, AuditEvent
 from app.auth.passwords import hash_password
 from app.extensions import db

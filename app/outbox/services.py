@@ -7,7 +7,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, select, update
 
-from app.audit.chain import jsonable
+from app.types import jsonable
 from app.extensions import db
 from app.outbox.models import OutboxMessage
 from app.types import utcnow

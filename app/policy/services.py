@@ -548,7 +548,7 @@ def _json_scalar(value):
 
 
 def _plain(inputs: dict) -> dict:
-    from app.audit.chain import jsonable
+    from app.types import jsonable
 
     return jsonable(inputs)
 
@@ -1084,7 +1084,7 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
 
 
 def _jsonable_settings(policy: PolicyVersion) -> dict:
-    from app.audit.chain import jsonable
+    from app.types import jsonable
 
     return jsonable(settings_dict(policy))
 
