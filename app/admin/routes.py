@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from flask import Blueprint, Response, abort, flash, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, logout_user
 
 from app.access import allow, declare_access
@@ -28,15 +38,15 @@ from app.admin.forms import (
 )
 from app.admin.models import PendingMembershipChange
 from app.auth import services as auth_services
-from app.auth import second_factor, sso
-from app.auth.forms import CodeForm, EmptyForm
+from app.auth import passkeys, second_factor, sso
+from app.auth.forms import CodeForm, EmptyForm, PasskeyForm
 from app.auth.session import current_session
-from app.errors import ValidationFailed
+from app.errors import DomainError, InvalidTransition, ValidationFailed
 from app.extensions import db
 from app.models import Role
 from app.params import arg_id
 from app.unit_of_work import commit
-from app.web import current_actor, current_tenant_id, render_page
+from app.web import current_actor, current_tenant_id, render_page, request_origin
 from app.webhooks.services import paused_subscriptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -543,6 +553,7 @@ def index():
                   memberships[0].tenant if memberships else None)
     return render_page("admin/account.html", tenant=tenant,
                        has_factor=second_factor.factor_of(current_user) is not None,
+                       passkey_count=len(passkeys.passkeys_of(current_user)),
                        sessions=auth_services.open_sessions(current_user),
                        current=current_session())
 
@@ -560,7 +571,10 @@ def _factor_page(status: int = 200, **context):
                        secret=second_factor.secret_for_display(pending) if pending else None,
                        qr_svg=second_factor.qr_code_svg(uri) if uri else None,
                        codes_left=second_factor.recovery_codes_left(user.id),
-                       required=second_factor.factor_required(user), **context)
+                       required=second_factor.factor_required(user),
+                       passkeys=passkeys.passkeys_of(user),
+                       passkey_form=context.pop("passkey_form", None) or PasskeyForm(formdata=None),
+                       **context)
 
 
 @account.get("/second-factor", endpoint="second_factor")
@@ -613,6 +627,54 @@ def disable_second_factor():
     if refused is not None:
         return refused
     flash("Your second factor is off.", "success")
+    return redirect(url_for("account.second_factor"), code=303)
+
+
+@account.post("/passkeys/options")
+def passkey_options():
+    """The options for the browser to make a passkey (JSON, for app/static/passkeys.js); a new
+    challenge is kept, so this is a POST (the CSRF token comes in the X-CSRFToken header)."""
+    try:
+        options = passkeys.registration_options(current_actor(), request_origin())
+    except (DomainError, passkeys.PasskeyRefused) as refused:
+        db.session.rollback()
+        return jsonify(error=refused.message), 409
+    commit()
+    return jsonify(options)
+
+
+@account.post("/passkeys")
+def add_passkey():
+    form = PasskeyForm()
+    _require_csrf(form)
+    if form.errors:
+        return _factor_page(status=422, passkey_form=form,
+                            passkey_error="Name the passkey, then add it with your browser.")
+    try:
+        added = passkeys.register_passkey(current_actor(), request_origin(), form.name.data,
+                                          passkeys.parse_answer(form.credential.data))
+    except passkeys.PasskeyRefused as refused:
+        commit()  # the failure's audit event is kept
+        return _factor_page(status=422, passkey_form=form, passkey_error=refused.message)
+    except ValidationFailed as failed:
+        db.session.rollback()
+        return _factor_page(status=422, passkey_form=form, passkey_error=failed.message)
+    commit()
+    flash(f"Passkey \"{added.name}\" added: use it when Cleardesk asks for your second factor.",
+          "success")
+    return redirect(url_for("account.second_factor"), code=303)
+
+
+@account.post("/passkeys/<int:passkey_id>/remove")
+def remove_passkey(passkey_id: int):
+    _require_csrf(EmptyForm())
+    try:
+        removed = passkeys.remove_passkey(current_actor(), passkey_id)
+    except InvalidTransition as refused:
+        db.session.rollback()
+        return _factor_page(status=409, passkey_error=refused.message)
+    commit()
+    flash(f"Passkey \"{removed.name}\" removed.", "success")
     return redirect(url_for("account.second_factor"), code=303)
 
 

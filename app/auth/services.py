@@ -148,10 +148,12 @@ def has_second_factor(user: User) -> bool:
     return bool(db.session.scalar(select(enrolled_clause(user.id))))
 
 
-def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | None) -> User:
+def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | None, *,
+                     passkey: dict | None = None, origin: str | None = None) -> User:
     """The second step of a sign-in whose password was right: a code of the person's factor
-    (or a recovery code) starts the session. Wrong codes count as failed sign-ins of that
-    email and lock it the same way. The caller commits, also on refusal."""
+    (or a recovery code), or a passkey's answer (`passkey`, made for the `origin` the request
+    came to), starts the session. Wrong codes and refused passkeys count as failed sign-ins
+    of that email and lock it the same way. The caller commits, also on refusal."""
     from app.auth.second_factor import FactorRefused, verify_code
 
     config = current_app.config
@@ -168,7 +170,8 @@ def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | 
         raise SignInRefused(f"Too many failed sign-ins. Sign-in is locked; try again in "
                             f"{minutes} minute{'s' if minutes != 1 else ''}.")
     try:
-        method = verify_code(actor, user, code, purpose="sign_in")
+        method = verify_code(actor, user, code, purpose="sign_in", passkey=passkey,
+                             origin=origin)
     except FactorRefused as refused:
         by_email.failures += 1
         record_event(actor, "auth.login_failed", tenant_id=None,
