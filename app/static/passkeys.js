@@ -90,6 +90,7 @@
     const form = button.closest("form");
     show(form, "");
     if (!supported()) return show(form, NOT_SUPPORTED);
+    if (!form.reportValidity()) return; // the form's other fields first (a name, a reason)
     button.disabled = true;
     try {
       const options = await fetchOptions(form, button.dataset.optionsUrl || form.dataset.optionsUrl);
