@@ -402,7 +402,8 @@ def _person_page(actor, tenant, membership, form=None, delegation_form=None, fai
                  form=form, errors=_errors(form, failed), dform=delegation_form,
                  derrors=_errors(delegation_form, delegation_failed), pending=pending,
                  colleagues=services.possible_delegates(tenant.id, membership.user_id),
-                 status=status)
+                 sso_link=sso.link_of(tenant.id, membership.user_id),
+                 sso_settings=sso.settings_of(tenant.id), status=status)
 
 
 def _delegation_form(membership) -> DelegationForm:
@@ -469,6 +470,19 @@ def remove_member(slug: str, user_id: int):
     commit()
     flash(f"{user.name} is no longer a member of {tenant.display_name}.", "success")
     return redirect(url_for("admin.people", slug=slug), code=303)
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/sso-unlink")
+def unlink_sso(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    membership = services.member_for_admin(actor, tenant, user_id)
+    _require_csrf(EmptyForm())
+    sso.unlink_subject(actor, tenant, membership.user)
+    commit()
+    flash(f"{membership.user.name}'s single sign-on identity is forgotten: their next sign-in "
+          "through the provider matches them by verified email again.", "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/reactivate")
