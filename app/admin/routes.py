@@ -478,10 +478,13 @@ def unlink_sso(slug: str, user_id: int):
     tenant = services.tenant_for_admin(actor, slug)
     membership = services.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
-    sso.unlink_subject(actor, tenant, membership.user)
+    forgotten = sso.unlink_subject(actor, tenant, membership.user)
     commit()
-    flash(f"{membership.user.name}'s single sign-on identity is forgotten: their next sign-in "
-          "through the provider matches them by verified email again.", "success")
+    if forgotten is None:
+        flash(f"{membership.user.name} has no single sign-on identity linked here.", "info")
+    else:
+        flash(f"{membership.user.name}'s single sign-on identity is forgotten: their next "
+              "sign-in through the provider matches them by verified email again.", "success")
     return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
 

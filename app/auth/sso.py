@@ -654,17 +654,17 @@ def link_of(tenant_id: int, user_id: int) -> SingleSignOnLink | None:
         SingleSignOnLink.tenant_id == tenant_id, SingleSignOnLink.user_id == user_id)).first()
 
 
-def unlink_subject(actor: Actor, tenant: Tenant, user: User) -> SingleSignOnLink:
+def unlink_subject(actor: Actor, tenant: Tenant, user: User) -> SingleSignOnLink | None:
     """Forget the provider's subject linked to `user` in `tenant` (an admin's action, audited
     as `auth.sso_unlinked` with the subject): their next sign-in through the provider matches
-    them again by verified email and links whatever subject it then names. NotFound when no
-    subject is linked."""
+    them again by verified email and links whatever subject it then names. None, changing
+    nothing, when no subject is linked (a second click)."""
     from app.admin.services import require_admin
 
     require_admin(actor, tenant)
     link = link_of(tenant.id, user.id)
     if link is None:
-        raise NotFound(f"{user.name} has no single sign-on identity linked here.")
+        return None
     row = settings_of(tenant.id)
     db.session.delete(link)
     db.session.flush()
