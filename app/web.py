@@ -154,7 +154,8 @@ def install_web(app: Flask) -> None:
     def _csrf_error(error: CSRFError):
         if not current_user.is_authenticated and request.endpoint not in (
                 "auth.login", "auth.forgot_password", "auth.login_code",
-                "auth.login_passkey_options"):
+                "auth.login_code_passkey_options", "auth.passkey_sign_in_options",
+                "auth.passkey_sign_in"):
             # Most often an expired session: sign in again rather than a dead button.
             from app.auth.session import sign_in_redirect
 

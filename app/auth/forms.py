@@ -30,6 +30,13 @@ class PasskeyForm(FlaskForm):
                                                        Length(max=PASSKEY_ANSWER_LENGTH)])
 
 
+class PasskeySignInForm(FlaskForm):
+    """A sign-in with a passkey alone: the browser's answer."""
+
+    passkey = StringField("Passkey", validators=[DataRequired(),
+                                                 Length(max=PASSKEY_ANSWER_LENGTH)])
+
+
 class SecondStepForm(FlaskForm):
     """The second factor at sign-in or step-up: a code, or a passkey's answer."""
 

@@ -50,8 +50,9 @@ class UserSession(db.Model):
     ended_reason: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
-    # "sso" when a tenant's identity provider vouched for the person (app.auth.sso); None for
-    # a password sign-in (with or without the second factor).
+    # "sso" when a tenant's identity provider vouched for the person (app.auth.sso),
+    # "passkey" for a passkey alone (app.auth.passkeys); None for a password sign-in (with or
+    # without the second factor).
     sign_in_method: Mapped[str | None] = mapped_column(String(16))
 
     user: Mapped[User] = relationship()
@@ -121,7 +122,8 @@ class PasskeyChallenge(db.Model):
     __table_args__ = (Index("ix_passkey_challenges_expires", "expires_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # None for a sign-in with a passkey alone: the answer says whose passkey it is.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     purpose: Mapped[str] = mapped_column(String(32))
     origin: Mapped[str] = mapped_column(String(300))
     user_verification: Mapped[str | None] = mapped_column(String(16))

@@ -48,6 +48,7 @@ NAME_LENGTH = 60
 # The purposes an assertion may be asked for (app.auth.second_factor.verify_code's purposes).
 ASSERTION_PURPOSES = frozenset({"sign_in", "step_up_link", "step_up_policy"})
 REGISTER = "register"
+SIGN_IN = "passkey_sign_in"  # a sign-in with a passkey alone, no password
 RP_NAME = "Cleardesk"
 
 
@@ -121,24 +122,26 @@ def user_handle(user: User) -> bytes:
                     hashlib.sha256).digest()
 
 
-def _issue(user: User, purpose: str, origin: str, state: dict) -> None:
+def _issue(user: User | None, purpose: str, origin: str, state: dict) -> None:
     now = utcnow()
     # Old challenges are of no use to anyone: dropped as new ones are made.
     db.session.execute(delete(PasskeyChallenge).where(
         PasskeyChallenge.expires_at < now - timedelta(hours=1)))
     db.session.add(PasskeyChallenge(
-        id=state["challenge"], user_id=user.id, purpose=purpose, origin=origin[:300],
+        id=state["challenge"], user_id=user.id if user else None, purpose=purpose,
+        origin=origin[:300],
         user_verification=state.get("user_verification"), created_at=now,
         expires_at=now + timedelta(seconds=CHALLENGE_SECONDS)))
     db.session.flush()
 
 
-def _take_challenge(user: User, purpose: str, challenge: bytes) -> dict:
-    """Use up the challenge the answer was made for: it must be one issued to this person for
-    this purpose, unused and not expired. Returns fido2's state for it."""
+def _take_challenge(user: User | None, purpose: str, challenge: bytes) -> dict:
+    """Use up the challenge the answer was made for: it must be one issued to this person (to
+    no one, for a sign-in with a passkey alone) for this purpose, unused and not expired.
+    Returns fido2's state for it."""
     challenge_id = websafe_encode(challenge)
     row = db.session.get(PasskeyChallenge, challenge_id) if len(challenge_id) <= 64 else None
-    if row is None or row.user_id != user.id or row.purpose != purpose:
+    if row is None or row.user_id != (user.id if user else None) or row.purpose != purpose:
         raise PasskeyRefused("This passkey answer was not asked for here. Try again.",
                              "challenge not issued")
     taken = db.session.execute(
@@ -278,20 +281,36 @@ def assertion_options(user: User, origin: str, purpose: str) -> dict:
 def accept_assertion(user: User, origin: str, purpose: str, response: dict) -> Passkey:
     """The passkey of `user` that signed `response` (an answer to assertion_options for
     `purpose`), its counter moved forward; PasskeyRefused otherwise (the caller audits)."""
-    try:
-        authentication = AuthenticationResponse.from_dict(response)
-        challenge = authentication.response.client_data.challenge
-        counter = authentication.response.authenticator_data.counter
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise PasskeyRefused("Your browser's answer could not be read. Try again.",
-                             f"malformed assertion: {type(error).__name__}") from error
+    authentication, challenge = _parse_assertion(response)
     state = _take_challenge(user, purpose, challenge)
-    row = db.session.scalars(select(Passkey).where(
-        Passkey.credential_id == websafe_encode(authentication.raw_id))).first()
+    row = _passkey_named(authentication)
     if row is None or row.user_id != user.id:
         raise PasskeyRefused("That passkey is not one of yours here.",
                              "unknown credential" if row is None
                              else "credential of another person")
+    return _check_assertion(row, origin, state, authentication)
+
+
+def _parse_assertion(response: dict) -> tuple[AuthenticationResponse, bytes]:
+    try:
+        authentication = AuthenticationResponse.from_dict(response)
+        challenge = authentication.response.client_data.challenge
+        authentication.response.authenticator_data.counter  # noqa: B018 (parsed here)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise PasskeyRefused("Your browser's answer could not be read. Try again.",
+                             f"malformed assertion: {type(error).__name__}") from error
+    return authentication, challenge
+
+
+def _passkey_named(authentication: AuthenticationResponse) -> Passkey | None:
+    return db.session.scalars(select(Passkey).where(
+        Passkey.credential_id == websafe_encode(authentication.raw_id))).first()
+
+
+def _check_assertion(row: Passkey, origin: str, state: dict,
+                     authentication: AuthenticationResponse) -> Passkey:
+    """fido2's checks of the answer against the stored public key, then the counter."""
+    counter = authentication.response.authenticator_data.counter
     try:
         _server(origin).authenticate_complete(state, [_credential(row)], authentication)
     except (ValueError, TypeError, KeyError) as error:
@@ -315,3 +334,38 @@ def accept_assertion(user: User, origin: str, purpose: str, response: dict) -> P
                              "sign count did not increase")
     db.session.refresh(row)
     return row
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing in with a passkey alone.
+#
+# A passkey that verified its user (a fingerprint, a face, the device's PIN: the UV flag) is
+# two factors in one: something held and something known or been. So it may stand in for the
+# password and the second step together; one that only proves presence may not.
+
+
+def sign_in_options(origin: str) -> dict:
+    """The options for navigator.credentials.get to sign in with a passkey: no person named
+    (the authenticator offers the passkeys it holds for this site), user verification
+    required. The challenge belongs to no one until the answer names its passkey."""
+    options, state = _server(origin).authenticate_begin(
+        [], user_verification=UserVerificationRequirement.REQUIRED)
+    _issue(None, SIGN_IN, origin, state)
+    return dict(options)
+
+
+def accept_sign_in(origin: str, response: dict) -> Passkey:
+    """The passkey that signed `response` (an answer to sign_in_options), checked, its
+    counter moved forward; PasskeyRefused otherwise (the caller audits and throttles)."""
+    authentication, challenge = _parse_assertion(response)
+    state = _take_challenge(None, SIGN_IN, challenge)
+    row = _passkey_named(authentication)
+    if row is None:
+        raise PasskeyRefused("Cleardesk does not know that passkey. Sign in with your "
+                             "password, then add the passkey on your account page.",
+                             "unknown credential")
+    handle = authentication.response.user_handle
+    owner = db.session.get(User, row.user_id)
+    if handle is not None and not hmac.compare_digest(handle, user_handle(owner)):
+        raise PasskeyRefused("Cleardesk does not know that passkey.", "user handle mismatch")
+    return _check_assertion(row, origin, state, authentication)

@@ -19,9 +19,16 @@ from flask_login import current_user, login_user, logout_user
 from app.access import allow, declare_access
 from app.actors import Actor, ActorType
 from app.auth import passkeys
-from app.auth.forms import EmptyForm, ForgotPasswordForm, LoginForm, SecondStepForm
+from app.auth.forms import (
+    EmptyForm,
+    ForgotPasswordForm,
+    LoginForm,
+    PasskeySignInForm,
+    SecondStepForm,
+)
 from app.auth.services import (
     RESET_REQUESTED,
+    sign_in_with_passkey,
     ResetThrottled,
     SecondFactorNeeded,
     SignInRefused,
@@ -133,9 +140,9 @@ def login_code():
                            has_totp="totp" in methods, has_passkey="passkey" in methods), status
 
 
-@bp.post("/login/passkey-options")
+@bp.post("/login/code/passkey-options")
 @allow(anonymous=True)
-def login_passkey_options():
+def login_code_passkey_options():
     """The options for the browser to sign the second step with a passkey (JSON, for
     app/static/passkeys.js); keeps a new challenge for the person who passed the password."""
     pending = _pending_sign_in()
@@ -149,6 +156,49 @@ def login_passkey_options():
         return jsonify(error=refused.message), 409
     commit()
     return jsonify(options)
+
+
+@bp.post("/login/passkey/options")
+@allow(anonymous=True)
+def passkey_sign_in_options():
+    """The options for the browser to sign in with a passkey alone (JSON, for
+    app/static/passkeys.js); keeps a new challenge, which belongs to no one yet."""
+    if current_user.is_authenticated:
+        return jsonify(error="You are signed in already. Reload the page."), 409
+    options = passkeys.sign_in_options(request_origin())
+    commit()
+    return jsonify(options)
+
+
+@bp.post("/login/passkey")
+@allow(anonymous=True)
+def passkey_sign_in():
+    """Sign in with a passkey alone: the browser's answer to the options above."""
+    if current_user.is_authenticated:
+        return redirect(url_for("queues.home"))
+    form = PasskeySignInForm()
+    status = 401
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400)
+        error = "Your browser sent no passkey. Try again, or sign in with your password."
+        status = 400
+    else:
+        try:
+            user = sign_in_with_passkey(passkeys.parse_answer(form.passkey.data),
+                                        request_origin(), request.remote_addr,
+                                        request.user_agent.string)
+        except SignInRefused as refused:
+            commit()  # the failure count and its audit event are kept
+            error = refused.message
+        else:
+            commit()
+            session.clear()  # a fresh session (and CSRF token) on sign-in
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")), code=303)
+    return render_template("auth/login.html", form=LoginForm(formdata=None),
+                           passkey_error=error,
+                           sso_tenant=sso_tenant_named(request.args.get("tenant"))), status
 
 
 SSO_PENDING_KEY = "sso_pending"

@@ -125,8 +125,10 @@
   const markUnsupported = () => {
     if (supported()) return;
     for (const button of document.querySelectorAll("[data-passkey-get], form[data-passkey-create] button[type=submit]")) {
-      const form = button.closest("form");
-      if (form) show(form, NOT_SUPPORTED);
+      // An offer (signing in with a passkey) is simply not made; where a passkey is the
+      // person's factor, they are told why it cannot be used here.
+      if (button.hasAttribute("data-hide-unsupported")) button.hidden = true;
+      else if (button.closest("form")) show(button.closest("form"), NOT_SUPPORTED);
     }
   };
   document.addEventListener("DOMContentLoaded", markUnsupported);

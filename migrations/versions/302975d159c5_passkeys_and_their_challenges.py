@@ -21,7 +21,7 @@ depends_on = None
 def upgrade():
     op.create_table('passkey_challenges',
     sa.Column('id', sa.String(length=64), nullable=False),
-    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=True),
     sa.Column('purpose', sa.String(length=32), nullable=False),
     sa.Column('origin', sa.String(length=300), nullable=False),
     sa.Column('user_verification', sa.String(length=16), nullable=True),

@@ -279,7 +279,7 @@ def test_signing_in_with_a_passkey_through_the_pages(app, ann, northwind):
     page = client.get("/login/code")
     assert "Use your passkey" in page.text and 'name="code"' not in page.text
     token = csrf_from(page.text)
-    options = client.post("/login/passkey-options", headers={"X-CSRFToken": token})
+    options = client.post("/login/code/passkey-options", headers={"X-CSRFToken": token})
     assert options.status_code == 200, options.text
     done = client.post("/login/code", data={
         "csrf_token": token, "passkey": as_json(authenticator.get(options.json))})
@@ -291,7 +291,7 @@ def test_passkey_options_need_a_password_step_first(app, ann):
     register(ann, SoftAuthenticator())
     client = new_client(app)
     token = csrf_from(client.get("/login").text)
-    refused = client.post("/login/passkey-options", headers={"X-CSRFToken": token})
+    refused = client.post("/login/code/passkey-options", headers={"X-CSRFToken": token})
     assert refused.status_code == 409 and "Sign in again" in refused.json["error"]
     assert db.session.scalars(select(PasskeyChallenge.purpose)).all() == ["register"]
 
@@ -322,3 +322,97 @@ def test_adding_and_removing_a_passkey_on_the_account_page(app, ann):
     removed = client.post(f"/account/passkeys/{row.id}/remove", data={"csrf_token": token})
     assert removed.status_code == 303
     assert db.session.scalars(select(Passkey)).all() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing in with a passkey alone.
+
+
+def passkey_sign_in(client, authenticator: SoftAuthenticator, **bend):
+    page = client.get("/login")
+    token = csrf_from(page.text)
+    options = client.post("/login/passkey/options", headers={"X-CSRFToken": token})
+    assert options.status_code == 200, options.text
+    assert options.json["publicKey"]["userVerification"] == "required"
+    assert not options.json["publicKey"].get("allowCredentials")  # the authenticator offers
+    return client.post("/login/passkey", data={
+        "csrf_token": token, "passkey": as_json(authenticator.get(options.json, **bend))})
+
+
+def test_a_passkey_that_verified_its_user_signs_in_without_a_password(app, ann):
+    authenticator = SoftAuthenticator()
+    register(ann, authenticator)
+    client = new_client(app)
+    done = passkey_sign_in(client, authenticator)
+    assert done.status_code == 303, done.text
+    assert client.get("/queues/mine").status_code == 200
+    login = events("auth.login")[-1]
+    assert (login.actor_id, login.data["method"]) == (ann.id, "passkey")
+    from app.auth.models import UserSession
+
+    assert db.session.get(UserSession, login.data["session_id"]).sign_in_method == "passkey"
+
+
+def test_a_passkey_that_only_proved_presence_does_not_sign_in(app, ann):
+    from fido2.webauthn import AuthenticatorData
+
+    import tests.auth.webauthn_authenticator as soft
+
+    authenticator = SoftAuthenticator()
+    register(ann, authenticator)
+    original = soft.FLAGS_GET
+    soft.FLAGS_GET = AuthenticatorData.FLAG.UP  # touched, but no fingerprint or PIN
+    try:
+        refused = passkey_sign_in(new_client(app), authenticator)
+    finally:
+        soft.FLAGS_GET = original
+    assert refused.status_code == 401 and "could not be checked" in refused.text
+    failed = events("auth.login_failed")[-1]
+    assert failed.data["method"] == "passkey" and "verif" in failed.data["reason"].lower()
+
+
+def test_an_unknown_passkey_or_a_replayed_answer_does_not_sign_in(app, ann):
+    authenticator = SoftAuthenticator()
+    register(ann, authenticator)
+    stranger = passkey_sign_in(new_client(app), SoftAuthenticator())
+    assert stranger.status_code == 401 and "does not know that passkey" in stranger.text
+    assert events("auth.login_failed")[-1].data["reason"] == "unknown credential"
+
+    client = new_client(app)
+    page = client.get("/login")
+    token = csrf_from(page.text)
+    options = client.post("/login/passkey/options", headers={"X-CSRFToken": token}).json
+    answer = as_json(authenticator.get(options))
+    assert client.post("/login/passkey", data={"csrf_token": token,
+                                               "passkey": answer}).status_code == 303
+    again = new_client(app)
+    token = csrf_from(again.get("/login").text)
+    replayed = again.post("/login/passkey", data={"csrf_token": token, "passkey": answer})
+    assert replayed.status_code == 401
+    assert events("auth.login_failed")[-1].data["reason"] == "challenge used or expired"
+
+
+def test_a_passkey_does_not_open_a_tenant_that_signs_in_through_sso_only(app, ann, northwind):
+    from app.actors import Actor
+    from app.auth.sso import update_single_sign_on
+
+    authenticator = SoftAuthenticator()
+    register(ann, authenticator)
+    update_single_sign_on(Actor.system("tests"), northwind, enabled=True,
+                          issuer="https://login.example.com", client_id="cleardesk",
+                          client_secret="s3cret", allowed_domains="example.com",
+                          jit_enabled=False, jit_role="requester", password_sign_in_off=True)
+    commit()
+    refused = passkey_sign_in(new_client(app), authenticator)
+    assert refused.status_code == 401 and "single sign-on" in refused.text
+    refusal = events("auth.login_refused")[-1].data
+    assert (refusal["reason"], refusal["method"]) == ("password sign-in off", "passkey")
+
+
+def test_a_deactivated_persons_passkey_does_not_sign_in(app, ann):
+    authenticator = SoftAuthenticator()
+    register(ann, authenticator)
+    ann.active = False
+    commit()
+    refused = passkey_sign_in(new_client(app), authenticator)
+    assert refused.status_code == 401 and "deactivated" in refused.text

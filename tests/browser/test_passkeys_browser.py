@@ -1,6 +1,7 @@
 """In a real Chromium with its virtual WebAuthn authenticator (DevTools' WebAuthn domain): a
 person adds a passkey on their account's second-factor page, signs out, and signs in again
-with the passkey as the second step; a browser without WebAuthn is told so. WebAuthn needs a
+with the passkey as the second step, or with the passkey alone; a browser without WebAuthn is
+told so. WebAuthn needs a
 secure context and a relying party id that is a host name, so the app is opened as
 http://localhost (127.0.0.1 would be refused as an RP id)."""
 import re
@@ -93,6 +94,27 @@ def test_a_passkey_added_on_the_account_page_signs_in_as_the_second_factor(on_lo
     assert row.last_used_at is not None
 
 
+def test_a_passkey_signs_in_alone_from_the_sign_in_page(on_localhost, person):
+    page = on_localhost
+    add_virtual_authenticator(page)
+    password_step(page)
+    page.wait_for_url(re.compile(r"/queues/mine$"))
+    page.goto("/account/second-factor")
+    page.get_by_label("Name of the new passkey").fill("This laptop")
+    page.get_by_role("button", name="Add a passkey").click()
+    expect(page.locator(".flash-success")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/login"))
+
+    # No email, no password: the authenticator offers the passkey it holds for this site.
+    page.get_by_role("button", name="Use a passkey instead").click()
+    page.wait_for_url(re.compile(r"/queues/mine$"))
+    db.session.rollback()
+    login = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "auth.login")
+                               .order_by(AuditEvent.id.desc())).first()
+    assert (login.actor_id, login.data["method"]) == (person.id, "passkey")
+
+
 def test_a_browser_without_webauthn_is_told_so(on_localhost, person):
     page = on_localhost
     page.add_init_script("delete window.PublicKeyCredential;")
@@ -105,3 +127,7 @@ def test_a_browser_without_webauthn_is_told_so(on_localhost, person):
         "This browser cannot use passkeys")
     db.session.rollback()
     assert db.session.scalars(select(Passkey)).all() == []
+    # The sign-in page does not offer what the browser cannot do.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/login"))
+    expect(page.get_by_role("button", name="Use a passkey instead")).to_be_hidden()

@@ -105,7 +105,7 @@ def test_activating_a_version_takes_the_admins_passkey(app, admins):
                                 "csrf_token": csrf_from(page.text)})
     page = client.get("/login/code")
     token = csrf_from(page.text)
-    options = client.post("/login/passkey-options", headers={"X-CSRFToken": token}).json
+    options = client.post("/login/code/passkey-options", headers={"X-CSRFToken": token}).json
     assert client.post("/login/code", data={"passkey": as_json(authenticator.get(options)),
                                             "csrf_token": token}).status_code == 303
 
