@@ -135,7 +135,7 @@ def _issue(user: User | None, purpose: str, origin: str, state: dict) -> None:
     db.session.flush()
 
 
-def _take_challenge(user: User | None, purpose: str, challenge: bytes) -> dict:
+def _take_challenge(user: User | None, purpose: str, origin: str, challenge: bytes) -> dict:
     """Use up the challenge the answer was made for: it must be one issued to this person (to
     no one, for a sign-in with a passkey alone) for this purpose, unused and not expired.
     Returns fido2's state for it."""
@@ -144,6 +144,9 @@ def _take_challenge(user: User | None, purpose: str, challenge: bytes) -> dict:
     if row is None or row.user_id != (user.id if user else None) or row.purpose != purpose:
         raise PasskeyRefused("This passkey answer was not asked for here. Try again.",
                              "challenge not issued")
+    if row.origin != origin[:300]:
+        raise PasskeyRefused("This passkey answer was asked for at another address. Try "
+                             "again.", "challenge issued for another origin")
     taken = db.session.execute(
         update(PasskeyChallenge)
         .where(PasskeyChallenge.id == row.id, PasskeyChallenge.used_at.is_(None),
@@ -209,7 +212,7 @@ def register_passkey(actor: Actor, origin: str, name: str, response: dict) -> Pa
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise PasskeyRefused("Your browser's answer could not be read. Try again.",
                                  f"malformed registration: {type(error).__name__}") from error
-        state = _take_challenge(user, REGISTER, challenge)
+        state = _take_challenge(user, REGISTER, origin, challenge)
         try:
             auth_data = _server(origin).register_complete(state, registration)
         except (ValueError, TypeError, KeyError) as error:
@@ -282,7 +285,7 @@ def accept_assertion(user: User, origin: str, purpose: str, response: dict) -> P
     """The passkey of `user` that signed `response` (an answer to assertion_options for
     `purpose`), its counter moved forward; PasskeyRefused otherwise (the caller audits)."""
     authentication, challenge = _parse_assertion(response)
-    state = _take_challenge(user, purpose, challenge)
+    state = _take_challenge(user, purpose, origin, challenge)
     row = _passkey_named(authentication)
     if row is None or row.user_id != user.id:
         raise PasskeyRefused("That passkey is not one of yours here.",
@@ -358,14 +361,12 @@ def accept_sign_in(origin: str, response: dict) -> Passkey:
     """The passkey that signed `response` (an answer to sign_in_options), checked, its
     counter moved forward; PasskeyRefused otherwise (the caller audits and throttles)."""
     authentication, challenge = _parse_assertion(response)
-    state = _take_challenge(None, SIGN_IN, challenge)
+    state = _take_challenge(None, SIGN_IN, origin, challenge)
     row = _passkey_named(authentication)
     if row is None:
         raise PasskeyRefused("Cleardesk does not know that passkey. Sign in with your "
                              "password, then add the passkey on your account page.",
                              "unknown credential")
-    handle = authentication.response.user_handle
-    owner = db.session.get(User, row.user_id)
-    if handle is not None and not hmac.compare_digest(handle, user_handle(owner)):
-        raise PasskeyRefused("Cleardesk does not know that passkey.", "user handle mismatch")
+    # The credential id names the passkey and so its person; the user handle the authenticator
+    # may send is not compared (it is derived from SECRET_KEY, which may be changed).
     return _check_assertion(row, origin, state, authentication)

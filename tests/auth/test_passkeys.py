@@ -416,3 +416,13 @@ def test_a_deactivated_persons_passkey_does_not_sign_in(app, ann):
     commit()
     refused = passkey_sign_in(new_client(app), authenticator)
     assert refused.status_code == 401 and "deactivated" in refused.text
+
+
+def test_a_challenge_asked_for_at_another_address_is_refused(app, ann):
+    authenticator = SoftAuthenticator()
+    register(ann, authenticator)
+    options = passkeys.assertion_options(ann, "http://localhost:8080", "step_up_policy")
+    commit()
+    with pytest.raises(FactorRefused, match="another address"):
+        verify_code(actor(ann), ann, "", purpose="step_up_policy",
+                    passkey=authenticator.get(options), origin=ORIGIN)
