@@ -22,6 +22,12 @@ def current_actor() -> Actor:
                           request.user_agent.string)
 
 
+def request_origin() -> str:
+    """The origin (scheme, host and port) the browser sent this request to: what a passkey's
+    answer must name (app.auth.passkeys)."""
+    return f"{request.scheme}://{request.host}"
+
+
 def wants_fragment() -> bool:
     """True for an htmx request that swaps part of a page; a boosted navigation (a link or
     form that htmx upgraded) wants the whole page."""
@@ -156,7 +162,9 @@ def install_web(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf_error(error: CSRFError):
         if not current_user.is_authenticated and request.endpoint not in (
-                "auth.login", "auth.forgot_password", "auth.login_code"):
+                "auth.login", "auth.forgot_password", "auth.login_code",
+                "auth.login_code_passkey_options", "auth.passkey_sign_in_options",
+                "auth.passkey_sign_in"):
             # Most often an expired session: sign in again rather than a dead button.
             from app.auth.session import sign_in_redirect
 

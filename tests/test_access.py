@@ -373,6 +373,8 @@ class World:
             "attachment_id": lambda: self.file_of(persona)[1],
             # Someone else's session: ending it is a 404 for everyone, past the gate.
             "session_id": lambda: "s" * 32,
+            # Someone else's passkey (none exists by that id): a 404 for everyone, likewise.
+            "passkey_id": lambda: 999_999,
         }
         if argument not in values:
             raise AssertionError(f"The walk does not know what to put in <{argument}> of "
@@ -446,7 +448,7 @@ class Clients:
 # Routes whose path names something only its owner has (one's own session): the walk cannot
 # hand each persona one of theirs without ending it, so it names someone else's, and the route
 # answers 404 past the gate, as it must.
-OWN_NOT_FOUND = {"account.end_session"}
+OWN_NOT_FOUND = {"account.end_session", "account.remove_passkey"}
 
 # Methods in this order: reads first, so that a write does not change what a read finds.
 METHOD_ORDER = ("OPTIONS", "HEAD", "GET", "POST", "PUT", "PATCH", "DELETE")

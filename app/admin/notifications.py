@@ -1,5 +1,6 @@
 """The mails of accounts: an invitation and a password reset, each with a single-use link to
-set a password. The link is made by the worker when it sends the mail, so its secret is never
+set a password (or, where a password would not let the person in, the tenant's single sign-on
+link instead). The link is made by the worker when it sends the mail, so its secret is never
 stored (only its hash) and the mail log keeps it redacted."""
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from app.admin.services import issue_password_link
 from app.approvals.notifications import brand, render_mail
 from app.extensions import db
 from app.mail.sending import already_sent, send_mail
-from app.models import Tenant, User
+from app.models import Role, Tenant, User
 from app.web import localtime
 
 
@@ -35,6 +36,10 @@ def mail_password_link(message) -> None:
             # A password they could not use: tell them the way in instead, and issue no link.
             _mail_single_sign_on_instead(user, sso_tenant, f"password:{message.id}")
             return
+    if purpose == PasswordLinkPurpose.INVITATION.value and tenant is not None \
+            and _invited_into_sso_only(user, tenant):
+        _mail_single_sign_on_instead(user, tenant, f"password:{message.id}", invitation=True)
+        return
     token, row = issue_password_link(user, tenant.id if tenant else None, purpose)
     invitation = purpose == PasswordLinkPurpose.INVITATION.value
     context = {
@@ -67,12 +72,26 @@ def _signs_in_through_sso_only(user: User) -> Tenant | None:
     return tenants[0] if tenants else None
 
 
-def _mail_single_sign_on_instead(user: User, tenant: Tenant, notice_key: str) -> None:
+def _invited_into_sso_only(user: User, tenant: Tenant) -> bool:
+    """Whether the tenant the person is invited into signs its people in through its provider
+    only: a password would not let them in (its admins keep one, for break-glass)."""
+    from app.auth.sso import sso_tenants_of
+
+    return (tenant in sso_tenants_of(user)
+            and Role.ADMIN.value not in user.roles_in(tenant.id))
+
+
+def _mail_single_sign_on_instead(user: User, tenant: Tenant, notice_key: str, *,
+                                 invitation: bool = False) -> None:
+    """The tenant's single sign-on link in place of a password link: for a reset that could
+    give nothing, or an invitation into a tenant whose password sign-in is off."""
     base = current_app.config["APP_BASE_URL"].rstrip("/")
     context = {"brand": brand(tenant), "recipient": user, "tenant": tenant,
-               "sso_url": f"{base}/login?tenant={tenant.slug}"}
-    send_mail(tenant=tenant, recipient=user,
-              subject=f"Sign in to {tenant.display_name} through single sign-on",
+               "invitation": invitation, "sso_url": f"{base}/login?tenant={tenant.slug}"}
+    subject = (f"You are invited to {tenant.display_name} on Cleardesk" if invitation
+               else f"Sign in to {tenant.display_name} through single sign-on")
+    send_mail(tenant=tenant, recipient=user, subject=subject,
               text=render_mail("mail/sso_instead.txt", **context),
               html=render_mail("mail/sso_instead.html", **context),
-              kind="reset_sso_instead", notice_key=notice_key)
+              kind="invitation_sso" if invitation else "reset_sso_instead",
+              notice_key=notice_key)

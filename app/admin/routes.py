@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from flask import Blueprint, Response, abort, flash, redirect, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, logout_user
 
 from app.access import allow, declare_access
@@ -29,14 +39,14 @@ from app.admin.forms import (
 )
 from app.admin.models import PendingMembershipChange
 from app.auth import services as auth_services
-from app.auth import second_factor, sso
-from app.auth.forms import CodeForm, EmptyForm
+from app.auth import passkeys, second_factor, sso
+from app.auth.forms import CodeForm, EmptyForm, PasskeyForm
 from app.auth.session import current_session
-from app.errors import ValidationFailed
+from app.errors import DomainError, InvalidTransition, ValidationFailed
 from app.models import Role
 from app.params import arg_id
 from app.unit_of_work import commit_now, refused
-from app.web import current_actor, current_tenant_id, form_errors, render_page
+from app.web import current_actor, current_tenant_id, form_errors, render_page, request_origin
 from app.webhooks.services import paused_subscriptions
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -372,7 +382,8 @@ def _person_page(actor, tenant, membership, form=None, delegation_form=None, fai
                  colleagues=services.possible_delegates(tenant.id, membership.user_id),
                  mform=manager_form, merrors=form_errors(manager_form, manager_failed),
                  managers=services.possible_managers(tenant.id, membership.user_id),
-                 status=status)
+                 sso_link=sso.link_of(tenant.id, membership.user_id),
+                 sso_settings=sso.settings_of(tenant.id), status=status)
 
 
 def _delegation_form(membership) -> DelegationForm:
@@ -436,6 +447,21 @@ def remove_member(slug: str, user_id: int):
     user = services.remove_member(actor, tenant, user_id)
     flash(f"{user.name} is no longer a member of {tenant.display_name}.", "success")
     return redirect(url_for("admin.people", slug=slug), code=303)
+
+
+@bp.post("/t/<slug>/people/<int:user_id>/sso-unlink")
+def unlink_sso(slug: str, user_id: int):
+    actor = current_actor()
+    tenant = services.tenant_for_admin(actor, slug)
+    membership = services.member_for_admin(actor, tenant, user_id)
+    _require_csrf(EmptyForm())
+    forgotten = sso.unlink_subject(actor, tenant, membership.user)
+    if forgotten is None:
+        flash(f"{membership.user.name} has no single sign-on identity linked here.", "info")
+    else:
+        flash(f"{membership.user.name}'s single sign-on identity is forgotten: their next "
+              "sign-in through the provider matches them by verified email again.", "success")
+    return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/reactivate")
@@ -537,6 +563,7 @@ def index():
                   memberships[0].tenant if memberships else None)
     return render_page("admin/account.html", tenant=tenant,
                        has_factor=second_factor.factor_of(current_user) is not None,
+                       passkey_count=len(passkeys.passkeys_of(current_user)),
                        sessions=auth_services.open_sessions(current_user),
                        current=current_session())
 
@@ -554,7 +581,10 @@ def _factor_page(status: int = 200, **context):
                        secret=second_factor.secret_for_display(pending) if pending else None,
                        qr_svg=second_factor.qr_code_svg(uri) if uri else None,
                        codes_left=second_factor.recovery_codes_left(user.id),
-                       required=second_factor.factor_required(user), **context)
+                       required=second_factor.factor_required(user),
+                       passkeys=passkeys.passkeys_of(user),
+                       passkey_form=context.pop("passkey_form", None) or PasskeyForm(formdata=None),
+                       **context)
 
 
 @account.get("/second-factor", endpoint="second_factor")
@@ -605,6 +635,50 @@ def disable_second_factor():
     if refused is not None:
         return refused
     flash("Your second factor is off.", "success")
+    return redirect(url_for("account.second_factor"), code=303)
+
+
+@account.post("/passkeys/options")
+def passkey_options():
+    """The options for the browser to make a passkey (JSON, for app/static/passkeys.js); a new
+    challenge is kept, so this is a POST (the CSRF token comes in the X-CSRFToken header)."""
+    with refused(DomainError, passkeys.PasskeyRefused) as refusal:
+        options = passkeys.registration_options(current_actor(), request_origin())
+    if refusal:
+        why = refusal.error
+        return jsonify(error=why.message), 409
+    return jsonify(options)
+
+
+@account.post("/passkeys")
+def add_passkey():
+    form = PasskeyForm()
+    _require_csrf(form)
+    if form.errors:
+        return _factor_page(status=422, passkey_form=form,
+                            passkey_error="Name the passkey, then add it with your browser.")
+    try:
+        added = passkeys.register_passkey(current_actor(), request_origin(), form.name.data,
+                                          passkeys.parse_answer(form.credential.data))
+    except passkeys.PasskeyRefused as passkey_refused:
+        commit_now("the failure's audit event is kept")
+        return _factor_page(status=422, passkey_form=form, passkey_error=passkey_refused.message)
+    except ValidationFailed as failed:  # the 422 answer keeps nothing of the request
+        return _factor_page(status=422, passkey_form=form, passkey_error=failed.message)
+    flash(f"Passkey \"{added.name}\" added: use it when Cleardesk asks for your second factor.",
+          "success")
+    return redirect(url_for("account.second_factor"), code=303)
+
+
+@account.post("/passkeys/<int:passkey_id>/remove")
+def remove_passkey(passkey_id: int):
+    _require_csrf(EmptyForm())
+    with refused(InvalidTransition) as refusal:
+        removed = passkeys.remove_passkey(current_actor(), passkey_id)
+    if refusal:
+        why = refusal.error
+        return _factor_page(status=409, passkey_error=why.message)
+    flash(f"Passkey \"{removed.name}\" removed.", "success")
     return redirect(url_for("account.second_factor"), code=303)
 
 

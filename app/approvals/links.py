@@ -31,7 +31,7 @@ from app.approvals.services import (
 )
 from app.audit.services import record_event
 from app.auth.second_factor import FactorRefused, factor_required_in, verify_code
-from app.auth.services import has_second_factor
+from app.auth.passkeys import factor_methods
 from app.errors import DomainError, NotFound, PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import ApprovalStep, StepState, User, WorkItem
@@ -71,6 +71,8 @@ class LinkView:
     message: str | None = None
     step_up: bool = False  # above the step-up amount: a second factor code, or a sign-in
     factor: bool = False  # (step-up) the approver has a second factor: their code is asked
+    totp: bool = False  # (step-up) ... an authenticator app: a code of it will do
+    passkey: bool = False  # (step-up) ... a passkey: it will do
     on_behalf_of: User | None = None  # the out-of-office approver the link's user stands in for
     facts: dict = field(default_factory=dict)
 
@@ -225,7 +227,9 @@ def inspect_link(token: str, signed_in: User | None = None) -> LinkView:
         view.facts = {"signed_in": signed_in, "approver": row.approver}
         return view
     if view.step_up:
-        view.factor = has_second_factor(row.approver)
+        methods = factor_methods([row.approver_id])[row.approver_id]
+        view.factor, view.totp, view.passkey = bool(methods), "totp" in methods, \
+            "passkey" in methods
         if not view.factor and factor_required_in(row.approver, row.tenant_id):
             view.status = LinkStatus.ENROL
             view.facts = {"approver": row.approver}
@@ -246,11 +250,13 @@ def _permission_refusal(row: ApprovalLinkToken, item: WorkItem) -> str | None:
 
 def decide_by_link(token: str, action: str, *, reason: str | None, signed_in: User | None,
                    ip: str | None, user_agent: str | None,
-                   code: str | None = None) -> tuple[LinkView, WorkItem]:
+                   code: str | None = None, passkey: dict | None = None,
+                   origin: str | None = None) -> tuple[LinkView, WorkItem]:
     """Approve or reject the link's step through the browser's write path, as the link's
     approver (an email-link actor with IP and user agent), and use the link up, all in the
     caller's transaction. Above the step-up amount, `code` must be a code of the approver's
-    second factor (or, when they have none, they must be signed in). Raises LinkRefused when
+    second factor, or `passkey` an answer of one of their passkeys made for the `origin` the
+    request came to (or, when they have no factor, they must be signed in). Raises LinkRefused when
     the link may not act; never commits."""
     view = inspect_link(token, signed_in)
     if view.ok and view.step_up and not view.factor and signed_in is None:
@@ -265,7 +271,7 @@ def decide_by_link(token: str, action: str, *, reason: str | None, signed_in: Us
         # Checked before the link is used up: a wrong code leaves it working.
         try:
             verify_code(actor, row.approver, code or "", purpose="step_up_link",
-                        tenant_id=row.tenant_id,
+                        tenant_id=row.tenant_id, passkey=passkey, origin=origin,
                         data={"item_id": row.item_id, "link_id": row.id})
         except FactorRefused as refused:
             view.status, view.message = LinkStatus.CODE, refused.message

@@ -3,8 +3,10 @@
 in app.approvals.links."""
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from flask_login import current_user
+from flask_wtf.csrf import validate_csrf
+from wtforms.validators import ValidationError
 
 from app.access import declare_access
 from app.approvals.forms import LinkDecisionForm
@@ -18,12 +20,14 @@ from app.approvals.links import (
     step_up_threshold,
 )
 from app.approvals.notifications import brand, item_summary, money
+from app.auth import passkeys
 from app.approvals.redaction import install_log_redaction
 from app.approvals.services import named_approver_id
 from app.errors import ValidationFailed
 from app.extensions import csrf, db
 from app.models import User
 from app.unit_of_work import commit_now, refused
+from app.web import request_origin
 
 bp = Blueprint("approval_links", __name__, url_prefix="/a")
 declare_access(bp, anonymous=True)  # the link itself is the credential
@@ -105,7 +109,9 @@ def decide(token: str):
     with refused() as refusal:
         view, item = decide_by_link(token, form.action.data, reason=form.reason.data,
                                     signed_in=_signed_in(), ip=ip, user_agent=agent,
-                                    code=form.code.data)
+                                    code=form.code.data, origin=request_origin(),
+                                    passkey=passkeys.parse_answer(form.passkey.data)
+                                    if form.passkey.data else None)
     error = refusal.error
     if isinstance(error, LinkRefused):
         record_refusal(error.view, ip, agent)
@@ -128,3 +134,20 @@ def decide(token: str):
     }
     view.item = item
     return _page(view, form, done=done)
+
+
+@bp.post("/<token>/passkey-options")
+def passkey_options(token: str):
+    """The options for the approver's browser to step up with a passkey (JSON, for
+    app/static/passkeys.js): only for a link that may act, above the step-up amount, of an
+    approver with a passkey. Keeps a new challenge for them; decides nothing."""
+    try:
+        validate_csrf(request.headers.get("X-CSRFToken"))
+    except ValidationError:
+        return jsonify(error="This page was open too long. Reload it and try again."), 400
+    view = inspect_link(token, _signed_in())
+    if not (view.ok and view.step_up and view.passkey):
+        return jsonify(error="This link cannot be decided with a passkey now. Reload the "
+                             "page."), 409
+    options = passkeys.assertion_options(view.token.approver, request_origin(), "step_up_link")
+    return jsonify(options)

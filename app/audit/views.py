@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.actors import Actor, ActorType
 from app.audit.chain import event_hash
-from app.auth.models import RecoveryCode, SecondFactor
+from app.auth.models import Passkey, RecoveryCode, SecondFactor
 from app.auth.second_factor import FACTOR_ROLES
 from app.auth.sso import settings_of, sso_status_by_user
 from app.audit.models import AuditChainHead, AuditEvent, AuditExport
@@ -229,6 +229,7 @@ class AccessRow:
     last_sign_in: object | None
     member_since: object | None
     second_factor: bool = False  # a confirmed TOTP factor
+    passkeys: int = 0  # how many passkeys they registered
     recovery_codes_left: int = 0
     factor_missing: bool = False  # the tenant requires one of this person's roles: none yet
     # Single sign-on: "off" (the tenant has none), "linked" (signed in through the tenant's
@@ -237,6 +238,12 @@ class AccessRow:
     sso: str = "off"
     sso_last_sign_in: object | None = None
     password_sign_in: str = "yes"
+
+    @property
+    def factor_names(self) -> str:
+        """"passkey", "totp", or both ("passkey + totp"); "" for none."""
+        return " + ".join(name for name, on in (("passkey", self.passkeys),
+                                                ("totp", self.second_factor)) if on)
 
 
 def _decides(roles: set[str]) -> list[str]:
@@ -278,6 +285,9 @@ def access_review(tenant: Tenant) -> list[AccessRow]:
     user_ids = [m.user_id for m in memberships]
     with_factor = set(db.session.scalars(select(SecondFactor.user_id).where(
         SecondFactor.user_id.in_(user_ids), SecondFactor.confirmed_at.is_not(None))))
+    passkey_counts = dict(db.session.execute(
+        select(Passkey.user_id, func.count()).where(Passkey.user_id.in_(user_ids))
+        .group_by(Passkey.user_id)).all())
     codes_left = dict(db.session.execute(
         select(RecoveryCode.user_id, func.count()).where(
             RecoveryCode.user_id.in_(user_ids), RecoveryCode.used_at.is_(None))
@@ -289,7 +299,8 @@ def access_review(tenant: Tenant) -> list[AccessRow]:
     rows = []
     for m in memberships:
         roles = m.role_set
-        has_factor = m.user_id in with_factor
+        has_totp = m.user_id in with_factor
+        has_factor = has_totp or m.user_id in passkey_counts
         link = links.get(m.user_id)
         rows.append(AccessRow(
             name=m.user.name, email=m.user.email, active=m.user.active,
@@ -298,8 +309,8 @@ def access_review(tenant: Tenant) -> list[AccessRow]:
             delegate_until=m.delegate_until, delegation_state=_delegation_state(m, today),
             delegated_by=sorted(delegated_by.get(m.user_id, [])),
             last_sign_in=m.user.last_login_at, member_since=m.created_at,
-            second_factor=has_factor,
-            recovery_codes_left=codes_left.get(m.user_id, 0) if has_factor else 0,
+            second_factor=has_totp, passkeys=passkey_counts.get(m.user_id, 0),
+            recovery_codes_left=codes_left.get(m.user_id, 0) if has_totp else 0,
             factor_missing=(not has_factor and tenant.require_second_factor
                             and bool(roles & FACTOR_ROLES)),
             sso=("linked" if link else "not yet") if sso_on else "off",
@@ -331,8 +342,7 @@ def access_csv_rows(tenant: Tenant, rows: list[AccessRow]) -> list[list]:
              _cell(r.delegate or ""), r.delegate_from or "", r.delegate_until or "",
              r.delegation_state or "", _cell("; ".join(r.delegated_by)),
              stamp(r.last_sign_in), stamp(r.member_since),
-             "totp" if r.second_factor else ("missing (required)" if r.factor_missing
-                                             else "none"),
+             r.factor_names or ("missing (required)" if r.factor_missing else "none"),
              r.recovery_codes_left if r.second_factor else "", r.sso,
              stamp(r.sso_last_sign_in), r.password_sign_in] for r in rows]
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     UniqueConstraint,
     text,
@@ -49,8 +50,9 @@ class UserSession(db.Model):
     ended_reason: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
-    # "sso" when a tenant's identity provider vouched for the person (app.auth.sso); None for
-    # a password sign-in (with or without the second factor).
+    # "sso" when a tenant's identity provider vouched for the person (app.auth.sso),
+    # "passkey" for a passkey alone (app.auth.passkeys); None for a password sign-in (with or
+    # without the second factor).
     sign_in_method: Mapped[str | None] = mapped_column(String(16))
 
     user: Mapped[User] = relationship()
@@ -89,6 +91,44 @@ class RecoveryCode(db.Model):
     salt: Mapped[str] = mapped_column(String(32))
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Passkey(db.Model):
+    """A WebAuthn credential (a passkey) a person registered as a second factor
+    (app.auth.passkeys): its id at the authenticator (base64url), its public key as the COSE
+    bytes the authenticator gave, and the signature counter last seen, so a cloned
+    authenticator that reports an older count is refused."""
+
+    __tablename__ = "passkeys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasskeyChallenge(db.Model):
+    """A WebAuthn challenge Cleardesk issued, kept server side until it is answered: bound to
+    one person and one purpose, used once (`used_at`, set by a conditional UPDATE), and good
+    for a few minutes. Its id is the challenge itself (base64url), which the browser's answer
+    carries back in its client data."""
+
+    __tablename__ = "passkey_challenges"
+    __table_args__ = (Index("ix_passkey_challenges_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # None for a sign-in with a passkey alone: the answer says whose passkey it is.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(String(300))
+    user_verification: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

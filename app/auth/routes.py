@@ -3,14 +3,32 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_user, logout_user
 
 from app.access import allow, declare_access
 from app.actors import Actor, ActorType
-from app.auth.forms import CodeForm, EmptyForm, ForgotPasswordForm, LoginForm
+from app.auth import passkeys
+from app.auth.forms import (
+    EmptyForm,
+    ForgotPasswordForm,
+    LoginForm,
+    PasskeySignInForm,
+    SecondStepForm,
+)
 from app.auth.services import (
     RESET_REQUESTED,
+    sign_in_with_passkey,
     ResetThrottled,
     SecondFactorNeeded,
     SignInRefused,
@@ -28,9 +46,11 @@ from app.auth.sso import (
     sso_tenant_named,
 )
 from app.errors import NotFound
+from app.extensions import db
+from app.models import User
 from app.params import local_path, whole_number
-from app.unit_of_work import commit_now
-from app.web import current_actor
+from app.unit_of_work import commit_now, refused
+from app.web import current_actor, request_origin
 
 bp = Blueprint("auth", __name__)
 declare_access(bp, member=True)
@@ -74,21 +94,32 @@ PENDING_KEY = "second_factor_pending"
 PENDING_SECONDS = 5 * 60
 
 
+def _pending_sign_in() -> dict | None:
+    """Who passed the password in this browser, while the time for the second step lasts."""
+    pending = session.get(PENDING_KEY)
+    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+        return None
+    return pending
+
+
 @bp.route("/login/code", methods=["GET", "POST"])
 @allow(anonymous=True)
 def login_code():
-    """The second step of signing in, for people with a second factor."""
-    pending = session.get(PENDING_KEY)
-    if not isinstance(pending, dict) or pending.get("until", 0) < time.time():
+    """The second step of signing in, for people with a second factor: a code from their app
+    or a recovery code, or one of their passkeys."""
+    pending = _pending_sign_in()
+    if pending is None:
         session.pop(PENDING_KEY, None)
         flash("Sign in again: the time to enter your code ran out.", "info")
         return redirect(url_for("auth.login"), code=303)
-    form = CodeForm()
+    form = SecondStepForm()
     error = None
     if form.validate_on_submit():
         try:
-            user = complete_sign_in(int(pending["user_id"]), form.code.data,
-                                    request.remote_addr, request.user_agent.string)
+            user = complete_sign_in(
+                int(pending["user_id"]), form.code.data or "", request.remote_addr,
+                request.user_agent.string, origin=request_origin(),
+                passkey=passkeys.parse_answer(form.passkey.data) if form.passkey.data else None)
         except SignInRefused as refused:
             commit_now("the failure and its audit event are kept")
             error = refused.message
@@ -99,8 +130,69 @@ def login_code():
             return redirect(_safe_next(next_path), code=303)
     elif request.method == "POST" and "csrf_token" in form.errors:
         abort(400)
+    user = db.session.get(User, int(pending["user_id"]))
+    methods = passkeys.factor_methods([user.id])[user.id] if user else set()
     status = 401 if error else (400 if form.errors else 200)
-    return render_template("auth/login_code.html", form=form, error=error), status
+    return render_template("auth/login_code.html", form=form, error=error,
+                           has_totp="totp" in methods, has_passkey="passkey" in methods), status
+
+
+@bp.post("/login/code/passkey-options")
+@allow(anonymous=True)
+def login_code_passkey_options():
+    """The options for the browser to sign the second step with a passkey (JSON, for
+    app/static/passkeys.js); keeps a new challenge for the person who passed the password."""
+    pending = _pending_sign_in()
+    user = db.session.get(User, int(pending["user_id"])) if pending else None
+    if user is None or not user.active:
+        return jsonify(error="Sign in again: the time to use your passkey ran out."), 409
+    with refused(NotFound, passkeys.PasskeyRefused) as refusal:
+        options = passkeys.assertion_options(user, request_origin(), "sign_in")
+    if refusal:
+        why = refusal.error
+        return jsonify(error=why.message), 409
+    return jsonify(options)
+
+
+@bp.post("/login/passkey/options")
+@allow(anonymous=True)
+def passkey_sign_in_options():
+    """The options for the browser to sign in with a passkey alone (JSON, for
+    app/static/passkeys.js); keeps a new challenge, which belongs to no one yet."""
+    if current_user.is_authenticated:
+        return jsonify(error="You are signed in already. Reload the page."), 409
+    options = passkeys.sign_in_options(request_origin())
+    return jsonify(options)
+
+
+@bp.post("/login/passkey")
+@allow(anonymous=True)
+def passkey_sign_in():
+    """Sign in with a passkey alone: the browser's answer to the options above."""
+    if current_user.is_authenticated:
+        return redirect(url_for("queues.home"))
+    form = PasskeySignInForm()
+    status = 401
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400)
+        error = "Your browser sent no passkey. Try again, or sign in with your password."
+        status = 400
+    else:
+        try:
+            user = sign_in_with_passkey(passkeys.parse_answer(form.passkey.data),
+                                        request_origin(), request.remote_addr,
+                                        request.user_agent.string)
+        except SignInRefused as refused:
+            commit_now("the failure count and its audit event are kept")
+            error = refused.message
+        else:
+            session.clear()  # a fresh session (and CSRF token) on sign-in
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")), code=303)
+    return render_template("auth/login.html", form=LoginForm(formdata=None),
+                           passkey_error=error,
+                           sso_tenant=sso_tenant_named(request.args.get("tenant"))), status
 
 
 SSO_PENDING_KEY = "sso_pending"

@@ -17,11 +17,11 @@ import time
 import pyotp
 import segno
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 
 from app.actors import Actor
 from app.audit.services import record_event
-from app.auth.models import RecoveryCode, SecondFactor
+from app.auth.models import Passkey, RecoveryCode, SecondFactor
 from app.auth.sealing import fernet
 from app.errors import InvalidTransition, PermissionDenied
 from app.extensions import db
@@ -92,8 +92,10 @@ def requirement_clause(user_id):
 
 
 def enrolled_clause(user_id):
-    return exists().where(SecondFactor.user_id == user_id,
-                          SecondFactor.confirmed_at.is_not(None))
+    """SQL: the person has a second factor: a confirmed TOTP app or a passkey."""
+    return or_(exists().where(SecondFactor.user_id == user_id,
+                              SecondFactor.confirmed_at.is_not(None)),
+               exists().where(Passkey.user_id == user_id))
 
 
 def factor_required(user: User) -> bool:
@@ -170,8 +172,13 @@ def confirm_enrolment(actor: Actor, code: str) -> list[str]:
 
 
 def disable_factor(actor: Actor, code: str) -> None:
-    """Turn the actor's factor off; needs a current code or a recovery code."""
+    """Turn the actor's factor off; needs a current code or a recovery code. Refused when it
+    is their last second factor and a tenant of theirs requires one."""
     user = actor.user
+    if factor_required(user) and not db.session.scalar(
+            select(exists().where(Passkey.user_id == user.id))):
+        raise InvalidTransition("This is your last second factor, and your organisation "
+                                "requires one for your role. Add a passkey first.")
     method = verify_code(actor, user, code, purpose="disable")
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     db.session.execute(delete(SecondFactor).where(SecondFactor.user_id == user.id))
@@ -257,19 +264,39 @@ def _accept_recovery_code(user_id: int, code: str) -> bool:
 
 
 def verify_code(actor: Actor, user: User, code: str, *, purpose: str,
-                tenant_id: int | None = None, data: dict | None = None) -> str:
-    """Check a code of `user`'s factor (a TOTP code, or one of their recovery codes) for
-    `purpose` (sign_in, disable, step_up_link, step_up_policy, ...). Returns "totp" or
-    "recovery_code"; raises FactorRefused. Both outcomes are audited."""
+                tenant_id: int | None = None, data: dict | None = None,
+                passkey: dict | None = None, origin: str | None = None) -> str:
+    """Check a second factor of `user` for `purpose` (sign_in, disable, step_up_link,
+    step_up_policy, ...): a code of their TOTP app or one of their recovery codes, or, given
+    `passkey` (the browser's answer to app.auth.passkeys.assertion_options for this purpose)
+    and the `origin` the request came to, a passkey of theirs. Returns "totp",
+    "recovery_code" or "passkey"; raises FactorRefused. Both outcomes are audited."""
+    from app.auth.passkeys import PasskeyRefused, accept_assertion
+
+    details = {"user_id": user.id, "purpose": purpose, **(data or {})}
+    if passkey is not None:
+        try:
+            key = accept_assertion(user, origin or "", purpose, passkey)
+        except PasskeyRefused as refused:
+            record_event(actor, "auth.factor_failed", tenant_id=tenant_id,
+                         data={**details, "method": "passkey", "reason": refused.reason})
+            raise FactorRefused(refused.message) from refused
+        record_event(actor, "auth.factor_verified", tenant_id=tenant_id,
+                     data={**details, "method": "passkey", "passkey_id": key.id,
+                           "passkey_name": key.name})
+        return "passkey"
     row = db.session.get(SecondFactor, user.id, with_for_update=True)
     if row is None or row.confirmed_at is None:
-        raise FactorRefused("There is no second factor to check.")
+        record_event(actor, "auth.factor_failed", tenant_id=tenant_id,
+                     data={**details, "reason": "no authenticator app"})
+        raise FactorRefused("You have no authenticator app set up: use your passkey."
+                            if db.session.scalar(select(enrolled_clause(user.id)))
+                            else "There is no second factor to check.")
     method = None
     if _accept_totp(row, code):
         method = "totp"
     elif _accept_recovery_code(user.id, code):
         method = "recovery_code"
-    details = {"user_id": user.id, "purpose": purpose, **(data or {})}
     if method is None:
         record_event(actor, "auth.factor_failed", tenant_id=tenant_id, data=details)
         raise FactorRefused("That code is not valid, or it was used already. Enter the "

@@ -148,10 +148,12 @@ def has_second_factor(user: User) -> bool:
     return bool(db.session.scalar(select(enrolled_clause(user.id))))
 
 
-def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | None) -> User:
+def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | None, *,
+                     passkey: dict | None = None, origin: str | None = None) -> User:
     """The second step of a sign-in whose password was right: a code of the person's factor
-    (or a recovery code) starts the session. Wrong codes count as failed sign-ins of that
-    email and lock it the same way. The caller commits, also on refusal."""
+    (or a recovery code), or a passkey's answer (`passkey`, made for the `origin` the request
+    came to), starts the session. Wrong codes and refused passkeys count as failed sign-ins
+    of that email and lock it the same way. The caller commits, also on refusal."""
     from app.auth.second_factor import FactorRefused, verify_code
 
     config = current_app.config
@@ -168,7 +170,8 @@ def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | 
         raise SignInRefused(f"Too many failed sign-ins. Sign-in is locked; try again in "
                             f"{minutes} minute{'s' if minutes != 1 else ''}.")
     try:
-        method = verify_code(actor, user, code, purpose="sign_in")
+        method = verify_code(actor, user, code, purpose="sign_in", passkey=passkey,
+                             origin=origin)
     except FactorRefused as refused:
         by_email.failures += 1
         record_event(actor, "auth.login_failed", tenant_id=None,
@@ -184,6 +187,60 @@ def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | 
     session_id = start_session(user, ip, user_agent)
     record_event(actor, "auth.login", tenant_id=None,
                  data={"session_id": session_id, "second_factor": method})
+    return user
+
+
+def sign_in_with_passkey(response: dict, origin: str, ip: str | None,
+                         user_agent: str | None) -> User:
+    """Sign in with a passkey alone (app.auth.passkeys.accept_sign_in: one that verified its
+    user stands for the password and the second step together). Refused, as a password
+    would be, for a deactivated account or a member of a tenant whose password sign-in is
+    off (its admins, who have a factor, may). Failures count against the client address's
+    throttle and lock it the same way; every outcome is audited. The caller commits, also on
+    refusal."""
+    from app.auth.passkeys import PasskeyRefused, accept_sign_in
+    from app.auth.sso import password_sign_in_refusal
+
+    config = current_app.config
+    now = utcnow()
+    lockout = timedelta(seconds=config["LOGIN_LOCKOUT_SECONDS"])
+    by_ip = _throttle(_keys("", ip)[1])
+    if by_ip.window_started_at < now - lockout:
+        by_ip.failures, by_ip.window_started_at = 0, now
+    anonymous = Actor(ActorType.USER, label="passkey", ip=ip, user_agent=user_agent)
+    if by_ip.locked_until and by_ip.locked_until > now:
+        minutes = math.ceil((by_ip.locked_until - now).total_seconds() / 60)
+        record_event(anonymous, "auth.login_refused", tenant_id=None,
+                     data={"reason": "locked", "by": "address", "method": "passkey"})
+        raise SignInRefused(f"Too many failed sign-ins. Sign-in is locked; try again in "
+                            f"{minutes} minute{'s' if minutes != 1 else ''}.")
+    try:
+        key = accept_sign_in(origin, response)
+    except PasskeyRefused as refused:
+        by_ip.failures += 1
+        record_event(anonymous, "auth.login_failed", tenant_id=None,
+                     data={"reason": refused.reason, "method": "passkey",
+                           "failures": by_ip.failures})
+        if by_ip.failures >= config["LOGIN_MAX_FAILURES_PER_IP"]:
+            by_ip.locked_until = now + lockout
+            by_ip.failures, by_ip.window_started_at = 0, now
+            record_event(anonymous, "auth.locked", tenant_id=None,
+                         data={"by": "address", "until": by_ip.locked_until})
+        raise SignInRefused(refused.message) from refused
+    user = db.session.get(User, key.user_id)
+    actor = Actor(ActorType.USER, user=user, label=user.email, ip=ip, user_agent=user_agent)
+    refusal = "deactivated" if not user.active else password_sign_in_refusal(user)
+    if refusal is not None:
+        record_event(actor, "auth.login_refused", tenant_id=None,
+                     data={"reason": refusal, "method": "passkey"})
+        raise SignInRefused("This account is deactivated." if not user.active
+                            else SSO_ONLY_REFUSAL)
+    user.last_login_at = now
+    session_id = start_session(user, ip, user_agent)
+    db.session.get(UserSession, session_id).sign_in_method = "passkey"
+    record_event(actor, "auth.login", tenant_id=None,
+                 data={"session_id": session_id, "method": "passkey", "passkey_id": key.id,
+                       "passkey_name": key.name})
     return user
 
 

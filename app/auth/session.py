@@ -69,6 +69,7 @@ def install_login(app: Flask) -> None:
 # What someone who must enrol a second factor may still do.
 ENROLMENT_ENDPOINTS = frozenset({"account.second_factor", "account.start_second_factor",
                                  "account.confirm_second_factor", "auth.logout",
+                                 "account.passkey_options", "account.add_passkey",
                                  "account.logo", "static"})
 
 

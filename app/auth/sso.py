@@ -2,7 +2,11 @@
 secret encrypted and never shown back), starting the authorization code flow (PKCE S256, state
 and nonce), and finishing it: the code exchanged, the ID token's signature checked against the
 provider's JWKS and its claims (iss, aud, exp, iat, nonce) checked, the person matched by a
-verified email within the tenant's allowed domains, or joined just in time.
+verified email within the tenant's allowed domains, or joined just in time. The provider's
+discovery document and key set are kept for DOCUMENT_CACHE_SECONDS per process; an ID token
+signed by a key the kept set lacks fetches the set again, once (key rotation). An admin may
+forget the provider subject linked to a person (`unlink_subject`); their next sign-in matches
+them by verified email again.
 
 Every sign-in, refusal (with its reason), just-in-time join and settings change is an audit
 event in the tenant's chain; the caller commits, also after a refusal, so refusals are kept.
@@ -11,11 +15,14 @@ An SSO sign-in counts as the provider's authentication: Cleardesk asks no TOTP c
 (the provider enforces its own factors), and a session it starts is not sent to enrol one."""
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -54,6 +61,9 @@ HTTP_TIMEOUT_SECONDS = 10
 # A discovery document or a key set is a few KB; more is not read (a provider cannot make
 # Cleardesk hold an endless answer in memory).
 MAX_DOCUMENT_BYTES = 512 * 1024
+# How long a provider's discovery document and key set are used before they are fetched again
+# (an ID token signed by a key not in the set fetches the set again at once: key rotation).
+DOCUMENT_CACHE_SECONDS = 10 * 60
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -299,18 +309,69 @@ def _fetch_json(url: str, what: str) -> dict:
     return data
 
 
+class DocumentCache:
+    """The providers' discovery documents and key sets this process fetched, each kept for
+    DOCUMENT_CACHE_SECONDS (so a sign-in costs the provider one token request, not three), at
+    most MAX_CACHED_DOCUMENTS of them (the oldest go first). One per app: every process keeps
+    its own, and a restart starts empty; only documents that passed their checks are kept."""
+
+    def __init__(self, max_entries: int):
+        self._entries: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, url: str, max_age: float) -> dict | None:
+        with self._lock:
+            found = self._entries.get(url)
+            if found is None or time.monotonic() - found[0] >= max_age:
+                return None
+            return found[1]
+
+    def put(self, url: str, data: dict) -> None:
+        with self._lock:
+            self._entries[url] = (time.monotonic(), data)
+            self._entries.move_to_end(url)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
+MAX_CACHED_DOCUMENTS = 256
+
+
+def _document_cache() -> DocumentCache:
+    return current_app.extensions.setdefault("sso_documents",
+                                             DocumentCache(MAX_CACHED_DOCUMENTS))
+
+
+def _cached_json(url: str, what: str, check, *, fresh: bool = False) -> dict:
+    """`url`'s JSON from the cache while it is young enough, else fetched, checked by
+    `check` (which raises SingleSignOnRefused) and kept; `fresh` fetches in any case."""
+    cache = _document_cache()
+    max_age = current_app.config.get("SSO_DOCUMENT_CACHE_SECONDS", DOCUMENT_CACHE_SECONDS)
+    data = None if fresh else cache.get(url, max_age)
+    if data is None:
+        data = _fetch_json(url, what)
+        check(data)
+        cache.put(url, data)
+    return data
+
+
 def discover(row: TenantSingleSignOn) -> dict:
-    """The provider's metadata from `<issuer>/.well-known/openid-configuration`; its issuer
-    must be the one configured (a mix-up defence)."""
-    metadata = _fetch_json(row.issuer.rstrip("/") + "/.well-known/openid-configuration",
-                           "discovery")
-    if metadata.get("issuer") != row.issuer:
-        raise SingleSignOnRefused("Your organisation's sign-in service is set up wrongly. Ask "
-                                  "your admin.", "discovery issuer does not match")
-    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-        if not isinstance(metadata.get(name), str):
+    """The provider's metadata from `<issuer>/.well-known/openid-configuration` (cached for a
+    few minutes); its issuer must be the one configured (a mix-up defence)."""
+    def check(metadata: dict) -> None:
+        if metadata.get("issuer") != row.issuer:
             raise SingleSignOnRefused("Your organisation's sign-in service is set up wrongly. "
-                                      "Ask your admin.", f"discovery lacks {name}")
+                                      "Ask your admin.", "discovery issuer does not match")
+        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not isinstance(metadata.get(name), str):
+                raise SingleSignOnRefused("Your organisation's sign-in service is set up "
+                                          "wrongly. Ask your admin.", f"discovery lacks {name}")
+
+    metadata = _cached_json(row.issuer.rstrip("/") + "/.well-known/openid-configuration",
+                            "discovery", check)
+    # The cache is keyed by URL: a document naming another issuer was never kept for this one.
+    check(metadata)
     return metadata
 
 
@@ -370,12 +431,37 @@ def begin_sign_in(actor: Actor, slug: str, redirect_uri: str,
     return url, pending
 
 
+def _kid_of(id_token: str) -> str | None:
+    """The `kid` of a compact JWS's protected header, or None (the decode refuses a token
+    that is not one)."""
+    try:
+        segment = id_token.split(".", 1)[0]
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, TypeError, RecursionError):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
 def verify_id_token(row: TenantSingleSignOn, metadata: dict, id_token: str,
                     nonce: str) -> dict:
     """The ID token's claims, once its signature (a key of the provider's JWKS) and its iss,
     aud (and azp), exp, iat and nonce are right; SingleSignOnRefused otherwise."""
     refused = "Your organisation's sign-in service sent a sign-in Cleardesk cannot accept."
-    keys = _fetch_json(metadata["jwks_uri"], "jwks")
+
+    def check(keys: dict) -> None:
+        try:
+            KeySet.import_key_set(keys)
+        except (JoseError, ValueError, TypeError, KeyError) as error:
+            raise SingleSignOnRefused(refused, f"jwks: {type(error).__name__}") from error
+
+    keys = _cached_json(metadata["jwks_uri"], "jwks", check)
+    kid = _kid_of(id_token)
+    if kid is not None and kid not in {k.get("kid") for k in keys.get("keys") or []
+                                       if isinstance(k, dict)}:
+        # A key this copy of the set does not have: the provider may have rotated its keys
+        # since it was fetched. Fetched again, once.
+        keys = _cached_json(metadata["jwks_uri"], "jwks", check, fresh=True)
     try:
         key_set = KeySet.import_key_set(keys)
         token = jwt.decode(id_token, key_set, algorithms=ID_TOKEN_ALGORITHMS)
@@ -560,6 +646,33 @@ def _tenants_not_trusting(user: User, row: TenantSingleSignOn) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------
 # The access review.
+
+
+def link_of(tenant_id: int, user_id: int) -> SingleSignOnLink | None:
+    """The person's link to the tenant's provider, once they signed in through it."""
+    return db.session.scalars(select(SingleSignOnLink).where(
+        SingleSignOnLink.tenant_id == tenant_id, SingleSignOnLink.user_id == user_id)).first()
+
+
+def unlink_subject(actor: Actor, tenant: Tenant, user: User) -> SingleSignOnLink | None:
+    """Forget the provider's subject linked to `user` in `tenant` (an admin's action, audited
+    as `auth.sso_unlinked` with the subject): their next sign-in through the provider matches
+    them again by verified email and links whatever subject it then names. None, changing
+    nothing, when no subject is linked (a second click)."""
+    from app.admin.services import require_admin
+
+    require_admin(actor, tenant)
+    link = link_of(tenant.id, user.id)
+    if link is None:
+        return None
+    row = settings_of(tenant.id)
+    db.session.delete(link)
+    db.session.flush()
+    record_event(actor, "auth.sso_unlinked", tenant_id=tenant.id,
+                 data={"user_id": user.id, "subject": link.subject,
+                       "issuer": row.issuer if row else None,
+                       "linked_at": link.created_at, "last_sign_in_at": link.last_sign_in_at})
+    return link
 
 
 def sso_status_by_user(tenant: Tenant) -> dict[int, SingleSignOnLink]:

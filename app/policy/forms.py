@@ -7,6 +7,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
+from app.auth.forms import PASSKEY_ANSWER_LENGTH
 from app.models import Kind, Priority
 
 OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
@@ -88,6 +89,8 @@ class ActivateForm(FlaskForm):
                                  validators=[Length(max=20)])
     # A code of the admin's second factor (step-up), when they have one.
     code = StringField("Code", validators=[Length(max=32)])
+    # Or a passkey's answer (app/static/passkeys.js).
+    passkey = StringField("Passkey", validators=[Length(max=PASSKEY_ANSWER_LENGTH)])
 
 
 class KillSwitchForm(FlaskForm):

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, flash, redirect, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, request, url_for
 from sqlalchemy import select
 
 from app.access import declare_access
+from app.auth import passkeys
 from app.auth.second_factor import FactorRefused, factor_of
-from app.errors import PermissionDenied, ValidationFailed
+from app.errors import DomainError, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant
 from app.params import arg_id
@@ -20,7 +21,13 @@ from app.policy.models import PolicyVersion
 from app.policy.rules import FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
 from app.types import utcnow
 from app.unit_of_work import commit_now, refused
-from app.web import current_actor, current_tenant_id, render_page, wants_fragment
+from app.web import (
+    current_actor,
+    current_tenant_id,
+    render_page,
+    request_origin,
+    wants_fragment,
+)
 
 bp = Blueprint("policy", __name__, url_prefix="/admin/t/<slug>/policy")
 declare_access(bp, roles={Role.ADMIN})
@@ -116,6 +123,7 @@ def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **ex
         activate_form=forms.ActivateForm(formdata=None), simulate_form=forms.SimulateForm(),
         actor_id=actor.user_id, rule_errors={}, rule_values={}, settings_errors={},
         step_up=actor.user is not None and factor_of(actor.user) is not None,
+        step_up_passkey=actor.user is not None and bool(passkeys.passkeys_of(actor.user)),
         sim=None)
     context.update(_rule_form_context())
     context.update(extra)
@@ -326,8 +334,9 @@ def activate(tenant_id: int, policy_id: int):
     tenant = services.require_policy_admin(actor, tenant_id)
     try:
         when = _parse_local(form.effective_from.data, tenant.timezone)
-        policy = services.activate_version(actor, tenant_id, policy_id, when,
-                                           code=form.code.data)
+        policy = services.activate_version(
+            actor, tenant_id, policy_id, when, code=form.code.data, origin=request_origin(),
+            passkey=passkeys.parse_answer(form.passkey.data) if form.passkey.data else None)
     except FactorRefused as factor_refused:
         commit_now("the failed check's audit event is kept (only it: the check comes first)")
         flash(factor_refused.message, "error")
@@ -337,6 +346,20 @@ def activate(tenant_id: int, policy_id: int):
         return _version_page(actor, tenant_id, policy_id, status=422)
     flash(f"Version {policy.version} activated.", "success")
     return _back(tenant_id, policy_id)
+
+
+@bp.post("/versions/<int:policy_id>/passkey-options")
+def activation_passkey_options(tenant_id: int, policy_id: int):
+    """The options for the browser to step up with a passkey before activating (JSON, for
+    app/static/passkeys.js); keeps a new challenge for the signed-in admin."""
+    actor = current_actor()
+    services.get_version(actor, tenant_id, policy_id)  # an admin of this tenant's version
+    with refused(DomainError, passkeys.PasskeyRefused) as refusal:
+        options = passkeys.assertion_options(actor.user, request_origin(), "step_up_policy")
+    if refusal:
+        why = refusal.error
+        return jsonify(error=why.message), 409
+    return jsonify(options)
 
 
 @bp.post("/kill-switch")

@@ -1172,12 +1172,15 @@ def withdraw_version(actor: Actor, tenant_id: int, policy_id: int) -> PolicyVers
 
 def activate_version(actor: Actor, tenant_id: int, policy_id: int,
                      effective_from: datetime | None = None, *,
-                     code: str | None = None) -> PolicyVersion:
+                     code: str | None = None, passkey: dict | None = None,
+                     origin: str | None = None) -> PolicyVersion:
     """A second admin activates a submitted version from `effective_from` (now if None); the
     version it supersedes is retired at that moment. The author cannot: four-eyes. An admin
-    with a second factor steps up with a `code` of it (FactorRefused, already audited, when it
-    is wrong: the caller commits that and nothing else has changed)."""
-    from app.auth.second_factor import factor_of, verify_code
+    with a second factor steps up with a `code` of it, or a `passkey` answer made for the
+    `origin` the request came to (FactorRefused, already audited, when it is wrong: the
+    caller commits that and nothing else has changed)."""
+    from app.auth.second_factor import verify_code
+    from app.auth.services import has_second_factor
 
     policy = get_version(actor, tenant_id, policy_id)
     if policy.state != PolicyState.PENDING.value:
@@ -1185,10 +1188,11 @@ def activate_version(actor: Actor, tenant_id: int, policy_id: int,
     if policy.author_id == actor.user_id:
         raise PermissionDenied("You wrote this version; another admin must activate it "
                                "(four-eyes).")
-    if actor.type is ActorType.USER and actor.user is not None and factor_of(actor.user):
+    if actor.type is ActorType.USER and actor.user is not None \
+            and has_second_factor(actor.user):
         verify_code(actor, actor.user, code or "", purpose="step_up_policy",
-                    tenant_id=tenant_id, data={"policy_id": policy.id,
-                                               "version": policy.version})
+                    tenant_id=tenant_id, passkey=passkey, origin=origin,
+                    data={"policy_id": policy.id, "version": policy.version})
     now = utcnow()
     effective_from = effective_from or now
     if effective_from.tzinfo is None:

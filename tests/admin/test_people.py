@@ -368,3 +368,40 @@ def test_removing_someone_from_one_tenant_keeps_their_account_and_other_tenants(
     assert sign_in(rita).get(f"/items/{item.id}").status_code == 404
     assert post_form(carl, f"/admin/t/contoso/people/{org.contoso_admin.id}/remove"
                      ).status_code == 403  # not oneself
+
+
+def _password_sign_in_off(tenant) -> None:
+    from app.actors import Actor
+    from app.auth.sso import update_single_sign_on
+
+    update_single_sign_on(Actor.system("tests"), tenant, enabled=True,
+                          issuer="https://login.example.com", client_id="cleardesk",
+                          client_secret="s3cret", allowed_domains="example.com",
+                          jit_enabled=False, jit_role="requester", password_sign_in_off=True)
+    commit()
+
+
+def test_an_invitation_into_a_tenant_signing_in_through_sso_mails_its_sign_in_link(
+        app, org, sign_in, relaying, inbox):
+    admin = sign_in(org.admin)
+    _password_sign_in_off(org.northwind)
+    assert post_form(admin, "/admin/t/northwind/people/new", INVITE).status_code == 303
+    run_worker(app)
+    [mail] = inbox.to("nina@example.com")
+    text = inbox.text(mail)
+    assert "invited" in mail["Subject"]
+    assert "/login?tenant=northwind" in text and "you need no Cleardesk password" in text
+    assert "/account/set-password/" not in text
+    # No password link was issued: there is nothing a password would open.
+    assert db.session.scalars(select(PasswordLink)).all() == []
+    assert db.session.scalars(select(SentMail.kind)).all() == ["invitation_sso"]
+
+
+def test_an_admin_invited_into_such_a_tenant_still_sets_a_password_for_break_glass(
+        app, org, sign_in, relaying, inbox):
+    admin = sign_in(org.admin)
+    _password_sign_in_off(org.northwind)
+    assert post_form(admin, "/admin/t/northwind/people/new",
+                     {**INVITE, "roles": ["admin"]}).status_code == 303
+    run_worker(app)
+    assert "/account/set-password/" in _link_from(inbox, "nina@example.com")

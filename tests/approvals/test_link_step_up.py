@@ -110,3 +110,45 @@ def test_a_tenant_requiring_a_factor_sends_an_approver_without_one_to_enrol(
     assert "Sign in to Cleardesk and set up a second factor" in page.text
     refused = _post(client, _path(link), action="approve")
     assert refused.status_code == 403 and _state(item) == "pending"
+
+
+def test_above_the_step_up_amount_the_approvers_passkey_decides(
+        relaying, inbox, team, make_item, client):
+    from app.auth import passkeys
+    from tests.auth.webauthn_authenticator import SoftAuthenticator, as_json
+
+    team["tenant"].step_up_amount = Decimal("1000.00")
+    commit()
+    approver = team["approver"]
+    authenticator = SoftAuthenticator()
+    options = passkeys.registration_options(actor(approver), "http://localhost")
+    passkeys.register_passkey(actor(approver), "http://localhost", "Phone",
+                              authenticator.create(options))
+    commit()
+    item, _message, link = _mailed_link(relaying, inbox, team, amount="5000.00",
+                                        make_item=make_item)
+    path = _path(link)
+    page = client.get(path)
+    assert "need your passkey" in page.text and "Approve with your passkey" in page.text
+    assert 'name="code"' not in page.text and "passkeys.js" in page.text
+    token = csrf_from(page.text)
+
+    def answer(**bend):
+        options = client.post(f"{path}/passkey-options", headers={"X-CSRFToken": token})
+        assert options.status_code == 200, options.text
+        return as_json(authenticator.get(options.json, **bend))
+
+    forged = client.post(f"{path}/passkey-options", headers={"X-CSRFToken": "forged"})
+    assert forged.status_code == 400
+    wrong = _post(client, path, action="approve",
+                  passkey=answer(origin="https://phish.example"))
+    assert wrong.status_code == 401 and _state(item) == "pending"
+    assert _events("approval.link_refused")[-1].data["reason"] == "code"
+
+    done = _post(client, path, action="approve", passkey=answer())
+    assert done.status_code == 200 and _state(item) == "approved"
+    [verified] = _events("auth.factor_verified")[-1:]
+    assert verified.data["method"] == "passkey" and verified.data["item_id"] == item.id
+    # The link is used: no more challenges for it.
+    assert client.post(f"{path}/passkey-options",
+                       headers={"X-CSRFToken": token}).status_code == 409

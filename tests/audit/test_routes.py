@@ -369,3 +369,27 @@ def test_the_access_review_shows_each_persons_second_factor_and_recovery_codes_l
     assert by_email["admin@example.com"]["second_factor"] == "missing (required)"
     requester = by_email["requester@example.com"]  # decides nothing: not required
     assert (requester["second_factor"], requester["recovery_codes_left"]) == ("none", "")
+
+
+def test_the_access_review_says_which_factors_each_person_has(world, auditor):
+    from app.auth import passkeys
+    from tests.auth.webauthn_authenticator import SoftAuthenticator
+
+    for user in (world.approver, world.admin):
+        options = passkeys.registration_options(actor(user), "http://localhost")
+        passkeys.register_passkey(actor(user), "http://localhost", "Laptop",
+                                  SoftAuthenticator().create(options))
+    start_enrolment(actor(world.approver))
+    secret = decrypt_secret(db.session.get(SecondFactor, world.approver.id).secret_encrypted)
+    confirm_enrolment(actor(world.approver), pyotp.TOTP(secret).now())
+    world.northwind.require_second_factor = True
+    commit()
+
+    page = auditor.get(f"/audit/access-review?tenant={world.northwind.id}")
+    assert ">passkey<" in page.text and "TOTP on" in page.text
+    response = auditor.get(f"/audit/access-review.csv?tenant={world.northwind.id}")
+    by_email = {r["email"]: r for r in csv.DictReader(io.StringIO(response.text))}
+    assert by_email["approver@example.com"]["second_factor"] == "passkey + totp"
+    # A passkey alone meets the tenant's requirement.
+    assert by_email["admin@example.com"]["second_factor"] == "passkey"
+    assert by_email["admin@example.com"]["recovery_codes_left"] == ""

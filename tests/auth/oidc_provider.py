@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -109,6 +110,7 @@ class OIDCProvider:
         self.codes: dict[str, Code] = {}
         self.tamper: dict = {}
         self.token_requests: list[dict] = []
+        self.served: Counter[str] = Counter()  # requests by path
         self.app = self._build_app()
         self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.issuer = f"http://127.0.0.1:{self._server.server_port}"
@@ -129,6 +131,11 @@ class OIDCProvider:
                         secrets.token_urlsafe(24), list(redirect_uris))
         self.clients[client.client_id] = client
         return client
+
+    def rotate_key(self) -> None:
+        """Sign with a new key of a new `kid` from now on; the key set serves only it."""
+        self.key = RSAKey.generate_key(2048, parameters={
+            "kid": "key-" + secrets.token_hex(4), "use": "sig", "alg": "RS256"})
 
     def add_person(self, email: str, **values) -> Person:
         person = Person(email=email, **values)
@@ -178,7 +185,9 @@ class OIDCProvider:
                         "exp": now + expires_in}
 
             def get_encode_header(self, client):
-                return {"alg": "RS256", "kid": "test-key"}
+                signing = provider.other_key if provider.tamper.get("foreign_key") \
+                    else provider.key
+                return {"alg": "RS256", "kid": signing.kid}
 
             def get_authorization_code_claims(self, authorization_code):
                 claims = super().get_authorization_code_claims(authorization_code)
@@ -192,6 +201,10 @@ class OIDCProvider:
             def generate_user_info(self, user, scope):
                 return UserInfo(sub=user.sub, email=user.email,
                                 email_verified=user.email_verified, name=user.name)
+
+        @app.before_request
+        def count():
+            provider.served[request.path] += 1
 
         server = AuthorizationServer(app, query_client=self.clients.get,
                                      save_token=lambda token, req: None)

@@ -24,7 +24,7 @@ from app.models import Tenant
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.auth.oidc_provider import OIDCProvider, provider  # noqa: F401 (fixture)
-from tests.conftest import DATABASE, PASSWORD, csrf_from
+from tests.conftest import DATABASE, PASSWORD, FreshContextClient, csrf_from
 
 SYSTEM = Actor.system("tests")
 TEST_CLIENT_CALLBACK = "http://localhost/login/sso/callback"
@@ -533,3 +533,112 @@ def test_the_sign_in_page_finds_a_tenants_single_sign_on_by_its_name(client, sso
     assert "There is no single sign-on for “nowhere”" in missing.text
     assert 'value="nowhere"' in missing.text  # the name tried stays in the field to correct
     assert "/login/sso/" not in missing.text
+
+
+# ---------------------------------------------------------------------------------------------
+# The provider's documents, cached; a person's linked identity, forgotten.
+
+
+def fresh_client(app):
+    """A browser of its own (the test's app context would otherwise lend it a signed-in g)."""
+    app.test_client_class = FreshContextClient
+    return app.test_client()
+
+
+def test_the_discovery_document_and_key_set_are_fetched_once_for_several_sign_ins(
+        app, provider, sso, northwind, make_user):
+    make_user("ann@example.com", [northwind])
+    provider.add_person("ann@example.com")
+    for _ in range(3):
+        client = fresh_client(app)
+        assert sign_in_through_provider(client, "ann@example.com").status_code == 303
+    assert provider.served["/.well-known/openid-configuration"] == 1
+    assert provider.served["/jwks"] == 1
+    assert provider.served["/token"] == 3
+
+
+def test_a_rotated_signing_key_fetches_the_key_set_again_once(
+        app, provider, sso, northwind, make_user):
+    make_user("ann@example.com", [northwind])
+    provider.add_person("ann@example.com")
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    provider.rotate_key()  # the cached key set lacks the new key's kid
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    assert provider.served["/jwks"] == 2
+    assert provider.served["/.well-known/openid-configuration"] == 1
+
+
+def test_a_token_signed_by_an_unknown_key_is_refused_after_one_fresh_fetch(
+        app, provider, sso, northwind, make_user):
+    make_user("ann@example.com", [northwind])
+    provider.add_person("ann@example.com")
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    # Signed by a key the provider does not publish, under a kid the set does not have.
+    provider.other_key = type(provider.key).generate_key(
+        2048, parameters={"kid": "stranger", "alg": "RS256"})
+    provider.tamper["foreign_key"] = True
+    refused = sign_in_through_provider(fresh_client(app), "ann@example.com")
+    assert refused.status_code == 403
+    assert failure_reasons()[-1].startswith("id token signature")
+    assert provider.served["/jwks"] == 2
+
+
+def test_the_documents_are_fetched_again_once_the_cache_time_is_over(
+        app, provider, sso, northwind, make_user):
+    app.config["SSO_DOCUMENT_CACHE_SECONDS"] = 0
+    make_user("ann@example.com", [northwind])
+    provider.add_person("ann@example.com")
+    for _ in range(2):
+        assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    # Each sign-in fetches discovery at its start and at its callback.
+    assert provider.served["/.well-known/openid-configuration"] == 4
+    assert provider.served["/jwks"] == 2
+
+
+def test_an_admin_forgets_a_persons_linked_identity_and_the_next_sign_in_links_anew(
+        app, auth, client, provider, sso, northwind, make_user):
+    ann = make_user("ann@example.com", [northwind])
+    make_user("root@example.com", [northwind], roles=("admin",))
+    person = provider.add_person("ann@example.com")
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    first_subject = person.sub
+
+    auth.login("root@example.com")
+    page = client.get(f"/admin/t/northwind/people/{ann.id}")
+    assert first_subject in page.text and "Forget the linked identity" in page.text
+    done = client.post(f"/admin/t/northwind/people/{ann.id}/sso-unlink",
+                       data={"csrf_token": csrf_from(page.text)})
+    assert done.status_code == 303
+    assert db.session.scalars(select(SingleSignOnLink)).all() == []
+    [unlinked] = events("auth.sso_unlinked")
+    assert unlinked.tenant_id == northwind.id and unlinked.data["subject"] == first_subject
+    assert unlinked.data["user_id"] == ann.id
+    assert "has not signed in through the provider yet" in client.get(
+        f"/admin/t/northwind/people/{ann.id}").text
+    again = client.post(f"/admin/t/northwind/people/{ann.id}/sso-unlink",
+                        data={"csrf_token": csrf_from(page.text)}, follow_redirects=True)
+    assert "has no single sign-on identity linked here" in again.text
+    assert len(events("auth.sso_unlinked")) == 1
+
+    # The provider moved Ann to a new directory: a new subject, matched by verified email,
+    # and linked without a "previous subject" (nothing was linked any more).
+    person.sub = "sub-new-directory"
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    link = db.session.scalars(select(SingleSignOnLink)).one()
+    assert (link.user_id, link.subject) == (ann.id, "sub-new-directory")
+    assert "previous_subject" not in events("auth.login")[-1].data
+
+
+def test_only_an_admin_of_the_tenant_forgets_a_linked_identity(
+        app, auth, client, provider, sso, northwind, make_user):
+    ann = make_user("ann@example.com", [northwind])
+    make_user("mel@example.com", [northwind], roles=("manager",))
+    provider.add_person("ann@example.com")
+    assert sign_in_through_provider(fresh_client(app), "ann@example.com").status_code == 303
+    auth.login("mel@example.com")
+    token = csrf_from(client.get("/queues/mine").text)
+    refused = client.post(f"/admin/t/northwind/people/{ann.id}/sso-unlink",
+                          data={"csrf_token": token})
+    assert refused.status_code == 403
+    assert len(db.session.scalars(select(SingleSignOnLink)).all()) == 1

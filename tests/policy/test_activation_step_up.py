@@ -85,3 +85,44 @@ def test_activating_a_version_takes_the_admins_second_factor_code(app, admins):
         AuditEvent.action == "auth.factor_verified").order_by(AuditEvent.id)).all()[-1]
     assert verified.data["purpose"] == "step_up_policy"
     assert verified.data["policy_id"] == draft.id
+
+
+def test_activating_a_version_takes_the_admins_passkey(app, admins):
+    from app.auth import passkeys
+    from tests.auth.webauthn_authenticator import SoftAuthenticator, as_json
+
+    tenant, author, checker = admins
+    authenticator = SoftAuthenticator()
+    options = passkeys.registration_options(actor(checker), "http://localhost")
+    passkeys.register_passkey(actor(checker), "http://localhost", "Laptop",
+                              authenticator.create(options))
+    commit()
+    draft = _pending_version(tenant, author)
+    app.test_client_class = FreshContextClient
+    client = app.test_client()
+    page = client.get("/login")
+    client.post("/login", data={"email": checker.email, "password": PASSWORD,
+                                "csrf_token": csrf_from(page.text)})
+    page = client.get("/login/code")
+    token = csrf_from(page.text)
+    options = client.post("/login/code/passkey-options", headers={"X-CSRFToken": token}).json
+    assert client.post("/login/code", data={"passkey": as_json(authenticator.get(options)),
+                                            "csrf_token": token}).status_code == 303
+
+    url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}"
+    page = client.get(url)
+    assert "with your passkey" in page.text and 'name="code"' not in page.text
+    token = csrf_from(page.text)
+    nothing = client.post(f"{url}/activate", data={"csrf_token": token, "effective_from": ""})
+    assert nothing.status_code == 401
+    options = client.post(f"{url}/passkey-options", headers={"X-CSRFToken": token})
+    assert options.status_code == 200
+    done = client.post(f"{url}/activate", data={
+        "csrf_token": token, "effective_from": "",
+        "passkey": as_json(authenticator.get(options.json))})
+    assert done.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(PolicyVersion, draft.id).state == "active"
+    verified = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "auth.factor_verified").order_by(AuditEvent.id)).all()[-1]
+    assert verified.data["method"] == "passkey" and verified.data["policy_id"] == draft.id
