@@ -7,8 +7,6 @@ import hmac
 import logging
 import re
 import secrets
-import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
@@ -18,6 +16,7 @@ from app.actors import Actor, ActorType
 from app.audit.services import record_event
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
+from app.rate_limits import RateLimit, take
 from app.models import ApiToken, Role, Tenant
 from app.types import utcnow
 
@@ -151,34 +150,7 @@ def note_use(token: ApiToken, ip: str | None, user_agent: str | None) -> bool:
     return wrote
 
 
-@dataclass
-class RateLimit:
-    limit: int
-    remaining: int
-    retry_after: int  # seconds until the window resets
-
-    @property
-    def exceeded(self) -> bool:
-        return self.remaining < 0
-
-
 def take_rate_limit(token: ApiToken) -> RateLimit | None:
-    """Count one request in the token's current one-minute window, in Redis so that every web
-    process shares the count. Redis being down lets the request through (logged): the limit
-    protects the service, it must not take the API down with Redis."""
-    from app.jobs import redis_connection
-
-    limit = int(current_app.config.get("API_RATE_LIMIT_PER_MINUTE", 600))
-    now = time.time()
-    window = int(now // 60)
-    key = f"cleardesk:{current_app.config['RQ_QUEUE']}:api-rate:{token.id}:{window}"
-    try:
-        pipe = redis_connection().pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        log.warning("API rate limit not checked (Redis): %s", exc)
-        return None
-    return RateLimit(limit=limit, remaining=limit - int(count),
-                     retry_after=max(1, int((window + 1) * 60 - now)))
+    """Count one request in the token's current one-minute window (app.rate_limits)."""
+    return take("api-rate", str(token.id),
+                int(current_app.config.get("API_RATE_LIMIT_PER_MINUTE", 600)))

@@ -49,10 +49,12 @@ from app.errors import NotFound
 from app.extensions import db
 from app.models import User
 from app.params import local_path, whole_number
+from app import rate_limits
 from app.unit_of_work import commit_now, refused
 from app.web import current_actor, request_origin
 
 bp = Blueprint("auth", __name__)
+PASSKEY_OPTIONS_PER_MINUTE = 20
 declare_access(bp, member=True)
 
 
@@ -161,6 +163,14 @@ def passkey_sign_in_options():
     app/static/passkeys.js); keeps a new challenge, which belongs to no one yet."""
     if current_user.is_authenticated:
         return jsonify(error="You are signed in already. Reload the page."), 409
+    # Anyone may ask, and each answer keeps a challenge: a few a minute per address is plenty
+    # for a person and bounds what a script can make Cleardesk store.
+    limit = rate_limits.take("passkey-options", request.remote_addr or "-",
+                             PASSKEY_OPTIONS_PER_MINUTE)
+    if limit is not None and limit.exceeded:
+        return jsonify(error="Too many passkey sign-ins from this address: try again in a "
+                             "minute, or sign in with your password."), 429, {
+            "Retry-After": str(limit.retry_after)}
     options = passkeys.sign_in_options(request_origin())
     return jsonify(options)
 

@@ -426,3 +426,26 @@ def test_a_challenge_asked_for_at_another_address_is_refused(app, ann):
     with pytest.raises(FactorRefused, match="another address"):
         verify_code(actor(ann), ann, "", purpose="step_up_policy",
                     passkey=authenticator.get(options), origin=ORIGIN)
+
+
+def test_asking_for_passkey_sign_in_challenges_is_limited_per_address(app):
+    """Anyone may ask for a sign-in challenge, and each is kept: past the per-minute limit an
+    address is answered 429 and nothing more is stored."""
+    import time
+
+    from app.auth.routes import PASSKEY_OPTIONS_PER_MINUTE
+
+    if time.time() % 60 > 45:  # the limit counts per clock minute: stay inside one
+        time.sleep(61 - time.time() % 60)
+    client = new_client(app)
+    token = csrf_from(client.get("/login").text)
+    answers = [client.post("/login/passkey/options", headers={"X-CSRFToken": token})
+               for _ in range(PASSKEY_OPTIONS_PER_MINUTE + 1)]
+
+    assert [a.status_code for a in answers[:-1]] == [200] * PASSKEY_OPTIONS_PER_MINUTE
+    assert answers[-1].status_code == 429
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 60
+    assert "Too many" in answers[-1].json["error"]
+    stored = db.session.scalars(select(PasskeyChallenge).where(
+        PasskeyChallenge.purpose == passkeys.SIGN_IN)).all()
+    assert len(stored) == PASSKEY_OPTIONS_PER_MINUTE
