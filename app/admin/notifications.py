@@ -8,7 +8,7 @@ from flask import current_app
 
 from app.admin.models import PasswordLinkPurpose
 from app.admin.services import issue_password_link
-from app.approvals.notifications import brand, render_mail
+from app.mail.rendering import brand, render_mail
 from app.extensions import db
 from app.mail.sending import already_sent, send_mail
 from app.models import Role, Tenant, User

@@ -19,7 +19,7 @@ from app.approvals.links import (
     record_refusal,
     step_up_threshold,
 )
-from app.approvals.notifications import brand, item_summary, money
+from app.mail.rendering import brand, money
 from app.auth import passkeys
 from app.approvals.redaction import install_log_redaction
 from app.approvals.services import named_approver_id
@@ -28,6 +28,7 @@ from app.extensions import csrf, db
 from app.models import User
 from app.unit_of_work import commit_now, refused
 from app.web import request_origin
+from app.work.summary import item_summary
 
 bp = Blueprint("approval_links", __name__, url_prefix="/a")
 declare_access(bp, anonymous=True)  # the link itself is the credential

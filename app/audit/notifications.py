@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import current_app
 from sqlalchemy import exists, select
 
-from app.approvals.notifications import brand, render_mail
+from app.mail.rendering import brand, render_mail
 from app.auth.services import people_with_role
 from app.audit.models import AuditAlert
 from app.extensions import db

@@ -10,7 +10,7 @@ from collections import defaultdict
 from flask import current_app
 from sqlalchemy import select
 
-from app.approvals.notifications import DEFAULT_BRAND_COLOR, brand, money, render_mail
+from app.mail.rendering import DEFAULT_BRAND_COLOR, brand, money, render_mail
 from app.approvals.services import standing_delegate
 from app.extensions import db
 from app.mail.models import SentMail

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.approvals.notifications import brand, item_summary, money, render_mail
+from app.mail.rendering import brand, money, render_mail
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.mail.models import SentMail
@@ -15,6 +15,7 @@ from app.mail.sending import send_mail
 from app.models import Kind, User, WorkItem
 from app.policy.models import PolicyDecision
 from app.unit_of_work import commit
+from app.work.summary import item_summary
 
 OUTCOMES = {"approved": "approved", "rejected": "rejected", "expired": "expired"}
 
