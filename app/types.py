@@ -92,3 +92,8 @@ def jsonable(value):
     if isinstance(value, float):
         raise TypeError("floats are not allowed in audit data; use Decimal or str")
     return str(value)
+
+
+def money_text(item, amount: Decimal) -> str:
+    """An amount in the item's currency, as people read it: 'USD 12,345.67'."""
+    return f"{item.currency} {amount:,.2f}"

@@ -11,7 +11,8 @@ from app.audit.models import AuditEvent
 from app.errors import NotFound, PermissionDenied
 from app.extensions import db
 from app.models import WorkItem
-from app.work.services import add_comment, claim_item, get_item, release_item
+from app.work.services import add_comment, claim_item, release_item
+from app.work.queries import get_item
 from app.unit_of_work import commit
 from tests.conftest import SYSTEM, actor, csrf_from
 

@@ -15,7 +15,7 @@ from app.models import Tenant, WorkItem
 from app.sla.calendar import BusinessCalendar, calendar_for
 from app.types import utcnow
 from app.work import ledger
-from app.work.services import open_items
+from app.work.queries import open_items
 
 SYSTEM = Actor.system("calendar")
 BATCH = 2000

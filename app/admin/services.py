@@ -787,7 +787,7 @@ def _hand_back_work(actor: Actor, user: User, tenant_id: int) -> dict:
     from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
     from app.approvals.services import assign_step_approver
     from app.work import ledger
-    from app.work.services import open_items
+    from app.work.queries import open_items
 
     claimed = db.session.scalars(select(WorkItem).where(
         WorkItem.tenant_id == tenant_id, WorkItem.assignee_id == user.id, open_items())

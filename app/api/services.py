@@ -20,7 +20,8 @@ from app.models import Membership, User, WorkItem
 from app.queues.filters import BadCursor, QueueFilters
 from app.types import utcnow
 from app.work.actions import perform
-from app.work.services import create_item, get_item, scoped_items
+from app.work.services import create_item
+from app.work.queries import get_item, scoped_items
 
 # Keys of an event's data that describe the staff member's browser, not the work.
 PRIVATE_EVENT_DATA = ("ip", "user_agent")

@@ -28,18 +28,17 @@ from app.approvals.models import (
     ApprovalVote,
     RevokeReason,
 )
-from app.types import utcnow
+from app.types import money_text, utcnow
 from app.work import kinds, ledger
 from app.work.assignment import load_table
 from app.work.money import clean_item_amounts
 from app.work.services import (
     check_version,
-    money_text,
     describe_user,
-    get_item,
     require_action_role,
     transition,
 )
+from app.work.queries import get_item
 from app.work.states import ApprovalState, target_state
 
 

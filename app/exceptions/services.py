@@ -7,7 +7,8 @@ from app.actors import Actor
 from app.errors import InvalidTransition, ValidationFailed
 from app.models import Kind, WorkItem
 from app.work import kinds
-from app.work.services import get_item, require_action_role, transition
+from app.work.services import require_action_role, transition
+from app.work.queries import get_item
 
 
 def _item_of(actor: Actor, item_id: int, kind: str) -> WorkItem:

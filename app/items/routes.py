@@ -24,7 +24,8 @@ from app.work.attachments import (
     uploads_body_limit,
 )
 from app.work.mentions import mention_candidates as find_mention_candidates
-from app.work.services import add_comment, get_item
+from app.work.services import add_comment
+from app.work.queries import get_item
 from app.work.states import ACTING_ROLES, COMMENT_ROLES
 
 bp = Blueprint("items", __name__, url_prefix="/items")

@@ -19,7 +19,7 @@ from app.work.attachments import (
     per_change,
     size_text,
 )
-from app.work.services import open_items, scoped_items
+from app.work.queries import open_items, scoped_items
 from app.work.states import (
     ACTION_LABELS,
     ACTION_ROLES,

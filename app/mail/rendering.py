@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import current_app
 
-from app.models import Tenant, WorkItem
+from app.models import Tenant
+from app.types import money_text
 
 DEFAULT_BRAND_COLOR = "#1f6feb"
 
@@ -15,8 +16,7 @@ def render_mail(template: str, **context) -> str:
     return current_app.jinja_env.get_template(template).render(**context)
 
 
-def money(item: WorkItem, amount) -> str:
-    return f"{item.currency} {amount:,.2f}"
+money = money_text  # an amount in the item's currency, as the mails name it
 
 
 def brand(tenant: Tenant) -> dict:

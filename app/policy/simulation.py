@@ -214,7 +214,7 @@ def _simulate_cases(result: Simulation, compiled: engine.CompiledPolicy, tenant_
 def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
     """Open items of the QA sample's team queue, oldest first (the admin's glance at it; the
     QA role works it in the queue pages)."""
-    from app.work.services import open_items, scoped_items
+    from app.work.queries import open_items, scoped_items
 
     require_policy_admin(actor, tenant_id)
     return db.session.execute(

@@ -34,7 +34,7 @@ from app.queues.views import (
 from app.unit_of_work import after_commit, refused
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 from app.work import kinds
-from app.work.services import get_item, scoped_items
+from app.work.queries import get_item, scoped_items
 from app.work.states import ACTING_ROLES
 
 bp = Blueprint("queues", __name__)

@@ -21,7 +21,7 @@ from app.models import (
     WorkItem,
 )
 from app.queues.filters import QueueFilters
-from app.work.services import open_items, scoped_items
+from app.work.queries import open_items, scoped_items
 from app.types import utcnow
 from app.work.states import WORKER_ROLES, ApprovalState
 

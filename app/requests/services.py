@@ -18,7 +18,8 @@ from app.models import ApprovalStep, Kind, StepState, User, WorkItem
 from app.work import kinds
 from app.work.actions import ROLE_WORDS
 from app.work.attachments import Upload, attach_files, check_uploads
-from app.work.services import create_item, scoped_items
+from app.work.services import create_item
+from app.work.queries import scoped_items
 
 SOURCE_SYSTEM = "cleardesk"
 _KEY = re.compile(r"^[0-9a-f]{32}$")

@@ -17,7 +17,7 @@ from app.sla.services import escalate_breach, queue_sla_digest, record_notices, 
 from app.types import utcnow
 from app.unit_of_work import as_unit_of_work, commit
 from app.work import ledger
-from app.work.services import open_items
+from app.work.queries import open_items
 
 SYSTEM = Actor.system("sla")
 

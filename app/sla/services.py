@@ -170,7 +170,7 @@ def escalate_breach(actor, item_id: int) -> dict:
     escalates in one transaction, and a second sweep finds nothing new."""
     from app.work import ledger
     from app.work.assignment_notices import note_assignment
-    from app.work.services import get_item
+    from app.work.queries import get_item
 
     item = get_item(actor, item_id)
     change = {"sla_due_at": item.sla_due_at, "from_priority": item.priority,

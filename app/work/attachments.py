@@ -294,7 +294,7 @@ def add_attachments(actor: Actor, item_id: int, uploads: list[Upload],
                     expected_version: int | None = None) -> list[Attachment]:
     """Files alone, added to an item the actor may see (another tenant's, or one a
     requester-only member is not on, is NotFound)."""
-    from app.work.services import get_item
+    from app.work.queries import get_item
     from app.work.ledger import conflict_for
 
     item = get_item(actor, item_id)
@@ -361,7 +361,7 @@ def open_attachment(actor: Actor, item_id: int, attachment_id: int) -> tuple[Att
     """A file of an item the actor may see, with its bytes checked against the recorded
     SHA-256; NotFound for anything else."""
     from app.errors import NotFound
-    from app.work.services import get_item
+    from app.work.queries import get_item
 
     item = get_item(actor, item_id)
     row = db.session.scalars(select(Attachment).where(

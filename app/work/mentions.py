@@ -71,7 +71,7 @@ def mention_candidates(actor, item_id: int, typed: str) -> list[User]:
     `@` (the start of an email, or any part of a name): for someone who may see the item and
     comment on it, never another tenant's people."""
     from app.actors import ActorType
-    from app.work.services import get_item
+    from app.work.queries import get_item
     from app.work.states import COMMENT_ROLES
 
     item = get_item(actor, item_id)

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import Select, and_, or_, select, text
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy import select, text
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
@@ -31,7 +30,8 @@ from app.types import utcnow
 from app.unit_of_work import savepoint
 from app.work import kinds, ledger
 from app.work.ledger import conflict_for, describe_user, stamp
-from app.work.mentions import mentioned_item_ids, mentioned_members, record_mentions
+from app.work.queries import get_item
+from app.work.mentions import mentioned_members, record_mentions
 from app.work.money import clean_item_amounts, item_amounts
 from app.work.assignment_notices import note_assignment
 from app.work.states import (
@@ -39,47 +39,10 @@ from app.work.states import (
     COMMENT_ROLES,
     FINAL_STATES,
     INITIAL_STATE,
-    OPEN_STATES,
     TRANSITIONS,
     WORKER_ROLES,
     target_state,
 )
-
-# ---------------------------------------------------------------------------------------------
-# Tenant scoping: the one place a query of tenant data is limited to what the actor may see.
-
-
-def scoped_items(actor: Actor) -> Select:
-    if actor.type is ActorType.SYSTEM:
-        return select(WorkItem)  # jobs and CLI commands work across tenants by item id
-    own_only = actor.own_requests_only()
-    if not own_only:
-        return select(WorkItem).where(WorkItem.tenant_id.in_(actor.tenant_ids()))
-    return select(WorkItem).where(or_(
-        WorkItem.tenant_id.in_(actor.tenant_ids() - own_only),
-        and_(WorkItem.tenant_id.in_(own_only),
-             or_(WorkItem.requester_id == actor.user_id,
-                 WorkItem.id.in_(mentioned_item_ids(actor.user_id))))))
-
-
-def open_items():
-    """A condition true for items not yet in a final state of their kind (the condition the
-    queue indexes are partial on)."""
-    return WorkItem.state.in_(OPEN_STATES)
-
-
-def get_item(actor: Actor, item_id: int) -> WorkItem:
-    """The item if the actor's tenants include it; otherwise NotFound (no hint that it exists).
-    The item and its steps come from one statement, so they agree with each other even while
-    another decision commits (two statements could see the item before it and the steps
-    after)."""
-    item = db.session.scalars(
-        scoped_items(actor).where(WorkItem.id == item_id).options(joinedload(WorkItem.steps))
-    ).unique().one_or_none()
-    if item is None:
-        raise NotFound("No such item.")
-    return item
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by every change.
@@ -94,10 +57,6 @@ def _require_member(actor: Actor, item: WorkItem) -> set[str]:
     if actor.type is not ActorType.SYSTEM and item.tenant_id not in actor.tenant_ids():
         raise NotFound("No such item.")
     return actor.roles_in(item.tenant_id)
-
-
-def money_text(item: WorkItem, amount: Decimal) -> str:
-    return f"{item.currency} {amount:,.2f}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ def _race(app, calls):
 
 def _racer(user_id, item_id, how="approve"):
     from app.models import User
-    from app.work.services import get_item
+    from app.work.queries import get_item
 
     def call(barrier):
         user = db.session.get(User, user_id)
@@ -448,7 +448,7 @@ def test_the_message_after_a_vote_says_what_the_step_still_needs(org, make_polic
 def test_the_approvals_queue_lists_a_parallel_step_for_members_who_have_not_voted(
         org, make_policy, make_item):
     from app.queues.views import decidable_now, waiting_on
-    from app.work.services import scoped_items
+    from app.work.queries import scoped_items
 
     tenant, people, _group = org
     item = _routed(org, make_policy, make_item, f'2 of group "{EMEA}"\nmanager >= 0')

@@ -16,7 +16,8 @@ from app.dashboard.rollups import rebuild_rollups
 from app.exceptions.services import act_on_dispute, act_on_exception
 from app.extensions import db
 from app.unit_of_work import commit
-from app.work.services import claim_item, get_item, reassign_item, release_item, transition
+from app.work.services import claim_item, reassign_item, release_item, transition
+from app.work.queries import get_item
 from tests.conftest import actor, arrange
 from tests.dashboard.recompute import expected_rollups, quarter_hour, stored_rollups
 

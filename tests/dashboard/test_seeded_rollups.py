@@ -5,7 +5,7 @@ from app.exceptions.services import act_on_exception
 from app.extensions import db
 from app.models import User
 from app.unit_of_work import commit
-from app.work.services import get_item
+from app.work.queries import get_item
 from tests.conftest import actor
 from tests.dashboard.recompute import all_items, expected_rollups, stored_rollups
 

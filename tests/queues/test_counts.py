@@ -11,7 +11,8 @@ from app.models import Tenant, User
 from app.queues import views
 from app.queues.views import _scanned_counts, queue_counts, queues_for
 from app.unit_of_work import commit
-from app.work.services import claim_item, create_item, get_item, transition
+from app.work.services import claim_item, create_item, transition
+from app.work.queries import get_item
 from tests.conftest import SYSTEM, actor
 
 

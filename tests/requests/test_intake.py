@@ -11,7 +11,7 @@ from app.extensions import db
 from app.models import WorkItem
 from app.unit_of_work import commit
 from app.approvals.services import approve_step
-from app.work.services import get_item
+from app.work.queries import get_item
 from tests.api.conftest import BearerClient, item_payload, make_token  # noqa: F401 (a fixture)
 from tests.conftest import actor
 from tests.imports.test_imports import BILLING_HEADER, _errors, _upload

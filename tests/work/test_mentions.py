@@ -11,7 +11,8 @@ from app.errors import NotFound, ValidationFailed
 from app.extensions import db
 from app.unit_of_work import commit
 from app.work.mentions import ItemMention
-from app.work.services import add_comment, get_item
+from app.work.services import add_comment
+from app.work.queries import get_item
 from tests.approvals.conftest import inbox, relaying, run_worker, team  # noqa: F401 (fixtures)
 from tests.conftest import actor
 
