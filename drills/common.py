@@ -347,6 +347,24 @@ def issue_api_token(app, tenant_id: int) -> str:
     return secret
 
 
+def api_client(secret: str):
+    """A source system: a requests.Session that sends the tenant's API token."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {secret}"
+    return session
+
+
+def post_arrival(session, base: str, ref: str, amount: str = "250.00",
+                 counterparty: str = "Acme", timeout: float = 60):
+    """A source system posts one discount approval (`ref` its external reference)."""
+    return session.post(f"{base}/api/v1/items", timeout=timeout, json={
+        "kind": "approval", "subtype": "discount", "title": f"Drill arrival {ref}",
+        "external_ref": ref, "source_system": "drill-api", "counterparty": counterparty,
+        "amount": amount})
+
+
 def ours(response) -> bool:
     """A 5xx answer made by Cleardesk itself (the page or problem that says the database cannot
     be reached, with Retry-After), not a bare page of gunicorn or a proxy."""
