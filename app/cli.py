@@ -187,10 +187,10 @@ def audit_verify_command() -> None:
 # worker from a thread beside the job), and each beat keeps the job's entry in RQ's started
 # registry alive for JOB_HEARTBEAT_TTL seconds. Killed outright, it stops beating; the first
 # worker whose maintenance (every WORKER_MAINTENANCE_SECONDS, also while idle: an idle worker
-# wakes every WORKER_TTL_SECONDS - 15) finds the entry expired retries the job (its `Retry`) or
-# fails it (the sweeps catch that up). So a killed worker's job runs again within about
-# JOB_HEARTBEAT_TTL + WORKER_MAINTENANCE_SECONDS + the first retry interval, under a minute,
-# whatever the job's timeout. RQ's own defaults (the job's timeout plus 60 s for a simple worker,
+# wakes every WORKER_TTL_SECONDS - 15) finds the entry expired queues the job again at once (one
+# of its retries spent) or, with none left, fails it (the sweeps catch that up). So a killed
+# worker's job runs again within about JOB_HEARTBEAT_TTL + WORKER_MAINTENANCE_SECONDS, well
+# under a minute, whatever the job's timeout. RQ's own defaults (the job's timeout plus 60 s for a simple worker,
 # 90 s for a forking one, maintenance every ten minutes) left it for four minutes or more.
 JOB_HEARTBEAT_SECONDS = 5
 JOB_HEARTBEAT_TTL = 25
