@@ -180,8 +180,27 @@ def audit_verify_command() -> None:
         sys.exit(1)
 
 
-WORKER_MAINTENANCE_SECONDS = 60
-WORKER_TTL_SECONDS = 60
+# How a dead worker's job is found and taken over. A worker beats every JOB_HEARTBEAT_SECONDS
+# while it runs a job (a forking worker from its loop that waits for the work-horse, a simple
+# worker from a thread beside the job), and each beat keeps the job's entry in RQ's started
+# registry alive for JOB_HEARTBEAT_TTL seconds. Killed outright, it stops beating; the first
+# worker whose maintenance (every WORKER_MAINTENANCE_SECONDS, also while idle: an idle worker
+# wakes every WORKER_TTL_SECONDS - 15) finds the entry expired queues the job again at once (one
+# of its retries spent) or, with none left, fails it (the sweeps catch that up). So a killed
+# worker's job runs again within about JOB_HEARTBEAT_TTL + WORKER_MAINTENANCE_SECONDS, well
+# under a minute, whatever the job's timeout. RQ's own defaults (the job's timeout plus 60 s for a simple worker,
+# 90 s for a forking one, maintenance every ten minutes) left it for four minutes or more.
+JOB_HEARTBEAT_SECONDS = 5
+JOB_HEARTBEAT_TTL = 25
+WORKER_MAINTENANCE_SECONDS = 15
+WORKER_TTL_SECONDS = 30
+# A job still running this long after its timeout was not stopped by it (stuck where the
+# timeout's signal cannot reach): a simple worker then ends its own process, as a forking
+# worker kills a work-horse that outlives its timeout, and its supervisor starts it again.
+STUCK_AFTER_TIMEOUT_SECONDS = 60
+# RQ holds a queue's maintenance lock for 15 minutes if its holder dies mid-maintenance; ours
+# lapses sooner, so one kill at the wrong moment does not stop the queue being maintained.
+MAINTENANCE_LOCK_SECONDS = 60
 
 
 @click.command("worker")
@@ -194,8 +213,6 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
     """Run one RQ worker inside the app context (jobs use the app's database and config).
     It outlives Redis outages: when RQ's loop stops on a lost connection, the worker waits
     (1 s, doubling up to 30 s) and starts again; only a signal (or --burst) ends it."""
-    from rq import SimpleWorker, Worker
-
     from app.jobs import URGENCIES, keep_running, redis_connection, worker_queues
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()] or list(URGENCIES)
@@ -204,8 +221,41 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
         raise click.BadParameter(f"unknown queue {', '.join(unknown)}; "
                                  f"choose from {', '.join(URGENCIES)}", param_hint="--queues")
 
-    in_process = current_app.config["WORKER_CLASS"] == "simple"
-    app = current_app._get_current_object()
+    worker_class = _worker_class(current_app._get_current_object(),
+                                 in_process=current_app.config["WORKER_CLASS"] != "fork")
+
+    def run() -> bool:
+        # A forking worker starts a work-horse per job; no database connection may cross the
+        # fork.
+        db.engine.dispose()
+        worker = worker_class(worker_queues(wanted), connection=redis_connection(),
+                              maintenance_interval=WORKER_MAINTENANCE_SECONDS,
+                              worker_ttl=WORKER_TTL_SECONDS,
+                              job_monitoring_interval=JOB_HEARTBEAT_SECONDS)
+        try:
+            worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+        except Exception:
+            if worker_class.signalled:  # asked to stop; its farewell to a gone Redis failed
+                return True
+            raise
+        return burst or worker_class.signalled  # True: it ended as asked; else RQ gave up
+
+    keep_running(run, "worker")
+
+
+def _worker_class(app: Flask, in_process: bool):
+    """RQ's worker, taking over dead workers' jobs sooner (see JOB_HEARTBEAT_TTL). In process
+    (WORKER_CLASS=simple, the default): each job in the worker's own process, in a fresh app
+    context, so nothing of one job (the database session, `g`) is left for the next, with a
+    thread that beats while the job runs. Else a forked work-horse per job (RQ's default)."""
+    import os
+    import signal
+    import threading
+
+    from rq import SimpleWorker, Worker
+    from rq.registry import clean_registries
+    from rq.utils import current_timestamp, now
+    from rq.worker_registration import clean_worker_registry
 
     class _Worker(SimpleWorker if in_process else Worker):
         signalled = False
@@ -214,34 +264,69 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
             _Worker.signalled = True
             super().request_stop(signum, frame)
 
+        def get_heartbeat_ttl(self, job) -> int:
+            return JOB_HEARTBEAT_TTL
+
+        def clean_registries(self):
+            # RQ's own, with a maintenance lock that lapses in a minute, not fifteen.
+            for queue in self.queues:
+                if self.connection.set(queue.registry_cleaning_key, 1, nx=True,
+                                       ex=MAINTENANCE_LOCK_SECONDS):
+                    self._requeue_abandoned(queue)
+                    clean_registries(queue, self._exc_handlers)
+                    clean_worker_registry(queue)
+                    queue.intermediate_queue.cleanup(self, queue)
+                    queue.release_maintenance_lock()
+            self.last_cleaned_at = now()
+
+        def _requeue_abandoned(self, queue) -> None:
+            """Jobs whose worker stopped beating go back on their queue at once, at its front,
+            one retry spent. (RQ would schedule each after its first retry interval, and
+            scheduled jobs wait for the scheduler lock, which the dead worker may hold for
+            another minute; the job has waited for its heartbeat to lapse already.) A job
+            with no retry left is left to RQ, which fails it; the sweeps catch that up."""
+            registry = queue.started_job_registry
+            for entry in self.connection.zrangebyscore(registry.key, 0, current_timestamp()):
+                job = queue.fetch_job(registry.parse_job_id(entry))
+                if job is None or not job.retries_left:
+                    continue
+                self.log.warning("Worker %s: job %s was abandoned by its worker; queued again",
+                                 self.name, job.id)
+                job.retries_left -= 1
+                self.connection.zrem(registry.key, entry)  # under the maintenance lock: once
+                queue.enqueue_job(job, at_front=True)
+
         def perform_job(self, job, queue):
             if not in_process:  # a forked work-horse: its own process, nothing carries over
                 return super().perform_job(job, queue)
-            # In the worker's own process: each job in a fresh app context, so nothing of one
-            # job (the database session, `g`) is left for the next.
-            with app.app_context():
-                return super().perform_job(job, queue)
+            done = threading.Event()
+            beating = threading.Thread(target=self._beat, args=(job, done), daemon=True,
+                                       name="job heartbeat")
+            beating.start()
+            try:
+                with app.app_context():
+                    return super().perform_job(job, queue)
+            finally:
+                done.set()
+                beating.join()
 
-    def run() -> bool:
-        # A forking worker starts a work-horse per job; no database connection may cross the
-        # fork.
-        db.engine.dispose()
-        # Maintenance every minute, not RQ's ten, and an idle worker waking every 45 s to do
-        # it (RQ's default waits 405 s for a job): a job whose worker was killed outright is
-        # retried once its heartbeat lapses, and the scheduler lock a killed worker held is
-        # taken over (else a retry scheduled on its queues never runs).
-        worker = _Worker(worker_queues(wanted), connection=redis_connection(),
-                         maintenance_interval=WORKER_MAINTENANCE_SECONDS,
-                         worker_ttl=WORKER_TTL_SECONDS)
-        try:
-            worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
-        except Exception:
-            if _Worker.signalled:  # asked to stop; its farewell to a Redis that is gone failed
-                return True
-            raise
-        return burst or _Worker.signalled  # True: it ended as asked; else RQ's loop gave up
+        def _beat(self, job, done: threading.Event) -> None:
+            """Beside a job run in process: keep its started-registry entry alive while it
+            runs; if it outlives its timeout by STUCK_AFTER_TIMEOUT_SECONDS, end the process."""
+            stuck_at = (None if not job.timeout or job.timeout < 0
+                        else time.monotonic() + job.timeout + STUCK_AFTER_TIMEOUT_SECONDS)
+            while not done.wait(JOB_HEARTBEAT_SECONDS):
+                if stuck_at is not None and time.monotonic() > stuck_at:
+                    self.log.error("Worker %s: job %s ran %s s past its timeout; ending the "
+                                   "worker so that its job is taken over", self.name, job.id,
+                                   STUCK_AFTER_TIMEOUT_SECONDS)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                try:
+                    self.maintain_heartbeats(job)
+                except Exception as exc:  # noqa: BLE001 - Redis away: the next beat tries again
+                    self.log.warning("Worker %s: heartbeat failed: %s", self.name, exc)
 
-    keep_running(run, "worker")
+    return _Worker
 
 
 @click.command("cron")
@@ -252,7 +337,8 @@ def cron_command() -> None:
 
     from rq.cron import CronScheduler
 
-    from app.jobs import PERIODIC_JOBS, SWEEPS, keep_running, queue_name, redis_connection
+    from app.jobs import (JOB_TIMEOUTS, PERIODIC_JOBS, SWEEPS, keep_running, queue_name,
+                          redis_connection)
 
     class _Scheduler(CronScheduler):
         signalled = False
@@ -264,7 +350,8 @@ def cron_command() -> None:
     def run() -> bool:
         scheduler = _Scheduler(connection=redis_connection())
         for path, interval in PERIODIC_JOBS:
-            scheduler.register(locate(path), queue_name=queue_name(SWEEPS), interval=interval)
+            scheduler.register(locate(path), queue_name=queue_name(SWEEPS), interval=interval,
+                               job_timeout=JOB_TIMEOUTS[SWEEPS])
         try:
             scheduler.start()  # returns on a signal; raises when Redis goes away
         except Exception:

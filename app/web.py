@@ -184,10 +184,13 @@ def _make_error_page(status: int):
 
     def handler(error):
         if status == 500 and database_unreachable(error):
+            if request.method in ("GET", "HEAD", "OPTIONS"):
+                said = "Nothing was changed."
+            else:  # its commit may have gone through just before the connection went
+                said = "What you did may or may not have been saved: check before doing it again."
             return bare_error_page(
                 503, "Cleardesk cannot reach its database",
-                "Nothing was changed. It usually comes back within seconds: try again in a "
-                "moment.")
+                f"{said} It usually comes back within seconds: try again in a moment.")
         message = getattr(error, "description", None)
         if status == 413:
             message = (f"What you sent is larger than the {request.max_content_length // 1024:,}"

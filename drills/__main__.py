@@ -1,6 +1,7 @@
 """`python -m drills [--short] [r1 r3 …]`: run the drills against DATABASE_URL (PostgreSQL,
 migrated, empty: each drill empties it first), print their figures, exit 1 if an invariant
-broke. Logs of the processes a drill started go to --logs (a temporary folder by default)."""
+broke. Logs of the processes a drill started go to a folder per drill under --logs (a
+temporary folder by default); the last lines of a failed drill's logs are printed."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,15 @@ def _empty_database() -> None:
         db.engine.dispose()
 
 
+def _print_tails(folder: Path, lines: int = 30) -> None:
+    """The last lines of each process log of a drill that failed (the folder itself may be
+    gone when the caller's temporary directory is cleaned up)."""
+    for log in sorted(folder.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"\n-- {log.name} (last {len(tail)} lines)", flush=True)
+        print("\n".join(tail), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m drills")
     parser.add_argument("names", nargs="*", help=f"drills to run: {', '.join(DRILLS)} "
@@ -53,10 +63,13 @@ def main() -> int:
     started = time.monotonic()
     for name in args.names or list(DRILLS):
         _empty_database()
-        result = DRILLS[name](logs, args.short)
+        folder = logs / name  # each drill's process logs apart, so a failure shows its own
+        folder.mkdir(parents=True, exist_ok=True)
+        result = DRILLS[name](folder, args.short)
         result.print()
         if result.broken:
             failed.append(name)
+            _print_tails(folder)
     print(f"\n{len(args.names or DRILLS) - len(failed)} drills held, {len(failed)} failed "
           f"in {time.monotonic() - started:.0f}s; process logs in {logs}", flush=True)
     return 1 if failed else 0

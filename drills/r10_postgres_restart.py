@@ -16,9 +16,9 @@ from pathlib import Path
 
 import requests
 
-from drills.common import (Processes, Result, SmtpSink, ThrowawayRedis, common_invariants,
-                           create_approvals, free_port, issue_api_token, make_app, ours,
-                           seed_people, signed_in)
+from drills.common import (Processes, Result, SmtpSink, ThrowawayRedis, api_client,
+                           common_invariants, create_approvals, free_port, issue_api_token,
+                           make_app, ours, post_arrival, seed_people, signed_in)
 
 RETRY_FOR = 60  # seconds a client keeps retrying one request that answered 503
 
@@ -66,17 +66,12 @@ def _approver(stream: Stream, base: str, signed: tuple, pending: queue.Queue, de
 
 
 def _source_system(stream: Stream, base: str, secret: str, client: int, created: list):
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {secret}"
+    session = api_client(secret)
     n = 0
     while not stream.stop.is_set():
         ref = f"R10-{client}-{n}"
         n += 1
-        response = stream.send("api create", lambda ref=ref: session.post(
-            f"{base}/api/v1/items", timeout=60, json={
-                "kind": "approval", "subtype": "discount", "title": f"Drill arrival {ref}",
-                "external_ref": ref, "source_system": "drill-api", "counterparty": "Acme",
-                "amount": "250.00"}))
+        response = stream.send("api create", lambda ref=ref: post_arrival(session, base, ref))
         if response is not None and response.status_code in (200, 201):
             created.append(ref)
 

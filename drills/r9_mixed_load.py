@@ -14,9 +14,9 @@ from pathlib import Path
 
 import requests
 
-from drills.common import (PASSWORD, Processes, Result, common_invariants, create_approvals,
-                           free_port, issue_api_token, make_app, percentile, seed_people,
-                           signed_in)
+from drills.common import (PASSWORD, Processes, Result, api_client, common_invariants,
+                           create_approvals, free_port, issue_api_token, make_app, percentile,
+                           post_arrival, seed_people, signed_in)
 
 
 class Load:
@@ -100,17 +100,13 @@ def run(work: Path, short: bool) -> Result:
                     approved.append(item_id)
 
         def source_system(client: int):
-            session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {secret}"
+            session = api_client(secret)
             n = 0
             while not load.stop.is_set():
                 ref = f"R9-{client}-{n}"
                 n += 1
-                response = load.timed("api: create", lambda ref=ref: session.post(
-                    f"{base}/api/v1/items", timeout=120, json={
-                        "kind": "approval", "subtype": "discount", "title": f"Load {ref}",
-                        "external_ref": ref, "source_system": "drill-api",
-                        "counterparty": "Acme", "amount": "300.00"}))
+                response = load.timed("api: create", lambda ref=ref: post_arrival(
+                    session, base, ref, "300.00", timeout=120))
                 if response is not None and response.status_code == 201:
                     created.append(ref)
                 load.timed("api: list", lambda: session.get(f"{base}/api/v1/items?limit=25",

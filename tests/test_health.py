@@ -72,6 +72,7 @@ def test_with_the_database_down_a_signed_in_page_renders_a_plain_error_page(data
     page = signed_in.get("/")
     assert page.status_code == 503
     assert "Cleardesk cannot reach its database" in page.text and "<html" in page.text
+    assert "Nothing was changed" in page.text  # a read
     assert page.headers["Retry-After"] == "5"
 
 
@@ -83,6 +84,8 @@ def test_with_the_database_down_an_htmx_action_gets_a_message_in_place(database_
     assert answer.headers["HX-Retarget"] == "#messages"
     assert 'class="flash flash-error"' in answer.text
     assert "cannot reach its database" in answer.text
+    # Its commit may have gone through just before the connection went: not "nothing changed".
+    assert "may or may not have been saved" in answer.text and "Nothing" not in answer.text
 
 
 def test_with_the_database_down_an_api_client_gets_a_503_problem_to_retry(database_down):
@@ -93,3 +96,9 @@ def test_with_the_database_down_an_api_client_gets_a_503_problem_to_retry(databa
     assert answer.headers["Content-Type"] == "application/problem+json"
     assert answer.json["type"] == "urn:cleardesk:problem:unavailable"
     assert answer.headers["Retry-After"] == "5"
+    # A create may have been saved just before the connection went: retried with the same
+    # key it is made once, so the client is told to retry, not that nothing changed.
+    assert "may or may not have been saved" in answer.json["detail"]
+    assert "same Idempotency-Key" in answer.json["detail"]
+    read = client.get("/api/v1/items", headers={"Authorization": "Bearer cd_00000000_" + "a" * 43})
+    assert read.status_code == 503 and "changed nothing" in read.json["detail"]

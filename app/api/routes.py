@@ -244,6 +244,17 @@ def item_events(item_id: int):
     return _json(body)
 
 
+def unreachable_message() -> str:
+    """What a client is told when the database could not be reached. A read changed nothing;
+    a write may have been saved just before the connection went (its commit went through,
+    then what came after failed), so it is to be sent again as it was, and is done once."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return "The database cannot be reached; the request changed nothing. Try again in a moment."
+    return ("The database cannot be reached; the request may or may not have been saved. "
+            "Retry it in a moment with the same Idempotency-Key (a create also with the same "
+            "source_system and external_ref): it is carried out once.")
+
+
 def install_api(app: Flask) -> None:
     """Register the blueprint, and answer routing errors under /api/ (unknown path, wrong
     method) and server errors there as problem+json rather than the HTML pages."""
@@ -257,9 +268,7 @@ def install_api(app: Flask) -> None:
                 roll_back_quietly()  # an error before the view (the wrapper rolls back its own)
                 message = getattr(error, "description", None) or "That did not work."
                 if status == 500 and database_unreachable(error):
-                    return problem(503, "The database cannot be reached; the request changed "
-                                        "nothing. Try again in a moment.",
-                                   headers={"Retry-After": "5"})
+                    return problem(503, unreachable_message(), headers={"Retry-After": "5"})
                 if status == 500:
                     message = "Something went wrong on our side; the request changed nothing."
                 if status == 413:

@@ -20,6 +20,18 @@ def evaluate_arrival(message) -> None:
     evaluate_items(policy_actor(message.tenant_id), [item_id])
 
 
+def evaluate_arrivals_together(messages: list) -> None:
+    """Batch form of evaluate_arrival (several item.created messages taken together under a
+    backlog): their items decided as one batch per tenant, as an import's are."""
+    by_tenant: dict[int, list[int]] = {}
+    for message in messages:
+        item_id = (message.payload or {}).get("item_id")
+        if item_id is not None and message.tenant_id is not None:
+            by_tenant.setdefault(message.tenant_id, []).append(item_id)
+    for tenant_id, item_ids in sorted(by_tenant.items()):
+        evaluate_items(policy_actor(tenant_id), item_ids)
+
+
 def evaluate_arrivals(message) -> None:
     """Outbox handler of items.created (a batch of new items): decide them in one batch.
     Exactly once per item: evaluate_items claims each undecided receipt first."""

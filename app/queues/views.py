@@ -239,17 +239,31 @@ def _waiting(actor: Actor, tenant_id: int | None) -> tuple[list[int], int]:
                .join(ApprovalStep, ApprovalStep.id == ApprovalStepMember.step_id)
                .where(ApprovalStep.state == StepState.OPEN.value,
                       ApprovalStepMember.user_id.in_(people), ~voted))
-    steps = reserved.union_all(routed, members).subquery()
-    query = (select(WorkItem.id, WorkItem.tenant_id, WorkItem.amount, WorkItem.assignee_id,
-                    steps.c.approver)
-             .join(steps, steps.c.item_id == WorkItem.id)
-             .where(WorkItem.state == ApprovalState.PENDING.value,
-                    WorkItem.tenant_id.in_([tenant_id] if tenant_id else actor.tenant_ids()))
-             .limit(WAITING_LIMIT))
+    # The open steps first, then their items by id: one join of the two let the planner, with
+    # a freshly loaded table's estimates (a row or so each side), loop over every pending
+    # item re-running the union for each (quadratic: 340 ms for 300 items, seconds at R9's
+    # 2,500).
+    steps = db.session.execute(reserved.union_all(routed, members)).all()
+    tenants = [tenant_id] if tenant_id else sorted(actor.tenant_ids())
+    rows = []
+    item_ids = sorted({item_id for item_id, _approver in steps})
+    for start in range(0, len(item_ids), 5000):  # bound the statement's parameters
+        if len(rows) >= WAITING_LIMIT:
+            break
+        rows.extend(db.session.execute(
+            select(WorkItem.id, WorkItem.tenant_id, WorkItem.amount, WorkItem.assignee_id)
+            .where(WorkItem.id.in_(item_ids[start:start + 5000]),
+                   WorkItem.state == ApprovalState.PENDING.value,
+                   WorkItem.tenant_id.in_(tenants))
+            .limit(WAITING_LIMIT - len(rows))).all())
+    pending = {row[0]: row for row in rows}
     for_whom = {(m.tenant_id, m.user_id): m for m in standing_in}
     ids = []
     others = 0
-    for item_id, item_tenant, amount, assignee, approver in db.session.execute(query):
+    for item_id, approver in steps:
+        if item_id not in pending:
+            continue
+        _id, item_tenant, amount, assignee = pending[item_id]
         if approver != actor.user_id:
             covered = for_whom.get((item_tenant, approver))
             if covered is None or (covered.delegate_max_amount is not None

@@ -256,6 +256,15 @@ def enqueue_due(message) -> None:
     _enqueue_batches(_first_due_per_subscription(ids))
 
 
+def enqueue_due_together(messages: list) -> None:
+    """Batch form of enqueue_due: the deliveries of several messages, queued at once."""
+    ids = [pk for message in messages for pk in (message.payload or {}).get("ids", [])]
+    firsts: set[int] = set()
+    for start in range(0, len(ids), 5000):  # bound the statement's parameters
+        firsts.update(_first_due_per_subscription(ids[start:start + 5000]))
+    _enqueue_batches(_first_due_per_subscription(sorted(firsts)))
+
+
 def retry_due_deliveries() -> int:
     """Periodic: queue a job for every subscription with a delivery whose next attempt is due
     (or whose worker died), except those whose job is already queued, running or scheduled:

@@ -342,13 +342,32 @@ def fan_out(message) -> None:
     wants the event and per item (a batch is delivered as one event per item).
     Idempotent (unique per subscription, message and item), so a retried outbox job makes no
     second delivery. The deliveries are inserted together and queued in chunks."""
+    _queue_due(_deliveries_of(message))
+
+
+def fan_out_together(messages: list) -> None:
+    """Batch form of fan_out (several messages taken together under a backlog): each
+    message's deliveries exactly as fan_out makes them, queued by one message for all."""
+    due: list[int] = []
+    for message in messages:
+        due.extend(_deliveries_of(message))
+    _queue_due(due)
+
+
+def _queue_due(due: list[int]) -> None:
+    for start in range(0, len(due), 500):
+        add_message("webhook.delivery_due", {"ids": due[start:start + 500]}, None)
+
+
+def _deliveries_of(message) -> list[int]:
+    """Insert the message's deliveries (those not made yet); the ids of those due now."""
     if message.tenant_id is None:
-        return
+        return []
     event = BATCH_TOPICS.get(message.topic, message.topic)
     subs = [s for s in db.session.scalars(select(WebhookSubscription).where(
         WebhookSubscription.tenant_id == message.tenant_id)) if event in s.events]
     if not subs:
-        return
+        return []
     payload = message.payload or {}
     if "changes" in payload:  # items.state_changed: each part has its own states
         parts = [(change.get("item_id"), {k: v for k, v in change.items() if k != "item_id"})
@@ -393,9 +412,7 @@ def fan_out(message) -> None:
                          "status": (DeliveryStatus.HELD.value if paused
                                     else DeliveryStatus.PENDING.value)})
     ids = insert_rows(WebhookDelivery.__table__, rows, with_ids=True)
-    due = [pk for row, pk in zip(rows, ids) if row["status"] == DeliveryStatus.PENDING.value]
-    for start in range(0, len(due), 500):
-        add_message("webhook.delivery_due", {"ids": due[start:start + 500]}, None)
+    return [pk for row, pk in zip(rows, ids) if row["status"] == DeliveryStatus.PENDING.value]
 
 
 # --- attempts (called by the delivery job) ---------------------------------------------------

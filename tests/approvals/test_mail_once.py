@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 from sqlalchemy import select
 
 from app.extensions import db
@@ -25,43 +26,50 @@ from tests.conftest import csrf_from
 
 
 class KillSenderOnArrival:
-    """Wraps the inbox's DATA hook: once the mail is received, SIGKILL the worker's
-    work-horse before the SMTP server answers, as a crash or an OOM kill would."""
+    """Wraps the inbox's DATA hook: once the mail is received, SIGKILL the process sending it
+    before the SMTP server answers, as a crash or an OOM kill would: the worker itself when it
+    runs jobs in its own process (WORKER_CLASS=simple), else its work-horse."""
 
-    def __init__(self, inbox):
-        self.inbox, self.worker_pid, self.killed = inbox, None, []
+    def __init__(self, inbox, in_process: bool):
+        self.inbox, self.in_process, self.worker_pid, self.killed = inbox, in_process, None, []
         self._handle = inbox.handle_DATA
 
     async def handle_DATA(self, server, session, envelope):
         answer = await self._handle(server, session, envelope)
-        children = Path(f"/proc/{self.worker_pid}/task/{self.worker_pid}/children")
-        for pid in (int(p) for p in children.read_text().split()) if children.exists() else ():
+        if self.in_process:
+            senders = [self.worker_pid]
+        else:
+            children = Path(f"/proc/{self.worker_pid}/task/{self.worker_pid}/children")
+            senders = [int(p) for p in children.read_text().split()] if children.exists() else []
+        for pid in senders:
             os.kill(pid, signal.SIGKILL)
             self.killed.append(pid)
         return answer
 
 
-def _worker(app) -> subprocess.Popen:
+def _worker(app, worker_class: str) -> subprocess.Popen:
     config = app.config
     env = dict(os.environ, DATABASE_URL=config["SQLALCHEMY_DATABASE_URI"],
                REDIS_URL=config["REDIS_URL"], RQ_QUEUE=config["RQ_QUEUE"],
                SECRET_KEY=config["SECRET_KEY"], SMTP_HOST=config["SMTP_HOST"],
-               SMTP_PORT=str(config["SMTP_PORT"]), APP_BASE_URL=config["APP_BASE_URL"])
+               SMTP_PORT=str(config["SMTP_PORT"]), APP_BASE_URL=config["APP_BASE_URL"],
+               WORKER_CLASS=worker_class)
     return subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--burst",
          "--without-scheduler"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.parametrize("worker_class", ["simple", "fork"])
 def test_a_sender_killed_after_the_smtp_hand_over_mails_once_and_the_link_works(
-        relaying, inbox, team, make_item, client, auth, make_user):
-    killer = KillSenderOnArrival(inbox)
+        relaying, inbox, team, make_item, client, auth, make_user, worker_class):
+    killer = KillSenderOnArrival(inbox, in_process=worker_class == "simple")
     inbox.handle_DATA = killer.handle_DATA
     item = make_item(team["tenant"], amount="1200.00", requester=team["requester"])
-    worker = _worker(relaying)
+    worker = _worker(relaying, worker_class)
     killer.worker_pid = worker.pid
     _out, errors = worker.communicate(timeout=120)
-    assert killer.killed, f"the work-horse was not killed: {errors}"
+    assert killer.killed, f"the sender was not killed: {errors}"
     [mail] = inbox.to("ann@x.test")
     [row] = db.session.scalars(select(SentMail)).all()
     assert row.status == "sending"  # committed before the hand-over, never marked sent
