@@ -36,7 +36,13 @@ def chromium():
 def page(chromium, live_server):
     """A fresh browser profile (no cookies) on the live server; fails the test on any
     JavaScript error in the page."""
-    context = chromium.new_context(base_url=live_server, viewport={"width": 1280, "height": 900})
+    yield from fresh_page(chromium, live_server)
+
+
+def fresh_page(chromium, base_url: str):
+    """A page of a fresh browser profile at `base_url`, for a fixture to yield from; the test
+    fails on any JavaScript error in the page."""
+    context = chromium.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []

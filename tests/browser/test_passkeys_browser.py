@@ -13,6 +13,7 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.auth.models import Passkey
 from app.extensions import db
+from tests.browser.conftest import fresh_page
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -29,17 +30,7 @@ def person(make_tenant, make_user):
 def on_localhost(chromium, live_server):
     """A fresh browser profile on the live server, named localhost; fails the test on any
     JavaScript error in the page."""
-    context = chromium.new_context(base_url=live_server.replace("127.0.0.1", "localhost"),
-                                   viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert errors == [], f"JavaScript errors in the page: {errors}"
+    yield from fresh_page(chromium, live_server.replace("127.0.0.1", "localhost"))
 
 
 def add_virtual_authenticator(page) -> tuple:
