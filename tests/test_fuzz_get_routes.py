@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from werkzeug.routing.converters import NumberConverter
 
 from app.dashboard.tables import TABLES
-from app.queues.views import QUEUES
+from app.queues.queries import QUEUES
 from app.unit_of_work import commit
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3"))  # per page and role

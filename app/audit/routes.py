@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, flash, redirect, request, send_fil
 from flask_login import current_user
 
 from app.access import allow, declare_access
-from app.audit import views
+from app.audit import queries
 from app.audit.forms import EventSearchForm, ExportForm
 from app.audit.jobs import export_path
 from app.audit.models import ExportFormat
@@ -43,7 +43,7 @@ def _audit_nav():
         """Open audit alerts the signed-in admin should see (asked only by the nav link)."""
         if not current_user.is_authenticated:
             return 0
-        return len(views.open_alerts(current_actor()))
+        return len(queries.open_alerts(current_actor()))
 
     return {"audit_open_alerts": audit_open_alerts}
 
@@ -52,7 +52,7 @@ def _chosen_tenant(actor, requested: int | None):
     """The tenant asked for, else the one being worked in, else the first one audited."""
     if requested:
         return require_audit_tenant(actor, requested)
-    audited = views.audit_tenants(actor)
+    audited = queries.audit_tenants(actor)
     if not audited:
         raise PermissionDenied("The audit trail is for auditors and admins.")
     working_in = current_tenant_id()
@@ -68,18 +68,18 @@ def events():
     # it is typed, too: the results answer says so and puts the sentence by the field).
     tenant = _chosen_tenant(actor, form.tenant.data)
     value = {field.name: None if field.errors else (field.data or None) for field in form}
-    search = views.EventSearch(
+    search = queries.EventSearch(
         tenant=tenant, item_id=value["item"], actor=value["actor"], action=value["action"],
         actor_type=value["actor_type"], date_from=value["date_from"], date_to=value["date_to"],
         before=value["before"])
-    page = views.search_events(search)
+    page = queries.search_events(search)
     return render_page(
         "audit/events.html", "rows" if search.before else "results",
-        tenant=tenant, tenants=views.audit_tenants(actor), search=search, form=form,
-        page=page, chain=views.chain_status(tenant), alerts=views.open_alerts(actor, tenant.id),
-        exports=views.recent_exports(actor, tenant.id),
-        known_actions=views.KNOWN_ACTIONS,
-        actor_types=views.ACTOR_TYPES, status=400 if form.errors else 200)
+        tenant=tenant, tenants=queries.audit_tenants(actor), search=search, form=form,
+        page=page, chain=queries.chain_status(tenant), alerts=queries.open_alerts(actor, tenant.id),
+        exports=queries.recent_exports(actor, tenant.id),
+        known_actions=queries.KNOWN_ACTIONS,
+        actor_types=queries.ACTOR_TYPES, status=400 if form.errors else 200)
 
 
 @bp.get("/items/<bigid:item_id>")
@@ -89,19 +89,19 @@ def item_timeline(item_id: int):
     if tenant_id is None or tenant_id not in actor.tenant_ids():
         raise NotFound("No such item.")
     tenant = require_audit_tenant(actor, tenant_id)
-    item, events = views.item_timeline(tenant, item_id)
+    item, events = queries.item_timeline(tenant, item_id)
     return render_page("audit/item.html", tenant=tenant, item=item, events=events,
-                       users=views.users_of(events))
+                       users=queries.users_of(events))
 
 
 @bp.get("/events/<bigid:event_id>")
 def event_detail(event_id: int):
     actor = current_actor()
-    event = views.event_in_tenants(actor, event_id)
+    event = queries.event_in_tenants(actor, event_id)
     if event is None:
         raise NotFound("No such event.")
     tenant = require_audit_tenant(actor, event.tenant_id)
-    return render_page("audit/event.html", tenant=tenant, **views.event_context(event))
+    return render_page("audit/event.html", tenant=tenant, **queries.event_context(event))
 
 
 @bp.post("/exports")
@@ -147,7 +147,7 @@ def access_review():
     actor = current_actor()
     tenant = _chosen_tenant(actor, arg_id(request.args, "tenant"))
     return render_page("audit/access_review.html", tenant=tenant,
-                       tenants=views.audit_tenants(actor), rows=views.access_review(tenant))
+                       tenants=queries.audit_tenants(actor), rows=queries.access_review(tenant))
 
 
 @bp.get("/access-review.csv")
@@ -155,11 +155,11 @@ def access_review_csv():
     actor = current_actor()
     tenant = record_access_review_export(actor, arg_id(request.args, "tenant"))
     commit_now("an export of who has access is on the audit trail, though a GET")
-    rows = views.access_review(tenant)
+    rows = queries.access_review(tenant)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(views.ACCESS_CSV_COLUMNS)
-    writer.writerows(views.access_csv_rows(tenant, rows))
+    writer.writerow(queries.ACCESS_CSV_COLUMNS)
+    writer.writerows(queries.access_csv_rows(tenant, rows))
     response = Response(out.getvalue(), mimetype="text/csv")
     response.headers["Content-Disposition"] = (
         f'attachment; filename="access-review-{tenant.slug}.csv"')

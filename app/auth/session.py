@@ -2,7 +2,7 @@
 record it names), and what an anonymous request gets."""
 from __future__ import annotations
 
-from flask import Flask, current_app, flash, g, redirect, request, session, url_for
+from flask import Flask, flash, g, redirect, request, session, url_for
 from flask_htmx import make_response as htmx_response
 from flask_login import current_user
 

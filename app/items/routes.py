@@ -12,7 +12,7 @@ from app.items.forms import ActionForm, AttachForm, CommentForm
 from app.items.views import item_context
 from app.params import body_limit, storable
 from app.queues.routes import queue_row_update
-from app.queues.views import QUEUES, TEAM_PREFIX
+from app.queues.queries import QUEUES, TEAM_PREFIX
 from app.unit_of_work import after_commit, refused
 from app.web import current_actor, render_page, wants_fragment
 from app.work.actions import outcome_message, perform

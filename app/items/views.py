@@ -9,7 +9,7 @@ from app.audit.models import AuditEvent
 from app.extensions import db
 from app.items.forms import ActionForm, CommentForm
 from app.models import Kind, Role, User, WorkItem
-from app.queues.views import people_who_work
+from app.queues.queries import people_who_work
 from app.work import kinds
 from app.work.attachments import (
     ACCEPT,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from app.policy.models import Outcome, PolicyVersion
-from app.policy.rules import Compiled, as_rule_value, check_condition
+from app.policy.rules import Compiled, check_condition
 from app.work import kinds
 from app.work.money import magnitude
 

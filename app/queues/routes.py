@@ -1,4 +1,4 @@
-"""Queue pages. Thin: read the filters, ask the views for rows, call the write path, render."""
+"""Queue pages. Thin: read the filters, ask the queries for rows, call the write path, render."""
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlencode
@@ -21,7 +21,7 @@ from app.queues.services import (
     save_view,
     views_of,
 )
-from app.queues.views import (
+from app.queues.queries import (
     PAGE_SIZE,
     QUEUES,
     assignable_people,

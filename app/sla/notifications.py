@@ -6,7 +6,6 @@ The per-item mails (sla.breached, sla.at_risk) are no longer written; their hand
 messages queued before the digest existed."""
 from __future__ import annotations
 
-from collections import defaultdict
 
 from flask import current_app
 from sqlalchemy import exists, select

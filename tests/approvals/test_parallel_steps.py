@@ -447,7 +447,7 @@ def test_the_message_after_a_vote_says_what_the_step_still_needs(org, make_polic
 
 def test_the_approvals_queue_lists_a_parallel_step_for_members_who_have_not_voted(
         org, make_policy, make_item):
-    from app.queues.views import decidable_now, waiting_on
+    from app.queues.queries import decidable_now, waiting_on
     from app.work.queries import scoped_items
 
     tenant, people, _group = org

@@ -17,7 +17,7 @@ from app.models import WorkItem
 from app.policy import services
 from app.policy.models import PolicyDecision
 from app.queues.filters import QueueFilters
-from app.queues.views import queue_items
+from app.queues.queries import queue_items
 from app.unit_of_work import commit
 from tests.conftest import actor, csrf_from
 
@@ -332,7 +332,7 @@ def test_a_team_queue_page_is_one_ordered_scan_of_its_own_index(admins, team, ro
     sorting is forbidden, to see that the team queue's own index answers the query)."""
     from sqlalchemy import text
 
-    from app.queues.views import _base
+    from app.queues.queries import _base
     from app.models import WorkItem
 
     tenant = admins[0]

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from app.actors import Actor, ActorType
 from app.extensions import db
 from app.models import Tenant, User
-from app.queues import views
-from app.queues.views import _scanned_counts, queue_counts, queues_for
+from app.queues import queries
+from app.queues.queries import _scanned_counts, queue_counts, queues_for
 from app.unit_of_work import commit
 from app.work.services import claim_item, create_item, transition
 from app.work.queries import get_item
@@ -52,8 +52,8 @@ def test_counts_stay_equal_after_claims_decisions_and_policy_moves(seeded):
     approver = db.session.scalars(select(User).where(
         User.email == "approver@cleardesk.demo")).one()
     open_exception = db.session.scalars(
-        views._base(actor(analyst), "unassigned", None)
-        .where(views.WorkItem.kind == "billing_exception").limit(1)).first()
+        queries._base(actor(analyst), "unassigned", None)
+        .where(queries.WorkItem.kind == "billing_exception").limit(1)).first()
     if open_exception is None:
         # The demo's history is relative to the moment it is seeded: at some hours a seed of
         # 400 items has every billing exception resolved. One more arrives, as a source
@@ -64,11 +64,11 @@ def test_counts_stay_equal_after_claims_decisions_and_policy_moves(seeded):
             source_system="billing", counterparty="Acme", amount="120.00")
         commit()
     claim_item(actor(analyst), open_exception.id)
-    decidable = next(iter(db.session.scalars(views._base(actor(approver), "approvals", None)
+    decidable = next(iter(db.session.scalars(queries._base(actor(approver), "approvals", None)
                                              .limit(1))))
     transition(actor(approver), get_item(actor(approver), decidable.id), "approve")
     system = Actor(ActorType.SYSTEM, label="test")
-    other = next(iter(db.session.scalars(views._base(actor(approver), "approvals", None)
+    other = next(iter(db.session.scalars(queries._base(actor(approver), "approvals", None)
                                          .limit(1))))
     transition(system, get_item(system, other.id), "expire")
     commit()
@@ -82,7 +82,7 @@ def test_a_count_of_what_the_viewer_may_decide_stops_at_the_cap_and_says_so(
         User.email == "approver@cleardesk.demo")).one()
     exact = queue_counts(actor(approver), None)["approvals"]
     assert exact > 3
-    monkeypatch.setattr(views, "COUNT_CAP", 3)
+    monkeypatch.setattr(queries, "COUNT_CAP", 3)
     capped = queue_counts(actor(approver), None)["approvals"]
     assert int(capped) == 3 and capped.capped
     auth.login("approver@cleardesk.demo", "demo-password")

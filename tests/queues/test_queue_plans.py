@@ -6,7 +6,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.extensions import db
 from app.models import User
-from app.queues import views
+from app.queues import queries
 from app.queues.filters import SORTS, QueueFilters
 from tests.conftest import DATABASE, actor
 
@@ -23,12 +23,12 @@ def seeded(runner):
 
 def _plan(viewer, queue: str, sort: str, **args) -> str:
     filters = QueueFilters.parse(MultiDict({"sort": sort, **args}), viewer.tenant_ids())
-    query = (views._base(viewer, queue, None, filters.status)
+    query = (queries._base(viewer, queue, None, filters.status)
              .where(*filters.conditions(viewer.user_id))
-             .with_only_columns(*views.ROW_COLUMNS).order_by(*filters.order_by())
-             .limit(views.PAGE_SIZE + 1))
+             .with_only_columns(*queries.ROW_COLUMNS).order_by(*filters.order_by())
+             .limit(queries.PAGE_SIZE + 1))
     sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
-    with views.read_in_index_order(filters.status):
+    with queries.read_in_index_order(filters.status):
         rows = db.session.connection().exec_driver_sql("EXPLAIN " + sql)
         return "\n".join(row[0] for row in rows)
 
@@ -38,7 +38,7 @@ def _queues_of(email: str):
     viewer = actor(user)
     # My work joins two sources (assigned, routed to me) whose union no one index orders;
     # it is bounded by one person's work, not by the backlog.
-    return viewer, [q.name for q in views.queues_for(viewer, None) if q.name != "mine"]
+    return viewer, [q.name for q in queries.queues_for(viewer, None) if q.name != "mine"]
 
 
 @pytest.mark.parametrize("email", ["approver@cleardesk.demo", "manager@cleardesk.demo",
@@ -71,7 +71,7 @@ def test_an_error_inside_a_page_read_is_the_error_raised_and_the_planner_recover
     from sqlalchemy.exc import DBAPIError
 
     with pytest.raises(DBAPIError) as raised:
-        with views.read_in_index_order(None):
+        with queries.read_in_index_order(None):
             db.session.execute(text("SELECT 1 / 0"))
     assert "division by zero" in str(raised.value)
     db.session.rollback()
