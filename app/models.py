@@ -129,8 +129,10 @@ class User(UserMixin, db.Model):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # Read when first used (the signed-in person's, on every request; one person's in the admin
+    # pages): not with every person loaded for a name (a timeline's, a list of assignees).
     memberships: Mapped[list[Membership]] = relationship(
-        back_populates="user", foreign_keys="Membership.user_id", lazy="selectin"
+        back_populates="user", foreign_keys="Membership.user_id"
     )
 
     @property

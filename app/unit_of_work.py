@@ -1,6 +1,7 @@
 """One commit per unit of work (a request, a job, a CLI command), then the outbox relay."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import wraps
@@ -11,6 +12,10 @@ from sqlalchemy.orm import Session
 
 from app.errors import DomainError
 from app.extensions import db
+from app.auth.models import UserSession
+from app.models import Membership, MembershipRole, Tenant, User
+
+log = logging.getLogger(__name__)
 
 
 def database_unreachable(error: BaseException) -> bool:
@@ -43,12 +48,18 @@ class UnitOfWork:
     WRITE_ORDER = ("rollup_deltas", "assignment_notices", "audit_events")
     _writers: dict[str, Callable[[Session, list], None]] = {}
     _relay: Callable[[list], object] | None = None
+    # Told, once a unit has committed, which tenants it changed (register_on_commit).
+    _on_commit: list[Callable[[set], None]] = []
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.collected: dict[str, list] = {name: [] for name in self.WRITE_ORDER}
-        self.outbox: list = []  # outbox messages (rows, or ids of rows inserted in bulk)
+        # Outbox messages: rows, or (id, topic) of rows inserted in bulk.
+        self.outbox: list = []
         self.savepoint_marks: dict = {}  # savepoint -> how much was collected when it began
+        # Tenants whose audit trail this unit extends: every change anyone can see in a tenant
+        # (of an item, a membership, a policy) writes an event there (app.audit.services).
+        self.changed_tenants: set[int] = set()
 
     def add(self, name: str, value) -> None:
         self.collected[name].append(value)
@@ -64,21 +75,44 @@ class UnitOfWork:
             if values:
                 self._writers[name](self.session, values)
 
-    def finish(self) -> None:
+    def finish(self, keep: tuple[type, ...] = ()) -> None:
         """Write what was collected, commit, then hand the outbox messages to RQ (a Redis
-        that is down only delays them: the sweep relays what is left)."""
+        that is down only delays them: the sweep relays what is left).
+
+        Committing expires every object the session holds, so the next read of one reloads it.
+        Objects of the `keep` types are not expired: a request keeps the signed-in person, their
+        memberships and tenants as loaded (nothing writes those but through the ORM, so what the
+        session holds is what was committed), rather than reading them all again to render its
+        answer."""
         try:
             self.write_collected()
-            self.session.commit()
+            # Known once flushed, read now: after the commit each would be a reload.
+            messages = [m if isinstance(m, tuple) else (m.id, m.topic) for m in self.outbox
+                        if isinstance(m, tuple) or inspect(m).has_identity]
+            if keep:
+                self.session.expire_on_commit = False
+                try:
+                    self.session.commit()
+                finally:
+                    self.session.expire_on_commit = True
+                for obj in list(self.session.identity_map.values()):
+                    if not isinstance(obj, keep):
+                        self.session.expire(obj)
+            else:
+                self.session.commit()
         except Exception:
             self.session.rollback()
             raise
         # The transaction ended: this unit is done; the session starts a new one on its next use.
-        ids = [m if isinstance(m, int) else m.id for m in self.outbox
-               if isinstance(m, int) or inspect(m).has_identity]
         self.outbox = []
-        if ids and current_app.config.get("OUTBOX_RELAY_ON_COMMIT", True) and self._relay:
-            type(self)._relay(ids)
+        changed, self.changed_tenants = self.changed_tenants, set()
+        for hook in self._on_commit if changed else ():
+            try:
+                hook(changed)
+            except Exception as exc:  # noqa: BLE001 - the change is committed whatever a hook does
+                log.warning("after-commit hook %s failed: %s", hook.__qualname__, exc)
+        if messages and current_app.config.get("OUTBOX_RELAY_ON_COMMIT", True) and self._relay:
+            type(self)._relay(messages)
 
     def abort(self) -> None:
         """Nothing of this unit is kept."""
@@ -105,6 +139,14 @@ def register_writer(name: str, write: Callable[[Session, list], None]) -> None:
     if name not in UnitOfWork.WRITE_ORDER:
         raise ValueError(f"{name!r} has no place in UnitOfWork.WRITE_ORDER")
     UnitOfWork._writers[name] = write
+
+
+def register_on_commit(hook: Callable[[set], None]) -> None:
+    """`hook(tenant_ids)` runs after each unit that changed something in those tenants has
+    committed (a cache of what was read from them knows to read again); its failure is logged,
+    not raised."""
+    if hook not in UnitOfWork._on_commit:
+        UnitOfWork._on_commit.append(hook)
 
 
 def register_relay(relay: Callable[[list], object]) -> None:
@@ -201,6 +243,9 @@ class AfterCommit:
 
 after_commit = AfterCommit
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What a request's commit leaves loaded (UnitOfWork.finish): who is signed in, with their
+# memberships, roles and tenants, which every answer reads again.
+SIGNED_IN = (User, Membership, MembershipRole, Tenant, UserSession)
 
 
 class App(Flask):
@@ -217,11 +262,11 @@ class App(Flask):
             roll_back_quietly()
             raise
         if isinstance(answer, AfterCommit):
-            unit_of_work().finish()
+            unit_of_work().finish(keep=SIGNED_IN)
             return answer()
         response = self.make_response(answer)
         if response.status_code < 400 and request.method not in SAFE_METHODS:
-            unit_of_work().finish()
+            unit_of_work().finish(keep=SIGNED_IN)
         else:
             roll_back_quietly()
         return response

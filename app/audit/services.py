@@ -167,6 +167,8 @@ def write_pending_events(session, pending: list[dict]) -> None:
     by_chain: dict[int, list[dict]] = {}
     for fields in pending:
         by_chain.setdefault(fields["chain_id"], []).append(fields)
+    unit_of_work(session).changed_tenants.update(
+        fields["tenant_id"] for fields in pending if fields["tenant_id"] is not None)
     postgres = session.get_bind().dialect.name == "postgresql"
     for chain_id in sorted(by_chain):
         events = by_chain[chain_id]

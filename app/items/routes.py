@@ -46,8 +46,8 @@ def _queue_context() -> dict | None:
     return {"queue": name, "filters": filters}
 
 
-def _panel(actor, item_id: int):
-    item = get_item(actor, item_id)
+def _panel(actor, item_id: int, item=None):
+    item = item or get_item(actor, item_id)
     return render_page("items/detail.html", "panel", queue_ctx=_queue_context(),
                        **item_context(actor, item))
 
@@ -154,11 +154,12 @@ def attachment(item_id: int, attachment_id: int):
 def _after_action(actor, item_id: int, message: str):
     """The new panel; in a queue's pane also the row (updated, or gone when the item left the
     queue) and the queue counts, swapped out of band, and an event that moves the focus."""
-    response = _panel(actor, item_id)
+    item = get_item(actor, item_id)
+    response = _panel(actor, item_id, item)
     context = _queue_context()
     left = False
     if context:
-        extra, left = queue_row_update(actor, context["queue"], context["filters"], item_id)
+        extra, left = queue_row_update(actor, context["queue"], context["filters"], item)
         response.set_data(response.get_data(as_text=True) + extra)
     response.headers["HX-Trigger"] = json.dumps({"cleardesk:acted": {
         "id": item_id, "left": left, "message": message}})

@@ -110,15 +110,20 @@ def add_messages(topic: str, payloads: list[dict], tenant_id: int | None) -> lis
     ids = insert_rows(OutboxMessage.__table__,
                       [{"topic": topic, "payload": jsonable(p), "tenant_id": tenant_id,
                         "created_at": now, "attempts": 0} for p in payloads], with_ids=True)
-    unit_of_work().add_outbox(*ids)
+    unit_of_work().add_outbox(*[(message_id, topic) for message_id in ids])
     return ids
 
 
-def relay(message_ids: list[int]) -> int:
+def relay(messages: list) -> int:
     """Enqueue a delivery job per message on its topic's queue, with a fixed job id; a message
     whose job is still in flight (queued, running, scheduled for a retry) is not queued again
     (RQ would run it twice), only marked relayed. A Redis outage only delays delivery: the
-    periodic sweep relays what is left. Returns how many jobs were queued."""
+    periodic sweep relays what is left. Returns how many jobs were queued.
+
+    `messages` are ids (the sweep: their topics are read here) or (id, topic) pairs (a unit of
+    work that has just committed them knows their topics)."""
+    known = dict(m for m in messages if isinstance(m, tuple))
+    message_ids = [m[0] if isinstance(m, tuple) else m for m in messages]
     from rq import Queue
 
     from app.jobs import DEFAULT_RETRY, in_flight, queue_of_topic
@@ -129,8 +134,11 @@ def relay(message_ids: list[int]) -> int:
     # in a few round trips, not a thousand.
     for start in range(0, len(message_ids), RELAY_CHUNK):
         chunk = message_ids[start:start + RELAY_CHUNK]
-        topics = dict(db.session.execute(
-            select(OutboxMessage.id, OutboxMessage.topic).where(OutboxMessage.id.in_(chunk))).all())
+        topics = {message_id: known[message_id] for message_id in chunk if message_id in known}
+        if len(topics) < len(chunk):
+            topics.update(db.session.execute(
+                select(OutboxMessage.id, OutboxMessage.topic)
+                .where(OutboxMessage.id.in_([i for i in chunk if i not in topics]))).all())
         try:
             busy = in_flight([outbox_job_id(message_id) for message_id in chunk])
             by_topic: dict[str, list[int]] = {}

@@ -1,6 +1,8 @@
 """Which items a queue holds for the viewer. Read-only, tenant-scoped, keyset-paged."""
 from __future__ import annotations
 
+import json
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -23,7 +25,10 @@ from app.models import (
 from app.queues.filters import QueueFilters
 from app.work.queries import open_items, scoped_items
 from app.types import utcnow
+from app.unit_of_work import register_on_commit
 from app.work.states import WORKER_ROLES, ApprovalState
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 ROW_COLUMNS = (WorkItem.id, WorkItem.kind, WorkItem.subtype, WorkItem.title,
@@ -85,28 +90,25 @@ def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
         return cache[key]
     scopes: dict[str, set] = {}
     if roles:
+        # One read of the few version rows of these tenants that were in force, each with the
+        # rules that send work to a named queue (a version without one comes once, ruleless).
         rows = db.session.execute(
-            select(PolicyVersion.tenant_id, PolicyRule.kind, PolicyRule.queue)
-            .join(PolicyRule, PolicyRule.policy_id == PolicyVersion.id)
-            .where(PolicyVersion.tenant_id.in_(list(roles)),
-                   PolicyVersion.state.in_((PolicyState.ACTIVE.value,
-                                            PolicyState.RETIRED.value)),
-                   PolicyRule.outcome == Outcome.QUEUE.value, PolicyRule.queue.is_not(None))
-            .distinct()).all()
-        for tenant, kind, name in rows:
-            if _works(roles[tenant], kind):
-                scopes.setdefault(name, set()).add((tenant, kind))
-        # The QA queue exists where a version that was in force sampled; its role is the one
-        # of the version in force now (as PolicyVersion.in_force picks it). One read of the few
-        # version rows of these tenants.
-        now = utcnow()
-        versions = db.session.execute(
-            select(PolicyVersion.tenant_id, PolicyVersion.qa_sample_pct, PolicyVersion.qa_role,
-                   PolicyVersion.effective_from, PolicyVersion.version,
-                   PolicyVersion.retired_at)
+            select(PolicyVersion.id, PolicyVersion.tenant_id, PolicyVersion.qa_sample_pct,
+                   PolicyVersion.qa_role, PolicyVersion.effective_from, PolicyVersion.version,
+                   PolicyVersion.retired_at, PolicyRule.kind, PolicyRule.queue)
+            .outerjoin(PolicyRule, (PolicyRule.policy_id == PolicyVersion.id)
+                       & (PolicyRule.outcome == Outcome.QUEUE.value)
+                       & PolicyRule.queue.is_not(None))
             .where(PolicyVersion.tenant_id.in_(list(roles)),
                    PolicyVersion.state.in_((PolicyState.ACTIVE.value,
                                             PolicyState.RETIRED.value)))).all()
+        for row in rows:
+            if row.queue is not None and _works(roles[row.tenant_id], row.kind):
+                scopes.setdefault(row.queue, set()).add((row.tenant_id, row.kind))
+        # The QA queue exists where a version that was in force sampled; its role is the one
+        # of the version in force now (as PolicyVersion.in_force picks it).
+        now = utcnow()
+        versions = list({row.id: row for row in rows}.values())
         sampled = {v.tenant_id for v in versions if v.qa_sample_pct > 0}
         in_force: dict[int, tuple] = {}
         for v in versions:
@@ -481,15 +483,103 @@ def queue_counts(actor: Actor, tenant_id: int | None) -> dict[str, int]:
     """Open items per queue. The counts that are the same for everyone who can see a tenant
     (the team's backlog, a kind, a named team queue, what is assigned to whom) are sums of a
     few counter rows; what only this viewer may decide is counted up to COUNT_CAP, so no count
-    costs a pass over the backlog."""
+    costs a pass over the backlog. Kept for the viewer until something changes in one of their
+    tenants (CountsCache)."""
     queues = queues_for(actor, tenant_id)
     roles = _roles_by_tenant(actor, tenant_id)
-    if actor.own_requests_only() & set(roles):
-        # Need-to-know: a requester counts only the few items they may see.
-        return _scanned_counts(actor, tenant_id, queues)
-    rows = _counter_rows(list(roles))
-    with read_in_index_order(None):
-        return _counts_from(actor, tenant_id, queues, roles, rows)
+    cache = CountsCache(actor, tenant_id, roles, queues)
+    counts = cache.read()
+    if counts is None:
+        if actor.own_requests_only() & set(roles):
+            # Need-to-know: a requester counts only the few items they may see.
+            counts = _scanned_counts(actor, tenant_id, queues)
+        else:
+            rows = _counter_rows(list(roles))
+            with read_in_index_order(None):
+                counts = _counts_from(actor, tenant_id, queues, roles, rows)
+        cache.write(counts)
+    return counts
+
+
+class CountsCache:
+    """A viewer's queue counts, kept in Redis until something changes in one of their tenants.
+
+    Each tenant has a generation number, moved on by every unit of work that writes to its
+    audit trail (a change of an item, a step, a membership, a delegation, a policy: whatever
+    can change a count) once it has committed. Counts are kept with the generations read
+    before they were counted and used while those still hold, for the same roles, limits and
+    queues; so a count is never older than the last change the viewer could have seen, and a
+    page, the side bar's poll and the answer to an action read it from one Redis round trip
+    when nothing changed. Redis out of reach: counted from the database, as without it."""
+
+    KEEP_SECONDS = 300  # and the days a delegation starts or ends (no event) are caught up
+
+    def __init__(self, actor: Actor, tenant_id: int | None, roles: dict, queues: list):
+        self.tenants = sorted(roles)
+        limits = _limits(actor, roles)
+        self.shape = json.dumps([sorted((t, sorted(r), str(limits.get(t))) for t, r in
+                                        roles.items()), [q.name for q in queues], COUNT_CAP])
+        prefix = _cache_prefix()
+        self.key = f"{prefix}:counts:{actor.user_id}:{tenant_id or 0}"
+        self.generation_keys = [f"{prefix}:generation:{t}" for t in self.tenants]
+        self.generations: list | None = None
+
+    def read(self) -> dict | None:
+        if not self.tenants:
+            return None
+        try:
+            stored, *generations = _redis().mget([self.key, *self.generation_keys])
+        except Exception as exc:  # noqa: BLE001 - see the class's docstring
+            log.warning("queue counts not cached (Redis): %s", exc)
+            return None
+        self.generations = [int(g or 0) for g in generations]
+        if stored is None:
+            return None
+        kept = json.loads(stored)
+        if kept["generations"] != self.generations or kept["shape"] != self.shape:
+            return None
+        return {name: _as_count(value, capped) for name, (value, capped) in kept["counts"].items()}
+
+    def write(self, counts: dict) -> None:
+        if self.generations is None:
+            return
+        value = json.dumps({"generations": self.generations, "shape": self.shape,
+                            "counts": {name: [int(count), getattr(count, "capped", False)]
+                                       for name, count in counts.items()}})
+        try:
+            _redis().set(self.key, value, ex=self.KEEP_SECONDS)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("queue counts not cached (Redis): %s", exc)
+
+
+def _as_count(value: int, capped: bool) -> QueueCount:
+    count = QueueCount(value)
+    count.capped = capped
+    return count
+
+
+def _cache_prefix() -> str:
+    from flask import current_app
+
+    return f"cleardesk:{current_app.config['RQ_QUEUE']}"
+
+
+def _redis():
+    # Imported here: app.jobs reads the queue settings of every package at import.
+    from app.jobs import redis_connection
+
+    return redis_connection()
+
+
+def _tenants_changed(tenant_ids: set[int]) -> None:
+    """After a commit: the counts kept for these tenants' viewers are out of date."""
+    pipe = _redis().pipeline(transaction=False)
+    for tenant_id in sorted(tenant_ids):
+        pipe.incr(f"{_cache_prefix()}:generation:{tenant_id}")
+    pipe.execute()
+
+
+register_on_commit(_tenants_changed)
 
 
 def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
@@ -503,6 +593,11 @@ def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
         return _works(roles.get(tenant, set()), kind)
 
     approval = Kind.APPROVAL.value
+    names = {queue.name for queue in queues}
+    # The counts only this viewer's limits decide, in one statement.
+    capped = dict(zip([n for n in ("unassigned", "approvals") if n in names], _capped_counts(
+        actor, tenant_id, [(n, (WorkItem.kind == approval,) if n == "unassigned" else ())
+                           for n in ("unassigned", "approvals") if n in names])))
     out: dict[str, int] = {}
     for queue in queues:
         name = queue.name
@@ -516,12 +611,11 @@ def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
             out[name] = total(lambda t, k, a, team: Role.MANAGER.value in roles.get(t, ()))
         elif name == "unassigned":
             others = total(lambda t, k, a, team: a == 0 and k != approval and works(t, k))
-            decidable = _capped_count(actor, tenant_id, "unassigned",
-                                      WorkItem.kind == approval)
+            decidable = capped["unassigned"]
             out[name] = _capped(others + decidable) if decidable.capped else QueueCount(
                 others + decidable)
         elif name == "approvals":
-            out[name] = _capped_count(actor, tenant_id, name)
+            out[name] = capped["approvals"]
         else:
             kind = QUEUES[name].kind
             out[name] = total(lambda t, k, a, team: k == kind and works(t, k))
@@ -540,12 +634,19 @@ def _counter_rows(tenant_ids: list[int]) -> list[tuple]:
         .where(q.c.tenant_id.in_(tenant_ids)))]
 
 
-def _capped_count(actor: Actor, tenant_id: int | None, queue: str, *extra) -> QueueCount:
-    """The queue's open items, counted up to one more than COUNT_CAP."""
-    rows = (_base(actor, queue, tenant_id).where(*extra)
-            .with_only_columns(WorkItem.id).order_by(None).limit(COUNT_CAP + 1).subquery())
+def _capped_counts(actor: Actor, tenant_id: int | None,
+                   queues: list[tuple[str, tuple]]) -> list[QueueCount]:
+    """Each (queue, extra conditions)'s open items, counted up to one more than COUNT_CAP, in
+    one statement."""
+    if not queues:
+        return []
+    counts = [select(func.count()).select_from(
+        _base(actor, queue, tenant_id).where(*extra).with_only_columns(WorkItem.id)
+        .order_by(None).limit(COUNT_CAP + 1).subquery()).scalar_subquery()
+        for queue, extra in queues]
     with read_in_index_order(None):  # stop at the cap, not gather every candidate first
-        return _capped(db.session.scalar(select(func.count()).select_from(rows)) or 0)
+        row = db.session.execute(select(*counts)).one()
+    return [_capped(value or 0) for value in row]
 
 
 def _waiting_unassigned(actor: Actor, tenant_id: int | None) -> int:

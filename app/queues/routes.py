@@ -30,11 +30,12 @@ from app.queues.queries import (
     queue_counts,
     queue_items,
     queues_for,
+    read_in_index_order,
 )
 from app.unit_of_work import after_commit, refused
 from app.web import current_actor, current_tenant_id, render_page, wants_fragment
 from app.work import kinds
-from app.work.queries import get_item, scoped_items
+from app.work.queries import scoped_items
 from app.work.states import ACTING_ROLES
 
 bp = Blueprint("queues", __name__)
@@ -105,14 +106,17 @@ def queue_context(actor, name: str, args, rows_only: bool = False) -> dict:
 def show(name: str):
     actor = current_actor()
     rows_only = wants_fragment() and bool(request.args.get("after"))
-    context = queue_context(actor, name, request.args, rows_only)
     if rows_only:
         block = "rows"  # "load more": just the next rows
     elif wants_fragment() and htmx.target == "queue-results":
         block = "results"  # a filter changed: the table, not the whole page
     else:
         block = None
-        context["counts"] = queue_counts(actor, current_tenant_id())
+    # The rows and the counts read along the queue indexes under one setting of the planner.
+    with read_in_index_order(request.args.get("status")):
+        context = queue_context(actor, name, request.args, rows_only)
+        if block is None:
+            context["counts"] = queue_counts(actor, current_tenant_id())
     return render_page("queues/queue.html", block, **context)
 
 
@@ -202,16 +206,17 @@ def _view_url(view) -> str:
     return url_for("queues.show", name=view.queue) + (f"?{view.query}" if view.query else "")
 
 
-def queue_row_update(actor, name: str, filters_qs: str, item_id: int) -> tuple[str, bool]:
-    """Out-of-band HTML for an item's row in a queue after an action, and whether it left.
-    Rows travel inside <template>: a bare <tr> outside a table is dropped by the parser."""
+def queue_row_update(actor, name: str, filters_qs: str, item) -> tuple[str, bool]:
+    """Out-of-band HTML for an item's row (the item as just read) in a queue after an action,
+    and whether it left. Rows travel inside <template>: a bare <tr> outside a table is dropped
+    by the parser."""
+    item_id = item.id
     tenant_id = current_tenant_id()
     queue = find_queue(actor, name, tenant_id)
     if queue is None:
         return "", False
     filters = QueueFilters.parse(MultiDict(parse_qs(filters_qs)), actor.tenant_ids())
     if in_queue(actor, name, tenant_id, filters, item_id):
-        item = get_item(actor, item_id)
         html = render_template("queues/_row_oob.html", item=item, queue=queue, filters=filters)
         left = False
     else:

@@ -88,3 +88,76 @@ def test_a_count_of_what_the_viewer_may_decide_stops_at_the_cap_and_says_so(
     auth.login("approver@cleardesk.demo", "demo-password")
     body = client.get("/queues/counts").text
     assert re.search(r'data-queue="approvals">3\+<', body)
+
+
+def _statements_reading_items(run) -> list[str]:
+    """The statements `run()` sends that read items or their counters."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        if "work_items" in statement or "queue_open_counts" in statement:
+            seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        run()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    return seen
+
+
+def _approver() -> User:
+    return db.session.scalars(select(User).where(User.email == "approver@cleardesk.demo")).one()
+
+
+def test_counts_are_kept_for_the_viewer_until_something_changes_in_their_tenants(seeded):
+    viewer = actor(_approver())
+    first = queue_counts(viewer, None)
+    again: dict = {}
+    assert _statements_reading_items(lambda: again.update(queue_counts(viewer, None))) == []
+    assert again == first
+    assert again["approvals"].capped == first["approvals"].capped
+
+
+def test_a_claim_by_someone_else_reaches_the_viewers_kept_counts_at_once(seeded):
+    approver = _approver()
+    viewer = actor(approver)
+    before = queue_counts(viewer, None)
+    item = db.session.scalars(queries._base(viewer, "unassigned", None).limit(1)).first()
+    claim_item(actor(approver), item.id)  # as from another page: committed, then counted
+    commit()
+    after = queue_counts(viewer, None)
+    assert after["mine"] == before["mine"] + 1
+    assert after == _scanned_counts(viewer, None, queues_for(viewer, None))
+
+
+def test_a_lowered_approval_limit_is_counted_at_once(seeded):
+    from app.admin.services import change_membership
+
+    approver = _approver()
+    before = queue_counts(actor(approver), None)["approvals"]
+    admin = db.session.scalars(select(User).where(User.email == "admin@cleardesk.demo")).one()
+    for membership in approver.memberships:
+        change_membership(actor(admin), membership.tenant, user=approver,
+                          roles=["approver"], approval_limit="0")
+    commit()
+    db.session.expire_all()
+    viewer = actor(approver)
+    assert queue_counts(viewer, None)["approvals"] < before  # only steps needing no limit
+    assert queue_counts(viewer, None) == _scanned_counts(viewer, None, queues_for(viewer, None))
+
+
+def test_counts_with_redis_out_of_reach_are_counted_from_the_database(seeded, app):
+    from tests.approvals.conftest import free_port
+
+    viewer = actor(_approver())
+    expected = _scanned_counts(viewer, None, queues_for(viewer, None))
+    app.config["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app.extensions.pop("cleardesk_redis", None)
+    assert queue_counts(viewer, None) == expected
+    claim_item(viewer, db.session.scalars(queries._base(viewer, "unassigned", None)
+                                          .limit(1)).first().id)
+    commit()  # committed, though the counts' caches could not be told
+    assert queue_counts(viewer, None) == _scanned_counts(viewer, None, queues_for(viewer, None))
