@@ -47,7 +47,7 @@ def access_command() -> None:
 @click.option("--if-empty", is_flag=True, help="Do nothing (and succeed) if there is data.")
 def seed_demo_command(items: int, if_empty: bool) -> None:
     """Create the demo tenants, users and work items (refused when APP_ENV=production)."""
-    from app.demo.seed import DEMO_PASSWORD, USERS, SeedRefused, seed_demo
+    from app.demo.seed import DEMO_PASSWORD, USERS, SeedFailed, SeedRefused, seed_demo
 
     started = time.monotonic()
 
@@ -62,6 +62,8 @@ def seed_demo_command(items: int, if_empty: bool) -> None:
             click.echo(f"Demo data not seeded: {refused}")
             return
         raise click.ClickException(str(refused)) from None
+    except SeedFailed as failed:
+        raise click.ClickException(str(failed)) from None
     commit()
     from app.demo.journeys import seed_journeys
 

@@ -74,9 +74,21 @@ def tenant_time(value: datetime, timezone: str | None) -> str:
     return local.strftime("%Y-%m-%d %H:%M ") + local.tzname()
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def jsonable(value):
     """Plain JSON values (audit event data, outbox payloads): what is stored is exactly what
     was hashed. Decimals and times become text; floats are refused (use Decimal or str)."""
+    # Most values are plain already (every audit event's data goes through here): their exact
+    # type answers first.
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}
+    if kind is Decimal:
+        return str(value)
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):

@@ -1,5 +1,6 @@
 """The command line of DESIGN §9: seed-demo, create-user, create-token and audit verify."""
 import hashlib
+import os
 from datetime import timedelta
 from decimal import Decimal
 
@@ -448,3 +449,48 @@ def test_seed_demo_history_never_happens_in_the_future_and_keeps_its_order(runne
     assert all(times == sorted(times) for times in by_item.values())
     items = db.session.scalars(select(WorkItem)).all()
     assert all(i.claimed_at is None or i.created_at <= i.claimed_at <= now for i in items)
+
+
+def _seeded_facts() -> tuple:
+    """What a seed made, as one value: every item's and step's facts, and each audit chain's
+    head (which hashes every event of it, in order)."""
+    from app.models import ApprovalStep
+
+    items = db.session.execute(select(
+        WorkItem.id, WorkItem.tenant_id, WorkItem.kind, WorkItem.subtype, WorkItem.amount,
+        WorkItem.state, WorkItem.assignee_id, WorkItem.created_at, WorkItem.resolved_at,
+        WorkItem.version).order_by(WorkItem.id)).all()
+    steps = db.session.execute(select(
+        ApprovalStep.id, ApprovalStep.item_id, ApprovalStep.state, ApprovalStep.decided_by_id)
+        .order_by(ApprovalStep.id)).all()
+    heads = db.session.execute(text(
+        "SELECT chain_id, last_seq, last_hash FROM audit_chain_heads ORDER BY chain_id")).all()
+    return items, steps, heads
+
+
+@pytest.mark.skipif(os.environ.get("CLEARDESK_TEST_DB") != "postgresql",
+                    reason="tenants are made in processes of their own on PostgreSQL only")
+def test_seed_demo_with_a_process_per_tenant_makes_what_one_process_makes(app, monkeypatch):
+    """A large seed makes each tenant in a process of its own; each tenant's items come from
+    its own random stream and ranges of ids, so the result is the same, event for event."""
+    from datetime import datetime
+
+    from app.demo import seed
+    from tests.conftest import _empty_tables
+
+    now = datetime.fromisoformat("2026-12-08T15:30:00+00:00")
+    monkeypatch.setattr(seed, "PARALLEL_FROM", 10**9)
+    seed.seed_demo(items=900, now=now)
+    commit()
+    one_process = _seeded_facts()
+    db.session.remove()
+    _empty_tables()
+
+    monkeypatch.setattr(seed, "PARALLEL_FROM", 1)
+    result = seed.seed_demo(items=900, now=now)
+    commit()
+    assert result["items"] == 900
+    assert _seeded_facts() == one_process
+    assert len(one_process[0]) == 900 and {row.tenant_id for row in one_process[0]} == {1, 2, 3}
+    # This process's database connection still answers: none crossed into the others.
+    assert db.session.scalar(select(func.count()).select_from(AuditEvent)) > 900

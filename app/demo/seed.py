@@ -92,6 +92,10 @@ class SeedRefused(RuntimeError):
     pass
 
 
+class SeedFailed(RuntimeError):
+    pass
+
+
 @dataclass
 class Clock:
     """Working time of one tenant, for plausible event times."""
@@ -209,9 +213,7 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
         raise SeedRefused("seed-demo is refused when APP_ENV=production.")
     if db.session.scalar(select(func.count()).select_from(Tenant)):
         raise SeedRefused("The database already has tenants; seed-demo only fills an empty one.")
-    rng = random.Random(seed)
     now = now or datetime.now(UTC)
-    today = now.date()
     writer = BulkWriter()
     global_chain = Chain(GLOBAL_CHAIN, None, writer)
     seeded_at = now - timedelta(days=91)
@@ -267,47 +269,23 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
 
     next_id = (db.session.scalar(select(func.max(WorkItem.id))) or 0) + 1
     next_step_id = (db.session.scalar(select(func.max(ApprovalStep.id))) or 0) + 1
-    counterparties = [f"{a} {b}" for a in COMPANY_A for b in COMPANY_B]
-    per_tenant = _split(items, len(tenants))
-    made = 0
-    for (slug, tenant), count in zip(tenants.items(), per_tenant):
-        people = _people(users, slug)
-        clock = Clock(ZoneInfo(tenant.timezone),
-                      holidays.country_holidays(tenant.calendar_country,
-                                                years=range(today.year - 1, today.year + 1)))
-        days = [today - timedelta(days=n) for n in range(90, -1, -1)]
-        working = [d for d in days if clock.is_working_day(d)] or days
-        per_day = _split(count, len(working))
-        pending: dict[date, list] = defaultdict(list)
-        for d, n in zip(working, per_day):
-            # Everything due by this day, a weekend's or a holiday's included: the chain
-            # stays in time order.
-            todays = [event for day in sorted(k for k in pending if k <= d)
-                      for event in pending.pop(day)]
-            for _ in range(n):
-                item_id = next_id
-                next_id += 1
-                events, steps = _make_item(rng, item_id, tenant, people, clock, d, now,
-                                           counterparties, next_step_id, writer, decider)
-                next_step_id += steps
-                for when, event in events:
-                    event_day = when.astimezone(clock.tz).date()
-                    if event_day <= d:
-                        todays.append((when, event))
-                    else:
-                        pending[min(event_day, today)].append((when, event))
-                made += 1
-            _write_day(chains[slug], todays)
-            if progress and made % 10000 < max(n, 1):
-                progress(made, items)
-        for d in sorted(pending):
-            _write_day(chains[slug], pending[d])
-    for row in decider.budget_rows():
-        writer.add(BUDGETS, row)
-    writer.flush()
+    # Each tenant's items from its own random stream and its own ranges of ids, so tenants can
+    # be made one after another or side by side (a process each) with the same result.
+    plans = []
+    for (slug, tenant), count in zip(tenants.items(), _split(items, len(tenants))):
+        plans.append(TenantPlan(slug, count, next_id, next_step_id))
+        next_id += count
+        next_step_id += count * MAX_STEPS
     global_chain.close()
-    for chain in chains.values():
-        chain.close()
+    state = SeedState(seed=seed, now=now, chains=chains, decider=decider, progress=progress,
+                      total=items)
+    if writer.postgres and items >= PARALLEL_FROM:
+        writer.flush()
+        made = _in_processes(state, plans)
+    else:
+        made = sum(_seed_tenant(state, plan, tenants[plan.slug], users, writer)
+                   for plan in plans)
+        writer.flush()
     # The items went in by COPY, not one change at a time through the ledger: their rollups
     # are computed from them in one go.
     from app.dashboard.rollups import rebuild_rollups
@@ -323,6 +301,148 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"COALESCE((SELECT MAX(id) FROM {table}), 1))"))
     return {"tenants": len(tenants), "users": len(users), "items": made}
+
+
+# From this many items on PostgreSQL, each tenant is made by a process of its own (a million in
+# a few minutes on two CPUs); fewer, or SQLite, in this process and transaction.
+PARALLEL_FROM = 50_000
+# Room for each item's approval steps in its tenant's range of step ids (a chain has one to
+# three steps; the range's unused ids stay unused).
+MAX_STEPS = 4
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    slug: str
+    items: int
+    first_item_id: int
+    first_step_id: int
+
+
+@dataclass
+class SeedState:
+    seed: int
+    now: datetime
+    chains: dict
+    decider: object
+    progress: object
+    total: int
+    made: object = None  # a counter shared by the processes (multiprocessing.Value)
+    made_here: int = 0  # the count when every tenant is made in this process
+
+
+def _seed_tenant(state: SeedState, plan: TenantPlan, tenant: Tenant, users: dict,
+                 writer: BulkWriter) -> int:
+    """Make one tenant's items, day by day over 90 days, with their steps, receipts and audit
+    chain; return how many."""
+    rng = random.Random(f"{state.seed}:{plan.slug}")
+    now, today = state.now, state.now.date()
+    chain = state.chains[plan.slug]
+    chain.writer = writer
+    decider = state.decider
+    counterparties = [f"{a} {b}" for a in COMPANY_A for b in COMPANY_B]
+    people = _people(users, plan.slug)
+    clock = Clock(ZoneInfo(tenant.timezone),
+                  holidays.country_holidays(tenant.calendar_country,
+                                            years=range(today.year - 1, today.year + 1)))
+    days = [today - timedelta(days=n) for n in range(90, -1, -1)]
+    working = [d for d in days if clock.is_working_day(d)] or days
+    pending: dict[date, list] = defaultdict(list)
+    item_id, step_id = plan.first_item_id, plan.first_step_id
+    step_limit = plan.first_step_id + plan.items * MAX_STEPS
+    made = 0
+    for d, n in zip(working, _split(plan.items, len(working))):
+        # Everything due by this day, a weekend's or a holiday's included: the chain stays in
+        # time order.
+        todays = [event for day in sorted(k for k in pending if k <= d)
+                  for event in pending.pop(day)]
+        for _ in range(n):
+            events, steps = _make_item(rng, item_id, tenant, people, clock, d, now,
+                                       counterparties, step_id, writer, decider)
+            item_id += 1
+            step_id += steps
+            if step_id > step_limit:
+                raise RuntimeError(f"more than {MAX_STEPS} steps an item in {plan.slug}")
+            for when, event in events:
+                event_day = when.astimezone(clock.tz).date()
+                if event_day <= d:
+                    todays.append((when, event))
+                else:
+                    pending[min(event_day, today)].append((when, event))
+        made += n
+        _write_day(chain, todays)
+        _count(state, n)
+    for d in sorted(pending):
+        _write_day(chain, pending[d])
+    for row in decider.budget_rows():
+        if row["tenant_id"] == tenant.id:
+            writer.add(BUDGETS, row)
+    writer.flush()
+    chain.close()
+    return made
+
+
+def _count(state: SeedState, n: int) -> None:
+    """Report progress every 10,000 items (in whichever process made them)."""
+    if state.made is None:
+        before = state.made_here
+        state.made_here = after = before + n
+    else:
+        with state.made.get_lock():
+            before = state.made.value
+            state.made.value = after = before + n
+    if state.progress and after // 10000 > before // 10000:
+        state.progress(after, state.total)
+
+
+_FORKED: SeedState | None = None  # what a forked process starts from (fork copies it)
+
+
+def _in_processes(state: SeedState, plans: list[TenantPlan]) -> int:
+    """Make each tenant's items in a process of its own, each in its own transaction. What
+    came before (tenants, people, policies) is committed first, so they can see it; a process
+    that fails leaves the database part-seeded (the error says to start from an empty one)."""
+    import multiprocessing
+
+    from app.unit_of_work import commit
+
+    global _FORKED
+    # Kept loaded, not expired by the commit: the policies the decider holds are read (never
+    # changed) in the processes, without a session of theirs.
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        commit()
+    finally:
+        session.expire_on_commit = True
+    # No connection crosses the fork: each process opens its own.
+    db.session.remove()
+    db.engine.dispose()
+    context = multiprocessing.get_context("fork")
+    state.made = context.Value("q", 0)
+    _FORKED = state
+    try:
+        with context.Pool(len(plans)) as pool:
+            made = pool.map(_seed_in_process, plans, chunksize=1)
+    except Exception as exc:
+        raise SeedFailed(f"Seeding failed ({exc}); the database is part-seeded: start again "
+                         "from an empty one.") from exc
+    finally:
+        _FORKED = None
+    return sum(made)
+
+
+def _seed_in_process(plan: TenantPlan) -> int:
+    state = _FORKED
+    try:
+        tenant = db.session.scalars(select(Tenant).where(Tenant.slug == plan.slug)).one()
+        users = {u.email: u for u in db.session.scalars(select(User))}
+        made = _seed_tenant(state, plan, tenant, users, BulkWriter())
+        db.session.commit()
+        return made
+    finally:
+        db.session.remove()
+        db.engine.dispose()
 
 
 def _write_day(chain: Chain, events: list) -> None:
