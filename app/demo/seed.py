@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import holidays
 from sqlalchemy import func, insert, select, text
 
-from app.audit.chain import event_hash
+from app.audit.chain import values_hash
 from app.types import jsonable
 from app.audit.models import GENESIS_HASH, GLOBAL_CHAIN, AuditChainHead, AuditEvent
 from app.auth.passwords import hash_password
@@ -192,7 +192,7 @@ class Chain:
             "from_state": from_state, "to_state": to_state, "comment": comment,
             "data": jsonable(data or {}), "prev_hash": self.prev,
         }
-        fields["hash"] = event_hash(fields)
+        fields["hash"] = values_hash(**fields)  # event_hash's encoding, built faster
         self.prev = fields["hash"]
         self.writer.add(AuditEvent.__table__, fields)
 
