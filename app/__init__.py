@@ -44,6 +44,18 @@ def create_app(config: dict | None = None) -> App:
     from app.auth import models as auth_models  # noqa: F401
     from app.policy import models as policy_models  # noqa: F401
     from app.sla import models as sla_models  # noqa: F401
+    # The modules owning outbox handlers register them when imported (`register_handler`):
+    # loaded here, every process that builds the app (web, `flask worker`, the tests' workers)
+    # has every topic's handlers.
+    from app.policy import jobs as policy_jobs  # noqa: F401
+    from app.webhooks import jobs as webhook_jobs, services as webhook_services  # noqa: F401
+    from app.requests import notifications as request_notifications  # noqa: F401
+    from app.approvals import notifications as approval_notifications  # noqa: F401
+    from app.exceptions import notifications as exception_notifications  # noqa: F401
+    from app.sla import notifications as sla_notifications  # noqa: F401
+    from app.audit import jobs as audit_jobs, notifications as audit_notifications  # noqa: F401
+    from app.imports import jobs as import_jobs  # noqa: F401
+    from app.admin import jobs as admin_jobs, notifications as admin_notifications  # noqa: F401
     if app.config.get("LEDGER_GUARD"):
         # Tests: a write of work items that did not come through the ledger is refused.
         from app.work.ledger import guard_engine

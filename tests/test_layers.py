@@ -45,3 +45,49 @@ def test_routes_neither_commit_nor_roll_back():
                   for line, name in _calls(path)
                   if name.split(".")[-1] in ("commit", "rollback")]
     assert found == []
+
+
+def _imported_app_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of an app module in a file, at the top or in a function."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("app"):
+            if node.module == "app":
+                found += [(node.lineno, f"app.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names
+                      if alias.name.startswith("app.")]
+    return found
+
+
+def _top_name(module: str) -> str:
+    """The package (or module directly under app/) a module belongs to: app.work.ledger is
+    'work', app.jobs is 'jobs'."""
+    return module.split(".")[1]
+
+
+def _reach(start: str) -> set[str]:
+    """Every package and module under app/ that `start` imports, directly or through others,
+    counting imports inside functions."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        target = APP / name
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [APP / f"{name}.py"]
+        todo += [_top_name(module) for path in files if path.exists()
+                 for _line, module in _imported_app_modules(path)]
+    return seen - {start}
+
+
+# The modules under app/ that everything may build on: they import nothing but one another.
+BASE = {"bulk", "errors", "extensions", "jobs", "models", "replica", "types", "unit_of_work"}
+
+
+def test_the_outbox_imports_no_feature_package():
+    """The features register their handlers with the outbox; it names none of them."""
+    assert _reach("outbox") <= BASE

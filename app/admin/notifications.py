@@ -12,6 +12,7 @@ from app.mail.rendering import brand, render_mail
 from app.extensions import db
 from app.mail.sending import already_sent, send_mail
 from app.models import Role, Tenant, User
+from app.outbox.services import register_handler
 from app.web import localtime
 
 
@@ -95,3 +96,7 @@ def _mail_single_sign_on_instead(user: User, tenant: Tenant, notice_key: str, *,
               html=render_mail("mail/sso_instead.html", **context),
               kind="invitation_sso" if invitation else "reset_sso_instead",
               notice_key=notice_key)
+
+
+# An invitation or a password reset: the worker issues the single-use link and mails it.
+register_handler(mail_password_link, "account.password_link")

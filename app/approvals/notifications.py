@@ -14,6 +14,7 @@ from app.mail.models import SentMail
 from app.mail.rendering import brand, money, render_mail
 from app.mail.sending import already_sent, send_mail
 from app.models import ApprovalStep, StepState, Tenant, User, WorkItem
+from app.outbox.services import register_handler
 from app.unit_of_work import commit
 from app.web import localtime
 from app.work.states import ApprovalState
@@ -118,3 +119,9 @@ def open_steps_of_pending_items():
                    | (ApprovalAssignment.approver_id.is_not(None))
                    | (ApprovalStep.need.is_not(None)),
                    WorkItem.state == ApprovalState.PENDING.value))
+
+
+# A step was given its approver (or the policy gave many first steps theirs): one email-link
+# request per step, to the approver or their delegate.
+register_handler(mail_step_assigned, "approval.step_assigned")
+register_handler(mail_steps_assigned, "approval.steps_assigned")

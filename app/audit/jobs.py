@@ -15,6 +15,7 @@ from app.audit import formats
 from app.audit.models import AuditEvent, AuditExport, ExportFormat, ExportStatus
 from app.audit.services import anchor_all, latest_anchor, record_event
 from app.extensions import db
+from app.outbox.services import register_handler
 from app.replica import replica_engine
 from app.types import utcnow
 from app.unit_of_work import as_unit_of_work, commit
@@ -205,3 +206,7 @@ def anchor_chains() -> str:
     reports = anchor_all()
     broken = [r for r in reports if not r.ok]
     return f"anchored {len(reports) - len(broken)} chains, {len(broken)} broken"
+
+
+# The export job starts once the request that asked for it has committed.
+register_handler(start_export, "audit.export_requested")

@@ -8,6 +8,7 @@ from app.errors import DomainError
 from app.extensions import db
 from app.imports import services
 from app.imports.models import ImportJob, ImportStatus
+from app.outbox.services import register_handler
 from app.types import utcnow
 from app.unit_of_work import commit
 
@@ -62,3 +63,7 @@ def run_import(import_id: int) -> str:
         commit()
         raise  # RQ retries it (the rows made so far are found again, not made twice)
     return "succeeded"
+
+
+# A CSV import was confirmed: run it once that is committed.
+register_handler(start_import, "import.requested")

@@ -17,6 +17,7 @@ from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.sending import send_mail
 from app.models import Role, Tenant, User, WorkItem
+from app.outbox.services import register_handler
 from app.sla.models import SlaNotice
 from app.unit_of_work import commit
 from app.work.states import OPEN_STATES
@@ -136,3 +137,11 @@ def mail_sla_digest(message) -> int:
         commit()
         sent += 1
     return sent
+
+
+# An SLA sweep escalated items: one digest mail per manager of the tenants concerned.
+# sla.breached and sla.at_risk are no longer written (the digest replaces them); their handlers
+# stay for messages already queued.
+register_handler(mail_sla_digest, "sla.digest")
+register_handler(mail_sla_breached, "sla.breached")
+register_handler(mail_sla_at_risk, "sla.at_risk")

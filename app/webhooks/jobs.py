@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from app.extensions import db
 from app.auth.services import people_with_role
 from app.models import Role, Tenant
+from app.outbox.services import register_handler
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.webhooks import services
@@ -316,3 +317,8 @@ def _sent_mail_key():
     from app.mail.models import SentMail
 
     return SentMail.notice_key
+
+
+# Webhook deliveries committed and due now are queued; a paused webhook is mailed to admins.
+register_handler(enqueue_due, "webhook.delivery_due", batch=enqueue_due_together)
+register_handler(mail_admins_paused, "webhook.paused")

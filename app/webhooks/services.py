@@ -20,7 +20,7 @@ from app.audit.services import record_event
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant, WorkItem
-from app.outbox.services import add_message
+from app.outbox.services import add_message, register_handler
 from app.types import utcnow
 from app.webhooks.models import (
     DeliveryStatus,
@@ -501,3 +501,9 @@ def oldest_due_per_subscription() -> list[int]:
     return list(db.session.scalars(
         select(func.min(WebhookDelivery.id)).where(*_due(utcnow()))
         .group_by(WebhookDelivery.subscription_id)))
+
+
+# Source systems hear of new items, decisions, approved steps and questions to requesters.
+register_handler(fan_out, "item.created", "item.state_changed", "item.info_requested",
+                 "item.step_approved", "items.created", "items.state_changed",
+                 batch=fan_out_together)
