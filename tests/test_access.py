@@ -44,7 +44,7 @@ from app.audit.services import ChainReport, raise_alert, request_export
 from app.extensions import db
 from app.imports import services as import_services
 from app.outbox.models import OutboxMessage
-from app.policy import services as policy_services
+from app.policy import versions as policy_versions
 from app.queues.services import save_view
 from app.unit_of_work import commit
 from app.webhooks.models import WebhookDelivery
@@ -252,13 +252,13 @@ class World:
 
     @cached_property
     def draft(self) -> int:
-        draft = policy_services.create_draft(self.act("admin"), self.tenant.id)
+        draft = policy_versions.create_draft(self.act("admin"), self.tenant.id)
         commit()
         return draft.id
 
     @cached_property
     def rule(self) -> int:
-        rule = policy_services.save_rule(
+        rule = policy_versions.save_rule(
             self.act("admin"), self.tenant.id, self.draft, rule_id=None, name="Small",
             condition="amount < 100", outcome="auto_approve")
         commit()

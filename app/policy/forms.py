@@ -126,7 +126,7 @@ def points_text(points: dict | None) -> str:
 
 
 def step_line(step: dict) -> str:
-    """One step as the editor writes it (app.policy.services.clean_steps reads it back)."""
+    """One step as the editor writes it (app.policy.versions.clean_steps reads it back)."""
     limit = f" >= {step['min_limit']}" if step.get("min_limit") not in (None, "0", "0.00") \
         or not (step.get("need") or step.get("field")) else ""
     if step.get("need"):

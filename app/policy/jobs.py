@@ -8,7 +8,7 @@ from flask import current_app
 
 from app.extensions import db
 from app.outbox.services import register_handler
-from app.policy.services import evaluate_items, policy_actor, undecided_receipts
+from app.policy.evaluation import evaluate_items, policy_actor, undecided_receipts
 from app.unit_of_work import commit
 
 

@@ -17,12 +17,8 @@ from app.models import Kind, WorkItem
 from app.policy import engine
 from app.policy.models import PolicyDecision, PolicyVersion
 from app.policy.rules import KIND_WORDS
-from app.policy.services import (
-    kill_switch_engaged,
-    get_version,
-    rejections_by_counterparty,
-    require_policy_admin,
-)
+from app.policy.evaluation import kill_switch_engaged, rejections_by_counterparty
+from app.policy.versions import get_version, require_policy_admin
 from app.types import utcnow
 
 MAX_DAYS = 365
@@ -236,7 +232,7 @@ def _steps_words(steps) -> str:
 def routing_words(steps, currency: str | None = None) -> str:
     """A chain the engine chose, in the words the item page and the receipt use."""
     from app.approvals.wording import steps_words
-    from app.policy.services import step_dict
+    from app.policy.evaluation import step_dict
 
     return steps_words([step_dict(s) for s in steps], currency)
 

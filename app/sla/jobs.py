@@ -76,7 +76,7 @@ def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
             counts["escalated_steps"] += escalated
         commit()
     # Approvals nobody decided within their policy's expiry are closed as expired.
-    from app.policy.services import expire_overdue
+    from app.policy.evaluation import expire_overdue
 
     while (expired := expire_overdue(SYSTEM, now)):
         counts["expired"] += expired

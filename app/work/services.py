@@ -243,7 +243,7 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
         return existing, False
     item = db.session.get(WorkItem, item_id)
     data = created_event_data(values)
-    from app.policy.services import receive_item
+    from app.policy.evaluation import receive_item
 
     if kind != Kind.APPROVAL.value:
         # Under a policy with rules for its kind, the policy routes it (app.policy.jobs).

@@ -15,8 +15,8 @@ from app.errors import Conflict, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import ApprovalStep, Membership, WorkItem
 from app.outbox.models import OutboxMessage
-from app.policy import services
-from app.policy.services import clean_steps
+from app.policy import evaluation
+from app.policy.versions import clean_steps
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import DATABASE, SYSTEM, actor
@@ -48,7 +48,7 @@ def _routed(org, make_policy, make_item, steps=CHAIN, amount="500.00"):  # noqa:
     make_policy(tenant, people["author"], people["checker"],
                 [("Escalating", "amount > 0", "steps", steps)])
     item = make_item(tenant, amount=amount, requester=people["requester"])
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     db.session.expire_all()
     return db.session.get(WorkItem, item.id)
@@ -162,7 +162,7 @@ def test_the_requester_is_never_an_escalation_level(org, make_policy, make_item,
         "Escalating", "amount > 0", "steps",
         'approver >= 0, escalate after 1 day to manager then group "Requesters"')])
     item = make_item(tenant, amount="500.00", requester=rex)
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     assert _sweep(days=1.1) == 0
     assert _holder(item.id) == people["anna"].id

@@ -12,7 +12,7 @@ from app.audit.models import AuditEvent
 from app.errors import Conflict, PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import Membership, WorkItem
-from app.policy import services
+from app.policy import evaluation
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import DATABASE, SYSTEM, actor
@@ -47,7 +47,7 @@ def _routed(org, make_policy, make_item, steps, amount="2000.00", **details):  #
                 [("Parallel", "amount > 0", "steps", steps)])
     item = make_item(tenant, amount=amount, requester=people["requester"],
                      details=details or None)
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     db.session.expire_all()
     return db.session.get(WorkItem, item.id)

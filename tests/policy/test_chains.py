@@ -9,7 +9,7 @@ from app.approvals.services import approve_step
 from app.errors import PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import Membership, WorkItem
-from app.policy import services
+from app.policy import evaluation
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import actor
@@ -20,7 +20,7 @@ THREE_STEPS = ("Big deals", "amount > 10000", "steps",
 
 def _routed(tenant, make_item, amount="20000.00", requester=None):
     item = make_item(tenant, amount=amount, requester=requester, details={"discount_pct": "5"})
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     db.session.expire_all()
     return db.session.get(WorkItem, item.id)
