@@ -86,7 +86,7 @@ def seed_demo_command(items: int, if_empty: bool) -> None:
 @as_unit_of_work
 def create_user_command(email, name, password, tenant_slugs, roles, approval_limit) -> None:
     """Create a user, optionally with roles and an approval limit in some tenants."""
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.auth.services import create_user
     from app.errors import DomainError
     from app.models import Tenant

@@ -197,7 +197,7 @@ class Membership(db.Model):
     delegate_kinds: Mapped[list | None] = mapped_column(JSON)
     delegate_max_amount: Mapped[Decimal | None] = mapped_column(Money)
     # Whom the member reports to in this tenant (a member of it): the first level a waiting
-    # approval step escalates to. Never themselves, never a loop (app.admin.services).
+    # approval step escalates to. Never themselves, never a loop (app.admin.reporting_lines).
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

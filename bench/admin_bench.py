@@ -27,7 +27,7 @@ from sqlalchemy import select  # noqa: E402
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
 from app.admin.models import TenantClosure  # noqa: E402
-from app.admin.services import deactivate_user  # noqa: E402
+from app.admin.deactivation import deactivate_user  # noqa: E402
 from app.auth.passwords import hash_password  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Membership, MembershipRole, Tenant, User, WorkItem  # noqa: E402

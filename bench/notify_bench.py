@@ -28,7 +28,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
-from app.admin.services import grant_membership  # noqa: E402
+from app.admin.people import grant_membership  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.mail.sending import send_mail  # noqa: E402
 from app.models import Tenant, User, WorkItem  # noqa: E402

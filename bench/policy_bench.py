@@ -26,7 +26,7 @@ from sqlalchemy import func, select, text  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
-from app.admin.services import grant_membership  # noqa: E402
+from app.admin.people import grant_membership  # noqa: E402
 from app.audit.models import AuditEvent  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Tenant, User, WorkItem  # noqa: E402

@@ -267,7 +267,7 @@ def rollups_differing_from_a_rebuild() -> int:
 def seed_people(app, approvers: int):
     """A tenant, a requester and `approvers` approvers (password PASSWORD)."""
     from app.actors import Actor
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.auth.services import create_user
     from app.extensions import db
     from app.models import Tenant

@@ -65,7 +65,7 @@ def _setup(app, approvers: int, receiver: WebhookReceiver) -> tuple[int, str, in
     """The tenant and its people, a policy in force (auto-approve up to AUTO_LIMIT, else one
     approver step), a webhook subscription to the receiver and an API token."""
     from app.actors import Actor
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.auth.services import create_user
     from app.policy import versions as policy_versions
     from app.unit_of_work import commit

@@ -34,7 +34,11 @@ from app.access import (
     allow,
     install_access,
 )
-from app.admin import services as admin_services
+from app.admin import (
+    password_links as admin_password_links,
+    people as admin_people,
+    tenants as admin_tenants,
+)
 from app.admin.models import PasswordLinkPurpose
 from app.api.tokens import issue_token
 from app.approvals.links import issue_link
@@ -214,7 +218,7 @@ class World:
     @cached_property
     def password_link(self) -> str:
         invitee = self.make_user("invitee@example.com", [self.tenant], roles=("requester",))
-        token, _row = admin_services.issue_password_link(
+        token, _row = admin_password_links.issue_password_link(
             invitee, self.tenant.id, PasswordLinkPurpose.INVITATION.value)
         commit()
         return token
@@ -222,7 +226,7 @@ class World:
     @cached_property
     def pending_change(self) -> int:
         second = self.make_user("second.admin@example.com", [self.tenant], roles=("admin",))
-        change = admin_services.change_membership(actor(second), self.tenant, user=second,
+        change = admin_people.change_membership(actor(second), self.tenant, user=second,
                                                   roles=["admin", "approver"],
                                                   approval_limit="1000")
         commit()
@@ -238,7 +242,7 @@ class World:
 
     @cached_property
     def closure(self) -> int:
-        closure = admin_services.add_closure(self.act("admin"), self.tenant,
+        closure = admin_tenants.add_closure(self.act("admin"), self.tenant,
                                              first_day=date(2031, 12, 24),
                                              last_day=date(2031, 12, 26), reason="Shutdown")
         commit()
@@ -246,7 +250,7 @@ class World:
 
     @cached_property
     def logo(self):
-        admin_services.set_logo(self.act("admin"), self.tenant, PNG)
+        admin_tenants.set_logo(self.act("admin"), self.tenant, PNG)
         commit()
         return self.tenant.slug
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import current_app
 
 from app.admin.models import PasswordLinkPurpose
-from app.admin.services import issue_password_link
+from app.admin.password_links import issue_password_link
 from app.mail.rendering import brand, render_mail
 from app.extensions import db
 from app.mail.sending import already_sent, send_mail

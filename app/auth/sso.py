@@ -155,7 +155,7 @@ def update_single_sign_on(actor: Actor, tenant: Tenant, *, enabled: bool, issuer
     after (the client secret only as "changed"). An empty secret keeps the stored one.
     Switching password sign-in off needs SSO on and the acting admin to have a second factor:
     admins with one keep password sign-in as the way in when the provider is down."""
-    from app.admin.services import require_admin
+    from app.admin.access import require_admin
     from app.auth.services import has_second_factor
 
     require_admin(actor, tenant)
@@ -610,7 +610,7 @@ def _sign_in(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, claims: dict
 
 def _join_just_in_time(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, email: str,
                        claims: dict) -> User:
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
 
     name = str(claims.get("name") or "").strip()[:200] or email.split("@")[0]
     user = User(email=email, name=name, password_hash=None)
@@ -659,7 +659,7 @@ def unlink_subject(actor: Actor, tenant: Tenant, user: User) -> SingleSignOnLink
     as `auth.sso_unlinked` with the subject): their next sign-in through the provider matches
     them again by verified email and links whatever subject it then names. None, changing
     nothing, when no subject is linked (a second click)."""
-    from app.admin.services import require_admin
+    from app.admin.access import require_admin
 
     require_admin(actor, tenant)
     link = link_of(tenant.id, user.id)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.admin.models import TenantClosure
-from app.admin.services import add_closure, remove_closure, update_tenant
+from app.admin.tenants import add_closure, remove_closure, update_tenant
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import Tenant, WorkItem

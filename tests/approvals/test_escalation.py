@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from app.admin.groups import create_group
-from app.admin.services import set_manager
+from app.admin.reporting_lines import set_manager
 from app.approvals.escalation import escalate_waiting_steps, escalation_window
 from app.approvals.services import approve_step, named_approver_id
 from app.audit.models import AuditEvent
@@ -174,7 +174,7 @@ def test_the_requester_is_never_an_escalation_level(org, make_policy, make_item,
 
 def test_an_away_managers_delegate_decides_the_escalated_step(
         org, make_policy, make_item, make_user):
-    from app.admin.services import set_delegation
+    from app.admin.delegation import set_delegation
 
     tenant, people = org
     dan = make_user("dan@x.test", [tenant], roles=("manager",), name="Dan", limit="1000000")

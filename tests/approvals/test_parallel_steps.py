@@ -335,7 +335,7 @@ def test_an_owner_step_falls_back_to_its_role_when_the_owner_cannot_decide(
         org, make_policy, make_item, owner):
     tenant, people, _group = org
     if owner == "inactive":
-        from app.admin.services import deactivate_user
+        from app.admin.deactivation import deactivate_user
 
         deactivate_user(SYSTEM, tenant, people["ben"].id)
         commit()
