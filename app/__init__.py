@@ -35,8 +35,8 @@ def create_app(config: dict | None = None) -> App:
     from app.work import mentions as mention_models  # noqa: F401
     from app.work import attachments as attachment_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
-    from app.dashboard import models as dashboard_models  # noqa: F401
-    from app.dashboard import rollups  # noqa: F401  (writes the ledger's rollup changes)
+    from app.work import rollup_tables  # noqa: F401
+    from app.work import rollups  # noqa: F401  (writes the ledger's rollup changes)
     from app.api import models as api_models  # noqa: F401
     from app.webhooks import models as webhook_models  # noqa: F401
     from app.imports import models as import_models  # noqa: F401
@@ -53,9 +53,13 @@ def create_app(config: dict | None = None) -> App:
     from app.approvals import notifications as approval_notifications  # noqa: F401
     from app.exceptions import notifications as exception_notifications  # noqa: F401
     from app.sla import notifications as sla_notifications  # noqa: F401
-    from app.audit import jobs as audit_jobs, notifications as audit_notifications  # noqa: F401
+    from app.audit import jobs as audit_jobs  # noqa: F401
+    from app.auditors import notifications as audit_notifications  # noqa: F401
     from app.imports import jobs as import_jobs  # noqa: F401
     from app.admin import jobs as admin_jobs, notifications as admin_notifications  # noqa: F401
+    # The kinds register their actions with app.work.actions the same way.
+    from app.approvals import services as approval_services  # noqa: F401
+    from app.exceptions import services as exception_services  # noqa: F401
     if app.config.get("LEDGER_GUARD"):
         # Tests: a write of work items that did not come through the ledger is refused.
         from app.work.ledger import guard_engine
@@ -63,8 +67,8 @@ def create_app(config: dict | None = None) -> App:
         with app.app_context():
             guard_engine(db.engine)
 
-    from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
-    from app.audit.routes import bp as audit_bp
+    from app.auditors import commands as audit_commands  # noqa: F401  (flask audit anchor)
+    from app.auditors.routes import bp as audit_bp
     from app.auth.routes import bp as auth_bp
     from app.auth.session import install_login
     from app.items.routes import bp as items_bp

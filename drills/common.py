@@ -234,13 +234,13 @@ def rollups_differing_from_a_rebuild() -> int:
     read again, and the transaction rolled back (the rebuild is only a yardstick here)."""
     from sqlalchemy import select
 
-    from app.dashboard.models import (
+    from app.work.rollup_tables import (
         daily_rollups,
         open_due_rollups,
         open_rollups,
         queue_count_rollups,
     )
-    from app.dashboard.rollups import rebuild_rollups
+    from app.work.rollups import rebuild_rollups
     from app.extensions import db
 
     tables = (daily_rollups, open_rollups, open_due_rollups, queue_count_rollups)

@@ -96,7 +96,8 @@ def reactivate_user(actor: Actor, tenant: Tenant, user_id: int) -> User:
 def _hand_back_work(actor: Actor, user: User, tenant_id: int) -> dict:
     """Release the person's claimed open items, route their open approval steps to someone
     else, end delegations to them and revoke their unused email links, in one tenant."""
-    from app.approvals.models import ApprovalAssignment, ApprovalLinkToken, RevokeReason
+    from app.models import ApprovalAssignment
+    from app.approvals.models import ApprovalLinkToken, RevokeReason
     from app.approvals.services import assign_step_approver
     from app.work import ledger
     from app.work.queries import open_items

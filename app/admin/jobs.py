@@ -13,9 +13,9 @@ from app.audit.services import record_event
 from app.extensions import db
 from app.models import Tenant, WorkItem
 from app.outbox.services import register_handler
-from app.sla.calendar import BusinessCalendar, calendar_for
 from app.types import utcnow
 from app.work import ledger
+from app.work.calendar import BusinessCalendar, calendar_for
 from app.work.queries import open_items
 
 SYSTEM = Actor.system("calendar")

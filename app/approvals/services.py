@@ -6,9 +6,11 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from app.actors import Actor, ActorType
+from app.approvals.models import ApprovalLinkToken, ApprovalStepMember, ApprovalVote, RevokeReason
 from app.errors import InvalidTransition, PermissionDenied, SegregationOfDuties, ValidationFailed
 from app.extensions import db
 from app.models import (
+    ApprovalAssignment,
     ApprovalStep,
     ApproverGroup,
     ApproverGroupMember,
@@ -21,24 +23,18 @@ from app.models import (
     WorkItem,
 )
 from app.outbox.services import add_message
-from app.approvals.models import (
-    ApprovalAssignment,
-    ApprovalLinkToken,
-    ApprovalStepMember,
-    ApprovalVote,
-    RevokeReason,
-)
 from app.types import money_text, utcnow
 from app.work import kinds, ledger
+from app.work.actions import register_actions
 from app.work.assignment import load_table
 from app.work.money import clean_item_amounts
+from app.work.queries import get_item
 from app.work.services import (
     check_version,
     describe_user,
     require_action_role,
     transition,
 )
-from app.work.queries import get_item
 from app.work.states import ApprovalState, target_state
 
 
@@ -685,3 +681,22 @@ def revoke_links(item: WorkItem, reason: RevokeReason) -> None:
                ApprovalLinkToken.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason.value)
     )
+
+
+def _perform(actor: Actor, item_id: int, action: str, given) -> WorkItem:
+    """An approval's action as app.work.actions.perform hands it over."""
+    v = given.expected_version
+    if action == "approve":
+        return approve_step(actor, item_id, comment=given.comment, expected_version=v)
+    if action == "reject":
+        return reject_approval(actor, item_id, reason=given.comment, expected_version=v)
+    if action == "request_info":
+        return request_info(actor, item_id, question=given.comment, expected_version=v)
+    if action == "resubmit":
+        return resubmit(actor, item_id, answer=given.comment, amount=given.amount,
+                        expected_version=v, files=given.files)
+    return withdraw(actor, item_id, comment=given.comment, expected_version=v)
+
+
+register_actions(Kind.APPROVAL.value, ("approve", "reject", "request_info", "resubmit", "withdraw"),
+                 _perform)

@@ -15,7 +15,7 @@ dashboard_cli = AppGroup("dashboard", help="Manager dashboard maintenance.")
 @dashboard_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
     """Recompute the rollup tables in one transaction (readers see the old or the new)."""
-    from app.dashboard.rollups import rebuild_rollups
+    from app.work.rollups import rebuild_rollups
     from app.unit_of_work import commit
 
     started = time.monotonic()

@@ -17,12 +17,12 @@ from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from app import params
 from app.actors import Actor
-from app.dashboard.models import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
 from app.errors import PermissionDenied
 from app.extensions import db
 from app.models import Kind, Role, Tenant, User, WorkItem
 from app.types import utcnow
 from app.work.kinds import SUBTYPES
+from app.work.rollup_tables import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
 
 MAX_DAYS = 366
 PRESETS = (7, 30, 90)
@@ -437,9 +437,9 @@ def step_turnaround(f: _Facts) -> list[Turnaround]:
     arrival) to its decision, by step type, for the approvals decided in the range."""
     from sqlalchemy.orm import aliased
 
-    from app.dashboard.rollups import turnaround_bucket
+    from app.work.rollups import turnaround_bucket
     from app.models import ApprovalStep
-    from app.sla.calendar import calendar_for
+    from app.work.calendar import calendar_for
 
     earlier = aliased(ApprovalStep)
     opened = func.coalesce(

@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 
 from app.actors import Actor, ActorType
-from app.approvals.models import ApprovalAssignment
-from app.bulk import insert_rows, update_rows
 from app.audit.services import dialect_insert
+from app.bulk import insert_rows, update_rows
 from app.errors import PermissionDenied
 from app.extensions import db
 from app.models import (
+    ApprovalAssignment,
     ApprovalStep,
     ApproverGroup,
     Kind,
@@ -429,7 +429,7 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
     queue, an assignee holding a role, a priority (with the SLA due time it implies), and the
     risk score, through the ledger's batch door; an item no rule matches is left as it is,
     only its receipt says so."""
-    from app.sla.services import sla_due_at, sla_state_at
+    from app.work.sla_clock import sla_due_at, sla_state_at
 
     outcomes = []
     least_loaded = _LeastLoaded(tenant.id)

@@ -13,11 +13,12 @@ from sqlalchemy import select
 from app.actors import Actor
 from app.extensions import db
 from app.models import SlaState, Tenant, WorkItem
-from app.sla.services import escalate_breach, queue_sla_digest, record_notices, sla_state_at
+from app.sla.services import escalate_breach, queue_sla_digest, record_notices
 from app.types import utcnow
 from app.unit_of_work import as_unit_of_work, commit
 from app.work import ledger
 from app.work.queries import open_items
+from app.work.sla_clock import sla_state_at
 
 SYSTEM = Actor.system("sla")
 

@@ -30,13 +30,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app.actors import Actor
 from app.audit.services import record_event
-from app.dashboard.rollups import TRACKED, apply_item_changes
 from app.errors import Conflict
 from app.extensions import db
 from app.models import Tenant, User, WorkItem
 from app.outbox.services import add_message, add_messages
-from app.sla.calendar import calendar_for
 from app.types import tenant_time, utcnow
+from app.work.calendar import calendar_for
+from app.work.rollups import TRACKED, apply_item_changes
 from app.work.states import FINAL_STATES, WAITING_STATES
 
 ITEMS = WorkItem.__table__
@@ -134,7 +134,7 @@ def _state_rules(actor: Actor, change: Change, tenant: Tenant, now: datetime) ->
     state resumes the SLA clock (the due time moves by the business time waited); a final
     state stamps the resolution, who decided it, and SLA met or breached; a waiting state
     pauses the clock."""
-    from app.sla.services import sla_state_at
+    from app.work.sla_clock import sla_state_at
 
     values, before = change.values, change.before
     to_state = values.get("state")

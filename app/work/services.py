@@ -25,15 +25,15 @@ from app.models import (
     WorkItem,
 )
 from app.outbox.services import add_message
-from app.sla.services import sla_due_at
 from app.types import utcnow
 from app.unit_of_work import savepoint
 from app.work import kinds, ledger
+from app.work.assignment_notices import note_assignment
 from app.work.ledger import conflict_for, describe_user, stamp
-from app.work.queries import get_item
 from app.work.mentions import mentioned_members, record_mentions
 from app.work.money import clean_item_amounts, item_amounts
-from app.work.assignment_notices import note_assignment
+from app.work.queries import get_item
+from app.work.sla_clock import sla_due_at
 from app.work.states import (
     ACTION_ROLES,
     COMMENT_ROLES,

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from app.approvals.models import ApprovalAssignment, ApprovalLinkToken
+from app.approvals.models import ApprovalLinkToken
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.mail.models import SentMail
-from app.models import WorkItem
+from app.models import ApprovalAssignment, WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker

@@ -431,7 +431,8 @@ def test_the_item_page_and_the_api_show_who_decided_and_who_is_still_needed(
 
 
 def test_the_message_after_a_vote_says_what_the_step_still_needs(org, make_policy, make_item):
-    from app.work.actions import outcome_message, perform
+    from app.approvals.wording import outcome_message
+    from app.work.actions import perform
 
     tenant, people, _group = org
     item = _routed(org, make_policy, make_item, f'all of group "{EMEA}", reject when quorum lost')
@@ -475,7 +476,7 @@ def test_each_member_who_has_not_voted_is_reminded_once_and_gets_the_digest(
     from datetime import UTC, datetime
 
     from app.approvals.jobs import send_daily_digests, send_sla_reminders
-    from app.sla.calendar import calendar_for
+    from app.work.calendar import calendar_for
     from tests.conftest import arrange
 
     tenant, people, _group = org

@@ -70,7 +70,7 @@ def test_the_requester_never_approves_their_own_item(admins, make_policy, make_i
 
 def test_a_step_routed_to_someone_away_is_decided_by_their_delegate_on_their_behalf(
         admins, make_policy, make_item, make_user):
-    from app.approvals.models import ApprovalAssignment
+    from app.models import ApprovalAssignment
 
     tenant, author, checker = admins
     away = make_user("away@example.com", [tenant], roles=("approver",), limit="50000")

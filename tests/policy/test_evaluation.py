@@ -4,11 +4,10 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from app.approvals.models import ApprovalAssignment
 from app.audit.models import AuditEvent
 from app.audit.services import verify_all
 from app.extensions import db
-from app.models import WorkItem
+from app.models import ApprovalAssignment, WorkItem
 from app.policy import evaluation, versions
 from app.policy.jobs import sweep_undecided
 from app.policy.models import PolicyDecision

@@ -6,11 +6,11 @@ from __future__ import annotations
 from flask import current_app
 from sqlalchemy import exists, select
 
-from app.mail.rendering import brand, render_mail
-from app.auth.services import people_with_role
 from app.audit.models import AuditAlert
+from app.auth.services import people_with_role
 from app.extensions import db
 from app.mail.models import SentMail
+from app.mail.rendering import brand, render_mail
 from app.mail.sending import send_mail
 from app.models import Role, Tenant
 from app.outbox.services import register_handler
