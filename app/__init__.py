@@ -16,6 +16,9 @@ def create_app(config: dict | None = None) -> App:
     app = App(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(load_config(app.instance_path, config))
+    # Imported here, as every import of an app module below: this package's __init__ runs
+    # whenever any app module is imported, so loading the models and blueprints at its top
+    # would load the whole app for each (and tie every module to every other).
     from app.params import install_params
 
     install_params(app)  # before any route: it bounds every <int:...>

@@ -11,13 +11,26 @@ from app.admin.access import is_admin_of, member_for_admin
 from app.admin.delegation import clear_delegation_fields, delegation_of
 from app.admin.models import PasswordLink
 from app.admin.people import keep_an_admin
+from app.approvals.models import ApprovalLinkToken, RevokeReason
+from app.approvals.services import assign_step_approver
 from app.audit.services import record_event
 from app.auth.models import SessionEndReason
 from app.auth.services import end_sessions
 from app.errors import PermissionDenied
 from app.extensions import db
-from app.models import ApprovalStep, Membership, Role, StepState, Tenant, User, WorkItem
+from app.models import (
+    ApprovalAssignment,
+    ApprovalStep,
+    Membership,
+    Role,
+    StepState,
+    Tenant,
+    User,
+    WorkItem,
+)
 from app.types import utcnow
+from app.work import ledger
+from app.work.queries import open_items
 
 
 def deactivate_user(actor: Actor, tenant: Tenant, user_id: int) -> User:
@@ -96,12 +109,6 @@ def reactivate_user(actor: Actor, tenant: Tenant, user_id: int) -> User:
 def _hand_back_work(actor: Actor, user: User, tenant_id: int) -> dict:
     """Release the person's claimed open items, route their open approval steps to someone
     else, end delegations to them and revoke their unused email links, in one tenant."""
-    from app.models import ApprovalAssignment
-    from app.approvals.models import ApprovalLinkToken, RevokeReason
-    from app.approvals.services import assign_step_approver
-    from app.work import ledger
-    from app.work.queries import open_items
-
     claimed = db.session.scalars(select(WorkItem).where(
         WorkItem.tenant_id == tenant_id, WorkItem.assignee_id == user.id, open_items())
         .order_by(WorkItem.id)).all()

@@ -13,6 +13,7 @@ from app.actors import Actor, ActorType
 from app.admin.models import PasswordLink, PasswordLinkPurpose
 from app.audit.services import record_event
 from app.auth.models import SessionEndReason
+from app.auth.passwords import hash_password
 from app.auth.services import end_sessions
 from app.errors import InvalidTransition, NotFound, ValidationFailed
 from app.extensions import db
@@ -74,8 +75,6 @@ def set_password_with_link(token: str, password: str, confirm: str, ip: str | No
                            user_agent: str | None, keep_session_id: str | None = None) -> User:
     """Set the password a link is for; every other session of the person ends (the one the
     request came with, `keep_session_id`, stays if it is theirs)."""
-    from app.auth.passwords import hash_password
-
     row = password_link(token)
     if len(password or "") < MIN_PASSWORD:
         raise ValidationFailed(f"Passwords need at least {MIN_PASSWORD} characters.",

@@ -13,7 +13,7 @@ from app.actors import Actor
 from app.admin.access import member_for_admin, require_admin
 from app.admin.models import ChangeState, PasswordLinkPurpose, PendingMembershipChange
 from app.audit.services import record_event
-from app.auth.services import people_with_role
+from app.auth.services import find_user_by_email, people_with_role
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Membership, MembershipRole, Role, Tenant, User
@@ -174,8 +174,6 @@ def invite_user(actor: Actor, tenant: Tenant, *, email: str, name: str, roles,
     """Add someone to the tenant. A new person gets an account without a password and an
     invitation mail with a single-use link to set one; someone who already has an account gets
     the membership. Returns the user and whether they were invited."""
-    from app.auth.services import find_user_by_email
-
     require_admin(actor, tenant)
     email = (email or "").strip().lower()
     name = (name or "").strip()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from app.approvals.services import step_progress
-from app.models import Kind, StepState, WorkItem
+from app.approvals.services import named_approver_id, step_progress
+from app.extensions import db
+from app.models import ApproverGroup, Kind, StepState, User, WorkItem
+from app.types import tenant_time
 
 # How a message names the role a step waits on ("now waiting on a manager").
 ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
@@ -19,9 +21,6 @@ OWNER_WORDS = {"account_owner_email": "the account owner",
 
 def step_spec(step) -> dict:
     """An approval step row as a policy step (the receipt's and the editor's dict)."""
-    from app.extensions import db
-    from app.models import ApproverGroup
-
     spec = {"role": step.role, "min_limit": step.min_limit}
     if step.need:
         spec["need"] = step.need
@@ -128,11 +127,6 @@ def step_needs(item, step, progress: dict | None = None) -> str:
 def step_account(item, step, progress: dict | None = None) -> str:
     """An item's step and what became of it: "Step 2: 2 of 3 members of Regional controllers
     EMEA — approved by Anna and Ben on 7 Dec 2026 10:04; escalated after 2 days to Mia"."""
-    from app.approvals.services import named_approver_id
-    from app.extensions import db
-    from app.models import User
-    from app.types import tenant_time
-
     tz = item.tenant.timezone
     head = f"Step {step.position}: {step_needs(item, step, progress)}"
     if progress is not None:

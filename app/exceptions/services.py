@@ -82,4 +82,5 @@ def _perform_on_dispute(actor: Actor, item_id: int, action: str, given) -> WorkI
 register_actions(Kind.BILLING_EXCEPTION.value,
                  ("investigate", "resolve", "wait_on_customer", "escalate"), _perform_on_exception)
 register_actions(Kind.SETTLEMENT_DISPUTE.value,
-                 ("review", "accept", "reject", "partially_accept", "escalate"), _perform_on_dispute)
+                 ("review", "accept", "reject", "partially_accept", "escalate"),
+                 _perform_on_dispute)

@@ -8,6 +8,7 @@ from app.errors import DomainError
 from app.extensions import db
 from app.imports import services
 from app.imports.models import ImportJob, ImportStatus
+from app.jobs import enqueue
 from app.outbox.services import register_handler
 from app.types import utcnow
 from app.unit_of_work import commit
@@ -16,8 +17,6 @@ from app.unit_of_work import commit
 def start_import(message) -> None:
     """Outbox handler of import.requested: queue the job (fixed id: queued once)."""
     from flask import current_app
-
-    from app.jobs import enqueue
 
     import_id = (message.payload or {})["import_id"]
     enqueue("app.imports.jobs.run_import", import_id,

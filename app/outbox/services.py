@@ -8,9 +8,11 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import or_, select, update
 
-from app.types import jsonable
+from app.bulk import insert_rows
 from app.extensions import db
+from app.jobs import DEFAULT_RETRY, in_flight, queue_of_topic
 from app.outbox.models import OutboxMessage
+from app.types import jsonable
 from app.types import utcnow
 from app.unit_of_work import register_relay, unit_of_work
 
@@ -76,8 +78,6 @@ def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessa
 def add_messages(topic: str, payloads: list[dict], tenant_id: int | None) -> list[int]:
     """add_message for a batch (a worker deciding many items): one INSERT for all, and only
     their ids kept for the relay after commit."""
-    from app.bulk import insert_rows
-
     _require_handler(topic)
     if not payloads:
         return []
@@ -95,8 +95,6 @@ def relay(message_ids: list[int]) -> int:
     (RQ would run it twice), only marked relayed. A Redis outage only delays delivery: the
     periodic sweep relays what is left. Returns how many jobs were queued."""
     from rq import Queue
-
-    from app.jobs import DEFAULT_RETRY, in_flight, queue_of_topic
 
     relayed: list[int] = []
     queued = 0

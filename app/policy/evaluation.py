@@ -37,10 +37,11 @@ from app.policy.models import (
     PolicyKillSwitch,
     PolicyVersion,
 )
-from app.types import utcnow
+from app.types import jsonable, utcnow
 from app.work import ledger
 from app.work.assignment import least_loaded, loads
 from app.work.assignment_notices import note_assignment
+from app.work.sla_clock import sla_due_at, sla_state_at
 from app.work.states import INITIAL_STATE, WORKER_ROLES, ApprovalState
 
 POLICY_LABEL = "policy"
@@ -121,6 +122,7 @@ class _Router:
     app.work.assignment), with the members and their load read once per batch."""
 
     def __init__(self, tenant_id: int):
+        # Imported here: the approvals package imports the policy's (its mails' item summary).
         from app.approvals.services import standing_delegate
 
         self.members = db.session.scalars(
@@ -250,6 +252,7 @@ def _write_decisions(actor: Actor, tenant: Tenant, policy: PolicyVersion | None,
     routed = [(i, v) for i, v in verdicts if v.outcome != engine.AUTO_APPROVED]
     step_rows, first_steps, special_first = [], {}, set()
     if routed:
+        # Imported here: the approvals package imports the policy's (its mails' item summary).
         from app.approvals.escalation import escalation_window
 
         groups = group_ids(tenant.id)
@@ -372,6 +375,7 @@ def _open_special_step(item, step_id: int) -> tuple[int | None, list[int] | None
     """The first step of a routed item, when it names its approver by a field of the item
     (returns the owner, or None to route by its role) or is parallel (returns its members, or
     None when too few may decide it and it fell back to one person of its fallback role)."""
+    # Imported here: the approvals package imports the policy's (its mails' item summary).
     from app.approvals.services import name_owner, open_parallel_step
 
     step = db.session.get(ApprovalStep, step_id)
@@ -429,8 +433,6 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
     queue, an assignee holding a role, a priority (with the SLA due time it implies), and the
     risk score, through the ledger's batch door; an item no rule matches is left as it is,
     only its receipt says so."""
-    from app.work.sla_clock import sla_due_at, sla_state_at
-
     outcomes = []
     least_loaded = _LeastLoaded(tenant.id)
     items = db.session.scalars(select(WorkItem).where(WorkItem.id.in_(item_ids))
@@ -489,8 +491,6 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
 
 
 def _plain(inputs: dict) -> dict:
-    from app.types import jsonable
-
     return jsonable(inputs)
 
 
@@ -521,6 +521,7 @@ def expire_overdue(actor: Actor, now: datetime | None = None) -> int:
     changed since it was read is left to the next sweep. Never commits; returns how many."""
     from datetime import timedelta
 
+    # Imported here: the approvals package imports the policy's (its mails' item summary).
     from app.approvals.models import ApprovalLinkToken, RevokeReason
 
     now = now or utcnow()

@@ -8,6 +8,7 @@ from wtforms import HiddenField, IntegerField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from app.auth.forms import PASSKEY_ANSWER_LENGTH
+from app.errors import ValidationFailed
 from app.models import Kind, Priority
 
 OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
@@ -101,8 +102,6 @@ class KillSwitchForm(FlaskForm):
 def parse_points(text: str, what: str) -> dict[str, str]:
     """"LATAM=15, APAC=5" -> {"LATAM": "15", "APAC": "5"}."""
     from decimal import Decimal, InvalidOperation
-
-    from app.errors import ValidationFailed
 
     out: dict[str, str] = {}
     for part in (text or "").split(","):

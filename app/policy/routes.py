@@ -17,7 +17,7 @@ from app.extensions import db
 from app.models import Role, Tenant
 from app.params import arg_id
 from app.policy import forms, simulation, versions
-from app.policy.models import PolicyVersion
+from app.policy.models import PolicyKillSwitch, PolicyVersion
 from app.policy.rules import FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
 from app.types import utcnow
 from app.unit_of_work import commit_now, refused
@@ -93,7 +93,6 @@ def overview(tenant_id: int):
     tenant = _chosen_tenant(actor, tenant_id or -1)
     history = db.session.scalars(select(PolicyVersion).where(
         PolicyVersion.tenant_id == tenant.id).order_by(PolicyVersion.version.desc())).all()
-    from app.policy.models import PolicyKillSwitch
 
     return render_page(
         "policy/overview.html", tenant=tenant, versions=history,

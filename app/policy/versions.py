@@ -12,6 +12,8 @@ from sqlalchemy import func, or_, select
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
+from app.auth.second_factor import verify_code
+from app.auth.services import has_second_factor
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import (
@@ -19,6 +21,7 @@ from app.models import (
     Kind,
     Membership,
     MembershipRole,
+    Priority,
     Role,
     Tenant,
     User,
@@ -33,7 +36,7 @@ from app.policy.models import (
     PolicyVersion,
 )
 from app.policy.rules import KIND_WORDS, check_condition
-from app.types import utcnow
+from app.types import jsonable, utcnow
 from app.work.kinds import parse_money
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +182,7 @@ def check_steps(actor: Actor, tenant_id: int,
     (with how many members a group has today), and warnings: a parallel step that fewer
     people may decide today than it needs (it would go to one person of its fallback role
     as it opens). Changes nothing."""
+    # Imported here: the approvals package imports the policy's (its mails' item summary).
     from app.approvals.wording import step_words
 
     tenant = require_policy_admin(actor, tenant_id)
@@ -213,6 +217,7 @@ def parallel_capacity(tenant_id: int, step: dict) -> tuple[int, int]:
     members (or the role's holders), and those active, holding an approving role (the step's
     role, for a role's holders) with the step's limit (a limit of the item's amount is not
     known yet: any limit)."""
+    # Imported here: the approvals package imports the policy's (its mails' item summary).
     from app.approvals.services import APPROVING_ROLES
 
     query = select(Membership).join(User, User.id == Membership.user_id).where(
@@ -353,8 +358,6 @@ def _clean_rule(name: str, condition: str, outcome: str, steps_text: str,
                 queue: str | None, kind: str = Kind.APPROVAL.value,
                 set_priority: str | None = None, assign_role: str | None = None,
                 groups: set[str] | None = None) -> dict:
-    from app.models import Priority
-
     errors: dict[str, str] = {}
     kind = kind or Kind.APPROVAL.value
     if kind not in OUTCOMES_BY_KIND:
@@ -567,8 +570,6 @@ def save_settings(actor: Actor, tenant_id: int, policy_id: int, **values) -> Pol
 
 
 def _jsonable_settings(policy: PolicyVersion) -> dict:
-    from app.types import jsonable
-
     return jsonable(settings_dict(policy))
 
 
@@ -602,8 +603,6 @@ def clean_risk(risk: dict) -> dict:
 def clean_sla_targets(targets: dict) -> dict:
     """{kind: {priority: hours}} with known kinds and priorities and positive hours, kept as
     strings (exact, and fit for the audit trail)."""
-    from app.models import Priority
-
     out: dict[str, dict[str, str]] = {}
     bad = []
     for kind, by_priority in (targets or {}).items():
@@ -662,9 +661,6 @@ def activate_version(actor: Actor, tenant_id: int, policy_id: int,
     with a second factor steps up with a `code` of it, or a `passkey` answer made for the
     `origin` the request came to (FactorRefused, already audited, when it is wrong: the
     caller commits that and nothing else has changed)."""
-    from app.auth.second_factor import verify_code
-    from app.auth.services import has_second_factor
-
     policy = get_version(actor, tenant_id, policy_id)
     if policy.state != PolicyState.PENDING.value:
         raise InvalidTransition(f"Version {policy.version} is {policy.state}; submit it first.")

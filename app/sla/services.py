@@ -2,8 +2,16 @@
 handed to the least loaded colleague, the managers told in one digest."""
 from __future__ import annotations
 
-from app.models import Priority, SlaState
+from app.extensions import db
+from app.models import Membership, MembershipRole, Priority, SlaState, User
+from app.outbox.services import add_message
+from app.sla.models import SlaNotice
 from app.types import utcnow
+from app.work import ledger
+from app.work.assignment import least_loaded, loads
+from app.work.assignment_notices import note_assignment
+from app.work.queries import get_item
+from app.work.states import WORKER_ROLES
 
 PRIORITY_ORDER = (Priority.LOW.value, Priority.NORMAL.value, Priority.HIGH.value,
                   Priority.URGENT.value)
@@ -20,11 +28,6 @@ def least_loaded_colleague(item) -> int | None:
     out of office), other than its current assignee, with the least load (app.work.assignment:
     then the lowest id): where a breached item is moved when the tenant asks for it."""
     from sqlalchemy import select
-
-    from app.extensions import db
-    from app.models import Membership, MembershipRole, User
-    from app.work.assignment import least_loaded, loads
-    from app.work.states import WORKER_ROLES
 
     works_the_kind = select(MembershipRole.membership_id).where(
         MembershipRole.role.in_(WORKER_ROLES[item.kind]))
@@ -43,9 +46,6 @@ def record_notices(rows: list[tuple[int, int, str]]) -> None:
     """(tenant id, item id, level) of items that turned at risk or breached: noted for the
     managers' digest at the end of the sweep (queue_sla_digest), each item once per level.
     In the caller's transaction, never commits."""
-    from app.extensions import db
-    from app.sla.models import SlaNotice
-
     if not rows:
         return
     table = SlaNotice.__table__
@@ -68,10 +68,6 @@ def queue_sla_digest() -> int | None:
     message id, or None when there is nothing new."""
     from sqlalchemy import select, update
 
-    from app.extensions import db
-    from app.outbox.services import add_message
-    from app.sla.models import SlaNotice
-
     table = SlaNotice.__table__
     query = (select(table.c.id).where(table.c.digest_message_id.is_(None))
              .order_by(table.c.id))
@@ -93,10 +89,6 @@ def escalate_breach(actor, item_id: int) -> dict:
     move it to the least-loaded colleague; record what changed and note it for its managers'
     digest. The caller (the SLA sweep) calls it once per breach: the sweep marks the breach and
     escalates in one transaction, and a second sweep finds nothing new."""
-    from app.work import ledger
-    from app.work.assignment_notices import note_assignment
-    from app.work.queries import get_item
-
     item = get_item(actor, item_id)
     change = {"sla_due_at": item.sla_due_at, "from_priority": item.priority,
               "to_priority": raised_priority(item.priority)}

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.actors import Actor
-from app.errors import InvalidTransition
+from app.errors import InvalidTransition, ValidationFailed
 from app.models import WorkItem
 from app.work import services as work
 
@@ -28,7 +28,8 @@ class Given:
 KIND_ACTIONS: dict[str, dict[str, Callable[..., WorkItem]]] = {}
 
 
-def register_actions(kind: str, actions: tuple[str, ...], handler: Callable[..., WorkItem]) -> None:
+def register_actions(kind: str, actions: tuple[str, ...],
+                     handler: Callable[..., WorkItem]) -> None:
     KIND_ACTIONS.setdefault(kind, {}).update(dict.fromkeys(actions, handler))
 
 
@@ -38,8 +39,6 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
             amount=None, files: list | None = None) -> WorkItem:
     """`files` (evidence, app.work.attachments.Upload) go only with a requester's answer."""
     if files and action != "resubmit":
-        from app.errors import ValidationFailed
-
         raise ValidationFailed("Add files with the Add files button, or with your answer.",
                                {"files": "not taken with this action"})
     if action == "claim":

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.extensions import db
 from app.models import Kind, Priority, SlaState
 from app.work.calendar import calendar_for
 
@@ -34,7 +35,7 @@ def policy_targets(tenant) -> dict:
     per transaction."""
     from sqlalchemy.orm import object_session
 
-    from app.extensions import db
+    # Imported here: the policy package (its SLA targets) builds on work.
     from app.policy.models import PolicyVersion
 
     if tenant.id is None:  # not saved yet: no policy can name it
