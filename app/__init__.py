@@ -16,6 +16,9 @@ def create_app(config: dict | None = None) -> App:
     app = App(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(load_config(app.instance_path, config))
+    # Imported here, as every import of an app module below: this package's __init__ runs
+    # whenever any app module is imported, so loading the models and blueprints at its top
+    # would load the whole app for each (and tie every module to every other).
     from app.params import install_params
 
     install_params(app)  # before any route: it bounds every <int:...>
@@ -35,8 +38,8 @@ def create_app(config: dict | None = None) -> App:
     from app.work import mentions as mention_models  # noqa: F401
     from app.work import attachments as attachment_models  # noqa: F401
     from app.mail import models as mail_models  # noqa: F401
-    from app.dashboard import models as dashboard_models  # noqa: F401
-    from app.dashboard import rollups  # noqa: F401  (writes the ledger's rollup changes)
+    from app.work import rollup_tables  # noqa: F401
+    from app.work import rollups  # noqa: F401  (writes the ledger's rollup changes)
     from app.api import models as api_models  # noqa: F401
     from app.webhooks import models as webhook_models  # noqa: F401
     from app.imports import models as import_models  # noqa: F401
@@ -44,6 +47,22 @@ def create_app(config: dict | None = None) -> App:
     from app.auth import models as auth_models  # noqa: F401
     from app.policy import models as policy_models  # noqa: F401
     from app.sla import models as sla_models  # noqa: F401
+    # The modules owning outbox handlers register them when imported (`register_handler`):
+    # loaded here, every process that builds the app (web, `flask worker`, the tests' workers)
+    # has every topic's handlers.
+    from app.policy import jobs as policy_jobs  # noqa: F401
+    from app.webhooks import jobs as webhook_jobs, services as webhook_services  # noqa: F401
+    from app.requests import notifications as request_notifications  # noqa: F401
+    from app.approvals import notifications as approval_notifications  # noqa: F401
+    from app.exceptions import notifications as exception_notifications  # noqa: F401
+    from app.sla import notifications as sla_notifications  # noqa: F401
+    from app.audit import jobs as audit_jobs  # noqa: F401
+    from app.auditors import notifications as audit_notifications  # noqa: F401
+    from app.imports import jobs as import_jobs  # noqa: F401
+    from app.admin import jobs as admin_jobs, notifications as admin_notifications  # noqa: F401
+    # The kinds register their actions with app.work.actions the same way.
+    from app.approvals import services as approval_services  # noqa: F401
+    from app.exceptions import services as exception_services  # noqa: F401
     if app.config.get("LEDGER_GUARD"):
         # Tests: a write of work items that did not come through the ledger is refused.
         from app.work.ledger import guard_engine
@@ -51,8 +70,8 @@ def create_app(config: dict | None = None) -> App:
         with app.app_context():
             guard_engine(db.engine)
 
-    from app.audit import commands as audit_commands  # noqa: F401  (flask audit anchor)
-    from app.audit.routes import bp as audit_bp
+    from app.auditors import commands as audit_commands  # noqa: F401  (flask audit anchor)
+    from app.auditors.routes import bp as audit_bp
     from app.auth.routes import bp as auth_bp
     from app.auth.session import install_login
     from app.items.routes import bp as items_bp

@@ -9,8 +9,29 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select, text
 
+from app.access import access_of
 from app.actors import Actor
+from app.admin.people import grant_membership
+from app.api.tokens import issue_token
+from app.audit.services import verify_all
+from app.auth.services import create_user
+from app.demo.journeys import seed_journeys
+from app.demo.seed import DEMO_PASSWORD, USERS, SeedFailed, SeedRefused, seed_demo
+from app.errors import DomainError
 from app.extensions import db
+from app.jobs import (
+    JOB_TIMEOUTS,
+    keep_running,
+    PERIODIC_JOBS,
+    queue_name,
+    redis_connection,
+    SWEEPS,
+    URGENCIES,
+    worker_queues,
+)
+from app.mail.sink import last_approval_link, sink_log_path
+from app.models import Tenant
+from app.outbox.services import pending_message_ids, relay
 from app.unit_of_work import as_unit_of_work, commit
 
 
@@ -29,8 +50,6 @@ def register_cli(app: Flask) -> None:
 @click.command("access")
 def access_command() -> None:
     """Print who may use each route: the access table the app enforces."""
-    from app.access import access_of
-
     rules = sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint))
     width = max(len(r.rule) for r in rules)
     for rule in rules:
@@ -47,8 +66,6 @@ def access_command() -> None:
 @click.option("--if-empty", is_flag=True, help="Do nothing (and succeed) if there is data.")
 def seed_demo_command(items: int, if_empty: bool) -> None:
     """Create the demo tenants, users and work items (refused when APP_ENV=production)."""
-    from app.demo.seed import DEMO_PASSWORD, USERS, SeedFailed, SeedRefused, seed_demo
-
     started = time.monotonic()
 
     def progress(done: int, total: int) -> None:
@@ -65,7 +82,6 @@ def seed_demo_command(items: int, if_empty: bool) -> None:
     except SeedFailed as failed:
         raise click.ClickException(str(failed)) from None
     commit()
-    from app.demo.journeys import seed_journeys
 
     journeys = seed_journeys()  # the demo requester's requests in every state, by the write path
     if db.engine.dialect.name == "postgresql":
@@ -88,11 +104,6 @@ def seed_demo_command(items: int, if_empty: bool) -> None:
 @as_unit_of_work
 def create_user_command(email, name, password, tenant_slugs, roles, approval_limit) -> None:
     """Create a user, optionally with roles and an approval limit in some tenants."""
-    from app.admin.services import grant_membership
-    from app.auth.services import create_user
-    from app.errors import DomainError
-    from app.models import Tenant
-
     actor = Actor.system("cli")
     try:
         user = create_user(actor, email=email, name=name or email, password=password)
@@ -116,10 +127,6 @@ def create_user_command(email, name, password, tenant_slugs, roles, approval_lim
 @as_unit_of_work
 def create_token_command(slug: str, name: str, scopes: tuple[str, ...]) -> None:
     """Print a new API token for a tenant. Only its hash is stored; it cannot be shown again."""
-    from app.api.tokens import issue_token
-    from app.errors import DomainError
-    from app.models import Tenant
-
     tenant = db.session.scalars(select(Tenant).where(Tenant.slug == slug)).one_or_none()
     if tenant is None:
         raise click.ClickException(f"No tenant '{slug}'.")
@@ -143,8 +150,6 @@ def mail_last_link_command(to: str | None, log: str | None) -> None:
     """Print the newest approval link (/a/...) the local sink caught, decoded and usable."""
     from pathlib import Path
 
-    from app.mail.sink import last_approval_link, sink_log_path
-
     path = Path(log) if log else (sink_log_path() or Path(".run/mail.log"))
     if not path.is_file():
         raise click.ClickException(f"No mail log at {path}: `make run` writes one (or pass "
@@ -164,9 +169,6 @@ audit_cli = AppGroup("audit", help="The audit trail.")
 @audit_cli.command("verify")
 def audit_verify_command() -> None:
     """Verify every chain; exit 1 naming the first bad event of each broken chain."""
-    from app.audit.services import verify_all
-    from app.models import Tenant
-
     names = {t.id: t.slug for t in db.session.scalars(select(Tenant))}
     started = time.monotonic()
     reports = verify_all()
@@ -215,8 +217,6 @@ def worker_command(burst: bool, with_scheduler: bool, queues: str) -> None:
     """Run one RQ worker inside the app context (jobs use the app's database and config).
     It outlives Redis outages: when RQ's loop stops on a lost connection, the worker waits
     (1 s, doubling up to 30 s) and starts again; only a signal (or --burst) ends it."""
-    from app.jobs import URGENCIES, keep_running, redis_connection, worker_queues
-
     wanted = [q.strip() for q in queues.split(",") if q.strip()] or list(URGENCIES)
     unknown = [q for q in wanted if q not in URGENCIES]
     if unknown:
@@ -339,9 +339,6 @@ def cron_command() -> None:
 
     from rq.cron import CronScheduler
 
-    from app.jobs import (JOB_TIMEOUTS, PERIODIC_JOBS, SWEEPS, keep_running, queue_name,
-                          redis_connection)
-
     class _Scheduler(CronScheduler):
         signalled = False
 
@@ -368,6 +365,4 @@ def cron_command() -> None:
 @click.command("relay-outbox")
 def relay_outbox_command() -> None:
     """Relay outbox messages to RQ now (the periodic sweep does this every 30 seconds)."""
-    from app.outbox.services import pending_message_ids, relay
-
     click.echo(f"Relayed {relay(pending_message_ids())} messages.")

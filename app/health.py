@@ -12,6 +12,8 @@ from sqlalchemy import func, select, text
 
 from app.access import allow
 from app.extensions import db
+from app.jobs import redis_connection
+from app.outbox.models import OutboxMessage
 
 # Counting the outbox stops here: "10000+" is answer enough for a health check.
 OUTBOX_COUNT_CAP = 10_000
@@ -35,8 +37,6 @@ def _forget_session() -> None:
 
 
 def _outbox_waiting() -> int | str:
-    from app.outbox.models import OutboxMessage
-
     waiting = db.session.scalar(select(func.count()).select_from(
         select(OutboxMessage.id).where(OutboxMessage.processed_at.is_(None))
         .limit(OUTBOX_COUNT_CAP + 1).subquery()))
@@ -65,8 +65,6 @@ def install_health(app: Flask) -> None:
             return jsonify({"status": "error", "database": problem}), 503
         body = {"status": "ok", "database": "ok", "redis": "ok"}
         try:
-            from app.jobs import redis_connection
-
             redis_connection().ping()
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             body["status"] = "degraded"

@@ -199,7 +199,7 @@ class Membership(db.Model):
     delegate_kinds: Mapped[list | None] = mapped_column(JSON)
     delegate_max_amount: Mapped[Decimal | None] = mapped_column(Money)
     # Whom the member reports to in this tenant (a member of it): the first level a waiting
-    # approval step escalates to. Never themselves, never a loop (app.admin.services).
+    # approval step escalates to. Never themselves, never a loop (app.admin.reporting_lines).
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -435,6 +435,24 @@ class ApprovalStep(db.Model):
     @property
     def parallel(self) -> bool:
         return self.need is not None
+
+
+class ApprovalAssignment(db.Model):
+    """Who a step was routed to when it opened: the approver it is mailed to (or, while they
+    are out of office, their delegate, who then decides on their behalf). Unlike a step's own
+    approver_id, which reserves the step for one person, a routed step stays in the queue for
+    any approver who may decide it."""
+
+    __tablename__ = "approval_assignments"
+
+    step_id: Mapped[int] = mapped_column(
+        ForeignKey("approval_steps.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"),
+                                         index=True)
+    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    approver: Mapped[User] = relationship()
 
 
 class ApproverGroup(db.Model):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from app.jobs import redis_connection
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +29,6 @@ class RateLimit:
 def take(bucket: str, who: str, limit: int) -> RateLimit | None:
     """Count one request of `who` in `bucket`'s current one-minute window; None when Redis
     could not be asked."""
-    from app.jobs import redis_connection
-
     now = time.time()
     window = int(now // 60)
     key = f"cleardesk:{current_app.config['RQ_QUEUE']}:{bucket}:{who}:{window}"

@@ -27,6 +27,7 @@ class RoutingSession(FlaskSession):
 
 def read_from_replica(bp: Blueprint) -> None:
     """The blueprint's GET pages read from the replica (its POSTs write on the primary)."""
+    # Imported here: app.extensions imports this module (the session class).
     from app.extensions import db
 
     @bp.before_request
@@ -41,6 +42,7 @@ def read_from_replica(bp: Blueprint) -> None:
 
 def replica_engine():
     """The engine that reports read: the replica's, or the primary's when there is none."""
+    # Imported here: app.extensions imports this module (the session class).
     from app.extensions import db
 
     return db.engines.get(REPLICA) or db.engine

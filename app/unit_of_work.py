@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from app.errors import DomainError
 from app.extensions import db
-from app.auth.models import UserSession
 from app.models import Membership, MembershipRole, Tenant, User
 
 log = logging.getLogger(__name__)
@@ -245,7 +244,7 @@ after_commit = AfterCommit
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What a request's commit leaves loaded (UnitOfWork.finish): who is signed in, with their
 # memberships, roles and tenants, which every answer reads again.
-SIGNED_IN = (User, Membership, MembershipRole, Tenant, UserSession)
+SIGNED_IN = (User, Membership, MembershipRole, Tenant)
 
 
 class App(Flask):

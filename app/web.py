@@ -15,6 +15,7 @@ from app.extensions import htmx
 from app.models import Role
 from app.types import tenant_time, utcnow
 from app.unit_of_work import database_unreachable, roll_back_quietly
+from app.work.kinds import SUBTYPES
 
 
 def current_actor() -> Actor:
@@ -127,8 +128,6 @@ def sla_info(item) -> dict:
 
 
 def subtype_label(kind: str, subtype: str) -> str:
-    from app.work.kinds import SUBTYPES
-
     return SUBTYPES.get(kind, {}).get(subtype, subtype.replace("_", " "))
 
 
@@ -166,6 +165,7 @@ def install_web(app: Flask) -> None:
                 "auth.login_code_passkey_options", "auth.passkey_sign_in_options",
                 "auth.passkey_sign_in"):
             # Most often an expired session: sign in again rather than a dead button.
+            # Imported here: the auth package, above this module, imports it.
             from app.auth.session import sign_in_redirect
 
             return sign_in_redirect()

@@ -27,12 +27,12 @@ from sqlalchemy import select  # noqa: E402
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
 from app.admin.models import TenantClosure  # noqa: E402
-from app.admin.services import deactivate_user  # noqa: E402
+from app.admin.deactivation import deactivate_user  # noqa: E402
 from app.auth.passwords import hash_password  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Membership, MembershipRole, Tenant, User, WorkItem  # noqa: E402
-from app.sla.calendar import calendar_for, closure_days  # noqa: E402
-from app.sla.services import sla_due_at  # noqa: E402
+from app.work.calendar import calendar_for, closure_days  # noqa: E402
+from app.work.sla_clock import sla_due_at  # noqa: E402
 from app.unit_of_work import commit  # noqa: E402
 from app.work.services import create_item  # noqa: E402
 
@@ -89,7 +89,7 @@ def build(members: int, closures: int, held: int) -> dict:
             commit()
     commit()
     # Route every open step to the holder, as if they had been the least loaded approver.
-    from app.approvals.models import ApprovalAssignment
+    from app.models import ApprovalAssignment
 
     db.session.execute(ApprovalAssignment.__table__.update().values(approver_id=holder.id))
     commit()

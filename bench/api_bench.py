@@ -36,7 +36,7 @@ from sqlalchemy import func, insert, select  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
-from app.admin.services import grant_membership  # noqa: E402
+from app.admin.people import grant_membership  # noqa: E402
 from app.api.tokens import issue_token  # noqa: E402
 from app.auth.services import create_user  # noqa: E402
 from app.extensions import db  # noqa: E402

@@ -28,12 +28,12 @@ from sqlalchemy import func, select  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
-from app.admin.services import grant_membership  # noqa: E402
+from app.admin.people import grant_membership  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.mail.sending import send_mail  # noqa: E402
 from app.models import Tenant, User, WorkItem  # noqa: E402
 from app.outbox.models import OutboxMessage  # noqa: E402
-from app.policy import services  # noqa: E402
+from app.policy import evaluation, versions  # noqa: E402
 from app.unit_of_work import commit  # noqa: E402
 from app.work.services import create_items  # noqa: E402
 
@@ -75,17 +75,17 @@ def setup(analysts: int) -> tuple[Tenant, list[User]]:
         people[email] = user
     commit()
     author = Actor.for_user(people["author@bench"])
-    draft = services.create_draft(author, tenant.id)
-    services.save_rule(author, tenant.id, draft.id, rule_id=None, name="Tax failures",
+    draft = versions.create_draft(author, tenant.id)
+    versions.save_rule(author, tenant.id, draft.id, rule_id=None, name="Tax failures",
                        kind="billing_exception", condition='subtype == "tax_validation_failed"',
                        outcome="assign", assign_role="analyst")
-    services.save_settings(author, tenant.id, draft.id, max_auto_amount="",
+    versions.save_settings(author, tenant.id, draft.id, max_auto_amount="",
                            daily_auto_count="", daily_auto_amount="", qa_sample_pct="0",
                            qa_role="manager", fallback_steps_text="approver >= amount",
                            risk={"base": 0})
-    services.submit_version(author, tenant.id, draft.id)
+    versions.submit_version(author, tenant.id, draft.id)
     commit()
-    services.activate_version(Actor.for_user(people["checker@bench"]), tenant.id, draft.id)
+    versions.activate_version(Actor.for_user(people["checker@bench"]), tenant.id, draft.id)
     commit()
     return tenant, [u for e, u in people.items() if e.startswith("analyst")]
 
@@ -127,7 +127,7 @@ def main() -> int:
                  "amount_at_risk": f"{50 + n % 400}.00"} for n in range(args.items)])
             commit()
             started = time.perf_counter()
-            decided = services.evaluate_items(services.policy_actor(tenant.id), ids)
+            decided = evaluation.evaluate_items(evaluation.policy_actor(tenant.id), ids)
             commit()
             batch_seconds = time.perf_counter() - started
             assigned = db.session.scalar(select(func.count()).select_from(WorkItem).where(

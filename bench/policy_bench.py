@@ -26,11 +26,11 @@ from sqlalchemy import func, select, text  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.actors import Actor  # noqa: E402
-from app.admin.services import grant_membership  # noqa: E402
+from app.admin.people import grant_membership  # noqa: E402
 from app.audit.models import AuditEvent  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Tenant, User, WorkItem  # noqa: E402
-from app.policy import services  # noqa: E402
+from app.policy import versions  # noqa: E402
 from app.policy.models import PolicyDecision  # noqa: E402
 from app.unit_of_work import commit  # noqa: E402
 
@@ -62,18 +62,18 @@ def setup_policy() -> Tenant:
         people[email] = user
     commit()
     author = Actor.for_user(people["author@bench"])
-    draft = services.create_draft(author, tenant.id)
+    draft = versions.create_draft(author, tenant.id)
     for name, condition, outcome, steps in RULES:
-        services.save_rule(author, tenant.id, draft.id, rule_id=None, name=name,
+        versions.save_rule(author, tenant.id, draft.id, rule_id=None, name=name,
                            condition=condition, outcome=outcome, steps_text=steps)
-    services.save_settings(author, tenant.id, draft.id, max_auto_amount="5000",
+    versions.save_settings(author, tenant.id, draft.id, max_auto_amount="5000",
                            daily_auto_count="", daily_auto_amount="", qa_sample_pct="2",
                            qa_role="manager", fallback_steps_text="approver >= amount",
                            risk={"base": "5", "per_10k": "10", "per_discount_pct": "1",
                                  "max_auto_risk": "70"})
-    services.submit_version(author, tenant.id, draft.id)
+    versions.submit_version(author, tenant.id, draft.id)
     commit()
-    services.activate_version(Actor.for_user(people["checker@bench"]), tenant.id, draft.id)
+    versions.activate_version(Actor.for_user(people["checker@bench"]), tenant.id, draft.id)
     commit()
     return tenant
 

@@ -234,13 +234,13 @@ def rollups_differing_from_a_rebuild() -> int:
     read again, and the transaction rolled back (the rebuild is only a yardstick here)."""
     from sqlalchemy import select
 
-    from app.dashboard.models import (
+    from app.work.rollup_tables import (
         daily_rollups,
         open_due_rollups,
         open_rollups,
         queue_count_rollups,
     )
-    from app.dashboard.rollups import rebuild_rollups
+    from app.work.rollups import rebuild_rollups
     from app.extensions import db
 
     tables = (daily_rollups, open_rollups, open_due_rollups, queue_count_rollups)
@@ -267,7 +267,7 @@ def rollups_differing_from_a_rebuild() -> int:
 def seed_people(app, approvers: int):
     """A tenant, a requester and `approvers` approvers (password PASSWORD)."""
     from app.actors import Actor
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.auth.services import create_user
     from app.extensions import db
     from app.models import Tenant

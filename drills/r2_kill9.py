@@ -65,9 +65,9 @@ def _setup(app, approvers: int, receiver: WebhookReceiver) -> tuple[int, str, in
     """The tenant and its people, a policy in force (auto-approve up to AUTO_LIMIT, else one
     approver step), a webhook subscription to the receiver and an API token."""
     from app.actors import Actor
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.auth.services import create_user
-    from app.policy import services as policy
+    from app.policy import versions as policy_versions
     from app.unit_of_work import commit
     from app.webhooks.services import create_subscription
 
@@ -84,18 +84,18 @@ def _setup(app, approvers: int, receiver: WebhookReceiver) -> tuple[int, str, in
             people[email] = user
         commit()
         author = Actor.for_user(people["author@drill.test"])
-        draft = policy.create_draft(author, tenant_id)
-        policy.save_rule(author, tenant_id, draft.id, rule_id=None, name="Small approvals",
+        draft = policy_versions.create_draft(author, tenant_id)
+        policy_versions.save_rule(author, tenant_id, draft.id, rule_id=None, name="Small approvals",
                          condition=f"amount <= {AUTO_LIMIT}", outcome="auto_approve",
                          steps_text="")
-        policy.save_settings(author, tenant_id, draft.id, max_auto_amount=str(AUTO_LIMIT),
+        policy_versions.save_settings(author, tenant_id, draft.id, max_auto_amount=str(AUTO_LIMIT),
                              daily_auto_count="", daily_auto_amount="", qa_sample_pct="0",
                              qa_role="manager", fallback_steps_text="approver >= amount",
                              risk={"base": "5", "per_10k": "10", "per_discount_pct": "1",
                                    "max_auto_risk": "100"})
-        policy.submit_version(author, tenant_id, draft.id)
+        policy_versions.submit_version(author, tenant_id, draft.id)
         commit()
-        policy.activate_version(Actor.for_user(people["checker@drill.test"]), tenant_id,
+        policy_versions.activate_version(Actor.for_user(people["checker@drill.test"]), tenant_id,
                                 draft.id)
         create_subscription(author, tenant_id, url=receiver.url,
                             events=["item.created", "item.state_changed"])

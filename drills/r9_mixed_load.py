@@ -41,7 +41,7 @@ class Load:
 
 def _managers(app, tenant_id: int, count: int) -> list[str]:
     from app.actors import Actor
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.auth.services import create_user
     from app.extensions import db
     from app.models import Tenant

@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from app.actors import Actor
-from app.admin.services import grant_membership
+from app.admin.people import grant_membership
 from app.auth.services import create_user
 from app.extensions import db
 from app.models import Tenant

@@ -34,7 +34,11 @@ from app.access import (
     allow,
     install_access,
 )
-from app.admin import services as admin_services
+from app.admin import (
+    password_links as admin_password_links,
+    people as admin_people,
+    tenants as admin_tenants,
+)
 from app.admin.models import PasswordLinkPurpose
 from app.api.tokens import issue_token
 from app.approvals.links import issue_link
@@ -44,7 +48,7 @@ from app.audit.services import ChainReport, raise_alert, request_export
 from app.extensions import db
 from app.imports import services as import_services
 from app.outbox.models import OutboxMessage
-from app.policy import services as policy_services
+from app.policy import versions as policy_versions
 from app.queues.services import save_view
 from app.unit_of_work import commit
 from app.webhooks.models import WebhookDelivery
@@ -214,7 +218,7 @@ class World:
     @cached_property
     def password_link(self) -> str:
         invitee = self.make_user("invitee@example.com", [self.tenant], roles=("requester",))
-        token, _row = admin_services.issue_password_link(
+        token, _row = admin_password_links.issue_password_link(
             invitee, self.tenant.id, PasswordLinkPurpose.INVITATION.value)
         commit()
         return token
@@ -222,7 +226,7 @@ class World:
     @cached_property
     def pending_change(self) -> int:
         second = self.make_user("second.admin@example.com", [self.tenant], roles=("admin",))
-        change = admin_services.change_membership(actor(second), self.tenant, user=second,
+        change = admin_people.change_membership(actor(second), self.tenant, user=second,
                                                   roles=["admin", "approver"],
                                                   approval_limit="1000")
         commit()
@@ -238,7 +242,7 @@ class World:
 
     @cached_property
     def closure(self) -> int:
-        closure = admin_services.add_closure(self.act("admin"), self.tenant,
+        closure = admin_tenants.add_closure(self.act("admin"), self.tenant,
                                              first_day=date(2031, 12, 24),
                                              last_day=date(2031, 12, 26), reason="Shutdown")
         commit()
@@ -246,19 +250,19 @@ class World:
 
     @cached_property
     def logo(self):
-        admin_services.set_logo(self.act("admin"), self.tenant, PNG)
+        admin_tenants.set_logo(self.act("admin"), self.tenant, PNG)
         commit()
         return self.tenant.slug
 
     @cached_property
     def draft(self) -> int:
-        draft = policy_services.create_draft(self.act("admin"), self.tenant.id)
+        draft = policy_versions.create_draft(self.act("admin"), self.tenant.id)
         commit()
         return draft.id
 
     @cached_property
     def rule(self) -> int:
-        rule = policy_services.save_rule(
+        rule = policy_versions.save_rule(
             self.act("admin"), self.tenant.id, self.draft, rule_id=None, name="Small",
             condition="amount < 100", outcome="auto_approve")
         commit()

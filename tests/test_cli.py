@@ -223,7 +223,7 @@ def test_seed_demo_mix_holds_whenever_it_is_seeded(app, moment):
     from datetime import datetime
 
     from app.demo.seed import seed_demo
-    from app.sla.services import sla_due_at
+    from app.work.sla_clock import sla_due_at
 
     now = datetime.fromisoformat(moment)
     seed_demo(items=3000, now=now)

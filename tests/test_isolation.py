@@ -5,7 +5,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from app.admin.services import grant_membership
+from app.admin.people import grant_membership
 from app.approvals.services import approve_step
 from app.audit.models import AuditEvent
 from app.errors import NotFound, PermissionDenied

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
@@ -45,3 +46,86 @@ def test_routes_neither_commit_nor_roll_back():
                   for line, name in _calls(path)
                   if name.split(".")[-1] in ("commit", "rollback")]
     assert found == []
+
+
+def _imported_app_modules(path: Path, top_only: bool = False) -> list[tuple[int, str]]:
+    """(line, module) of every import of an app module in a file, at the top or (unless
+    `top_only`) in a function."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_only else ast.walk(tree)
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("app"):
+            if node.module == "app":
+                found += [(node.lineno, f"app.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names
+                      if alias.name.startswith("app.")]
+    return found
+
+
+def _top_name(module: str) -> str:
+    """The package (or module directly under app/) a module belongs to: app.work.ledger is
+    'work', app.jobs is 'jobs'."""
+    return module.split(".")[1]
+
+
+@lru_cache(maxsize=None)
+def _imports_of(name: str, top_only: bool = False) -> frozenset[str]:
+    """The packages and modules under app/ that the package or module `name` imports."""
+    target = APP / name
+    files = sorted(target.rglob("*.py")) if target.is_dir() else [APP / f"{name}.py"]
+    return frozenset({_top_name(module) for path in files if path.exists()
+                      for _line, module in _imported_app_modules(path, top_only)} - {name})
+
+
+def _reach(start: str, top_only: bool = False) -> set[str]:
+    """Every package and module under app/ that `start` imports, directly or through others
+    (counting imports inside functions unless `top_only`); `start` itself if it is imported
+    back."""
+    seen, todo = set(), list(_imports_of(start, top_only))
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imports_of(name, top_only)
+    return seen
+
+
+def _in_a_circle(top_only: bool) -> set[str]:
+    """The packages that import themselves back through others."""
+    names = {path.stem if path.suffix else path.name for path in APP.iterdir()
+             if (path.is_dir() and (path / "__init__.py").exists()) or path.suffix == ".py"}
+    names.discard("__init__")
+    return {name for name in names if name in _reach(name, top_only)}
+
+
+# The modules under app/ that everything may build on: they import nothing but one another.
+BASE = {"actors", "bulk", "errors", "extensions", "jobs", "models", "replica", "types",
+        "unit_of_work"}
+
+
+def test_the_outbox_imports_no_feature_package():
+    """The features register their handlers with the outbox; it names none of them."""
+    assert _reach("outbox") <= BASE
+
+
+def test_the_audit_trail_imports_nothing_above_the_base():
+    """The hash chain is written by everything; its pages, alert mail and commands live in
+    app/auditors, above it."""
+    assert _reach("audit") <= BASE | {"outbox"}
+
+
+def test_no_package_imports_itself_back_through_the_imports_at_the_top_of_modules():
+    assert _in_a_circle(top_only=True) == set()
+
+
+def test_the_circle_through_imports_inside_functions_does_not_grow():
+    """Counting the imports inside functions, these still reach one another in a circle
+    (the write path's late calls into the kinds, SLA and policy; the mail and web helpers
+    that features and kinds share); no other package may join them."""
+    assert _in_a_circle(top_only=False) <= {
+        "admin", "api", "approvals", "auth", "integrations", "mail", "policy", "queues", "web",
+        "webhooks", "work", "extensions", "replica"}

@@ -8,7 +8,7 @@ import re
 from sqlalchemy import select
 
 from app.actors import Actor
-from app.admin.services import require_admin
+from app.admin.access import require_admin
 from app.audit.services import record_event
 from app.errors import NotFound, ValidationFailed
 from app.extensions import db

@@ -12,9 +12,10 @@ from app.actors import Actor
 from app.audit.services import record_event
 from app.extensions import db
 from app.models import Tenant, WorkItem
-from app.sla.calendar import BusinessCalendar, calendar_for
+from app.outbox.services import register_handler
 from app.types import utcnow
 from app.work import ledger
+from app.work.calendar import BusinessCalendar, calendar_for
 from app.work.queries import open_items
 
 SYSTEM = Actor.system("calendar")
@@ -86,3 +87,7 @@ def _move(tenant: Tenant, rows, old: BusinessCalendar, new: BusinessCalendar, no
             .where(WorkItem.id.in_([c.item_id for c in changes if c.item_id not in done]),
                    open_items(), WorkItem.sla_due_at > now)).all()
     return moved
+
+
+# A tenant's business calendar changed: its open items' due times follow.
+register_handler(move_due_times, "tenant.calendar_changed")

@@ -7,11 +7,13 @@ from __future__ import annotations
 from flask import current_app
 
 from app.admin.models import PasswordLinkPurpose
-from app.admin.services import issue_password_link
-from app.mail.rendering import brand, render_mail
+from app.admin.password_links import issue_password_link
+from app.auth.sso import password_sign_in_refusal, sso_tenants_of
 from app.extensions import db
+from app.mail.rendering import brand, render_mail
 from app.mail.sending import already_sent, send_mail
 from app.models import Role, Tenant, User
+from app.outbox.services import register_handler
 from app.web import localtime
 
 
@@ -64,8 +66,6 @@ def mail_password_link(message) -> None:
 def _signs_in_through_sso_only(user: User) -> Tenant | None:
     """A tenant of the person's whose password sign-in is off (they are not one of its
     admins, who keep it as a way in), or None: a password reset would give them nothing."""
-    from app.auth.sso import password_sign_in_refusal, sso_tenants_of
-
     if password_sign_in_refusal(user) != "password sign-in off":
         return None
     tenants = sso_tenants_of(user)
@@ -75,8 +75,6 @@ def _signs_in_through_sso_only(user: User) -> Tenant | None:
 def _invited_into_sso_only(user: User, tenant: Tenant) -> bool:
     """Whether the tenant the person is invited into signs its people in through its provider
     only: a password would not let them in (its admins keep one, for break-glass)."""
-    from app.auth.sso import sso_tenants_of
-
     return (tenant in sso_tenants_of(user)
             and Role.ADMIN.value not in user.roles_in(tenant.id))
 
@@ -95,3 +93,7 @@ def _mail_single_sign_on_instead(user: User, tenant: Tenant, notice_key: str, *,
               html=render_mail("mail/sso_instead.html", **context),
               kind="invitation_sso" if invitation else "reset_sso_instead",
               notice_key=notice_key)
+
+
+# An invitation or a password reset: the worker issues the single-use link and mails it.
+register_handler(mail_password_link, "account.password_link")

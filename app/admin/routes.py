@@ -22,7 +22,15 @@ from flask_login import current_user, logout_user
 
 from app.access import allow, declare_access
 from app.admin import groups as groups_service
-from app.admin import services
+from app.admin import (
+    access,
+    deactivation,
+    delegation as delegation_service,
+    password_links,
+    people as people_service,
+    reporting_lines,
+    tenants as tenants_service,
+)
 from app.admin.forms import (
     BrandingForm,
     ClosureForm,
@@ -74,7 +82,7 @@ def _require_csrf(form) -> None:
 
 def _page(template: str, tenant=None, status: int = 200, **context):
     actor = current_actor()
-    return render_page(template, status=status, admin_tenants=services.admin_tenants(actor),
+    return render_page(template, status=status, admin_tenants=access.admin_tenants(actor),
                        tenant=tenant, **context)
 
 
@@ -85,23 +93,23 @@ def _page(template: str, tenant=None, status: int = 200, **context):
 @bp.get("/")
 def index():
     actor = current_actor()
-    tenants = services.admin_tenants(actor)
+    tenants = access.admin_tenants(actor)
     if not tenants:
         abort(403, "The admin area is for admins.")
-    pending = {t.id: len(services.pending_changes(actor, t)) for t in tenants}
+    pending = {t.id: len(people_service.pending_changes(actor, t)) for t in tenants}
     paused = Counter(sub.tenant_id for sub in paused_subscriptions(actor))
     return _page("admin/index.html", tenants=tenants, pending=pending, paused_counts=paused)
 
 
 def _tenant_form_defaults(form: TenantForm) -> None:
     form.calendar_country.choices = choices(
-        (code, f"{name} ({code})") for code, name in services.holiday_countries().items())
+        (code, f"{name} ({code})") for code, name in tenants_service.holiday_countries().items())
 
 
 @bp.route("/tenants/new", methods=["GET", "POST"])
 def new_tenant():
     actor = current_actor()
-    if not services.admin_tenants(actor):
+    if not access.admin_tenants(actor):
         abort(403, "Only admins can create tenants.")
     form = TenantForm()
     _tenant_form_defaults(form)
@@ -113,7 +121,7 @@ def new_tenant():
     else:
         _require_csrf(form)
         with refused(ValidationFailed) as refusal:
-            tenant = services.create_tenant(
+            tenant = tenants_service.create_tenant(
                 actor, slug=form.slug.data, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
@@ -125,14 +133,14 @@ def new_tenant():
             return redirect(url_for("admin.tenant", slug=tenant.slug), code=303)
     return _page("admin/tenant_settings.html", form=form, creating=True,
                  errors=form_errors(form, failed), failed=failed,
-                 timezones=sorted(services.timezone_names()),
+                 timezones=sorted(tenants_service.timezone_names()),
                  status=422 if failed else 200)
 
 
 @bp.route("/t/<slug>/", methods=["GET", "POST"])
 def tenant(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     form = TenantForm(obj=tenant if request.method == "GET" else None)
     _tenant_form_defaults(form)
     failed = None
@@ -141,7 +149,7 @@ def tenant(slug: str):
     else:
         _require_csrf(form)
         with refused(ValidationFailed) as refusal:
-            services.update_tenant(
+            tenants_service.update_tenant(
                 actor, tenant, name=form.name.data, currency=form.currency.data,
                 timezone=form.timezone.data, calendar_country=form.calendar_country.data,
                 working_days=form.working_days.data, work_start=form.work_start.data,
@@ -154,20 +162,20 @@ def tenant(slug: str):
             return redirect(url_for("admin.tenant", slug=slug), code=303)
     return _page("admin/tenant_settings.html", tenant=tenant, form=form, creating=False,
                  errors=form_errors(form, failed), failed=failed,
-                 timezones=sorted(services.timezone_names()),
+                 timezones=sorted(tenants_service.timezone_names()),
                  status=422 if failed else 200)
 
 
 @bp.route("/t/<slug>/sign-in", methods=["GET", "POST"])
 def sign_in_settings(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     form = SignInSettingsForm(obj=tenant if request.method == "GET" else None)
     failed = None
     if request.method == "POST":
         _require_csrf(form)
         with refused(ValidationFailed) as refusal:
-            services.update_sign_in_settings(
+            tenants_service.update_sign_in_settings(
                 actor, tenant, session_idle_minutes=form.session_idle_minutes.data,
                 session_max_hours=form.session_max_hours.data,
                 require_second_factor=form.require_second_factor.data,
@@ -184,7 +192,7 @@ def sign_in_settings(slug: str):
 @bp.route("/t/<slug>/single-sign-on", methods=["GET", "POST"])
 def single_sign_on(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     row = sso.settings_of(tenant.id)
     form = SingleSignOnForm(obj=row if request.method == "GET" else None)
     form.jit_role.choices = [(r, r) for r in sso.JIT_ROLES]
@@ -216,35 +224,35 @@ def single_sign_on(slug: str):
 @bp.route("/t/<slug>/branding", methods=["GET", "POST"])
 def branding(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     form = BrandingForm(obj=tenant if request.method == "GET" else None)
     failed = None
     if request.method == "POST":
         _require_csrf(form)
         upload = request.files.get("logo")
         with refused(ValidationFailed) as refusal:
-            services.update_branding(actor, tenant, brand_name=form.brand_name.data,
+            tenants_service.update_branding(actor, tenant, brand_name=form.brand_name.data,
                                      brand_color=form.brand_color.data)
             if upload and upload.filename:
                 # Read one byte past the limit: enough to know it is too large.
-                services.set_logo(actor, tenant,
-                                  upload.stream.read(services.MAX_LOGO_BYTES + 1))
+                tenants_service.set_logo(actor, tenant,
+                                  upload.stream.read(tenants_service.MAX_LOGO_BYTES + 1))
         if refusal:
             failed = refusal.error
         else:
             flash("Branding saved.", "success")
             return redirect(url_for("admin.branding", slug=slug), code=303)
     return _page("admin/branding.html", tenant=tenant, form=form, errors=form_errors(form, failed),
-                 failed=failed, max_logo_kb=services.MAX_LOGO_BYTES // 1024,
+                 failed=failed, max_logo_kb=tenants_service.MAX_LOGO_BYTES // 1024,
                  status=422 if failed else 200)
 
 
 @bp.post("/t/<slug>/branding/logo/remove")
 def remove_logo(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     _require_csrf(EmptyForm())
-    services.remove_logo(actor, tenant)
+    tenants_service.remove_logo(actor, tenant)
     flash("Logo removed.", "success")
     return redirect(url_for("admin.branding", slug=slug), code=303)
 
@@ -252,14 +260,14 @@ def remove_logo(slug: str):
 @bp.route("/t/<slug>/closures", methods=["GET", "POST"])
 def closures(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     form = ClosureForm()
     failed = None
     status = 200
     if request.method == "POST":
         if form.validate_on_submit():
             with refused(ValidationFailed) as refusal:
-                services.add_closure(actor, tenant, first_day=form.first_day.data,
+                tenants_service.add_closure(actor, tenant, first_day=form.first_day.data,
                                      last_day=form.last_day.data, reason=form.reason.data)
             if refusal:
                 failed = refusal.error
@@ -270,7 +278,7 @@ def closures(slug: str):
             abort(400)
         status = 422
     return _page("admin/closures.html", tenant=tenant, form=form,
-                 closures=services.closures_of(actor, tenant), errors=form_errors(form, failed),
+                 closures=tenants_service.closures_of(actor, tenant), errors=form_errors(form, failed),
                  status=status)
 
 
@@ -279,11 +287,11 @@ def closures(slug: str):
 def groups(slug: str, group_id: int | None = None):
     """Approver groups: the list, a new group, or one group's name and members."""
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     group = groups_service.group_for_admin(actor, tenant, group_id) if group_id else None
     form = GroupForm(data={"name": group.name, "members": sorted(group.member_ids)}
                      if group and request.method == "GET" else None)
-    members = [m for m in services.members_of(actor, tenant) if m.user.active]
+    members = [m for m in access.members_of(actor, tenant) if m.user.active]
     form.members.choices = choices((m.user_id, f"{m.user.name} ({m.user.email})")
                                    for m in members)
     failed = None
@@ -314,9 +322,9 @@ def groups(slug: str, group_id: int | None = None):
 @bp.post("/t/<slug>/closures/<int:closure_id>/remove")
 def remove_closure(slug: str, closure_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     _require_csrf(EmptyForm())
-    services.remove_closure(actor, tenant, closure_id)
+    tenants_service.remove_closure(actor, tenant, closure_id)
     flash("Closure removed.", "success")
     return redirect(url_for("admin.closures", slug=slug), code=303)
 
@@ -328,15 +336,15 @@ def remove_closure(slug: str, closure_id: int):
 @bp.get("/t/<slug>/people")
 def people(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    return _page("admin/people.html", tenant=tenant, members=services.members_of(actor, tenant),
-                 changes=services.pending_changes(actor, tenant))
+    tenant = access.tenant_for_admin(actor, slug)
+    return _page("admin/people.html", tenant=tenant, members=access.members_of(actor, tenant),
+                 changes=people_service.pending_changes(actor, tenant))
 
 
 @bp.route("/t/<slug>/people/new", methods=["GET", "POST"])
 def new_person(slug: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     form = PersonForm()
     failed = None
     status = 200
@@ -345,7 +353,7 @@ def new_person(slug: str):
         form.approval_limit.data = "0.00"
     elif form.validate_on_submit():
         with refused(ValidationFailed) as refusal:
-            user, invited = services.invite_user(
+            user, invited = people_service.invite_user(
                 actor, tenant, email=form.email.data, name=form.name.data,
                 roles=form.roles.data, approval_limit=form.approval_limit.data)
         if refusal:
@@ -374,14 +382,14 @@ def _person_page(actor, tenant, membership, form=None, delegation_form=None, fai
     if manager_form is None:
         manager_form = ManagerForm(formdata=None)
         manager_form.manager_id.data = membership.manager_id
-    pending = [c for c in services.pending_changes(actor, tenant)
+    pending = [c for c in people_service.pending_changes(actor, tenant)
                if c.user_id == membership.user_id]
     return _page("admin/person.html", tenant=tenant, m=membership, person=membership.user,
                  form=form, errors=form_errors(form, failed), dform=delegation_form,
                  derrors=form_errors(delegation_form, delegation_failed), pending=pending,
-                 colleagues=services.possible_delegates(tenant.id, membership.user_id),
+                 colleagues=delegation_service.possible_delegates(tenant.id, membership.user_id),
                  mform=manager_form, merrors=form_errors(manager_form, manager_failed),
-                 managers=services.possible_managers(tenant.id, membership.user_id),
+                 managers=reporting_lines.possible_managers(tenant.id, membership.user_id),
                  sso_link=sso.link_of(tenant.id, membership.user_id),
                  sso_settings=sso.settings_of(tenant.id), status=status)
 
@@ -400,14 +408,14 @@ def _delegation_form(membership) -> DelegationForm:
 @bp.route("/t/<slug>/people/<int:user_id>", methods=["GET", "POST"])
 def person(slug: str, user_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    membership = services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    membership = access.member_for_admin(actor, tenant, user_id)
     if request.method == "GET":
         return _person_page(actor, tenant, membership)
     form = MembershipForm()
     _require_csrf(form)
     with refused(ValidationFailed) as refusal:
-        result = services.change_membership(actor, tenant, user=membership.user,
+        result = people_service.change_membership(actor, tenant, user=membership.user,
                                             roles=form.roles.data,
                                             approval_limit=form.approval_limit.data)
     if refusal:
@@ -423,8 +431,8 @@ def person(slug: str, user_id: int):
 
 def _person_action(slug: str, user_id: int, action, done: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    access.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
     user = action(actor, tenant, user_id)
     flash(done.format(name=user.name), "success")
@@ -433,7 +441,7 @@ def _person_action(slug: str, user_id: int, action, done: str):
 
 @bp.post("/t/<slug>/people/<int:user_id>/deactivate")
 def deactivate(slug: str, user_id: int):
-    return _person_action(slug, user_id, services.deactivate_user,
+    return _person_action(slug, user_id, deactivation.deactivate_user,
                           "{name} is deactivated: signed out everywhere, claims released, open "
                           "steps routed to others.")
 
@@ -441,10 +449,10 @@ def deactivate(slug: str, user_id: int):
 @bp.post("/t/<slug>/people/<int:user_id>/remove")
 def remove_member(slug: str, user_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    access.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
-    user = services.remove_member(actor, tenant, user_id)
+    user = deactivation.remove_member(actor, tenant, user_id)
     flash(f"{user.name} is no longer a member of {tenant.display_name}.", "success")
     return redirect(url_for("admin.people", slug=slug), code=303)
 
@@ -452,8 +460,8 @@ def remove_member(slug: str, user_id: int):
 @bp.post("/t/<slug>/people/<int:user_id>/sso-unlink")
 def unlink_sso(slug: str, user_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    membership = services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    membership = access.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
     forgotten = sso.unlink_subject(actor, tenant, membership.user)
     if forgotten is None:
@@ -466,27 +474,27 @@ def unlink_sso(slug: str, user_id: int):
 
 @bp.post("/t/<slug>/people/<int:user_id>/reactivate")
 def reactivate(slug: str, user_id: int):
-    return _person_action(slug, user_id, services.reactivate_user, "{name} is active again.")
+    return _person_action(slug, user_id, deactivation.reactivate_user, "{name} is active again.")
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/reset-password")
 def reset_password(slug: str, user_id: int):
-    return _person_action(slug, user_id, services.request_password_reset,
+    return _person_action(slug, user_id, people_service.request_password_reset,
                           "A link to set a new password is on its way to {name}.")
 
 
 @bp.post("/t/<slug>/people/<int:user_id>/delegation")
 def delegation(slug: str, user_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    membership = services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    membership = access.member_for_admin(actor, tenant, user_id)
     form = DelegationForm()
     if not form.validate_on_submit():
         if "csrf_token" in form.errors:
             abort(400)
         return _person_page(actor, tenant, membership, delegation_form=form, status=422)
     with refused(ValidationFailed) as refusal:
-        services.set_delegation(actor, tenant.id, user_id, delegate_id=form.delegate_id.data,
+        delegation_service.set_delegation(actor, tenant.id, user_id, delegate_id=form.delegate_id.data,
                                 first_day=form.first_day.data, last_day=form.last_day.data,
                                 kinds=form.kinds.data, max_amount=form.max_amount.data)
     if refusal:
@@ -500,15 +508,15 @@ def delegation(slug: str, user_id: int):
 @bp.post("/t/<slug>/people/<int:user_id>/manager")
 def manager(slug: str, user_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    membership = services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    membership = access.member_for_admin(actor, tenant, user_id)
     form = ManagerForm()
     if not form.validate_on_submit():
         if "csrf_token" in form.errors:
             abort(400)
         return _person_page(actor, tenant, membership, manager_form=form, status=422)
     with refused(ValidationFailed) as refusal:
-        services.set_manager(actor, tenant, user_id, form.manager_id.data)
+        reporting_lines.set_manager(actor, tenant, user_id, form.manager_id.data)
     if refusal:
         error = refusal.error
         return _person_page(actor, tenant, membership, manager_form=form,
@@ -520,10 +528,10 @@ def manager(slug: str, user_id: int):
 @bp.post("/t/<slug>/people/<int:user_id>/delegation/clear")
 def clear_delegation(slug: str, user_id: int):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
-    services.member_for_admin(actor, tenant, user_id)
+    tenant = access.tenant_for_admin(actor, slug)
+    access.member_for_admin(actor, tenant, user_id)
     _require_csrf(EmptyForm())
-    services.clear_delegation(actor, tenant.id, user_id)
+    delegation_service.clear_delegation(actor, tenant.id, user_id)
     flash("Out of office ended.", "success")
     return redirect(url_for("admin.person", slug=slug, user_id=user_id), code=303)
 
@@ -540,13 +548,13 @@ def reject_change(slug: str, change_id: int):
 
 def _decide_change(slug: str, change_id: int, decision: str):
     actor = current_actor()
-    tenant = services.tenant_for_admin(actor, slug)
+    tenant = access.tenant_for_admin(actor, slug)
     _require_csrf(EmptyForm())
     if decision == "approve":
-        services.approve_change(actor, tenant, change_id)
+        people_service.approve_change(actor, tenant, change_id)
         flash("Change approved and in effect.", "success")
     else:
-        services.reject_change(actor, tenant, change_id)
+        people_service.reject_change(actor, tenant, change_id)
         flash("Change rejected.", "success")
     return redirect(url_for("admin.people", slug=slug), code=303)
 
@@ -710,7 +718,7 @@ def end_session(session_id: str):
 @allow(anonymous=True)
 def set_password(token: str):
     """Opening the link (GET) changes nothing (mail scanners open every link); the form posts."""
-    link = services.password_link(token)
+    link = password_links.password_link(token)
     form = SetPasswordForm()
     failed = None
     status = 200
@@ -718,7 +726,7 @@ def set_password(token: str):
         if form.validate_on_submit():
             with refused(ValidationFailed) as refusal:
                 # Signed in as the person (a reset while signed in): this session stays.
-                services.set_password_with_link(
+                password_links.set_password_with_link(
                     token, form.password.data, form.confirm.data, request.remote_addr,
                     request.user_agent.string,
                     keep_session_id=auth_services.session_id_of(current_user.get_id()))
@@ -737,12 +745,12 @@ def set_password(token: str):
 
 
 @account.route("/out-of-office", methods=["GET", "POST"])
-@allow(roles=services.DELEGATING_ROLES, methods=["POST"])  # anyone may look at it
+@allow(roles=delegation_service.DELEGATING_ROLES, methods=["POST"])  # anyone may look at it
 def out_of_office():
     actor = current_actor()
     memberships = sorted(
         (m for m in current_user.memberships
-         if m.role_set & services.DELEGATING_ROLES),
+         if m.role_set & delegation_service.DELEGATING_ROLES),
         key=lambda m: m.tenant.name)
     forms = {m.tenant_id: _delegation_form(m) for m in memberships}
     errors: dict[int, dict] = {}
@@ -750,14 +758,14 @@ def out_of_office():
     if request.method == "POST":
         form = DelegationForm()
         tenant_id = arg_id(request.form, "tenant_id")
-        services.delegation_membership(actor, tenant_id, actor.user_id)
+        delegation_service.delegation_membership(actor, tenant_id, actor.user_id)
         if not form.validate_on_submit():
             if "csrf_token" in form.errors:
                 abort(400)
             forms[tenant_id], errors[tenant_id], status = form, form_errors(form), 422
         else:
             with refused(ValidationFailed) as refusal:
-                services.set_delegation(actor, tenant_id, actor.user_id,
+                delegation_service.set_delegation(actor, tenant_id, actor.user_id,
                                         delegate_id=form.delegate_id.data,
                                         first_day=form.first_day.data,
                                         last_day=form.last_day.data, kinds=form.kinds.data,
@@ -770,26 +778,26 @@ def out_of_office():
                 return redirect(url_for("account.out_of_office"), code=303)
     return render_page("admin/out_of_office.html", status=status, memberships=memberships,
                        forms=forms, errors=errors,
-                       colleagues={m.tenant_id: services.possible_delegates(m.tenant_id,
+                       colleagues={m.tenant_id: delegation_service.possible_delegates(m.tenant_id,
                                                                             actor.user_id)
                                    for m in memberships})
 
 
 @account.post("/out-of-office/clear")
-@allow(roles=services.DELEGATING_ROLES)
+@allow(roles=delegation_service.DELEGATING_ROLES)
 def clear_out_of_office():
     actor = current_actor()
     tenant_id = arg_id(request.form, "tenant_id")
-    services.delegation_membership(actor, tenant_id, actor.user_id)
+    delegation_service.delegation_membership(actor, tenant_id, actor.user_id)
     _require_csrf(EmptyForm())
-    services.clear_delegation(actor, tenant_id, actor.user_id)
+    delegation_service.clear_delegation(actor, tenant_id, actor.user_id)
     flash("Welcome back: out of office ended.", "success")
     return redirect(url_for("account.out_of_office"), code=303)
 
 
 @account.get("/logo/<slug>")
 def logo(slug: str):
-    stored = services.logo_for_member(current_actor(), slug)
+    stored = tenants_service.logo_for_member(current_actor(), slug)
     response = Response(stored.data, mimetype=stored.content_type)
     response.headers["Cache-Control"] = "private, max-age=86400"
     response.headers["Content-Disposition"] = "inline"

@@ -17,7 +17,10 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from app.approvals.services import step_progress
+from app.approvals.wording import step_account
 from app.params import MAX_CURSOR, MONEY_PATTERN, check_money_text
+from app.work.attachments import item_attachments
 from app.work.kinds import RESOLUTION_CODES, SUBTYPES
 from app.work.states import ACTION_ROLES
 
@@ -361,8 +364,6 @@ def _money(value) -> str | None:
 def item_json(item, attachments: list | None = None) -> dict:
     """An item as the API and the webhooks show it (validated against ItemOut). `attachments`:
     its files when the caller read many items' at once (app.work.attachments.attachments_of)."""
-    from app.work.attachments import item_attachments
-
     if attachments is None:
         attachments = item_attachments(item.id)
     return ItemOut(
@@ -384,9 +385,6 @@ def item_json(item, attachments: list | None = None) -> dict:
 
 def step_json(step) -> StepOut:
     """A step with, for a parallel one, its members and their votes."""
-    from app.approvals.services import step_progress
-    from app.approvals.wording import step_account
-
     out = StepOut(position=step.position, role=step.role, state=step.state,
                   decided_at=step.decided_at,
                   approver=step.approver.email if step.approver_id and step.approver else None,

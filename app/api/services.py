@@ -14,14 +14,16 @@ from app.actors import Actor, ActorType
 from app.api.models import IdempotencyRecord
 from app.api.schemas import DecisionIn, ItemCreate, ItemQuery, ResubmitIn
 from app.audit.models import AuditEvent
+from app.audit.services import dialect_insert
 from app.errors import Conflict, DomainError, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import Membership, User, WorkItem
 from app.queues.filters import BadCursor, QueueFilters
 from app.types import utcnow
 from app.work.actions import perform
-from app.work.services import create_item
+from app.work.attachments import add_attachments
 from app.work.queries import get_item, scoped_items
+from app.work.services import create_item
 
 # Keys of an event's data that describe the staff member's browser, not the work.
 PRIVATE_EVENT_DATA = ("ip", "user_agent")
@@ -151,8 +153,6 @@ def resubmit_from_api(actor: Actor, item_id: int, body: ResubmitIn) -> WorkItem:
 
 def attach_from_api(actor: Actor, item_id: int, uploads: list, expected_version: int | None):
     """A source system's evidence for an item of its tenant (another tenant's is NotFound)."""
-    from app.work.attachments import add_attachments
-
     return add_attachments(actor, item_id, uploads, expected_version=expected_version)
 
 
@@ -181,8 +181,6 @@ def reserve_idempotency_key(actor: Actor, key: str, fingerprint: str
     request with the same key waits there until the first commits and then inserts nothing
     and replays the first answer (or, if the first rolled back, claims the key itself). No
     savepoint and no failed statement, so the transaction stays usable on both databases."""
-    from app.audit.services import dialect_insert
-
     claimed = db.session.execute(
         dialect_insert()(IdempotencyRecord)
         .values(tenant_id=actor.tenant_id, key=key, request_hash=fingerprint, status_code=0,

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 
 from app.actors import Actor
-from app.approvals.models import ApprovalAssignment
 from app.approvals.services import (
     APPROVING_ROLES,
     earlier_approvers,
@@ -19,6 +18,7 @@ from app.approvals.services import (
 )
 from app.extensions import db
 from app.models import (
+    ApprovalAssignment,
     ApprovalStep,
     ApproverGroup,
     ApproverGroupMember,
@@ -28,10 +28,10 @@ from app.models import (
     WorkItem,
 )
 from app.outbox.services import add_message
-from app.sla.calendar import calendar_for
 from app.types import utcnow
 from app.work import ledger
 from app.work.assignment import load_table
+from app.work.calendar import calendar_for
 from app.work.states import ApprovalState
 
 ESCALATION_BATCH = 500

@@ -15,10 +15,10 @@ from app.approvals.services import step_recipient, waiting_approvers
 from app.extensions import db
 from app.mail.models import SentMail
 from app.models import ApprovalStep, Tenant, User, WorkItem
-from app.sla.calendar import calendar_for
-from app.sla.services import sla_target
 from app.types import utcnow
 from app.unit_of_work import commit
+from app.work.calendar import calendar_for
+from app.work.sla_clock import sla_target
 
 BATCH = 500
 

@@ -30,12 +30,13 @@ from app.approvals.services import (
     step_progress,
 )
 from app.audit.services import record_event
-from app.auth.second_factor import FactorRefused, factor_required_in, verify_code
 from app.auth.passkeys import factor_methods
+from app.auth.second_factor import FactorRefused, factor_required_in, verify_code
 from app.errors import DomainError, NotFound, PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import ApprovalStep, StepState, User, WorkItem
 from app.types import utcnow
+from app.work.attachments import attachment_hashes
 from app.work.states import ApprovalState
 
 _SALT = "cleardesk.approval-link.v1"
@@ -116,8 +117,6 @@ def decision_facts(item: WorkItem) -> str:
     (a claim, a comment, a reassignment) does not change it; an amended amount or detail, or
     an evidence file added, does. (Files enter only when there are any, so links issued before
     items had files keep their fingerprints.)"""
-    from app.work.attachments import attachment_hashes
-
     facts = {"amount": str(item.amount), "currency": item.currency, "subtype": item.subtype,
              "counterparty": item.counterparty, "title": item.title,
              "details": item.details or {}}

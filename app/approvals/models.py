@@ -51,24 +51,6 @@ class ApprovalLinkToken(db.Model):
     used_by: Mapped[User | None] = relationship(foreign_keys=[used_by_id])
 
 
-class ApprovalAssignment(db.Model):
-    """Who a step was routed to when it opened: the approver it is mailed to (or, while they
-    are out of office, their delegate, who then decides on their behalf). Unlike a step's own
-    approver_id, which reserves the step for one person, a routed step stays in the queue for
-    any approver who may decide it."""
-
-    __tablename__ = "approval_assignments"
-
-    step_id: Mapped[int] = mapped_column(
-        ForeignKey("approval_steps.id", ondelete="CASCADE"), primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"),
-                                         index=True)
-    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    approver: Mapped[User] = relationship()
-
-
 class ApprovalStepMember(db.Model):
     """Who a parallel step waits on, fixed when the step opens (a group's members, or the
     holders of a role, less the requester and anyone who approved an earlier step): what

@@ -7,17 +7,17 @@ from flask import current_app
 from sqlalchemy import select
 
 from app.approvals.links import issue_link, link_url, step_up_threshold
-from app.approvals.models import ApprovalAssignment
 from app.approvals.services import named_approver_id, step_recipient, waiting_approvers
 from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.rendering import brand, money, render_mail
 from app.mail.sending import already_sent, send_mail
-from app.models import ApprovalStep, StepState, Tenant, User, WorkItem
+from app.models import ApprovalAssignment, ApprovalStep, StepState, Tenant, User, WorkItem
+from app.outbox.services import register_handler
+from app.policy.summary import item_summary
 from app.unit_of_work import commit
 from app.web import localtime
 from app.work.states import ApprovalState
-from app.work.summary import item_summary
 
 def send_step_mail(item: WorkItem, step: ApprovalStep, kind: str,
                    notice_key: str | None = None, member_id: int | None = None) -> bool:
@@ -118,3 +118,9 @@ def open_steps_of_pending_items():
                    | (ApprovalAssignment.approver_id.is_not(None))
                    | (ApprovalStep.need.is_not(None)),
                    WorkItem.state == ApprovalState.PENDING.value))
+
+
+# A step was given its approver (or the policy gave many first steps theirs): one email-link
+# request per step, to the approver or their delegate.
+register_handler(mail_step_assigned, "approval.step_assigned")
+register_handler(mail_steps_assigned, "approval.steps_assigned")

@@ -19,16 +19,16 @@ from app.approvals.links import (
     record_refusal,
     step_up_threshold,
 )
-from app.mail.rendering import brand, money
-from app.auth import passkeys
 from app.approvals.redaction import install_log_redaction
 from app.approvals.services import named_approver_id
+from app.auth import passkeys
 from app.errors import ValidationFailed
 from app.extensions import csrf, db
+from app.mail.rendering import brand, money
 from app.models import User
+from app.policy.summary import item_summary
 from app.unit_of_work import commit_now, refused
 from app.web import request_origin
-from app.work.summary import item_summary
 
 bp = Blueprint("approval_links", __name__, url_prefix="/a")
 declare_access(bp, anonymous=True)  # the link itself is the credential

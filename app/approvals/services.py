@@ -6,9 +6,12 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 
 from app.actors import Actor, ActorType
+from app.approvals.models import ApprovalLinkToken, ApprovalStepMember, ApprovalVote, RevokeReason
+from app.audit.services import record_event
 from app.errors import InvalidTransition, PermissionDenied, SegregationOfDuties, ValidationFailed
 from app.extensions import db
 from app.models import (
+    ApprovalAssignment,
     ApprovalStep,
     ApproverGroup,
     ApproverGroupMember,
@@ -21,24 +24,19 @@ from app.models import (
     WorkItem,
 )
 from app.outbox.services import add_message
-from app.approvals.models import (
-    ApprovalAssignment,
-    ApprovalLinkToken,
-    ApprovalStepMember,
-    ApprovalVote,
-    RevokeReason,
-)
 from app.types import money_text, utcnow
 from app.work import kinds, ledger
+from app.work.actions import register_actions
 from app.work.assignment import load_table
+from app.work.attachments import attach_files, check_uploads
 from app.work.money import clean_item_amounts
+from app.work.queries import get_item
 from app.work.services import (
     check_version,
     describe_user,
     require_action_role,
     transition,
 )
-from app.work.queries import get_item
 from app.work.states import ApprovalState, target_state
 
 
@@ -351,8 +349,6 @@ def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: d
     subtype's fields; the amendment is audited with before and after, and it changes the facts
     decided on, so no link sent before can decide it. Files sent with the answer are added in
     the same transaction (app.work.attachments)."""
-    from app.work.attachments import attach_files, check_uploads
-
     answer = (answer or "").strip()
     if not answer:
         raise ValidationFailed("Answer the question before resubmitting.",
@@ -371,6 +367,7 @@ def resubmit(actor: Actor, item_id: int, *, answer: str, amount=None, details: d
         attach_files(actor, item, list(files or ()))
     step = item.current_step()
     if before != item.state and step is not None:
+        # Imported here: app.approvals.escalation imports this module.
         from app.approvals.escalation import start_waiting
 
         # Its approver had nothing to decide while the question was out: the escalation
@@ -556,6 +553,7 @@ def assign_step_approver(item: WorkItem, step: ApprovalStep) -> int | None:
     delegate). A step reserved for someone goes to them; otherwise choose_approver picks; with
     nobody eligible it stays with the queue. Returns the approver's id, which the caller puts
     in the audit event of the change that opened the step. Never commits."""
+    # Imported here: app.approvals.escalation imports this module.
     from app.approvals.escalation import start_waiting
 
     excluded = earlier_approvers(item) | ({item.requester_id} if item.requester_id else set())
@@ -630,8 +628,6 @@ def open_parallel_step(item, step: ApprovalStep, excluded: set[int]) -> list[int
 
 
 def _fall_back(item, step: ApprovalStep, eligible: int, needed: int) -> None:
-    from app.audit.services import record_event
-
     who = step_who(step)
     step.role = step.fallback_role or Role.MANAGER.value
     record_event(Actor.system("routing"), "approval.step_fell_back", tenant_id=item.tenant_id,
@@ -685,3 +681,22 @@ def revoke_links(item: WorkItem, reason: RevokeReason) -> None:
                ApprovalLinkToken.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason.value)
     )
+
+
+def _perform(actor: Actor, item_id: int, action: str, given) -> WorkItem:
+    """An approval's action as app.work.actions.perform hands it over."""
+    v = given.expected_version
+    if action == "approve":
+        return approve_step(actor, item_id, comment=given.comment, expected_version=v)
+    if action == "reject":
+        return reject_approval(actor, item_id, reason=given.comment, expected_version=v)
+    if action == "request_info":
+        return request_info(actor, item_id, question=given.comment, expected_version=v)
+    if action == "resubmit":
+        return resubmit(actor, item_id, answer=given.comment, amount=given.amount,
+                        expected_version=v, files=given.files)
+    return withdraw(actor, item_id, comment=given.comment, expected_version=v)
+
+
+register_actions(Kind.APPROVAL.value,
+                 ("approve", "reject", "request_info", "resubmit", "withdraw"), _perform)

@@ -1,11 +1,18 @@
 """Approval routing in words, one way everywhere: the rule editor's live check, the item's step
 view, the decision receipt and the policy simulation all say what a step needs ("2 of the
 members of Regional controllers EMEA"), how it escalates, and what became of it, with these
-functions."""
+functions; and what an action on an item did, in the sentence the person who acted reads next.
+"""
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
+from app.approvals.services import named_approver_id, step_progress
+from app.extensions import db
+from app.models import ApproverGroup, Kind, StepState, User, WorkItem
+from app.types import tenant_time
+
+# How a message names the role a step waits on ("now waiting on a manager").
 ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
 OWNER_WORDS = {"account_owner_email": "the account owner",
                "cost_centre_owner_email": "the cost centre's owner",
@@ -14,9 +21,6 @@ OWNER_WORDS = {"account_owner_email": "the account owner",
 
 def step_spec(step) -> dict:
     """An approval step row as a policy step (the receipt's and the editor's dict)."""
-    from app.extensions import db
-    from app.models import ApproverGroup
-
     spec = {"role": step.role, "min_limit": step.min_limit}
     if step.need:
         spec["need"] = step.need
@@ -123,11 +127,6 @@ def step_needs(item, step, progress: dict | None = None) -> str:
 def step_account(item, step, progress: dict | None = None) -> str:
     """An item's step and what became of it: "Step 2: 2 of 3 members of Regional controllers
     EMEA — approved by Anna and Ben on 7 Dec 2026 10:04; escalated after 2 days to Mia"."""
-    from app.approvals.services import named_approver_id
-    from app.extensions import db
-    from app.models import User
-    from app.types import tenant_time
-
     tz = item.tenant.timezone
     head = f"Step {step.position}: {step_needs(item, step, progress)}"
     if progress is not None:
@@ -162,3 +161,48 @@ def step_account(item, step, progress: dict | None = None) -> str:
                     f"{user.name if user else 'someone'} (level {step.escalation_level} of "
                     f"{len(step.escalate_to or [])})")
     return f"{head} — {outcome}"
+
+
+# What an action on an item did, in the sentence the person who acted reads next.
+_DONE_WORDS = {"claim": "Claimed", "release": "Released", "reject": "Rejected",
+               "request_info": "Asked the requester about", "resubmit": "Resubmitted",
+               "withdraw": "Withdrew", "investigate": "Investigating", "resolve": "Resolved",
+               "wait_on_customer": "Waiting on the customer for", "escalate": "Escalated",
+               "review": "Reviewing", "accept": "Accepted", "partially_accept": "Partially accepted"}
+
+
+def outcome_message(item: WorkItem, action: str) -> str:
+    """What an action truly did, in a sentence the person who acted reads next: an approval
+    whose first of two steps was approved is not "approved"."""
+    ref = item.external_ref or f"#{item.id}"
+    if action in ("approve", "reject") and item.kind == Kind.APPROVAL.value \
+            and item.state == "pending":
+        vote = _vote_message(item, action, ref)
+        if vote:
+            return vote
+    if action == "approve" and item.kind == Kind.APPROVAL.value and item.state == "pending":
+        steps = sorted(item.steps, key=lambda s: s.position)
+        done = sum(1 for s in steps if s.state == StepState.APPROVED.value)
+        waiting = next((s for s in steps if s.state == StepState.OPEN.value), None)
+        who = ROLE_WORDS.get(waiting.role, waiting.role) if waiting else "the next step"
+        return f"Step {done} of {len(steps)} of {ref} approved — now waiting on {who}"
+    if action == "approve":
+        return f"Approved {ref}"
+    if action == "reassign":
+        return f"Reassigned {ref} to {item.assignee.name if item.assignee else 'nobody'}"
+    return f"{_DONE_WORDS.get(action, action.replace('_', ' ').capitalize())} {ref}"
+
+
+def _vote_message(item: WorkItem, action: str, ref: str) -> str | None:
+    """After a vote that left a parallel step open: what the vote did and what the step still
+    needs."""
+    step = item.current_step()
+    progress = step_progress(step) if step is not None else None
+    if progress is None:
+        return None
+    more = progress["more"]
+    needs = f"step {step.position} needs {more} more approval{'s' if more != 1 else ''}"
+    if action == "reject":
+        return (f"Your rejection of {ref} is counted; {needs}, and it is rejected once that "
+                "can no longer be met")
+    return f"Your approval of {ref} is counted — {needs}"

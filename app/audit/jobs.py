@@ -15,6 +15,8 @@ from app.audit import formats
 from app.audit.models import AuditEvent, AuditExport, ExportFormat, ExportStatus
 from app.audit.services import anchor_all, latest_anchor, record_event
 from app.extensions import db
+from app.jobs import DEFAULT_RETRY, enqueue, queue_name as deployment_queue, redis_connection
+from app.outbox.services import register_handler
 from app.replica import replica_engine
 from app.types import utcnow
 from app.unit_of_work import as_unit_of_work, commit
@@ -46,10 +48,8 @@ def export_job_id(queue_name: str, export_id: int) -> str:
 
 
 def _enqueue_export(export_id: int) -> None:
-    from app.jobs import DEFAULT_RETRY, enqueue, queue_name
-
     enqueue("app.audit.jobs.run_export", export_id,
-            job_id=export_job_id(queue_name(), export_id), retry=DEFAULT_RETRY,
+            job_id=export_job_id(deployment_queue(), export_id), retry=DEFAULT_RETRY,
             job_timeout=EXPORT_TIMEOUT)
 
 
@@ -65,8 +65,6 @@ def sweep_stale_exports() -> str:
     so the auditor sees it and can ask again. A job still queued or running is left alone."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
-
-    from app.jobs import queue_name as deployment_queue, redis_connection
 
     queue_name = deployment_queue()
     unfinished = db.session.scalars(
@@ -205,3 +203,7 @@ def anchor_chains() -> str:
     reports = anchor_all()
     broken = [r for r in reports if not r.ok]
     return f"anchored {len(reports) - len(broken)} chains, {len(broken)} broken"
+
+
+# The export job starts once the request that asked for it has committed.
+register_handler(start_export, "audit.export_requested")

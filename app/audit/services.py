@@ -29,6 +29,7 @@ from app.audit.models import (
     ExportFormat,
     ExportStatus,
 )
+from app.bulk import insert_rows
 from app.errors import InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant
@@ -184,8 +185,6 @@ def write_pending_events(session, pending: list[dict]) -> None:
                      .values(last_hash=prev_hash, prev_hash=events[-1]["prev_hash"]))
         if postgres and len(events) > _COPY_FROM:
             # A worker's batch: COPY is several times faster than INSERT for many rows.
-            from app.bulk import insert_rows
-
             insert_rows(AuditEvent.__table__, events)
             session.execute(move_head)
         else:

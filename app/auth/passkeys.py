@@ -37,6 +37,7 @@ from sqlalchemy import delete, select, update
 from app.actors import Actor
 from app.audit.services import record_event
 from app.auth.models import Passkey, PasskeyChallenge, SecondFactor
+from app.auth.second_factor import factor_of, factor_required
 from app.errors import InvalidTransition, NotFound, ValidationFailed
 from app.extensions import db
 from app.models import User
@@ -243,8 +244,6 @@ def register_passkey(actor: Actor, origin: str, name: str, response: dict) -> Pa
 def remove_passkey(actor: Actor, passkey_id: int) -> Passkey:
     """Remove one of the actor's passkeys. Refused when it is their last second factor and a
     tenant of theirs requires one."""
-    from app.auth.second_factor import factor_of, factor_required
-
     user = actor.user
     row = db.session.get(Passkey, passkey_id, with_for_update=True)
     if row is None or row.user_id != user.id:

@@ -271,6 +271,7 @@ def verify_code(actor: Actor, user: User, code: str, *, purpose: str,
     `passkey` (the browser's answer to app.auth.passkeys.assertion_options for this purpose)
     and the `origin` the request came to, a passkey of theirs. Returns "totp",
     "recovery_code" or "passkey"; raises FactorRefused. Both outcomes are audited."""
+    # Imported here: app.auth.passkeys imports this module.
     from app.auth.passkeys import PasskeyRefused, accept_assertion
 
     details = {"user_id": user.id, "purpose": purpose, **(data or {})}

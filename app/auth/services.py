@@ -19,10 +19,13 @@ from sqlalchemy.orm import lazyload
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
 from app.auth.models import SessionEndReason, UserSession
+from app.auth.passkeys import accept_sign_in, PasskeyRefused
 from app.auth.passwords import check_password, hash_password
+from app.auth.second_factor import enrolled_clause, FactorRefused, requirement_clause, verify_code
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import LoginThrottle, Membership, MembershipRole, Tenant, User
+from app.outbox.services import add_message
 from app.types import utcnow
 
 
@@ -117,6 +120,7 @@ def authenticate(email: str, password: str, ip: str | None, user_agent: str | No
         raise SignInRefused(GENERIC_REFUSAL)
     by_email.failures = 0
     by_email.locked_until = None
+    # Imported here: app.auth.sso imports this module.
     from app.auth.sso import password_sign_in_refusal
 
     refusal = password_sign_in_refusal(user)
@@ -143,8 +147,6 @@ class SecondFactorNeeded(Exception):
 
 
 def has_second_factor(user: User) -> bool:
-    from app.auth.second_factor import enrolled_clause
-
     return bool(db.session.scalar(select(enrolled_clause(user.id))))
 
 
@@ -154,8 +156,6 @@ def complete_sign_in(user_id: int, code: str, ip: str | None, user_agent: str | 
     (or a recovery code), or a passkey's answer (`passkey`, made for the `origin` the request
     came to), starts the session. Wrong codes and refused passkeys count as failed sign-ins
     of that email and lock it the same way. The caller commits, also on refusal."""
-    from app.auth.second_factor import FactorRefused, verify_code
-
     config = current_app.config
     now = utcnow()
     user = db.session.get(User, user_id)
@@ -198,7 +198,7 @@ def sign_in_with_passkey(response: dict, origin: str, ip: str | None,
     off (its admins, who have a factor, may). Failures count against the client address's
     throttle and lock it the same way; every outcome is audited. The caller commits, also on
     refusal."""
-    from app.auth.passkeys import PasskeyRefused, accept_sign_in
+    # Imported here: app.auth.sso imports this module.
     from app.auth.sso import password_sign_in_refusal
 
     config = current_app.config
@@ -269,8 +269,8 @@ def request_password_reset(email: str, ip: str | None, user_agent: str | None) -
     neither the answer nor its time tells whether an account has the address. At most
     RESET_MAX_PER_EMAIL requests per address and RESET_MAX_PER_IP per client address in
     RESET_WINDOW_SECONDS; ResetThrottled beyond. The caller commits, also on refusal."""
+    # Imported here: the admin package, above auth, imports it (its sessions).
     from app.admin.models import PasswordLinkPurpose
-    from app.outbox.services import add_message
 
     config = current_app.config
     now = utcnow()
@@ -365,7 +365,6 @@ def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] 
         user_id = int(user_id)
     except (AttributeError, ValueError):
         return None
-    from app.auth.second_factor import enrolled_clause, requirement_clause
 
     found = db.session.execute(
         select(User, UserSession, _strictest(Tenant.session_idle_minutes, user_id),

@@ -41,6 +41,7 @@ from app.actors import Actor, ActorType
 from app.audit.services import record_event
 from app.auth.models import SingleSignOnLink, TenantSingleSignOn, UserSession
 from app.auth.sealing import fernet
+from app.auth.services import find_user_by_email, has_second_factor, start_session
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant, User
@@ -155,8 +156,8 @@ def update_single_sign_on(actor: Actor, tenant: Tenant, *, enabled: bool, issuer
     after (the client secret only as "changed"). An empty secret keeps the stored one.
     Switching password sign-in off needs SSO on and the acting admin to have a second factor:
     admins with one keep password sign-in as the way in when the provider is down."""
-    from app.admin.services import require_admin
-    from app.auth.services import has_second_factor
+    # Imported here: the admin package, above auth, imports it.
+    from app.admin.access import require_admin
 
     require_admin(actor, tenant)
     row = settings_of(tenant.id)
@@ -245,8 +246,6 @@ def password_sign_in_refusal(user: User) -> str | None:
     """Why `user` may not sign in with a password, or None. A member of a tenant whose
     password sign-in is off must use its provider; that tenant's admins may (break-glass) if
     they have a second factor, which the password sign-in then asks for."""
-    from app.auth.services import has_second_factor
-
     off = db.session.scalars(select(TenantSingleSignOn).where(
         TenantSingleSignOn.tenant_id.in_([m.tenant_id for m in user.memberships] or [0]),
         TenantSingleSignOn.enabled.is_(True),
@@ -268,6 +267,7 @@ def _refuse_private(url: str, what: str) -> None:
     """The provider's URLs (the issuer an admin typed, and the endpoints its discovery names)
     must reach a public address: else a tenant admin could make Cleardesk fetch from its own
     network. Only SSO_ALLOW_HTTP_ISSUER (tests, a provider on this machine) lets them by."""
+    # Imported here: the webhooks package, above auth, imports it.
     from app.webhooks.services import is_public_address, resolve_host
 
     if _insecure_issuer_allowed():
@@ -550,8 +550,6 @@ def finish_sign_in(pending: PendingSignIn | None, args: dict, ip: str | None,
 
 def _sign_in(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, claims: dict, email: str,
              ip: str | None, user_agent: str | None) -> User:
-    from app.auth.services import find_user_by_email, start_session
-
     if claims.get("email_verified") not in (True, "true"):
         raise SingleSignOnRefused("Your organisation's sign-in service has not verified your "
                                   "email address, so Cleardesk cannot match it to a person.",
@@ -610,7 +608,8 @@ def _sign_in(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, claims: dict
 
 def _join_just_in_time(actor: Actor, tenant: Tenant, row: TenantSingleSignOn, email: str,
                        claims: dict) -> User:
-    from app.admin.services import grant_membership
+    # Imported here: the admin package, above auth, imports it.
+    from app.admin.people import grant_membership
 
     name = str(claims.get("name") or "").strip()[:200] or email.split("@")[0]
     user = User(email=email, name=name, password_hash=None)
@@ -659,7 +658,8 @@ def unlink_subject(actor: Actor, tenant: Tenant, user: User) -> SingleSignOnLink
     as `auth.sso_unlinked` with the subject): their next sign-in through the provider matches
     them again by verified email and links whatever subject it then names. None, changing
     nothing, when no subject is linked (a second click)."""
-    from app.admin.services import require_admin
+    # Imported here: the admin package, above auth, imports it.
+    from app.admin.access import require_admin
 
     require_admin(actor, tenant)
     link = link_of(tenant.id, user.id)

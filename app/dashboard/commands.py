@@ -8,6 +8,8 @@ import click
 from flask.cli import AppGroup
 
 from app.extensions import db
+from app.unit_of_work import commit
+from app.work.rollups import rebuild_rollups
 
 dashboard_cli = AppGroup("dashboard", help="Manager dashboard maintenance.")
 
@@ -15,9 +17,6 @@ dashboard_cli = AppGroup("dashboard", help="Manager dashboard maintenance.")
 @dashboard_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
     """Recompute the rollup tables in one transaction (readers see the old or the new)."""
-    from app.dashboard.rollups import rebuild_rollups
-    from app.unit_of_work import commit
-
     started = time.monotonic()
     result = rebuild_rollups(db.session)
     commit()

@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, cast, func, select
 
-from app.dashboard.models import open_due_rollups
 from app.dashboard.services import KIND_LABELS, RATE_WINDOW_DAYS, Dashboard, Scope
 from app.extensions import db
 from app.models import Priority
-from app.sla.calendar import calendar_for
-from app.sla.services import sla_target
 from app.types import utcnow
+from app.work.calendar import calendar_for
+from app.work.rollup_tables import open_due_rollups
+from app.work.sla_clock import sla_target
 
 HORIZON_HOURS = 24
 

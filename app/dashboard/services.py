@@ -17,12 +17,14 @@ from sqlalchemy import BigInteger, cast, func, literal_column, select
 
 from app import params
 from app.actors import Actor
-from app.dashboard.models import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
 from app.errors import PermissionDenied
 from app.extensions import db
-from app.models import Kind, Role, Tenant, User, WorkItem
+from app.models import ApprovalStep, Kind, Role, Tenant, User, WorkItem
 from app.types import utcnow
+from app.work.calendar import calendar_for
 from app.work.kinds import SUBTYPES
+from app.work.rollup_tables import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
+from app.work.rollups import turnaround_bucket
 
 MAX_DAYS = 366
 PRESETS = (7, 30, 90)
@@ -436,10 +438,6 @@ def step_turnaround(f: _Facts) -> list[Turnaround]:
     """Business hours from a step's opening (the previous step's decision, or the item's
     arrival) to its decision, by step type, for the approvals decided in the range."""
     from sqlalchemy.orm import aliased
-
-    from app.dashboard.rollups import turnaround_bucket
-    from app.models import ApprovalStep
-    from app.sla.calendar import calendar_for
 
     earlier = aliased(ApprovalStep)
     opened = func.coalesce(

@@ -15,7 +15,7 @@ from app.approvals.escalation import escalate_step
 from app.approvals.services import approve_step, reject_approval, request_info, withdraw
 from app.extensions import db
 from app.models import Tenant, User, WorkItem
-from app.policy.services import evaluate_items, policy_actor
+from app.policy.evaluation import evaluate_items, policy_actor
 from app.requests.services import submit_request
 from app.types import utcnow
 from app.unit_of_work import commit

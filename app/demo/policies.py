@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from app.types import jsonable
 from app.extensions import db
 from app.policy import engine
-from app.policy.services import step_dict
+from app.policy.evaluation import step_dict
 from app.models import ApproverGroup, ApproverGroupMember
 from app.policy.models import PolicyBudgetDay, PolicyDecision, PolicyRule, PolicyState, PolicyVersion
 

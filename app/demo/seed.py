@@ -34,7 +34,7 @@ from app.models import (
     User,
     WorkItem,
 )
-from app.sla.services import sla_due_at, sla_state_at, sla_target
+from app.work.sla_clock import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
 from app.work.ledger import issued_by_ledger
 from app.demo.policies import (
@@ -288,7 +288,7 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
         writer.flush()
     # The items went in by COPY, not one change at a time through the ledger: their rollups
     # are computed from them in one go.
-    from app.dashboard.rollups import rebuild_rollups
+    from app.work.rollups import rebuild_rollups
 
     rebuild_rollups(db.session)
     if writer.postgres:

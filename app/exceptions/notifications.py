@@ -16,6 +16,7 @@ from app.extensions import db
 from app.mail.models import SentMail
 from app.mail.sending import send_mail
 from app.models import Kind, Membership, Tenant, User, WorkItem
+from app.outbox.services import register_handler
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.web import localtime, subtype_label
@@ -158,3 +159,8 @@ def mail_assignment_notices(message) -> int:
         send_mail(**mail)
         commit()
     return len(mails)
+
+
+# Exceptions and disputes were given to people by someone else or by the policy, in one unit
+# of work: one "assigned to you" mail per assignee, listing their items.
+register_handler(mail_assignment_notices, "work.assigned")

@@ -7,8 +7,9 @@ from app.actors import Actor
 from app.errors import InvalidTransition, ValidationFailed
 from app.models import Kind, WorkItem
 from app.work import kinds
-from app.work.services import require_action_role, transition
+from app.work.actions import register_actions
 from app.work.queries import get_item
+from app.work.services import require_action_role, transition
 
 
 def _item_of(actor: Actor, item_id: int, kind: str) -> WorkItem:
@@ -63,3 +64,23 @@ def act_on_dispute(actor: Actor, item_id: int, action: str, *, comment: str | No
         values = {"adjustment_amount": adjustment}
     return transition(actor, item, action, comment=comment, expected_version=expected_version,
                       data=data, values=values)
+
+
+def _perform_on_exception(actor: Actor, item_id: int, action: str, given) -> WorkItem:
+    return act_on_exception(actor, item_id, action, comment=given.comment,
+                            resolution_code=given.resolution_code,
+                            expected_version=given.expected_version)
+
+
+def _perform_on_dispute(actor: Actor, item_id: int, action: str, given) -> WorkItem:
+    return act_on_dispute(actor, item_id, action, comment=given.comment,
+                          adjustment_amount=given.adjustment_amount,
+                          expected_version=given.expected_version)
+
+
+# What app.work.actions.perform hands over for these kinds.
+register_actions(Kind.BILLING_EXCEPTION.value,
+                 ("investigate", "resolve", "wait_on_customer", "escalate"), _perform_on_exception)
+register_actions(Kind.SETTLEMENT_DISPUTE.value,
+                 ("review", "accept", "reject", "partially_accept", "escalate"),
+                 _perform_on_dispute)

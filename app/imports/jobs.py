@@ -8,6 +8,8 @@ from app.errors import DomainError
 from app.extensions import db
 from app.imports import services
 from app.imports.models import ImportJob, ImportStatus
+from app.jobs import enqueue
+from app.outbox.services import register_handler
 from app.types import utcnow
 from app.unit_of_work import commit
 
@@ -15,8 +17,6 @@ from app.unit_of_work import commit
 def start_import(message) -> None:
     """Outbox handler of import.requested: queue the job (fixed id: queued once)."""
     from flask import current_app
-
-    from app.jobs import enqueue
 
     import_id = (message.payload or {})["import_id"]
     enqueue("app.imports.jobs.run_import", import_id,
@@ -62,3 +62,7 @@ def run_import(import_id: int) -> str:
         commit()
         raise  # RQ retries it (the rows made so far are found again, not made twice)
     return "succeeded"
+
+
+# A CSV import was confirmed: run it once that is committed.
+register_handler(start_import, "import.requested")

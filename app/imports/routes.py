@@ -11,6 +11,7 @@ from app.imports import services
 from app.imports.formats import FORMATS
 from app.imports.forms import ConfirmForm, UploadForm
 from app.integrations import chosen_tenant
+from app.models import Tenant
 from app.params import body_limit
 from app.unit_of_work import refused
 from app.web import current_actor, render_page
@@ -33,8 +34,6 @@ def _index(tenant, form, status=200):
 
 
 def _tenants(actor):
-    from app.models import Tenant
-
     ids = [t for t in actor.tenant_ids() if services.IMPORT_ROLES & actor.roles_in(t)]
     return sorted((db.session.get(Tenant, t) for t in ids), key=lambda t: t.name)
 

@@ -8,6 +8,7 @@ from app.actors import Actor
 from app.extensions import db
 from app.models import Role, Tenant
 from app.params import arg_id
+from app.web import current_tenant_id
 
 
 def admin_tenants(actor: Actor) -> list[Tenant]:
@@ -18,8 +19,6 @@ def admin_tenants(actor: Actor) -> list[Tenant]:
 def chosen_tenant(actor: Actor, roles=(Role.ADMIN.value,)) -> Tenant:
     """The tenant named by ?tenant= (or the form's tenant field), else the one chosen in the
     navigation, else the viewer's first; 403 unless the viewer has one of `roles` there."""
-    from app.web import current_tenant_id
-
     allowed = sorted(
         (t for t in actor.tenant_ids() if set(roles) & actor.roles_in(t)),
         key=lambda t: db.session.get(Tenant, t).name)

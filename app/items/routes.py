@@ -15,7 +15,8 @@ from app.queues.routes import queue_row_update
 from app.queues.queries import QUEUES, TEAM_PREFIX
 from app.unit_of_work import after_commit, refused
 from app.web import current_actor, render_page, wants_fragment
-from app.work.actions import outcome_message, perform
+from app.approvals.wording import outcome_message
+from app.work.actions import perform
 from app.work.attachments import (
     add_attachments,
     download_headers,

@@ -182,7 +182,7 @@ def routed_to(item: WorkItem) -> dict:
 def receipt_view(item: WorkItem) -> dict | None:
     """The policy's decision receipt of the item, as the detail pane shows it."""
     from app.policy.engine import HOLD_LABELS
-    from app.policy.services import decision_receipt
+    from app.policy.evaluation import decision_receipt
 
     receipt = decision_receipt(item.id)
     if receipt is None:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from app.actors import Actor
 from app.extensions import db
 from app.mail.models import SentMail
+from app.mail.sink import links_by_message_id, sink_log_path
 from app.models import Role
 
 PAGE_SIZE = 50
@@ -32,8 +33,6 @@ def _sink_links(mails) -> dict[str, tuple[str, ...]]:
     """In development only: each mail's links as the local sink caught them (the database
     keeps them redacted), so the demo's approval links can be opened from the page."""
     from flask import current_app
-
-    from app.mail.sink import links_by_message_id, sink_log_path
 
     path = sink_log_path()
     if current_app.config["APP_ENV"] != "development" or path is None or not mails:

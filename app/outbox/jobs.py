@@ -1,8 +1,6 @@
 """Jobs that deliver outbox messages to their handlers."""
 from __future__ import annotations
 
-from pydoc import locate
-
 from sqlalchemy import select
 
 from app.extensions import db
@@ -40,11 +38,11 @@ def deliver_message(message_id: int) -> str:
     batch = [message, *_pending_alike(message)] if postgresql else [message]
     for each in batch:
         each.attempts += 1
-    for path in HANDLERS.get(message.topic, []):
+    for handler in handlers_of(message.topic):
         if len(batch) > 1:
-            _handler(BATCH_HANDLERS[path])(batch)
+            BATCH_HANDLERS[handler](batch)
         else:
-            _handler(path)(message)
+            handler(message)
     now = utcnow()
     for each in batch:
         each.processed_at = now
@@ -52,19 +50,23 @@ def deliver_message(message_id: int) -> str:
     return "processed" if len(batch) == 1 else f"processed with {len(batch) - 1} more"
 
 
-def _handler(path: str):
-    handler = locate(path)
-    if handler is None:
-        raise LookupError(f"outbox handler {path} not found")
-    return handler
+def handlers_of(topic: str) -> list:
+    """The handlers registered for a topic. None is an error, not "nothing to do": a process
+    that did not load the module owning them would otherwise mark the message processed
+    unheard; so the delivery fails (RQ retries it, then keeps it in its failed registry) and the
+    message stays unprocessed for the sweep."""
+    handlers = HANDLERS.get(topic)
+    if not handlers:
+        raise LookupError(f"no outbox handler is registered for topic {topic!r} in this process")
+    return handlers
 
 
 def _pending_alike(message: OutboxMessage) -> list[OutboxMessage]:
     """Other unprocessed messages of the message's topic and tenant, oldest first, that no
     other job holds, locked for this one; none unless every handler of the topic has a batch
     form."""
-    paths = HANDLERS.get(message.topic, [])
-    if not paths or any(path not in BATCH_HANDLERS for path in paths):
+    handlers = HANDLERS.get(message.topic, [])
+    if not handlers or any(handler not in BATCH_HANDLERS for handler in handlers):
         return []
     tenant = (OutboxMessage.tenant_id.is_(None) if message.tenant_id is None
               else OutboxMessage.tenant_id == message.tenant_id)

@@ -2,82 +2,36 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
 
-from app.types import jsonable
+from app.bulk import insert_rows
 from app.extensions import db
+from app.jobs import DEFAULT_RETRY, in_flight, queue_of_topic
 from app.outbox.models import OutboxMessage
+from app.types import jsonable
 from app.types import utcnow
 from app.unit_of_work import register_relay, unit_of_work
 
 log = logging.getLogger(__name__)
 
-# topic -> dotted paths of functions taking (message) and run by the worker, in order.
-# Later capabilities (policy evaluation, mail, webhooks) add their handlers here.
-HANDLERS: dict[str, list[str]] = {
-    # The policy engine decides or routes a new approval; source systems hear of it.
-    "item.created": ["app.policy.jobs.evaluate_arrival", "app.webhooks.services.fan_out"],
-    # Source systems hear of every decision; an approval's requester is told its outcome.
-    "item.state_changed": ["app.webhooks.services.fan_out",
-                           "app.requests.notifications.mail_requester_outcome"],
-    # A comment mentioned members: each is mailed it.
-    "item.mentioned": ["app.requests.notifications.mail_mentioned"],
-    # An approver asked for information: the requester is mailed the question, and a source
-    # system hears it (it answers with POST /api/v1/items/{id}/resubmit).
-    "item.info_requested": ["app.requests.notifications.mail_info_requested",
-                            "app.webhooks.services.fan_out"],
-    # A step of a multi-step approval was approved (the item stays pending): source systems.
-    "item.step_approved": ["app.webhooks.services.fan_out"],
-    # Many items created at once (an import): {"item_ids": [...]}, evaluated and fanned out
-    # as a batch; subscribers still get one item.created event per item.
-    "items.created": ["app.policy.jobs.evaluate_arrivals", "app.webhooks.services.fan_out"],
-    # The policy decided many items at once: {"changes": [{"item_id", "from", "to", "action"}]},
-    # fanned out as one item.state_changed event per item.
-    "items.state_changed": ["app.webhooks.services.fan_out",
-                            "app.requests.notifications.mail_requester_outcome"],
-    # The export job starts once the request that asked for it has committed.
-    "audit.export_requested": ["app.audit.jobs.start_export"],
-    # A periodic verification failed: the admins' banner reads the alert row; mail them too.
-    "audit.verification_failed": ["app.audit.notifications.mail_verification_failed"],
-    # A step was given its approver: mail them (or their delegate) an email-link request.
-    "approval.step_assigned": ["app.approvals.notifications.mail_step_assigned"],
-    # The policy gave many first steps their approvers at once: one request mail per step.
-    "approval.steps_assigned": ["app.approvals.notifications.mail_steps_assigned"],
-    # An open item breached its SLA (it has been escalated): mail its tenant's managers.
-    # (No longer written: the SLA digest replaces it; kept for messages already queued.)
-    "sla.breached": ["app.sla.notifications.mail_sla_breached"],
-    # An open item turned at risk: mail its tenant's managers. (Likewise replaced.)
-    "sla.at_risk": ["app.sla.notifications.mail_sla_at_risk"],
-    # An SLA sweep escalated items: one digest mail per manager of the tenants concerned.
-    "sla.digest": ["app.sla.notifications.mail_sla_digest"],
-    # Webhook deliveries committed and due now: queue their attempts.
-    "webhook.delivery_due": ["app.webhooks.jobs.enqueue_due"],
-    # A webhook was paused after repeated failures: mail the tenant's admins.
-    "webhook.paused": ["app.webhooks.jobs.mail_admins_paused"],
-    # A CSV import was confirmed: run it once that is committed.
-    "import.requested": ["app.imports.jobs.start_import"],
-    # An invitation or a password reset: the worker issues the single-use link and mails it.
-    "account.password_link": ["app.admin.notifications.mail_password_link"],
-    # A tenant's business calendar changed: its open items' due times follow.
-    "tenant.calendar_changed": ["app.admin.jobs.move_due_times"],
-    # Exceptions and disputes were given to people by someone else or by the policy, in one
-    # unit of work: one "assigned to you" mail per assignee, listing their items.
-    "work.assigned": ["app.exceptions.notifications.mail_assignment_notices"],
-}
+# topic -> the functions taking (message) that the worker runs for it, in order, and, under a
+# backlog, the batch form of each (below). The modules that own them register them
+# (`register_handler`), so the outbox, below every feature, imports none of them; create_app
+# loads those modules, so every process that builds the app (web, `flask worker`, tests) has the
+# whole table.
+HANDLERS: dict[str, list[Callable]] = {}
 
 # Under a backlog one delivery job takes up to BATCH_MESSAGES pending messages of its topic and
 # tenant together (PostgreSQL, skipping those another job holds; their own jobs then find them
-# processed): each handler named here has a form that takes the list of messages and does for
-# all of them at once what it does for each (one policy batch for many arrivals, one queueing
-# of webhook deliveries). Only topics whose every handler has such a form are taken together.
-BATCH_HANDLERS: dict[str, str] = {
-    "app.policy.jobs.evaluate_arrival": "app.policy.jobs.evaluate_arrivals_together",
-    "app.webhooks.services.fan_out": "app.webhooks.services.fan_out_together",
-    "app.webhooks.jobs.enqueue_due": "app.webhooks.jobs.enqueue_due_together",
-}
+# processed): a handler registered with a batch form (one that takes the list of messages and
+# does for all of them at once what the handler does for each: one policy batch for many
+# arrivals, one queueing of webhook deliveries) is run so. Only topics whose every handler has
+# such a form are taken together.
+BATCH_HANDLERS: dict[Callable, Callable] = {}
 BATCH_MESSAGES = 200
 RELAY_CHUNK = 500
 # A message relayed this long ago but still not processed is relayed again by the sweep, unless
@@ -87,10 +41,34 @@ RELAY_CHUNK = 500
 RELAY_STALE_AFTER = timedelta(seconds=20)
 
 
+def register_handler(handler: Callable, *topics: str, batch: Callable | None = None,
+                     first: bool = False) -> Callable:
+    """Have the worker run `handler` for each message of `topics` (and `batch` for several of
+    them taken together). Handlers that only tell of a change run in the order they were
+    registered; one that changes the item itself (the policy deciding an arrival) is registered
+    `first`, so that those telling of the item see it decided. Registering again changes
+    nothing (a module imported twice)."""
+    for topic in topics:
+        handlers = HANDLERS.setdefault(topic, [])
+        if handler in handlers:
+            continue
+        if first:
+            handlers.insert(0, handler)
+        else:
+            handlers.append(handler)
+    if batch is not None:
+        BATCH_HANDLERS[handler] = batch
+    return handler
+
+
+def _require_handler(topic: str) -> None:
+    if topic not in HANDLERS:
+        raise ValueError(f"unknown outbox topic {topic!r}: no handler is registered for it")
+
+
 def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessage:
     """Queue a side effect in the current transaction; it leaves only if the transaction commits."""
-    if topic not in HANDLERS:
-        raise ValueError(f"unknown outbox topic {topic!r}")
+    _require_handler(topic)
     message = OutboxMessage(topic=topic, payload=jsonable(payload), tenant_id=tenant_id)
     db.session.add(message)
     unit_of_work().add_outbox(message)
@@ -100,10 +78,7 @@ def add_message(topic: str, payload: dict, tenant_id: int | None) -> OutboxMessa
 def add_messages(topic: str, payloads: list[dict], tenant_id: int | None) -> list[int]:
     """add_message for a batch (a worker deciding many items): one INSERT for all, and only
     their ids kept for the relay after commit."""
-    from app.bulk import insert_rows
-
-    if topic not in HANDLERS:
-        raise ValueError(f"unknown outbox topic {topic!r}")
+    _require_handler(topic)
     if not payloads:
         return []
     now = utcnow()
@@ -125,8 +100,6 @@ def relay(messages: list) -> int:
     known = dict(m for m in messages if isinstance(m, tuple))
     message_ids = [m[0] if isinstance(m, tuple) else m for m in messages]
     from rq import Queue
-
-    from app.jobs import DEFAULT_RETRY, in_flight, queue_of_topic
 
     relayed: list[int] = []
     queued = 0

@@ -8,6 +8,7 @@ from wtforms import HiddenField, IntegerField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from app.auth.forms import PASSKEY_ANSWER_LENGTH
+from app.errors import ValidationFailed
 from app.models import Kind, Priority
 
 OUTCOMES = [("auto_approve", "Auto-approve"), ("steps", "Approval steps"),
@@ -102,8 +103,6 @@ def parse_points(text: str, what: str) -> dict[str, str]:
     """"LATAM=15, APAC=5" -> {"LATAM": "15", "APAC": "5"}."""
     from decimal import Decimal, InvalidOperation
 
-    from app.errors import ValidationFailed
-
     out: dict[str, str] = {}
     for part in (text or "").split(","):
         part = part.strip()
@@ -126,7 +125,7 @@ def points_text(points: dict | None) -> str:
 
 
 def step_line(step: dict) -> str:
-    """One step as the editor writes it (app.policy.services.clean_steps reads it back)."""
+    """One step as the editor writes it (app.policy.versions.clean_steps reads it back)."""
     limit = f" >= {step['min_limit']}" if step.get("min_limit") not in (None, "0", "0.00") \
         or not (step.get("need") or step.get("field")) else ""
     if step.get("need"):

@@ -7,7 +7,8 @@ import time
 from flask import current_app
 
 from app.extensions import db
-from app.policy.services import evaluate_items, policy_actor, undecided_receipts
+from app.outbox.services import register_handler
+from app.policy.evaluation import evaluate_items, policy_actor, undecided_receipts
 from app.unit_of_work import commit
 
 
@@ -61,3 +62,9 @@ def sweep_undecided(batch: int | None = None, max_seconds: float | None = None) 
             decided += sum(evaluate_items(policy_actor(tenant_id), item_ids).values())
         commit()
     return decided
+
+
+# The policy decides or routes new approvals before anyone hears of them (first: the webhooks'
+# item.created event then carries the decided item).
+register_handler(evaluate_arrival, "item.created", batch=evaluate_arrivals_together, first=True)
+register_handler(evaluate_arrivals, "items.created", first=True)

@@ -16,8 +16,8 @@ from app.errors import DomainError, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant
 from app.params import arg_id
-from app.policy import forms, services, simulation
-from app.policy.models import PolicyVersion
+from app.policy import forms, simulation, versions
+from app.policy.models import PolicyKillSwitch, PolicyVersion
 from app.policy.rules import FIELDS_BY_KIND, KIND_WORDS, TYPE_WORDS, check_condition
 from app.types import utcnow
 from app.unit_of_work import commit_now, refused
@@ -64,12 +64,12 @@ def _admin_tenants(actor) -> list[int]:
 
 def _chosen_tenant(actor, requested: int | None):
     if requested:
-        return services.require_policy_admin(actor, requested)
+        return versions.require_policy_admin(actor, requested)
     admin_of = _admin_tenants(actor)
     if not admin_of:
         raise PermissionDenied("The policy pages are for admins.")
     working = current_tenant_id()
-    return services.require_policy_admin(actor, working if working in admin_of else admin_of[0])
+    return versions.require_policy_admin(actor, working if working in admin_of else admin_of[0])
 
 
 @legacy.get("/")
@@ -81,7 +81,7 @@ def legacy_overview():
 @legacy.get("/<int:tenant_id>/versions/<int:policy_id>")
 @legacy.get("/<int:tenant_id>/versions/<int:policy_id>/simulation")
 def legacy_version(tenant_id: int, policy_id: int):
-    services.get_version(current_actor(), tenant_id, policy_id)  # theirs, or 403/404
+    versions.get_version(current_actor(), tenant_id, policy_id)  # theirs, or 403/404
     endpoint = "policy.simulate" if request.path.endswith("/simulation") else "policy.version"
     return redirect(url_for(endpoint, tenant_id=tenant_id, policy_id=policy_id,
                             **request.args.to_dict()), code=301)
@@ -91,13 +91,12 @@ def legacy_version(tenant_id: int, policy_id: int):
 def overview(tenant_id: int):
     actor = current_actor()
     tenant = _chosen_tenant(actor, tenant_id or -1)
-    versions = db.session.scalars(select(PolicyVersion).where(
+    history = db.session.scalars(select(PolicyVersion).where(
         PolicyVersion.tenant_id == tenant.id).order_by(PolicyVersion.version.desc())).all()
-    from app.policy.models import PolicyKillSwitch
 
     return render_page(
-        "policy/overview.html", tenant=tenant, versions=versions,
-        in_force=PolicyVersion.in_force(tenant.id), draft=services.open_draft(tenant.id),
+        "policy/overview.html", tenant=tenant, versions=history,
+        in_force=PolicyVersion.in_force(tenant.id), draft=versions.open_draft(tenant.id),
         switch=db.session.get(PolicyKillSwitch, tenant.id), now=utcnow(),
         admin_tenants=[db.session.get(type(tenant), t) for t in _admin_tenants(actor)],
         kill_form=forms.KillSwitchForm(formdata=None), lines=simulation.version_lines,
@@ -105,7 +104,7 @@ def overview(tenant_id: int):
 
 
 def _version_page(actor, tenant_id: int, policy_id: int, status: int = 200, **extra):
-    policy = services.get_version(actor, tenant_id, policy_id)
+    policy = versions.get_version(actor, tenant_id, policy_id)
     base = (db.session.get(PolicyVersion, policy.based_on_id) if policy.based_on_id
             else None)
     settings = forms.SettingsForm(formdata=None, data={
@@ -134,7 +133,7 @@ def _rule_form_context() -> dict:
     """What the rule form needs to show each kind its own fields and outcomes."""
     return dict(fields_by_kind=FIELDS_BY_KIND, kind_words=KIND_WORDS, type_words=TYPE_WORDS,
                 rule_kinds=forms.RULE_KINDS, outcome_labels=dict(forms.OUTCOMES),
-                outcomes_by_kind=services.OUTCOMES_BY_KIND, rule_inputs=forms.RULE_INPUTS,
+                outcomes_by_kind=versions.OUTCOMES_BY_KIND, rule_inputs=forms.RULE_INPUTS,
                 case_roles=forms.CASE_ROLES, sla_priorities=forms.SLA_PRIORITIES)
 
 
@@ -150,7 +149,7 @@ def simulate(tenant_id: int, policy_id: int):
     days = form.days.data if form.validate() and form.days.data else 90
     result = simulation.simulate(actor, tenant_id, policy_id, days)
     if wants_fragment():
-        policy = services.get_version(actor, tenant_id, policy_id)
+        policy = versions.get_version(actor, tenant_id, policy_id)
         return render_page("policy/version.html", "simulation", sim=result, policy=policy,
                            tenant=policy.tenant, routing_words=simulation.routing_words)
     return _version_page(actor, tenant_id, policy_id, sim=result)
@@ -159,7 +158,7 @@ def simulate(tenant_id: int, policy_id: int):
 @bp.post("/check")
 def check(tenant_id: int):
     """Live validation of a condition as it is typed (htmx)."""
-    services.require_policy_admin(current_actor(), tenant_id)
+    versions.require_policy_admin(current_actor(), tenant_id)
     form = forms.ConditionForm()
     form.validate()
     kind = form.kind.data if form.kind.data in FIELDS_BY_KIND else "approval"
@@ -172,7 +171,7 @@ def check_steps(tenant_id: int):
     """Live validation of a rule's steps as they are typed (htmx)."""
     form = forms.StepsForm()
     form.validate()
-    error, steps, warnings = services.check_steps(current_actor(), tenant_id,
+    error, steps, warnings = versions.check_steps(current_actor(), tenant_id,
                                                   form.steps.data or "")
     return render_page("policy/_steps_check.html", error=error, steps=steps, warnings=warnings)
 
@@ -184,10 +183,10 @@ def rule_form(tenant_id: int, policy_id: int):
     checked against that kind; without JS, the whole page with the form's values kept.
     Changes nothing."""
     actor = current_actor()
-    policy = services.get_version(actor, tenant_id, policy_id)
+    policy = versions.get_version(actor, tenant_id, policy_id)
     form = forms.RuleForm()
     form.validate()
-    values = forms.rule_values_for_kind(form.data, services.OUTCOMES_BY_KIND)
+    values = forms.rule_values_for_kind(form.data, versions.OUTCOMES_BY_KIND)
     form_id = request.form.get("form_id", "")
     if not forms.RULE_FORM_ID.fullmatch(form_id):
         raise ValidationFailed("Unknown rule form.", {"form_id": "unknown form"})
@@ -212,7 +211,7 @@ def _checked(condition: str, kind: str) -> tuple[str | None, list[str]]:
 
 @bp.post("/drafts")
 def new_draft(tenant_id: int):
-    draft = services.create_draft(current_actor(), tenant_id)
+    draft = versions.create_draft(current_actor(), tenant_id)
     flash(f"Draft version {draft.version} created.", "success")
     return redirect(url_for("policy.version", tenant_id=tenant_id, policy_id=draft.id), code=303)
 
@@ -229,7 +228,7 @@ def save_rule(tenant_id: int, policy_id: int):
     form.validate()
     rule_id = int(form.rule_id.data) if (form.rule_id.data or "").isdigit() else None
     with refused(ValidationFailed) as refusal:
-        services.save_rule(actor, tenant_id, policy_id, rule_id=rule_id, name=form.name.data,
+        versions.save_rule(actor, tenant_id, policy_id, rule_id=rule_id, name=form.name.data,
                            condition=form.condition.data, outcome=form.outcome.data,
                            steps_text=form.steps.data or "", queue=form.queue.data,
                            kind=form.kind.data or "approval",
@@ -247,7 +246,7 @@ def save_rule(tenant_id: int, policy_id: int):
 
 @bp.post("/versions/<int:policy_id>/rules/<int:rule_id>/delete")
 def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
-    services.delete_rule(current_actor(), tenant_id, policy_id, rule_id)
+    versions.delete_rule(current_actor(), tenant_id, policy_id, rule_id)
     flash("Rule deleted.", "success")
     return _back(tenant_id, policy_id, "#rules")
 
@@ -255,7 +254,7 @@ def delete_rule(tenant_id: int, policy_id: int, rule_id: int):
 @bp.post("/versions/<int:policy_id>/rules/<int:rule_id>/move")
 def move_rule(tenant_id: int, policy_id: int, rule_id: int):
     direction = -1 if request.form.get("direction") == "up" else 1
-    services.move_rule(current_actor(), tenant_id, policy_id, rule_id, direction)
+    versions.move_rule(current_actor(), tenant_id, policy_id, rule_id, direction)
     return _back(tenant_id, policy_id, "#rules")
 
 
@@ -276,7 +275,7 @@ def save_settings(tenant_id: int, policy_id: int):
     with refused(ValidationFailed) as refusal:
         if errors:
             raise ValidationFailed("Some settings are not valid.", errors)
-        services.save_settings(
+        versions.save_settings(
             actor, tenant_id, policy_id, max_auto_amount=form.max_auto_amount.data,
             daily_auto_count=form.daily_auto_count.data,
             daily_auto_amount=form.daily_auto_amount.data,
@@ -293,21 +292,21 @@ def save_settings(tenant_id: int, policy_id: int):
 
 @bp.post("/versions/<int:policy_id>/submit")
 def submit(tenant_id: int, policy_id: int):
-    services.submit_version(current_actor(), tenant_id, policy_id)
+    versions.submit_version(current_actor(), tenant_id, policy_id)
     flash("Submitted: another admin can now activate it.", "success")
     return _back(tenant_id, policy_id)
 
 
 @bp.post("/versions/<int:policy_id>/return")
 def return_to_draft(tenant_id: int, policy_id: int):
-    services.withdraw_version(current_actor(), tenant_id, policy_id)
+    versions.withdraw_version(current_actor(), tenant_id, policy_id)
     flash("Back to draft.", "success")
     return _back(tenant_id, policy_id)
 
 
 @bp.post("/versions/<int:policy_id>/discard")
 def discard(tenant_id: int, policy_id: int):
-    services.discard_draft(current_actor(), tenant_id, policy_id)
+    versions.discard_draft(current_actor(), tenant_id, policy_id)
     flash("Draft discarded.", "success")
     return redirect(url_for("policy.overview", tenant_id=tenant_id), code=303)
 
@@ -331,10 +330,10 @@ def activate(tenant_id: int, policy_id: int):
     actor = current_actor()
     form = forms.ActivateForm()
     form.validate()
-    tenant = services.require_policy_admin(actor, tenant_id)
+    tenant = versions.require_policy_admin(actor, tenant_id)
     try:
         when = _parse_local(form.effective_from.data, tenant.timezone)
-        policy = services.activate_version(
+        policy = versions.activate_version(
             actor, tenant_id, policy_id, when, code=form.code.data, origin=request_origin(),
             passkey=passkeys.parse_answer(form.passkey.data) if form.passkey.data else None)
     except FactorRefused as factor_refused:
@@ -353,7 +352,7 @@ def activation_passkey_options(tenant_id: int, policy_id: int):
     """The options for the browser to step up with a passkey before activating (JSON, for
     app/static/passkeys.js); keeps a new challenge for the signed-in admin."""
     actor = current_actor()
-    services.get_version(actor, tenant_id, policy_id)  # an admin of this tenant's version
+    versions.get_version(actor, tenant_id, policy_id)  # an admin of this tenant's version
     with refused(DomainError, passkeys.PasskeyRefused) as refusal:
         options = passkeys.assertion_options(actor.user, request_origin(), "step_up_policy")
     if refusal:
@@ -369,7 +368,7 @@ def kill_switch(tenant_id: int):
     form.validate()
     engage = form.engage.data == "on"
     with refused(ValidationFailed) as refusal:
-        services.set_kill_switch(actor, tenant_id, engage, form.reason.data or "")
+        versions.set_kill_switch(actor, tenant_id, engage, form.reason.data or "")
     if refusal:
         error = refusal.error
         flash(error.message, "error")

@@ -15,15 +15,13 @@ from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import Kind, WorkItem
 from app.policy import engine
+from app.policy.evaluation import kill_switch_engaged, rejections_by_counterparty, step_dict
+from app.policy.forms import step_line
 from app.policy.models import PolicyDecision, PolicyVersion
 from app.policy.rules import KIND_WORDS
-from app.policy.services import (
-    kill_switch_engaged,
-    get_version,
-    rejections_by_counterparty,
-    require_policy_admin,
-)
+from app.policy.versions import get_version, require_policy_admin
 from app.types import utcnow
+from app.work.queries import open_items, scoped_items
 
 MAX_DAYS = 365
 MAX_ITEMS = 50000
@@ -214,8 +212,6 @@ def _simulate_cases(result: Simulation, compiled: engine.CompiledPolicy, tenant_
 def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
     """Open items of the QA sample's team queue, oldest first (the admin's glance at it; the
     QA role works it in the queue pages)."""
-    from app.work.queries import open_items, scoped_items
-
     require_policy_admin(actor, tenant_id)
     return db.session.execute(
         scoped_items(actor).with_only_columns(
@@ -228,15 +224,13 @@ def qa_queue(actor: Actor, tenant_id: int, limit: int = 50) -> list:
 
 
 def _steps_words(steps) -> str:
-    from app.policy.forms import step_line
-
     return ", then ".join(step_line(s).replace(">=", "≥") for s in steps or [])
 
 
 def routing_words(steps, currency: str | None = None) -> str:
     """A chain the engine chose, in the words the item page and the receipt use."""
+    # Imported here: the approvals package imports the policy's (its mails' item summary).
     from app.approvals.wording import steps_words
-    from app.policy.services import step_dict
 
     return steps_words([step_dict(s) for s in steps], currency)
 

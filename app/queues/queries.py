@@ -10,8 +10,9 @@ from sqlalchemy import exists, false, func, or_, select, text, true
 
 from app.actors import Actor
 from app.extensions import db
-from app.approvals.models import ApprovalAssignment, ApprovalStepMember, ApprovalVote
+from app.approvals.models import ApprovalStepMember, ApprovalVote
 from app.models import (
+    ApprovalAssignment,
     ApprovalStep,
     Kind,
     Membership,
@@ -625,7 +626,7 @@ def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
 def _counter_rows(tenant_ids: list[int]) -> list[tuple]:
     """The open-item counters of these tenants: (tenant, kind, assignee or 0, team queue or
     '', items). A few rows per person and queue, whatever the number of items."""
-    from app.dashboard.models import queue_count_rollups as q
+    from app.work.rollup_tables import queue_count_rollups as q
 
     if not tenant_ids:
         return []

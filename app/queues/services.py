@@ -11,7 +11,8 @@ from app.errors import DomainError, NotFound, ValidationFailed
 from app.extensions import db
 from app.queues.models import SavedView
 from app.unit_of_work import savepoint
-from app.work.actions import outcome_message, perform
+from app.approvals.wording import outcome_message
+from app.work.actions import perform
 
 BULK_ACTIONS = {"approve": "Approve", "release": "Release", "reassign": "Reassign",
                 "claim": "Claim"}

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.mail.rendering import brand, money, render_mail
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.mail.models import SentMail
+from app.mail.rendering import brand, money, render_mail
 from app.mail.sending import send_mail
 from app.models import Kind, User, WorkItem
+from app.outbox.services import register_handler
 from app.policy.models import PolicyDecision
+from app.policy.summary import item_summary
 from app.unit_of_work import commit
-from app.work.summary import item_summary
 
 OUTCOMES = {"approved": "approved", "rejected": "rejected", "expired": "expired"}
 
@@ -136,3 +137,10 @@ def mail_mentioned(message) -> int:
         commit()
         sent += 1
     return sent
+
+
+# An approval's requester is told its outcome and asked the approver's question; the members a
+# comment mentioned are mailed it.
+register_handler(mail_requester_outcome, "item.state_changed", "items.state_changed")
+register_handler(mail_info_requested, "item.info_requested")
+register_handler(mail_mentioned, "item.mentioned")

@@ -11,15 +11,14 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import selectinload
 
 from app.actors import Actor
-from app.approvals.models import ApprovalAssignment
+from app.approvals.wording import ROLE_WORDS
 from app.errors import ValidationFailed
 from app.extensions import db
-from app.models import ApprovalStep, Kind, StepState, User, WorkItem
+from app.models import ApprovalAssignment, ApprovalStep, Kind, StepState, User, WorkItem
 from app.work import kinds
-from app.work.actions import ROLE_WORDS
 from app.work.attachments import Upload, attach_files, check_uploads
-from app.work.services import create_item
 from app.work.queries import scoped_items
+from app.work.services import create_item
 
 SOURCE_SYSTEM = "cleardesk"
 _KEY = re.compile(r"^[0-9a-f]{32}$")

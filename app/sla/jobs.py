@@ -11,13 +11,16 @@ from collections import defaultdict
 from sqlalchemy import select
 
 from app.actors import Actor
+from app.approvals.escalation import escalate_waiting_steps
 from app.extensions import db
 from app.models import SlaState, Tenant, WorkItem
-from app.sla.services import escalate_breach, queue_sla_digest, record_notices, sla_state_at
+from app.policy.evaluation import expire_overdue
+from app.sla.services import escalate_breach, queue_sla_digest, record_notices
 from app.types import utcnow
 from app.unit_of_work import as_unit_of_work, commit
 from app.work import ledger
 from app.work.queries import open_items
+from app.work.sla_clock import sla_state_at
 
 SYSTEM = Actor.system("sla")
 
@@ -67,8 +70,6 @@ def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
         commit()
         last_id = rows[-1].id
     # Approval steps waiting past their window escalate to their next level.
-    from app.approvals.escalation import escalate_waiting_steps
-
     last_step = 0
     while last_step is not None:
         escalated, last_step = escalate_waiting_steps(SYSTEM, now, last_step)
@@ -76,8 +77,6 @@ def refresh_sla_states(batch: int = 5000) -> dict[str, int]:
             counts["escalated_steps"] += escalated
         commit()
     # Approvals nobody decided within their policy's expiry are closed as expired.
-    from app.policy.services import expire_overdue
-
     while (expired := expire_overdue(SYSTEM, now)):
         counts["expired"] += expired
         commit()

@@ -11,16 +11,17 @@ from flask import current_app
 from sqlalchemy import exists, select
 from sqlalchemy.orm import selectinload
 
-from app.mail.rendering import DEFAULT_BRAND_COLOR, brand, render_mail
 from app.auth.services import people_with_role
 from app.extensions import db
 from app.mail.models import SentMail
+from app.mail.rendering import DEFAULT_BRAND_COLOR, brand, render_mail
 from app.mail.sending import send_mail
 from app.models import Role, Tenant, User, WorkItem
+from app.outbox.services import register_handler
+from app.policy.summary import item_summary
 from app.sla.models import SlaNotice
 from app.unit_of_work import commit
 from app.work.states import OPEN_STATES
-from app.work.summary import item_summary
 
 # Items listed per tenant and level in one digest; the rest are a link to the queue.
 DIGEST_LIST_LIMIT = 50
@@ -136,3 +137,11 @@ def mail_sla_digest(message) -> int:
         commit()
         sent += 1
     return sent
+
+
+# An SLA sweep escalated items: one digest mail per manager of the tenants concerned.
+# sla.breached and sla.at_risk are no longer written (the digest replaces them); their handlers
+# stay for messages already queued.
+register_handler(mail_sla_digest, "sla.digest")
+register_handler(mail_sla_breached, "sla.breached")
+register_handler(mail_sla_at_risk, "sla.at_risk")

@@ -1,84 +1,17 @@
-"""SLA targets and states in business time. The tenant's policy in force sets the targets per
-kind and priority; where it names none, these defaults apply."""
+"""What the SLA sweep does to an item that has just breached: its priority raised, its work
+handed to the least loaded colleague, the managers told in one digest."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from sqlalchemy import event
-from sqlalchemy.orm import Session
-
-from app.models import Kind, Priority, SlaState
+from app.extensions import db
+from app.models import Membership, MembershipRole, Priority, SlaState, User
+from app.outbox.services import add_message
+from app.sla.models import SlaNotice
 from app.types import utcnow
-from app.sla.calendar import calendar_for
-
-# Business hours to resolve, per kind, at normal priority.
-DEFAULT_TARGETS = {
-    Kind.APPROVAL.value: timedelta(hours=8),
-    Kind.BILLING_EXCEPTION.value: timedelta(hours=16),
-    Kind.SETTLEMENT_DISPUTE.value: timedelta(hours=24),
-}
-PRIORITY_FACTOR = {
-    Priority.URGENT.value: 0.25,
-    Priority.HIGH.value: 0.5,
-    Priority.NORMAL.value: 1.0,
-    Priority.LOW.value: 2.0,
-}
-# An item is at risk once this share of its target is used.
-AT_RISK_SHARE = 0.75
-
-
-_CACHE_KEY = "cleardesk_policy_sla_targets"
-
-
-def policy_targets(tenant) -> dict:
-    """The SLA targets ({kind: {priority: hours}}) of the tenant's policy in force, read once
-    per transaction."""
-    from sqlalchemy.orm import object_session
-
-    from app.extensions import db
-    from app.policy.models import PolicyVersion
-
-    if tenant.id is None:  # not saved yet: no policy can name it
-        return {}
-    session = object_session(tenant) or db.session()
-    cache = session.info.setdefault(_CACHE_KEY, {})
-    if tenant.id not in cache:
-        policy = PolicyVersion.in_force(tenant.id)
-        cache[tenant.id] = dict(policy.sla_targets or {}) if policy is not None else {}
-    return cache[tenant.id]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_targets(session, transaction):
-    session.info.pop(_CACHE_KEY, None)
-
-
-def sla_target(kind: str, priority: str, tenant=None) -> timedelta:
-    """Business time to resolve: the tenant policy's target if it sets one, else the default."""
-    if tenant is not None:
-        hours = (policy_targets(tenant).get(kind) or {}).get(priority)
-        if hours not in (None, ""):
-            return timedelta(hours=float(hours))
-    return DEFAULT_TARGETS[kind] * PRIORITY_FACTOR.get(priority, 1.0)
-
-
-def sla_due_at(tenant, kind: str, priority: str, start: datetime) -> datetime:
-    """When an item arriving at `start` is due, in the tenant's business time."""
-    return calendar_for(tenant).add(start, sla_target(kind, priority, tenant))
-
-
-def sla_state_at(tenant, kind: str, priority: str, due: datetime, now: datetime) -> str:
-    """On track, at risk (most of the target used) or breached, for an open item at `now`."""
-    if now >= due:
-        return SlaState.BREACHED.value
-    left = calendar_for(tenant).between(now, due)
-    if left <= sla_target(kind, priority, tenant) * (1 - AT_RISK_SHARE):
-        return SlaState.AT_RISK.value
-    return SlaState.ON_TRACK.value
-
-
-# ---------------------------------------------------------------------------------------------
-# Escalation: what the SLA sweep does to an item that has just breached.
+from app.work import ledger
+from app.work.assignment import least_loaded, loads
+from app.work.assignment_notices import note_assignment
+from app.work.queries import get_item
+from app.work.states import WORKER_ROLES
 
 PRIORITY_ORDER = (Priority.LOW.value, Priority.NORMAL.value, Priority.HIGH.value,
                   Priority.URGENT.value)
@@ -95,11 +28,6 @@ def least_loaded_colleague(item) -> int | None:
     out of office), other than its current assignee, with the least load (app.work.assignment:
     then the lowest id): where a breached item is moved when the tenant asks for it."""
     from sqlalchemy import select
-
-    from app.extensions import db
-    from app.models import Membership, MembershipRole, User
-    from app.work.assignment import least_loaded, loads
-    from app.work.states import WORKER_ROLES
 
     works_the_kind = select(MembershipRole.membership_id).where(
         MembershipRole.role.in_(WORKER_ROLES[item.kind]))
@@ -118,9 +46,6 @@ def record_notices(rows: list[tuple[int, int, str]]) -> None:
     """(tenant id, item id, level) of items that turned at risk or breached: noted for the
     managers' digest at the end of the sweep (queue_sla_digest), each item once per level.
     In the caller's transaction, never commits."""
-    from app.extensions import db
-    from app.sla.models import SlaNotice
-
     if not rows:
         return
     table = SlaNotice.__table__
@@ -143,10 +68,6 @@ def queue_sla_digest() -> int | None:
     message id, or None when there is nothing new."""
     from sqlalchemy import select, update
 
-    from app.extensions import db
-    from app.outbox.services import add_message
-    from app.sla.models import SlaNotice
-
     table = SlaNotice.__table__
     query = (select(table.c.id).where(table.c.digest_message_id.is_(None))
              .order_by(table.c.id))
@@ -168,10 +89,6 @@ def escalate_breach(actor, item_id: int) -> dict:
     move it to the least-loaded colleague; record what changed and note it for its managers'
     digest. The caller (the SLA sweep) calls it once per breach: the sweep marks the breach and
     escalates in one transaction, and a second sweep finds nothing new."""
-    from app.work import ledger
-    from app.work.assignment_notices import note_assignment
-    from app.work.queries import get_item
-
     item = get_item(actor, item_id)
     change = {"sla_due_at": item.sla_due_at, "from_priority": item.priority,
               "to_priority": raised_priority(item.priority)}

@@ -12,9 +12,13 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import func, select
 
-from app.extensions import db
 from app.auth.services import people_with_role
+from app.extensions import db
+from app.jobs import in_flight, queue_of_job
+from app.mail.models import SentMail
+from app.mail.sending import send_mail
 from app.models import Role, Tenant
+from app.outbox.services import register_handler
 from app.types import utcnow
 from app.unit_of_work import commit
 from app.webhooks import services
@@ -32,8 +36,6 @@ def delivery_job_id(delivery_pk: int, attempts: int) -> str:
 
 def enqueue_delivery(delivery: WebhookDelivery, delay_seconds: float = 0) -> None:
     from datetime import timedelta
-
-    from app.jobs import queue_of_job
 
     queue = queue_of_job("app.webhooks.jobs.deliver_webhook")
     job_id = delivery_job_id(delivery.id, delivery.attempts)
@@ -233,8 +235,6 @@ def _enqueue_batches(firsts: list[int]) -> int:
     how many jobs it queued."""
     from rq import Queue
 
-    from app.jobs import in_flight, queue_of_job
-
     if not firsts:
         return 0
     attempts = dict(db.session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts).where(
@@ -276,8 +276,6 @@ def retry_due_deliveries() -> int:
 
 def mail_admins_paused(message) -> None:
     """Outbox handler of webhook.paused: mail each admin of the tenant, once per pause."""
-    from app.mail.sending import send_mail
-
     sub = db.session.get(WebhookSubscription, (message.payload or {}).get("subscription_id"))
     if sub is None or sub.status != SubscriptionStatus.PAUSED.value:
         return
@@ -307,12 +305,13 @@ def _escape(value: str) -> str:
 
 
 def _sent_mail_id():
-    from app.mail.models import SentMail
-
     return SentMail.id
 
 
 def _sent_mail_key():
-    from app.mail.models import SentMail
-
     return SentMail.notice_key
+
+
+# Webhook deliveries committed and due now are queued; a paused webhook is mailed to admins.
+register_handler(enqueue_due, "webhook.delivery_due", batch=enqueue_due_together)
+register_handler(mail_admins_paused, "webhook.paused")

@@ -16,11 +16,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from app.actors import Actor, ActorType
+from app.api.schemas import item_json
 from app.audit.services import record_event
+from app.bulk import insert_rows
 from app.errors import NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Role, Tenant, WorkItem
-from app.outbox.services import add_message
+from app.outbox.services import add_message, register_handler
 from app.types import utcnow
 from app.webhooks.models import (
     DeliveryStatus,
@@ -28,6 +30,7 @@ from app.webhooks.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from app.work.attachments import attachments_of
 
 # Outbox topics a subscription can ask for; each decision is an item.state_changed.
 EVENTS = {
@@ -377,13 +380,10 @@ def _deliveries_of(message) -> list[int]:
     else:
         parts = [(payload.get("item_id"), {k: v for k, v in payload.items() if k != "item_id"})]
     item_ids = [item_id for item_id, _extra in parts]
-    from app.api.schemas import item_json
-    from app.bulk import insert_rows
 
     items = {item.id: item for item in db.session.scalars(
         select(WorkItem).where(WorkItem.id.in_([i for i in item_ids if i is not None]))
         .options(selectinload(WorkItem.steps)))}
-    from app.work.attachments import attachments_of
 
     files = attachments_of(list(items))
     shown = {item_id: item_json(item, files[item_id]) for item_id, item in items.items()}
@@ -501,3 +501,9 @@ def oldest_due_per_subscription() -> list[int]:
     return list(db.session.scalars(
         select(func.min(WebhookDelivery.id)).where(*_due(utcnow()))
         .group_by(WebhookDelivery.subscription_id)))
+
+
+# Source systems hear of new items, decisions, approved steps and questions to requesters.
+register_handler(fan_out, "item.created", "item.state_changed", "item.info_requested",
+                 "item.step_approved", "items.created", "items.state_changed",
+                 batch=fan_out_together)

@@ -2,12 +2,35 @@
 the CLI alike; it routes to the kind's service function, which holds the rules."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from app.actors import Actor
-from app.approvals import services as approvals
-from app.errors import InvalidTransition
-from app.exceptions import services as exceptions
-from app.models import Kind, StepState, WorkItem
+from app.errors import InvalidTransition, ValidationFailed
+from app.models import WorkItem
 from app.work import services as work
+
+
+@dataclass(frozen=True)
+class Given:
+    """What came with an action, for the kind's function to take what it needs."""
+
+    comment: str | None
+    resolution_code: str | None
+    adjustment_amount: object
+    expected_version: int | None
+    amount: object
+    files: list | None
+
+
+# kind -> action -> the kind's function doing it, called as (actor, item_id, action, given).
+# The kinds register theirs (`register_actions`), so this module, below them, names none.
+KIND_ACTIONS: dict[str, dict[str, Callable[..., WorkItem]]] = {}
+
+
+def register_actions(kind: str, actions: tuple[str, ...],
+                     handler: Callable[..., WorkItem]) -> None:
+    KIND_ACTIONS.setdefault(kind, {}).update(dict.fromkeys(actions, handler))
 
 
 def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = None,
@@ -16,8 +39,6 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
             amount=None, files: list | None = None) -> WorkItem:
     """`files` (evidence, app.work.attachments.Upload) go only with a requester's answer."""
     if files and action != "resubmit":
-        from app.errors import ValidationFailed
-
         raise ValidationFailed("Add files with the Add files button, or with your answer.",
                                {"files": "not taken with this action"})
     if action == "claim":
@@ -27,73 +48,9 @@ def perform(actor: Actor, item_id: int, action: str, *, comment: str | None = No
     if action == "reassign":
         return work.reassign_item(actor, item_id, assignee_id or 0, expected_version)
     item = work.get_item(actor, item_id)
-    v = expected_version
-    if item.kind == Kind.APPROVAL.value:
-        if action == "approve":
-            return approvals.approve_step(actor, item_id, comment=comment, expected_version=v)
-        if action == "reject":
-            return approvals.reject_approval(actor, item_id, reason=comment, expected_version=v)
-        if action == "request_info":
-            return approvals.request_info(actor, item_id, question=comment, expected_version=v)
-        if action == "resubmit":
-            return approvals.resubmit(actor, item_id, answer=comment, amount=amount,
-                                      expected_version=v, files=files)
-        if action == "withdraw":
-            return approvals.withdraw(actor, item_id, comment=comment, expected_version=v)
-    elif item.kind == Kind.BILLING_EXCEPTION.value:
-        if action in ("investigate", "resolve", "wait_on_customer", "escalate"):
-            return exceptions.act_on_exception(actor, item_id, action, comment=comment,
-                                               resolution_code=resolution_code,
-                                               expected_version=v)
-    elif item.kind == Kind.SETTLEMENT_DISPUTE.value:
-        if action in ("review", "accept", "reject", "partially_accept", "escalate"):
-            return exceptions.act_on_dispute(actor, item_id, action, comment=comment,
-                                             adjustment_amount=adjustment_amount,
-                                             expected_version=v)
+    handler = KIND_ACTIONS.get(item.kind, {}).get(action)
+    if handler is not None:
+        return handler(actor, item_id, action, Given(
+            comment=comment, resolution_code=resolution_code, adjustment_amount=adjustment_amount,
+            expected_version=expected_version, amount=amount, files=files))
     raise InvalidTransition(f"'{action}' is not an action on {item.kind_label.lower()}s.")
-
-
-# How a message names the role a step waits on ("now waiting on a manager").
-ROLE_WORDS = {"approver": "an approver", "manager": "a manager"}
-_DONE_WORDS = {"claim": "Claimed", "release": "Released", "reject": "Rejected",
-               "request_info": "Asked the requester about", "resubmit": "Resubmitted",
-               "withdraw": "Withdrew", "investigate": "Investigating", "resolve": "Resolved",
-               "wait_on_customer": "Waiting on the customer for", "escalate": "Escalated",
-               "review": "Reviewing", "accept": "Accepted", "partially_accept": "Partially accepted"}
-
-
-def outcome_message(item: WorkItem, action: str) -> str:
-    """What an action truly did, in a sentence the person who acted reads next: an approval
-    whose first of two steps was approved is not "approved"."""
-    ref = item.external_ref or f"#{item.id}"
-    if action in ("approve", "reject") and item.kind == Kind.APPROVAL.value \
-            and item.state == "pending":
-        vote = _vote_message(item, action, ref)
-        if vote:
-            return vote
-    if action == "approve" and item.kind == Kind.APPROVAL.value and item.state == "pending":
-        steps = sorted(item.steps, key=lambda s: s.position)
-        done = sum(1 for s in steps if s.state == StepState.APPROVED.value)
-        waiting = next((s for s in steps if s.state == StepState.OPEN.value), None)
-        who = ROLE_WORDS.get(waiting.role, waiting.role) if waiting else "the next step"
-        return f"Step {done} of {len(steps)} of {ref} approved — now waiting on {who}"
-    if action == "approve":
-        return f"Approved {ref}"
-    if action == "reassign":
-        return f"Reassigned {ref} to {item.assignee.name if item.assignee else 'nobody'}"
-    return f"{_DONE_WORDS.get(action, action.replace('_', ' ').capitalize())} {ref}"
-
-
-def _vote_message(item: WorkItem, action: str, ref: str) -> str | None:
-    """After a vote that left a parallel step open: what the vote did and what the step still
-    needs."""
-    step = item.current_step()
-    progress = approvals.step_progress(step) if step is not None else None
-    if progress is None:
-        return None
-    more = progress["more"]
-    needs = f"step {step.position} needs {more} more approval{'s' if more != 1 else ''}"
-    if action == "reject":
-        return (f"Your rejection of {ref} is counted; {needs}, and it is rejected once that "
-                "can no longer be met")
-    return f"Your approval of {ref} is counted — {needs}"

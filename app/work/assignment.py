@@ -14,10 +14,9 @@ from collections.abc import Iterable
 
 from sqlalchemy import Select, func, select, union_all
 
-from app.approvals.models import ApprovalAssignment
-from app.dashboard.models import open_rollups
 from app.extensions import db
-from app.models import ApprovalStep, StepState
+from app.models import ApprovalAssignment, ApprovalStep, StepState
+from app.work.rollup_tables import open_rollups
 
 
 def open_steps_per_approver():

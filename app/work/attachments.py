@@ -20,10 +20,14 @@ from sqlalchemy import ForeignKey, Index, LargeBinary, String, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.actors import Actor
-from app.errors import DomainError, InvalidTransition, PermissionDenied, ValidationFailed
+from app.audit.services import dialect_insert
+from app.errors import DomainError, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import User, WorkItem
 from app.types import UTCDateTime, utcnow
+from app.work import ledger
+from app.work.ledger import conflict_for
+from app.work.queries import get_item
 from app.work.states import COMMENT_ROLES, FINAL_STATES
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -257,9 +261,6 @@ def attach_files(actor: Actor, item: WorkItem, uploads: list[Upload]) -> list[At
     a row each, and, through the ledger, a new version of the item (the facts an approver
     decides on changed: an email link sent before is superseded) with an `attachment.added`
     audit event each. The caller has found the item through the tenant scoping."""
-    from app.audit.services import dialect_insert
-    from app.work import ledger
-
     if not uploads:
         return []
     if item.state in FINAL_STATES[item.kind]:
@@ -294,9 +295,6 @@ def add_attachments(actor: Actor, item_id: int, uploads: list[Upload],
                     expected_version: int | None = None) -> list[Attachment]:
     """Files alone, added to an item the actor may see (another tenant's, or one a
     requester-only member is not on, is NotFound)."""
-    from app.work.queries import get_item
-    from app.work.ledger import conflict_for
-
     item = get_item(actor, item_id)
     if not uploads:
         raise ValidationFailed("Choose a file to attach.", {"files": "is required"})
@@ -360,9 +358,6 @@ class EvidenceAltered(DomainError):
 def open_attachment(actor: Actor, item_id: int, attachment_id: int) -> tuple[Attachment, bytes]:
     """A file of an item the actor may see, with its bytes checked against the recorded
     SHA-256; NotFound for anything else."""
-    from app.errors import NotFound
-    from app.work.queries import get_item
-
     item = get_item(actor, item_id)
     row = db.session.scalars(select(Attachment).where(
         Attachment.id == attachment_id, Attachment.item_id == item.id,

@@ -29,14 +29,17 @@ from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.actors import Actor
+from app.audit.batch import record_events
 from app.audit.services import record_event
-from app.dashboard.rollups import TRACKED, apply_item_changes
+from app.bulk import insert_rows as insert_table_rows
 from app.errors import Conflict
 from app.extensions import db
 from app.models import Tenant, User, WorkItem
 from app.outbox.services import add_message, add_messages
-from app.sla.calendar import calendar_for
 from app.types import tenant_time, utcnow
+from app.work.calendar import calendar_for
+from app.work.rollups import TRACKED, apply_item_changes
+from app.work.sla_clock import sla_state_at
 from app.work.states import FINAL_STATES, WAITING_STATES
 
 ITEMS = WorkItem.__table__
@@ -134,8 +137,6 @@ def _state_rules(actor: Actor, change: Change, tenant: Tenant, now: datetime) ->
     state resumes the SLA clock (the due time moves by the business time waited); a final
     state stamps the resolution, who decided it, and SLA met or breached; a waiting state
     pauses the clock."""
-    from app.sla.services import sla_state_at
-
     values, before = change.values, change.before
     to_state = values.get("state")
     from_state = _get(before, "state")
@@ -351,8 +352,6 @@ def insert_rows(rows: list[dict]) -> list[int]:
     version aside; COPY on PostgreSQL) and return their ids in order. A duplicate reference
     fails the whole insert (IntegrityError, from SQLAlchemy or the driver) for the caller's
     savepoint; once it holds, `record_items_created` writes what goes with them."""
-    from app.bulk import insert_rows as insert_table_rows
-
     with issued_by_ledger():
         return insert_table_rows(ITEMS, [{**row, "version": 1} for row in rows], with_ids=True)
 
@@ -361,8 +360,6 @@ def record_items_created(actor: Actor, tenant_id: int, rows: list[dict], ids: li
                          events: list[dict], per_message: int) -> None:
     """For new items written by `insert_rows`: one item.created event each (`events[i]`: its
     data), their rollup changes, and one items.created outbox message per `per_message`."""
-    from app.audit.batch import record_events
-
     record_events(actor, tenant_id, [
         {"action": "item.created", "item_id": item_id, "to_state": row["state"], "data": data}
         for row, item_id, data in zip(rows, ids, events)])

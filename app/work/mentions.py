@@ -9,10 +9,12 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, func, or_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.actors import ActorType
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import Membership, User, WorkItem
 from app.types import UTCDateTime, utcnow
+from app.work.states import COMMENT_ROLES
 
 MENTION = re.compile(r"(?<![\w.])@([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 MOST_MENTIONS = 20
@@ -70,9 +72,8 @@ def mention_candidates(actor, item_id: int, typed: str) -> list[User]:
     """Members of the item's tenant a comment on it may mention, matching what follows the
     `@` (the start of an email, or any part of a name): for someone who may see the item and
     comment on it, never another tenant's people."""
-    from app.actors import ActorType
+    # Imported here: app.work.queries imports this module.
     from app.work.queries import get_item
-    from app.work.states import COMMENT_ROLES
 
     item = get_item(actor, item_id)
     if actor.type is ActorType.USER and not actor.roles_in(item.tenant_id) & COMMENT_ROLES:

@@ -10,7 +10,9 @@ from flask import current_app
 from sqlalchemy import select, text
 
 from app.actors import Actor, ActorType
+from app.audit.models import AuditEvent
 from app.audit.services import record_event
+from app.bulk import insert_rows
 from app.errors import Conflict, InvalidTransition, NotFound, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import (
@@ -25,15 +27,15 @@ from app.models import (
     WorkItem,
 )
 from app.outbox.services import add_message
-from app.sla.services import sla_due_at
 from app.types import utcnow
 from app.unit_of_work import savepoint
 from app.work import kinds, ledger
+from app.work.assignment_notices import note_assignment
 from app.work.ledger import conflict_for, describe_user, stamp
-from app.work.queries import get_item
 from app.work.mentions import mentioned_members, record_mentions
 from app.work.money import clean_item_amounts, item_amounts
-from app.work.assignment_notices import note_assignment
+from app.work.queries import get_item
+from app.work.sla_clock import sla_due_at
 from app.work.states import (
     ACTION_ROLES,
     COMMENT_ROLES,
@@ -243,7 +245,8 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
         return existing, False
     item = db.session.get(WorkItem, item_id)
     data = created_event_data(values)
-    from app.policy.services import receive_item
+    # Imported here: the policy decides arrivals and builds on this module.
+    from app.policy.evaluation import receive_item
 
     if kind != Kind.APPROVAL.value:
         # Under a policy with rules for its kind, the policy routes it (app.policy.jobs).
@@ -251,7 +254,8 @@ def _create_prepared(actor: Actor, tenant: Tenant, values: dict) -> tuple[WorkIt
         if arrived_under is not None:
             data["awaiting_policy_version"] = arrived_under
     else:
-        from app.approvals.services import assign_open_step  # approvals builds on this module
+        # Imported here: the approvals package builds on this module.
+        from app.approvals.services import assign_open_step
 
         # Under a policy the item waits for its evaluation (app.policy.jobs); without one it
         # takes the default chain now.
@@ -309,6 +313,7 @@ def create_prepared_items(actor: Actor, tenant: Tenant,
     items.created outbox message per OUTBOX_BATCH_ITEMS items (policy evaluation and webhooks
     take them in batches). Approvals arriving with no policy in force take the default chain
     and its first approver one at a time, through create_item's own path. Never commits."""
+    # Imported here: the policy package builds on this module.
     from app.policy.models import PolicyVersion
 
     there = _existing_refs(tenant.id, prepared)
@@ -384,7 +389,7 @@ def _insert_new_items(tenant_id: int, rows: list[dict]) -> tuple[list[dict], lis
 
 def _after_batch_insert(actor: Actor, tenant: Tenant, rows: list[dict], ids: list[int],
                         policy, now) -> None:
-    from app.bulk import insert_rows
+    # Imported here: the policy package builds on this module.
     from app.policy.models import PolicyDecision
 
     events = []  # the data of each item's item.created event
@@ -456,8 +461,6 @@ def transition(
 
 def _is_repeat(item: WorkItem, action: str, actor: Actor) -> bool:
     """True when the item's last recorded change is this same action by this same actor."""
-    from app.audit.models import AuditEvent
-
     last = db.session.execute(
         select(AuditEvent.action, AuditEvent.actor_type, AuditEvent.actor_id,
                AuditEvent.actor_label)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from app import create_app
-from app.admin import services
+from app.admin import access, deactivation, delegation, people as people_service, tenants
 from app.admin.models import PendingMembershipChange, TenantClosure
 from app.errors import NotFound
 from app.extensions import db
@@ -100,20 +100,20 @@ def test_the_admin_area_of_a_contoso_admin_shows_nothing_of_northwind(org, sign_
 def test_the_service_layer_refuses_a_contoso_admin_on_northwind(org):
     carl = actor(org.contoso_admin)
     calls = [
-        lambda: services.update_tenant(carl, org.northwind, name="x"),
-        lambda: services.update_branding(carl, org.northwind, brand_name="x", brand_color=None),
-        lambda: services.add_closure(carl, org.northwind, first_day=None, last_day=None,
+        lambda: tenants.update_tenant(carl, org.northwind, name="x"),
+        lambda: tenants.update_branding(carl, org.northwind, brand_name="x", brand_color=None),
+        lambda: tenants.add_closure(carl, org.northwind, first_day=None, last_day=None,
                                      reason="x"),
-        lambda: services.invite_user(carl, org.northwind, email="a@b.co", name="", roles=[],
+        lambda: people_service.invite_user(carl, org.northwind, email="a@b.co", name="", roles=[],
                                      approval_limit="0"),
-        lambda: services.change_membership(carl, org.northwind, user=org.approver,
+        lambda: people_service.change_membership(carl, org.northwind, user=org.approver,
                                            roles=["admin"], approval_limit="1"),
-        lambda: services.deactivate_user(carl, org.northwind, org.approver.id),
-        lambda: services.request_password_reset(carl, org.northwind, org.approver.id),
-        lambda: services.set_delegation(carl, org.northwind.id, org.approver.id,
+        lambda: deactivation.deactivate_user(carl, org.northwind, org.approver.id),
+        lambda: people_service.request_password_reset(carl, org.northwind, org.approver.id),
+        lambda: delegation.set_delegation(carl, org.northwind.id, org.approver.id,
                                         delegate_id=org.backup.id, first_day=None,
                                         last_day=None),
-        lambda: services.members_of(carl, org.northwind),
+        lambda: access.members_of(carl, org.northwind),
     ]
     for call in calls:
         with pytest.raises(NotFound):

@@ -8,11 +8,11 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.admin.models import TenantClosure
-from app.admin.services import add_closure, remove_closure, update_tenant
+from app.admin.tenants import add_closure, remove_closure, update_tenant
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import Tenant, WorkItem
-from app.sla.calendar import calendar_for
+from app.work.calendar import calendar_for
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker

@@ -9,12 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app.approvals.models import ApprovalAssignment
 from app.approvals.services import approve_step, step_recipient
 from app.audit.models import AuditEvent
 from app.errors import PermissionDenied, SegregationOfDuties
 from app.extensions import db
-from app.models import Membership, WorkItem
+from app.models import ApprovalAssignment, Membership, WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.admin.conftest import post_form

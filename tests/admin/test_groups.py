@@ -70,7 +70,7 @@ def test_a_policy_step_naming_an_unknown_group_is_refused_with_the_reason(
     import pytest
 
     from app.errors import ValidationFailed
-    from app.policy.services import clean_steps
+    from app.policy.versions import clean_steps
 
     with pytest.raises(ValidationFailed) as refused:
         clean_steps('2 of group "Treasury"', groups={"deal desk"})

@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.admin.models import PasswordLink, PendingMembershipChange
-from app.approvals.models import ApprovalAssignment
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.mail.models import SentMail
-from app.models import User, WorkItem
+from app.models import ApprovalAssignment, User, WorkItem
 from app.outbox.models import OutboxMessage
 from app.types import utcnow
 from app.unit_of_work import commit

@@ -14,7 +14,7 @@ from app.admin.models import TenantClosure, TenantLogo
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import Tenant
-from app.sla.calendar import calendar_for
+from app.work.calendar import calendar_for
 from tests.admin.conftest import post_form
 
 SETTINGS = {"name": "Northwind Traders", "currency": "USD", "timezone": "America/Chicago",

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from app.approvals.models import ApprovalAssignment, ApprovalLinkToken
+from app.approvals.models import ApprovalLinkToken
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.mail.models import SentMail
-from app.models import WorkItem
+from app.models import ApprovalAssignment, WorkItem
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.approvals.conftest import run_worker
@@ -384,23 +384,23 @@ def test_the_mail_and_the_link_page_show_the_facts_decided_on(relaying, inbox, t
 
 def test_a_policy_routed_approval_mail_names_the_rule_and_the_risk_score(
         relaying, inbox, team, make_item, make_user):
-    from app.policy import services as policy_services
+    from app.policy import versions as policy_versions
     from app.unit_of_work import commit as finish
 
     tenant = team["tenant"]
     author = make_user("author@x.test", [tenant], roles=("admin",), limit="0")
     checker = make_user("checker@x.test", [tenant], roles=("admin",), limit="0")
-    draft = policy_services.create_draft(actor(author), tenant.id)
-    policy_services.save_rule(actor(author), tenant.id, draft.id, rule_id=None,
+    draft = policy_versions.create_draft(actor(author), tenant.id)
+    policy_versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None,
                               name="Discounts need an approver", condition="amount > 100",
                               outcome="steps", steps_text="approver >= amount", queue=None)
-    policy_services.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
+    policy_versions.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
                                   daily_auto_count="", daily_auto_amount="", qa_sample_pct="0",
                                   qa_role="manager", fallback_steps_text="approver >= amount",
                                   risk={"base": 20})
-    policy_services.submit_version(actor(author), tenant.id, draft.id)
+    policy_versions.submit_version(actor(author), tenant.id, draft.id)
     finish()
-    policy_services.activate_version(actor(checker), tenant.id, draft.id)
+    policy_versions.activate_version(actor(checker), tenant.id, draft.id)
     finish()
     make_item(tenant, amount="1200.00", requester=team["requester"])
     run_worker(relaying)

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from app.admin.groups import create_group
-from app.admin.services import set_manager
+from app.admin.reporting_lines import set_manager
 from app.approvals.escalation import escalate_waiting_steps, escalation_window
 from app.approvals.services import approve_step, named_approver_id
 from app.audit.models import AuditEvent
@@ -15,8 +15,8 @@ from app.errors import Conflict, PermissionDenied, ValidationFailed
 from app.extensions import db
 from app.models import ApprovalStep, Membership, WorkItem
 from app.outbox.models import OutboxMessage
-from app.policy import services
-from app.policy.services import clean_steps
+from app.policy import evaluation
+from app.policy.versions import clean_steps
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import DATABASE, SYSTEM, actor
@@ -48,7 +48,7 @@ def _routed(org, make_policy, make_item, steps=CHAIN, amount="500.00"):  # noqa:
     make_policy(tenant, people["author"], people["checker"],
                 [("Escalating", "amount > 0", "steps", steps)])
     item = make_item(tenant, amount=amount, requester=people["requester"])
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     db.session.expire_all()
     return db.session.get(WorkItem, item.id)
@@ -162,7 +162,7 @@ def test_the_requester_is_never_an_escalation_level(org, make_policy, make_item,
         "Escalating", "amount > 0", "steps",
         'approver >= 0, escalate after 1 day to manager then group "Requesters"')])
     item = make_item(tenant, amount="500.00", requester=rex)
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     assert _sweep(days=1.1) == 0
     assert _holder(item.id) == people["anna"].id
@@ -174,7 +174,7 @@ def test_the_requester_is_never_an_escalation_level(org, make_policy, make_item,
 
 def test_an_away_managers_delegate_decides_the_escalated_step(
         org, make_policy, make_item, make_user):
-    from app.admin.services import set_delegation
+    from app.admin.delegation import set_delegation
 
     tenant, people = org
     dan = make_user("dan@x.test", [tenant], roles=("manager",), name="Dan", limit="1000000")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import WorkItem
-from app.policy import services
+from app.policy import evaluation, versions
 from app.sla.jobs import refresh_sla_states
 from app.types import utcnow
 from app.unit_of_work import commit
@@ -20,7 +20,7 @@ ROUTE = ("Everything to approvers", "amount > 0", "steps", "approver >= 0")
 
 def _routed(tenant, make_item, requester, age_days):
     item = make_item(tenant, amount="300.00", requester=requester)
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     arrange(db.session.get(WorkItem, item.id), created_at=utcnow() - timedelta(days=age_days))
     return item.id
@@ -70,9 +70,9 @@ def test_the_expiry_is_a_whole_number_of_days_in_the_settings(admins):  # noqa: 
     from tests.conftest import actor
 
     tenant, author, _checker = admins
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     with pytest.raises(ValidationFailed) as refused:
-        services.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
+        versions.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
                                daily_auto_count="", daily_auto_amount="", qa_sample_pct="0",
                                qa_role="manager", fallback_steps_text="approver",
                                expire_after_days="soon")

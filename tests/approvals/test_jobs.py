@@ -20,7 +20,7 @@ NOW = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
 
 def _due_in(item, business_hours: float) -> None:
     """Set the item due this many business hours after NOW (negative: overdue)."""
-    from app.sla.calendar import calendar_for
+    from app.work.calendar import calendar_for
 
     if business_hours >= 0:
         arrange(item, sla_due_at=calendar_for(item.tenant).add(NOW,

@@ -12,7 +12,7 @@ from app.audit.models import AuditEvent
 from app.errors import Conflict, PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import Membership, WorkItem
-from app.policy import services
+from app.policy import evaluation
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import DATABASE, SYSTEM, actor
@@ -47,7 +47,7 @@ def _routed(org, make_policy, make_item, steps, amount="2000.00", **details):  #
                 [("Parallel", "amount > 0", "steps", steps)])
     item = make_item(tenant, amount=amount, requester=people["requester"],
                      details=details or None)
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     db.session.expire_all()
     return db.session.get(WorkItem, item.id)
@@ -335,7 +335,7 @@ def test_an_owner_step_falls_back_to_its_role_when_the_owner_cannot_decide(
         org, make_policy, make_item, owner):
     tenant, people, _group = org
     if owner == "inactive":
-        from app.admin.services import deactivate_user
+        from app.admin.deactivation import deactivate_user
 
         deactivate_user(SYSTEM, tenant, people["ben"].id)
         commit()
@@ -431,7 +431,8 @@ def test_the_item_page_and_the_api_show_who_decided_and_who_is_still_needed(
 
 
 def test_the_message_after_a_vote_says_what_the_step_still_needs(org, make_policy, make_item):
-    from app.work.actions import outcome_message, perform
+    from app.approvals.wording import outcome_message
+    from app.work.actions import perform
 
     tenant, people, _group = org
     item = _routed(org, make_policy, make_item, f'all of group "{EMEA}", reject when quorum lost')
@@ -475,7 +476,7 @@ def test_each_member_who_has_not_voted_is_reminded_once_and_gets_the_digest(
     from datetime import UTC, datetime
 
     from app.approvals.jobs import send_daily_digests, send_sla_reminders
-    from app.sla.calendar import calendar_for
+    from app.work.calendar import calendar_for
     from tests.conftest import arrange
 
     tenant, people, _group = org

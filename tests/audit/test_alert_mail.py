@@ -4,7 +4,7 @@ from sqlalchemy import select, text
 
 from app.audit.jobs import anchor_chains
 from app.audit.models import AuditAlert
-from app.audit.notifications import mail_verification_failed
+from app.auditors.notifications import mail_verification_failed
 from app.extensions import db
 from app.outbox.models import OutboxMessage
 from app.unit_of_work import commit

@@ -13,7 +13,7 @@ from sqlalchemy import event, select, update
 
 from app.actors import Actor
 from app.admin.models import PasswordLinkPurpose
-from app.admin.services import issue_password_link
+from app.admin.password_links import issue_password_link
 from app.audit.models import GLOBAL_CHAIN, AuditEvent
 from app.auth.models import SessionEndReason, UserSession
 from app.auth.services import end_sessions, recognise_session

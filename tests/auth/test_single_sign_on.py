@@ -499,7 +499,7 @@ def test_the_access_review_shows_each_persons_single_sign_on(
     assert sign_in_through_provider(client, "ann@example.com").status_code == 303
     client.delete_cookie("session")
 
-    from app.audit.queries import access_review
+    from app.auditors.queries import access_review
 
     rows = {r.email: r for r in access_review(northwind)}
     assert rows["ann@example.com"].sso == "linked"

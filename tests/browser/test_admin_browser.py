@@ -49,7 +49,7 @@ def new_page(chromium, live_server):
 @pytest.fixture
 def work(org, make_item, make_user):
     """Ada administers both tenants; each tenant has one approval waiting."""
-    from app.admin.services import grant_membership
+    from app.admin.people import grant_membership
     from app.unit_of_work import commit
     from tests.conftest import SYSTEM
 

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from app.extensions import db
 from app.policy.models import PolicyVersion
-from app.policy.services import evaluate_items, policy_actor
+from app.policy.evaluation import evaluate_items, policy_actor
 from app.unit_of_work import commit
 from tests.browser.test_sign_in_and_decide import sign_in
 from tests.policy.conftest import admins, make_policy  # noqa: F401  (fixtures)
@@ -83,7 +83,7 @@ def test_an_admin_drafts_validates_simulates_and_a_second_admin_activates(
 
 def test_an_admin_switches_a_draft_rule_kind_and_sees_only_its_outcomes_then_saves_it(
         page, admins, make_policy, shots):
-    from app.policy.services import create_draft
+    from app.policy.versions import create_draft
     from tests.conftest import actor
 
     tenant, author, checker = admins

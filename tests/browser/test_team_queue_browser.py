@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from app.policy.services import evaluate_items, policy_actor
+from app.policy.evaluation import evaluate_items, policy_actor
 from app.unit_of_work import commit
 from tests.browser.test_sign_in_and_decide import sign_in
 from tests.policy.conftest import admins, make_policy  # noqa: F401  (fixtures)

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from app.dashboard.models import TURNAROUND_EDGES
+from app.work.rollup_tables import TURNAROUND_EDGES
 from app.extensions import db
 from app.models import Tenant, WorkItem
-from app.sla.calendar import calendar_for
+from app.work.calendar import calendar_for
 
 FINAL = {"approved", "rejected", "withdrawn", "expired", "resolved", "accepted",
          "partially_accepted"}
@@ -105,7 +105,7 @@ def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict, dict]:
 
 
 def stored_rollups() -> tuple[dict, dict, dict, dict]:
-    from app.dashboard.models import (
+    from app.work.rollup_tables import (
         DAILY_SUMS,
         DUE_SUMS,
         OPEN_SUMS,

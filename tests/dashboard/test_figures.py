@@ -16,8 +16,8 @@ from app.dashboard.forecast import HORIZON_HOURS, forecast_for
 from app.dashboard.services import AGEING, RATE_WINDOW_DAYS, dashboard_for, parse_scope
 from app.extensions import db
 from app.models import Tenant, User
-from app.sla.calendar import calendar_for
-from app.sla.services import sla_target
+from app.work.calendar import calendar_for
+from app.work.sla_clock import sla_target
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import arrange

@@ -6,13 +6,13 @@ from sqlalchemy import delete, func, select
 
 from app.actors import Actor, ActorType
 from app.approvals.services import approve_step, reject_approval
-from app.dashboard.models import (
+from app.work.rollup_tables import (
     daily_rollups,
     open_due_rollups,
     open_rollups,
     queue_count_rollups,
 )
-from app.dashboard.rollups import rebuild_rollups
+from app.work.rollups import rebuild_rollups
 from app.exceptions.services import act_on_dispute, act_on_exception
 from app.extensions import db
 from app.unit_of_work import commit

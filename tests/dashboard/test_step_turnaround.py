@@ -7,7 +7,7 @@ from app.approvals.services import approve_step
 from app.dashboard.services import dashboard_for, parse_scope
 from app.extensions import db
 from app.models import WorkItem
-from app.policy import services
+from app.policy import evaluation
 from app.unit_of_work import commit
 from tests.conftest import SYSTEM, actor, arrange
 from tests.policy.conftest import admins, make_policy  # noqa: F401 (fixtures)
@@ -18,7 +18,7 @@ TEN, ELEVEN, NOON, TWO = (datetime(2026, 12, 1, h + 5, 0, tzinfo=UTC) for h in (
 
 def _decided(tenant, make_item, approvers, opened, decided, **step_values):
     item = make_item(tenant, amount="500.00")
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     for person in approvers:
         approve_step(actor(person), item.id)
@@ -49,7 +49,7 @@ def test_turnaround_per_step_type_counts_each_steps_business_hours(
     _decided(tenant, make_item, [ben], TEN, TWO)  # another: 4 hours
     _decided(tenant, make_item, [anna], ELEVEN, TWO, escalation_level=1)  # escalated: 3 hours
     item = make_item(tenant, amount="700.00")  # two of a group: 1 hour
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     for person in (anna, ben):
         approve_step(actor(person), item.id)

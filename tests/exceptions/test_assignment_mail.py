@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.actors import Actor
-from app.admin.services import set_delegation
+from app.admin.delegation import set_delegation
 from app.extensions import db
 from app.mail.models import SentMail
 from app.models import WorkItem

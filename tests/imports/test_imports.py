@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app.admin.services import grant_membership
+from app.admin.people import grant_membership
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.imports import services as import_services

@@ -11,7 +11,7 @@ import time
 
 from sqlalchemy import func, select
 
-from app.admin.services import invite_user
+from app.admin.people import invite_user
 from app.extensions import db
 from app.imports import services as imports
 from app.imports.models import ImportJob

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.extensions import db
-from app.policy import services
+from app.policy import versions
 from app.unit_of_work import commit
 from tests.conftest import actor
 
@@ -23,23 +23,23 @@ def make_policy(app):
     def make(tenant, author, checker, rules, **settings):
         """rules: (name, condition, outcome, steps text) tuples, or dicts of save_rule's
         keyword arguments, in priority order."""
-        draft = services.create_draft(actor(author), tenant.id)
+        draft = versions.create_draft(actor(author), tenant.id)
         for rule in rules:
             if isinstance(rule, dict):
-                services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, **rule)
+                versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, **rule)
                 continue
             name, condition, outcome, steps = rule
-            services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
+            versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
                                condition=condition, outcome=outcome, steps_text=steps,
                                queue="review" if outcome == "queue" else None)
         values = {"max_auto_amount": "", "daily_auto_count": "", "daily_auto_amount": "",
                   "qa_sample_pct": "0", "qa_role": "manager",
                   "fallback_steps_text": "approver >= amount", "risk": {"base": 0}}
         values.update(settings)
-        services.save_settings(actor(author), tenant.id, draft.id, **values)
-        services.submit_version(actor(author), tenant.id, draft.id)
+        versions.save_settings(actor(author), tenant.id, draft.id, **values)
+        versions.submit_version(actor(author), tenant.id, draft.id)
         commit()
-        services.activate_version(actor(checker), tenant.id, draft.id)
+        versions.activate_version(actor(checker), tenant.id, draft.id)
         commit()
         db.session.refresh(draft)
         return draft

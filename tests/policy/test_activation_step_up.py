@@ -13,7 +13,7 @@ from app.audit.models import AuditEvent
 from app.auth.models import SecondFactor
 from app.auth.second_factor import confirm_enrolment, decrypt_secret, start_enrolment
 from app.extensions import db
-from app.policy import services
+from app.policy import versions
 from app.policy.models import PolicyVersion
 from app.unit_of_work import commit
 from tests.conftest import PASSWORD, FreshContextClient, actor, csrf_from
@@ -28,15 +28,15 @@ def fresh_time_step():
 
 
 def _pending_version(tenant, author) -> PolicyVersion:
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     name, condition, outcome, steps = AUTO
-    services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
+    versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
                        condition=condition, outcome=outcome, steps_text=steps, queue=None)
-    services.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
+    versions.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="",
                            daily_auto_count="", daily_auto_amount="", qa_sample_pct="0",
                            qa_role="manager", fallback_steps_text="approver >= amount",
                            risk={"base": 0})
-    services.submit_version(actor(author), tenant.id, draft.id)
+    versions.submit_version(actor(author), tenant.id, draft.id)
     commit()
     return draft
 

@@ -9,7 +9,7 @@ from app.approvals.services import approve_step
 from app.errors import PermissionDenied, SegregationOfDuties
 from app.extensions import db
 from app.models import Membership, WorkItem
-from app.policy import services
+from app.policy import evaluation
 from app.types import utcnow
 from app.unit_of_work import commit
 from tests.conftest import actor
@@ -20,7 +20,7 @@ THREE_STEPS = ("Big deals", "amount > 10000", "steps",
 
 def _routed(tenant, make_item, amount="20000.00", requester=None):
     item = make_item(tenant, amount=amount, requester=requester, details={"discount_pct": "5"})
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     db.session.expire_all()
     return db.session.get(WorkItem, item.id)
@@ -70,7 +70,7 @@ def test_the_requester_never_approves_their_own_item(admins, make_policy, make_i
 
 def test_a_step_routed_to_someone_away_is_decided_by_their_delegate_on_their_behalf(
         admins, make_policy, make_item, make_user):
-    from app.approvals.models import ApprovalAssignment
+    from app.models import ApprovalAssignment
 
     tenant, author, checker = admins
     away = make_user("away@example.com", [tenant], roles=("approver",), limit="50000")

@@ -4,12 +4,11 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from app.approvals.models import ApprovalAssignment
 from app.audit.models import AuditEvent
 from app.audit.services import verify_all
 from app.extensions import db
-from app.models import WorkItem
-from app.policy import services
+from app.models import ApprovalAssignment, WorkItem
+from app.policy import evaluation, versions
 from app.policy.jobs import sweep_undecided
 from app.policy.models import PolicyDecision
 from app.unit_of_work import commit
@@ -25,7 +24,7 @@ def _item(make_item, tenant, amount="500.00", discount="5"):
 
 
 def _evaluate(tenant, *items):
-    counts = services.evaluate_items(services.policy_actor(tenant.id), [i.id for i in items])
+    counts = evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [i.id for i in items])
     commit()
     db.session.expire_all()
     return counts
@@ -128,7 +127,7 @@ def test_the_kill_switch_stops_auto_approval_at_once(admins, make_policy, make_i
     tenant, author, checker = admins
     make_policy(tenant, author, checker, [SMALL_AUTO])
     item = _item(make_item, tenant)
-    services.set_kill_switch(actor(author), tenant.id, True, "Fraud alert")
+    versions.set_kill_switch(actor(author), tenant.id, True, "Fraud alert")
     commit()
     assert _evaluate(tenant, item) == {"held": 1, "skipped": 0}
     assert db.session.get(PolicyDecision, item.id).held_by == "kill_switch"

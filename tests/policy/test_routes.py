@@ -107,14 +107,14 @@ def test_the_draft_to_activation_walk_through_with_four_eyes(client, auth, admin
 
 def test_only_the_author_edits_a_draft_so_the_activator_never_shaped_it(admins, make_policy):
     from app.errors import PermissionDenied
-    from app.policy import services
+    from app.policy import versions
     from tests.conftest import actor
 
     tenant, author, checker = admins
     make_policy(tenant, author, checker, [AUTO])
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     with pytest.raises(PermissionDenied, match="Only the author"):
-        services.save_rule(actor(checker), tenant.id, draft.id, rule_id=None, name="Sneaky",
+        versions.save_rule(actor(checker), tenant.id, draft.id, rule_id=None, name="Sneaky",
                            condition="true", outcome="auto_approve")
 
 
@@ -152,13 +152,13 @@ KIND_INPUTS = {
 @pytest.fixture
 def draft_page(client, auth, admins, make_policy):
     """The author signed in on a fresh draft: (tenant, draft, its page's URL, a CSRF token)."""
-    from app.policy import services
+    from app.policy import versions
     from app.unit_of_work import commit
     from tests.conftest import actor
 
     tenant, author, checker = admins
     make_policy(tenant, author, checker, [AUTO])
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     commit()
     auth.login(author.email)
     url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}"

@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import WorkItem
-from app.policy import services
+from app.policy import evaluation, versions
 from app.policy.jobs import sweep_undecided
 from app.policy.models import PolicyDecision
 from app.policy.simulation import simulate, version_diff
@@ -26,21 +26,21 @@ def test_simulation_predicts_exactly_what_activation_does(admins, make_policy, m
                        region=["NA", "EMEA", "LATAM"][n % 3]) for n in range(60)]
     items += _cases(make_item, tenant)
 
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     for name, condition, outcome, steps in [
             ("LATAM goes to managers", 'region == "LATAM"', "steps", "manager >= amount"),
             ("Small ones", "amount <= 3000 and discount_pct <= 12", "auto_approve", ""),
             ("Review queue", "amount > 5000", "queue", "")]:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name=name,
                            condition=condition, outcome=outcome, steps_text=steps,
                            queue="review" if outcome == "queue" else None)
     for rule in CASE_RULES:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, **rule)
-    services.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="2500",
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, **rule)
+    versions.save_settings(actor(author), tenant.id, draft.id, max_auto_amount="2500",
                            daily_auto_count="", daily_auto_amount="", qa_sample_pct="25",
                            qa_role="manager", fallback_steps_text="approver >= amount",
                            risk={"base": "5", "per_discount_pct": "4", "max_auto_risk": "50"})
-    services.submit_version(actor(author), tenant.id, draft.id)
+    versions.submit_version(actor(author), tenant.id, draft.id)
     commit()
     predicted = simulate(actor(checker), tenant.id, draft.id, days=30)
     assert predicted.items == 60 and predicted.auto_count > 0 and predicted.cases == 12
@@ -49,7 +49,7 @@ def test_simulation_predicts_exactly_what_activation_does(admins, make_policy, m
             "prioritized", "unrouted"} <= outcomes
     assert predicted.queues["review"] > 0 and predicted.queues["QA sample"] > 0
 
-    services.activate_version(actor(checker), tenant.id, draft.id)
+    versions.activate_version(actor(checker), tenant.id, draft.id)
     commit()
     assert sweep_undecided(batch=25) == 72
     _assert_as_predicted(predicted, draft)
@@ -102,17 +102,17 @@ def test_simulation_replays_the_kill_switch_and_activation_then_does_the_same(
     make_policy(tenant, author, checker, [HOLD_ALL])
     items = [make_item(tenant, amount=str(100 + n * 50), details={"discount_pct": "5"})
              for n in range(20)]
-    draft = services.create_draft(actor(author), tenant.id)
-    services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Small ones",
+    draft = versions.create_draft(actor(author), tenant.id)
+    versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Small ones",
                        condition="amount <= 600", outcome="auto_approve")
-    services.submit_version(actor(author), tenant.id, draft.id)
-    services.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
+    versions.submit_version(actor(author), tenant.id, draft.id)
+    versions.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
     commit()
     predicted = simulate(actor(checker), tenant.id, draft.id, days=30)
     assert predicted.kill_switch and predicted.auto_count == 0
     assert predicted.killed_count == 11  # 100..600 in steps of 50
     assert {v.held_by for v in predicted.verdicts.values() if v.rule} == {"kill_switch"}
-    services.activate_version(actor(checker), tenant.id, draft.id)
+    versions.activate_version(actor(checker), tenant.id, draft.id)
     commit()
     assert sweep_undecided(batch=7) == 20
     _assert_as_predicted(predicted, draft)
@@ -126,16 +126,16 @@ def test_the_simulation_page_says_the_kill_switch_is_part_of_the_replay(
     tenant, author, checker = admins
     make_policy(tenant, author, checker, [HOLD_ALL])
     make_item(tenant, amount="300.00", details={"discount_pct": "5"})
-    draft = services.create_draft(actor(author), tenant.id)
-    services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Small ones",
+    draft = versions.create_draft(actor(author), tenant.id)
+    versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Small ones",
                        condition="amount <= 600", outcome="auto_approve")
-    services.submit_version(actor(author), tenant.id, draft.id)
+    versions.submit_version(actor(author), tenant.id, draft.id)
     commit()
     auth.login("checker@example.com")
     url = f"/admin/t/{tenant.slug}/policy/versions/{draft.id}/simulation?days=30"
     page = client.get(url).text
     assert "The kill switch is off" in page and "1</strong>" in page
-    services.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
+    versions.set_kill_switch(actor(checker), tenant.id, True, "Audit in progress")
     commit()
     page = client.get(url, headers={"HX-Request": "true"}).text
     assert "The kill switch is on" in page and "this simulation replays it" in page
@@ -145,9 +145,9 @@ def test_the_simulation_page_says_the_kill_switch_is_part_of_the_replay(
 def test_the_diff_names_added_and_removed_lines(admins, make_policy):
     tenant, author, checker = admins
     active = make_policy(tenant, author, checker, [HOLD_ALL])
-    draft = services.create_draft(actor(author), tenant.id)
-    services.delete_rule(actor(author), tenant.id, draft.id, draft.rules[0].id)
-    services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="New",
+    draft = versions.create_draft(actor(author), tenant.id)
+    versions.delete_rule(actor(author), tenant.id, draft.id, draft.rules[0].id)
+    versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="New",
                        condition="amount <= 10", outcome="auto_approve", steps_text="")
     changes = [(sign, line) for sign, line in version_diff(active, draft) if sign != " "]
     assert ("-", "rule 1 “Nothing yet”: when amount < 0 → auto-approve") in changes
@@ -168,15 +168,15 @@ def _decided_under_small_ones(admins, make_policy, make_item, make_user):
 
 
 def _draft(tenant, author, condition="amount <= 600", **settings):
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     rule = draft.rules[0]
-    services.save_rule(actor(author), tenant.id, draft.id, rule_id=rule.id, name=rule.name,
+    versions.save_rule(actor(author), tenant.id, draft.id, rule_id=rule.id, name=rule.name,
                        condition=condition, outcome="auto_approve", steps_text="")
     values = {"max_auto_amount": "", "daily_auto_count": "", "daily_auto_amount": "",
               "qa_sample_pct": "0", "qa_role": "manager",
               "fallback_steps_text": "approver >= amount", "risk": {"base": 0}}
     values.update(settings)
-    services.save_settings(actor(author), tenant.id, draft.id, **values)
+    versions.save_settings(actor(author), tenant.id, draft.id, **values)
     commit()
     return draft
 
@@ -232,7 +232,7 @@ def test_the_simulation_and_the_receipt_describe_routing_in_the_item_pages_words
     make_policy(tenant, author, checker, [("Two of treasury", "amount > 0", "steps",
                                            '2 of group "Treasury"\nmanager >= amount')])
     item = make_item(tenant, amount="700.00")
-    services.evaluate_items(services.policy_actor(tenant.id), [item.id])
+    evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [item.id])
     commit()
     for person in (anna, ben):
         approve_step(actor(person), item.id)
@@ -243,11 +243,11 @@ def test_the_simulation_and_the_receipt_describe_routing_in_the_item_pages_words
             "approved by Anna and Ben on ") in page
     assert "Step 2: a manager, with a limit of at least USD 700.00 — waiting on Max" in page
     # A draft that escalates: the simulation says where each changed item would go.
-    draft = services.create_draft(actor(author), tenant.id)
-    services.save_rule(actor(author), tenant.id, draft.id, rule_id=draft.rules[0].id,
+    draft = versions.create_draft(actor(author), tenant.id)
+    versions.save_rule(actor(author), tenant.id, draft.id, rule_id=draft.rules[0].id,
                        name="One approver", condition="amount > 0", outcome="steps",
                        steps_text="approver >= 0, escalate after 2 days to manager")
-    services.submit_version(actor(author), tenant.id, draft.id)
+    versions.submit_version(actor(author), tenant.id, draft.id)
     commit()
     db.session.expire_all()
     assert db.session.get(WorkItem, item.id).state == "pending"

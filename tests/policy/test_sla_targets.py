@@ -2,8 +2,8 @@
 from datetime import timedelta
 
 from app.policy.models import PolicyVersion
-from app.sla.calendar import calendar_for
-from app.sla.services import DEFAULT_TARGETS, sla_target
+from app.work.calendar import calendar_for
+from app.work.sla_clock import DEFAULT_TARGETS, sla_target
 from app.unit_of_work import commit
 
 

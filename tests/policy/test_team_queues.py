@@ -14,7 +14,7 @@ from app.audit.services import verify_all
 from app.errors import ValidationFailed
 from app.extensions import db
 from app.models import WorkItem
-from app.policy import services
+from app.policy import evaluation, versions
 from app.policy.models import PolicyDecision
 from app.queues.filters import QueueFilters
 from app.queues.queries import queue_items
@@ -45,7 +45,7 @@ def team(admins, make_user):
 
 
 def _evaluate(tenant, *items):
-    counts = services.evaluate_items(services.policy_actor(tenant.id), [i.id for i in items])
+    counts = evaluation.evaluate_items(evaluation.policy_actor(tenant.id), [i.id for i in items])
     commit()
     db.session.expire_all()
     return counts
@@ -165,11 +165,11 @@ def test_the_team_queue_pages_by_keyset_in_each_sort_order(admins, team, routed)
 
 def test_a_queue_name_is_checked_and_the_qa_queue_name_is_the_policy_own(admins):
     tenant, author, _checker = admins
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     for name, problem in (("QA Sample", "QA sample's own queue"), ("", "name the queue"),
                           ("a/b", "letters, digits")):
         with pytest.raises(ValidationFailed) as refused:
-            services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Q",
+            versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Q",
                                condition="amount > 0", outcome="queue", queue=name)
         assert problem in refused.value.fields["queue"]
 
@@ -177,14 +177,14 @@ def test_a_queue_name_is_checked_and_the_qa_queue_name_is_the_policy_own(admins)
 @pytest.mark.parametrize("kind", ["billing_exception", "settlement_dispute"])
 def test_an_exception_rule_that_auto_approves_is_refused_with_the_reason(admins, kind):
     tenant, author, _checker = admins
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     with pytest.raises(ValidationFailed) as refused:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Wave through",
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Wave through",
                            kind=kind, condition="amount < 100", outcome="auto_approve")
     assert "never auto-approved" in refused.value.fields["outcome"]
     assert "never auto-approved" in refused.value.message
     with pytest.raises(ValidationFailed) as steps:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Chain",
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Chain",
                            kind=kind, condition="amount < 100", outcome="steps",
                            steps_text="approver >= 0")
     assert "for approvals" in steps.value.fields["outcome"]
@@ -192,19 +192,19 @@ def test_an_exception_rule_that_auto_approves_is_refused_with_the_reason(admins,
 
 def test_an_exception_rule_sees_its_kind_fields_and_not_an_approval_field(admins):
     tenant, author, _checker = admins
-    draft = services.create_draft(actor(author), tenant.id)
+    draft = versions.create_draft(actor(author), tenant.id)
     with pytest.raises(ValidationFailed) as refused:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Discounts?",
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Discounts?",
                            kind="billing_exception", condition="discount_pct > 10",
                            outcome="prioritize", set_priority="high")
     assert refused.value.fields["condition"].startswith(
         "Unknown field “discount_pct” of billing exceptions.")
     with pytest.raises(ValidationFailed) as approval_field:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Delta?",
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="Delta?",
                            condition="delta > 10", outcome="auto_approve")
     assert "Unknown field “delta”" in approval_field.value.fields["condition"]
     with pytest.raises(ValidationFailed) as no_priority:
-        services.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="P",
+        versions.save_rule(actor(author), tenant.id, draft.id, rule_id=None, name="P",
                            kind="settlement_dispute", condition="delta > 10",
                            outcome="prioritize")
     assert "choose the priority" in no_priority.value.fields["set_priority"]

@@ -81,13 +81,14 @@ def test_a_count_of_what_the_viewer_may_decide_stops_at_the_cap_and_says_so(
     approver = db.session.scalars(select(User).where(
         User.email == "approver@cleardesk.demo")).one()
     exact = queue_counts(actor(approver), None)["approvals"]
-    assert exact > 3
-    monkeypatch.setattr(queries, "COUNT_CAP", 3)
+    assert exact > 1
+    cap = exact - 1
+    monkeypatch.setattr(queries, "COUNT_CAP", cap)
     capped = queue_counts(actor(approver), None)["approvals"]
-    assert int(capped) == 3 and capped.capped
+    assert int(capped) == cap and capped.capped
     auth.login("approver@cleardesk.demo", "demo-password")
     body = client.get("/queues/counts").text
-    assert re.search(r'data-queue="approvals">3\+<', body)
+    assert re.search(rf'data-queue="approvals">{cap}\+<', body)
 
 
 def _statements_reading_items(run) -> list[str]:
@@ -134,7 +135,7 @@ def test_a_claim_by_someone_else_reaches_the_viewers_kept_counts_at_once(seeded)
 
 
 def test_a_lowered_approval_limit_is_counted_at_once(seeded):
-    from app.admin.services import change_membership
+    from app.admin.people import change_membership
 
     approver = _approver()
     before = queue_counts(actor(approver), None)["approvals"]

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from app.admin.services import set_delegation
+from app.admin.delegation import set_delegation
 from app.approvals.services import approve_step
 from app.extensions import db
 from app.types import utcnow

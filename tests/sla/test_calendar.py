@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.sla.calendar import BusinessCalendar
+from app.work.calendar import BusinessCalendar
 
 CALENDARS = {
     "northwind": BusinessCalendar("America/New_York", "US"),
@@ -122,7 +122,7 @@ def test_a_calendar_without_working_hours_is_refused():
 
 def test_sla_due_and_state_follow_business_time_and_priority():
     from app.models import Tenant
-    from app.sla.services import sla_due_at, sla_state_at
+    from app.work.sla_clock import sla_due_at, sla_state_at
 
     tenant = Tenant(slug="contoso", name="Contoso", currency="EUR", timezone="Europe/Berlin",
                     calendar_country="DE", working_days=[1, 2, 3, 4, 5], work_start="09:00",

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.models import WorkItem
-from app.sla.calendar import calendar_for
+from app.work.calendar import calendar_for
 from app.sla.jobs import refresh_sla_states
 from app.outbox.models import OutboxMessage
 from app.sla.models import SlaNotice

@@ -8,7 +8,7 @@ from app.audit.models import AuditEvent
 from app.exceptions.services import act_on_exception
 from app.extensions import db
 from app.outbox.models import OutboxMessage
-from app.sla.calendar import calendar_for
+from app.work.calendar import calendar_for
 from app.sla.jobs import refresh_sla_states
 from app.types import utcnow
 from app.unit_of_work import commit

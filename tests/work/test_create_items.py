@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app.approvals.models import ApprovalAssignment
 from app.audit.models import AuditEvent
 from app.audit.services import verify_all
 from app.errors import PermissionDenied, ValidationFailed
 from app.extensions import db
-from app.models import WorkItem
+from app.models import ApprovalAssignment, WorkItem
 from app.outbox.models import OutboxMessage
-from app.sla.services import sla_due_at
+from app.work.sla_clock import sla_due_at
 from app.unit_of_work import commit
 from app.work.services import ITEMS_PER_MESSAGE, create_item, create_items
 from tests.conftest import actor

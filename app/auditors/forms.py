@@ -4,7 +4,7 @@ from wtforms import StringField
 from wtforms.validators import AnyOf, DataRequired, Length, Optional
 
 from app.audit.models import ExportFormat
-from app.audit.queries import ACTOR_TYPES
+from app.auditors.queries import ACTOR_TYPES
 from app.params import BigIdField, DayField, IdField, Storable
 
 

@@ -10,6 +10,7 @@ from app.models import ApprovalStep, WorkItem
 from app.policy.models import PolicyDecision
 from app.web import localtime, subtype_label
 from app.work import kinds
+from app.work.attachments import item_attachments
 
 
 def item_summary(item: WorkItem, step: ApprovalStep | None = None) -> dict:
@@ -40,8 +41,6 @@ def item_summary(item: WorkItem, step: ApprovalStep | None = None) -> dict:
 def _files(item: WorkItem) -> list[dict]:
     """The evidence files, as an approver reads them before deciding: each opens (after
     signing in) from its own address."""
-    from app.work.attachments import item_attachments
-
     base = current_app.config["APP_BASE_URL"].rstrip("/")
     return [{"name": a.file_name, "size": a.size_text, "type": a.type_label,
              "sha": a.short_sha, "sha256": a.sha256,

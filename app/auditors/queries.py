@@ -10,9 +10,6 @@ from sqlalchemy import func, select
 
 from app.actors import Actor, ActorType
 from app.audit.chain import event_hash
-from app.auth.models import Passkey, RecoveryCode, SecondFactor
-from app.auth.second_factor import FACTOR_ROLES
-from app.auth.sso import settings_of, sso_status_by_user
 from app.audit.models import AuditChainHead, AuditEvent, AuditExport
 from app.audit.services import (
     AUDIT_ROLES,
@@ -21,6 +18,9 @@ from app.audit.services import (
     local_day_bounds,
     open_alerts_for,
 )
+from app.auth.models import Passkey, RecoveryCode, SecondFactor
+from app.auth.second_factor import FACTOR_ROLES
+from app.auth.sso import settings_of, sso_status_by_user
 from app.extensions import db
 from app.models import Membership, Role, Tenant, User, WorkItem
 from app.types import utcnow

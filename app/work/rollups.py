@@ -19,7 +19,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 
-from app.dashboard.models import (
+from app.models import Kind, SlaState, Tenant, WorkItem
+from app.unit_of_work import register_writer, unit_of_work
+from app.work.calendar import calendar_for
+from app.work.rollup_tables import (
     BUCKETS,
     DAILY_SUMS,
     DUE_SUMS,
@@ -31,9 +34,6 @@ from app.dashboard.models import (
     open_rollups,
     queue_count_rollups,
 )
-from app.models import Kind, SlaState, Tenant, WorkItem
-from app.sla.calendar import calendar_for
-from app.unit_of_work import register_writer, unit_of_work
 from app.work.states import FINAL_STATES
 
 # The item columns the rollups depend on.

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import holidays
 
+from app.extensions import db
+
 ZERO = timedelta(0)
 # A calendar with no working time at all would loop forever; no real one is closed this long.
 MAX_SEARCH_DAYS = 3 * 366
@@ -145,8 +147,8 @@ def closure_days(tenant_id: int | None, revision: str | None = "") -> frozenset[
         return frozenset()
     from sqlalchemy import select
 
+    # Imported here: closures are the admin package's, which builds on work.
     from app.admin.models import TenantClosure
-    from app.extensions import db
 
     closures = db.session.scalars(
         select(TenantClosure).where(TenantClosure.tenant_id == tenant_id)).all()

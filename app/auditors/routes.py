@@ -10,8 +10,6 @@ from flask import Blueprint, Response, abort, flash, redirect, request, send_fil
 from flask_login import current_user
 
 from app.access import allow, declare_access
-from app.audit import queries
-from app.audit.forms import EventSearchForm, ExportForm
 from app.audit.jobs import export_path
 from app.audit.models import ExportFormat
 from app.audit.services import (
@@ -23,6 +21,8 @@ from app.audit.services import (
     request_export,
     require_audit_tenant,
 )
+from app.auditors import queries
+from app.auditors.forms import EventSearchForm, ExportForm
 from app.auth.forms import EmptyForm
 from app.errors import DomainError, NotFound, PermissionDenied
 from app.extensions import db

@@ -6,13 +6,14 @@ from __future__ import annotations
 from flask import current_app
 from sqlalchemy import exists, select
 
-from app.mail.rendering import brand, render_mail
-from app.auth.services import people_with_role
 from app.audit.models import AuditAlert
+from app.auth.services import people_with_role
 from app.extensions import db
 from app.mail.models import SentMail
+from app.mail.rendering import brand, render_mail
 from app.mail.sending import send_mail
 from app.models import Role, Tenant
+from app.outbox.services import register_handler
 from app.web import localtime
 
 
@@ -47,3 +48,7 @@ def mail_verification_failed(message) -> int:
                   kind="audit_alert", notice_key=key)
         sent += 1
     return sent
+
+
+# A periodic verification failed: the admins' banner reads the alert row; mail them too.
+register_handler(mail_verification_failed, "audit.verification_failed")

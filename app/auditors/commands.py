@@ -7,18 +7,17 @@ import time
 import click
 from sqlalchemy import select
 
+from app.audit.services import anchor_all
 from app.cli import audit_cli
 from app.extensions import db
+from app.models import Tenant
+from app.unit_of_work import commit
 
 
 @audit_cli.command("anchor")
 def audit_anchor_command() -> None:
     """Verify every chain and record how far it verified; alert the admins and exit 1 if one
     is broken."""
-    from app.audit.services import anchor_all
-    from app.models import Tenant
-    from app.unit_of_work import commit
-
     names = {t.id: t.slug for t in db.session.scalars(select(Tenant))}
     started = time.monotonic()
     reports = anchor_all()
