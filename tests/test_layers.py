@@ -129,3 +129,34 @@ def test_the_circle_through_imports_inside_functions_does_not_grow():
     assert _in_a_circle(top_only=False) <= {
         "admin", "api", "approvals", "auth", "integrations", "mail", "policy", "queues", "web",
         "webhooks", "work", "extensions", "replica"}
+
+
+# create_app says once, above its first import, why every app module it loads is imported
+# inside it (the package's __init__ runs whenever any app module is imported).
+REASON = "# Imported here"
+
+
+def test_every_import_inside_a_function_says_why_it_is_not_at_the_top():
+    """An app module imported inside a function has its reason written above it (a circle it
+    would close, a heavy module only one path needs, create_app's loading): without one it
+    belongs at the top of its module, where the layer tests see it."""
+    unexplained = []
+    for path in sorted(APP.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        tree = ast.parse("\n".join(lines), str(path))
+        top = {id(node) for node in tree.body}
+        covered: set[int] = set()  # create_app's imports, under its one comment
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == "create_app":
+                first = min((n.lineno for n in ast.walk(node) if isinstance(n, ast.ImportFrom)),
+                            default=None)
+                if first and any(REASON in line for line in lines[node.lineno:first]):
+                    covered |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if (not isinstance(node, ast.ImportFrom) or id(node) in top or id(node) in covered
+                    or not (node.module or "").startswith("app")):
+                continue
+            above = lines[max(0, node.lineno - 4):node.lineno]  # the comment, and the line
+            if not any(REASON in line for line in above):
+                unexplained.append(f"{path.relative_to(APP.parent)}:{node.lineno}")
+    assert unexplained == []

@@ -7,6 +7,7 @@ go. Rows leave in large batches (COPY on PostgreSQL), which keeps a million item
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 from collections import defaultdict
 from contextlib import nullcontext
@@ -37,6 +38,8 @@ from app.models import (
 from app.work.sla_clock import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
 from app.work.ledger import issued_by_ledger
+from app.unit_of_work import commit
+from app.work.rollups import rebuild_rollups
 from app.demo.policies import (
     BUDGETS,
     DECISION_DELAY,
@@ -288,8 +291,6 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
         writer.flush()
     # The items went in by COPY, not one change at a time through the ledger: their rollups
     # are computed from them in one go.
-    from app.work.rollups import rebuild_rollups
-
     rebuild_rollups(db.session)
     if writer.postgres:
         # Fresh statistics: the planner picks the queue indexes only if it knows the table.
@@ -402,10 +403,6 @@ def _in_processes(state: SeedState, plans: list[TenantPlan]) -> int:
     """Make each tenant's items in a process of its own, each in its own transaction. What
     came before (tenants, people, policies) is committed first, so they can see it; a process
     that fails leaves the database part-seeded (the error says to start from an empty one)."""
-    import multiprocessing
-
-    from app.unit_of_work import commit
-
     global _FORKED
     # Kept loaded, not expired by the commit: the policies the decider holds are read (never
     # changed) in the processes, without a session of theirs.

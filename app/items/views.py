@@ -5,10 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.actors import Actor
+from app.approvals.services import named_approver_id, step_progress, step_recipient
+from app.approvals.wording import step_account, step_needs
 from app.audit.models import AuditEvent
 from app.extensions import db
 from app.items.forms import ActionForm, CommentForm
 from app.models import Kind, Role, User, WorkItem
+from app.policy.engine import HOLD_LABELS
+from app.policy.evaluation import decision_receipt
 from app.queues.queries import people_who_work
 from app.work import kinds
 from app.work.attachments import (
@@ -145,8 +149,6 @@ def item_context(actor: Actor, item: WorkItem) -> dict:
 def step_words_of(item: WorkItem) -> dict:
     """Each step's progress (a parallel step's), what it needs in words, and its account (what
     became of it, as the decision receipt says it), by step id."""
-    from app.approvals.wording import step_account, step_needs
-
     progress = step_progress_of(item)
     steps = item.steps if item.kind == Kind.APPROVAL.value else []
     return {"progress": progress,
@@ -156,8 +158,6 @@ def step_words_of(item: WorkItem) -> dict:
 
 def step_progress_of(item: WorkItem) -> dict:
     """The progress of each parallel step of an approval, by step id."""
-    from app.approvals.services import step_progress
-
     if item.kind != Kind.APPROVAL.value:
         return {}
     return {s.id: p for s in item.steps if (p := step_progress(s)) is not None}
@@ -166,8 +166,6 @@ def step_progress_of(item: WorkItem) -> dict:
 def routed_to(item: WorkItem) -> dict:
     """Who the open step waits on: the approver it was routed (or reserved) to, and their
     delegate while they are away."""
-    from app.approvals.services import named_approver_id, step_recipient
-
     step = item.current_step() if item.kind == Kind.APPROVAL.value else None
     named = named_approver_id(step) if step is not None else None
     if named is None:
@@ -181,9 +179,6 @@ def routed_to(item: WorkItem) -> dict:
 
 def receipt_view(item: WorkItem) -> dict | None:
     """The policy's decision receipt of the item, as the detail pane shows it."""
-    from app.policy.engine import HOLD_LABELS
-    from app.policy.evaluation import decision_receipt
-
     receipt = decision_receipt(item.id)
     if receipt is None:
         return None

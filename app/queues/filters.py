@@ -16,6 +16,7 @@ from app.extensions import db
 from app.models import SlaState, Tenant, WorkItem
 from app.types import utcnow
 from app.work.kinds import SUBTYPES
+from app.work.states import ALL_STATES
 
 SORTS = {
     # name: (label, column, descending)
@@ -125,8 +126,6 @@ class QueueFilters:
         return params.gathered(self.errors, read, raw, name)
 
     def _parse_drill(self, text) -> None:
-        from app.work.states import ALL_STATES
-
         self.status = text("status")
         if self.status == "open":
             self.status = None

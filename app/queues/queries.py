@@ -24,10 +24,13 @@ from app.models import (
     WorkItem,
 )
 from app.queues.filters import QueueFilters
+from app.policy.engine import QA_QUEUE
+from app.policy.models import Outcome, PolicyRule, PolicyState, PolicyVersion
 from app.work.queries import open_items, scoped_items
 from app.types import utcnow
 from app.unit_of_work import register_on_commit
 from app.work.states import WORKER_ROLES, ApprovalState
+from app.work.rollup_tables import queue_count_rollups
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +82,6 @@ def team_queues(actor: Actor, tenant_id: int | None) -> list[QueueDef]:
     sample's queue where a version sampled, for the QA role of the version in force.
     Read once per request: the names come from the few policy rows, not from the items."""
     from flask import g, has_request_context
-
-    from app.policy.engine import QA_QUEUE
-    from app.policy.models import Outcome, PolicyRule, PolicyState, PolicyVersion
 
     roles = _roles_by_tenant(actor, tenant_id)
     key = ("team_queues", actor.user_id, tuple(sorted((t, tuple(sorted(r)))
@@ -626,10 +626,9 @@ def _counts_from(actor, tenant_id, queues, roles, rows) -> dict[str, int]:
 def _counter_rows(tenant_ids: list[int]) -> list[tuple]:
     """The open-item counters of these tenants: (tenant, kind, assignee or 0, team queue or
     '', items). A few rows per person and queue, whatever the number of items."""
-    from app.work.rollup_tables import queue_count_rollups as q
-
     if not tenant_ids:
         return []
+    q = queue_count_rollups
     return [tuple(row) for row in db.session.execute(
         select(q.c.tenant_id, q.c.kind, q.c.assignee_id, q.c.team_queue, q.c["items"])
         .where(q.c.tenant_id.in_(tenant_ids)))]

@@ -12,7 +12,7 @@ from app.params import arg_ids
 from app.queues.filters import AGES, SLA_STATES, SORTS, BadCursor, QueueFilters
 from app.queues.forms import BulkForm, SaveViewForm
 from app.extensions import db, htmx
-from app.models import Role
+from app.models import Role, WorkItem
 from app.queues.services import (
     BULK_ACTIONS,
     NothingDone,
@@ -176,8 +176,6 @@ def _past(verb: str) -> str:
 
 
 def _titles(actor, ids):
-    from app.models import WorkItem
-
     return db.session.scalars(scoped_items(actor).where(WorkItem.id.in_(ids))).all()
 
 
