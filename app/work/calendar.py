@@ -29,6 +29,9 @@ class BusinessCalendar:
     start: time = time(9, 0)
     end: time = time(17, 0)
     closures: frozenset[date] = field(default_factory=frozenset)
+    # Each day's working window, once worked out: a calendar is kept per tenant and its
+    # settings (calendar_for), and a report asks the same few days thousands of times.
+    _windows: dict = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     def __post_init__(self):
         if not self.start < self.end:
@@ -46,12 +49,17 @@ class BusinessCalendar:
 
     def window(self, day: date) -> tuple[datetime, datetime] | None:
         """The day's working window in UTC, or None when it is not a working day."""
-        if not self.is_working_day(day):
-            return None
-        tz = self.tz
-        opens = datetime.combine(day, self.start, tz).astimezone(UTC)
-        closes = datetime.combine(day, self.end, tz).astimezone(UTC)
-        return opens, closes
+        try:
+            return self._windows[day]
+        except KeyError:
+            pass
+        window = None
+        if self.is_working_day(day):
+            tz = self.tz
+            window = (datetime.combine(day, self.start, tz).astimezone(UTC),
+                      datetime.combine(day, self.end, tz).astimezone(UTC))
+        self._windows[day] = window
+        return window
 
     def _days_from(self, moment: datetime):
         day = moment.astimezone(self.tz).date()
