@@ -89,11 +89,11 @@ class UnitOfWork:
             messages = [m if isinstance(m, tuple) else (m.id, m.topic) for m in self.outbox
                         if isinstance(m, tuple) or inspect(m).has_identity]
             if keep:
-                self.session.expire_on_commit = False
+                expiring, self.session.expire_on_commit = self.session.expire_on_commit, False
                 try:
                     self.session.commit()
                 finally:
-                    self.session.expire_on_commit = True
+                    self.session.expire_on_commit = expiring
                 for obj in list(self.session.identity_map.values()):
                     if not isinstance(obj, keep):
                         self.session.expire(obj)

@@ -38,7 +38,7 @@ from app.models import (
 from app.work.sla_clock import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
 from app.work.ledger import issued_by_ledger
-from app.unit_of_work import commit
+from app.unit_of_work import unit_of_work
 from app.work.rollups import rebuild_rollups
 from app.demo.policies import (
     BUDGETS,
@@ -351,7 +351,6 @@ def _seed_tenant(state: SeedState, plan: TenantPlan, tenant: Tenant, users: dict
     pending: dict[date, list] = defaultdict(list)
     item_id, step_id = plan.first_item_id, plan.first_step_id
     step_limit = plan.first_step_id + plan.items * MAX_STEPS
-    made = 0
     for d, n in zip(working, _split(plan.items, len(working))):
         # Everything due by this day, a weekend's or a holiday's included: the chain stays in
         # time order.
@@ -370,7 +369,6 @@ def _seed_tenant(state: SeedState, plan: TenantPlan, tenant: Tenant, users: dict
                     todays.append((when, event))
                 else:
                     pending[min(event_day, today)].append((when, event))
-        made += n
         _write_day(chain, todays)
         _count(state, n)
     for d in sorted(pending):
@@ -380,7 +378,7 @@ def _seed_tenant(state: SeedState, plan: TenantPlan, tenant: Tenant, users: dict
             writer.add(BUDGETS, row)
     writer.flush()
     chain.close()
-    return made
+    return plan.items
 
 
 def _count(state: SeedState, n: int) -> None:
@@ -404,14 +402,9 @@ def _in_processes(state: SeedState, plans: list[TenantPlan]) -> int:
     came before (tenants, people, policies) is committed first, so they can see it; a process
     that fails leaves the database part-seeded (the error says to start from an empty one)."""
     global _FORKED
-    # Kept loaded, not expired by the commit: the policies the decider holds are read (never
-    # changed) in the processes, without a session of theirs.
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        commit()
-    finally:
-        session.expire_on_commit = True
+    # Everything kept loaded, not expired by the commit: the policies the decider holds are
+    # read (never changed) in the processes, without a session of theirs.
+    unit_of_work().finish(keep=(object,))
     # No connection crosses the fork: each process opens its own.
     db.session.remove()
     db.engine.dispose()

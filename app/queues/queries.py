@@ -470,14 +470,18 @@ class QueueCount(int):
 
     capped = False
 
+    @classmethod
+    def of(cls, value: int, capped: bool) -> QueueCount:
+        count = cls(value)
+        count.capped = capped
+        return count
+
     def __format__(self, spec: str) -> str:
         return format(int(self), spec) + ("+" if self.capped else "")
 
 
 def _capped(value: int) -> QueueCount:
-    count = QueueCount(min(value, COUNT_CAP))
-    count.capped = value > COUNT_CAP
-    return count
+    return QueueCount.of(min(value, COUNT_CAP), value > COUNT_CAP)
 
 
 def queue_counts(actor: Actor, tenant_id: int | None) -> dict[str, int]:
@@ -539,7 +543,8 @@ class CountsCache:
         kept = json.loads(stored)
         if kept["generations"] != self.generations or kept["shape"] != self.shape:
             return None
-        return {name: _as_count(value, capped) for name, (value, capped) in kept["counts"].items()}
+        return {name: QueueCount.of(value, capped)
+                for name, (value, capped) in kept["counts"].items()}
 
     def write(self, counts: dict) -> None:
         if self.generations is None:
@@ -551,12 +556,6 @@ class CountsCache:
             _redis().set(self.key, value, ex=self.KEEP_SECONDS)
         except Exception as exc:  # noqa: BLE001
             log.warning("queue counts not cached (Redis): %s", exc)
-
-
-def _as_count(value: int, capped: bool) -> QueueCount:
-    count = QueueCount(value)
-    count.capped = capped
-    return count
 
 
 def _cache_prefix() -> str:
