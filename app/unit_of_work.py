@@ -8,7 +8,7 @@ from functools import wraps
 
 from flask import Flask, current_app, request
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from app.errors import DomainError
 from app.extensions import db
@@ -155,7 +155,10 @@ def register_relay(relay: Callable[[list], object]) -> None:
 
 def unit_of_work(session: Session | None = None) -> UnitOfWork:
     """The unit of work of the session's current transaction (one begins with it)."""
-    session = session or db.session()
+    if session is None or isinstance(session, scoped_session):
+        # The unit holds the Session itself: settings such as expire_on_commit live on it,
+        # not on the scoped_session that proxies it (the ledger passes db.session).
+        session = (session or db.session)()
     unit = session.info.get(_KEY)
     if unit is None:
         unit = session.info[_KEY] = UnitOfWork(session)

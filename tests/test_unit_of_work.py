@@ -2,6 +2,7 @@
 memberships and tenants), which its answer reads again; everything else is read afresh."""
 from sqlalchemy import inspect
 
+from app.extensions import db
 from app.unit_of_work import SIGNED_IN, unit_of_work
 from app.work.services import add_comment
 from tests.conftest import actor
@@ -32,3 +33,21 @@ def test_a_jobs_commit_expires_everything(make_tenant, make_user, make_item):
 
     assert inspect(user).expired_attributes
     assert "version" in inspect(item).expired_attributes
+
+
+def test_a_unit_first_opened_through_the_scoped_session_holds_the_session_itself(
+        make_tenant, make_user, make_item):
+    # The ledger opens the unit with db.session (the scoped proxy) when an item change is the
+    # first thing a request does; keeping the signed-in person must still work, and the
+    # session's own expire setting must be what it was afterwards.
+    tenant = make_tenant()
+    user = make_user("approver@example.com", tenants=[tenant])
+    make_item(tenant)
+    unit_of_work().finish()
+    assert user.email  # loaded again after that commit expired it
+    unit = unit_of_work(db.session)
+    assert unit.session is db.session()
+    expiring = db.session().expire_on_commit
+    unit.finish(keep=SIGNED_IN)
+    assert db.session().expire_on_commit is expiring
+    assert not inspect(user).expired_attributes
