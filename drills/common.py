@@ -239,11 +239,12 @@ def rollups_differing_from_a_rebuild() -> int:
         open_due_rollups,
         open_rollups,
         queue_count_rollups,
+        step_rollups,
     )
     from app.work.rollups import rebuild_rollups
     from app.extensions import db
 
-    tables = (daily_rollups, open_rollups, open_due_rollups, queue_count_rollups)
+    tables = (daily_rollups, open_rollups, open_due_rollups, queue_count_rollups, step_rollups)
 
     def snapshot() -> set:
         rows = set()

@@ -31,6 +31,7 @@ from app.work.assignment import load_table
 from app.work.attachments import attach_files, check_uploads
 from app.work.money import clean_item_amounts
 from app.work.queries import get_item
+from app.work.rollups import record_step_decision
 from app.work.services import (
     check_version,
     describe_user,
@@ -188,13 +189,14 @@ def step_progress(step: ApprovalStep) -> dict | None:
     }
 
 
-def _decide_step(step: ApprovalStep, actor: Actor, state: str, on_behalf_of: int | None,
-                 comment: str | None) -> None:
+def _decide_step(item: WorkItem, step: ApprovalStep, actor: Actor, state: str,
+                 on_behalf_of: int | None, comment: str | None) -> None:
     step.state = state
     step.decided_by_id = actor.user_id
     step.on_behalf_of_id = on_behalf_of
     step.decided_at = utcnow()
     step.comment = comment
+    record_step_decision(db.session, item, step)
 
 
 def approve_step(actor: Actor, item_id: int, *, comment: str | None = None,
@@ -222,7 +224,7 @@ def _step_approved(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_o
              and s.state == StepState.WAITING.value]
     if later:
         check_version(item, expected_version)
-        _decide_step(step, actor, StepState.APPROVED.value, on_behalf_of, comment)
+        _decide_step(item, step, actor, StepState.APPROVED.value, on_behalf_of, comment)
         later[0].state = StepState.OPEN.value
         # The next step's routing is part of this change and recorded in its event.
         data["next_approver_id"] = assign_step_approver(item, later[0])
@@ -240,7 +242,7 @@ def _step_approved(actor: Actor, item: WorkItem, step: ApprovalStep, on_behalf_o
     item = transition(
         actor, item, "approve", comment=comment, expected_version=expected_version,
         on_behalf_of_id=on_behalf_of, data=data,
-        before_flush=lambda i: _decide_step(step, actor, StepState.APPROVED.value,
+        before_flush=lambda i: _decide_step(i, step, actor, StepState.APPROVED.value,
                                             on_behalf_of, comment),
     )
     revoke_links(item, RevokeReason.DECIDED)
@@ -264,7 +266,7 @@ def reject_approval(actor: Actor, item_id: int, *, reason: str,
             return _record_vote(actor, item, step, on_behalf_of, reason, expected_version, data)
 
     def close_steps(i: WorkItem) -> None:
-        _decide_step(step, actor, StepState.REJECTED.value, on_behalf_of, reason)
+        _decide_step(i, step, actor, StepState.REJECTED.value, on_behalf_of, reason)
         for s in i.steps:
             if s.state == StepState.WAITING.value:
                 s.state = StepState.CANCELLED.value

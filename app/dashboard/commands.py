@@ -20,6 +20,7 @@ def rebuild_rollups_command() -> None:
     started = time.monotonic()
     result = rebuild_rollups(db.session)
     commit()
-    click.echo(f"Rolled up {result['items']:,} items into {result['daily_rows']:,} daily, "
+    click.echo(f"Rolled up {result['items']:,} items and {result['steps']:,} decided steps into "
+               f"{result['daily_rows']:,} daily, {result['step_rows']:,} step, "
                f"{result['open_rows']:,} backlog and {result['due_rows']:,} due-slot rows in "
                f"{time.monotonic() - started:.1f}s.")

@@ -19,12 +19,17 @@ from app import params
 from app.actors import Actor
 from app.errors import PermissionDenied
 from app.extensions import db
-from app.models import ApprovalStep, Kind, Role, Tenant, User, WorkItem
+from app.models import Kind, Role, Tenant, User
 from app.types import utcnow
-from app.work.calendar import calendar_for
 from app.work.kinds import SUBTYPES
-from app.work.rollup_tables import BUCKETS, TURNAROUND_EDGES, daily_rollups, open_rollups
-from app.work.rollups import turnaround_bucket
+from app.work.rollup_tables import (
+    BUCKETS,
+    TURNAROUND_EDGES,
+    daily_rollups,
+    open_rollups,
+    step_rollups,
+)
+from app.work.rollups import STEP_TYPES
 
 MAX_DAYS = 366
 PRESETS = (7, 30, 90)
@@ -247,11 +252,10 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _days(first: date, last: date):
-    """rollup day within [first, last], the dates written into the SQL: with parameters the
+def _days(first: date, last: date, day=daily_rollups.c.day):
+    """A rollup's day within [first, last], the dates written into the SQL: with parameters the
     planner's generic plan guesses the range holds a handful of rows and sorts instead of
     hashing (four times slower). The dates are date objects, so their ISO text is safe."""
-    day = daily_rollups.c.day
     typed = "DATE " if db.session.get_bind().dialect.name == "postgresql" else ""
     return day.between(literal_column(f"{typed}'{first.isoformat()}'"),
                        literal_column(f"{typed}'{last.isoformat()}'"))
@@ -272,6 +276,10 @@ _GROUPED = (select(_t.tenant_id, _t.kind, _t.subtype, _t.user_id,
             .group_by(_t.tenant_id, _t.kind, _t.subtype, _t.user_id))
 _PER_DAY = (select(_t.tenant_id, _t.day, _t.kind, _total(_t.created), _total(_t.resolved))
             .group_by(_t.tenant_id, _t.day, _t.kind))
+_s = step_rollups.c
+_STEPS = (select(_s.step_type, _total(_s.decided), _total(_s.turnaround_seconds),
+                 *[_total(_s[name]) for name in BUCKETS])
+          .group_by(_s.step_type))
 _o = open_rollups.c
 _BACKLOG = (select(_o.tenant_id, _o.kind, _o.created_day, _o.assignee_id, _total(_o["items"]),
                    _total(_o.at_risk_cents), _total(_o.delta_cents))
@@ -413,66 +421,18 @@ def _turnaround(f: _Facts) -> dict[str, list[Turnaround]]:
     }
 
 
-# Turnaround per step type reads the steps of the approvals decided in the range (found by the
-# resolved-at index of each tenant), the most recent this many per tenant: a sample that stays
-# cheap whatever the history.
-STEP_SAMPLE = 5000
-STEP_TYPES = {"single": "Single approver", "owner": "Owner from the item",
-              "all": "Group: all of", "any": "Group: any one of", "quorum": "Group: M of N",
-              "fallback": "Group short of members (one person)", "escalated": "Escalated"}
-
-
-def step_type(need: str | None, group_id: int | None, source_field: str | None,
-              escalation_level: int | None) -> str:
-    """The kind of routing a decided step had, as the dashboard groups it."""
-    if escalation_level:
-        return "escalated"
-    if need:
-        return need if need in ("all", "any") else "quorum"
-    if group_id is not None:
-        return "fallback"
-    return "owner" if source_field else "single"
-
-
 def step_turnaround(f: _Facts) -> list[Turnaround]:
     """Business hours from a step's opening (the previous step's decision, or the item's
-    arrival) to its decision, by step type, for the approvals decided in the range."""
-    from sqlalchemy.orm import aliased
-
-    earlier = aliased(ApprovalStep)
-    opened = func.coalesce(
-        select(func.max(earlier.decided_at))
-        .where(earlier.item_id == ApprovalStep.item_id, earlier.position < ApprovalStep.position)
-        .scalar_subquery(), WorkItem.created_at)
-    acc: dict[str, Turnaround] = {}
-    for tenant_id, tenant in f.tenants.items():
-        zone = ZoneInfo(tenant.timezone)
-        start = datetime.combine(f.scope.start, datetime.min.time(), zone)
-        end = datetime.combine(f.scope.end + timedelta(days=1), datetime.min.time(), zone)
-        recent = (select(WorkItem.id).where(
-            WorkItem.tenant_id == tenant_id, WorkItem.resolved_at >= start,
-            WorkItem.resolved_at < end, WorkItem.kind == Kind.APPROVAL.value)
-            .order_by(WorkItem.resolved_at.desc()).limit(STEP_SAMPLE).subquery())
-        rows = db.session.execute(
-            select(ApprovalStep.need, ApprovalStep.group_id, ApprovalStep.source_field,
-                   ApprovalStep.escalation_level, opened, ApprovalStep.decided_at)
-            .join(recent, recent.c.id == ApprovalStep.item_id)
-            .join(WorkItem, WorkItem.id == ApprovalStep.item_id)
-            .where(ApprovalStep.state.in_(("approved", "rejected")),
-                   ApprovalStep.decided_at.is_not(None))).all()
-        calendar = calendar_for(tenant)
-        for need, group_id, field_name, level, began, decided in rows:
-            key = step_type(need, group_id, field_name, level)
-            entry = acc.get(key)
-            if entry is None:
-                entry = acc[key] = Turnaround(
-                    STEP_TYPES[key], {**f.resolved_args, **f.tenant_arg,
-                                      "kind": Kind.APPROVAL.value}, 0, 0, [0] * len(BUCKETS))
-            seconds = max(int(calendar.between(began, decided).total_seconds()), 0)
-            entry.resolved += 1
-            entry.seconds += seconds
-            entry.histogram[BUCKETS.index(turnaround_bucket(seconds))] += 1
-    return [acc[key] for key in STEP_TYPES if key in acc]
+    arrival) to its decision, by step type, for the approval steps decided in the range: read
+    from the step rollup, written when each step was decided (app.work.rollups)."""
+    t = step_rollups.c
+    rows = db.session.execute(_STEPS.where(t.tenant_id.in_(f.tenants),
+                                           _days(f.scope.start, f.scope.end, t.day)))
+    drill = {**f.resolved_args, **f.tenant_arg, "kind": Kind.APPROVAL.value}
+    found = {key: Turnaround(STEP_TYPES[key], drill, decided or 0, seconds or 0,
+                             [v or 0 for v in histogram])
+             for key, decided, seconds, *histogram in rows if decided and key in STEP_TYPES}
+    return [found[key] for key in STEP_TYPES if key in found]
 
 
 def _daily(f: _Facts) -> list[dict]:

@@ -13,6 +13,11 @@ assignee (0 = unassigned), with the money at risk in it (in cents, exact on both
 queue ('' = none): what the queue side-bar counts read, a few rows per person and queue, instead
 of a pass over the open items.
 
+`dashboard_steps`: per tenant, tenant-local day of decision and step type (how the step was
+routed: one approver, the item's owner, a group's all/any/M of N, escalated), the approval steps
+decided that day, the sum of business time from each step's opening to its decision, and a
+histogram of it: the dashboard's turnaround per step type.
+
 `dashboard_open_due`: the open backlog per tenant, kind and due slot (the SLA due time floored
 to DUE_SLOT_MINUTES, UTC): what the breach forecast reads, a range of future slots, instead of
 the items' due times.
@@ -34,6 +39,7 @@ TURNAROUND_EDGES = (0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40
 BUCKETS = [f"t{i:02d}" for i in range(len(TURNAROUND_EDGES) + 1)]
 DAILY_SUMS = ("created", "resolved", "met", "breached", "auto_approved", "turnaround_seconds",
               *BUCKETS)
+STEP_SUMS = ("decided", "turnaround_seconds", *BUCKETS)
 OPEN_SUMS = ("items", "at_risk_cents", "delta_cents")
 DUE_SUMS = ("items",)
 # The resolution of due times in the forecast: fine enough for a 24-hour outlook, coarse enough
@@ -64,6 +70,17 @@ daily_rollups = Table(
     Column("met", Integer, nullable=False, default=0),
     Column("breached", Integer, nullable=False, default=0),
     Column("auto_approved", Integer, nullable=False, default=0),
+    Column("turnaround_seconds", BigInteger, nullable=False, default=0),
+    *[Column(name, Integer, nullable=False, default=0) for name in BUCKETS],
+)
+
+step_rollups = Table(
+    "dashboard_steps",
+    db.metadata,
+    Column("tenant_id", ForeignKey("tenants.id"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("step_type", String(16), primary_key=True),
+    Column("decided", Integer, nullable=False, default=0),
     Column("turnaround_seconds", BigInteger, nullable=False, default=0),
     *[Column(name, Integer, nullable=False, default=0) for name in BUCKETS],
 )

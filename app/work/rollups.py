@@ -8,6 +8,10 @@ rebuild uses that same function — and they commit or roll back with the change
 no watermark, no job to miss. A unit of work's changes are summed and written when it commits
 (app.unit_of_work.UnitOfWork), one upsert per rollup row, so those hot rows are locked for
 the commit only. The demo seed writes by COPY and then calls `rebuild_rollups`.
+
+An approval step, once decided, stays decided: the approvals code reports each decision
+(`record_step_decision`), and the step's business time from its opening to its decision is
+added to `dashboard_steps` once, in the same unit of work.
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
-from app.models import Kind, SlaState, Tenant, WorkItem
+from app.models import ApprovalStep, Kind, SlaState, StepState, Tenant, WorkItem
 from app.unit_of_work import register_writer, unit_of_work
 from app.work.calendar import calendar_for
 from app.work.rollup_tables import (
@@ -27,12 +31,14 @@ from app.work.rollup_tables import (
     DAILY_SUMS,
     DUE_SUMS,
     OPEN_SUMS,
+    STEP_SUMS,
     TURNAROUND_EDGES,
     daily_rollups,
     due_slot,
     open_due_rollups,
     open_rollups,
     queue_count_rollups,
+    step_rollups,
 )
 from app.work.states import FINAL_STATES
 
@@ -122,12 +128,88 @@ def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Approval steps: turnaround per step type.
+
+STEP_TYPES = {"single": "Single approver", "owner": "Owner from the item",
+              "all": "Group: all of", "any": "Group: any one of", "quorum": "Group: M of N",
+              "fallback": "Group short of members (one person)", "escalated": "Escalated"}
+DECIDED_STEP_STATES = (StepState.APPROVED.value, StepState.REJECTED.value)
+
+
+def step_type(need: str | None, group_id: int | None, source_field: str | None,
+              escalation_level: int | None) -> str:
+    """The kind of routing a decided step had, as the dashboard groups it."""
+    if escalation_level:
+        return "escalated"
+    if need:
+        return need if need in ("all", "any") else "quorum"
+    if group_id is not None:
+        return "fallback"
+    return "owner" if source_field else "single"
+
+
+def step_contribution(tenant: Tenant, kind_of_step: str, opened: datetime,
+                      decided: datetime) -> tuple:
+    """(table, key, sums) a decided step adds: business time from its opening (the previous
+    step's decision, or the item's arrival) to its decision, on the tenant-local day of the
+    decision."""
+    seconds = max(int(calendar_for(tenant).between(opened, decided).total_seconds()), 0)
+    return (step_rollups, (tenant.id, local_day(decided, tenant.timezone), kind_of_step),
+            {"decided": 1, "turnaround_seconds": seconds, turnaround_bucket(seconds): 1})
+
+
+def step_opened(created_at: datetime, earlier_decisions) -> datetime:
+    """When a step opened: the latest decision of the steps before it, else the arrival."""
+    return max((d for d in earlier_decisions if d is not None), default=created_at)
+
+
+def record_step_decision(session, item: WorkItem, step: ApprovalStep) -> None:
+    """The approvals code decided `step` of `item` (approved or rejected, its decided_at set):
+    add it to the step rollup with the unit of work's other rollup changes."""
+    opened = step_opened(item.created_at, (s.decided_at for s in item.steps
+                                           if s.position < step.position))
+    kind_of_step = step_type(step.need, step.group_id, step.source_field,
+                             step.escalation_level)
+    row = step_contribution(session.get(Tenant, item.tenant_id), kind_of_step, opened,
+                             step.decided_at)
+    deltas: dict = {}
+    _add(deltas, [row], +1)
+    unit_of_work(session).add("rollup_deltas", deltas)
+
+
+def _step_totals(session, tenants: dict[int, Tenant], totals: dict, batch: int) -> int:
+    """The step rollup from the stored steps, a range of item ids at a time (a step's opening
+    needs the decisions of the item's earlier steps)."""
+    step, item = ApprovalStep, WorkItem
+    top = session.scalar(select(func.max(step.item_id))) or 0
+    decided = 0
+    for low in range(0, top, batch):
+        rows = session.execute(
+            select(step.item_id, step.state, step.decided_at, step.need, step.group_id,
+                   step.source_field, step.escalation_level, item.tenant_id, item.created_at)
+            .join(item, item.id == step.item_id)
+            .where(step.item_id > low, step.item_id <= low + batch)
+            .order_by(step.item_id, step.position)).all()
+        current, earlier = None, []
+        for item_id, state, at, need, group_id, field, level, tenant_id, created in rows:
+            if item_id != current:
+                current, earlier = item_id, []
+            if state in DECIDED_STEP_STATES and at is not None:
+                _add(totals, [step_contribution(
+                    tenants[tenant_id], step_type(need, group_id, field, level),
+                    step_opened(created, earlier), at)], +1)
+                decided += 1
+            earlier.append(at)
+    return decided
+
+
 def _key_columns(table) -> list[str]:
     return [c.name for c in table.primary_key.columns]
 
 
 def _sums_of(table) -> tuple[str, ...]:
-    return {daily_rollups: DAILY_SUMS, open_rollups: OPEN_SUMS,
+    return {daily_rollups: DAILY_SUMS, step_rollups: STEP_SUMS, open_rollups: OPEN_SUMS,
             open_due_rollups: DUE_SUMS, queue_count_rollups: DUE_SUMS}[table]
 
 
@@ -234,7 +316,8 @@ def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
             _add(totals, contributions(facts, tenants[facts.tenant_id]), +1)
         items += len(rows)
         last_id = rows[-1][0]
-    for table in (daily_rollups, *BACKLOG_TABLES):
+    steps = _step_totals(session, tenants, totals, batch)
+    for table in (daily_rollups, step_rollups, *BACKLOG_TABLES):
         connection.execute(delete(table))
     by_table: dict = defaultdict(list)
     for (table, key), sums in totals.items():
@@ -247,7 +330,8 @@ def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
     for table, rows in by_table.items():
         for start in range(0, len(rows), 5000):
             connection.execute(table.insert(), rows[start:start + 5000])
-    return {"items": items, "daily_rows": len(by_table[daily_rollups]),
+    return {"items": items, "steps": steps, "daily_rows": len(by_table[daily_rollups]),
+            "step_rows": len(by_table[step_rollups]),
             "open_rows": len(by_table[open_rollups]),
             "due_rows": len(by_table[open_due_rollups]),
             "queue_rows": len(by_table[queue_count_rollups])}

@@ -67,14 +67,47 @@ def quarter_hour(moment):
                               microseconds=moment.microsecond)
 
 
-def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict, dict]:
-    """(daily, open, open by due slot, open per queue) as {key: {sum: value}} with zero sums
-    left out."""
+def kind_of_step(step) -> str:
+    if step.escalation_level:
+        return "escalated"
+    if step.need in ("all", "any"):
+        return step.need
+    if step.need:
+        return "quorum"
+    if step.group_id is not None:
+        return "fallback"
+    return "owner" if step.source_field else "single"
+
+
+def expected_step_rollups(items) -> dict:
+    """Per tenant, local day of decision and step type: each decided step's business time
+    from the latest decision of the steps before it (else the item's arrival)."""
+    rows: dict = defaultdict(lambda: defaultdict(int))
+    for item in items:
+        for step in sorted(item.steps, key=lambda s: s.position):
+            if step.state not in ("approved", "rejected") or step.decided_at is None:
+                continue
+            earlier = [s.decided_at for s in item.steps
+                       if s.position < step.position and s.decided_at is not None]
+            opened = max(earlier) if earlier else item.created_at
+            seconds = max(int(calendar_for(item.tenant).between(opened, step.decided_at)
+                              .total_seconds()), 0)
+            row = rows[(item.tenant_id, day_of(step.decided_at, item.tenant), kind_of_step(step))]
+            row["decided"] += 1
+            row["turnaround_seconds"] += seconds
+            row[f"t{bucket_index(seconds):02d}"] += 1
+    return rows
+
+
+def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict, dict, dict]:
+    """(daily, open, open by due slot, open per queue, approval steps) as {key: {sum: value}}
+    with zero sums left out."""
     daily: dict = defaultdict(lambda: defaultdict(int))
     queues: dict = defaultdict(lambda: defaultdict(int))
     backlog: dict = defaultdict(lambda: defaultdict(int))
     due: dict = defaultdict(lambda: defaultdict(int))
-    for item in all_items(tenant_ids):
+    items = all_items(tenant_ids)
+    for item in items:
         tenant = item.tenant
         daily[(item.tenant_id, day_of(item.created_at, tenant), item.kind, item.subtype, 0)][
             "created"] += 1
@@ -101,18 +134,21 @@ def expected_rollups(tenant_ids=None) -> tuple[dict, dict, dict, dict]:
             if item.sla_due_at is not None:
                 due[(item.tenant_id, quarter_hour(item.sla_due_at), item.kind)]["items"] += 1
     clean = lambda rows: {k: {n: v for n, v in sums.items() if v} for k, sums in rows.items()}  # noqa: E731
-    return clean(daily), clean(backlog), clean(due), clean(queues)
+    return (clean(daily), clean(backlog), clean(due), clean(queues),
+            clean(expected_step_rollups(items)))
 
 
-def stored_rollups() -> tuple[dict, dict, dict, dict]:
+def stored_rollups() -> tuple[dict, dict, dict, dict, dict]:
     from app.work.rollup_tables import (
         DAILY_SUMS,
         DUE_SUMS,
         OPEN_SUMS,
+        STEP_SUMS,
         daily_rollups,
         open_due_rollups,
         open_rollups,
         queue_count_rollups,
+        step_rollups,
     )
 
     def read(table, sums):
@@ -125,4 +161,5 @@ def stored_rollups() -> tuple[dict, dict, dict, dict]:
         return out
 
     return (read(daily_rollups, DAILY_SUMS), read(open_rollups, OPEN_SUMS),
-            read(open_due_rollups, DUE_SUMS), read(queue_count_rollups, DUE_SUMS))
+            read(open_due_rollups, DUE_SUMS), read(queue_count_rollups, DUE_SUMS),
+            read(step_rollups, STEP_SUMS))

@@ -11,6 +11,7 @@ from app.work.rollup_tables import (
     open_due_rollups,
     open_rollups,
     queue_count_rollups,
+    step_rollups,
 )
 from app.work.rollups import rebuild_rollups
 from app.exceptions.services import act_on_dispute, act_on_exception
@@ -69,7 +70,7 @@ def test_rollups_follow_creation_claims_moves_and_decisions(make_tenant, make_us
     transition(policy, get_item(policy, a3.id), "approve")
     commit()
     _agree()
-    daily, backlog, due, queues = stored_rollups()
+    daily, backlog, due, queues, _steps = stored_rollups()
     assert sum(v.get("auto_approved", 0) for v in daily.values()) == 1
     assert sum(v.get("created", 0) for v in daily.values()) == 6
     assert sum(v.get("resolved", 0) for v in daily.values()) == 5
@@ -113,8 +114,9 @@ def test_rebuild_gives_the_same_rollups_as_the_live_path(make_tenant, make_user,
     db.session.execute(delete(open_rollups))
     db.session.execute(delete(open_due_rollups))
     db.session.execute(delete(queue_count_rollups))
+    db.session.execute(delete(step_rollups))
     commit()
-    assert stored_rollups() == ({}, {}, {}, {})
+    assert stored_rollups() == ({}, {}, {}, {}, {})
     assert rebuild_rollups(db.session)["items"] == 4
     commit()
     assert stored_rollups() == live

@@ -11,8 +11,9 @@ from tests.dashboard.recompute import all_items, expected_rollups, stored_rollup
 
 
 def test_seed_demo_fills_the_rollups_exactly(seeded):
-    daily, backlog, due, queues = stored_rollups()
-    assert (daily, backlog, due, queues) == expected_rollups()
+    daily, backlog, due, queues, steps = stored_rollups()
+    assert (daily, backlog, due, queues, steps) == expected_rollups()
+    assert sum(v["decided"] for v in steps.values()) > 0  # the demo's decided approvals
     assert sum(v.get("auto_approved", 0) for v in daily.values()) > 0  # the demo has some
     assert sum(v["items"] for v in backlog.values()) > 0
     assert sum(v["items"] for v in due.values()) == sum(v["items"] for v in backlog.values())
