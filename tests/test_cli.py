@@ -455,6 +455,7 @@ def _seeded_facts() -> tuple:
     """What a seed made, as one value: every item's and step's facts, and each audit chain's
     head (which hashes every event of it, in order)."""
     from app.models import ApprovalStep
+    from tests.dashboard.recompute import stored_rollups
 
     items = db.session.execute(select(
         WorkItem.id, WorkItem.tenant_id, WorkItem.kind, WorkItem.subtype, WorkItem.amount,
@@ -465,7 +466,7 @@ def _seeded_facts() -> tuple:
         .order_by(ApprovalStep.id)).all()
     heads = db.session.execute(text(
         "SELECT chain_id, last_seq, last_hash FROM audit_chain_heads ORDER BY chain_id")).all()
-    return items, steps, heads
+    return items, steps, heads, stored_rollups()
 
 
 @pytest.mark.skipif(os.environ.get("CLEARDESK_TEST_DB") != "postgresql",
@@ -477,6 +478,7 @@ def test_seed_demo_with_a_process_per_tenant_makes_what_one_process_makes(app, m
 
     from app.demo import seed
     from tests.conftest import _empty_tables
+    from tests.dashboard.recompute import expected_rollups
 
     now = datetime.fromisoformat("2026-12-08T15:30:00+00:00")
     monkeypatch.setattr(seed, "PARALLEL_FROM", 10**9)
@@ -491,6 +493,9 @@ def test_seed_demo_with_a_process_per_tenant_makes_what_one_process_makes(app, m
     commit()
     assert result["items"] == 900
     assert _seeded_facts() == one_process
+    # The rollups, worked out in each tenant's process and summed, are what the items make.
+    assert one_process[3] == expected_rollups()
+    assert sum(row["decided"] for row in one_process[3][4].values()) > 0
     assert len(one_process[0]) == 900 and {row.tenant_id for row in one_process[0]} == {1, 2, 3}
     # This process's database connection still answers: none crossed into the others.
     assert db.session.scalar(select(func.count()).select_from(AuditEvent)) > 900

@@ -39,7 +39,7 @@ from app.work.sla_clock import sla_due_at, sla_state_at, sla_target
 from app.work import kinds
 from app.work.ledger import issued_by_ledger
 from app.unit_of_work import unit_of_work
-from app.work.rollups import rebuild_rollups
+from app.work.rollups import RollupTotals, rebuild_rollups, rollup_totals, write_rollups
 from app.demo.policies import (
     BUDGETS,
     DECISION_DELAY,
@@ -282,16 +282,17 @@ def seed_demo(items: int = 3000, seed: int = 20261127, now: datetime | None = No
     global_chain.close()
     state = SeedState(seed=seed, now=now, chains=chains, decider=decider, progress=progress,
                       total=items)
+    # The items go in by COPY, not one change at a time through the ledger: their rollups
+    # are computed from them in one go (in each tenant's process, when there are processes).
     if writer.postgres and items >= PARALLEL_FROM:
         writer.flush()
-        made = _in_processes(state, plans)
+        made, totals = _in_processes(state, plans)
+        write_rollups(db.session, totals)
     else:
         made = sum(_seed_tenant(state, plan, tenants[plan.slug], users, writer)
                    for plan in plans)
         writer.flush()
-    # The items went in by COPY, not one change at a time through the ledger: their rollups
-    # are computed from them in one go.
-    rebuild_rollups(db.session)
+        rebuild_rollups(db.session)
     if writer.postgres:
         # Fresh statistics: the planner picks the queue indexes only if it knows the table.
         for table in ("work_items", "approval_steps", "audit_events", "memberships",
@@ -397,8 +398,9 @@ def _count(state: SeedState, n: int) -> None:
 _FORKED: SeedState | None = None  # what a forked process starts from (fork copies it)
 
 
-def _in_processes(state: SeedState, plans: list[TenantPlan]) -> int:
-    """Make each tenant's items in a process of its own, each in its own transaction. What
+def _in_processes(state: SeedState, plans: list[TenantPlan]) -> tuple[int, RollupTotals]:
+    """Make each tenant's items in a process of its own, each in its own transaction, and
+    work out their rollups there (summed here: the caller writes them). What
     came before (tenants, people, policies) is committed first, so they can see it; a process
     that fails leaves the database part-seeded (the error says to start from an empty one)."""
     global _FORKED
@@ -419,17 +421,20 @@ def _in_processes(state: SeedState, plans: list[TenantPlan]) -> int:
                          "from an empty one.") from exc
     finally:
         _FORKED = None
-    return sum(made)
+    totals = RollupTotals()
+    for _made, part in made:
+        totals.add(part)
+    return sum(m for m, _part in made), totals
 
 
-def _seed_in_process(plan: TenantPlan) -> int:
+def _seed_in_process(plan: TenantPlan) -> tuple[int, RollupTotals]:
     state = _FORKED
     try:
         tenant = db.session.scalars(select(Tenant).where(Tenant.slug == plan.slug)).one()
         users = {u.email: u for u in db.session.scalars(select(User))}
         made = _seed_tenant(state, plan, tenant, users, BulkWriter())
         db.session.commit()
-        return made
+        return made, rollup_totals(db.session, [tenant.id])
     finally:
         db.session.remove()
         db.engine.dispose()

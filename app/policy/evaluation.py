@@ -132,10 +132,13 @@ class _Router:
         self.load = loads(self.by_user)
         self.standing_delegate = standing_delegate
         self.today = utcnow().date()
+        # What eligibility reads of each member, once per batch rather than once per item.
+        self.roles = {m.user_id: (m.role_set if m.user.active else frozenset())
+                      for m in self.members}
 
     def _eligible(self, m: Membership | None, role: str, limit: Decimal, excluded) -> bool:
-        return (m is not None and m.user.active and m.user_id not in excluded
-                and role in m.role_set and m.approval_limit >= limit)
+        return (m is not None and role in self.roles[m.user_id] and m.user_id not in excluded
+                and m.approval_limit >= limit)
 
     def choose(self, role: str, limit: Decimal, item) -> int | None:
         """`item`: anything with requester_id, kind and amount (a delegation's scope)."""

@@ -16,7 +16,7 @@ added to `dashboard_steps` once, in the same unit of work.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select
 
 from app.models import ApprovalStep, Kind, SlaState, StepState, Tenant, WorkItem
 from app.unit_of_work import register_writer, unit_of_work
-from app.work.calendar import calendar_for
+from app.work.calendar import BusinessCalendar, calendar_for
 from app.work.rollup_tables import (
     BUCKETS,
     DAILY_SUMS,
@@ -78,8 +78,24 @@ def turnaround_bucket(seconds: float) -> str:
     return BUCKETS[-1]
 
 
-def local_day(moment: datetime, timezone: str) -> date:
-    return moment.astimezone(ZoneInfo(timezone)).date()
+@dataclass(frozen=True, slots=True)
+class TenantClock:
+    """What a tenant's rollup rows need of it: its id, its timezone (for local days) and its
+    business calendar (for turnaround), looked up once per tenant, not once per item."""
+
+    tenant_id: int
+    zone: ZoneInfo
+    calendar: BusinessCalendar
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantClock:
+        return cls(tenant.id, ZoneInfo(tenant.timezone), calendar_for(tenant))
+
+    def day(self, moment: datetime) -> date:
+        return moment.astimezone(self.zone).date()
+
+    def business_seconds(self, start: datetime, end: datetime) -> int:
+        return int(self.calendar.between(start, end).total_seconds())
 
 
 def cents(amount: Decimal | None) -> int:
@@ -94,13 +110,12 @@ def decider_of(facts: ItemFacts) -> int:
     return facts.last_actor_id or 0
 
 
-def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
+def contributions(facts: ItemFacts, clock: TenantClock) -> list[tuple]:
     """(table, key, sums) rows this item adds to the rollups."""
-    out = [(daily_rollups, (facts.tenant_id, local_day(facts.created_at, tenant.timezone),
+    out = [(daily_rollups, (facts.tenant_id, clock.day(facts.created_at),
                             facts.kind, facts.subtype, 0), {"created": 1})]
     if facts.state in FINAL_STATES.get(facts.kind, ()) and facts.resolved_at is not None:
-        seconds = int(calendar_for(tenant).between(facts.created_at,
-                                                   facts.resolved_at).total_seconds())
+        seconds = clock.business_seconds(facts.created_at, facts.resolved_at)
         sums = {
             "resolved": 1,
             "met": int(facts.sla_state == SlaState.MET.value),
@@ -109,7 +124,7 @@ def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
             "turnaround_seconds": seconds,
             turnaround_bucket(seconds): 1,
         }
-        out.append((daily_rollups, (facts.tenant_id, local_day(facts.resolved_at, tenant.timezone),
+        out.append((daily_rollups, (facts.tenant_id, clock.day(facts.resolved_at),
                                     facts.kind, facts.subtype, decider_of(facts)), sums))
     elif facts.state not in FINAL_STATES.get(facts.kind, ()):
         sums = {"items": 1}
@@ -118,7 +133,7 @@ def contributions(facts: ItemFacts, tenant: Tenant) -> list[tuple]:
         if facts.kind == Kind.SETTLEMENT_DISPUTE.value:
             sums["delta_cents"] = cents(facts.claimed_amount) - cents(facts.calculated_amount)
         out.append((open_rollups, (facts.tenant_id, facts.kind, facts.subtype,
-                                   local_day(facts.created_at, tenant.timezone),
+                                   clock.day(facts.created_at),
                                    facts.assignee_id or 0), sums))
         out.append((queue_count_rollups, (facts.tenant_id, facts.kind, facts.assignee_id or 0,
                                           facts.team_queue or ""), {"items": 1}))
@@ -149,13 +164,13 @@ def step_type(need: str | None, group_id: int | None, source_field: str | None,
     return "owner" if source_field else "single"
 
 
-def step_contribution(tenant: Tenant, kind_of_step: str, opened: datetime,
+def step_contribution(clock: TenantClock, kind_of_step: str, opened: datetime,
                       decided: datetime) -> tuple:
     """(table, key, sums) a decided step adds: business time from its opening (the previous
     step's decision, or the item's arrival) to its decision, on the tenant-local day of the
     decision."""
-    seconds = max(int(calendar_for(tenant).between(opened, decided).total_seconds()), 0)
-    return (step_rollups, (tenant.id, local_day(decided, tenant.timezone), kind_of_step),
+    seconds = max(clock.business_seconds(opened, decided), 0)
+    return (step_rollups, (clock.tenant_id, clock.day(decided), kind_of_step),
             {"decided": 1, "turnaround_seconds": seconds, turnaround_bucket(seconds): 1})
 
 
@@ -171,33 +186,35 @@ def record_step_decision(session, item: WorkItem, step: ApprovalStep) -> None:
                                            if s.position < step.position))
     kind_of_step = step_type(step.need, step.group_id, step.source_field,
                              step.escalation_level)
-    row = step_contribution(session.get(Tenant, item.tenant_id), kind_of_step, opened,
-                             step.decided_at)
+    row = step_contribution(TenantClock.of(session.get(Tenant, item.tenant_id)), kind_of_step,
+                            opened, step.decided_at)
     deltas: dict = {}
     _add(deltas, [row], +1)
     unit_of_work(session).add("rollup_deltas", deltas)
 
 
-def _step_totals(session, tenants: dict[int, Tenant], totals: dict, batch: int) -> int:
-    """The step rollup from the stored steps, a range of item ids at a time (a step's opening
-    needs the decisions of the item's earlier steps)."""
+def _step_totals(session, clocks: dict[int, TenantClock], totals: dict, ids: range,
+                 batch: int) -> int:
+    """The step rollup from the stored steps of the items in `ids` (of the tenants in
+    `clocks`), a range of item ids at a time: a step's opening needs the decisions of the
+    item's earlier steps."""
     step, item = ApprovalStep, WorkItem
-    top = session.scalar(select(func.max(step.item_id))) or 0
     decided = 0
-    for low in range(0, top, batch):
+    for low in range(ids.start, ids.stop, batch):
         rows = session.execute(
             select(step.item_id, step.state, step.decided_at, step.need, step.group_id,
                    step.source_field, step.escalation_level, item.tenant_id, item.created_at)
             .join(item, item.id == step.item_id)
-            .where(step.item_id > low, step.item_id <= low + batch)
+            .where(step.item_id >= low, step.item_id < min(low + batch, ids.stop),
+                   item.tenant_id.in_(clocks))
             .order_by(step.item_id, step.position)).all()
         current, earlier = None, []
-        for item_id, state, at, need, group_id, field, level, tenant_id, created in rows:
+        for item_id, state, at, need, group_id, source, level, tenant_id, created in rows:
             if item_id != current:
                 current, earlier = item_id, []
             if state in DECIDED_STEP_STATES and at is not None:
                 _add(totals, [step_contribution(
-                    tenants[tenant_id], step_type(need, group_id, field, level),
+                    clocks[tenant_id], step_type(need, group_id, source, level),
                     step_opened(created, earlier), at)], +1)
                 decided += 1
             earlier.append(at)
@@ -284,44 +301,83 @@ def apply_item_changes(session, changes: list[tuple[dict | None, dict]]) -> None
     """The ledger's report of what it wrote (app.work.ledger): (before, after) values of the
     TRACKED columns of each changed item; before is None for an item just inserted."""
     deltas: dict = {}
-    tenants: dict[int, Tenant] = {}
+    clocks: dict[int, TenantClock] = {}
     for before, after in changes:
         for values, sign in ((before, -1), (after, +1)):
             if values is None:
                 continue
             facts = ItemFacts(**{name: values.get(name) for name in TRACKED})
-            if facts.tenant_id not in tenants:
-                tenants[facts.tenant_id] = session.get(Tenant, facts.tenant_id)
-            _add(deltas, contributions(facts, tenants[facts.tenant_id]), sign)
+            if facts.tenant_id not in clocks:
+                clocks[facts.tenant_id] = TenantClock.of(session.get(Tenant, facts.tenant_id))
+            _add(deltas, contributions(facts, clocks[facts.tenant_id]), sign)
     if deltas:
         unit_of_work(session).add("rollup_deltas", deltas)
 
 
-def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
-    """Recompute the rollup tables from the items (after a bulk load, or to prove them):
-    the same `contributions` as the live path, summed in memory (the result is small)."""
-    connection = session.connection()
-    tenants = {t.id: t for t in session.scalars(select(Tenant))}
+# What rebuild_rollups writes, by table name (sums travel between processes by name).
+_REBUILT = {t.name: t for t in (daily_rollups, step_rollups, *BACKLOG_TABLES)}
+
+
+@dataclass
+class RollupTotals:
+    """The rollups' sums computed from stored items and steps: (table name, key) -> sums.
+    Several (of different tenants, computed apart) add up to the whole."""
+
+    sums: dict = field(default_factory=dict)
+    items: int = 0
+    steps: int = 0
+
+    def add(self, other: RollupTotals) -> None:
+        for key, sums in other.sums.items():
+            target = self.sums.setdefault(key, defaultdict(int))
+            for name, value in sums.items():
+                target[name] += value
+        self.items += other.items
+        self.steps += other.steps
+
+
+def rollup_totals(session, tenant_ids: list[int] | None = None,
+                  batch: int = 20000) -> RollupTotals:
+    """The same `contributions` as the live path, from the stored items (and decided steps)
+    of these tenants (all by default), summed in memory (the result is small)."""
+    tenants = select(Tenant)
+    if tenant_ids is not None:
+        tenants = tenants.where(Tenant.id.in_(tenant_ids))
+    clocks = {t.id: TenantClock.of(t) for t in session.scalars(tenants)}
+    low, high = session.execute(select(func.min(WorkItem.id), func.max(WorkItem.id))
+                                .where(WorkItem.tenant_id.in_(clocks))).one()
+    if low is None:
+        return RollupTotals()
+    ids = range(low, high + 1)
     totals: dict = {}
     columns = [getattr(WorkItem, name) for name in TRACKED]
-    last_id = 0
-    items = 0
+    last_id, items = low - 1, 0
     while True:
-        rows = session.execute(select(WorkItem.id, *columns).where(WorkItem.id > last_id)
-                               .order_by(WorkItem.id).limit(batch)).all()
+        rows = session.execute(
+            select(WorkItem.id, *columns)
+            .where(WorkItem.id > last_id, WorkItem.id <= high, WorkItem.tenant_id.in_(clocks))
+            .order_by(WorkItem.id).limit(batch)).all()
         if not rows:
             break
         for row in rows:
             facts = ItemFacts(*row[1:])
-            _add(totals, contributions(facts, tenants[facts.tenant_id]), +1)
+            _add(totals, contributions(facts, clocks[facts.tenant_id]), +1)
         items += len(rows)
         last_id = rows[-1][0]
-    steps = _step_totals(session, tenants, totals, batch)
-    for table in (daily_rollups, step_rollups, *BACKLOG_TABLES):
+    steps = _step_totals(session, clocks, totals, ids, batch)
+    return RollupTotals({(table.name, key): dict(sums) for (table, key), sums in totals.items()},
+                        items, steps)
+
+
+def write_rollups(session, totals: RollupTotals) -> dict[str, int]:
+    """Replace the rollup tables with `totals` (in the caller's transaction)."""
+    connection = session.connection()
+    for table in _REBUILT.values():
         connection.execute(delete(table))
     by_table: dict = defaultdict(list)
-    for (table, key), sums in totals.items():
-        row = {name: 0 for name in _sums_of(table)}
+    for (name, key), sums in totals.sums.items():
+        table = _REBUILT[name]
+        row = {column: 0 for column in _sums_of(table)}
         row.update(dict(zip(_key_columns(table), key)))
         row.update(sums)
         if table in BACKLOG_TABLES and not row["items"]:
@@ -330,8 +386,14 @@ def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
     for table, rows in by_table.items():
         for start in range(0, len(rows), 5000):
             connection.execute(table.insert(), rows[start:start + 5000])
-    return {"items": items, "steps": steps, "daily_rows": len(by_table[daily_rollups]),
+    return {"items": totals.items, "steps": totals.steps,
+            "daily_rows": len(by_table[daily_rollups]),
             "step_rows": len(by_table[step_rollups]),
             "open_rows": len(by_table[open_rollups]),
             "due_rows": len(by_table[open_due_rollups]),
             "queue_rows": len(by_table[queue_count_rollups])}
+
+
+def rebuild_rollups(session, batch: int = 20000) -> dict[str, int]:
+    """Recompute the rollup tables from the items (after a bulk load, or to prove them)."""
+    return write_rollups(session, rollup_totals(session, batch=batch))
