@@ -7,7 +7,8 @@ rollups are always the same function of the items' current rows (`contributions`
 rebuild uses that same function — and they commit or roll back with the change itself: no lag,
 no watermark, no job to miss. A unit of work's changes are summed and written when it commits
 (app.unit_of_work.UnitOfWork), one upsert per rollup row, so those hot rows are locked for
-the commit only. The demo seed writes by COPY and then calls `rebuild_rollups`.
+the commit only. The demo seed writes by COPY and then works the rollups out from what it
+wrote (`rollup_totals`, per tenant in the tenant's own process, then `write_rollups`).
 
 An approval step, once decided, stays decided: the approvals code reports each decision
 (`record_step_decision`), and the step's business time from its opening to its decision is
