@@ -276,6 +276,14 @@ def apply_deltas(connection, deltas: dict) -> None:
             *[c == v for c, v in zip(columns, key)], table.c["items"] == 0))
 
 
+def _merge(total: dict, sums_by_key: dict) -> None:
+    """Add each key's sums into `total` (key -> {sum name: value})."""
+    for key, sums in sums_by_key.items():
+        target = total.setdefault(key, defaultdict(int))
+        for name, value in sums.items():
+            target[name] += value
+
+
 def _add(deltas: dict, rows: list[tuple], sign: int) -> None:
     for table, key, sums in rows:
         target = deltas.setdefault((table, key), defaultdict(int))
@@ -288,10 +296,7 @@ def _apply_pending(session, collected: list[dict]) -> None:
     so the (hot) rollup rows are locked for the commit only."""
     total: dict = {}
     for deltas in collected:
-        for key, sums in deltas.items():
-            target = total.setdefault(key, defaultdict(int))
-            for name, value in sums.items():
-                target[name] += value
+        _merge(total, deltas)
     apply_deltas(session.connection(), total)
 
 
@@ -329,10 +334,7 @@ class RollupTotals:
     steps: int = 0
 
     def add(self, other: RollupTotals) -> None:
-        for key, sums in other.sums.items():
-            target = self.sums.setdefault(key, defaultdict(int))
-            for name, value in sums.items():
-                target[name] += value
+        _merge(self.sums, other.sums)
         self.items += other.items
         self.steps += other.steps
 
