@@ -102,7 +102,8 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     }
     # Tuning whose defaults live beside the code that uses them; set only when given.
     for name, cast in (("OUTBOX_BATCH_ITEMS", int), ("POLICY_SWEEP_BATCH", int),
-                       ("POLICY_SWEEP_SECONDS", float), ("AUDIT_EXPORT_DIR", str)):
+                       ("POLICY_SWEEP_SECONDS", float), ("POLICY_SWEEP_LANES", int),
+                       ("AUDIT_EXPORT_DIR", str)):
         if env.get(name):
             config[name] = cast(env[name])
     if overrides:

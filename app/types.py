@@ -77,13 +77,23 @@ def tenant_time(value: datetime, timezone: str | None) -> str:
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
+class PlainJSON(dict):
+    """A dict of plain JSON values already (made by `plain_json`): jsonable hands it back as
+    it is, so data kept in two places (a policy decision's receipt and its audit event) is
+    walked once. Never changed after it is made."""
+
+
+def plain_json(value: dict) -> PlainJSON:
+    return PlainJSON(jsonable(value))
+
+
 def jsonable(value):
     """Plain JSON values (audit event data, outbox payloads): what is stored is exactly what
     was hashed. Decimals and times become text; floats are refused (use Decimal or str)."""
     # Most values are plain already (every audit event's data goes through here): their exact
     # type answers first.
     kind = type(value)
-    if kind in _PLAIN:
+    if kind in _PLAIN or kind is PlainJSON:
         return value
     if kind is dict:
         return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}

@@ -29,6 +29,7 @@ from app.actors import Actor  # noqa: E402
 from app.admin.people import grant_membership  # noqa: E402
 from app.audit.models import AuditEvent  # noqa: E402
 from app.extensions import db  # noqa: E402
+from app.heap import settle_start_up_objects  # noqa: E402
 from app.models import Tenant, User, WorkItem  # noqa: E402
 from app.policy import versions  # noqa: E402
 from app.policy.models import PolicyDecision  # noqa: E402
@@ -147,6 +148,7 @@ def main() -> int:
     args = parser.parse_args()
     app = create_app({"OUTBOX_RELAY_ON_COMMIT": args.relay,
                       "POLICY_SWEEP_SECONDS": 10**6})
+    settle_start_up_objects()  # as a worker started from wsgi.py does
     with app.app_context():
         if db.engine.dialect.name != "postgresql":
             print("the policy bench needs PostgreSQL (DATABASE_URL)", file=sys.stderr)

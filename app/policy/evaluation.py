@@ -37,7 +37,7 @@ from app.policy.models import (
     PolicyKillSwitch,
     PolicyVersion,
 )
-from app.types import jsonable, utcnow
+from app.types import plain_json, utcnow
 from app.work import ledger
 from app.work.assignment import least_loaded, loads
 from app.work.assignment_notices import note_assignment
@@ -94,6 +94,19 @@ def _lock_budget(tenant: Tenant, now: datetime) -> PolicyBudgetDay:
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return db.session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def _add_to_budget(tenant: Tenant, now: datetime, count: int, amount: Decimal) -> None:
+    """Add a batch's auto-approvals to the tenant's tally for its local day, in one statement
+    (a policy without a daily cap reads nothing first)."""
+    day = now.astimezone(ZoneInfo(tenant.timezone)).date()
+    budgets = PolicyBudgetDay.__table__
+    stmt = dialect_insert()(budgets).values(tenant_id=tenant.id, day=day, count=count,
+                                            amount=amount)
+    db.session.execute(stmt.on_conflict_do_update(
+        index_elements=[budgets.c.tenant_id, budgets.c.day],
+        set_={"count": budgets.c["count"] + stmt.excluded["count"],
+              "amount": budgets.c.amount + stmt.excluded.amount}))
 
 
 def rejections_by_counterparty(tenant_id: int, counterparties, now: datetime) -> dict[str, int]:
@@ -206,14 +219,20 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
     policy = PolicyVersion.in_force(tenant.id, now)
     compiled = engine.compile_policy(policy) if policy is not None else None
     verdicts: list[tuple] = []
+    budget_row = budget = None
     if pending:
         rejections = rejections_by_counterparty(tenant.id, [i.counterparty for i in pending], now)
         kill = kill_switch_engaged(tenant.id)
-        budget_row = budget = None
         if compiled is not None and any(r.outcome == Outcome.AUTO_APPROVE.value
                                         for r in compiled.rules):
-            budget_row = _lock_budget(tenant, now)
-            budget = engine.Budget.of(compiled, budget_row.count, budget_row.amount)
+            if compiled.daily_auto_count is None and compiled.daily_auto_amount is None:
+                # No daily cap to check: nothing to read first, the day's tally is added to
+                # once the batch is written (at the end), so the row is locked for the commit
+                # only and two sweepers of one tenant decide side by side.
+                budget = engine.Budget.of(compiled, 0, Decimal("0.00"))
+            else:
+                budget_row = _lock_budget(tenant, now)
+                budget = engine.Budget.of(compiled, budget_row.count, budget_row.amount)
         for item in pending:
             inputs = engine.item_inputs(item, rejections.get(item.counterparty, 0))
             if compiled is None:  # the policy was retired with no successor: default chain
@@ -238,6 +257,9 @@ def evaluate_items(actor: Actor, item_ids: list[int]) -> dict[str, int]:
                            .where(receipts.item_id.in_(skipped))
                            .values(outcome=engine.SKIPPED, policy_id=policy.id if policy else None,
                                    policy_version=policy.version if policy else None))
+    if budget_row is None and budget is not None and budget.used_count:
+        # Last, so the row is locked from here to the commit only.
+        _add_to_budget(tenant, now, budget.used_count, budget.used_amount)
     for _item, verdict in verdicts:
         counts[verdict.outcome] += 1
     counts[engine.SKIPPED] += len(skipped)
@@ -494,7 +516,7 @@ def _decide_cases(actor: Actor, tenant: Tenant, policy: PolicyVersion,
 
 
 def _plain(inputs: dict) -> dict:
-    return jsonable(inputs)
+    return plain_json(inputs)  # walked once, for the receipt and the audit event alike
 
 
 def decision_receipt(item_id: int) -> PolicyDecision | None:

@@ -243,8 +243,19 @@ def _write(actor: Actor, tenant_id: int, changes: list[Change], now: datetime, *
 
 
 def _rollup_values(change: Change) -> tuple[dict, dict]:
-    before = {name: _get(change.before, name) for name in TRACKED}
-    return before, {**before, **{n: v for n, v in change.values.items() if n in before}}
+    source = change.before
+    if isinstance(source, dict):
+        before = {name: source[name] for name in TRACKED}
+    elif hasattr(source, "_mapping"):  # a row of before_columns()
+        mapping = source._mapping
+        before = {name: mapping[name] for name in TRACKED}
+    else:  # the loaded item
+        before = {name: getattr(source, name) for name in TRACKED}
+    after = before.copy()
+    for name, value in change.values.items():
+        if name in _TRACKED:
+            after[name] = value
+    return before, after
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, select
@@ -50,9 +51,9 @@ TRACKED = ("tenant_id", "kind", "subtype", "state", "created_at", "resolved_at",
 POLICY = "policy"
 
 
-@dataclass(frozen=True)
-class ItemFacts:
-    """The tracked columns of one item at one moment."""
+class ItemFacts(NamedTuple):
+    """The tracked columns of one item at one moment (a tuple: made for every item a batch
+    changes, twice)."""
 
     tenant_id: int
     kind: str
@@ -69,6 +70,10 @@ class ItemFacts:
     calculated_amount: Decimal | None
     sla_due_at: datetime | None = None
     team_queue: str | None = None
+
+
+# Built from TRACKED values in order (a rebuild's selected columns, the ledger's values).
+assert ItemFacts._fields == TRACKED
 
 
 def turnaround_bucket(seconds: float) -> str:
@@ -268,8 +273,12 @@ def apply_deltas(connection, deltas: dict) -> None:
         by_table[table].append({**dict(zip(_key_columns(table), key)), **sums})
         if table in BACKLOG_TABLES and sums.get("items", 0) < 0:
             emptied.append((table, key))
-    for table, rows in by_table.items():
-        _upsert(connection, table, rows)
+    # In one order for every writer (tables by name, rows by key): two commits that add to the
+    # same rows lock them in the same order, and wait for each other instead of deadlocking.
+    for table in sorted(by_table, key=lambda t: t.name):
+        keys = _key_columns(table)
+        _upsert(connection, table, sorted(by_table[table],
+                                          key=lambda row: tuple(repr(row[k]) for k in keys)))
     for table, key in emptied:
         columns = [table.c[name] for name in _key_columns(table)]
         connection.execute(delete(table).where(
@@ -309,10 +318,12 @@ def apply_item_changes(session, changes: list[tuple[dict | None, dict]]) -> None
     deltas: dict = {}
     clocks: dict[int, TenantClock] = {}
     for before, after in changes:
+        if before == after:
+            continue  # nothing the rollups count changed (a routing that kept the queue)
         for values, sign in ((before, -1), (after, +1)):
             if values is None:
                 continue
-            facts = ItemFacts(**{name: values.get(name) for name in TRACKED})
+            facts = ItemFacts(*map(values.get, TRACKED))
             if facts.tenant_id not in clocks:
                 clocks[facts.tenant_id] = TenantClock.of(session.get(Tenant, facts.tenant_id))
             _add(deltas, contributions(facts, clocks[facts.tenant_id]), sign)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -239,4 +240,47 @@ def test_a_batch_of_arrivals_is_decided_once_each_through_its_batch_messages(
         AuditEvent.action.in_(("item.approve", "policy.routed")))
         .group_by(AuditEvent.item_id)).all()
     assert len(decided) == 40 and {n for _i, n in decided} == {1}
+    assert all(report.ok for report in verify_all())
+
+
+def test_a_sweep_on_postgresql_decides_in_two_lanes_each_item_once_and_tallies_the_day(
+        app, admins, make_policy, caplog, monkeypatch):
+    """Two batches at once on connections of their own (one's Python while the other waits for
+    the database): every item decided once, the audit chain whole, and the day's auto-approval
+    tally (no cap to read first, so added to at the end of each batch) counting each one."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: one lane")
+    from app.policy.jobs import sweep_undecided
+    from app.policy.models import PolicyBudgetDay
+    from app.work.services import create_items
+
+    tenant, author, checker = admins
+    make_policy(tenant, author, checker, [AUTO, CHAIN])
+    rows = [{"kind": "approval", "subtype": "discount", "title": f"Deal {n}",
+             "external_ref": f"L-{n}", "source_system": "crm", "counterparty": f"C {n % 30}",
+             "amount": "800.00" if n % 3 else "75000.00", "details": {"discount_pct": "5"}}
+            for n in range(1200)]
+    create_items(Actor.system("tests"), tenant.id, rows)
+    commit()
+    app.config["POLICY_SWEEP_LANES"] = 2
+    # Alembic's logging set-up (run by the suite's migrations) disables existing loggers.
+    monkeypatch.setattr(app.logger, "disabled", False)
+    with caplog.at_level("INFO", logger=app.logger.name):
+        assert sweep_undecided(batch=50, max_seconds=300) == 1200
+    lanes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("policy sweep")]
+    assert len(lanes) == 1 and "in 2 lanes" in lanes[0]
+    per_lane = [int(n) for n in lanes[0].split("(")[1].rstrip(")").split(", ")]
+    assert len(per_lane) == 2 and all(n > 0 for n in per_lane), per_lane  # both lanes decided
+    assert _decided() == 1200
+    per_item = db.session.execute(
+        select(AuditEvent.item_id, func.count())
+        .where(AuditEvent.action.in_(("item.approve", "policy.routed")))
+        .group_by(AuditEvent.item_id)).all()
+    assert len(per_item) == 1200 and {n for _i, n in per_item} == {1}
+    approved = db.session.scalar(select(func.count()).select_from(WorkItem)
+                                 .where(WorkItem.state == "approved"))
+    assert approved == 800
+    tally = db.session.scalars(select(PolicyBudgetDay).where(
+        PolicyBudgetDay.tenant_id == tenant.id)).one()
+    assert (tally.count, tally.amount) == (800, Decimal("640000.00"))
     assert all(report.ok for report in verify_all())
