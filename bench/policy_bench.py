@@ -36,6 +36,8 @@ from app.policy.models import PolicyDecision  # noqa: E402
 from app.unit_of_work import commit  # noqa: E402
 
 SYSTEM = Actor.system("bench")
+# What the worker must keep (issue #13: it was 3,155/s and 0.89 before the ledger).
+GOAL_RATE, GOAL_RATIO = 3000, 0.8
 RULES = [
     ("Large deals", "amount > 20000", "steps", "approver >= 10000\nmanager >= amount"),
     ("Small deals", 'amount <= 2500 and region != "LATAM" and discount_pct <= 30',
@@ -183,13 +185,14 @@ def main() -> int:
             "ratio_to_ceiling": round(rate / ceiling, 3),
             "outcomes": outcomes, "audit_events_written": events,
             "audit_chain_ok": report_chain.ok,
-            "goal": {"ratio": 0.25, "decisions_per_second": 2000},
+            "goal": {"ratio": GOAL_RATIO, "decisions_per_second": GOAL_RATE},
         }
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
-        met = rate >= 2000 and rate / ceiling >= 0.25 and report_chain.ok and decided == args.items
+        met = (rate >= GOAL_RATE and rate / ceiling >= GOAL_RATIO and report_chain.ok
+               and decided == args.items)
         print(f"policy: {rate:,.0f} decisions/s, {rate / ceiling:.2f} of {ceiling:,.0f} "
               f"single-row INSERT commits/s — {'goal met' if met else 'GOAL NOT MET'}")
         return 0 if report_chain.ok and decided == args.items else 1
