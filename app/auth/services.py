@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import lazyload
+from sqlalchemy.orm import joinedload
 
 from app.actors import Actor, ActorType
 from app.audit.services import record_event
@@ -358,8 +358,10 @@ def _strictest(column, user_id):
 def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] | None:
     """The active user and open session a cookie's login id names, with the timeouts of the
     person's tenants, or None: unknown, ended, another user's, a wrong secret, a deactivated
-    user. One query, run on every request; the user's memberships load when a page first
-    uses them. Whether the session has timed out is the caller's to check (SessionLimits)."""
+    user. One query, run on every request, with the user's memberships and their roles
+    (every page reads them: the tenant switcher, the queues a person works, what they may see),
+    joined in rather than fetched by two more statements when first used. Whether the session
+    has timed out is the caller's to check (SessionLimits)."""
     try:
         user_id, session_id, secret = login_id.split(":")
         user_id = int(user_id)
@@ -373,8 +375,8 @@ def recognise_session(login_id: str) -> tuple[User, UserSession, SessionLimits] 
         .join(UserSession, UserSession.user_id == User.id)
         .where(UserSession.id == session_id, User.id == user_id,
                UserSession.ended_at.is_(None), User.active.is_(True))
-        .options(lazyload(User.memberships))
-    ).first()
+        .options(joinedload(User.memberships).joinedload(Membership.roles))
+    ).unique().first()
     if found is None or not hmac.compare_digest(found.UserSession.secret_hash,
                                                 _secret_hash(secret)):
         return None

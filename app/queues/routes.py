@@ -1,6 +1,7 @@
 """Queue pages. Thin: read the filters, ask the queries for rows, call the write path, render."""
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlencode
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -46,6 +47,20 @@ declare_access(bp, member=True)
 def pane_query(queue_name: str, filters: QueueFilters) -> str:
     """The query string that opens an item in a queue's pane with the queue's context."""
     return urlencode({"queue": queue_name, **filters.query_args()})
+
+
+class RowLinks(NamedTuple):
+    """What a queue row's links are made of: the item page's URL up to its id, and the query
+    string that opens the item in the pane with the queue's context (the same for every row)."""
+
+    item_prefix: str
+    pane_suffix: str
+
+
+@bp.app_template_global()
+def row_links(queue_name: str, filters: QueueFilters) -> RowLinks:
+    sample = url_for("items.detail", item_id=0)  # the item URLs differ only by their id
+    return RowLinks(sample.removesuffix("0"), "?" + pane_query(queue_name, filters))
 
 
 @bp.get("/")
