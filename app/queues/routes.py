@@ -80,8 +80,10 @@ def _queue_or_404(actor, name: str, tenant_id):
     return queue
 
 
-def queue_context(actor, name: str, args, rows_only: bool = False) -> dict:
-    """Everything a queue page or fragment renders, for the queue `name` filtered by `args`."""
+def queue_context(actor, name: str, args, rows_only: bool = False,
+                  with_views: bool = True) -> dict:
+    """Everything a queue page or fragment renders, for the queue `name` filtered by `args`
+    (the saved views, in the page's side bar, only `with_views`)."""
     tenant_id = current_tenant_id()
     queue = _queue_or_404(actor, name, tenant_id)
     filters = QueueFilters.parse(args, actor.tenant_ids())
@@ -112,7 +114,7 @@ def queue_context(actor, name: str, args, rows_only: bool = False) -> dict:
         "tenants": sorted((m.tenant for m in actor.user.memberships), key=lambda t: t.name),
         "bulk_form": BulkForm(formdata=None),
         "save_form": SaveViewForm(formdata=None),
-        "views": [] if rows_only else views_of(actor),
+        "views": views_of(actor) if with_views and not rows_only else [],
         "page_size": PAGE_SIZE,
     }
 
@@ -129,7 +131,8 @@ def show(name: str):
         block = None
     # The rows and the counts read along the queue indexes under one setting of the planner.
     with read_in_index_order(request.args.get("status")):
-        context = queue_context(actor, name, request.args, rows_only)
+        context = queue_context(actor, name, request.args, rows_only,
+                                with_views=block is None)
         if block is None:
             context["counts"] = queue_counts(actor, current_tenant_id())
     return render_page("queues/queue.html", block, **context)
@@ -178,7 +181,7 @@ def bulk(name: str):
 
 
 def _bulk_fragment(actor, name: str, args, result):
-    context = queue_context(actor, name, args)
+    context = queue_context(actor, name, args, with_views=False)  # results and counts only
     context["counts"] = queue_counts(actor, current_tenant_id())
     context["bulk_result"] = result
     return render_page("queues/queue.html", "bulk_response",
