@@ -14,7 +14,7 @@ from app.queues.queries import _scanned_counts, queue_counts, queues_for
 from app.unit_of_work import commit
 from app.work.services import claim_item, create_item, transition
 from app.work.queries import get_item
-from tests.conftest import SYSTEM, actor
+from tests.conftest import SYSTEM, actor, statements_sent
 
 
 @pytest.fixture
@@ -95,20 +95,7 @@ def test_a_count_of_what_the_viewer_may_decide_stops_at_the_cap_and_says_so(
 
 def _statements_reading_items(run) -> list[str]:
     """The statements `run()` sends that read items or their counters."""
-    from sqlalchemy import event
-
-    seen: list[str] = []
-
-    def note(conn, cursor, statement, *args):
-        if "work_items" in statement or "queue_open_counts" in statement:
-            seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        run()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
-    return seen
+    return [s for s in statements_sent(run) if "work_items" in s or "queue_open_counts" in s]
 
 
 def _approver() -> User:

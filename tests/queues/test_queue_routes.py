@@ -11,7 +11,7 @@ from app.extensions import db
 from app.models import WorkItem
 from app.queues.models import SavedView
 from app.unit_of_work import commit
-from tests.conftest import arrange, csrf_from
+from tests.conftest import arrange, csrf_from, statements_sent
 
 
 @pytest.fixture
@@ -314,20 +314,6 @@ def test_saved_views_are_personal(world, client, auth):
     assert db.session.scalar(select(func.count()).select_from(SavedView)) == 1
 
 
-def _statements_of(run) -> list[str]:
-    seen: list[str] = []
-
-    def note(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        run()
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
-    return seen
-
-
 def test_a_filter_change_answers_its_results_without_reading_the_side_bars_saved_views(
         world, make_item, client, auth):
     nw, co, p = world
@@ -338,7 +324,7 @@ def test_a_filter_change_answers_its_results_without_reading_the_side_bars_saved
         "csrf_token": token, "name": "Big ones", "queue": "unassigned",
         "filters": "min_amount=10000"})
     answers = []
-    statements = _statements_of(lambda: answers.append(client.get(
+    statements = statements_sent(lambda: answers.append(client.get(
         "/queues/unassigned?min_amount=10000",
         headers={"HX-Request": "true", "HX-Target": "queue-results"})))
     assert answers[0].status_code == 200
@@ -346,7 +332,7 @@ def test_a_filter_change_answers_its_results_without_reading_the_side_bars_saved
     assert 'id="queue-results"' in answers[0].text and "Big ones" not in answers[0].text
     assert not [s for s in statements if "saved_views" in s]
     page = []
-    statements = _statements_of(lambda: page.append(client.get("/queues/unassigned")))
+    statements = statements_sent(lambda: page.append(client.get("/queues/unassigned")))
     assert "Big ones" in page[0].text  # the whole page's side bar lists them
     assert [s for s in statements if "saved_views" in s]
 
@@ -354,7 +340,7 @@ def test_a_filter_change_answers_its_results_without_reading_the_side_bars_saved
 def test_a_signed_in_page_reads_the_persons_memberships_and_roles_with_the_session(
         world, client, auth):
     auth.login("approver@x.test")
-    statements = _statements_of(lambda: client.get("/queues/unassigned"))
+    statements = statements_sent(lambda: client.get("/queues/unassigned"))
     alone = [s for s in statements
              if re.match(r"\s*SELECT memberships\..*\sWHERE memberships\.user_id = ", s, re.S)
              or re.match(r"\s*SELECT membership_roles\.", s)]
