@@ -30,7 +30,9 @@ def collector_paused() -> Iterator[None]:
     (15-20% of the policy worker's time, bench/README.md). Nearly all of them are freed by
     their reference counts when the batch ends; the few cycles wait for the collector's next
     run, after the batch. Pauses nest and overlap across threads (the sweep's lanes): the
-    collector runs again when the last one ends."""
+    collector runs again when the last one ends, and a pause that ends while another goes on
+    collects its cycles from the young generations at once (so lanes that take turns never keep
+    the collector away for a whole sweep, and its garbage with it)."""
     global _pauses, _was_enabled
     with _pause_lock:
         if _pauses == 0:
@@ -42,5 +44,8 @@ def collector_paused() -> Iterator[None]:
     finally:
         with _pause_lock:
             _pauses -= 1
-            if _pauses == 0 and _was_enabled:
+            others_paused = _pauses > 0
+            if not others_paused and _was_enabled:
                 gc.enable()
+        if others_paused and _was_enabled:
+            gc.collect(1)

@@ -1,6 +1,7 @@
 """The garbage collector paused for a bounded piece of batch work, across the sweep's lanes."""
 import gc
 import threading
+import weakref
 
 from app.heap import collector_paused
 
@@ -44,4 +45,19 @@ def test_an_error_in_the_batch_still_ends_the_pause():
             raise ValueError("the batch failed")
     except ValueError:
         pass
+    assert gc.isenabled()
+
+
+def test_a_pause_that_ends_while_another_goes_on_collects_its_cycles_at_once():
+    class Cycle:
+        pass
+
+    with collector_paused():
+        with collector_paused():
+            made = Cycle()
+            made.me = made
+            ref = weakref.ref(made)
+            del made
+        # Still paused for the outer batch, yet the inner one's cycle is gone.
+        assert ref() is None and not gc.isenabled()
     assert gc.isenabled()
