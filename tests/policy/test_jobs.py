@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from redis import Redis
 from sqlalchemy import func, select
 
 from app.actors import Actor
@@ -54,6 +53,16 @@ def relaying(app):
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _decision_events_per_item() -> tuple[int, set[int]]:
+    """How many items have a decision event (approved or routed by the policy), and the
+    numbers of such events an item has: (n, {1}) when each was decided exactly once."""
+    rows = db.session.execute(
+        select(AuditEvent.item_id, func.count())
+        .where(AuditEvent.action.in_(("item.approve", "policy.routed")))
+        .group_by(AuditEvent.item_id)).all()
+    return len(rows), {n for _i, n in rows}
 
 
 def _decided() -> int:
@@ -194,11 +203,7 @@ def test_a_sweep_killed_half_way_is_finished_by_a_new_worker_each_item_decided_o
         second.wait(60)
     assert sweep.get_status() == "finished"
     assert _decided() == 2000
-    per_item = db.session.execute(
-        select(AuditEvent.item_id, func.count())
-        .where(AuditEvent.action.in_(("item.approve", "policy.routed")))
-        .group_by(AuditEvent.item_id)).all()
-    assert len(per_item) == 2000 and {n for _i, n in per_item} == {1}
+    assert _decision_events_per_item() == (2000, {1})
     approved = db.session.scalar(select(func.count()).select_from(WorkItem)
                                  .where(WorkItem.state == "approved"))
     assert approved == db.session.scalar(select(func.count()).select_from(AuditEvent)
@@ -236,10 +241,7 @@ def test_a_batch_of_arrivals_is_decided_once_each_through_its_batch_messages(
     states = dict(db.session.execute(select(WorkItem.state, func.count()).where(
         WorkItem.id.in_(ids)).group_by(WorkItem.state)).all())
     assert states == {"approved": 20, "pending": 20}
-    decided = db.session.execute(select(AuditEvent.item_id, func.count()).where(
-        AuditEvent.action.in_(("item.approve", "policy.routed")))
-        .group_by(AuditEvent.item_id)).all()
-    assert len(decided) == 40 and {n for _i, n in decided} == {1}
+    assert _decision_events_per_item() == (40, {1})
     assert all(report.ok for report in verify_all())
 
 
@@ -272,11 +274,7 @@ def test_a_sweep_on_postgresql_decides_in_two_lanes_each_item_once_and_tallies_t
     per_lane = [int(n) for n in lanes[0].split("(")[1].rstrip(")").split(", ")]
     assert len(per_lane) == 2 and all(n > 0 for n in per_lane), per_lane  # both lanes decided
     assert _decided() == 1200
-    per_item = db.session.execute(
-        select(AuditEvent.item_id, func.count())
-        .where(AuditEvent.action.in_(("item.approve", "policy.routed")))
-        .group_by(AuditEvent.item_id)).all()
-    assert len(per_item) == 1200 and {n for _i, n in per_item} == {1}
+    assert _decision_events_per_item() == (1200, {1})
     approved = db.session.scalar(select(func.count()).select_from(WorkItem)
                                  .where(WorkItem.state == "approved"))
     assert approved == 800
